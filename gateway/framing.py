@@ -1,0 +1,127 @@
+"""Bytes in, lines out: CRLF/LF, telnet negotiation, the line limit and UTF-8.
+
+No I/O: a connection feeds whatever arrived and gets events back, so every edge case
+(a line split across reads, an IAC sequence split across reads, a flood with no newline)
+is tested by feeding bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BadEncoding", "FrameEvent", "Line", "LineFramer", "LineTooLong"]
+
+IAC, SB, SE = 255, 250, 240
+_OPTION_VERBS = frozenset((251, 252, 253, 254))  # WILL WONT DO DONT
+
+# Telnet parser states.
+_DATA, _IAC, _OPTION, _SUB, _SUB_IAC = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class BadEncoding:
+    pass
+
+
+FrameEvent = Line | LineTooLong | BadEncoding
+
+
+class LineFramer:
+    """Splits a byte stream into lines.
+
+    Memory is bounded by `max_line`: a line longer than that is dropped as it arrives
+    (never buffered whole) and reported once as `LineTooLong`. The limit counts the
+    line's bytes without its terminator and after telnet sequences are removed.
+    """
+
+    __slots__ = ("_buf", "_discarding", "_telnet", "max_line", "saw_telnet")
+
+    def __init__(self, max_line: int = 4096) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._discarding = False
+        self._telnet = _DATA
+        #: True once the peer sent any IAC sequence: it is a telnet client.
+        self.saw_telnet = False
+
+    def feed(self, data: bytes) -> list[FrameEvent]:
+        if self._telnet != _DATA or IAC in data:
+            data = self._strip_telnet(data)
+        events: list[FrameEvent] = []
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                self._keep(data[start:], events)
+                return events
+            chunk = data[start:nl]
+            start = nl + 1
+            if self._discarding:
+                self._discarding = False
+                continue
+            if self._buf:
+                self._buf += chunk
+                raw = bytes(self._buf)
+                self._buf.clear()
+            else:
+                raw = chunk
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if len(raw) > self.max_line:
+                events.append(LineTooLong(self.max_line))
+                continue
+            try:
+                events.append(Line(raw.decode("utf-8")))
+            except UnicodeDecodeError:
+                events.append(BadEncoding())
+
+    def _keep(self, rest: bytes, events: list[FrameEvent]) -> None:
+        if self._discarding or not rest:
+            return
+        # One byte of slack: a trailing CR may be the first half of a CRLF.
+        if len(self._buf) + len(rest) > self.max_line + 1:
+            self._buf.clear()
+            self._discarding = True
+            events.append(LineTooLong(self.max_line))
+        else:
+            self._buf += rest
+
+    def _strip_telnet(self, data: bytes) -> bytes:
+        out = bytearray()
+        state = self._telnet
+        for b in data:
+            if state == _DATA:
+                if b == IAC:
+                    state = _IAC
+                    self.saw_telnet = True
+                else:
+                    out.append(b)
+            elif state == _IAC:
+                if b == IAC:  # an escaped 0xFF data byte
+                    out.append(b)
+                    state = _DATA
+                elif b in _OPTION_VERBS:
+                    state = _OPTION
+                elif b == SB:
+                    state = _SUB
+                else:  # a two-byte command (NOP, AYT, ...)
+                    state = _DATA
+            elif state == _OPTION:
+                state = _DATA
+            elif state == _SUB:
+                if b == IAC:
+                    state = _SUB_IAC
+            else:  # _SUB_IAC
+                state = _DATA if b == SE else _SUB
+        self._telnet = state
+        return bytes(out)

@@ -1,0 +1,121 @@
+"""Every Redis key and channel name, in one place. See docs/REDIS.md for each one.
+
+Names are case-folded keys from `gateway.names.name_key`; they contain only letters,
+digits, `_-.`, so `:` and `|` are safe separators.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PREFIX",
+    "ban",
+    "channel_prefix",
+    "chat",
+    "chat_channel",
+    "chat_conv",
+    "chats",
+    "complaints",
+    "conv_stream",
+    "cursors",
+    "dm_conv",
+    "fails",
+    "gateway_alive",
+    "gateway_online",
+    "gateways",
+    "members",
+    "rate",
+    "stream",
+    "user",
+    "user_channel",
+    "user_chats",
+    "user_peers",
+]
+
+PREFIX = "chat:"
+GENERAL = "general"
+
+
+def user(u: str) -> str:
+    return f"{PREFIX}user:{u}"
+
+
+def user_chats(u: str) -> str:
+    return f"{PREFIX}user:{u}:chats"
+
+
+def user_peers(u: str) -> str:
+    return f"{PREFIX}user:{u}:peers"
+
+
+def cursors(u: str) -> str:
+    return f"{PREFIX}user:{u}:cursor"
+
+
+def chat(c: str) -> str:
+    return f"{PREFIX}chat:{c}"
+
+
+def members(c: str) -> str:
+    return f"{PREFIX}chat:{c}:members"
+
+
+def chats() -> str:
+    return f"{PREFIX}chats"
+
+
+def chat_conv(c: str) -> str:
+    """The conversation id of a chat: a cursor field and the stream's suffix."""
+    return f"c:{c}"
+
+
+def dm_conv(a: str, b: str) -> str:
+    """The conversation id of the private conversation between users a and b."""
+    return f"p:{a}|{b}" if a <= b else f"p:{b}|{a}"
+
+
+def conv_stream(conv: str) -> str:
+    return f"{PREFIX}msgs:{conv}"
+
+
+def stream(c: str) -> str:
+    return conv_stream(chat_conv(c))
+
+
+def complaints(u: str) -> str:
+    return f"{PREFIX}complaints:{u}"
+
+
+def ban(u: str) -> str:
+    return f"{PREFIX}ban:{u}"
+
+
+def rate(u: str) -> str:
+    return f"{PREFIX}rate:{u}"
+
+
+def fails(kind: str, who: str) -> str:
+    return f"{PREFIX}fails:{kind}:{who}"
+
+
+def gateways() -> str:
+    return f"{PREFIX}gateways"
+
+
+def gateway_alive(gw: str) -> str:
+    return f"{PREFIX}gw:{gw}:alive"
+
+
+def gateway_online(gw: str) -> str:
+    return f"{PREFIX}gw:{gw}:online"
+
+
+def channel_prefix() -> str:
+    return f"{PREFIX}ch:"
+
+
+def chat_channel(c: str) -> str:
+    return f"{PREFIX}ch:c:{c}"
+
+
+def user_channel(u: str) -> str:
+    return f"{PREFIX}ch:u:{u}"

@@ -1,0 +1,43 @@
+import re
+
+from gateway import render
+from gateway.passwords import hash_password, verify_password
+from gateway.settings import Settings
+
+MESSAGE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")
+
+
+def test_message_line_matches_the_contract_regex() -> None:
+    line = render.message(1_700_000_000_000, "#general", "alice", "hello <world>")
+    assert line.endswith(b"\r\n")
+    m = MESSAGE.match(line.decode()[:-2])
+    assert m and m.groups() == ("#general", "alice", "hello <world>")
+
+
+def test_notice_and_error() -> None:
+    assert render.notice("joined #x") == b"* joined #x\r\n"
+    assert render.error("no") == b"! no\r\n"
+
+
+def test_password_hash_is_salted_and_verifies() -> None:
+    a, b = hash_password("secret1", 10), hash_password("secret1", 10)
+    assert a != b and "secret1" not in a
+    assert verify_password("secret1", a) and verify_password("secret1", b)
+    assert not verify_password("secret2", a)
+    assert not verify_password("secret1", "garbage")
+
+
+def test_settings_defaults_and_environment() -> None:
+    s = Settings.from_args([], env={})
+    assert (
+        s.host,
+        s.port,
+        s.redis_url,
+        s.history,
+        s.message_ttl,
+        s.ban_threshold,
+        s.ban_duration,
+        s.max_line,
+    ) == ("127.0.0.1", 8000, None, 20, 3600, 3, 14400, 4096)
+    s = Settings.from_args(["--port", "9000"], env={"CHAT_HISTORY": "5", "REDIS_URL": "redis://x"})
+    assert (s.port, s.history, s.redis_url) == (9000, 5, "redis://x")
