@@ -81,6 +81,11 @@ def stream(c: str) -> str:
     return conv_stream(chat_conv(c))
 
 
+def clock() -> str:
+    """The last message id handed out, shared by all conversations."""
+    return f"{PREFIX}clock"
+
+
 def complaints(u: str) -> str:
     return f"{PREFIX}complaints:{u}"
 

@@ -303,7 +303,7 @@ class RedisStore:
         conv = keys.chat_conv(chat)
         return self._batcher.call(
             _SCRIPTS["post"],
-            [keys.stream(chat), keys.ban(user), keys.rate(user), keys.members(chat)],
+            [keys.stream(chat), keys.ban(user), keys.rate(user), keys.members(chat), keys.clock()],
             ["c", user, name, chat_name, text, *self._post_args(), conv, keys.chat_channel(chat)],
         )
 
@@ -316,6 +316,7 @@ class RedisStore:
                 keys.ban(user),
                 keys.rate(user),
                 keys.user(peer),
+                keys.clock(),
                 keys.user_peers(user),
                 keys.user_peers(peer),
             ],

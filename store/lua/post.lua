@@ -4,7 +4,8 @@
 --
 -- KEYS[1] stream          KEYS[2] ban              KEYS[3] rate bucket (hash)
 -- KEYS[4] chat: members set; private: the recipient's account hash
--- KEYS[5] sender's peers  KEYS[6] recipient's peers        (private only)
+-- KEYS[5] the message clock (one id sequence for every conversation)
+-- KEYS[6] sender's peers  KEYS[7] recipient's peers        (private only)
 -- ARGV[1] 'c' (chat) or 'p' (private)   ARGV[2] sender key   ARGV[3] sender name
 -- ARGV[4] chat: chat name; private: recipient key           ARGV[5] text
 -- ARGV[6] lifetime ms   ARGV[7] rate per second (0: off)   ARGV[8] burst
@@ -39,12 +40,23 @@ if rate > 0 then
   redis.call('PEXPIRE', KEYS[3], math.ceil(burst * 1000 / rate) + 1000)
 end
 
+-- Ids come from one clock for all conversations, so ids from different streams still
+-- order messages as they were accepted (a backlog merges several streams by id).
+local ms, seq = now, 0
+local last = redis.call('GET', KEYS[5])
+if last then
+  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+  lms, lseq = tonumber(lms), tonumber(lseq)
+  if lms >= now then ms, seq = lms, lseq + 1 end
+end
+local id = string.format('%d-%d', ms, seq)
+redis.call('SET', KEYS[5], id)
+
 local ttl = tonumber(ARGV[6])
-local id
 if private then
-  id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 'r', where, 't', ARGV[5])
+  redis.call('XADD', KEYS[1], id, 'n', ARGV[3], 'r', where, 't', ARGV[5])
 else
-  id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 't', ARGV[5])
+  redis.call('XADD', KEYS[1], id, 'n', ARGV[3], 't', ARGV[5])
 end
 redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', now - ttl))
 redis.call('PEXPIRE', KEYS[1], ttl)
@@ -52,10 +64,10 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 local payload = table.concat({'M', id, ARGV[9], ARGV[3], where, ARGV[5]}, '\31')
 redis.call('PUBLISH', ARGV[10], payload)
 if private then
-  redis.call('SADD', KEYS[5], ARGV[4])
-  redis.call('PEXPIRE', KEYS[5], ttl)
-  redis.call('SADD', KEYS[6], ARGV[2])
+  redis.call('SADD', KEYS[6], ARGV[4])
   redis.call('PEXPIRE', KEYS[6], ttl)
+  redis.call('SADD', KEYS[7], ARGV[2])
+  redis.call('PEXPIRE', KEYS[7], ttl)
   redis.call('PUBLISH', ARGV[11], payload)
 end
 return {'ok', id}
