@@ -1,0 +1,154 @@
+"""Faults injected for real: gateways killed, Redis stopped and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from tests.helpers import Client, Gateway, RedisProcess, messages
+
+
+async def test_sigterm_says_goodbye_records_cursors_and_exits_0(
+    redis_url, gateways, clients
+) -> None:
+    g1, g2 = gateways(redis_url), gateways(redis_url)
+    a, b = await clients(g1.port), await clients(g2.port)
+    await a.login("alice")
+    await b.login("bob")
+    await b.send("just before shutdown")
+    await a.expect("just before shutdown")
+    assert g1.stop(signal.SIGTERM) == 0
+    assert await a.expect("shutting down") == "* server shutting down"
+    assert await a.closed()
+    a2 = await clients(g2.port)
+    assert messages(await a2.login("alice")) == []
+
+
+async def test_sigterm_on_the_embedded_store(gateways, clients) -> None:
+    gw = gateways(None)
+    a = await clients(gw.port)
+    await a.login("alice")
+    assert gw.stop(signal.SIGTERM) == 0
+    assert await a.expect("shutting down") == "* server shutting down"
+
+
+async def test_sigkill_of_a_gateway_loses_no_message(redis_url, gateways, clients) -> None:
+    g1, g2 = gateways(redis_url), gateways(redis_url)
+    a, b = await clients(g1.port), await clients(g2.port)
+    await a.login("alice")
+    await b.login("bob")
+    for i in range(5):
+        await b.send(f"before {i}")
+    await a.expect("before 4")
+    await asyncio.sleep(1.3)  # one cursor flush: what was shown is recorded
+    g1.kill()
+    assert await a.closed()
+    for i in range(5):
+        await b.send(f"while down {i}")
+    await b.send("/send alice private while down")
+    await b.expect("private while down")
+    a2 = await clients(g2.port)
+    backlog = [t for *_, t in messages(await a2.login("alice"))]
+    assert backlog == [f"while down {i}" for i in range(5)] + ["private while down"]
+
+
+async def test_redis_outage_refuses_messages_then_recovers_without_loss(
+    tmp_path, gateways, clients
+) -> None:
+    redis = RedisProcess(tmp_path / "redis", appendonly=True)
+    redis.start()
+    try:
+        g1, g2 = gateways(redis.url), gateways(redis.url)
+        a, b = await clients(g1.port), await clients(g2.port)
+        await a.login("alice")
+        await b.login("bob")
+        await a.send("before outage")
+        await b.expect("before outage")
+        redis.stop()
+        await asyncio.sleep(0.3)
+        await a.send("during outage")
+        refused = await a.expect("^! ")
+        assert "not sent" in refused and "unavailable" in refused
+        redis.start()
+        # Gateways reconnect by themselves; keep trying until a message goes through.
+        for _ in range(50):
+            await a.send("after outage")
+            line = await a.line(5)
+            if "after outage" in line:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("gateway never recovered")
+        await b.expect("after outage", timeout=10)
+        await b.send("bob is back")
+        await a.expect("bob is back", timeout=10)
+        # Both gateways' users still connected, nothing in the log about crashes.
+        assert "Traceback" not in g1.output() and "Traceback" not in g2.output()
+    finally:
+        redis.stop()
+
+
+async def test_gap_fill_after_pubsub_reconnect(tmp_path, gateways, clients) -> None:
+    """Messages Redis accepted while one gateway's link was down reach its users."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        g1, g2 = gateways(redis.url), gateways(redis.url)
+        a, b = await clients(g1.port), await clients(g2.port)
+        await a.login("alice")
+        await b.login("bob")
+        await b.send("warm up")
+        await a.expect("warm up")
+        # Cut every pub/sub link: the gateways must reconnect and read what they missed.
+        redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        for i in range(10):
+            await b.send(f"during gap {i}")
+        got = []
+        while len(got) < 10:
+            got += [t for *_, t in messages([await a.line(10)])]
+        assert got == [f"during gap {i}" for i in range(10)]
+        assert await a.lines(quiet=0.5) == []  # nothing twice
+    finally:
+        redis.stop()
+
+
+async def test_state_survives_a_redis_restart_with_append_only_file(tmp_path, clients) -> None:
+    redis = RedisProcess(tmp_path / "redis", appendonly=True)
+    redis.start()
+    gw = Gateway(redis.url, tmp_path, "--ban-threshold", "1").start()
+    try:
+        a, b = await clients(gw.port), await clients(gw.port)
+        await a.login("alice", "alice-pass")
+        await b.login("bob", "bob-pass")
+        await a.send("/chats keep")
+        await a.send("kept message")
+        await a.send("/ban bob")
+        await a.expect("bob is banned")
+        await b.send("/quit")
+        await b.expect("bye")
+        await a.send("/send bob unread by bob")
+        await a.expect("unread by bob")
+        gw.stop()
+        redis.stop()
+        redis.start()
+        gw = Gateway(redis.url, tmp_path, "--ban-threshold", "1").start()
+        b2 = await Client.connect(gw.port)
+        backlog = messages(await b2.login("bob", "bob-pass"))
+        assert backlog == [("@alice", "alice", "unread by bob")]
+        await b2.send("am I still banned")
+        assert "banned" in await b2.expect("^! ")
+        a2 = await Client.connect(gw.port)
+        await a2.login("alice", "alice-pass")
+        await a2.send("/chats keep")
+        assert messages(await a2.lines())[-1] == ("#keep", "alice", "kept message")
+        bad = await Client.connect(gw.port)
+        await bad.expect("nickname")
+        await bad.send("alice")
+        await bad.expect("Password for alice")
+        await bad.send("not-the-password")
+        assert await bad.line() == "! wrong password"
+        for c in (b2, a2, bad):
+            await c.close()
+    finally:
+        gw.kill()
+        redis.stop()

@@ -1,0 +1,119 @@
+"""Limits against floods and abuse: rate, slow readers, logins, connections."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from tests.helpers import messages
+
+
+async def test_rate_limit_is_shared_by_all_devices(redis_url, gateways, clients) -> None:
+    g1 = gateways(redis_url, CHAT_RATE="1", CHAT_BURST="3")
+    g2 = gateways(redis_url, CHAT_RATE="1", CHAT_BURST="3")
+    a1, a2, b = await clients(g1.port), await clients(g2.port), await clients(g1.port)
+    await a1.login("alice")
+    await a2.login("alice")
+    await b.login("bob")
+    await a1.send("one")
+    await a2.send("two")
+    await a1.send("three")
+    await a2.send("four")
+    got = [t for *_, t in messages(await b.lines(quiet=0.5))]
+    assert len(got) == 3  # the burst of 3 is shared by both devices
+    refused = [line for c in (a1, a2) for line in await c.lines(quiet=0.2) if line.startswith("!")]
+    assert len(refused) == 1 and refused[0].startswith("! slow down")
+    await asyncio.sleep(1.1)
+    await a1.send("five")
+    await b.expect("five")
+
+
+async def test_slow_reader_is_disconnected_and_others_unaffected(
+    backend, gateways, clients
+) -> None:
+    gw = gateways(backend, "--max-output", "262144")
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", gw.port))
+    slow.sendall(b"slowpoke\r\nsecret123\r\n")
+    a, b = await clients(gw.port), await clients(gw.port)
+    await a.login("alice")
+    await b.login("bob")
+    await asyncio.sleep(0.5)
+    payload = "x" * 2000
+    total = 4000
+
+    counts = {"a": 0, "b": 0}
+
+    async def count(name: str, client) -> None:
+        while True:
+            chunk = await client.reader.read(1 << 16)
+            if not chunk:
+                return
+            counts[name] += chunk.count(b"> ")
+
+    readers = [asyncio.create_task(count(n, c)) for n, c in (("a", a), ("b", b))]
+    for i in range(0, total, 20):
+        await a.send("".join(f"{j} {payload}\r\n" for j in range(i, i + 20)).encode())
+        for _ in range(500):  # lockstep with a normal reader: only the slow one falls behind
+            if counts["b"] >= i + 20:
+                break
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    for task in readers:
+        task.cancel()
+    assert counts == {"a": total, "b": total}  # normal readers get everything
+    assert "event=sendq_exceeded" in gw.output()
+    slow.settimeout(5)
+    data = b""
+    try:
+        while chunk := slow.recv(1 << 20):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    slow.close()
+    assert len(data) < total * 2000  # cut off, not buffered without end
+
+
+async def test_login_timeout_closes_idle_unauthenticated_connections(
+    backend, gateways, clients
+) -> None:
+    gw = gateways(backend, "--login-timeout", "1")
+    idle = await clients(gw.port)
+    logged = await clients(gw.port)
+    await logged.login("alice")
+    assert await idle.expect("timed out", timeout=5)
+    assert await idle.closed()
+    await asyncio.sleep(1.2)
+    await logged.send("still here")  # logged-in users may idle
+    await logged.expect("still here")
+
+
+async def test_failed_logins_are_limited_per_nickname(backend, gateways, clients) -> None:
+    gw = gateways(backend, "--max-login-failures", "4")
+    owner = await clients(gw.port)
+    await owner.login("alice", "real-password")
+    for _ in range(2):
+        c = await clients(gw.port)
+        await c.expect("nickname")
+        await c.send("alice")
+        for _ in range(2):
+            await c.expect("Password")
+            await c.send("guess-guess")
+            await c.expect("wrong password")
+        await c.close()
+    c = await clients(gw.port)
+    await c.expect("nickname")
+    await c.send("alice")
+    assert "too many failed logins" in await c.line()
+    assert await c.closed()
+
+
+async def test_connections_per_address_are_limited(backend, gateways, clients) -> None:
+    gw = gateways(backend, "--max-per-ip", "3")
+    kept = [await clients(gw.port) for _ in range(3)]
+    for c in kept:
+        await c.expect("nickname")
+    extra = await clients(gw.port)
+    assert "too many connections" in await extra.line()
+    assert await extra.closed()
