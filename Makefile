@@ -1,0 +1,13 @@
+.PHONY: install run cluster test lint bench
+install:
+	python3 -m pip install -r requirements.txt
+run:
+	python3 server.py
+cluster:
+	python3 scripts/cluster.py
+test:
+	python3 -m pytest -q
+lint:
+	ruff check . && ruff format --check .
+bench:
+	python3 bench/run.py

@@ -1,0 +1,127 @@
+"""What an operator runs: the local cluster, metrics and health, logs, the compose file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import yaml
+
+from tests.helpers import ROOT, free_port, messages, wait_port
+
+
+async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
+    ports = [free_port(), free_port()]
+    redis_port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "cluster.py"), "--gateways", "2",
+         "--first-port", str(ports[0]), "--redis-port", str(redis_port),
+         "--metrics-first-port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+         "--scrypt-log-n", "10"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_port(ports[0], proc=proc)
+        # the second gateway listens on first-port + 1
+        wait_port(ports[0] + 1, proc=proc)
+        a, b = await clients(ports[0]), await clients(ports[0] + 1)
+        await a.login("alice")
+        await b.login("bob")
+        await a.send("across the cluster")
+        assert messages([await b.expect("across")]) == [("#general", "alice", "across the cluster")]
+        proc.send_signal(signal.SIGINT)
+        assert await b.expect("shutting down") == "* server shutting down"
+        assert proc.wait(30) == 0
+        assert (tmp_path / "data").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_metrics_and_health(redis_url, gateways, clients) -> None:
+    mport = free_port()
+    gw = gateways(redis_url, "--metrics-port", str(mport))
+    a = await clients(gw.port)
+    await a.login("alice")
+    await a.send("counted")
+    await a.expect("counted")
+    status, body = await asyncio.to_thread(_get, mport, "/healthz")
+    assert (status, body) == (200, "ok\n")
+    status, body = await asyncio.to_thread(_get, mport, "/metrics")
+    assert status == 200
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
+              if line and not line.startswith("#")}
+    assert values["chat_connections"] == 1
+    assert values["chat_logins_total"] == 1
+    assert values["chat_messages_in_total"] == 1
+    assert values["chat_message_lines_out_total"] == 1
+    assert values["chat_redis_up"] == 1
+    assert values["chat_delivery_latency_seconds_count"] == 1
+
+
+async def test_health_fails_while_redis_is_down(tmp_path, gateways) -> None:
+    from tests.helpers import RedisProcess
+
+    redis = RedisProcess(tmp_path / "r")
+    redis.start()
+    mport = free_port()
+    gateways(redis.url, "--metrics-port", str(mport))
+    redis.stop()
+    for _ in range(50):
+        status, _ = await asyncio.to_thread(_get, mport, "/healthz")
+        if status == 503:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 503
+
+
+async def test_logs_have_connection_events_and_never_a_password(
+    backend, gateways, clients
+) -> None:
+    gw = gateways(backend)
+    a = await clients(gw.port)
+    await a.login("alice", "hunter2-secret")
+    b = await clients(gw.port)
+    await b.expect("nickname")
+    await b.send("alice")
+    await b.expect("Password")
+    await b.send("wrong-guess-123")
+    await b.expect("wrong password")
+    await a.send("/quit")
+    await a.expect("bye")
+    await asyncio.sleep(0.2)
+    log = gw.output()
+    for event in ("event=connect", "event=login", "event=wrong_password", "event=disconnect"):
+        assert event in log
+    assert "hunter2-secret" not in log and "wrong-guess-123" not in log
+
+
+def test_compose_file_has_redis_with_aof_and_three_gateways() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"] and "everysec" in redis["command"]
+    assert redis["healthcheck"]["test"]
+    published = sorted(p.split(":")[0] for name, s in services.items() if name != "redis"
+                       for p in s["ports"] if p.endswith(":8000"))
+    assert published == ["8001", "8002", "8003"]
+    for name, service in services.items():
+        if name == "redis":
+            continue
+        assert service["build"] == "."
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "healthz" in " ".join(service["healthcheck"]["test"])
+    assert "server.py" in (ROOT / "Dockerfile").read_text()
