@@ -95,6 +95,7 @@ class Hub:
 
     async def start(self) -> None:
         await self.link.start()
+        await self._heartbeat_now()
         self._ticker = asyncio.create_task(self._tick(), name="hub-ticker")
 
     async def stop(self) -> None:
@@ -157,7 +158,7 @@ class Hub:
                 readers.add(user)
             user.sessions.append(reader)
             await self.link.subscribe(channels)
-            self._spawn(self._set_online(key, True))
+            await self._set_online(key, True)
         else:
             user.sessions.append(reader)
         return user

@@ -49,17 +49,42 @@ def main() -> int:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
-    redis = subprocess.Popen([
-        redis_exe, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir", args.data_dir,
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""])
+    redis = subprocess.Popen(
+        [
+            redis_exe,
+            "--port",
+            str(args.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            args.data_dir,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ]
+    )
     wait_port(args.redis_port, redis)
     url = f"redis://127.0.0.1:{args.redis_port}/0"
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     for i in range(args.gateways):
         port = args.first_port + i
-        gw = subprocess.Popen([
-            sys.executable, str(ROOT / "server.py"), "--port", str(port), "--redis-url", url,
-            "--metrics-port", str(args.metrics_first_port + i), *gateway_args], env=env)
+        gw = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "server.py"),
+                "--port",
+                str(port),
+                "--redis-url",
+                url,
+                "--metrics-port",
+                str(args.metrics_first_port + i),
+                *gateway_args,
+            ],
+            env=env,
+        )
         wait_port(port, gw)
         procs.append(gw)
         print(f"gateway {i + 1}: telnet 127.0.0.1 {port}", flush=True)

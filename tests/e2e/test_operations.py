@@ -18,11 +18,25 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
     ports = [free_port(), free_port()]
     redis_port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "cluster.py"), "--gateways", "2",
-         "--first-port", str(ports[0]), "--redis-port", str(redis_port),
-         "--metrics-first-port", str(free_port()), "--data-dir", str(tmp_path / "data"),
-         "--scrypt-log-n", "10"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "cluster.py"),
+            "--gateways",
+            "2",
+            "--first-port",
+            str(ports[0]),
+            "--redis-port",
+            str(redis_port),
+            "--metrics-first-port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--scrypt-log-n",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_port(ports[0], proc=proc)
         # the second gateway listens on first-port + 1
@@ -61,8 +75,11 @@ async def test_metrics_and_health(redis_url, gateways, clients) -> None:
     assert (status, body) == (200, "ok\n")
     status, body = await asyncio.to_thread(_get, mport, "/metrics")
     assert status == 200
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines()
-              if line and not line.startswith("#")}
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
     assert values["chat_connections"] == 1
     assert values["chat_logins_total"] == 1
     assert values["chat_messages_in_total"] == 1
@@ -87,9 +104,7 @@ async def test_health_fails_while_redis_is_down(tmp_path, gateways) -> None:
     assert status == 503
 
 
-async def test_logs_have_connection_events_and_never_a_password(
-    backend, gateways, clients
-) -> None:
+async def test_logs_have_connection_events_and_never_a_password(backend, gateways, clients) -> None:
     gw = gateways(backend)
     a = await clients(gw.port)
     await a.login("alice", "hunter2-secret")
@@ -114,8 +129,13 @@ def test_compose_file_has_redis_with_aof_and_three_gateways() -> None:
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and "everysec" in redis["command"]
     assert redis["healthcheck"]["test"]
-    published = sorted(p.split(":")[0] for name, s in services.items() if name != "redis"
-                       for p in s["ports"] if p.endswith(":8000"))
+    published = sorted(
+        p.split(":")[0]
+        for name, s in services.items()
+        if name != "redis"
+        for p in s["ports"]
+        if p.endswith(":8000")
+    )
     assert published == ["8001", "8002", "8003"]
     for name, service in services.items():
         if name == "redis":

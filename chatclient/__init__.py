@@ -1,0 +1,1 @@
+"""The terminal client: protocol bookkeeping (pure), the link to gateways, the UI."""

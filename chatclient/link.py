@@ -1,0 +1,169 @@
+"""The client's connection: tries each server in turn, logs in by itself, reconnects.
+
+After a drop it waits (0.5 s doubling to 10 s, with jitter), moves to the next server, logs
+in again and rejoins the current chat. What the server replays (unread messages, the
+rejoined chat's history) passes through `ReplayFilter`, so nothing is shown twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable
+
+from chatclient.lines import ChatState, Error, Message, Notice, ReplayFilter, ServerLine, classify
+
+__all__ = ["ChatLink", "LoginRefused"]
+
+
+class LoginRefused(Exception):
+    """The server refused the nickname or password: retrying would not help."""
+
+
+class ChatLink:
+    def __init__(
+        self,
+        servers: list[tuple[str, int]],
+        nick: str,
+        password: str,
+        show: Callable[[ServerLine], None],
+        status: Callable[[str], None],
+    ) -> None:
+        self.servers = servers
+        self.nick = nick
+        self.password = password
+        self.show = show
+        self.status = status
+        self.state = ChatState()
+        self.replay = ReplayFilter()
+        self.server: tuple[str, int] | None = None
+        self.ready = asyncio.Event()
+        self.closing = False
+        self._writer: asyncio.StreamWriter | None = None
+        self._queued: deque[str] = deque(maxlen=200)
+        self.fatal: str | None = None
+
+    async def send(self, line: str) -> None:
+        self.state.typed(line)
+        if self._writer is None or not self.ready.is_set():
+            self._queued.append(line)
+            self.status("not connected: your line will be sent after reconnecting")
+            return
+        self._writer.write(line.encode() + b"\r\n")
+        await self._writer.drain()
+
+    async def quit(self) -> None:
+        self.closing = True
+        if self._writer is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                self._writer.write(b"/quit\r\n")
+                await asyncio.wait_for(self._writer.drain(), 1)
+            self._writer.close()
+
+    async def run(self) -> None:
+        delay = 0.5
+        index = 0
+        first = True
+        while not self.closing:
+            host, port = self.servers[index % len(self.servers)]
+            index += 1
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            except (TimeoutError, OSError) as exc:
+                self.status(
+                    f"cannot reach {host}:{port} ({exc.__class__.__name__}); "
+                    f"retrying in {delay:.1f} s"
+                )
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+                delay = min(delay * 2, 10.0)
+                continue
+            self.server = (host, port)
+            self._writer = writer
+            self.replay.replaying = not first
+            try:
+                await self._session(reader, writer, rejoin=not first)
+            except LoginRefused as exc:
+                self.fatal = str(exc)
+                self.closing = True
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self.ready.clear()
+                self._writer = None
+                writer.close()
+            if self.closing:
+                return
+            first = False
+            delay = 0.5
+            self.status(f"connection to {host}:{port} lost; reconnecting")
+            await asyncio.sleep(delay * (0.75 + random.random() / 2))
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rejoin: bool
+    ) -> None:
+        logged_in = False
+        wrong = False
+        while True:
+            raw = await reader.readline()
+            if not raw:
+                raise ConnectionError("closed by server")
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            line = classify(text)
+            if not logged_in:
+                if isinstance(line, Notice) and "password" in line.text.lower():
+                    if wrong:
+                        raise LoginRefused("wrong password")
+                    if line.text.startswith("New nickname"):
+                        self.status(f"registering the new nickname {self.nick}")
+                    writer.write(self.password.encode() + b"\r\n")
+                    continue
+                if isinstance(line, Notice) and "nickname" in line.text:
+                    writer.write(self.nick.encode() + b"\r\n")
+                    continue
+                if isinstance(line, Error):
+                    if "wrong password" in line.text:
+                        wrong = True
+                        continue
+                    if "unavailable" in line.text or "busy" in line.text:
+                        self.status(line.text)
+                        raise ConnectionError(line.text)
+                    raise LoginRefused(line.text)
+                if isinstance(line, Notice) and line.text.startswith("ready"):
+                    logged_in = True
+                    current = self.state.current
+                    self.state.seen(line)
+                    self.ready.set()
+                    if rejoin:
+                        self.status(f"reconnected to {self.server[0]}:{self.server[1]}")
+                    else:
+                        self.show(line)
+                    if rejoin and current.casefold() != "general":
+                        self._rejoin(writer, current)
+                    else:
+                        self.replay.replaying = False
+                    while self._queued:
+                        queued = self._queued.popleft()
+                        writer.write(queued.encode() + b"\r\n")
+                    continue
+            self.state.seen(line)
+            if isinstance(line, Message) and not self.replay.show(line):
+                continue
+            if (
+                isinstance(line, Notice)
+                and self.replay.replaying
+                and line.text.startswith("you are in #")
+            ):
+                continue
+            self.show(line)
+
+    def _rejoin(self, writer: asyncio.StreamWriter, chat: str) -> None:
+        """Make the chat current again on the new session; its history is filtered as replay."""
+        self.state.typed(f"/chats {chat}")
+        writer.write(f"/chats {chat}\r\n".encode())
+        loop = asyncio.get_running_loop()
+        loop.call_later(3.0, self._end_replay)
+
+    def _end_replay(self) -> None:
+        self.replay.replaying = False

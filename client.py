@@ -1,0 +1,68 @@
+"""Terminal chat client: `python3 client.py [--server HOST:PORT ...] [--nick NICK]`.
+
+Interactive on a terminal; with stdin not a terminal (or --plain) it reads lines from
+stdin and prints server lines to stdout, for scripts. The password comes from a hidden
+prompt, or from CHAT_PASSWORD in plain mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import sys
+
+from chatclient.lines import parse_servers
+from chatclient.link import ChatLink
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Chat client")
+    parser.add_argument(
+        "--server",
+        action="append",
+        help="HOST:PORT, repeatable or comma-separated (env CHAT_SERVERS); "
+        "tried in turn, default 127.0.0.1:8000",
+    )
+    parser.add_argument("--nick", default=os.environ.get("CHAT_NICK"))
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no terminal UI: stdin lines to the server, server lines to stdout",
+    )
+    args = parser.parse_args(argv)
+    try:
+        servers = parse_servers(args.server, os.environ.get("CHAT_SERVERS"))
+    except ValueError as exc:
+        parser.error(str(exc))
+    plain = args.plain or not sys.stdin.isatty()
+    nick = args.nick
+    password = os.environ.get("CHAT_PASSWORD")
+    try:
+        if plain:
+            if not nick or not password:
+                parser.error("plain mode needs --nick (or CHAT_NICK) and CHAT_PASSWORD")
+        else:
+            while not nick:
+                nick = input("nickname: ").strip()
+            while not password:
+                password = getpass.getpass(f"password for {nick}: ")
+    except (EOFError, KeyboardInterrupt):
+        print()
+        return 130
+    link = ChatLink(servers, nick, password, show=lambda _: None, status=lambda _: None)
+    with contextlib.suppress(KeyboardInterrupt):
+        if plain:
+            from chatclient.plain import run_plain
+
+            return asyncio.run(run_plain(link))
+        from chatclient.tui import run_tui
+
+        return asyncio.run(run_tui(link))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
