@@ -31,6 +31,9 @@ class _Metrics:
             "Connections closed because their output queue overflowed",
         )
         self.rate_limited = Counter("chat_rate_limited_total", "Messages refused by the rate limit")
+        self.tasks = Gauge("chat_asyncio_tasks", "asyncio tasks alive in the gateway")
+        self.channels = Gauge("chat_pubsub_channels", "Pub/sub channels subscribed")
+        self.local_users = Gauge("chat_local_users", "Users with a session on this gateway")
         self.latency = Histogram(
             "chat_delivery_latency_seconds",
             "From Redis accepting a message to the gateway queueing it",

@@ -74,6 +74,9 @@ class GatewayServer:
             reuse_address=True,
             backlog=4096,
         )
+        METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
+        METRICS.channels.set_function(lambda: len(self.hub.link.channels))
+        METRICS.local_users.set_function(lambda: len(self.hub.users))
         if self.settings.metrics_port:
             self._metrics = await serve_metrics(
                 self.settings.host, self.settings.metrics_port, lambda: self.hub.redis_ok

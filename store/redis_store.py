@@ -126,14 +126,19 @@ class RedisStore:
         gateway_id: str,
     ) -> None:
         self.url = url
-        self.redis = aredis.Redis.from_url(
+        # Bounded: under a login burst, callers wait for one of these connections instead
+        # of failing with "Too many connections"; most traffic is pipelined anyway.
+        pool = aredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=64,
+            timeout=10,
             protocol=2,
             decode_responses=True,
             socket_connect_timeout=2,
             socket_timeout=10,
             health_check_interval=30,
         )
+        self.redis = aredis.Redis(connection_pool=pool)
         self.ttl_ms = message_ttl * 1000
         self.history_n = history
         self.ban_threshold = ban_threshold
