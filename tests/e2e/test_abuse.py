@@ -93,7 +93,7 @@ async def _fuzz_one(port: int, rng: random.Random) -> None:
         with_timeout = asyncio.wait_for(reader.read(1 << 16), 0.05)
         try:
             await with_timeout
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
     except (ConnectionError, OSError):
         pass
