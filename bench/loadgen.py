@@ -1,0 +1,255 @@
+"""A load generator for many connections in one asyncio process.
+
+Each connection is a bare `asyncio.Protocol` that counts what arrives with `bytes.count`
+(no line parsing) so the generator is not the bottleneck. Two dialects: the chat contract
+(login with nickname and password, plain lines) and IRC (NICK/USER/JOIN/PRIVMSG), so the
+same scenarios drive the gateway and the reference IRC server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["CHAT", "IRC", "Dialect", "Peer", "Result", "connect_many", "fanout", "latency"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    marker: bytes  # counted in incoming data: one per delivered message
+    echoes: bool  # does the sender receive its own message?
+
+    def login(self, nick: str, password: str, chat: str) -> bytes:
+        if self.name == "irc":
+            return f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #{chat}\r\n".encode()
+        lines = f"{nick}\r\n{password}\r\n"
+        if chat != "general":
+            lines += f"/chats {chat}\r\n"
+        return lines.encode()
+
+    def ready_marker(self, chat: str) -> bytes:
+        if self.name == "irc":
+            return b" 366 "  # end of NAMES: the JOIN is complete
+        return b"* ready" if chat == "general" else f"* joined #{chat}".encode()
+
+    def say(self, chat: str, text: str) -> bytes:
+        if self.name == "irc":
+            return f"PRIVMSG #{chat} :{text}\r\n".encode()
+        return f"{text}\r\n".encode()
+
+
+CHAT = Dialect("chat", b"\n", echoes=True)
+IRC = Dialect("irc", b" PRIVMSG ", echoes=False)
+
+_STAMP = re.compile(rb"t=(\d+)")
+
+
+class Peer(asyncio.Protocol):
+    def __init__(self, dialect: Dialect, ready: bytes, sample: bool = False) -> None:
+        self.dialect = dialect
+        self.ready_mark = ready
+        self.ready = asyncio.get_running_loop().create_future()
+        self.count = 0
+        self.sample = sample
+        self.latencies: list[int] = []
+        self.transport: asyncio.Transport | None = None
+        self._head = b""
+        self._drained: asyncio.Future[None] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready.done():
+            self._head += data
+            at = self._head.find(self.ready_mark)
+            if at < 0:
+                if b"PING" in self._head and self.dialect is IRC:
+                    self._pong(self._head)
+                return
+            end = self._head.find(b"\n", at)
+            if end < 0:
+                return
+            self.ready.set_result(None)
+            data, self._head = self._head[end + 1 :], b""
+        self.count += data.count(self.dialect.marker)
+        if self.sample:
+            now = time.perf_counter_ns()
+            self.latencies.extend(now - int(m) for m in _STAMP.findall(data))
+        if self.dialect is IRC and b"PING" in data:
+            self._pong(data)
+
+    def _pong(self, data: bytes) -> None:
+        for line in data.split(b"\r\n"):
+            if line.startswith(b"PING"):
+                assert self.transport is not None
+                self.transport.write(b"PONG" + line[4:] + b"\r\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before ready"))
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+        if self._drained is not None and not self._drained.done():
+            await self._drained
+
+
+async def connect_many(
+    host: str,
+    port: int,
+    dialect: Dialect,
+    n: int,
+    *,
+    prefix: str,
+    chat: str,
+    password: str = "bench-password",
+    parallel: int = 200,
+    samples: int = 0,
+    timeout: float = 600,
+) -> list[Peer]:
+    """Open n connections, log each in (at most `parallel` at once), wait for all ready."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(parallel)
+    ready_mark = dialect.ready_marker(chat)
+
+    async def one(i: int) -> Peer:
+        async with gate:
+            _, peer = await loop.create_connection(
+                lambda: Peer(dialect, ready_mark, sample=i < samples), host, port
+            )
+            await peer.write(dialect.login(f"{prefix}{i}", password, chat))
+            await asyncio.wait_for(peer.ready, timeout)
+            return peer
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+@dataclass
+class Result:
+    expected: int
+    delivered: int
+    seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.delivered)
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.seconds if self.seconds else 0.0
+
+
+async def _wait_counts(peers: list[Peer], expected: int, idle: float) -> tuple[int, float]:
+    """Wait until the peers together got `expected`, or nothing arrived for `idle` s."""
+    last, last_change = -1, time.perf_counter()
+    while True:
+        total = sum(p.count for p in peers)
+        now = time.perf_counter()
+        if total >= expected:
+            return total, now
+        if total != last:
+            last, last_change = total, now
+        elif now - last_change > idle:
+            return total, last_change
+        await asyncio.sleep(0.005)
+
+
+async def fanout(
+    senders: list[Peer],
+    readers: list[Peer],
+    chat: str,
+    messages: int,
+    burst: int = 50,
+    idle: float = 5.0,
+) -> Result:
+    """Every sender sends `messages` as fast as the server accepts them; `readers` are
+    every member (senders included), so a message is due to each reader but, on servers
+    that do not echo, its sender."""
+    dialect = senders[0].dialect
+    for p in readers:
+        p.count = 0
+    senders_reading = sum(1 for p in senders if p in readers)
+    expected = len(senders) * messages * len(readers)
+    if not dialect.echoes:
+        expected -= senders_reading * messages
+
+    async def send(i: int, peer: Peer) -> None:
+        for start in range(0, messages, burst):
+            await peer.write(
+                b"".join(
+                    dialect.say(chat, f"s{i} m{k}")
+                    for k in range(start, min(messages, start + burst))
+                )
+            )
+
+    began = time.perf_counter()
+    await asyncio.gather(*(send(i, p) for i, p in enumerate(senders)))
+    delivered, ended = await _wait_counts(readers, expected, idle)
+    return Result(expected, delivered, ended - began)
+
+
+async def latency(
+    sender: Peer, readers: list[Peer], chat: str, rate: int, seconds: float, idle: float = 3.0
+) -> Result:
+    """One sender at `rate` messages/s; sampled readers record each message's age."""
+    dialect = sender.dialect
+    for p in readers:
+        p.count = 0
+        p.latencies.clear()
+    loop = asyncio.get_running_loop()
+    tick = 0.002
+    per_tick = max(1, round(rate * tick))
+    total = int(rate * seconds)
+    sent = 0
+    began = time.perf_counter()
+    next_at = loop.time()
+    while sent < total:
+        batch = b"".join(
+            dialect.say(chat, f"t={time.perf_counter_ns()}")
+            for _ in range(min(per_tick, total - sent))
+        )
+        sent += min(per_tick, total - sent)
+        await sender.write(batch)
+        next_at += tick
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    receivers = len(readers) - (0 if dialect.echoes or sender not in readers else 1)
+    expected = total * receivers
+    delivered, ended = await _wait_counts(readers, expected, idle)
+    samples = sorted(x for p in readers if p.sample for x in p.latencies)
+
+    def pct(q: float) -> float:
+        return samples[min(len(samples) - 1, int(q * len(samples)))] / 1e6 if samples else 0.0
+
+    return Result(
+        expected,
+        delivered,
+        ended - began,
+        {
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": pct(1.0),
+            "samples": float(len(samples)),
+        },
+    )
+
+
+def close_all(peers: list[Peer]) -> None:
+    for p in peers:
+        if p.transport is not None:
+            p.transport.abort()
