@@ -349,7 +349,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny numbers, seconds")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop
