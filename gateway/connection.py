@@ -53,7 +53,9 @@ class WriteCoalescer:
 
 class Connection(asyncio.Protocol):
     __slots__ = (
+        "_coalescer",
         "_drain",
+        "_max_output",
         "_out",
         "_paused",
         "_queued",
@@ -76,6 +78,8 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._coalescer = server.coalescer
+        self._max_output = server.settings.max_output
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -115,11 +119,12 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.closing:
             return
-        if not self._out:
-            self.server.coalescer.mark(self)
-        self._out.append(data)
+        out = self._out
+        if not out:
+            self._coalescer.mark(self)
+        out.append(data)
         self._queued += len(data)
-        if self._queued > self.server.settings.max_output:
+        if self._queued > self._max_output:
             self.overflow()
 
     def flush(self) -> None:
@@ -129,7 +134,7 @@ class Connection(asyncio.Protocol):
         self._out.clear()
         self._queued = 0
         self.transport.write(data)
-        if self.transport.get_write_buffer_size() > self.server.settings.max_output:
+        if self.transport.get_write_buffer_size() > self._max_output:
             self.overflow()
 
     async def drain(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import render
 from gateway.metrics import METRICS
@@ -37,6 +37,8 @@ class Reader(Protocol):
 
     session_id: str
     current: str
+    live: bool
+    conn: Any
 
     def deliver(self, conv: str, key: tuple[int, int], mid: str, line: bytes) -> bool: ...
 
@@ -64,11 +66,41 @@ class LocalUser:
             self.dirty = True
 
     def deliver(self, conv: str, key: tuple[int, int], mid: str, line: bytes) -> None:
+        """The hot path of fan-out. The hub delivers each conversation's ids in increasing
+        order, so the shown position is assigned without comparing (Redis keeps cursors
+        monotonic anyway: advance.lua never moves one back)."""
         wrote = False
         for s in self.sessions:
-            wrote = s.deliver(conv, key, mid, line) or wrote
+            if s.live:
+                s.conn.write(line)
+                wrote = True
+            else:
+                s.deliver(conv, key, mid, line)
         if wrote:
-            self.mark_shown(conv, mid)
+            self.shown[conv] = mid
+            self.dirty = True
+
+
+Group = list[tuple[tuple[int, int], str, bytes]]  # (id key, id, line), ids increasing
+
+
+def deliver_group(users: set[LocalUser], conv: str, group: Group) -> None:
+    """Consecutive messages of one conversation: their lines joined once, one write per
+    live reader (a burst of K messages costs each reader one append, not K)."""
+    data = group[0][2] if len(group) == 1 else b"".join(g[2] for g in group)
+    mid = group[-1][1]
+    for user in users:
+        wrote = False
+        for s in user.sessions:
+            if s.live:
+                s.conn.write(data)
+                wrote = True
+            else:
+                for key, gmid, line in group:
+                    s.deliver(conv, key, gmid, line)
+        if wrote:
+            user.shown[conv] = mid
+            user.dirty = True
 
 
 def dm_where(reader: str, nick: str, recipient: str) -> str:
@@ -215,11 +247,40 @@ class Hub:
         if self._recovering:
             self._held.append(batch)
             return
-        for channel, data in batch:
+        group_conv = ""
+        group: Group = []
+        for channel, raw in batch:
             try:
-                self._dispatch(channel.decode(), data.decode())
+                data = raw.decode()
+                if data.startswith("M\x1f"):
+                    mid, conv, nick, where, text = data[2:].split("\x1f", 4)
+                    if conv.startswith("c:"):
+                        if conv != group_conv:
+                            self._flush_group(group_conv, group)
+                            group_conv, group = conv, []
+                        if conv[2:] in self.readers:
+                            key = self._fresh(conv, mid)
+                            if key is not None:
+                                group.append(
+                                    (key, mid, render.message(key[0], "#" + where, nick, text))
+                                )
+                        continue
+                self._flush_group(group_conv, group)
+                group_conv, group = "", []
+                self._dispatch(channel.decode(), data)
             except Exception:  # one bad payload must not stop the others
                 log.exception("bad pubsub payload on %r", channel)
+        self._flush_group(group_conv, group)
+
+    def _flush_group(self, conv: str, group: Group) -> None:
+        if not group:
+            return
+        readers = self.readers.get(conv[2:])
+        if not readers:
+            return
+        for key, _, _ in group:
+            METRICS.observe_delivery(key[0], len(readers))
+        deliver_group(readers, conv, group)
 
     def _dispatch(self, channel: str, data: str) -> None:
         kind, _, rest = data.partition("\x1f")
@@ -267,16 +328,11 @@ class Hub:
         return key
 
     def _deliver_chat(self, conv: str, mid: str, nick: str, where: str, text: str) -> None:
-        readers = self.readers.get(conv[2:])
-        if not readers:
+        if conv[2:] not in self.readers:
             return
         key = self._fresh(conv, mid)
-        if key is None:
-            return
-        line = render.message(key[0], "#" + where, nick, text)
-        METRICS.observe_delivery(key[0], len(readers))
-        for user in readers:
-            user.deliver(conv, key, mid, line)
+        if key is not None:
+            self._flush_group(conv, [(key, mid, render.message(key[0], "#" + where, nick, text))])
 
     def _deliver_dm(
         self, reader: str, conv: str, mid: str, nick: str, where: str, text: str

@@ -59,6 +59,8 @@ class Session:
         self.hub = server.hub
         self.session_id = f"{server.gateway_id}:{number}"
         self.state = State.NICK
+        #: READY and not holding: the hub may write live lines straight to the connection.
+        self.live = False
         self.current = GENERAL
         self.key = ""
         self.name = ""
@@ -288,7 +290,7 @@ class Session:
     # -- live delivery (called by the hub) -----------------------------------------------
 
     def deliver(self, conv: str, key: tuple[int, int], mid: str, line: bytes) -> bool:
-        if self.state is State.READY and not self._holding:
+        if self.live:
             self.conn.write(line)
             return True
         if self._holding and self.state is not State.CLOSED:
@@ -300,9 +302,11 @@ class Session:
 
     def _hold(self) -> None:
         self._holding = True
+        self.live = False
 
     def _release(self, shown: dict[str, tuple[int, int]]) -> None:
         self._holding = False
+        self.live = self.state is State.READY
         held, self._held, self._held_bytes = self._held, [], 0
         for conv, key, mid, line in held:
             if key > shown.get(conv, _ZERO):
@@ -487,6 +491,7 @@ class Session:
             return
         was = self.state
         self.state = State.CLOSED
+        self.live = False
         self._queue.clear()
         if self.user is not None:
             self.hub.detach(self, self.user)
