@@ -250,27 +250,30 @@ class Hub:
         group_conv = ""
         group: Group = []
         for channel, raw in batch:
-            try:
-                data = raw.decode()
-                if data.startswith("M\x1f"):
-                    mid, conv, nick, where, text = data[2:].split("\x1f", 4)
-                    if conv.startswith("c:"):
-                        if conv != group_conv:
-                            self._flush_group(group_conv, group)
-                            group_conv, group = conv, []
-                        if conv[2:] in self.readers:
-                            key = self._fresh(conv, mid)
-                            if key is not None:
-                                group.append(
-                                    (key, mid, render.message(key[0], "#" + where, nick, text))
-                                )
-                        continue
-                self._flush_group(group_conv, group)
-                group_conv, group = "", []
-                self._dispatch(channel.decode(), data)
-            except Exception:  # one bad payload must not stop the others
-                log.exception("bad pubsub payload on %r", channel)
+            for data in raw.decode().split("\x1e"):  # post_many publishes bursts
+                group_conv, group = self._take(channel, data, group_conv, group)
         self._flush_group(group_conv, group)
+
+    def _take(self, channel: bytes, data: str, group_conv: str, group: Group) -> tuple[str, Group]:
+        """Add a chat message to the current group, or flush the group and dispatch."""
+        try:
+            if data.startswith("M\x1f"):
+                mid, conv, nick, where, text = data[2:].split("\x1f", 4)
+                if conv.startswith("c:"):
+                    if conv != group_conv:
+                        self._flush_group(group_conv, group)
+                        group_conv, group = conv, []
+                    if conv[2:] in self.readers:
+                        key = self._fresh(conv, mid)
+                        if key is not None:
+                            line = render.message(key[0], "#" + where, nick, text)
+                            group.append((key, mid, line))
+                    return group_conv, group
+            self._flush_group(group_conv, group)
+            self._dispatch(channel.decode(), data)
+        except Exception:  # one bad payload must not stop the others
+            log.exception("bad pubsub payload on %r", channel)
+        return "", []
 
     def _flush_group(self, conv: str, group: Group) -> None:
         if not group:
