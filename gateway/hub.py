@@ -281,8 +281,7 @@ class Hub:
         readers = self.readers.get(conv[2:])
         if not readers:
             return
-        for key, _, _ in group:
-            METRICS.observe_delivery(key[0], len(readers))
+        METRICS.observe_delivery(group[0][0][0], len(group), len(readers))
         deliver_group(readers, conv, group)
 
     def _dispatch(self, channel: str, data: str) -> None:
@@ -348,7 +347,7 @@ class Hub:
             return
         peer = conv[2:].split("|")
         user.peers.add(peer[1] if peer[0] == reader else peer[0])
-        METRICS.observe_delivery(key[0], 1)
+        METRICS.observe_delivery(key[0], 1, 1)
         user.deliver(
             conv, key, mid, render.message(key[0], dm_where(reader, nick, where), nick, text)
         )

@@ -11,7 +11,16 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["METRICS", "serve_metrics"]
 
@@ -21,8 +30,10 @@ class _Metrics:
         self.connections = Gauge("chat_connections", "Open client connections")
         self.logins = Counter("chat_logins_total", "Successful logins")
         self.login_failures = Counter("chat_login_failures_total", "Failed logins")
-        self.messages_in = Counter("chat_messages_in_total", "Messages accepted from users")
-        self.lines_out = Counter("chat_message_lines_out_total", "Message lines queued to sessions")
+        # The two per-message counters are plain ints (a prometheus Counter takes a lock per
+        # increment, measurable at 30k messages/s); `_HotCounters` exports them on scrape.
+        self.messages_in = 0
+        self.lines_out = 0
         self.redis_errors = Counter("chat_redis_errors_total", "Redis operations that failed")
         self.redis_reconnects = Counter("chat_redis_reconnects_total", "Pub/sub reconnects")
         self.redis_up = Gauge("chat_redis_up", "1 while the pub/sub link is up")
@@ -40,12 +51,26 @@ class _Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
         )
 
-    def observe_delivery(self, ms: int, readers: int) -> None:
-        self.latency.observe(max(0.0, time.time() - ms / 1000))
-        self.lines_out.inc(readers)
+    def observe_delivery(self, oldest_ms: int, messages: int, readers: int) -> None:
+        """One burst delivered: latency of its oldest message (the worst in the burst)."""
+        self.latency.observe(max(0.0, time.time() - oldest_ms / 1000))
+        self.lines_out += messages * readers
 
 
 METRICS = _Metrics()
+
+
+class _HotCounters(Collector):
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield CounterMetricFamily(
+            "chat_messages_in", "Messages accepted from users", value=METRICS.messages_in
+        )
+        yield CounterMetricFamily(
+            "chat_message_lines_out", "Message lines queued to sessions", value=METRICS.lines_out
+        )
+
+
+REGISTRY.register(_HotCounters())
 
 
 async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> asyncio.Server:

@@ -113,7 +113,9 @@ class GatewayServer:
             return
         self.pending_logins += 1
         session = conn.session = Session(conn, self, next(self._numbers))
-        asyncio.get_running_loop().call_later(s.login_timeout, self._login_deadline, session)
+        session.login_timer = asyncio.get_running_loop().call_later(
+            s.login_timeout, self._login_deadline, session
+        )
         log.info("event=connect peer=%s session=%s", conn.address, session.session_id)
         session.start()
 
@@ -123,6 +125,9 @@ class GatewayServer:
             session.conn.close()
 
     def logged_in(self, session: Session) -> None:
+        if session.login_timer is not None:
+            session.login_timer.cancel()
+            session.login_timer = None
         if session.counted_pending:
             session.counted_pending = False
             self.pending_logins -= 1

@@ -51,6 +51,31 @@ class State(enum.Enum):
 
 
 class Session:
+    __slots__ = (
+        "_held",
+        "_held_bytes",
+        "_holding",
+        "_paused",
+        "_pending",
+        "_queue",
+        "_task",
+        "_wrong",
+        "conn",
+        "counted_pending",
+        "current",
+        "hub",
+        "key",
+        "live",
+        "login_timer",
+        "name",
+        "server",
+        "session_id",
+        "settings",
+        "state",
+        "store",
+        "user",
+    )
+
     def __init__(self, conn: Connection, server: GatewayServer, number: int) -> None:
         self.conn = conn
         self.server = server
@@ -65,7 +90,7 @@ class Session:
         self.key = ""
         self.name = ""
         self.user: LocalUser | None = None
-        self._queue: deque[FrameEvent] = deque()
+        self._queue: deque[FrameEvent] | None = None  # created on first input: idle is cheap
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self._holding = False
@@ -75,6 +100,7 @@ class Session:
         self._wrong = 0
         #: Whether this session still counts against the gateway's pending-login limit.
         self.counted_pending = True
+        self.login_timer: asyncio.TimerHandle | None = None
 
     def describe(self) -> str:
         return f"{self.session_id} user={self.name or '-'}"
@@ -95,6 +121,8 @@ class Session:
     def feed(self, events: list[FrameEvent]) -> None:
         if not events or self.state is State.CLOSED:
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.extend(events)
         if len(self._queue) > _MAX_QUEUED_LINES and not self._paused and self.conn.transport:
             self._paused = True
@@ -120,12 +148,14 @@ class Session:
                 except Exception:
                     log.exception("event=internal_error session=%s", self.describe())
                     self.error("internal error; nothing was done")
-                if self._paused and len(self._queue) < _MAX_QUEUED_LINES // 4:
+                if self._paused and len(self._queue or ()) < _MAX_QUEUED_LINES // 4:
                     self._paused = False
                     if self.conn.transport and not self.conn.closing:
                         self.conn.transport.resume_reading()
         finally:
             self._task = None
+            if not self._queue:
+                self._queue = None
 
     async def _handle(self, event: FrameEvent) -> None:
         if isinstance(event, LineTooLong):
@@ -335,9 +365,20 @@ class Session:
     async def _say(self, chat: str, texts: list[str]) -> None:
         assert self.user is not None
         name = self.user.chats.get(chat, chat)
-        futures = [self.store.post_chat(self.key, self.name, chat, name, t) for t in texts]
-        for fut in futures:
-            self._post_outcome(await self._result(fut), f"you are not in #{name}")
+        try:
+            results = await self.store.post_chat(self.key, self.name, chat, name, texts)
+        except StoreUnavailable:
+            METRICS.redis_errors.inc()
+            for _ in texts:
+                self.error("not sent: the chat store is unavailable right now; try again shortly")
+            return
+        for i in range(0, len(results), 2):
+            if results[i] == "ok":  # the common case, without building a PostResult
+                METRICS.messages_in += 1
+            else:
+                self._post_outcome(
+                    PostResult(results[i], results[i + 1]), f"you are not in #{name}"
+                )
 
     async def _result(self, fut: asyncio.Future[list[str]]) -> PostResult | None:
         try:
@@ -351,7 +392,7 @@ class Session:
         if result is None:
             return
         if result.status == "ok":
-            METRICS.messages_in.inc()
+            METRICS.messages_in += 1
         elif result.status == "banned":
             self.error(f"not sent: you are banned until {render.ban_end(int(result.value))}")
         elif result.status == "rate":
@@ -492,7 +533,9 @@ class Session:
         was = self.state
         self.state = State.CLOSED
         self.live = False
-        self._queue.clear()
+        self._queue = None
+        if self.login_timer is not None:
+            self.login_timer.cancel()
         if self.user is not None:
             self.hub.detach(self, self.user)
         log.info(

@@ -6,6 +6,8 @@ digits, `_-.`, so `:` and `|` are safe separators.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = [
     "PREFIX",
     "ban",
@@ -90,10 +92,12 @@ def complaints(u: str) -> str:
     return f"{PREFIX}complaints:{u}"
 
 
+@lru_cache(maxsize=65536)  # built for every message sent: cache per user
 def ban(u: str) -> str:
     return f"{PREFIX}ban:{u}"
 
 
+@lru_cache(maxsize=65536)
 def rate(u: str) -> str:
     return f"{PREFIX}rate:{u}"
 

@@ -123,16 +123,18 @@ class _Batcher:
                 _, script, k, a, fut = item
                 calls.append((script, k, a, [fut]))
                 continue
-            _, chat, common, user, name, text, fut = item
+            _, chat, common, user, name, texts, fut = item
             at = groups.get(chat)
-            if at is None or len(calls[at][3]) >= _MAX_GROUP:
+            if at is None or len(calls[at][2]) >= 6 + 3 * _MAX_GROUP:
                 stream, members, clock, *args = common
                 groups[chat] = at = len(calls)
                 calls.append((many, [stream, members, clock], list(args), []))
             _, k, a, futs = calls[at]
-            k += (keys.ban(user), keys.rate(user))
-            a += (user, name, text)
-            futs.append(fut)
+            ban, rate = keys.ban(user), keys.rate(user)
+            for text in texts:
+                k += (ban, rate)
+                a += (user, name, text)
+            futs.append((fut, len(texts)))
         return calls
 
     async def _send(
@@ -161,9 +163,11 @@ class _Batcher:
             elif isinstance(result, Exception):
                 _fail(futs, result)
             elif call[0] is _SCRIPTS["post_many"]:
-                for i, fut in enumerate(futs):
+                at = 0
+                for fut, count in futs:  # each caller gets the results of its own lines
                     if not fut.done():
-                        fut.set_result(result[2 * i : 2 * i + 2])
+                        fut.set_result(result[at : at + 2 * count])
+                    at += 2 * count
             elif not futs[0].done():
                 futs[0].set_result(result)
         if again:
@@ -171,8 +175,10 @@ class _Batcher:
             await self._send(again, retry=False)
 
 
-def _fail(futs: list[asyncio.Future[Any]], exc: Exception) -> None:
+def _fail(futs: list[Any], exc: Exception) -> None:
     for fut in futs:
+        if isinstance(fut, tuple):  # (future, line count) of a chat group
+            fut = fut[0]
         if not fut.done():
             fut.set_exception(exc)
 
@@ -367,9 +373,10 @@ class RedisStore:
         return [self.ttl_ms, self.rate, self.burst]
 
     def post_chat(
-        self, user: str, name: str, chat: str, chat_name: str, text: str
+        self, user: str, name: str, chat: str, chat_name: str, texts: list[str]
     ) -> asyncio.Future[list[str]]:
-        """Queue a chat message for the next pipeline; resolves to `PostResult` fields."""
+        """Queue one user's chat messages for the next pipeline. Resolves to a flat list:
+        status, value for each text, in order (see `PostResult`)."""
         common = (
             keys.stream(chat),
             keys.members(chat),
@@ -381,7 +388,7 @@ class RedisStore:
             keys.chat_conv(chat),
             keys.chat_channel(chat),
         )
-        return self._batcher.chat(chat, common, user, name, text)
+        return self._batcher.chat(chat, common, user, name, texts)
 
     def post_private(self, user: str, name: str, peer: str, text: str) -> asyncio.Future[list[str]]:
         conv = keys.dm_conv(user, peer)
