@@ -278,6 +278,22 @@ PAM = no
             p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
         )
 
+        # 3b. the same rate into a 20-member chat: what latency is without the fan-out's CPU
+        small_members = 20
+        irc_p99 = None
+        if irc:
+            r = await self.latency_one("irc", irc[0], small_members, rate, secs)
+            self.row("latency 1000/s, 20 members", "ngircd", r)
+            irc_p99 = r.extra["p99_ms"]
+        self.flush_redis()
+        r = await self.latency_one("chat", g1, small_members, rate, secs)
+        self.row(
+            "latency 1000/s, 20 members",
+            "gateway",
+            r,
+            p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
+        )
+
         # 4. ingest: messages accepted per second into one chat
         self.flush_redis()
         n_senders, per = (2, 200) if small else (10, 5000)
