@@ -49,6 +49,35 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
     raise SystemExit(f"nothing listening on {port}")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds used so far by a process (this one if pid is None)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by each named process over a scenario, as cores busy (1.0 = one core)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.cores: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self.wall = time.perf_counter()
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        wall = time.perf_counter() - self.wall
+        self.cores = {
+            f"cpu_{name}": round((cpu_seconds(pid) - self.start[name]) / wall, 2)
+            for name, pid in self.pids.items()
+        }
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -97,7 +126,7 @@ class Bench:
         exe = shutil.which("redis-server")
         if exe is None:
             raise SystemExit("redis-server is not on PATH")
-        self.procs.start(
+        self.redis_pid = self.procs.start(
             [
                 exe,
                 "--port",
@@ -113,7 +142,7 @@ class Bench:
             ],
             self.redis_port,
             "redis",
-        )
+        ).pid
 
     def flush_redis(self) -> None:
         with socket.create_connection(("127.0.0.1", self.redis_port)) as s:
@@ -220,16 +249,33 @@ PAM = no
         return result
 
     async def latency_one(
-        self, dialect_name: str, port: int, members: int, rate: int, seconds: float
+        self,
+        dialect_name: str,
+        port: int,
+        members: int,
+        rate: int,
+        seconds: float,
+        server_pid: int,
     ) -> Result:
         dialect = CHAT if dialect_name == "chat" else IRC
         chat = "general" if dialect is CHAT else "bench"
         peers = await connect_many(
-            "127.0.0.1", port, dialect, members, prefix="lat", chat=chat, samples=20
+            "127.0.0.1",
+            port,
+            dialect,
+            members,
+            prefix=f"lat{members}_",
+            chat=chat,
+            samples=min(20, members - 1),
         )
         await asyncio.sleep(0.5)
         sender = peers[-1]  # not a sampled reader
-        result = await latency(sender, peers, chat, rate, seconds)
+        pids: dict[str, int | None] = {"server": server_pid, "loadgen": None}
+        if dialect is CHAT:
+            pids["redis"] = self.redis_pid
+        with CpuMeter(pids) as cpu:
+            result = await latency(sender, peers, chat, rate, seconds)
+        result.extra.update(cpu.cores)
         close_all(peers)
         await asyncio.sleep(0.5)
         return result
@@ -239,7 +285,7 @@ PAM = no
         members, senders, messages = (20, 4, 50) if small else (200, 20, 500)
         self.start_redis()
         g1, g1proc = self.gateway("--scrypt-log-n", "10")
-        g2, _ = self.gateway("--scrypt-log-n", "10")
+        g2, g2proc = self.gateway("--scrypt-log-n", "10")
         irc = self.ngircd()
 
         # 1. fan-out, one gateway, and the reference
@@ -266,11 +312,11 @@ PAM = no
         rate, secs = (200, 1.0) if small else (1000, 5.0)
         irc_p99 = None
         if irc:
-            r = await self.latency_one("irc", irc[0], members, rate, secs)
+            r = await self.latency_one("irc", irc[0], members, rate, secs, irc[1].pid)
             self.row("latency 1000/s", "ngircd", r)
             irc_p99 = r.extra["p99_ms"]
         self.flush_redis()
-        r = await self.latency_one("chat", g1, members, rate, secs)
+        r = await self.latency_one("chat", g1, members, rate, secs, g1proc.pid)
         self.row(
             "latency 1000/s",
             "gateway",
@@ -282,11 +328,11 @@ PAM = no
         small_members = 20
         irc_p99 = None
         if irc:
-            r = await self.latency_one("irc", irc[0], small_members, rate, secs)
+            r = await self.latency_one("irc", irc[0], small_members, rate, secs, irc[1].pid)
             self.row("latency 1000/s, 20 members", "ngircd", r)
             irc_p99 = r.extra["p99_ms"]
         self.flush_redis()
-        r = await self.latency_one("chat", g1, small_members, rate, secs)
+        r = await self.latency_one("chat", g1, small_members, rate, secs, g1proc.pid)
         self.row(
             "latency 1000/s, 20 members",
             "gateway",
@@ -301,9 +347,30 @@ PAM = no
             "127.0.0.1", g1, CHAT, n_senders + 1, prefix="in", chat="general"
         )
         observer = peers[-1]
-        r = await fanout(peers[:-1], [observer], "general", per)
-        r = Result(n_senders * per, observer.count, r.seconds)
+        with CpuMeter({"gateway": g1proc.pid, "redis": self.redis_pid, "loadgen": None}) as cpu:
+            r = await fanout(peers[:-1], [observer], "general", per)
+        r = Result(n_senders * per, observer.count, r.seconds, cpu.cores)
         self.row("ingest", "gateway", r, accepted_per_s=round(r.rate))
+        close_all(peers)
+        await asyncio.sleep(0.5)
+
+        # 4b. ingest through two gateways (half the senders on each), one chat
+        self.flush_redis()
+        half = n_senders // 2
+        peers = await connect_many("127.0.0.1", g1, CHAT, half + 1, prefix="ia", chat="general")
+        peers += await connect_many("127.0.0.1", g2, CHAT, half, prefix="ib", chat="general")
+        observer = peers[half]
+        senders_ = peers[:half] + peers[half + 1 :]
+        pids = {
+            "gateway1": g1proc.pid,
+            "gateway2": g2proc.pid,
+            "redis": self.redis_pid,
+            "loadgen": None,
+        }
+        with CpuMeter(pids) as cpu:
+            r = await fanout(senders_, [observer], "general", per)
+        r = Result(len(senders_) * per, observer.count, r.seconds, cpu.cores)
+        self.row("ingest 2 gateways", "gateway", r, accepted_per_s=round(r.rate))
         close_all(peers)
         await asyncio.sleep(0.5)
 
@@ -357,7 +424,6 @@ PAM = no
         )
         close_all(peers)
         self.procs.stop(g4proc)
-        del g1proc
 
 
 def main() -> int:

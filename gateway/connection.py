@@ -46,6 +46,11 @@ class WriteCoalescer:
 
     def _flush(self) -> None:
         self._scheduled = False
+        self.flush_now()
+
+    def flush_now(self) -> None:
+        """Send everything queued so far (the hub calls this after each pub/sub batch, so
+        delivery does not wait for the next loop turn)."""
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import render
@@ -109,8 +110,14 @@ def dm_where(reader: str, nick: str, recipient: str) -> str:
 
 
 class Hub:
-    def __init__(self, store: RedisStore, cursor_flush: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        cursor_flush: float = 1.0,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
+        self.after_batch = after_batch
         self.cursor_flush = cursor_flush
         self.users: dict[str, LocalUser] = {}
         self.readers: dict[str, set[LocalUser]] = {}
@@ -253,6 +260,8 @@ class Hub:
             for data in raw.decode().split("\x1e"):  # post_many publishes bursts
                 group_conv, group = self._take(channel, data, group_conv, group)
         self._flush_group(group_conv, group)
+        if self.after_batch is not None:
+            self.after_batch()
 
     def _take(self, channel: bytes, data: str, group_conv: str, group: Group) -> tuple[str, Group]:
         """Add a chat message to the current group, or flush the group and dispatch."""

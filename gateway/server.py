@@ -52,7 +52,7 @@ class GatewayServer:
             burst=settings.burst,
             gateway_id=self.gateway_id,
         )
-        self.hub = Hub(self.store, settings.cursor_flush)
+        self.hub = Hub(self.store, settings.cursor_flush, self.coalescer.flush_now)
         self._server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
 

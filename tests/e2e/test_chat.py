@@ -213,8 +213,9 @@ async def test_complaints_ban_and_expire(backend, gateways, clients) -> None:
     alice, carol, dave = others
     await alice.send("/ban bob")
     assert await alice.line() == "* complaint about bob recorded (1/3)"
-    await alice.send("/ban bob")
-    assert (await alice.line()).startswith("! you already complained about bob")
+    for _ in range(2):  # one user complaining three times is still one complaint
+        await alice.send("/ban bob")
+        assert (await alice.line()).startswith("! you already complained about bob (1/3)")
     await alice.send("/ban alice")
     assert await alice.line() == "! you cannot complain about yourself"
     await bob.send("still free")

@@ -117,3 +117,19 @@ async def test_connections_per_address_are_limited(backend, gateways, clients) -
     extra = await clients(gw.port)
     assert "too many connections" in await extra.line()
     assert await extra.closed()
+
+
+async def test_connections_still_logging_in_are_limited(backend, gateways, clients) -> None:
+    gw = gateways(backend, "--max-pending-logins", "2")
+    waiting = [await clients(gw.port) for _ in range(2)]
+    for c in waiting:
+        await c.expect("nickname")
+    extra = await clients(gw.port)
+    assert "too many logins in progress" in await extra.line()
+    assert await extra.closed()
+    await waiting[0].send("alice")
+    await waiting[0].expect("password")
+    await waiting[0].send("secret123")
+    await waiting[0].expect("ready")
+    late = await clients(gw.port)  # one login finished: room again
+    await late.login("bob")
