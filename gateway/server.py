@@ -21,7 +21,6 @@ from gateway.metrics import METRICS, serve_metrics
 from gateway.session import Session, State
 from gateway.settings import Settings
 from store.base import StoreUnavailable
-from store.embedded import start_embedded
 from store.redis_store import RedisStore
 
 __all__ = ["GatewayServer", "run"]
@@ -41,6 +40,8 @@ class GatewayServer:
         self._embedded = None
         url = settings.redis_url
         if url is None:
+            from store.embedded import start_embedded  # fakeredis is heavy: only when asked
+
             url, self._embedded = start_embedded()
         self.store = RedisStore(
             url,
