@@ -19,7 +19,8 @@ __all__ = ["CHAT", "IRC", "Dialect", "Peer", "Result", "connect_many", "fanout",
 @dataclass(frozen=True)
 class Dialect:
     name: str
-    marker: bytes  # counted in incoming data: one per delivered message
+    marker: bytes  # counted in incoming data: one per delivered message; one byte, so a
+    # read can never split it (a longer marker split across two reads would go uncounted)
     echoes: bool  # does the sender receive its own message?
 
     def login(self, nick: str, password: str, chat: str) -> bytes:
@@ -42,7 +43,7 @@ class Dialect:
 
 
 CHAT = Dialect("chat", b"\n", echoes=True)
-IRC = Dialect("irc", b" PRIVMSG ", echoes=False)
+IRC = Dialect("irc", b"\n", echoes=False)  # after JOIN only PRIVMSG lines arrive
 
 _STAMP = re.compile(rb"t=(\d+)")
 
