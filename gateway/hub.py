@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import render
@@ -66,28 +66,15 @@ class LocalUser:
             self.shown[conv] = mid
             self.dirty = True
 
-    def deliver(self, conv: str, key: tuple[int, int], mid: str, line: bytes) -> None:
-        """The hot path of fan-out. The hub delivers each conversation's ids in increasing
-        order, so the shown position is assigned without comparing (Redis keeps cursors
-        monotonic anyway: advance.lua never moves one back)."""
-        wrote = False
-        for s in self.sessions:
-            if s.live:
-                s.conn.write(line)
-                wrote = True
-            else:
-                s.deliver(conv, key, mid, line)
-        if wrote:
-            self.shown[conv] = mid
-            self.dirty = True
-
 
 Group = list[tuple[tuple[int, int], str, bytes]]  # (id key, id, line), ids increasing
 
 
-def deliver_group(users: set[LocalUser], conv: str, group: Group) -> None:
-    """Consecutive messages of one conversation: their lines joined once, one write per
-    live reader (a burst of K messages costs each reader one append, not K)."""
+def deliver_group(users: Iterable[LocalUser], conv: str, group: Group) -> None:
+    """The hot path of fan-out. Consecutive messages of one conversation: their lines joined
+    once, one write per live reader (a burst of K messages costs each reader one append,
+    not K). The hub delivers each conversation's ids in increasing order, so the shown
+    position is assigned without comparing (advance.lua never moves a cursor back)."""
     data = group[0][2] if len(group) == 1 else b"".join(g[2] for g in group)
     mid = group[-1][1]
     for user in users:
@@ -357,9 +344,8 @@ class Hub:
         peer = conv[2:].split("|")
         user.peers.add(peer[1] if peer[0] == reader else peer[0])
         METRICS.observe_delivery(key[0], 1, 1)
-        user.deliver(
-            conv, key, mid, render.message(key[0], dm_where(reader, nick, where), nick, text)
-        )
+        line = render.message(key[0], dm_where(reader, nick, where), nick, text)
+        deliver_group((user,), conv, [(key, mid, line)])
 
     # -- after the link comes back ---------------------------------------------------------
 

@@ -13,26 +13,15 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"process for port {port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
+from scripts.procs import wait_port  # noqa: E402
 
 
 def main() -> int:
@@ -48,6 +37,19 @@ def main() -> int:
     if redis_exe is None:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+
+    # Handlers first, so Ctrl+C during start-up also stops cleanly. Children run in their
+    # own sessions: Ctrl+C reaches only this script, which stops the gateways (they record
+    # cursors in Redis) before Redis itself.
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
     procs: list[subprocess.Popen[bytes]] = []
     redis = subprocess.Popen(
         [
@@ -64,62 +66,63 @@ def main() -> int:
             "everysec",
             "--save",
             "",
-        ]
+        ],
+        start_new_session=True,
     )
-    wait_port(args.redis_port, redis)
-    url = f"redis://127.0.0.1:{args.redis_port}/0"
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    for i in range(args.gateways):
-        port = args.first_port + i
-        gw = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "server.py"),
-                "--port",
-                str(port),
-                "--redis-url",
-                url,
-                "--metrics-port",
-                str(args.metrics_first_port + i),
-                *gateway_args,
-            ],
-            env=env,
-        )
-        wait_port(port, gw)
-        procs.append(gw)
-        print(f"gateway {i + 1}: telnet 127.0.0.1 {port}", flush=True)
-    print(f"redis: {url}; Ctrl+C stops everything", flush=True)
-
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     code = 0
-    while not stopping:
-        if any(p.poll() is not None for p in [redis, *procs]):
-            print("a process exited; stopping the rest", file=sys.stderr)
-            code = 1
-            break
-        time.sleep(0.2)
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            rc = p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rc = 1
-        code = code or rc
-    redis.send_signal(signal.SIGTERM)
-    redis.wait(15)
+    try:
+        wait_port(args.redis_port, redis)
+        url = f"redis://127.0.0.1:{args.redis_port}/0"
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        for i in range(args.gateways):
+            if stopping:
+                break
+            port = args.first_port + i
+            gw = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "server.py"),
+                    "--port",
+                    str(port),
+                    "--redis-url",
+                    url,
+                    "--metrics-port",
+                    str(args.metrics_first_port + i),
+                    *gateway_args,
+                ],
+                env=env,
+                start_new_session=True,
+            )
+            procs.append(gw)
+            wait_port(port, gw)
+            print(f"gateway {i + 1}: telnet 127.0.0.1 {port}", flush=True)
+        else:
+            print(f"redis: {url}; Ctrl+C stops everything", flush=True)
+        while not stopping:
+            if any(p.poll() is not None for p in [redis, *procs]):
+                print("a process exited; stopping the rest", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                rc = p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc = 1
+            code = code or rc
+        redis.send_signal(signal.SIGTERM)
+        redis.wait(15)
     print("stopped", flush=True)
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (RuntimeError, TimeoutError) as exc:
+        sys.exit(f"cluster: {exc}")

@@ -132,17 +132,7 @@ class PubSubLink:
         proto = self._proto
         if proto is None or proto.transport is None or proto.transport.is_closing():
             return
-        loop = asyncio.get_running_loop()
-        futs = []
-        for c in new:
-            fut = loop.create_future()
-            self._waiting[c].append(fut)
-            futs.append(fut)
-        proto.transport.write(_command(b"SUBSCRIBE", *new))
-        try:
-            await asyncio.wait_for(asyncio.gather(*futs), 5)
-        except TimeoutError:
-            log.warning("subscribe not acknowledged in time: %d channels", len(new))
+        await self._subscribe_on(proto, new)
 
     def unsubscribe(self, channels: list[str]) -> None:
         gone = [c.encode() for c in channels if c.encode() in self.channels]
@@ -187,7 +177,7 @@ class PubSubLink:
             if self.channels:
                 chans = list(self.channels)
                 for i in range(0, len(chans), 500):
-                    await self._resubscribe(proto, chans[i : i + 500])
+                    await self._subscribe_on(proto, chans[i : i + 500])
             if lost_at is not None:
                 self.reconnects += 1
                 log.info("pubsub reconnected after %.1fs", time.time() - lost_at)
@@ -210,7 +200,8 @@ class PubSubLink:
                 self._on_state(False)
             log.warning("pubsub link lost; reconnecting")
 
-    async def _resubscribe(self, proto: _Protocol, chans: list[bytes]) -> None:
+    async def _subscribe_on(self, proto: _Protocol, chans: list[bytes]) -> None:
+        """SUBSCRIBE and wait (at most 5 s) for Redis to acknowledge every channel."""
         loop = asyncio.get_running_loop()
         futs = []
         for c in chans:
@@ -222,4 +213,4 @@ class PubSubLink:
         try:
             await asyncio.wait_for(asyncio.gather(*futs), 5)
         except TimeoutError:
-            log.warning("resubscribe not acknowledged in time")
+            log.warning("subscribe not acknowledged in time: %d channels", len(chans))

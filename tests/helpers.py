@@ -7,35 +7,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from scripts.procs import free_port, wait_port
+
+__all__ = ["ROOT", "Client", "Gateway", "RedisProcess", "free_port", "messages", "wait_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE_RE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(
-    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 class RedisProcess:

@@ -1,0 +1,1 @@
+"""Developer and operator scripts (run them as files: `python3 scripts/cluster.py`)."""
