@@ -17,6 +17,7 @@ from tests.helpers import ROOT, free_port, messages, wait_port
 async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
     ports = [free_port(), free_port()]
     redis_port = free_port()
+    log = open(tmp_path / "cluster.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -34,7 +35,7 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
             "--scrypt-log-n",
             "10",
         ],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
@@ -54,6 +55,7 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
