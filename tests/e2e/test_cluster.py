@@ -133,3 +133,33 @@ async def test_many_messages_across_gateways_arrive_in_order(redis_url, gateways
         got += [t for *_, t in messages([await b.line()])]
     assert got == [f"n{i}" for i in range(300)]
     await asyncio.sleep(0)
+
+
+async def test_one_resp2_pubsub_connection_per_gateway_with_only_needed_channels(
+    redis_proc, redis_url, gateways, clients
+) -> None:
+    import redis as redis_sync
+
+    r = redis_sync.Redis(port=redis_proc.port, decode_responses=True)
+    g1, g2 = gateways(redis_url), gateways(redis_url)
+    users = []
+    for i, gw in enumerate((g1, g1, g1, g2, g2)):
+        c = await clients(gw.port)
+        await c.login(f"user{i}")
+        users.append(c)
+    pubsub = [c for c in r.client_list(_type="pubsub")]
+    assert len(pubsub) == 2  # one per gateway, not one per user
+    assert all(c["resp"] == "2" for c in pubsub)
+    channels = set(r.pubsub_channels())
+    assert channels == {"chat:ch:c:general"} | {f"chat:ch:u:user{i}" for i in range(5)}
+    await users[0].send("/chats lonely")
+    await users[0].expect("joined")
+    assert "chat:ch:c:lonely" in set(r.pubsub_channels())
+    await users[0].send("/leave lonely")
+    await users[0].expect("left")
+    await users[0].send("/quit")
+    await users[0].expect("bye")
+    await asyncio.sleep(0.3)
+    channels = set(r.pubsub_channels())
+    assert "chat:ch:c:lonely" not in channels and "chat:ch:u:user0" not in channels
+    r.close()
