@@ -52,9 +52,13 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
         assert proc.wait(30) == 0
         assert (tmp_path / "data").exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # let the script stop its gateways and Redis, then insist
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
 
 
