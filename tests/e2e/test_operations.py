@@ -14,8 +14,23 @@ import yaml
 from tests.helpers import ROOT, free_port, messages, wait_port
 
 
+def _two_consecutive_free_ports() -> list[int]:
+    """The cluster script takes consecutive ports from --first-port."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return [port, port + 1]
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
 async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
-    ports = [free_port(), free_port()]
+    ports = _two_consecutive_free_ports()
     redis_port = free_port()
     log = open(tmp_path / "cluster.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
@@ -41,8 +56,8 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
     try:
         wait_port(ports[0], proc=proc)
         # the second gateway listens on first-port + 1
-        wait_port(ports[0] + 1, proc=proc)
-        a, b = await clients(ports[0]), await clients(ports[0] + 1)
+        wait_port(ports[1], proc=proc)
+        a, b = await clients(ports[0]), await clients(ports[1])
         await a.login("alice")
         await b.login("bob")
         await a.send("across the cluster")
