@@ -133,3 +133,26 @@ async def test_connections_still_logging_in_are_limited(backend, gateways, clien
     await waiting[0].expect("ready")
     late = await clients(gw.port)  # one login finished: room again
     await late.login("bob")
+
+
+async def test_failed_logins_are_limited_per_address(backend, gateways, clients) -> None:
+    # One failure locks a nickname; three from one address lock the address.
+    gw = gateways(backend, "--max-login-failures", "1")
+    for nick in ("a1", "a2", "a3", "a4"):
+        c = await clients(gw.port)
+        await c.login(nick, "right-password")
+        await c.send("/quit")
+        await c.expect("bye")
+    for nick in ("a1", "a2", "a3"):
+        c = await clients(gw.port)
+        await c.expect("nickname")
+        await c.send(nick)
+        await c.expect("Password")
+        await c.send("wrong-password")
+        await c.expect("wrong password")
+        await c.close()
+    c = await clients(gw.port)  # a4 never failed, but this address did three times
+    await c.expect("nickname")
+    await c.send("a4")
+    assert "too many failed logins" in await c.line()
+    assert await c.closed()
