@@ -478,10 +478,10 @@ class Session:
     async def _who(self, typed: str | None) -> None:
         assert self.user is not None
         chat = name_key(typed) if typed is not None else self.current
-        if not await self.store.is_member(self.key, chat):
-            self.error(f"you are not in #{typed}")
-            return
         name = self.user.chats.get(chat, typed or chat)
+        if not await self.store.is_member(self.key, chat):
+            self.error(f"you are not in #{name}")
+            return
         names = await self.store.who(chat)
         shown = ", ".join(names[:_WHO_SHOWN])
         more = f" and {len(names) - _WHO_SHOWN} more" if len(names) > _WHO_SHOWN else ""
@@ -490,6 +490,11 @@ class Session:
     async def _history(self, chat: str, count: int) -> None:
         assert self.user is not None
         name = self.user.chats.get(chat, chat)
+        if not await self.store.is_member(self.key, chat):  # left on another device
+            self.error(f"you are not in #{name}")
+            self.current = GENERAL
+            self.notice("current chat is now #general")
+            return
         self._hold()
         try:
             messages = await self.store.history(chat, name, count)

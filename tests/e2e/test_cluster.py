@@ -163,3 +163,23 @@ async def test_one_resp2_pubsub_connection_per_gateway_with_only_needed_channels
     channels = set(r.pubsub_channels())
     assert "chat:ch:c:lonely" not in channels and "chat:ch:u:user0" not in channels
     r.close()
+
+
+async def test_history_refuses_a_chat_left_elsewhere_even_if_the_notice_was_lost(
+    redis_proc, redis_url, gateways, clients
+) -> None:
+    g1 = gateways(redis_url)
+    a = await clients(g1.port)
+    await a.login("alice")
+    await a.send("/chats secret")
+    await a.expect("joined")
+    await a.send("secret stuff")
+    await a.expect("secret stuff")
+    # Leave behind the gateway's back (as if the leave event never reached it).
+    redis_proc.cli("SREM", "chat:chat:secret:members", "alice")
+    redis_proc.cli("SREM", "chat:user:alice:chats", "secret")
+    await a.send("/history")
+    assert await a.line() == "! you are not in #secret"
+    assert await a.line() == "* current chat is now #general"
+    await a.send("/who #secret")
+    assert await a.line() == "! you are not in #secret"
