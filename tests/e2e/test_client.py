@@ -213,6 +213,8 @@ async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
             await wait_screen("#games>")
         finally:
             bob.close()
+        run("send-keys", "-t", name, "/help", "Enter")
+        await wait_screen("Up/Down walk your input history")  # answered by the client itself
         run("send-keys", "-t", name, "C-d")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -228,3 +230,71 @@ async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
             raise AssertionError("client did not exit on Ctrl+D")
     finally:
         subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
+
+
+async def test_terminal_ui_ctrl_c_leaves_cleanly(backend, gateways, tmp_path) -> None:
+    tmux = _tmux()
+    gw = gateways(backend)
+    sock = str(tmp_path / "tmux.sock")
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [tmux, "-S", sock, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    async def wait_for(text: str) -> str:
+        screen = ""
+        for _ in range(100):
+            screen = run("capture-pane", "-t", "ui", "-p")
+            if text in screen:
+                return screen
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{text!r} not on screen:\n{screen}")
+
+    run(
+        "new-session",
+        "-d",
+        "-s",
+        "ui",
+        "-x",
+        "100",
+        "-y",
+        "20",
+        f"cd {ROOT} && {sys.executable} client.py --server 127.0.0.1:{gw.port} --nick dora"
+        "; echo exit=$?; sleep 30",
+    )
+    try:
+        await wait_for("password for dora")
+        run("send-keys", "-t", "ui", "dora-pass", "Enter")
+        await wait_for("ready: logged in as dora")
+        run("send-keys", "-t", "ui", "C-c")
+        screen = await wait_for("exit=0")
+        assert "Traceback" not in screen and "bye" in screen
+    finally:
+        subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
+
+
+async def test_login_errors_are_shown_plainly(backend, gateways) -> None:
+    gw = gateways(backend)
+    ok = PlainClient(f"127.0.0.1:{gw.port}", "erin", "erin-password")
+    try:
+        await ok.expect("* ready")
+    finally:
+        ok.close()
+    env = dict(os.environ, CHAT_PASSWORD="not-erins-password")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "client.py"),
+        "--server",
+        f"127.0.0.1:{gw.port}",
+        "--nick",
+        "erin",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(b""), 30)
+    assert proc.returncode == 1
+    assert "login refused: wrong password" in err.decode()
+    assert b"Traceback" not in err
