@@ -19,19 +19,13 @@ from collections.abc import Awaitable, Callable
 import hiredis
 from redis.connection import parse_url
 
+from store.resp import encode_command
+
 __all__ = ["PubSubLink"]
 
 log = logging.getLogger("chat.pubsub")
 
 Batch = list[tuple[bytes, bytes]]
-
-
-def _command(*parts: bytes | str) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for p in parts:
-        b = p.encode() if isinstance(p, str) else p
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
 
 
 class _Protocol(asyncio.Protocol):
@@ -141,7 +135,7 @@ class PubSubLink:
         self.channels.difference_update(gone)
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.write(_command(b"UNSUBSCRIBE", *gone))
+            proto.transport.write(encode_command(b"UNSUBSCRIBE", *gone))
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -158,7 +152,7 @@ class PubSubLink:
         assert proto.transport is not None
         if p.get("password"):
             auth = [p["username"], p["password"]] if p.get("username") else [p["password"]]
-            proto.transport.write(_command(b"AUTH", *auth))
+            proto.transport.write(encode_command(b"AUTH", *auth))
         return proto
 
     async def _run(self) -> None:
@@ -209,7 +203,7 @@ class PubSubLink:
             self._waiting[c].append(fut)
             futs.append(fut)
         assert proto.transport is not None
-        proto.transport.write(_command(b"SUBSCRIBE", *chans))
+        proto.transport.write(encode_command(b"SUBSCRIBE", *chans))
         try:
             await asyncio.wait_for(asyncio.gather(*futs), 5)
         except TimeoutError:

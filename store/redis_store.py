@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import redis.asyncio as aredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store import keys
@@ -30,6 +31,7 @@ from store.base import (
     id_tuple,
 )
 from store.pubsub import Batch, PubSubLink
+from store.resp import RespPipeline
 
 __all__ = ["GENERAL", "RedisStore"]
 
@@ -74,8 +76,8 @@ class _Batcher:
     other script calls go as they are. Each caller gets its own future.
     """
 
-    def __init__(self, redis: aredis.Redis, load: Callable[[], Awaitable[None]]) -> None:
-        self._redis = redis
+    def __init__(self, pipeline: RespPipeline, load: Callable[[], Awaitable[None]]) -> None:
+        self._pipeline = pipeline
         self._load = load
         self._pending: list[tuple[Any, ...]] = []
         self._running = False
@@ -142,26 +144,21 @@ class _Batcher:
         calls: list[tuple[_Script, list[Any], list[Any], list[asyncio.Future[Any]]]],
         retry: bool,
     ) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for script, k, a, _ in calls:
-            pipe.evalsha(script.sha, len(k), *k, *a)
+        commands = [("EVALSHA", script.sha, len(k), *k, *a) for script, k, a, _ in calls]
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except _UNAVAILABLE as exc:
-            for *_, futs in calls:
-                _fail(futs, StoreUnavailable(str(exc)))
-            return
-        except Exception as exc:  # pragma: no cover - unexpected
+            results = await self._pipeline.execute(commands)
+        except StoreUnavailable as exc:
             for *_, futs in calls:
                 _fail(futs, exc)
             return
         again = []
         for call, result in zip(calls, results, strict=True):
             futs = call[3]
-            if isinstance(result, NoScriptError) and retry:
-                again.append(call)
-            elif isinstance(result, Exception):
-                _fail(futs, result)
+            if isinstance(result, hiredis.ReplyError):
+                if str(result).startswith("NOSCRIPT") and retry:
+                    again.append(call)
+                else:
+                    _fail(futs, ResponseError(str(result)))
             elif call[0] is _SCRIPTS["post_many"]:
                 at = 0
                 for fut, count in futs:  # each caller gets the results of its own lines
@@ -217,7 +214,8 @@ class RedisStore:
         self.rate = rate
         self.burst = burst
         self.gateway_id = gateway_id
-        self._batcher = _Batcher(self.redis, self.load_scripts)
+        self._pipeline = RespPipeline(url)
+        self._batcher = _Batcher(self._pipeline, self.load_scripts)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -254,6 +252,7 @@ class RedisStore:
         return PubSubLink(self.url, on_messages, on_reconnect, on_state=on_state)
 
     async def close(self) -> None:
+        self._pipeline.close()
         await self.redis.aclose()
 
     async def ping(self) -> bool:

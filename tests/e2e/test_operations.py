@@ -44,7 +44,7 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
             "--redis-port",
             str(redis_port),
             "--metrics-first-port",
-            str(free_port()),
+            str(_two_consecutive_free_ports()[0]),
             "--data-dir",
             str(tmp_path / "data"),
             "--scrypt-log-n",
