@@ -61,6 +61,26 @@ class PlainClient:
         self.proc.wait()
 
 
+async def run_script_client(
+    port: int, nick: str, password: str, stdin: bytes
+) -> tuple[int, str, str]:
+    """client.py as a script would run it: stdin piped, to the end; (exit code, out, err)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "client.py"),
+        "--server",
+        f"127.0.0.1:{port}",
+        "--nick",
+        nick,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, CHAT_PASSWORD=password),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    return int(proc.returncode or 0), out.decode(), err.decode()
+
+
 async def test_two_plain_clients_exchange_messages(redis_url, gateways) -> None:
     g1, g2 = gateways(redis_url), gateways(redis_url)
     a = PlainClient(f"127.0.0.1:{g1.port}", "alice")
@@ -79,26 +99,15 @@ async def test_two_plain_clients_exchange_messages(redis_url, gateways) -> None:
 
 async def test_plain_client_exits_at_end_of_input(backend, gateways) -> None:
     gw = gateways(backend)
-    env = dict(os.environ, CHAT_PASSWORD="secret123")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "client.py"),
-        "--server",
-        f"127.0.0.1:{gw.port}",
-        "--nick",
-        "scripted",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
+    code, out, err = await run_script_client(
+        gw.port, "scripted", "secret123", b"from a script\n/who\n"
     )
-    out, err = await asyncio.wait_for(proc.communicate(b"from a script\n/who\n"), 20)
-    assert proc.returncode == 0, err
-    text = out.decode()
+    assert code == 0, err
+    text = out
     assert "* ready: logged in as scripted" in text
     assert messages(text.splitlines()) == [("#general", "scripted", "from a script")]
     assert "* online in #general (1): scripted" in text
-    assert b"Traceback" not in err
+    assert "Traceback" not in err
 
 
 async def test_client_reconnects_to_another_gateway_and_shows_what_it_missed(
@@ -138,51 +147,59 @@ async def test_client_reconnects_to_another_gateway_and_shows_what_it_missed(
         b.close()
 
 
-def _tmux() -> str:
-    exe = shutil.which("tmux")
-    if exe is None:
-        if IN_CI:
-            pytest.fail("tmux is needed for the terminal UI test")
-        pytest.skip("tmux not installed")
-    return exe
+class Terminal:
+    """client.py in a real terminal: a tmux session of its own, keys in, screen out."""
+
+    def __init__(self, tmp_path, command: str, name: str = "ui") -> None:
+        exe = shutil.which("tmux")
+        if exe is None:
+            if IN_CI:
+                pytest.fail("tmux is needed for the terminal UI tests")
+            pytest.skip("tmux not installed")
+        self.tmux, self.sock, self.name = exe, str(tmp_path / "tmux.sock"), name
+        self.run("new-session", "-d", "-s", name, "-x", "100", "-y", "20", command)
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(
+            [self.tmux, "-S", self.sock, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", self.name, *keys)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-t", self.name, "-p")
+
+    async def wait(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{text!r} not on screen:\n{self.screen()}")
+
+    def alive(self) -> bool:
+        return (
+            subprocess.run(
+                [self.tmux, "-S", self.sock, "has-session", "-t", self.name], capture_output=True
+            ).returncode
+            == 0
+        )
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "-S", self.sock, "kill-server"], capture_output=True)
 
 
 async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
     backend, gateways, tmp_path
 ) -> None:
-    tmux = _tmux()
     gw = gateways(backend)
-    sock = str(tmp_path / "tmux.sock")
-    name = "chatui"
-
-    def run(*args: str) -> str:
-        return subprocess.run(
-            [tmux, "-S", sock, *args], check=True, capture_output=True, text=True
-        ).stdout
-
-    def screen() -> str:
-        return run("capture-pane", "-t", name, "-p")
-
-    async def wait_screen(text: str, timeout: float = 10) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s = screen()
-            if text in s:
-                return s
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{text!r} not on screen:\n{screen()}")
-
-    run(
-        "new-session",
-        "-d",
-        "-s",
-        name,
-        "-x",
-        "100",
-        "-y",
-        "20",
+    term = Terminal(
+        tmp_path,
         f"cd {ROOT} && {sys.executable} client.py --server 127.0.0.1:{gw.port} --nick carol",
     )
+    run, screen, wait_screen, name = term.run, term.screen, term.wait, term.name
     try:
         await wait_screen("password for carol")
         run("send-keys", "-t", name, "carol-pass", "Enter")
@@ -218,60 +235,31 @@ async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
         run("send-keys", "-t", name, "C-d")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if (
-                subprocess.run(
-                    [tmux, "-S", sock, "has-session", "-t", name], capture_output=True
-                ).returncode
-                != 0
-            ):
+            if not term.alive():
                 break
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("client did not exit on Ctrl+D")
     finally:
-        subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
+        term.close()
 
 
 async def test_terminal_ui_ctrl_c_leaves_cleanly(backend, gateways, tmp_path) -> None:
-    tmux = _tmux()
     gw = gateways(backend)
-    sock = str(tmp_path / "tmux.sock")
-
-    def run(*args: str) -> str:
-        return subprocess.run(
-            [tmux, "-S", sock, *args], check=True, capture_output=True, text=True
-        ).stdout
-
-    async def wait_for(text: str) -> str:
-        screen = ""
-        for _ in range(100):
-            screen = run("capture-pane", "-t", "ui", "-p")
-            if text in screen:
-                return screen
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{text!r} not on screen:\n{screen}")
-
-    run(
-        "new-session",
-        "-d",
-        "-s",
-        "ui",
-        "-x",
-        "100",
-        "-y",
-        "20",
-        f"cd {ROOT} && {sys.executable} client.py --server 127.0.0.1:{gw.port} --nick dora"
-        "; echo exit=$?; sleep 30",
+    term = Terminal(
+        tmp_path,
+        f"cd {ROOT} && {sys.executable} client.py --server "
+        f"127.0.0.1:{gw.port} --nick dora; echo exit=$?; sleep 30",
     )
     try:
-        await wait_for("password for dora")
-        run("send-keys", "-t", "ui", "dora-pass", "Enter")
-        await wait_for("ready: logged in as dora")
-        run("send-keys", "-t", "ui", "C-c")
-        screen = await wait_for("exit=0")
+        await term.wait("password for dora")
+        term.keys("dora-pass", "Enter")
+        await term.wait("ready: logged in as dora")
+        term.keys("C-c")
+        screen = await term.wait("exit=0")
         assert "Traceback" not in screen and "bye" in screen
     finally:
-        subprocess.run([tmux, "-S", sock, "kill-server"], capture_output=True)
+        term.close()
 
 
 async def test_login_errors_are_shown_plainly(backend, gateways) -> None:
@@ -281,20 +269,7 @@ async def test_login_errors_are_shown_plainly(backend, gateways) -> None:
         await ok.expect("* ready")
     finally:
         ok.close()
-    env = dict(os.environ, CHAT_PASSWORD="not-erins-password")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "client.py"),
-        "--server",
-        f"127.0.0.1:{gw.port}",
-        "--nick",
-        "erin",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(b""), 30)
-    assert proc.returncode == 1
-    assert "login refused: wrong password" in err.decode()
-    assert b"Traceback" not in err
+    code, _, err = await run_script_client(gw.port, "erin", "not-erins-password", b"")
+    assert code == 1
+    assert "login refused: wrong password" in err
+    assert "Traceback" not in err
