@@ -45,6 +45,22 @@ def backend(request: pytest.FixtureRequest) -> str | None:
     return str(request.getfixturevalue("redis_url"))
 
 
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
+    """A redis-server of the test's own, for tests that stop or restart it."""
+    started: list[RedisProcess] = []
+
+    def start(appendonly: bool = False) -> RedisProcess:
+        proc = RedisProcess(tmp_path / f"redis{len(started)}", appendonly=appendonly)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 GatewayFactory = Callable[..., Gateway]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from tests.helpers import Client, Gateway, RedisProcess, messages
+from tests.helpers import Client, Gateway, messages
 
 
 async def test_sigterm_says_goodbye_records_cursors_and_exits_0(
@@ -53,68 +53,61 @@ async def test_sigkill_of_a_gateway_loses_no_message(redis_url, gateways, client
 
 
 async def test_redis_outage_refuses_messages_then_recovers_without_loss(
-    tmp_path, gateways, clients
+    private_redis, gateways, clients
 ) -> None:
-    redis = RedisProcess(tmp_path / "redis", appendonly=True)
+    redis = private_redis(appendonly=True)
+    g1, g2 = gateways(redis.url), gateways(redis.url)
+    a, b = await clients(g1.port), await clients(g2.port)
+    await a.login("alice")
+    await b.login("bob")
+    await a.send("before outage")
+    await b.expect("before outage")
+    redis.stop()
+    await asyncio.sleep(0.3)
+    await a.send("during outage")
+    refused = await a.expect("^! ")
+    assert "not sent" in refused and "unavailable" in refused
     redis.start()
-    try:
-        g1, g2 = gateways(redis.url), gateways(redis.url)
-        a, b = await clients(g1.port), await clients(g2.port)
-        await a.login("alice")
-        await b.login("bob")
-        await a.send("before outage")
-        await b.expect("before outage")
-        redis.stop()
-        await asyncio.sleep(0.3)
-        await a.send("during outage")
-        refused = await a.expect("^! ")
-        assert "not sent" in refused and "unavailable" in refused
-        redis.start()
-        # Gateways reconnect by themselves; keep trying until a message goes through.
-        for _ in range(50):
-            await a.send("after outage")
-            line = await a.line(5)
-            if "after outage" in line:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError("gateway never recovered")
-        await b.expect("after outage", timeout=10)
-        await b.send("bob is back")
-        await a.expect("bob is back", timeout=10)
-        # Both gateways' users still connected, nothing in the log about crashes.
-        assert "Traceback" not in g1.output() and "Traceback" not in g2.output()
-    finally:
-        redis.stop()
+    # Gateways reconnect by themselves; keep trying until a message goes through.
+    for _ in range(50):
+        await a.send("after outage")
+        line = await a.line(5)
+        if "after outage" in line:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("gateway never recovered")
+    await b.expect("after outage", timeout=10)
+    await b.send("bob is back")
+    await a.expect("bob is back", timeout=10)
+    # Both gateways' users still connected, nothing in the log about crashes.
+    assert "Traceback" not in g1.output() and "Traceback" not in g2.output()
 
 
-async def test_gap_fill_after_pubsub_reconnect(tmp_path, gateways, clients) -> None:
+async def test_gap_fill_after_pubsub_reconnect(private_redis, gateways, clients) -> None:
     """Messages Redis accepted while one gateway's link was down reach its users."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        g1, g2 = gateways(redis.url), gateways(redis.url)
-        a, b = await clients(g1.port), await clients(g2.port)
-        await a.login("alice")
-        await b.login("bob")
-        await b.send("warm up")
-        await a.expect("warm up")
-        # Cut every pub/sub link: the gateways must reconnect and read what they missed.
-        redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
-        for i in range(10):
-            await b.send(f"during gap {i}")
-        got = []
-        while len(got) < 10:
-            got += [t for *_, t in messages([await a.line(10)])]
-        assert got == [f"during gap {i}" for i in range(10)]
-        assert await a.lines(quiet=0.5) == []  # nothing twice
-    finally:
-        redis.stop()
+    redis = private_redis()
+    g1, g2 = gateways(redis.url), gateways(redis.url)
+    a, b = await clients(g1.port), await clients(g2.port)
+    await a.login("alice")
+    await b.login("bob")
+    await b.send("warm up")
+    await a.expect("warm up")
+    # Cut every pub/sub link: the gateways must reconnect and read what they missed.
+    redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    for i in range(10):
+        await b.send(f"during gap {i}")
+    got = []
+    while len(got) < 10:
+        got += [t for *_, t in messages([await a.line(10)])]
+    assert got == [f"during gap {i}" for i in range(10)]
+    assert await a.lines(quiet=0.5) == []  # nothing twice
 
 
-async def test_state_survives_a_redis_restart_with_append_only_file(tmp_path, clients) -> None:
-    redis = RedisProcess(tmp_path / "redis", appendonly=True)
-    redis.start()
+async def test_state_survives_a_redis_restart_with_append_only_file(
+    tmp_path, private_redis, clients
+) -> None:
+    redis = private_redis(appendonly=True)
     gw = Gateway(redis.url, tmp_path, "--ban-threshold", "1").start()
     try:
         a, b = await clients(gw.port), await clients(gw.port)

@@ -109,11 +109,8 @@ async def test_metrics_and_health(redis_url, gateways, clients) -> None:
     assert values["chat_delivery_latency_seconds_count"] == 1
 
 
-async def test_health_fails_while_redis_is_down(tmp_path, gateways) -> None:
-    from tests.helpers import RedisProcess
-
-    redis = RedisProcess(tmp_path / "r")
-    redis.start()
+async def test_health_fails_while_redis_is_down(private_redis, gateways) -> None:
+    redis = private_redis()
     mport = free_port()
     gateways(redis.url, "--metrics-port", str(mport))
     redis.stop()
