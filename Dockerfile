@@ -5,6 +5,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY server.py client.py ./
 COPY gateway ./gateway
 COPY store ./store
+COPY chatclient ./chatclient
 ENV CHAT_HOST=0.0.0.0 PYTHONUNBUFFERED=1
 EXPOSE 8000 9100
 HEALTHCHECK --interval=5s --timeout=3s --retries=5 \
