@@ -259,11 +259,9 @@ class Hub:
                     if conv != group_conv:
                         self._flush_group(group_conv, group)
                         group_conv, group = conv, []
-                    if conv[2:] in self.readers:
-                        key = self._fresh(conv, mid)
-                        if key is not None:
-                            line = render.message(key[0], "#" + where, nick, text)
-                            group.append((key, mid, line))
+                    entry = self._chat_entry(conv, mid, nick, where, text)
+                    if entry is not None:
+                        group.append(entry)
                     return group_conv, group
             self._flush_group(group_conv, group)
             self._dispatch(channel.decode(), data)
@@ -282,11 +280,9 @@ class Hub:
 
     def _dispatch(self, channel: str, data: str) -> None:
         kind, _, rest = data.partition("\x1f")
-        if kind == "M":
+        if kind == "M":  # chat messages never get here: on_messages groups them
             mid, conv, nick, where, text = rest.split("\x1f", 4)
-            if conv.startswith("c:"):
-                self._deliver_chat(conv, mid, nick, where, text)
-            elif channel.startswith(_USER_CHANNEL):
+            if channel.startswith(_USER_CHANNEL):
                 self._deliver_dm(channel[len(_USER_CHANNEL) :], conv, mid, nick, where, text)
             return
         if not channel.startswith(_USER_CHANNEL):
@@ -325,12 +321,22 @@ class Hub:
         self.last[dkey] = key
         return key
 
-    def _deliver_chat(self, conv: str, mid: str, nick: str, where: str, text: str) -> None:
+    def _chat_entry(
+        self, conv: str, mid: str, nick: str, where: str, text: str
+    ) -> tuple[tuple[int, int], str, bytes] | None:
+        """The group entry for a chat message this gateway has readers for and has not
+        delivered yet, or None."""
         if conv[2:] not in self.readers:
-            return
+            return None
         key = self._fresh(conv, mid)
-        if key is not None:
-            self._flush_group(conv, [(key, mid, render.message(key[0], "#" + where, nick, text))])
+        if key is None:
+            return None
+        return key, mid, render.message(key[0], "#" + where, nick, text)
+
+    def _deliver_chat(self, conv: str, mid: str, nick: str, where: str, text: str) -> None:
+        entry = self._chat_entry(conv, mid, nick, where, text)
+        if entry is not None:
+            self._flush_group(conv, [entry])
 
     def _deliver_dm(
         self, reader: str, conv: str, mid: str, nick: str, where: str, text: str
@@ -370,8 +376,8 @@ class Hub:
             for m in messages:
                 if m.conv.startswith("c:"):
                     chat = m.conv[2:]
-                    name = next(iter(self.readers.get(chat, ())), None)
-                    where = name.chats.get(chat, chat) if name else chat
+                    reader = next(iter(self.readers.get(chat, ())), None)
+                    where = reader.chats.get(chat, chat) if reader else chat
                     self._deliver_chat(m.conv, m.id, m.nick, where, m.text)
                 else:
                     for reader in dm_readers.get(m.conv, ()):
