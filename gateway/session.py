@@ -368,9 +368,7 @@ class Session:
         try:
             results = await self.store.post_chat(self.key, self.name, chat, name, texts)
         except StoreUnavailable:
-            METRICS.redis_errors.inc()
-            for _ in texts:
-                self.error("not sent: the chat store is unavailable right now; try again shortly")
+            self._store_down(len(texts))
             return
         for i in range(0, len(results), 2):
             if results[i] == "ok":  # the common case, without building a PostResult
@@ -384,9 +382,14 @@ class Session:
         try:
             return PostResult(*(await fut))
         except StoreUnavailable:
-            METRICS.redis_errors.inc()
-            self.error("not sent: the chat store is unavailable right now; try again shortly")
+            self._store_down(1)
             return None
+
+    def _store_down(self, messages: int) -> None:
+        """Redis refused a post: say so once per message, so no message is lost silently."""
+        METRICS.redis_errors.inc()
+        for _ in range(messages):
+            self.error("not sent: the chat store is unavailable right now; try again shortly")
 
     def _post_outcome(self, result: PostResult | None, refused: str) -> None:
         if result is None:

@@ -8,6 +8,7 @@ batch rather than one per message.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,8 +46,6 @@ class _Script:
     def __init__(self, name: str) -> None:
         self.name = name
         self.source = (_LUA / f"{name}.lua").read_text()
-        import hashlib
-
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
@@ -94,10 +93,11 @@ class _Batcher:
         return self._push(("script", script, keys_, args, fut))
 
     def chat(
-        self, chat: str, common: tuple[Any, ...], user: str, name: str, text: str
+        self, chat: str, common: tuple[Any, ...], user: str, name: str, texts: list[str]
     ) -> asyncio.Future[Any]:
+        """One user's messages to one chat; resolves to status, value for each text."""
         fut = asyncio.get_running_loop().create_future()
-        return self._push(("chat", chat, common, user, name, text, fut))
+        return self._push(("chat", chat, common, user, name, texts, fut))
 
     async def _drain(self) -> None:
         try:
