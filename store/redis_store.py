@@ -52,7 +52,7 @@ class _Script:
 _SCRIPTS = {
     name: _Script(name)
     for name in (
-        "post",
+        "post_private",
         "post_many",
         "join",
         "leave",
@@ -392,7 +392,7 @@ class RedisStore:
     def post_private(self, user: str, name: str, peer: str, text: str) -> asyncio.Future[list[str]]:
         conv = keys.dm_conv(user, peer)
         return self._batcher.call(
-            _SCRIPTS["post"],
+            _SCRIPTS["post_private"],
             [
                 keys.conv_stream(conv),
                 keys.ban(user),
@@ -403,7 +403,6 @@ class RedisStore:
                 keys.user_peers(peer),
             ],
             [
-                "p",
                 user,
                 name,
                 peer,
