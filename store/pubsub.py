@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import hiredis
 from redis.connection import parse_url
 
-from store.resp import encode_command
+from store.resp import auth_command, encode_command, open_redis
 
 __all__ = ["PubSubLink"]
 
@@ -138,21 +138,10 @@ class PubSubLink:
             proto.transport.write(encode_command(b"UNSUBSCRIBE", *gone))
 
     async def _connect(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
-        p = self._params
-        if "path" in p:
-            _, proto = await loop.create_unix_connection(lambda: _Protocol(self), p["path"])
-        else:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Protocol(self), p.get("host", "localhost"), p.get("port", 6379)
-                ),
-                5,
-            )
-        assert proto.transport is not None
-        if p.get("password"):
-            auth = [p["username"], p["password"]] if p.get("username") else [p["password"]]
-            proto.transport.write(encode_command(b"AUTH", *auth))
+        proto = await open_redis(self._params, lambda: _Protocol(self), 5)
+        auth = auth_command(self._params)
+        if auth and proto.transport is not None:
+            proto.transport.write(encode_command(*auth))
         return proto
 
     async def _run(self) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import hiredis
 from redis.connection import parse_url
 
 from store.base import StoreUnavailable
 
-__all__ = ["RespPipeline", "encode_command"]
+__all__ = ["RespPipeline", "auth_command", "encode_command", "open_redis"]
+
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 def encode_command(*parts: bytes | str | int | float) -> bytes:
@@ -26,6 +29,28 @@ def encode_command(*parts: bytes | str | int | float) -> bytes:
         b = p if isinstance(p, bytes) else str(p).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(out)
+
+
+async def open_redis(params: dict[str, Any], factory: Callable[[], P], timeout: float) -> P:
+    """Connect a protocol to the Redis of a parsed URL (unix socket or TCP)."""
+    loop = asyncio.get_running_loop()
+    if "path" in params:
+        connecting = loop.create_unix_connection(factory, params["path"])
+    else:
+        connecting = loop.create_connection(
+            factory, params.get("host", "localhost"), params.get("port", 6379)
+        )
+    _, proto = await asyncio.wait_for(connecting, timeout)
+    return proto
+
+
+def auth_command(params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The AUTH a parsed URL asks for, if any (with the ACL user when one is given)."""
+    if not params.get("password"):
+        return None
+    if params.get("username"):
+        return ("AUTH", params["username"], params["password"])
+    return ("AUTH", params["password"])
 
 
 class _Protocol(asyncio.Protocol):
@@ -76,28 +101,16 @@ class RespPipeline:
         async with self._lock:
             if self._proto is not None and self._proto.transport is not None:
                 return self._proto
-            p = self._params
-            loop = asyncio.get_running_loop()
             try:
-                if "path" in p:
-                    _, proto = await asyncio.wait_for(
-                        loop.create_unix_connection(_Protocol, p["path"]), 2
-                    )
-                else:
-                    _, proto = await asyncio.wait_for(
-                        loop.create_connection(
-                            _Protocol, p.get("host", "localhost"), p.get("port", 6379)
-                        ),
-                        2,
-                    )
+                proto = await open_redis(self._params, _Protocol, 2)
             except (OSError, TimeoutError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            setup = []
-            if p.get("password"):
-                auth = [p["username"], p["password"]] if p.get("username") else [p["password"]]
-                setup.append(("AUTH", *auth))
-            if p.get("db"):
-                setup.append(("SELECT", p["db"]))
+            setup: list[tuple[Any, ...]] = []
+            auth = auth_command(self._params)
+            if auth:
+                setup.append(auth)
+            if self._params.get("db"):
+                setup.append(("SELECT", self._params["db"]))
             self._proto = proto
             if setup:
                 for reply in await self._send(proto, setup):
