@@ -3,11 +3,12 @@ benchmarks and the tests."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
 
-__all__ = ["free_port", "wait_port"]
+__all__ = ["free_port", "stop_process", "wait_port"]
 
 
 def free_port() -> int:
@@ -31,3 +32,20 @@ def wait_port(
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {port}")
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
+    """Signal a child and wait for it; SIGKILL it if it has not exited within `timeout`.
+    Returns its exit code. The one "terminate, wait, kill" of scripts, bench and tests."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+    return proc.returncode
