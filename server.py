@@ -29,10 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is in requirements.txt
-        asyncio.run(run(settings))
-    else:
-        uvloop.run(run(settings))
-    return 0
+        return asyncio.run(run(settings))
+    return uvloop.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -1,1 +1,4 @@
-"""The network side of the chat: framing, commands, sessions, fan-out, the TCP server."""
+"""The gateway: doors (line protocol, ...) over one chat core, fan-out, and the server.
+
+See docs/ARCHITECTURE.md for the layers and who may call whom.
+"""

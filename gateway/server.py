@@ -1,42 +1,51 @@
-"""Listening, admission limits, the login timeout, and a clean shutdown.
+"""The gateway process: wires store, fan-out, core and doors; starts; stops cleanly.
 
 On SIGTERM/SIGINT the gateway stops accepting, tells every connection
-`* server shutting down`, writes every user's shown position to Redis and exits 0.
+`* server shutting down`, writes every user's shown position to Redis and exits 0. A stop
+signal is honoured at any point, including while it still waits for Redis at start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import signal
 import socket
+import sys
 import uuid
-from collections import Counter
+import weakref
+from collections.abc import Callable
 
-from gateway.connection import Connection, WriteCoalescer
-from gateway.hub import Hub
+from gateway.admission import Admission
+from gateway.core.session import Core, CoreSettings
+from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer
+from gateway.fanout import Fanout
 from gateway.metrics import METRICS, serve_metrics
-from gateway.session import Session, State
 from gateway.settings import Settings
-from store.base import StoreUnavailable
+from store.contract import StoreUnavailable
 from store.redis_store import RedisStore
 
-__all__ = ["GatewayServer", "run"]
+__all__ = ["GatewayServer", "StartupError", "run"]
 
 log = logging.getLogger("chat.server")
+
+#: Pending TCP connections the kernel queues for accept (a reconnect storm arrives at once).
+LISTEN_BACKLOG = 4096
+#: Backoff while Redis is unreachable at start: first delay and cap, in seconds.
+START_RETRY_FIRST, START_RETRY_MAX = 0.2, 5.0
+#: Seconds the shutdown leaves for the kernel to send the last lines before closing.
+SHUTDOWN_GRACE = 0.05
+
+
+class StartupError(Exception):
+    """Start-up failed for a reason an operator can act on; its text says which."""
 
 
 class GatewayServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.coalescer = WriteCoalescer()
-        self.connections: set[Connection] = set()
-        self.per_address: Counter[str] = Counter()
-        self.pending_logins = 0
-        self._numbers = itertools.count(1)
         self._embedded = None
         url = settings.redis_url
         if url is None:
@@ -46,48 +55,79 @@ class GatewayServer:
         self.store = RedisStore(
             url,
             message_ttl=settings.message_ttl,
-            history=settings.history,
             ban_threshold=settings.ban_threshold,
             ban_duration=settings.ban_duration,
             rate=settings.rate,
             burst=settings.burst,
             gateway_id=self.gateway_id,
         )
-        self.hub = Hub(self.store, settings.cursor_flush, self.coalescer.flush_now)
+        self.coalescer = WriteCoalescer()
+        self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)
+        self.core = Core(self.store, self.fanout, _core_settings(settings), self.gateway_id)
+        self.admission = Admission(
+            settings.max_per_ip, settings.max_pending_logins, settings.login_timeout
+        )
+        self.line_door = LineDoor(
+            self.core, self.admission, self.coalescer, settings.max_line, settings.max_output
+        )
+        #: Open connections, for the shutdown notice; a closed one drops out by itself.
+        self.connections: weakref.WeakSet[LineConnection] = weakref.WeakSet()
         self._server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
 
     async def start(self) -> None:
-        delay = 0.2
+        delay = START_RETRY_FIRST
         while True:
             try:
-                await self.store.load_scripts()
+                await self.store.start()
                 break
             except StoreUnavailable as exc:
                 log.warning("event=redis_unavailable error=%s retry_in=%.1f", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
-        await self.hub.start()
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: Connection(self),
-            self.settings.host,
-            self.settings.port,
-            reuse_address=True,
-            backlog=4096,
-        )
+                delay = min(delay * 2, START_RETRY_MAX)
+        await self.fanout.start()
+        self._server = await self._listen(self._line_connection, self.settings.port, "chat")
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
-        METRICS.channels.set_function(lambda: len(self.hub.link.channels))
-        METRICS.local_users.set_function(lambda: len(self.hub.users))
+        METRICS.channels.set_function(lambda: self.fanout.link.count)
+        METRICS.local_users.set_function(lambda: len(self.fanout.users))
         if self.settings.metrics_port:
-            self._metrics = await serve_metrics(
-                self.settings.host, self.settings.metrics_port, lambda: self.hub.redis_ok
-            )
+            try:
+                self._metrics = await serve_metrics(
+                    self.settings.host, self.settings.metrics_port, self._healthy
+                )
+            except OSError as exc:
+                port = self.settings.metrics_port
+                raise StartupError(self._bind_error("metrics", port, exc)) from None
         log.info(
             "event=listening host=%s port=%d gateway=%s store=%s",
             self.settings.host,
-            self.settings.port,
+            self.port,
             self.gateway_id,
             "embedded" if self._embedded else self.settings.redis_url,
+        )
+
+    def _healthy(self) -> bool:
+        return self.fanout.redis_ok and self.fanout.presence.ok
+
+    def _line_connection(self) -> LineConnection:
+        conn = LineConnection(self.line_door)
+        self.connections.add(conn)
+        return conn
+
+    async def _listen(
+        self, factory: Callable[[], asyncio.Protocol], port: int, what: str
+    ) -> asyncio.Server:
+        try:
+            return await asyncio.get_running_loop().create_server(
+                factory, self.settings.host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+            )
+        except OSError as exc:
+            raise StartupError(self._bind_error(what, port, exc)) from None
+
+    def _bind_error(self, what: str, port: int, exc: OSError) -> str:
+        return (
+            f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
+            " (is another gateway running there? choose another port)"
         )
 
     @property
@@ -95,82 +135,64 @@ class GatewayServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    # -- admission ---------------------------------------------------------------------------
-
-    def admit(self, conn: Connection) -> None:
-        s = self.settings
-        self.connections.add(conn)
-        self.per_address[conn.address] += 1
-        METRICS.connections.inc()
-        if s.max_per_ip and self.per_address[conn.address] > s.max_per_ip:
-            log.warning("event=refused reason=per_ip peer=%s", conn.address)
-            conn.write(b"! too many connections from your address\r\n")
-            conn.close()
-            return
-        if s.max_pending_logins and self.pending_logins >= s.max_pending_logins:
-            log.warning("event=refused reason=pending_logins peer=%s", conn.address)
-            conn.write(b"! server busy: too many logins in progress, try again shortly\r\n")
-            conn.close()
-            return
-        self.pending_logins += 1
-        session = conn.session = Session(conn, self, next(self._numbers))
-        session.login_timer = asyncio.get_running_loop().call_later(
-            s.login_timeout, self._login_deadline, session
-        )
-        log.info("event=connect peer=%s session=%s", conn.address, session.session_id)
-        session.start()
-
-    def _login_deadline(self, session: Session) -> None:
-        if session.state in (State.NICK, State.PASSWORD, State.LOADING):
-            session.error(f"login timed out after {self.settings.login_timeout:g} s")
-            session.conn.close()
-
-    def logged_in(self, session: Session) -> None:
-        if session.login_timer is not None:
-            session.login_timer.cancel()
-            session.login_timer = None
-        if session.counted_pending:
-            session.counted_pending = False
-            self.pending_logins -= 1
-
-    def forget(self, conn: Connection) -> None:
-        if conn not in self.connections:
-            return
-        self.connections.discard(conn)
-        METRICS.connections.dec()
-        self.per_address[conn.address] -= 1
-        if self.per_address[conn.address] <= 0:
-            del self.per_address[conn.address]
-        if conn.session is not None:
-            self.logged_in(conn.session)
-
     # -- shutdown ----------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        log.info("event=shutdown connections=%d", len(self.connections))
+        live = [c for c in self.connections if not c.closing]
+        log.info("event=shutdown connections=%d", len(live))
         if self._server is not None:
             self._server.close()
         if self._metrics is not None:
             self._metrics.close()
-        for conn in list(self.connections):
+        for conn in live:
             if conn.session is not None:
-                conn.session.shutdown_notice()
+                conn.session.shutting_down()
             conn.flush()
-        await self.hub.stop()
-        for conn in list(self.connections):
+        await self.fanout.stop()
+        for conn in live:
             conn.close()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(SHUTDOWN_GRACE)
         await self.store.close()
         if self._embedded is not None:
             self._embedded.shutdown()
 
 
-async def run(settings: Settings) -> None:
-    server = GatewayServer(settings)
+def _core_settings(s: Settings) -> CoreSettings:
+    return CoreSettings(
+        history=s.history,
+        message_ttl=s.message_ttl,
+        ban_threshold=s.ban_threshold,
+        rate=s.rate,
+        max_output=s.max_output,
+        max_login_failures=s.max_login_failures,
+        login_fail_window=s.login_fail_window,
+        scrypt_log_n=s.scrypt_log_n,
+    )
+
+
+async def run(settings: Settings) -> int:
+    """Run a gateway until SIGINT/SIGTERM; the process exit code."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    server = GatewayServer(settings)
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # stopped while still waiting for Redis
+        starting.cancel()
+        log.info("event=stopped_before_start")
+        await server.store.close()
+        return 0
+    stopping.cancel()
+    try:
+        starting.result()
+    except StartupError as exc:
+        log.error("event=startup_failed error=%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        await server.store.close()
+        return 1
     await stop.wait()
     await server.shutdown()
+    return 0

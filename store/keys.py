@@ -1,6 +1,6 @@
 """Every Redis key and channel name, in one place. See docs/REDIS.md for each one.
 
-Names are case-folded keys from `gateway.names.name_key`; they contain only letters,
+Names are case-folded keys from `gateway.core.names.name_key`; they contain only letters,
 digits, `_-.`, so `:` and `|` are safe separators.
 """
 
@@ -9,13 +9,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 __all__ = [
+    "CHAT_CHANNEL",
+    "GENERAL",
     "PREFIX",
+    "USER_CHANNEL",
     "ban",
-    "channel_prefix",
     "chat",
     "chat_channel",
     "chat_conv",
+    "chat_of",
     "chats",
+    "clock",
     "complaints",
     "conv_stream",
     "cursors",
@@ -24,7 +28,9 @@ __all__ = [
     "gateway_alive",
     "gateway_online",
     "gateways",
+    "is_chat",
     "members",
+    "peer_of",
     "rate",
     "stream",
     "user",
@@ -75,6 +81,21 @@ def dm_conv(a: str, b: str) -> str:
     return f"p:{a}|{b}" if a <= b else f"p:{b}|{a}"
 
 
+def is_chat(conv: str) -> bool:
+    return conv.startswith("c:")
+
+
+def chat_of(conv: str) -> str:
+    """The chat key of a chat conversation id."""
+    return conv[2:]
+
+
+def peer_of(conv: str, user: str) -> str:
+    """The other user of a private conversation id, seen from `user`."""
+    a, _, b = conv[2:].partition("|")
+    return b if a == user else a
+
+
 def conv_stream(conv: str) -> str:
     return f"{PREFIX}msgs:{conv}"
 
@@ -118,13 +139,13 @@ def gateway_online(gw: str) -> str:
     return f"{PREFIX}gw:{gw}:online"
 
 
-def channel_prefix() -> str:
-    return f"{PREFIX}ch:"
-
-
 def chat_channel(c: str) -> str:
     return f"{PREFIX}ch:c:{c}"
 
 
 def user_channel(u: str) -> str:
     return f"{PREFIX}ch:u:{u}"
+
+
+CHAT_CHANNEL = chat_channel("").encode()
+USER_CHANNEL = user_channel("").encode()

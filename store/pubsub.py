@@ -14,11 +14,14 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import hiredis
 from redis.connection import parse_url
 
+from store import keys
+from store.contract import StoreEvent
+from store.payloads import decode
 from store.resp import auth_command, encode_command, open_redis
 
 __all__ = ["PubSubLink"]
@@ -26,6 +29,16 @@ __all__ = ["PubSubLink"]
 log = logging.getLogger("chat.pubsub")
 
 Batch = list[tuple[bytes, bytes]]
+
+#: Channels per SUBSCRIBE command when resubscribing after a reconnect: bounds one
+#: command's size (a gateway may hold tens of thousands of channels).
+SUBSCRIBE_CHUNK = 500
+#: Seconds to wait for Redis to acknowledge a SUBSCRIBE before going on without it.
+SUBSCRIBE_ACK_TIMEOUT = 5.0
+#: Seconds to wait for the first connection at start.
+START_TIMEOUT = 10.0
+#: Backoff between connection attempts: first delay and cap, in seconds.
+RECONNECT_FIRST, RECONNECT_MAX = 0.1, 5.0
 
 
 class _Protocol(asyncio.Protocol):
@@ -57,7 +70,7 @@ class _Protocol(asyncio.Protocol):
             elif isinstance(reply, hiredis.ReplyError):
                 log.error("pubsub error reply: %s", reply)
         if batch:
-            link.on_messages(batch)
+            link.deliver(batch)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -65,23 +78,22 @@ class _Protocol(asyncio.Protocol):
 
 
 class PubSubLink:
-    """Subscriptions that survive Redis restarts.
+    """The `Subscriptions` of a standalone Redis: one link that survives Redis restarts.
 
-    `subscribe` resolves once Redis has acknowledged, so anything published after it
-    returns reaches `on_messages`. While the link is down, subscribe records the channel
-    and returns at once; `on_reconnect(lost_at)` runs after every resubscription.
+    Everything that arrived in one read is decoded and handed to `on_events` as one list,
+    so fan-out can coalesce its writes. `on_reconnect(lost_at)` runs after every
+    resubscription, so fan-out can read the gap from the streams.
     """
 
     def __init__(
         self,
         url: str,
-        on_messages: Callable[[Batch], None],
+        on_events: Callable[[list[StoreEvent]], None],
         on_reconnect: Callable[[float], Awaitable[None]],
-        *,
-        on_state: Callable[[bool], None] | None = None,
+        on_state: Callable[[bool], None],
     ) -> None:
         self._params = parse_url(url)
-        self.on_messages = on_messages
+        self._on_events = on_events
         self._on_reconnect = on_reconnect
         self._on_state = on_state
         self.channels: set[bytes] = set()
@@ -89,15 +101,29 @@ class PubSubLink:
         self._proto: _Protocol | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self.reconnects = 0
 
     @property
-    def connected(self) -> bool:
-        return self._proto is not None
+    def count(self) -> int:
+        return len(self.channels)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pubsub")
-        await asyncio.wait_for(self._ready.wait(), 10)
+        await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
+
+    def deliver(self, batch: Batch) -> None:
+        if len(batch) == 1:
+            self._on_events(decode(*batch[0]))
+            return
+        events: list[StoreEvent] = []
+        for channel, payload in batch:
+            events += decode(channel, payload)
+        self._on_events(events)
+
+    async def add(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
+        await self.subscribe(_channels(chats, users))
+
+    def remove(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
+        self.unsubscribe(_channels(chats, users))
 
     async def close(self) -> None:
         if self._task:
@@ -119,6 +145,7 @@ class PubSubLink:
                 fut.set_result(None)
 
     async def subscribe(self, channels: list[str]) -> None:
+        """SUBSCRIBE (channel names are the store's business: fan-out uses `add`)."""
         new = [c.encode() for c in channels if c.encode() not in self.channels]
         if not new:
             return
@@ -145,7 +172,7 @@ class PubSubLink:
         return proto
 
     async def _run(self) -> None:
-        delay = 0.1
+        delay = RECONNECT_FIRST
         lost_at: float | None = None
         while True:
             try:
@@ -153,23 +180,21 @@ class PubSubLink:
             except (OSError, TimeoutError) as exc:
                 log.warning("pubsub connect failed: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RECONNECT_MAX)
                 continue
-            delay = 0.1
+            delay = RECONNECT_FIRST
             self._proto = proto
             if self.channels:
                 chans = list(self.channels)
-                for i in range(0, len(chans), 500):
-                    await self._subscribe_on(proto, chans[i : i + 500])
+                for i in range(0, len(chans), SUBSCRIBE_CHUNK):
+                    await self._subscribe_on(proto, chans[i : i + SUBSCRIBE_CHUNK])
             if lost_at is not None:
-                self.reconnects += 1
                 log.info("pubsub reconnected after %.1fs", time.time() - lost_at)
                 try:
                     await self._on_reconnect(lost_at)
                 except Exception:
                     log.exception("gap fill after reconnect failed")
-            if self._on_state:
-                self._on_state(True)
+            self._on_state(True)
             self._ready.set()
             await proto.lost
             self._proto = None
@@ -179,12 +204,11 @@ class PubSubLink:
                     if not fut.done():
                         fut.set_result(None)
             self._waiting.clear()
-            if self._on_state:
-                self._on_state(False)
+            self._on_state(False)
             log.warning("pubsub link lost; reconnecting")
 
     async def _subscribe_on(self, proto: _Protocol, chans: list[bytes]) -> None:
-        """SUBSCRIBE and wait (at most 5 s) for Redis to acknowledge every channel."""
+        """SUBSCRIBE and wait (a bounded time) for Redis to acknowledge every channel."""
         loop = asyncio.get_running_loop()
         futs = []
         for c in chans:
@@ -194,6 +218,10 @@ class PubSubLink:
         assert proto.transport is not None
         proto.transport.write(encode_command(b"SUBSCRIBE", *chans))
         try:
-            await asyncio.wait_for(asyncio.gather(*futs), 5)
+            await asyncio.wait_for(asyncio.gather(*futs), SUBSCRIBE_ACK_TIMEOUT)
         except TimeoutError:
             log.warning("subscribe not acknowledged in time: %d channels", len(chans))
+
+
+def _channels(chats: Sequence[str], users: Sequence[str]) -> list[str]:
+    return [keys.chat_channel(c) for c in chats] + [keys.user_channel(u) for u in users]

@@ -1,8 +1,9 @@
-"""The store on Redis (real, or the embedded fakeredis server).
+"""The store on Redis (standalone, or the embedded fakeredis server): `Store` implemented.
 
-Commands from many users travel together: posts go through `_Batcher`, which sends every
-post requested in one event-loop turn as one pipeline, so ingest costs one round trip per
-batch rather than one per message.
+Posts go through the `Batcher` (one pipeline per loop turn on a dedicated RESP2
+connection); everything else uses redis-py's asyncio client. Every Redis error that means
+"not reachable" becomes `StoreUnavailable`; script replies become the contract's types here
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,35 +12,54 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import hiredis
 import redis.asyncio as aredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store import keys
-from store.base import (
+from store.batcher import Batcher, ChatTarget
+from store.contract import (
     Account,
     ChatInfo,
     Complaint,
-    StoredMessage,
+    ComplaintStatus,
+    Membership,
+    Message,
+    PostResult,
+    PostStatus,
+    StoreEvent,
     StoreUnavailable,
     UserState,
-    id_tuple,
+    id_key,
 )
-from store.pubsub import Batch, PubSubLink
+from store.pubsub import PubSubLink
 from store.resp import RespPipeline
 
-__all__ = ["GENERAL", "RedisStore"]
+__all__ = ["GENERAL", "PRESENCE_TTL", "RedisStore"]
 
 log = logging.getLogger("chat.store")
 GENERAL = keys.GENERAL
+T = TypeVar("T")
 _LUA = Path(__file__).with_name("lua")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: Connections in redis-py's pool. Bounded: under a login burst callers wait for one
+#: instead of failing with "Too many connections"; posts are pipelined elsewhere anyway.
+POOL_SIZE = 64
+#: Seconds a caller waits for a pooled connection before the store counts as unavailable.
+POOL_TIMEOUT = 10.0
+#: Seconds to connect to Redis, and to wait for any one reply.
+CONNECT_TIMEOUT, REPLY_TIMEOUT = 2.0, 10.0
+#: Seconds between redis-py's health checks of an idle pooled connection.
+HEALTH_CHECK_INTERVAL = 30
+#: Seconds a gateway's presence keys live without a heartbeat: a crashed gateway's users
+#: stop counting as online after this.
+PRESENCE_TTL = 15
 
 
 class _Script:
@@ -64,120 +84,19 @@ _SCRIPTS = {
 }
 
 
-_MAX_GROUP = 500  # chat messages per post_many call
+def _post_results(reply: list[Any]) -> list[PostResult]:
+    """post_many's flat reply (status, value for each message) as results."""
+    return [_post_result(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
 
-class _Batcher:
-    """Sends everything requested in one loop turn as one pipeline, one batch in flight.
-
-    Chat messages are grouped per chat into one `post_many.lua` call each (a Lua call costs
-    Redis about 30 us whatever it does, so per-message calls would cap ingest near 30k/s);
-    other script calls go as they are. Each caller gets its own future.
-    """
-
-    def __init__(self, pipeline: RespPipeline, load: Callable[[], Awaitable[None]]) -> None:
-        self._pipeline = pipeline
-        self._load = load
-        self._pending: list[tuple[Any, ...]] = []
-        self._running = False
-
-    def _push(self, item: tuple[Any, ...]) -> asyncio.Future[Any]:
-        self._pending.append(item)
-        if not self._running:
-            self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
-        return item[-1]
-
-    def call(self, script: _Script, keys_: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        fut = asyncio.get_running_loop().create_future()
-        return self._push(("script", script, keys_, args, fut))
-
-    def chat(
-        self, chat: str, common: tuple[Any, ...], user: str, name: str, texts: list[str]
-    ) -> asyncio.Future[Any]:
-        """One user's messages to one chat; resolves to status, value for each text."""
-        fut = asyncio.get_running_loop().create_future()
-        return self._push(("chat", chat, common, user, name, texts, fut))
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._send(self._calls(batch), retry=True)
-                except Exception as exc:  # never leave a caller waiting forever
-                    log.exception("post batch failed")
-                    _fail([item[-1] for item in batch], exc)
-        finally:
-            self._running = False
-
-    @staticmethod
-    def _calls(
-        batch: list[tuple[Any, ...]],
-    ) -> list[tuple[_Script, list[Any], list[Any], list[asyncio.Future[Any]]]]:
-        """(script, keys, args, futures) per Redis call; chat posts grouped per chat in the
-        order of their first message."""
-        calls: list[tuple[_Script, list[Any], list[Any], list[asyncio.Future[Any]]]] = []
-        groups: dict[str, int] = {}
-        many = _SCRIPTS["post_many"]
-        for item in batch:
-            if item[0] == "script":
-                _, script, k, a, fut = item
-                calls.append((script, k, a, [fut]))
-                continue
-            _, chat, common, user, name, texts, fut = item
-            at = groups.get(chat)
-            if at is None or len(calls[at][2]) >= 6 + 3 * _MAX_GROUP:
-                stream, members, clock, *args = common
-                groups[chat] = at = len(calls)
-                calls.append((many, [stream, members, clock], list(args), []))
-            _, k, a, futs = calls[at]
-            ban, rate = keys.ban(user), keys.rate(user)
-            for text in texts:
-                k += (ban, rate)
-                a += (user, name, text)
-            futs.append((fut, len(texts)))
-        return calls
-
-    async def _send(
-        self,
-        calls: list[tuple[_Script, list[Any], list[Any], list[asyncio.Future[Any]]]],
-        retry: bool,
-    ) -> None:
-        commands = [("EVALSHA", script.sha, len(k), *k, *a) for script, k, a, _ in calls]
-        try:
-            results = await self._pipeline.execute(commands)
-        except StoreUnavailable as exc:
-            for *_, futs in calls:
-                _fail(futs, exc)
-            return
-        again = []
-        for call, result in zip(calls, results, strict=True):
-            futs = call[3]
-            if isinstance(result, hiredis.ReplyError):
-                if str(result).startswith("NOSCRIPT") and retry:
-                    again.append(call)
-                else:
-                    _fail(futs, ResponseError(str(result)))
-            elif call[0] is _SCRIPTS["post_many"]:
-                at = 0
-                for fut, count in futs:  # each caller gets the results of its own lines
-                    if not fut.done():
-                        fut.set_result(result[at : at + 2 * count])
-                    at += 2 * count
-            elif not futs[0].done():
-                futs[0].set_result(result)
-        if again:
-            await self._load()
-            await self._send(again, retry=False)
-
-
-def _fail(futs: list[Any], exc: Exception) -> None:
-    for fut in futs:
-        if isinstance(fut, tuple):  # (future, line count) of a chat group
-            fut = fut[0]
-        if not fut.done():
-            fut.set_exception(exc)
+def _post_result(status: str, value: Any) -> PostResult:
+    if status == "ok":
+        return PostResult(PostStatus.OK, message_id=value)
+    if status == "banned":
+        return PostResult(PostStatus.BANNED, until_ms=int(value))
+    if status == "rate":
+        return PostResult(PostStatus.RATE, retry_ms=int(value))
+    return PostResult(PostStatus(status))
 
 
 class RedisStore:
@@ -186,7 +105,6 @@ class RedisStore:
         url: str,
         *,
         message_ttl: int,
-        history: int,
         ban_threshold: int,
         ban_duration: int,
         rate: float,
@@ -194,72 +112,61 @@ class RedisStore:
         gateway_id: str,
     ) -> None:
         self.url = url
-        # Bounded: under a login burst, callers wait for one of these connections instead
-        # of failing with "Too many connections"; most traffic is pipelined anyway.
         pool = aredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=64,
-            timeout=10,
+            max_connections=POOL_SIZE,
+            timeout=POOL_TIMEOUT,
             protocol=2,
             decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=10,
-            health_check_interval=30,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=REPLY_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
         )
         self.redis = aredis.Redis(connection_pool=pool)
         self.ttl_ms = message_ttl * 1000
-        self.history_n = history
         self.ban_threshold = ban_threshold
         self.ban_ms = ban_duration * 1000
         self.rate = rate
         self.burst = burst
         self.gateway_id = gateway_id
         self._pipeline = RespPipeline(url)
-        self._batcher = _Batcher(self._pipeline, self.load_scripts)
+        self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
 
     # -- plumbing -------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        await self.load_scripts()
+
     async def load_scripts(self) -> None:
-        try:
-            for script in _SCRIPTS.values():
-                await self.redis.script_load(script.source)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        for script in _SCRIPTS.values():
+            await self._call(self.redis.script_load(script.source))
 
     async def _eval(self, name: str, keys_: list[str], args: list[Any]) -> Any:
         script = _SCRIPTS[name]
         try:
-            try:
-                return await self.redis.evalsha(script.sha, len(keys_), *keys_, *args)
-            except NoScriptError:
-                await self.load_scripts()
-                return await self.redis.evalsha(script.sha, len(keys_), *keys_, *args)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            return await self._call(self.redis.evalsha(script.sha, len(keys_), *keys_, *args))
+        except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH)
+            await self.load_scripts()
+            return await self._call(self.redis.evalsha(script.sha, len(keys_), *keys_, *args))
 
-    async def _call(self, coro: Awaitable[Any]) -> Any:
+    @staticmethod
+    async def _call(coro: Awaitable[T] | Coroutine[Any, Any, T]) -> T:
         try:
             return await coro
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def pubsub(
+    def subscriptions(
         self,
-        on_messages: Callable[[Batch], None],
+        on_events: Callable[[list[StoreEvent]], None],
         on_reconnect: Callable[[float], Awaitable[None]],
-        on_state: Callable[[bool], None] | None = None,
+        on_state: Callable[[bool], None],
     ) -> PubSubLink:
-        return PubSubLink(self.url, on_messages, on_reconnect, on_state=on_state)
+        return PubSubLink(self.url, on_events, on_reconnect, on_state)
 
     async def close(self) -> None:
         self._pipeline.close()
         await self.redis.aclose()
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.redis.ping())
-        except (RedisError, OSError):
-            return False
 
     def _min_id(self) -> str:
         return f"{max(0, int(time.time() * 1000) - self.ttl_ms)}-0"
@@ -304,8 +211,8 @@ class RedisStore:
         pipe.smembers(keys.user_chats(user))
         pipe.smembers(keys.user_peers(user))
         pipe.hgetall(keys.cursors(user))
-        chat_keys, peers, cursors = await self._call(pipe.execute())
-        chat_keys = sorted(chat_keys)
+        chat_set, peers, cursors = await self._call(pipe.execute())
+        chat_keys = sorted(chat_set)
         pipe = self.redis.pipeline(transaction=False)
         for c in chat_keys:
             pipe.hget(keys.chat(c), "name")
@@ -313,38 +220,39 @@ class RedisStore:
         chats = {c: (n or c) for c, n in zip(chat_keys, names, strict=False)}
         return UserState(chats=chats, peers=set(peers), cursors=cursors)
 
-    async def backlog(self, user: str, state: UserState) -> list[StoredMessage]:
+    async def backlog(self, user: str, state: UserState) -> list[Message]:
         """Every message of the user's conversations after their cursor, oldest first."""
         convs = [keys.chat_conv(c) for c in state.chats]
         convs += [keys.dm_conv(user, p) for p in state.peers]
         return await self.read_after(convs, state.cursors)
 
-    async def read_after(self, convs: list[str], after: dict[str, str]) -> list[StoredMessage]:
-        """Messages of each conversation after the given id (all live ones if none), merged."""
+    async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]:
+        """Messages of each conversation after the given id (all live ones if none), merged
+        in id order."""
         if not convs:
             return []
         floor = self._min_id()
         pipe = self.redis.pipeline(transaction=False)
         for conv in convs:
             start = after.get(conv)
-            start = floor if start is None or id_tuple(start) < id_tuple(floor) else "(" + start
+            start = floor if start is None or id_key(start) < id_key(floor) else "(" + start
             pipe.xrange(keys.conv_stream(conv), start, "+")
         results = await self._call(pipe.execute())
         out = [
-            StoredMessage(mid, conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
+            Message(mid, id_key(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
             for conv, entries in zip(convs, results, strict=False)
             for mid, f in entries
         ]
         out.sort(key=lambda m: m.key)
         return out
 
-    async def history(self, chat: str, name: str, count: int) -> list[StoredMessage]:
+    async def history(self, chat: str, name: str, count: int) -> list[Message]:
         entries = await self._call(
             self.redis.xrevrange(keys.stream(chat), "+", self._min_id(), count=count)
         )
         conv = keys.chat_conv(chat)
         return [
-            StoredMessage(mid, conv, f.get("n", "?"), name, f.get("t", ""))
+            Message(mid, id_key(mid), conv, f.get("n", "?"), name, f.get("t", ""))
             for mid, f in reversed(entries)
         ]
 
@@ -364,34 +272,37 @@ class RedisStore:
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 await self.load_scripts()
                 continue
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
             return
 
     # -- messages ------------------------------------------------------------------------
 
-    def _post_args(self) -> list[Any]:
-        return [self.ttl_ms, self.rate, self.burst]
-
     def post_chat(
         self, user: str, name: str, chat: str, chat_name: str, texts: list[str]
-    ) -> asyncio.Future[list[str]]:
-        """Queue one user's chat messages for the next pipeline. Resolves to a flat list:
-        status, value for each text, in order (see `PostResult`)."""
-        common = (
-            keys.stream(chat),
-            keys.members(chat),
-            keys.clock(),
-            chat_name,
-            self.ttl_ms,
-            self.rate,
-            self.burst,
-            keys.chat_conv(chat),
-            keys.chat_channel(chat),
+    ) -> asyncio.Future[list[PostResult]]:
+        """Queue one user's chat messages for the next pipeline; one result per text."""
+        target = ChatTarget(
+            chat,
+            (keys.stream(chat), keys.members(chat), keys.clock()),
+            (
+                chat_name,
+                self.ttl_ms,
+                self.rate,
+                self.burst,
+                keys.chat_conv(chat),
+                keys.chat_channel(chat),
+            ),
         )
-        return self._batcher.chat(chat, common, user, name, texts)
+        raw = self._batcher.chat(target, user, name, texts)
+        return _mapped(raw, _post_results)
 
-    def post_private(self, user: str, name: str, peer: str, text: str) -> asyncio.Future[list[str]]:
+    def post_private(
+        self, user: str, name: str, peer: str, text: str
+    ) -> asyncio.Future[PostResult]:
         conv = keys.dm_conv(user, peer)
-        return self._batcher.call(
+        raw = self._batcher.call(
             _SCRIPTS["post_private"],
             [
                 keys.conv_stream(conv),
@@ -407,39 +318,38 @@ class RedisStore:
                 name,
                 peer,
                 text,
-                *self._post_args(),
+                self.ttl_ms,
+                self.rate,
+                self.burst,
                 conv,
                 keys.user_channel(user),
                 keys.user_channel(peer),
             ],
         )
+        return _mapped(raw, lambda r: _post_result(r[0], r[1] if len(r) > 1 else ""))
 
     # -- chats ---------------------------------------------------------------------------
 
-    async def join(self, user: str, chat: str, typed: str, origin: str) -> tuple[bool, str]:
+    async def join(self, user: str, chat: str, typed: str, origin: str) -> Membership:
         added, name = await self._eval(
             "join",
             [keys.chat(chat), keys.members(chat), keys.user_chats(user), keys.chats()],
             [user, chat, typed, keys.user_channel(user), origin],
         )
-        return bool(added), name
+        return Membership(bool(added), name)
 
-    async def leave(self, user: str, chat: str, origin: str) -> tuple[bool, str]:
+    async def leave(self, user: str, chat: str, origin: str) -> Membership:
         removed, name = await self._eval(
             "leave",
             [keys.chat(chat), keys.members(chat), keys.user_chats(user), keys.chats()],
             [user, chat, keys.user_channel(user), origin],
         )
-        return bool(removed), name
-
-    async def chat_name(self, chat: str) -> str | None:
-        return await self._call(self.redis.hget(keys.chat(chat), "name"))
+        return Membership(bool(removed), name)
 
     async def _online_users(self) -> set[str]:
-        gws = await self._call(self.redis.smembers(keys.gateways()))
+        gws = sorted(await self._call(self.redis.smembers(keys.gateways())))
         if not gws:
             return set()
-        gws = sorted(gws)
         pipe = self.redis.pipeline(transaction=False)
         for gw in gws:
             pipe.exists(keys.gateway_alive(gw))
@@ -502,30 +412,26 @@ class RedisStore:
             [keys.complaints(target), keys.ban(target), keys.user(target)],
             [user, self.ban_threshold, self.ban_ms, keys.user_channel(target)],
         )
-        status = res[0]
-        if status == "nouser":
+        status = ComplaintStatus(res[0])
+        if status is ComplaintStatus.NO_USER:
             return Complaint(status)
-        if status == "banned":
+        if status is ComplaintStatus.ALREADY_BANNED:
             return Complaint(status, until_ms=int(res[1]), name=res[2])
-        if status == "ban":
+        if status is ComplaintStatus.BANNED:
             return Complaint(status, count=int(res[1]), until_ms=int(res[2]), name=res[3])
         return Complaint(status, count=int(res[1]), name=res[2])
 
-    async def ban_until(self, user: str) -> int | None:
-        value = await self._call(self.redis.get(keys.ban(user)))
-        return int(value) if value else None
-
     # -- presence ------------------------------------------------------------------------
 
-    async def heartbeat(self, online: set[str], ttl: int = 15) -> None:
+    async def heartbeat(self, online: set[str]) -> None:
         gw = self.gateway_id
         pipe = self.redis.pipeline(transaction=True)
         pipe.sadd(keys.gateways(), gw)
-        pipe.set(keys.gateway_alive(gw), str(int(time.time())), ex=ttl)
+        pipe.set(keys.gateway_alive(gw), str(int(time.time())), ex=PRESENCE_TTL)
         pipe.delete(keys.gateway_online(gw))
         if online:
             pipe.sadd(keys.gateway_online(gw), *online)
-            pipe.expire(keys.gateway_online(gw), ttl)
+            pipe.expire(keys.gateway_online(gw), PRESENCE_TTL)
         await self._call(pipe.execute())
 
     async def set_online(self, user: str, online: bool) -> None:
@@ -533,7 +439,7 @@ class RedisStore:
         if online:
             pipe = self.redis.pipeline(transaction=False)
             pipe.sadd(k, user)
-            pipe.expire(k, 15)
+            pipe.expire(k, PRESENCE_TTL)
             await self._call(pipe.execute())
         else:
             await self._call(self.redis.srem(k, user))
@@ -543,3 +449,23 @@ class RedisStore:
         pipe.srem(keys.gateways(), self.gateway_id)
         pipe.delete(keys.gateway_alive(self.gateway_id), keys.gateway_online(self.gateway_id))
         await self._call(pipe.execute())
+
+
+def _mapped(raw: asyncio.Future[Any], convert: Callable[[Any], T]) -> asyncio.Future[T]:
+    """A future of `convert(raw's result)`, failing as raw fails, without a task."""
+    out: asyncio.Future[T] = raw.get_loop().create_future()
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if out.done():
+            return
+        exc = f.exception()
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            try:
+                out.set_result(convert(f.result()))
+            except Exception as err:  # a reply of the wrong shape
+                out.set_exception(err)
+
+    raw.add_done_callback(done)
+    return out

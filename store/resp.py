@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import hiredis
 from redis.connection import parse_url
 
-from store.base import StoreUnavailable
+from store.contract import StoreUnavailable
 
 __all__ = ["RespPipeline", "auth_command", "encode_command", "open_redis"]
 

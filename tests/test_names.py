@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.names import name_error, name_key, password_error, sanitize
+from gateway.core.names import name_error, name_key, password_error, sanitize
 
 
 def test_valid_names() -> None:

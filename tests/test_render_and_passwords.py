@@ -1,7 +1,7 @@
 import re
 
-from gateway import render
-from gateway.passwords import hash_password, verify_password
+from gateway.core.passwords import hash_password, verify_password
+from gateway.doors.line import render
 from gateway.settings import Settings
 
 MESSAGE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")

@@ -37,22 +37,20 @@ FrameEvent = Line | LineTooLong | BadEncoding
 
 
 class LineFramer:
-    """Splits a byte stream into lines.
+    """Splits a byte stream into lines; empty lines are dropped here.
 
     Memory is bounded by `max_line`: a line longer than that is dropped as it arrives
     (never buffered whole) and reported once as `LineTooLong`. The limit counts the
     line's bytes without its terminator and after telnet sequences are removed.
     """
 
-    __slots__ = ("_buf", "_discarding", "_telnet", "max_line", "saw_telnet")
+    __slots__ = ("_buf", "_discarding", "_telnet", "max_line")
 
     def __init__(self, max_line: int = 4096) -> None:
         self.max_line = max_line
         self._buf = bytearray()
         self._discarding = False
         self._telnet = _DATA
-        #: True once the peer sent any IAC sequence: it is a telnet client.
-        self.saw_telnet = False
 
     def feed(self, data: bytes) -> list[FrameEvent]:
         if self._telnet != _DATA or IAC in data:
@@ -77,6 +75,8 @@ class LineFramer:
                 raw = chunk
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
+            if not raw:  # empty lines mean nothing in any phase: not even an event
+                continue
             if len(raw) > self.max_line:
                 events.append(LineTooLong(self.max_line))
                 continue
@@ -103,7 +103,6 @@ class LineFramer:
             if state == _DATA:
                 if b == IAC:
                     state = _IAC
-                    self.saw_telnet = True
                 else:
                     out.append(b)
             elif state == _IAC:

@@ -1,100 +1,34 @@
-"""One input line -> one command, or a `CommandError` that says what was wrong.
+"""One input line -> one core command, or `Rejected` with what was wrong.
 
-Pure: what a command *means* is decided by the session; this module only reads the words.
+Pure: what a command *means* is decided by the core; this module only reads the words of
+the line protocol. In the login phases a line is a nickname or a password, not a command.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from gateway.core.commands import (
+    Ban,
+    Command,
+    GetChats,
+    Help,
+    History,
+    Join,
+    Leave,
+    Nick,
+    Password,
+    Quit,
+    Rejected,
+    Say,
+    SendChat,
+    SendPrivate,
+    Who,
+)
+from gateway.core.names import chat_arg, name_error, sanitize
+from gateway.core.session import Phase
 
-from gateway.names import chat_arg, name_error
-
-__all__ = [
-    "HELP_LINES",
-    "MAX_HISTORY",
-    "Ban",
-    "Command",
-    "CommandError",
-    "GetChats",
-    "Help",
-    "History",
-    "Join",
-    "Leave",
-    "Quit",
-    "Say",
-    "SendChat",
-    "SendPrivate",
-    "Who",
-    "parse",
-]
+__all__ = ["HELP_LINES", "MAX_HISTORY", "parse", "parse_line"]
 
 MAX_HISTORY = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Say:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class SendPrivate:
-    nick: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class SendChat:
-    chat: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Join:
-    chat: str
-
-
-@dataclass(frozen=True, slots=True)
-class GetChats:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Ban:
-    nick: str
-
-
-@dataclass(frozen=True, slots=True)
-class Leave:
-    chat: str
-
-
-@dataclass(frozen=True, slots=True)
-class Who:
-    chat: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class History:
-    count: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Help:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Quit:
-    pass
-
-
-Command = Say | SendPrivate | SendChat | Join | GetChats | Ban | Leave | Who | History | Help | Quit
-
-
-@dataclass(frozen=True, slots=True)
-class CommandError:
-    message: str
-
 
 HELP_LINES = (
     "commands:",
@@ -112,23 +46,35 @@ HELP_LINES = (
 )
 
 
-def _name(arg: str, what: str, *, chat: bool) -> str | CommandError:
+def _name(arg: str, what: str, *, chat: bool) -> str | Rejected:
     name = chat_arg(arg) if chat else arg
     err = name_error(name)
-    return CommandError(f"bad {what} {arg!r}: {err}") if err else name
+    return Rejected(f"bad {what} {arg!r}: {err}") if err else name
 
 
-def _usage(usage: str) -> CommandError:
-    return CommandError(f"usage: {usage}")
+def _usage(usage: str) -> Rejected:
+    return Rejected(f"usage: {usage}")
 
 
-def parse(line: str) -> Command | CommandError | None:
+def parse_line(text: str, phase: Phase) -> Command | None:
+    """What a received line means in the session's phase. None: nothing to do."""
+    if phase is Phase.READY:
+        return parse(sanitize(text))
+    if phase is Phase.NICK:
+        nick = sanitize(text).strip()
+        return Nick(nick) if nick else None
+    if phase is Phase.PASSWORD:
+        return Password(text) if text else None
+    return None
+
+
+def parse(line: str) -> Command | None:
     """Parse a sanitised line. None means nothing to do (an empty line)."""
     line = line.strip()
     if not line:
         return None
     if not line.startswith("/"):
-        return Say(line)
+        return Say((line,))
     word, _, rest = line.partition(" ")
     name = word[1:].lower()
     rest = rest.strip()
@@ -139,14 +85,14 @@ def parse(line: str) -> Command | CommandError | None:
             return _usage("/send <nick> <text> or /send #<chat> <text>")
         if target.startswith("#"):
             chat = _name(target, "chat name", chat=True)
-            return chat if isinstance(chat, CommandError) else SendChat(chat, text)
+            return chat if isinstance(chat, Rejected) else SendChat(chat, text)
         nick = _name(target, "nickname", chat=False)
-        return nick if isinstance(nick, CommandError) else SendPrivate(nick, text)
+        return nick if isinstance(nick, Rejected) else SendPrivate(nick, text)
     if name in ("chats", "join", "leave"):
         if not rest or " " in rest:
             return _usage(f"/{'chats' if name != 'leave' else 'leave'} <#chat>")
         chat = _name(rest, "chat name", chat=True)
-        if isinstance(chat, CommandError):
+        if isinstance(chat, Rejected):
             return chat
         return Leave(chat) if name == "leave" else Join(chat)
     if name == "get_chats":
@@ -155,22 +101,22 @@ def parse(line: str) -> Command | CommandError | None:
         if not rest or " " in rest:
             return _usage("/ban <nick>")
         nick = _name(rest, "nickname", chat=False)
-        return nick if isinstance(nick, CommandError) else Ban(nick)
+        return nick if isinstance(nick, Rejected) else Ban(nick)
     if name == "who":
         if not rest:
             return Who(None)
         if " " in rest:
             return _usage("/who [#chat]")
         chat = _name(rest, "chat name", chat=True)
-        return chat if isinstance(chat, CommandError) else Who(chat)
+        return chat if isinstance(chat, Rejected) else Who(chat)
     if name == "history":
         if not rest:
             return History(None)
-        if not rest.isdigit() or not 1 <= int(rest) <= MAX_HISTORY:
-            return CommandError(f"usage: /history [n], n from 1 to {MAX_HISTORY}")
+        if not rest.isascii() or not rest.isdigit() or not 1 <= int(rest) <= MAX_HISTORY:
+            return Rejected(f"usage: /history [n], n from 1 to {MAX_HISTORY}")
         return History(int(rest))
     if name == "help":
         return Help()
     if name == "quit":
         return Quit()
-    return CommandError(f"unknown command {word} (try /help)")
+    return Rejected(f"unknown command {word} (try /help)")

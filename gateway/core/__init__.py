@@ -1,0 +1,1 @@
+"""The chat's meaning, without sockets: typed commands in, typed events out."""

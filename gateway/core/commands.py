@@ -1,0 +1,122 @@
+"""What a door hands the core: typed commands, already parsed and sanitised.
+
+Login is two steps (`Nick`, then `Password`) because the line protocol asks for them one
+at a time; a door that has both sends both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Ban",
+    "Command",
+    "GetChats",
+    "Help",
+    "History",
+    "Join",
+    "Leave",
+    "Nick",
+    "Password",
+    "Quit",
+    "Rejected",
+    "Say",
+    "SendChat",
+    "SendPrivate",
+    "Who",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    text: str  # as typed, sanitised; the core checks the rules
+
+
+@dataclass(frozen=True, slots=True)
+class Password:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Messages to the session's current chat, typed in a row: posted together."""
+
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SendPrivate:
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendChat:
+    chat: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    chat: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    chat: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetChats:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    chat: str | None  # None: the current chat
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    count: int | None  # None: the configured default
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input the door could not take (too long, not UTF-8, a malformed command): the core
+    says why, and asks again for what it was waiting for."""
+
+    text: str
+
+
+Command = (
+    Nick
+    | Password
+    | Say
+    | SendPrivate
+    | SendChat
+    | Join
+    | Leave
+    | GetChats
+    | Who
+    | History
+    | Ban
+    | Help
+    | Quit
+    | Rejected
+)

@@ -1,0 +1,197 @@
+"""What the core tells a door: small frozen events, rendered by each door its own way.
+
+Messages travel as `Messages` events: consecutive messages of one conversation, seen
+from one place. Fan-out hands the same `Messages` object to every reader of a chat, so a
+door can render it once and reuse the result for every connection (see the line door).
+Human-readable texts (`Error.text`, notices) are the contract's words; an error's `code`
+lets a door map it to its own form (an IRC numeric, a web banner).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from store.contract import ChatInfo, Message
+
+__all__ = [
+    "AskNick",
+    "AskPassword",
+    "Banned",
+    "Bye",
+    "ChatConv",
+    "ChatList",
+    "Complained",
+    "Conversation",
+    "CurrentChat",
+    "Error",
+    "ErrorCode",
+    "Event",
+    "HelpWanted",
+    "Joined",
+    "Left",
+    "Messages",
+    "NoHistory",
+    "Online",
+    "PrivateConv",
+    "Ready",
+    "ShuttingDown",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConv:
+    """A chat, as every reader sees it."""
+
+    key: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateConv:
+    """A private conversation, from one reader's side: the other user."""
+
+    peer: str
+    name: str
+
+
+Conversation = ChatConv | PrivateConv
+
+
+@dataclass(frozen=True, slots=True)
+class Messages:
+    """Messages of one conversation, ids increasing (live, backlog or history)."""
+
+    where: Conversation
+    items: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AskNick:
+    """The nickname is wanted: first on a new connection, again after a refusal."""
+
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AskPassword:
+    nick: str
+    new: bool  # a nickname nobody has registered: this password registers it
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Login done: everything before was backlog, everything after is live."""
+
+    nick: str
+    chat: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    chat: str
+    already: bool = False  # the user was a member already (this session asked)
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    chat: str
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentChat:
+    """This session's current chat changed without it asking (it left that chat)."""
+
+    chat: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatList:
+    chats: tuple[ChatInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    chat: str
+    names: tuple[str, ...]  # at most the core's bound, sorted
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoHistory:
+    chat: str
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Complained:
+    target: str
+    count: int
+    threshold: int
+    banned_until_ms: int | None  # this complaint banned the target
+
+
+@dataclass(frozen=True, slots=True)
+class Banned:
+    """The user was just banned after complaints: they can read but not send."""
+
+    until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HelpWanted:
+    """The door knows its own commands: it renders the help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ShuttingDown:
+    pass
+
+
+class ErrorCode(enum.Enum):
+    BAD_INPUT = "bad_input"  # a line or frame the door could not take
+    BAD_NAME = "bad_name"
+    BAD_PASSWORD = "bad_password"
+    WRONG_PASSWORD = "wrong_password"
+    LOCKED_OUT = "locked_out"  # too many failures: the connection closes
+    NOT_MEMBER = "not_member"
+    NO_SUCH_USER = "no_such_user"
+    BANNED = "banned"
+    RATE_LIMITED = "rate_limited"
+    REFUSED = "refused"  # a command refused for what it asks (yourself, #general, ...)
+    STORE_DOWN = "store_down"
+    INTERNAL = "internal"
+    BUSY = "busy"  # admission refused the connection
+    TIMEOUT = "timeout"
+    OVERFLOW = "overflow"  # the reader fell too far behind
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: ErrorCode
+    text: str
+
+
+Event = (
+    Messages
+    | AskNick
+    | AskPassword
+    | Ready
+    | Joined
+    | Left
+    | CurrentChat
+    | ChatList
+    | Online
+    | NoHistory
+    | Complained
+    | Banned
+    | HelpWanted
+    | Bye
+    | ShuttingDown
+    | Error
+)

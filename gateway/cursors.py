@@ -1,0 +1,79 @@
+"""Shown positions, flushed: what each local user was shown reaches the store.
+
+Positions are kept per user in memory (`LocalUser.shown`) and written every `interval`
+seconds, when a user's last session on this gateway closes, and on shutdown. A failed
+write is tried again on the next tick, whatever the error was: one bad reply must not stop
+every later flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from gateway.core.user import LocalUser
+from gateway.metrics import METRICS
+from store.contract import Store
+
+__all__ = ["Cursors"]
+
+log = logging.getLogger("chat.cursors")
+
+
+class Cursors:
+    def __init__(self, store: Store, users: Mapping[str, LocalUser], interval: float) -> None:
+        self._store = store
+        self._users = users
+        self._interval = interval
+        #: Positions of users who left this gateway, not yet written.
+        self._gone: dict[str, dict[str, str]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._tick(), name="cursors")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._flushes:
+            await asyncio.wait(list(self._flushes), timeout=2)
+        await self.flush()
+
+    def flush_gone(self, user: LocalUser) -> None:
+        """The user's last session here closed: write their positions soon."""
+        if user.dirty:
+            user.dirty = False
+            self._gone[user.key] = dict(user.shown)
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        updates, self._gone = self._gone, {}
+        for user in self._users.values():
+            if user.dirty:
+                user.dirty = False
+                updates[user.key] = dict(user.shown)
+        if not updates:
+            return
+        try:
+            await self._store.advance_cursors(updates)
+        except Exception as exc:  # keep them for the next tick
+            METRICS.redis_errors.inc()
+            log.warning("event=cursor_flush_failed users=%d error=%s", len(updates), exc)
+            for key, shown in updates.items():
+                user = self._users.get(key)
+                if user is not None:
+                    user.dirty = True
+                else:
+                    self._gone.setdefault(key, shown)

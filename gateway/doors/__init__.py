@@ -1,0 +1,1 @@
+"""Doors: protocol adapters between a transport and the chat core."""

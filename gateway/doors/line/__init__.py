@@ -1,0 +1,1 @@
+"""The line protocol of the contract (telnet, `client.py`): bytes <-> core."""

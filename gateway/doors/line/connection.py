@@ -1,0 +1,303 @@
+"""One line-protocol socket: bytes -> framing -> commands -> core, events -> bytes.
+
+A connection is an `asyncio.Protocol`, not a task with a StreamReader: an idle connection
+costs a few objects, not a coroutine stack. Input is handled strictly in order by a task
+that exists only while there is input; consecutive plain messages go to the core as one
+`Say`, so a client that pastes 100 lines costs one Redis round trip. Writes made during one
+event-loop turn are joined and sent with one `transport.write`. Output is bounded: a
+reader that lets `max_output` bytes pile up is disconnected ("SendQ exceeded").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from gateway.admission import Admission, Ticket
+from gateway.core import commands as cmd
+from gateway.core import events as ev
+from gateway.core.session import Core, Phase, Session
+from gateway.doors.line import render
+from gateway.doors.line.framing import BadEncoding, FrameEvent, Line, LineFramer, LineTooLong
+from gateway.doors.line.parse import parse_line
+from gateway.metrics import METRICS
+
+__all__ = ["LineConnection", "LineDoor", "WriteCoalescer"]
+
+log = logging.getLogger("chat.conn")
+
+#: Kernel-side write buffer watermarks: above HIGH the transport says "pause", and a
+#: backlog being sent waits until it is below LOW again.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+#: Input events queued before the socket stops being read (resumed at a quarter of it):
+#: bounds a flooding client's memory to this many lines.
+MAX_QUEUED_LINES = 256
+#: Plain messages posted together at most: bounds one Say (and one post_many group).
+MAX_SAY_BATCH = 256
+#: Input lines handled without awaiting anything before the pump yields to other tasks,
+#: so a flood of empty lines cannot stall the event loop.
+YIELD_EVERY = 64
+
+
+class WriteCoalescer:
+    """Collects the connections written to in this loop turn and flushes them once."""
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[LineConnection] = []
+        self._scheduled = False
+
+    def mark(self, conn: LineConnection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        self.flush_now()
+
+    def flush_now(self) -> None:
+        """Send everything queued so far (fan-out calls this after each pub/sub batch, so
+        delivery does not wait for the next loop turn)."""
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+@dataclass(slots=True)
+class LineDoor:
+    """What every line connection of a listener shares."""
+
+    core: Core
+    admission: Admission
+    coalescer: WriteCoalescer
+    max_line: int
+    max_output: int
+
+
+class LineConnection(asyncio.Protocol):
+    __slots__ = (
+        "__weakref__",
+        "_drain",
+        "_out",
+        "_pump",
+        "_queue",
+        "_queued",
+        "_read_paused",
+        "_ticket",
+        "_write_paused",
+        "address",
+        "closing",
+        "door",
+        "framer",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, door: LineDoor) -> None:
+        self.door = door
+        self.transport: asyncio.Transport | None = None
+        self.address = "?"
+        self.framer = LineFramer(door.max_line)
+        self.session: Session | None = None
+        self._ticket: Ticket | None = None
+        self._queue: deque[FrameEvent] | None = None  # created on first input: idle is cheap
+        self._pump: asyncio.Task[None] | None = None
+        self._read_paused = False
+        self._out: list[bytes] = []
+        self._queued = 0
+        self.closing = False
+        self._drain: asyncio.Future[None] | None = None
+        self._write_paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        self.address = peer[0] if isinstance(peer, tuple) else str(peer)
+        ticket = self.door.admission.admit(self.address, self._login_deadline)
+        if isinstance(ticket, str):
+            log.warning("event=refused reason=%r peer=%s", ticket, self.address)
+            self.write(render.error(ticket))
+            self.close()
+            return
+        self._ticket = ticket
+        self.session = self.door.core.session(self)
+        log.info("event=connect peer=%s session=%s", self.address, self.session.session_id)
+        self.session.start()
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is None or self.closing:
+            return
+        events = self.framer.feed(data)
+        if not events:
+            return
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.extend(events)
+        if len(self._queue) > MAX_QUEUED_LINES and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._run())
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._out.clear()
+        self._queue = None
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self._ticket is not None:
+            self._ticket.release()
+        if self.session is not None:
+            self.session.closed()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- input -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        session = self.session
+        assert session is not None
+        idle = 0
+        try:
+            while self._queue and not self.closing:
+                command = self._next_command(session.phase)
+                if command is not None:
+                    idle = 0
+                    await session.handle(command)
+                else:
+                    idle += 1
+                    if idle % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                if self._read_paused and len(self._queue or ()) < MAX_QUEUED_LINES // 4:
+                    self._read_paused = False
+                    if self.transport and not self.closing:
+                        self.transport.resume_reading()
+        finally:
+            self._pump = None
+            if not self._queue:
+                self._queue = None
+
+    def _next_command(self, phase: Phase) -> cmd.Command | None:
+        """The next input event as a command in `phase`; consecutive plain messages are
+        taken together as one `Say`."""
+        queue = self._queue
+        assert queue
+        event = queue.popleft()
+        if isinstance(event, LineTooLong):
+            return cmd.Rejected(f"line too long (over {event.limit} bytes), discarded")
+        if isinstance(event, BadEncoding):
+            return cmd.Rejected("line is not valid UTF-8, discarded")
+        command = parse_line(event.text, phase)
+        if not isinstance(command, cmd.Say):
+            return command
+        texts = list(command.texts)
+        while queue and len(texts) < MAX_SAY_BATCH and isinstance(queue[0], Line):
+            nxt = parse_line(queue[0].text, phase)
+            if nxt is None:
+                queue.popleft()
+            elif isinstance(nxt, cmd.Say):
+                queue.popleft()
+                texts += nxt.texts
+            else:
+                break
+        return cmd.Say(tuple(texts))
+
+    def _login_deadline(self) -> None:
+        session = self.session
+        if session is not None and session.phase in (Phase.NICK, Phase.PASSWORD, Phase.LOADING):
+            timeout = self.door.admission.login_timeout
+            self.write(render.error(f"login timed out after {timeout:g} s"))
+            self.close()
+
+    # -- the core's sink -------------------------------------------------------------------
+
+    def emit(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Ready) and self._ticket is not None:
+            self._ticket.logged_in()
+        self.write(render.render(event))
+
+    def show(self, messages: ev.Messages) -> None:
+        self.write(render.messages(messages))
+
+    # -- output ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            return
+        out = self._out
+        if not out:
+            self.door.coalescer.mark(self)
+        out.append(data)
+        self._queued += len(data)
+        if self._queued > self.door.max_output:
+            self.overflow()
+
+    def flush(self) -> None:
+        if self.closing or not self._out or self.transport is None:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self._queued = 0
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > self.door.max_output:
+            self.overflow()
+
+    async def drain(self) -> None:
+        """Wait until the socket has taken most of what was written (used for backlogs)."""
+        self.flush()
+        if self._write_paused and not self.closing:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+    def overflow(self) -> None:
+        """The reader fell `max_output` bytes behind: drop it, not everyone's memory. The
+        socket is reset (SO_LINGER 0), so the kernel frees its buffer at once instead of
+        trickling the queued bytes to a peer that does not read."""
+        if self.closing or self.transport is None:
+            return
+        METRICS.slow_readers.inc()
+        log.warning(
+            "event=sendq_exceeded peer=%s session=%s",
+            self.address,
+            self.session.describe() if self.session else "-",
+        )
+        self._out.clear()
+        self.closing = True
+        self.transport.write(
+            render.error("disconnected: output queue exceeded (you are reading too slowly)")
+        )
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
+
+    def close(self) -> None:
+        """Send what is queued, then close."""
+        if self.closing or self.transport is None:
+            return
+        self.flush()
+        self.closing = True
+        self.transport.close()

@@ -1,0 +1,111 @@
+"""Core events -> the exact bytes of the contract: message, notice and error lines.
+
+Pure. Fan-out hands the same `Messages` object to every reader of a chat, so the last one
+rendered is kept: the 199 readers after the first get the same bytes for one identity
+check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.core import events as ev
+from gateway.core.timefmt import ban_end
+from gateway.doors.line.parse import HELP_LINES
+
+__all__ = ["clock", "error", "message", "messages", "notice", "render"]
+
+CRLF = b"\r\n"
+
+_hms_cache: dict[int, str] = {}
+#: Seconds rendered as HH:MM:SS kept at once (one entry per second of message time).
+_HMS_CACHE_SIZE = 4096
+
+
+def clock(ms: int) -> str:
+    """`HH:MM:SS` in the gateway's local time zone (set TZ to change it)."""
+    sec = ms // 1000
+    hms = _hms_cache.get(sec)
+    if hms is None:
+        if len(_hms_cache) > _HMS_CACHE_SIZE:
+            _hms_cache.clear()
+        hms = _hms_cache[sec] = time.strftime("%H:%M:%S", time.localtime(sec))
+    return hms
+
+
+def message(ms: int, where: str, nick: str, text: str) -> bytes:
+    return f"[{clock(ms)}] {where} <{nick}> {text}\r\n".encode()
+
+
+def notice(text: str) -> bytes:
+    return f"* {text}\r\n".encode()
+
+
+def error(text: str) -> bytes:
+    return f"! {text}\r\n".encode()
+
+
+_last: list[Any] = [None, b""]  # the last Messages rendered, and its bytes
+
+
+def messages(event: ev.Messages) -> bytes:
+    if event is _last[0]:
+        return _last[1]  # type: ignore[no-any-return]
+    where = event.where
+    prefix = ("#" if isinstance(where, ev.ChatConv) else "@") + where.name
+    data = b"".join(message(m.key[0], prefix, m.sender, m.text) for m in event.items)
+    _last[0], _last[1] = event, data
+    return data
+
+
+def _chat_list(e: ev.ChatList) -> bytes:
+    listing = ", ".join(f"#{c.name} ({c.members} members, {c.online} online)" for c in e.chats)
+    return notice(f"chats: {listing}" if listing else "chats: none")
+
+
+def _online(e: ev.Online) -> bytes:
+    more = f" and {e.total - len(e.names)} more" if e.total > len(e.names) else ""
+    return notice(f"online in #{e.chat} ({e.total}): {', '.join(e.names)}{more}")
+
+
+def _complained(e: ev.Complained) -> bytes:
+    text = f"complaint about {e.target} recorded ({e.count}/{e.threshold})"
+    if e.banned_until_ms is not None:
+        text += f": {e.target} is banned until {ban_end(e.banned_until_ms)}"
+    return notice(text)
+
+
+_RENDER: dict[type, Callable[[Any], bytes]] = {
+    ev.Messages: messages,
+    ev.Error: lambda e: error(e.text),
+    ev.AskNick: lambda e: notice(
+        "Welcome to chat. Enter your nickname:" if e.first else "Enter your nickname:"
+    ),
+    ev.AskPassword: lambda e: notice(
+        f"New nickname {e.nick}. Choose a password:" if e.new else f"Password for {e.nick}:"
+    ),
+    ev.Ready: lambda e: notice(
+        f"ready: logged in as {e.nick}, current chat #{e.chat} (/help for commands)"
+    ),
+    ev.Joined: lambda e: notice(f"you are in #{e.chat}" if e.already else f"joined #{e.chat}"),
+    ev.Left: lambda e: notice(f"left #{e.chat}"),
+    ev.CurrentChat: lambda e: notice(f"current chat is now #{e.chat}"),
+    ev.ChatList: _chat_list,
+    ev.Online: _online,
+    ev.NoHistory: lambda e: notice(f"no messages in #{e.chat} in the last {e.seconds} s"),
+    ev.Complained: _complained,
+    ev.Banned: lambda e: notice(
+        f"you are banned until {ban_end(e.until_ms)} after complaints from other users: "
+        "you can read but not send"
+    ),
+    ev.HelpWanted: lambda e: b"".join(notice(line) for line in HELP_LINES),
+    ev.Bye: lambda e: notice("bye"),
+    ev.ShuttingDown: lambda e: notice("server shutting down"),
+}
+
+
+def render(event: ev.Event) -> bytes:
+    """The bytes of any core event."""
+    return _RENDER[type(event)](event)

@@ -1,0 +1,303 @@
+"""Fan-out: which local sessions read which conversation, and delivery to them.
+
+Fan-out owns the gateway's subscriptions. Typed events arrive from the store; each burst
+of chat messages becomes one `Messages` event handed to every reader's door as the same
+object (the door renders it once). Nothing on this path awaits. Fan-out remembers, per
+conversation, the last id it delivered: that drops duplicates and tells it where to resume
+reading the streams after the link comes back. Presence and cursor flushing are their own
+units (`presence.py`, `cursors.py`), driven from here because fan-out owns the registry of
+local users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
+
+from gateway.core import events as ev
+from gateway.core.user import LocalUser
+from gateway.cursors import Cursors
+from gateway.metrics import METRICS
+from gateway.presence import Presence
+from store import keys
+from store.contract import (
+    ChatPosts,
+    MemberJoined,
+    MemberLeft,
+    Message,
+    PrivatePost,
+    Store,
+    StoreEvent,
+    UserBanned,
+    UserState,
+)
+
+__all__ = ["GAP_SLACK", "Fanout", "Reader"]
+
+log = logging.getLogger("chat.fanout")
+_ZERO = (0, 0)
+#: Seconds before the link was lost from which a gap fill reads conversations that had no
+#: delivery yet: covers messages published just before the loss was noticed.
+GAP_SLACK = 5.0
+
+
+class Reader(Protocol):
+    """What fan-out needs of a core session."""
+
+    session_id: str
+    live: bool
+
+    @property
+    def sink(self) -> Any: ...
+
+    def hold(self, messages: ev.Messages) -> None: ...
+
+    def joined_elsewhere(self, name: str) -> None: ...
+
+    def left_elsewhere(self, chat: str, name: str) -> None: ...
+
+    def banned(self, until_ms: int) -> None: ...
+
+
+def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
+    """The hot path of fan-out: one `show` per live session, whatever the burst's size;
+    a session that is loading holds the burst. Ids arrive in increasing order per
+    conversation, so the shown position is assigned without comparing (advance.lua never
+    moves a cursor back)."""
+    conv = messages.items[0].conv
+    mid = messages.items[-1].id
+    for user in users:
+        wrote = False
+        for s in user.sessions:
+            if s.live:
+                s.sink.show(messages)
+                wrote = True
+            else:
+                s.hold(messages)
+        if wrote:
+            user.shown[conv] = mid
+            user.dirty = True
+
+
+class Fanout:
+    def __init__(
+        self,
+        store: Store,
+        cursor_flush: float = 1.0,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.after_batch = after_batch
+        self.users: dict[str, LocalUser] = {}
+        self.readers: dict[str, set[LocalUser]] = {}  # chat key -> local members
+        self.last_chat: dict[str, tuple[int, int]] = {}  # chat key -> last id delivered
+        self.cursors = Cursors(store, self.users, cursor_flush)
+        self.presence = Presence(store, self.users)
+        self.link = store.subscriptions(self.on_events, self._on_reconnect, self._on_link_state)
+        self.redis_ok = True
+        self._recovering = False
+        self._held: list[list[StoreEvent]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.link.start()
+        await self.presence.start()
+        self.cursors.start()
+
+    async def stop(self) -> None:
+        """Record every user's shown position, then let go of Redis."""
+        self._stopping = True
+        await self.cursors.stop()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        await self.presence.stop()
+        await self.link.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_link_state(self, up: bool) -> None:
+        self.redis_ok = up
+        METRICS.redis_up.set(1 if up else 0)
+        if up:
+            self._spawn(self.presence.beat())
+        else:
+            METRICS.redis_errors.inc()
+
+    # -- who reads what ------------------------------------------------------------------
+
+    async def attach(self, reader: Reader, key: str, name: str, state: UserState) -> LocalUser:
+        """Register a session; from now on its user's conversations reach it."""
+        user = self.users.get(key)
+        if user is not None:
+            user.sessions.append(reader)
+            return user
+        user = self.users[key] = LocalUser(key, name, state)
+        user.sessions.append(reader)
+        chats = []
+        for chat in user.chats:
+            readers = self.readers.setdefault(chat, set())
+            if not readers:
+                chats.append(chat)
+            readers.add(user)
+        await self.link.add(chats=chats, users=[key])
+        await self.presence.set_online(key)
+        return user
+
+    def detach(self, reader: Reader, user: LocalUser) -> None:
+        if reader in user.sessions:
+            user.sessions.remove(reader)
+        if user.sessions or self.users.get(user.key) is not user or self._stopping:
+            return
+        del self.users[user.key]
+        gone = []
+        for chat in user.chats:
+            readers = self.readers.get(chat)
+            if readers is not None:
+                readers.discard(user)
+                if not readers:
+                    del self.readers[chat]
+                    self.last_chat.pop(chat, None)
+                    gone.append(chat)
+        self.link.remove(chats=gone, users=[user.key])
+        self.cursors.flush_gone(user)
+        self._spawn(self.presence.set_offline(user.key))
+
+    async def add_chat(self, user: LocalUser, chat: str, name: str) -> None:
+        user.chats[chat] = name
+        readers = self.readers.setdefault(chat, set())
+        first = not readers
+        readers.add(user)
+        if first:
+            await self.link.add(chats=[chat])
+
+    def remove_chat(self, user: LocalUser, chat: str) -> None:
+        user.chats.pop(chat, None)
+        readers = self.readers.get(chat)
+        if readers is None:
+            return
+        readers.discard(user)
+        if not readers:
+            del self.readers[chat]
+            self.last_chat.pop(chat, None)
+            self.link.remove(chats=[chat])
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def on_events(self, events: list[StoreEvent]) -> None:
+        """One read's worth of events from the store: consecutive posts to one chat are
+        delivered as one burst."""
+        if self._recovering:
+            self._held.append(events)
+            return
+        burst_chat = ""
+        burst: list[Message] = []
+        for event in events:
+            if isinstance(event, ChatPosts):
+                if event.chat != burst_chat:
+                    self._chat_burst(burst_chat, burst)
+                    burst_chat, burst = event.chat, []
+                burst += event.messages
+                continue
+            self._chat_burst(burst_chat, burst)
+            burst_chat, burst = "", []
+            try:
+                self._user_event(event)
+            except Exception:  # one bad event must not stop the others
+                log.exception("event=fanout_error event=%r", event)
+        self._chat_burst(burst_chat, burst)
+        if self.after_batch is not None:
+            self.after_batch()
+
+    def _chat_burst(self, chat: str, burst: list[Message]) -> None:
+        if not burst:
+            return
+        readers = self.readers.get(chat)
+        if not readers:
+            return
+        last = self.last_chat.get(chat, _ZERO)
+        if burst[0].key <= last:  # a replay or a duplicate: keep only what is new
+            burst = [m for m in burst if m.key > last]
+            if not burst:
+                return
+        self.last_chat[chat] = burst[-1].key
+        METRICS.observe_delivery(burst[0].ms, len(burst), len(readers))
+        deliver(readers, ev.Messages(ev.ChatConv(chat, burst[0].where), tuple(burst)))
+
+    def _user_event(self, event: StoreEvent) -> None:
+        user = self.users.get(getattr(event, "user", ""))
+        if user is None:
+            return
+        if isinstance(event, PrivatePost):
+            self._private(user, event.message)
+        elif isinstance(event, MemberJoined):
+            if event.chat not in user.chats:
+                self._spawn(self.add_chat(user, event.chat, event.name))
+            for s in user.sessions:
+                if s.session_id != event.origin:
+                    s.joined_elsewhere(event.name)
+        elif isinstance(event, MemberLeft):
+            self.remove_chat(user, event.chat)
+            for s in user.sessions:
+                if s.session_id != event.origin:
+                    s.left_elsewhere(event.chat, event.name)
+        elif isinstance(event, UserBanned):
+            for s in user.sessions:
+                s.banned(event.until_ms)
+
+    def _private(self, user: LocalUser, m: Message) -> None:
+        if m.key <= user.last_private.get(m.conv, _ZERO):
+            return
+        user.last_private[m.conv] = m.key
+        user.peers.add(keys.peer_of(m.conv, user.key))
+        METRICS.observe_delivery(m.ms, 1, 1)
+        deliver((user,), ev.Messages(user.view(m), (m,)))
+
+    # -- after the link comes back ---------------------------------------------------------
+
+    async def _on_reconnect(self, lost_at: float) -> None:
+        """Read from the streams what was published while the link was down."""
+        METRICS.redis_reconnects.inc()
+        self._recovering = True
+        try:
+            floor = f"{int((lost_at - GAP_SLACK) * 1000)}-0"
+            after: dict[str, str] = {}
+            for chat in self.readers:
+                last = self.last_chat.get(chat)
+                after[keys.chat_conv(chat)] = f"{last[0]}-{last[1]}" if last else floor
+            private_readers: dict[str, list[str]] = {}
+            for user in self.users.values():
+                for peer in user.peers:
+                    conv = keys.dm_conv(user.key, peer)
+                    private_readers.setdefault(conv, []).append(user.key)
+                    after.setdefault(conv, floor)
+            messages = await self.store.read_after(list(after), after)
+            events: list[StoreEvent] = []
+            for m in messages:
+                if keys.is_chat(m.conv):
+                    chat = keys.chat_of(m.conv)
+                    member = next(iter(self.readers.get(chat, ())), None)
+                    where = member.chats.get(chat, chat) if member else chat
+                    events.append(ChatPosts(chat, [_with_where(m, where)]))
+                else:
+                    events += [PrivatePost(u, m) for u in private_readers.get(m.conv, ())]
+            self._recovering = False
+            self.on_events(events)
+            log.info("event=gap_fill messages=%d", len(messages))
+        finally:
+            self._recovering = False
+            held, self._held = self._held, []
+            for batch in held:
+                self.on_events(batch)
+
+
+def _with_where(m: Message, where: str) -> Message:
+    """A stored chat message carries no chat name; live ones do."""
+    return Message(m.id, m.key, m.conv, m.sender, where, m.text)

@@ -1,0 +1,72 @@
+"""Who is online: this gateway's heartbeat and its users' online marks in the store.
+
+The heartbeat rewrites the gateway's whole online set every HEARTBEAT seconds with a
+time-to-live of the store's PRESENCE_TTL, so a crashed gateway's users stop counting as
+online by themselves. Any failure is logged and the next beat tries again: a Redis error
+reply (out of memory, a read-only replica) must not stop presence for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from gateway.metrics import METRICS
+from store.contract import Store
+
+__all__ = ["HEARTBEAT", "Presence"]
+
+log = logging.getLogger("chat.presence")
+
+#: Seconds between heartbeats; well under the store's presence time-to-live (15 s).
+HEARTBEAT = 5.0
+
+
+class Presence:
+    def __init__(self, store: Store, users: Mapping[str, object]) -> None:
+        self._store = store
+        self._users = users
+        self._task: asyncio.Task[None] | None = None
+        #: Whether the last heartbeat reached the store (reported by /healthz).
+        self.ok = True
+
+    async def start(self) -> None:
+        await self.beat()
+        self._task = asyncio.create_task(self._tick(), name="presence")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        try:
+            await self._store.gateway_gone()
+        except Exception as exc:
+            log.warning("event=presence_failed op=gateway_gone error=%s", exc)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            await self.beat()
+
+    async def beat(self) -> None:
+        try:
+            await self._store.heartbeat(set(self._users))
+            self.ok = True
+        except Exception as exc:
+            self.ok = False
+            METRICS.redis_errors.inc()
+            log.warning("event=presence_failed op=heartbeat error=%s", exc)
+
+    async def set_online(self, user: str) -> None:
+        await self._mark(user, True)
+
+    async def set_offline(self, user: str) -> None:
+        await self._mark(user, False)
+
+    async def _mark(self, user: str, online: bool) -> None:
+        if (user in self._users) != online:  # changed again meanwhile: that call decides
+            return
+        try:
+            await self._store.set_online(user, online)
+        except Exception as exc:
+            log.warning("event=presence_failed op=set_online user=%s error=%s", user, exc)

@@ -1,0 +1,132 @@
+"""The core's behaviour, command by command, without sockets or processes."""
+
+from __future__ import annotations
+
+from gateway.core import commands as cmd
+from gateway.core import events as ev
+from gateway.core.session import Phase
+from store.contract import Message, StoreUnavailable, id_key
+from tests.core.conftest import Chat
+
+
+async def test_a_new_nickname_registers_and_gets_ready(chat: Chat) -> None:
+    session, sink = await chat.connect()
+    assert sink.events == [ev.AskNick(first=True)]
+    await session.handle(cmd.Nick("Alice"))
+    assert sink.events[-1] == ev.AskPassword("Alice", new=True)
+    await session.handle(cmd.Password("secret123"))
+    assert sink.events[-1] == ev.Ready("Alice", "general")
+    assert session.phase is Phase.READY and session.live
+
+
+async def test_bad_nickname_and_bad_input_ask_again(chat: Chat) -> None:
+    session, sink = await chat.connect()
+    await session.handle(cmd.Nick("no spaces"))
+    assert [type(e) for e in sink.events[1:]] == [ev.Error, ev.AskNick]
+    assert sink.events[1].code is ev.ErrorCode.BAD_NAME  # type: ignore[union-attr]
+    await session.handle(cmd.Nick("bob"))
+    await session.handle(cmd.Rejected("line too long"))
+    assert sink.events[-2] == ev.Error(ev.ErrorCode.BAD_INPUT, "line too long")
+    assert sink.events[-1] == ev.AskPassword("bob", new=True)
+    assert session.phase is Phase.PASSWORD
+
+
+async def test_three_wrong_passwords_close_the_session(chat: Chat) -> None:
+    await chat.login("carol")
+    session, sink = await chat.connect()
+    await session.handle(cmd.Nick("CAROL"))
+    assert sink.events[-1] == ev.AskPassword("carol", new=False)  # shown as registered
+    for _ in range(3):
+        await session.handle(cmd.Password("wrong-one"))
+    codes = [e.code for e in sink.of(ev.Error)]  # type: ignore[attr-defined]
+    assert codes == [ev.ErrorCode.WRONG_PASSWORD] * 3 + [ev.ErrorCode.LOCKED_OUT]
+    assert sink.closed and session.phase is Phase.PASSWORD
+
+
+async def test_messages_reach_every_member_once_across_sessions(chat: Chat) -> None:
+    _, alice = await chat.login("alice")
+    bob_session, bob = await chat.login("bob")
+    _, bob_phone = await chat.login("bob")
+    await bob_session.handle(cmd.Say(("hello", "again")))
+    want = [("#general", "bob", "hello"), ("#general", "bob", "again")]
+    for sink in (alice, bob, bob_phone):
+        await sink.wait_for(lambda s: len(s.messages()) >= 2)
+    assert alice.messages() == want and bob.messages() == want and bob_phone.messages() == want
+
+
+async def test_private_messages_show_the_peer_on_each_side(chat: Chat) -> None:
+    alice_session, alice = await chat.login("alice")
+    _, bob = await chat.login("Bob")
+    await alice_session.handle(cmd.SendPrivate("bob", "psst"))
+    await bob.wait_for(lambda s: s.messages())
+    await alice.wait_for(lambda s: s.messages())
+    assert bob.messages() == [("@alice", "alice", "psst")]
+    assert alice.messages() == [("@Bob", "alice", "psst")]
+    await alice_session.handle(cmd.SendPrivate("alice", "me"))
+    await alice_session.handle(cmd.SendPrivate("nobody", "hi"))
+    codes = [e.code for e in alice.of(ev.Error)]  # type: ignore[attr-defined]
+    assert codes == [ev.ErrorCode.REFUSED, ev.ErrorCode.NO_SUCH_USER]
+
+
+async def test_join_and_leave_reach_the_users_other_sessions(chat: Chat) -> None:
+    laptop, a1 = await chat.login("alice")
+    _, a2 = await chat.login("alice")
+    await laptop.handle(cmd.Join("Rust"))
+    assert ev.Joined("Rust") in a1.events and laptop.current == "rust"
+    await a2.wait_for(lambda s: ev.Joined("Rust") in s.events)
+    await laptop.handle(cmd.Leave("rust"))
+    assert a1.events[-2:] == [ev.Left("Rust"), ev.CurrentChat("general")]
+    await a2.wait_for(lambda s: ev.Left("Rust") in s.events)
+    await laptop.handle(cmd.Leave("general"))
+    assert a1.events[-1] == ev.Error(ev.ErrorCode.REFUSED, "you cannot leave #general")
+
+
+async def test_unread_messages_replay_once_at_the_next_login(chat: Chat) -> None:
+    alice_session, _ = await chat.login("alice")
+    bob_session, bob = await chat.login("bob")
+    bob_session.closed()
+    await chat.fanout.cursors.flush()
+    await alice_session.handle(cmd.Say(("while you were out",)))
+    await alice_session.handle(cmd.SendPrivate("bob", "and privately"))
+    _, bob = await chat.login("bob")
+    assert bob.messages() == [
+        ("#general", "alice", "while you were out"),
+        ("@alice", "alice", "and privately"),
+    ]
+    ready = bob.events.index(ev.Ready("bob", "general"))
+    assert all(not isinstance(e, ev.Messages) for e in bob.events[ready:])
+
+
+async def test_held_messages_already_shown_by_a_stored_read_are_dropped(chat: Chat) -> None:
+    session, sink = await chat.login("dave")
+    chat_conv = ev.ChatConv("general", "general")
+    old = Message("5-0", id_key("5-0"), "c:general", "x", "general", "old")
+    new = Message("7-0", id_key("7-0"), "c:general", "x", "general", "new")
+    session._hold()
+    session.hold(ev.Messages(chat_conv, (old, new)))
+    assert not sink.messages()  # held, not shown
+    session._release({"c:general": (5, 0)})
+    assert sink.messages() == [("#general", "x", "new")]
+
+
+async def test_a_store_that_fails_is_said_once_per_message(chat: Chat) -> None:
+    session, sink = await chat.login("erin")
+
+    def down(*args: object) -> object:
+        raise StoreUnavailable("down")
+
+    chat.store.post_chat = down  # type: ignore[method-assign]
+    await session.handle(cmd.Say(("one", "two")))
+    errors = sink.of(ev.Error)
+    assert [e.code for e in errors] == [ev.ErrorCode.STORE_DOWN] * 2  # type: ignore[attr-defined]
+    assert session.phase is Phase.READY
+
+
+async def test_complaints_ban_at_the_threshold(chat: Chat) -> None:
+    _, target = await chat.login("mallory")
+    for nick in ("a1", "a2", "a3"):
+        s, sink = await chat.login(nick)
+        await s.handle(cmd.Ban("Mallory"))
+    complained = sink.of(ev.Complained)[-1]
+    assert complained.count == 3 and complained.banned_until_ms  # type: ignore[attr-defined]
+    await target.wait_for(lambda s: s.of(ev.Banned))
