@@ -1,5 +1,13 @@
--- Move a user's read cursors forward (never back: two gateways may flush out of order).
--- KEYS[1] cursor hash   ARGV[1] lifetime ms   ARGV[2..] pairs of conversation id, stream id
+-- advance: move a user's read cursors forward, never back (two gateways may flush out of
+-- order), and expire the hash a lifetime after the last move.
+-- uses: (none)
+--
+-- KEYS[1] cursor hash (conversation id -> stream id)   ARGV[1] lifetime ms
+-- ARGV[2..] pairs of conversation id, stream id
+-- Returns 1
+local cursors_key, lifetime_ms = KEYS[1], ARGV[1]
+
+-- Is stream id a after b (b missing or not an id: yes)?
 local function newer(a, b)
   if not b then return true end
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
@@ -9,11 +17,13 @@ local function newer(a, b)
   if ams ~= bms then return ams > bms end
   return tonumber(aseq) > tonumber(bseq)
 end
+
 for i = 2, #ARGV, 2 do
-  if newer(ARGV[i + 1], redis.call('HGET', KEYS[1], ARGV[i])) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  local conv, id = ARGV[i], ARGV[i + 1]
+  if newer(id, redis.call('HGET', cursors_key, conv)) then
+    redis.call('HSET', cursors_key, conv, id)
   end
 end
 -- A cursor older than the lifetime points at nothing that still exists.
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', cursors_key, lifetime_ms)
 return 1

@@ -1,38 +1,38 @@
--- post.lua for many chat messages into one chat at once: the gateway's batch of one loop
--- turn, from any number of users. Each message is checked (membership, ban, rate) and
--- stored in order; the stream is trimmed and expired once, and all accepted messages are
--- published as one payload (records separated by \30), so every gateway parses and fans
--- them out as one burst.
+-- post_many: many chat messages into one chat at once, the gateway's batch of one loop
+-- turn from any number of users. Each message is checked (membership, ban, rate) and
+-- stored in order with an id from the shared clock; the stream is trimmed and expired once,
+-- and all accepted messages are published as one payload, so every gateway parses and fans
+-- them out as one burst. Membership and ban are read once per sender; each sender's bucket
+-- is read once and written back once, at the end.
+-- uses: time, clock, bucket
 --
 -- KEYS[1] stream  KEYS[2] members  KEYS[3] message clock
--- then for message i (1-based): KEYS[2 + 2i] ban, KEYS[3 + 2i] rate bucket
+-- then for message i (1-based): KEYS[2 + 2i] sender's ban, KEYS[3 + 2i] sender's rate bucket
 -- ARGV[1] chat name  ARGV[2] lifetime ms  ARGV[3] rate per second (0: off)  ARGV[4] burst
 -- ARGV[5] conversation id  ARGV[6] channel
 -- then for message i: ARGV[4 + 3i] sender key, ARGV[5 + 3i] sender name, ARGV[6 + 3i] text
--- Returns status, value for each message: ok id | banned until_ms | rate retry_ms | nomember ''
-local n = (#ARGV - 6) / 3
-local chat, ttl, rate, burst = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Publishes (when any message was accepted) to the channel one record per accepted message,
+-- records joined by \30, fields by \31: M, id, conversation id, sender name, chat name, text.
+-- Returns a flat list, a status and a value per message, in order:
+--   'ok', id | 'banned', until_ms | 'rate', retry_ms | 'nomember', ''
+local stream_key, members_key, clock_key = KEYS[1], KEYS[2], KEYS[3]
+local chat_name, ttl = ARGV[1], tonumber(ARGV[2])
+local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local conv, channel = ARGV[5], ARGV[6]
+local n = (#ARGV - 6) / 3
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ms, seq = now, -1
-local last = redis.call('GET', KEYS[3])
-if last then
-  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-  lms, lseq = tonumber(lms), tonumber(lseq)
-  if lms >= now then ms, seq = lms, lseq end
-end
-
+local now = now_ms()
+local clock = clock_open(clock_key, now)
 local member, banned, buckets = {}, {}, {}
 local out, records = {}, {}
 for i = 1, n do
+  local ban_key, bucket_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local user, name, text = ARGV[4 + 3 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i]
   if member[user] == nil then
-    member[user] = redis.call('SISMEMBER', KEYS[2], user) == 1
+    member[user] = redis.call('SISMEMBER', members_key, user) == 1
   end
   if banned[user] == nil then
-    banned[user] = redis.call('GET', KEYS[2 + 2 * i]) or false
+    banned[user] = redis.call('GET', ban_key) or false
   end
   local ok = true
   if not member[user] then
@@ -42,41 +42,32 @@ for i = 1, n do
     out[#out + 1], out[#out + 2] = 'banned', banned[user]
     ok = false
   elseif rate > 0 then
-    local b = buckets[user]
-    if not b then
-      local h = redis.call('HMGET', KEYS[3 + 2 * i], 'tokens', 'ts')
-      b = {key = KEYS[3 + 2 * i], tokens = tonumber(h[1]) or burst, ts = tonumber(h[2]) or now}
-      if now > b.ts then b.tokens = math.min(burst, b.tokens + (now - b.ts) * rate / 1000) end
-      buckets[user] = b
+    local bucket = buckets[user]
+    if not bucket then
+      bucket = bucket_load(bucket_key, now, rate, burst)
+      buckets[user] = bucket
     end
-    if b.tokens < 1 then
-      local retry = string.format('%d', math.ceil((1 - b.tokens) * 1000 / rate))
+    local retry = bucket_take(bucket)
+    if retry then
       out[#out + 1], out[#out + 2] = 'rate', retry
       ok = false
-    else
-      b.tokens = b.tokens - 1
-      b.dirty = true
     end
   end
   if ok then
-    seq = seq + 1
-    local id = string.format('%d-%d', ms, seq)
-    redis.call('XADD', KEYS[1], id, 'n', name, 't', text)
-    records[#records + 1] = table.concat({'M', id, conv, name, chat, text}, '\31')
+    local id = clock_next(clock)
+    redis.call('XADD', stream_key, id, 'n', name, 't', text)
+    records[#records + 1] = table.concat({'M', id, conv, name, chat_name, text}, '\31')
     out[#out + 1], out[#out + 2] = 'ok', id
   end
 end
 
 if #records > 0 then
-  redis.call('SET', KEYS[3], string.format('%d-%d', ms, seq))
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', now - ttl))
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  clock_save(clock)
+  redis.call('XTRIM', stream_key, 'MINID', string.format('%d', now - ttl))
+  redis.call('PEXPIRE', stream_key, ttl)
   redis.call('PUBLISH', channel, table.concat(records, '\30'))
 end
-for _, b in pairs(buckets) do
-  if b.dirty then
-    redis.call('HSET', b.key, 'tokens', tostring(b.tokens), 'ts', string.format('%d', now))
-    redis.call('PEXPIRE', b.key, math.ceil(burst * 1000 / rate) + 1000)
-  end
+for _, bucket in pairs(buckets) do
+  bucket_save(bucket)
 end
 return out

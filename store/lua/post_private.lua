@@ -1,7 +1,9 @@
--- Store a private message, trim its stream exactly to the message lifetime and publish it
--- to both users, in one atomic step. The recipient, the sender's ban and the sender's rate
--- limit are checked in the same step, so no gateway can race another into letting a
--- message through. (Chat messages go through post_many.lua.)
+-- post_private: store a private message, trim its stream exactly to the message lifetime
+-- and publish it to both users, in one atomic step. The recipient, the sender's ban and
+-- the sender's rate limit are checked in the same step, so no gateway can race another
+-- into letting a message through. The id comes from the clock all conversations share.
+-- (Chat messages go through post_many.lua.)
+-- uses: time, bucket, clock
 --
 -- KEYS[1] stream   KEYS[2] sender's ban   KEYS[3] sender's rate bucket (hash)
 -- KEYS[4] recipient's account hash   KEYS[5] the message clock (one id sequence for all)
@@ -9,51 +11,43 @@
 -- ARGV[1] sender key   ARGV[2] sender name   ARGV[3] recipient key   ARGV[4] text
 -- ARGV[5] lifetime ms   ARGV[6] rate per second (0: off)   ARGV[7] burst
 -- ARGV[8] conversation id   ARGV[9] sender's channel   ARGV[10] recipient's channel
+-- Publishes to both channels, fields joined by \31:
+--   M, id, conversation id, sender name, recipient's display name, text
 -- Returns {'ok', id} | {'banned', until_ms} | {'rate', retry_ms} | {'nouser'}
-local where = redis.call('HGET', KEYS[4], 'name')
-if not where then return {'nouser'} end
+local stream_key, ban_key, bucket_key = KEYS[1], KEYS[2], KEYS[3]
+local recipient_key, clock_key = KEYS[4], KEYS[5]
+local sender_peers_key, recipient_peers_key = KEYS[6], KEYS[7]
+local sender, sender_name, recipient, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local conv, sender_channel, recipient_channel = ARGV[8], ARGV[9], ARGV[10]
 
-local banned = redis.call('GET', KEYS[2])
+local recipient_name = redis.call('HGET', recipient_key, 'name')
+if not recipient_name then return {'nouser'} end
+
+local banned = redis.call('GET', ban_key)
 if banned then return {'banned', banned} end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate = tonumber(ARGV[6])
+local now = now_ms()
 if rate > 0 then
-  local burst = tonumber(ARGV[7])
-  local bucket = redis.call('HMGET', KEYS[3], 'tokens', 'ts')
-  local tokens = tonumber(bucket[1]) or burst
-  local ts = tonumber(bucket[2]) or now
-  if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate / 1000) end
-  if tokens < 1 then
-    return {'rate', string.format('%d', math.ceil((1 - tokens) * 1000 / rate))}
-  end
-  redis.call('HSET', KEYS[3], 'tokens', tostring(tokens - 1), 'ts', string.format('%d', now))
-  redis.call('PEXPIRE', KEYS[3], math.ceil(burst * 1000 / rate) + 1000)
+  local bucket = bucket_load(bucket_key, now, rate, burst)
+  local retry = bucket_take(bucket)
+  if retry then return {'rate', retry} end
+  bucket_save(bucket)
 end
 
--- Ids come from one clock for all conversations, so ids from different streams still
--- order messages as they were accepted (a backlog merges several streams by id).
-local ms, seq = now, 0
-local last = redis.call('GET', KEYS[5])
-if last then
-  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-  lms, lseq = tonumber(lms), tonumber(lseq)
-  if lms >= now then ms, seq = lms, lseq + 1 end
-end
-local id = string.format('%d-%d', ms, seq)
-redis.call('SET', KEYS[5], id)
+local clock = clock_open(clock_key, now)
+local id = clock_next(clock)
+clock_save(clock)
 
-local ttl = tonumber(ARGV[5])
-redis.call('XADD', KEYS[1], id, 'n', ARGV[2], 'r', where, 't', ARGV[4])
-redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', now - ttl))
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('SADD', KEYS[6], ARGV[3])
-redis.call('PEXPIRE', KEYS[6], ttl)
-redis.call('SADD', KEYS[7], ARGV[1])
-redis.call('PEXPIRE', KEYS[7], ttl)
+redis.call('XADD', stream_key, id, 'n', sender_name, 'r', recipient_name, 't', text)
+redis.call('XTRIM', stream_key, 'MINID', string.format('%d', now - ttl))
+redis.call('PEXPIRE', stream_key, ttl)
+redis.call('SADD', sender_peers_key, recipient)
+redis.call('PEXPIRE', sender_peers_key, ttl)
+redis.call('SADD', recipient_peers_key, sender)
+redis.call('PEXPIRE', recipient_peers_key, ttl)
 
-local payload = table.concat({'M', id, ARGV[8], ARGV[2], where, ARGV[4]}, '\31')
-redis.call('PUBLISH', ARGV[9], payload)
-redis.call('PUBLISH', ARGV[10], payload)
+local payload = table.concat({'M', id, conv, sender_name, recipient_name, text}, '\31')
+redis.call('PUBLISH', sender_channel, payload)
+redis.call('PUBLISH', recipient_channel, payload)
 return {'ok', id}
