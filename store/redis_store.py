@@ -9,11 +9,9 @@ and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
@@ -39,13 +37,13 @@ from store.contract import (
 )
 from store.pubsub import PubSubLink
 from store.resp import RespPipeline
+from store.scripts import SCRIPTS as _SCRIPTS
 
 __all__ = ["GENERAL", "PRESENCE_TTL", "RedisStore"]
 
 log = logging.getLogger("chat.store")
 GENERAL = keys.GENERAL
 T = TypeVar("T")
-_LUA = Path(__file__).with_name("lua")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 #: Connections in redis-py's pool. Bounded: under a login burst callers wait for one
@@ -60,28 +58,6 @@ HEALTH_CHECK_INTERVAL = 30
 #: Seconds a gateway's presence keys live without a heartbeat: a crashed gateway's users
 #: stop counting as online after this.
 PRESENCE_TTL = 15
-
-
-class _Script:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = (_LUA / f"{name}.lua").read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-
-_SCRIPTS = {
-    name: _Script(name)
-    for name in (
-        "post_private",
-        "post_many",
-        "join",
-        "leave",
-        "register",
-        "complain",
-        "advance",
-        "count_failure",
-    )
-}
 
 
 def _post_results(reply: list[Any]) -> list[PostResult]:
