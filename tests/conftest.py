@@ -11,9 +11,14 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  # imported first: see below
 import pytest
 
 from tests.helpers import Client, Gateway, RedisProcess
+
+# hypothesis is imported at the top on purpose: its pytest plugin otherwise imports it at
+# the terminal summary, where pytest's assertion rewriting of it can hit CPython 3.11.7's
+# "AST constructor recursion depth mismatch" bug (gh-106905) after the core tests ran.
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
