@@ -1,13 +1,35 @@
 FROM python:3.11-slim
 WORKDIR /app
+# Runtime requirements only: the test tools live in requirements-dev.txt.
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin chat
 COPY server.py client.py ./
 COPY gateway ./gateway
 COPY store ./store
 COPY chatclient ./chatclient
-ENV CHAT_HOST=0.0.0.0 PYTHONUNBUFFERED=1
-EXPOSE 8000 9100
-HEALTHCHECK --interval=5s --timeout=3s --retries=5 \
-  CMD python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=2)" || exit 1
+# Every setting comes from the environment (gateway/settings.py: option --x-y is env
+# CHAT_X_Y), so `docker run -e` and compose's `environment:` override any of them; the
+# command line carries no options because an option would beat its variable.
+#
+# CHAT_HOST=0.0.0.0: inside a container the default 127.0.0.1 is unreachable from outside.
+# The metrics server binds the same host, so within the container /metrics and /healthz
+# listen on 0.0.0.0:9100 as well. It is on so that the HEALTHCHECK below has something to
+# probe, but it is not public by default: 9100 is deliberately not EXPOSEd (so `docker run
+# -P` does not publish it), and it is reachable only from the container's own network
+# (Prometheus on the same Docker network) or where an operator publishes it on purpose,
+# e.g. `-p 127.0.0.1:9100:9100` (docker-compose.yml publishes it on 127.0.0.1 only).
+# CHAT_METRICS_PORT=0 turns metrics off, and with them the health check.
+ENV CHAT_HOST=0.0.0.0 \
+    CHAT_PORT=8000 \
+    CHAT_METRICS_PORT=9100 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# The public chat port only; see above for 9100.
+EXPOSE 8000
+USER chat
+# The port comes from CHAT_METRICS_PORT, so overriding it moves the probe with it.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=5 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['CHAT_METRICS_PORT'], timeout=2)"]
 ENTRYPOINT ["python3", "server.py"]
