@@ -72,8 +72,8 @@ class Cursors:
             METRICS.redis_errors.inc()
             log.warning("event=cursor_flush_failed users=%d error=%s", len(updates), exc)
             for key, shown in updates.items():
-                user = self._users.get(key)
-                if user is not None:
-                    user.dirty = True
+                still = self._users.get(key)
+                if still is not None:
+                    still.dirty = True
                 else:
                     self._gone.setdefault(key, shown)

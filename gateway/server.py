@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable
 
 from gateway.admission import Admission
-from gateway.core.session import Core, CoreSettings
+from gateway.core.session import Core
 from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer
 from gateway.fanout import Fanout
 from gateway.metrics import METRICS, serve_metrics
@@ -63,7 +63,7 @@ class GatewayServer:
         )
         self.coalescer = WriteCoalescer()
         self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)
-        self.core = Core(self.store, self.fanout, _core_settings(settings), self.gateway_id)
+        self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip, settings.max_pending_logins, settings.login_timeout
         )
@@ -155,19 +155,6 @@ class GatewayServer:
         await self.store.close()
         if self._embedded is not None:
             self._embedded.shutdown()
-
-
-def _core_settings(s: Settings) -> CoreSettings:
-    return CoreSettings(
-        history=s.history,
-        message_ttl=s.message_ttl,
-        ban_threshold=s.ban_threshold,
-        rate=s.rate,
-        max_output=s.max_output,
-        max_login_failures=s.max_login_failures,
-        login_fail_window=s.login_fail_window,
-        scrypt_log_n=s.scrypt_log_n,
-    )
 
 
 async def run(settings: Settings) -> int:

@@ -32,8 +32,11 @@ MAX_GROUP = 500
 
 
 class ScriptLike(Protocol):
-    name: str
-    sha: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

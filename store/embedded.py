@@ -19,4 +19,4 @@ def start_embedded() -> tuple[str, TcpFakeServer]:
     thread = threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True)
     thread.start()
     host, port = server.server_address[:2]
-    return f"redis://{host}:{port}/0", server
+    return f"redis://{host!s}:{port}/0", server

@@ -113,12 +113,17 @@ def complaints(u: str) -> str:
     return f"{PREFIX}complaints:{u}"
 
 
-@lru_cache(maxsize=65536)  # built for every message sent: cache per user
+#: Users whose ban and rate key names stay cached: they are built for every message sent;
+#: about 200 bytes each, so at most about 13 MB.
+KEY_CACHE_USERS = 65536
+
+
+@lru_cache(maxsize=KEY_CACHE_USERS)
 def ban(u: str) -> str:
     return f"{PREFIX}ban:{u}"
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=KEY_CACHE_USERS)
 def rate(u: str) -> str:
     return f"{PREFIX}rate:{u}"
 

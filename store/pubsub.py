@@ -92,7 +92,7 @@ class PubSubLink:
         on_reconnect: Callable[[float], Awaitable[None]],
         on_state: Callable[[bool], None],
     ) -> None:
-        self._params = parse_url(url)
+        self._params = parse_url(url)  # type: ignore[no-untyped-call]
         self._on_events = on_events
         self._on_reconnect = on_reconnect
         self._on_state = on_state

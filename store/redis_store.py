@@ -98,7 +98,9 @@ class RedisStore:
             socket_timeout=REPLY_TIMEOUT,
             health_check_interval=HEALTH_CHECK_INTERVAL,
         )
-        self.redis = aredis.Redis(connection_pool=pool)
+        # Any: redis-py's annotations say bytes | str whatever decode_responses is; with
+        # decode_responses=True every reply here is str (or a list/dict of them).
+        self.redis: Any = aredis.Redis(connection_pool=pool)
         self.ttl_ms = message_ttl * 1000
         self.ban_threshold = ban_threshold
         self.ban_ms = ban_duration * 1000

@@ -89,7 +89,7 @@ class RespPipeline:
     """Sends batches of commands on one connection; any number of batches in flight."""
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self._params = parse_url(url)
+        self._params = parse_url(url)  # type: ignore[no-untyped-call]
         self._timeout = timeout
         self._proto: _Protocol | None = None
         self._lock = asyncio.Lock()

@@ -15,7 +15,6 @@ import asyncio
 import enum
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.core import commands as cmd
@@ -24,6 +23,7 @@ from gateway.core.names import name_error, name_key, password_error
 from gateway.core.passwords import hash_password, verify_password
 from gateway.core.timefmt import ban_end
 from gateway.metrics import METRICS
+from gateway.settings import Settings
 from store import keys
 from store.contract import (
     Account,
@@ -39,7 +39,7 @@ from store.contract import (
 if TYPE_CHECKING:
     from gateway.core.user import LocalUser
 
-__all__ = ["Core", "CoreSettings", "Phase", "Readers", "Session", "Sink"]
+__all__ = ["Core", "Phase", "Readers", "Session", "Sink"]
 
 log = logging.getLogger("chat.session")
 GENERAL = keys.GENERAL
@@ -100,23 +100,11 @@ class Readers(Protocol):
     def remove_chat(self, user: LocalUser, chat: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class CoreSettings:
-    history: int = 20
-    message_ttl: int = 3600
-    ban_threshold: int = 3
-    rate: float = 5.0
-    max_output: int = 1 << 20
-    max_login_failures: int = 10
-    login_fail_window: int = 900
-    scrypt_log_n: int = 14
-
-
 class Core:
     """What every session shares: the store, fan-out and settings of one gateway."""
 
     def __init__(
-        self, store: Store, fanout: Readers, settings: CoreSettings, gateway_id: str
+        self, store: Store, fanout: Readers, settings: Settings, gateway_id: str
     ) -> None:
         self.store = store
         self.fanout = fanout

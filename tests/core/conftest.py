@@ -12,8 +12,9 @@ import pytest
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
-from gateway.core.session import Core, CoreSettings, Phase, Session
+from gateway.core.session import Core, Phase, Session
 from gateway.fanout import Fanout
+from gateway.settings import Settings
 from store.embedded import start_embedded
 from store.redis_store import RedisStore
 
@@ -96,7 +97,7 @@ async def chat() -> AsyncIterator[Chat]:
     await store.start()
     fanout = Fanout(store, cursor_flush=0.2)
     await fanout.start()
-    core = Core(store, fanout, CoreSettings(history=5, rate=0, scrypt_log_n=4), "test-gw")
+    core = Core(store, fanout, Settings(history=5, rate=0, scrypt_log_n=4), "test-gw")
     try:
         yield Chat(core, store, fanout)
     finally:
