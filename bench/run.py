@@ -137,11 +137,11 @@ class Metric:
 
 _RATE_CPU = (
     Metric("rate", "deliveries/s", True),
-    Metric("gw_cpu_us", "gateway CPU us per delivery", False),
+    Metric("gw_cpu_ns", "gateway CPU ns per delivery", False),
 )
 _INGEST_CPU = (
     Metric("rate", "accepted/s", True),
-    Metric("gw_cpu_us", "gateway CPU us per message", False),
+    Metric("gw_cpu_ns", "gateway CPU ns per message", False),
 )
 #: The gateway-only scenarios --baseline runs against both trees, and what it compares.
 COMPARED: dict[str, tuple[Metric, ...]] = {
@@ -611,7 +611,7 @@ PAM = no
         metrics = {
             "rate": r.rate,
             "lost": float(r.lost),
-            "gw_cpu_us": gateway_cpu / r.delivered * 1e6 if r.delivered and meter.used else 0.0,
+            "gw_cpu_ns": gateway_cpu / r.delivered * 1e9 if r.delivered and meter.used else 0.0,
             **r.extra,
         }
         return metrics
@@ -765,25 +765,47 @@ def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
         "| spread current | spread baseline | lost |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
+
+    def num(v: object) -> str:
+        return f"{v:,.0f}" if isinstance(v, float) and abs(v) >= 1000 else f"{v:.4g}"
+
     for row in rows:
         better = "higher" if row["higher_is_better"] else "lower"
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         within = "n/a" if row["within_10pct"] is None else "yes" if row["within_10pct"] else "NO"
         print(
             f"| {row['scenario']} | {row['metric']} ({better} is better) "
-            f"| {row['current_median']:g} | {row['baseline_median']:g} | {ratio} "
+            f"| {num(row['current_median'])} | {num(row['baseline_median'])} | {ratio} "
             f"| {within} | {row['current_spread_pct']}% "
             f"| {row['baseline_spread_pct']}% | {row['lost']} |"
         )
-    headline = {"fanout": "fan-out", "ingest": "ingest"}
-    parts = [
-        f"{headline[str(row['key'])]} {row['ratio']:.2f}x"
-        if row["ratio"] is not None
-        else f"{headline[str(row['key'])]} n/a"
+    noisy = [
+        float(row[side])  # type: ignore[arg-type]
         for row in rows
-        if row["key"] in headline and row["metric"] in ("deliveries/s", "accepted/s")
+        for side in ("current_spread_pct", "baseline_spread_pct")
     ]
-    print(f"\nvs baseline {base.rev}: {', '.join(parts) or 'nothing compared'}")
+    if noisy and max(noisy) > 10:
+        print(
+            f"\nnote: runs of one side differed by up to {max(noisy):.0f}% (spread = (max - min)"
+            " / median); a ratio inside its rows' spread is noise. Gateway CPU per message"
+            " moves far less with the load of a shared machine than wall-clock rates do;"
+            " more --reps narrow the medians."
+        )
+    headline = {"fanout": "fan-out", "ingest": "ingest"}
+
+    def summary(metrics: tuple[str, ...]) -> str:
+        return ", ".join(
+            f"{headline[str(row['key'])]} "
+            + ("n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x")
+            for row in rows
+            if row["key"] in headline and row["metric"] in metrics
+        )
+
+    rates = summary(("deliveries/s", "accepted/s")) or "nothing compared"
+    cpu = summary(("gateway CPU ns per delivery", "gateway CPU ns per message"))
+    print(
+        f"\nvs baseline {base.rev}: {rates}" + (f" (gateway CPU per message: {cpu})" if cpu else "")
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_bench_smoke_baseline_section(tmp_path) -> None:
     assert "| scenario | server | result |" in proc.stdout  # the usual table is still there
     assert "### vs baseline HEAD (" in proc.stdout
     headline = re.search(
-        r"^vs baseline HEAD: fan-out (\d+\.\d+)x, ingest (\d+\.\d+)x$", proc.stdout, re.M
+        r"^vs baseline HEAD: fan-out (\d+\.\d+)x, ingest (\d+\.\d+)x\b", proc.stdout, re.M
     )
     assert headline, proc.stdout[-3000:]
     assert all(float(x) > 0 for x in headline.groups())
