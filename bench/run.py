@@ -2,9 +2,18 @@
 
     python3 bench/run.py            # the full run (several minutes), table on stdout
     python3 bench/run.py --smoke    # seconds: small numbers, keeps the script working
+    python3 bench/run.py --only fanout,ingest --baseline main~5   # and against an older commit
 
 It starts its own redis-server, gateways and ngircd on free loopback ports and stops them
 all at the end. Every target is a ratio within this one run: the machine is shared.
+
+--baseline REV exports that commit (git archive) into the run's temporary folder and, after
+the usual scenarios, runs the gateway-only ones (see COMPARED) against this checkout's
+gateway and REV's gateway in turn, interleaved (current, baseline, baseline, current, ...)
+so that the noise of the shared machine hits both. Each gateway is fresh per run, alone on
+the freshly flushed redis-server, driven by this checkout's load generator, and configured
+only through --port, --redis-url and CHAT_* variables, which every revision understands.
+The extra table gives the median of each side and the ratio current/baseline.
 """
 
 from __future__ import annotations
@@ -18,17 +27,19 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import CHAT, IRC, Result, close_all, connect_many, fanout, latency  # noqa: E402
-from scripts.procs import free_port, wait_port  # noqa: E402
+from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -40,16 +51,30 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_fine(pid: int | None = None) -> float:
+    """Like cpu_seconds but to the nanosecond (the scheduler's run time of every thread),
+    not in clock ticks: a tick is 10 ms and a smoke run is shorter than that."""
+    if pid is None:
+        return time.process_time()
+    try:
+        tasks = Path(f"/proc/{pid}/task")
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        return cpu_seconds(pid)
+
+
 class CpuMeter:
     """CPU used by each named process over a scenario, as cores busy (1.0 = one core)."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
         self.cores: dict[str, float] = {}
+        self.used: dict[str, float] = {}  # CPU seconds, by name (cpu_seconds_fine)
 
     def __enter__(self) -> CpuMeter:
         self.wall = time.perf_counter()
         self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.start_fine = {name: cpu_seconds_fine(pid) for name, pid in self.pids.items()}
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -57,6 +82,9 @@ class CpuMeter:
         self.cores = {
             f"cpu_{name}": round((cpu_seconds(pid) - self.start[name]) / wall, 2)
             for name, pid in self.pids.items()
+        }
+        self.used = {
+            name: cpu_seconds_fine(pid) - self.start_fine[name] for name, pid in self.pids.items()
         }
 
 
@@ -72,33 +100,90 @@ class Procs:
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str], port: int, name: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed by the process
-        proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT)
+    def start(
+        self,
+        args: list[str],
+        port: int,
+        name: str,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its copy
+            proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=cwd, env=env)
         self.procs.append(proc)
         wait_port(port, proc)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGTERM, 15)
+        if proc in self.procs:
+            self.procs.remove(proc)
 
     def stop_all(self) -> None:
-        for p in reversed(self.procs):
-            self.stop(p)
+        while self.procs:
+            self.stop(self.procs[-1])
+
+
+#: --only names, in the order they run.
+SCENARIOS = ("fanout", "fanout2", "latency", "latency20", "ingest", "ingest2", "idle", "login")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+_RATE_CPU = (
+    Metric("rate", "deliveries/s", True),
+    Metric("gw_cpu_ns", "gateway CPU ns per delivery", False),
+)
+_INGEST_CPU = (
+    Metric("rate", "accepted/s", True),
+    Metric("gw_cpu_ns", "gateway CPU ns per message", False),
+)
+#: The gateway-only scenarios --baseline runs against both trees, and what it compares.
+COMPARED: dict[str, tuple[Metric, ...]] = {
+    "fanout": _RATE_CPU,
+    "ingest": _INGEST_CPU,
+    "fanout2": _RATE_CPU,
+    "ingest2": _INGEST_CPU,
+    "latency": (Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
+}
+#: How both sides of --baseline are configured: variables every revision reads.
+COMPARE_ENV = {
+    "CHAT_RATE": "0",
+    "CHAT_MAX_PER_IP": "0",
+    "CHAT_MAX_PENDING_LOGINS": "0",
+    "CHAT_SCRYPT_LOG_N": "10",
+    "CHAT_LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass
+class Baseline:
+    rev: str  # as given
+    commit: str
+    tree: Path
+    reps: int
 
 
 class Bench:
-    def __init__(self, smoke: bool, workdir: Path) -> None:
+    def __init__(
+        self,
+        smoke: bool,
+        workdir: Path,
+        only: set[str] | None = None,
+        baseline: Baseline | None = None,
+    ) -> None:
         self.smoke = smoke
         self.workdir = workdir
+        self.only = set(SCENARIOS) if only is None else only
+        self.baseline = baseline
         self.procs = Procs(workdir)
         self.rows: list[dict[str, object]] = []
+        self.compare_rows: list[dict[str, object]] = []
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
 
@@ -156,6 +241,30 @@ class Bench:
         )
         return port, proc
 
+    def gateway_at(self, tree: Path, side: str) -> tuple[int, subprocess.Popen[bytes]]:
+        """A gateway run from the source tree `tree` (this checkout or an exported commit),
+        set up only through --port, --redis-url and CHAT_* variables; inherited CHAT_*
+        variables are dropped so that both sides get exactly COMPARE_ENV."""
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+        env.pop("PYTHONSAFEPATH", None)  # the script's folder must come first on sys.path
+        env.update(COMPARE_ENV, PYTHONPATH=str(tree))
+        proc = self.procs.start(
+            [
+                sys.executable,
+                str(tree / "server.py"),
+                "--port",
+                str(port),
+                "--redis-url",
+                self.redis_url,
+            ],
+            port,
+            f"{side}-{port}",
+            cwd=tree,
+            env=env,
+        )
+        return port, proc
+
     def ngircd(self) -> tuple[int, subprocess.Popen[bytes]] | None:
         exe = shutil.which("ngircd") or (
             "/usr/sbin/ngircd" if Path("/usr/sbin/ngircd").exists() else None
@@ -208,7 +317,13 @@ PAM = no
         print(json.dumps(row), flush=True)
 
     async def fanout_one(
-        self, dialect_name: str, ports: list[int], members: int, senders: int, messages: int
+        self,
+        dialect_name: str,
+        ports: list[int],
+        members: int,
+        senders: int,
+        messages: int,
+        meter: CpuMeter | None = None,
     ) -> Result:
         dialect = CHAT if dialect_name == "chat" else IRC
         chat = "general" if dialect is CHAT else "bench"
@@ -225,7 +340,11 @@ PAM = no
             for p in peers[k * per_port : k * per_port + per_gw_senders]
         ]
         await asyncio.sleep(0.5)
-        result = await fanout(sending, peers, chat, messages)
+        if meter is None:
+            result = await fanout(sending, peers, chat, messages)
+        else:
+            with meter:
+                result = await fanout(sending, peers, chat, messages)
         close_all(peers)
         await asyncio.sleep(0.5)
         return result
@@ -262,157 +381,346 @@ PAM = no
         await asyncio.sleep(0.5)
         return result
 
+    async def ingest_one(
+        self, ports: list[int], prefixes: list[str], n_senders: int, per: int, meter: CpuMeter
+    ) -> Result:
+        """`n_senders` (split over `ports`) send `per` messages each into one chat as fast
+        as accepted; one observer on the first gateway counts what comes back."""
+        share = n_senders // len(ports)
+        peers = await connect_many(
+            "127.0.0.1", ports[0], CHAT, share + 1, prefix=prefixes[0], chat="general"
+        )
+        observer = peers[share]
+        for port, prefix in zip(ports[1:], prefixes[1:], strict=True):
+            peers += await connect_many(
+                "127.0.0.1", port, CHAT, share, prefix=prefix, chat="general"
+            )
+        senders = [p for p in peers if p is not observer]
+        with meter:
+            r = await fanout(senders, [observer], "general", per)
+        r = Result(len(senders) * per, observer.count, r.seconds, meter.cores)
+        close_all(peers)
+        await asyncio.sleep(0.5)
+        return r
+
+    def sizes(self) -> tuple[int, int, int]:
+        """Fan-out: members, senders, messages per sender."""
+        return (20, 4, 50) if self.smoke else (200, 20, 500)
+
+    def ingest_sizes(self) -> tuple[int, int]:
+        """Ingest: senders, messages per sender."""
+        return (2, 200) if self.smoke else (10, 5000)
+
+    def latency_sizes(self) -> tuple[int, float]:
+        """Latency: messages per second, seconds."""
+        return (200, 1.0) if self.smoke else (1000, 5.0)
+
     async def run(self) -> None:
-        small = self.smoke
-        members, senders, messages = (20, 4, 50) if small else (200, 20, 500)
         self.start_redis()
+        await self.run_scenarios()
+        if self.baseline is not None:
+            await self.compare(self.baseline)
+
+    async def run_scenarios(self) -> None:
+        only = self.only
+        members, senders, messages = self.sizes()
         g1, g1proc = self.gateway("--scrypt-log-n", "10")
         g2, g2proc = self.gateway("--scrypt-log-n", "10")
         irc = self.ngircd()
 
         # 1. fan-out, one gateway, and the reference
-        if irc:
-            r = await self.fanout_one("irc", [irc[0]], members, senders, messages)
-            self.row("fanout 1 server", "ngircd", r)
-            irc_fanout = r.rate
-        self.flush_redis()
-        r = await self.fanout_one("chat", [g1], members, senders, messages)
-        self.row(
-            "fanout 1 server",
-            "gateway",
-            r,
-            vs_ngircd=round(r.rate / irc_fanout, 2) if irc else None,
-        )
-        one_gw = r.rate
+        one_gw = None
+        if "fanout" in only:
+            if irc:
+                r = await self.fanout_one("irc", [irc[0]], members, senders, messages)
+                self.row("fanout 1 server", "ngircd", r)
+                irc_fanout = r.rate
+            self.flush_redis()
+            r = await self.fanout_one("chat", [g1], members, senders, messages)
+            self.row(
+                "fanout 1 server",
+                "gateway",
+                r,
+                vs_ngircd=round(r.rate / irc_fanout, 2) if irc else None,
+            )
+            one_gw = r.rate
 
         # 2. the same over two gateways on one Redis
-        self.flush_redis()
-        r = await self.fanout_one("chat", [g1, g2], members, senders, messages)
-        self.row("fanout 2 gateways", "gateway", r, vs_1_gateway=round(r.rate / one_gw, 2))
+        if "fanout2" in only:
+            self.flush_redis()
+            r = await self.fanout_one("chat", [g1, g2], members, senders, messages)
+            self.row(
+                "fanout 2 gateways",
+                "gateway",
+                r,
+                vs_1_gateway=round(r.rate / one_gw, 2) if one_gw else None,
+            )
 
         # 3. latency at 1,000 messages/s into a 200-member chat
-        rate, secs = (200, 1.0) if small else (1000, 5.0)
-        irc_p99 = None
-        if irc:
-            r = await self.latency_one("irc", irc[0], members, rate, secs, irc[1].pid)
-            self.row("latency 1000/s", "ngircd", r)
-            irc_p99 = r.extra["p99_ms"]
-        self.flush_redis()
-        r = await self.latency_one("chat", g1, members, rate, secs, g1proc.pid)
-        self.row(
-            "latency 1000/s",
-            "gateway",
-            r,
-            p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
-        )
+        rate, secs = self.latency_sizes()
+        if "latency" in only:
+            irc_p99 = None
+            if irc:
+                r = await self.latency_one("irc", irc[0], members, rate, secs, irc[1].pid)
+                self.row("latency 1000/s", "ngircd", r)
+                irc_p99 = r.extra["p99_ms"]
+            self.flush_redis()
+            r = await self.latency_one("chat", g1, members, rate, secs, g1proc.pid)
+            self.row(
+                "latency 1000/s",
+                "gateway",
+                r,
+                p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
+            )
 
         # 3b. the same rate into a 20-member chat: what latency is without the fan-out's CPU
-        small_members = 20
-        irc_p99 = None
-        if irc:
-            r = await self.latency_one("irc", irc[0], small_members, rate, secs, irc[1].pid)
-            self.row("latency 1000/s, 20 members", "ngircd", r)
-            irc_p99 = r.extra["p99_ms"]
-        self.flush_redis()
-        r = await self.latency_one("chat", g1, small_members, rate, secs, g1proc.pid)
-        self.row(
-            "latency 1000/s, 20 members",
-            "gateway",
-            r,
-            p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
-        )
+        if "latency20" in only:
+            small_members = 20
+            irc_p99 = None
+            if irc:
+                r = await self.latency_one("irc", irc[0], small_members, rate, secs, irc[1].pid)
+                self.row("latency 1000/s, 20 members", "ngircd", r)
+                irc_p99 = r.extra["p99_ms"]
+            self.flush_redis()
+            r = await self.latency_one("chat", g1, small_members, rate, secs, g1proc.pid)
+            self.row(
+                "latency 1000/s, 20 members",
+                "gateway",
+                r,
+                p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
+            )
 
         # 4. ingest: messages accepted per second into one chat
-        self.flush_redis()
-        n_senders, per = (2, 200) if small else (10, 5000)
-        peers = await connect_many(
-            "127.0.0.1", g1, CHAT, n_senders + 1, prefix="in", chat="general"
-        )
-        observer = peers[-1]
-        with CpuMeter({"gateway": g1proc.pid, "redis": self.redis_pid, "loadgen": None}) as cpu:
-            r = await fanout(peers[:-1], [observer], "general", per)
-        r = Result(n_senders * per, observer.count, r.seconds, cpu.cores)
-        self.row("ingest", "gateway", r, accepted_per_s=round(r.rate))
-        close_all(peers)
-        await asyncio.sleep(0.5)
+        n_senders, per = self.ingest_sizes()
+        if "ingest" in only:
+            self.flush_redis()
+            meter = CpuMeter({"gateway": g1proc.pid, "redis": self.redis_pid, "loadgen": None})
+            r = await self.ingest_one([g1], ["in"], n_senders, per, meter)
+            self.row("ingest", "gateway", r, accepted_per_s=round(r.rate))
 
         # 4b. ingest through two gateways (half the senders on each), one chat
-        self.flush_redis()
-        half = n_senders // 2
-        peers = await connect_many("127.0.0.1", g1, CHAT, half + 1, prefix="ia", chat="general")
-        peers += await connect_many("127.0.0.1", g2, CHAT, half, prefix="ib", chat="general")
-        observer = peers[half]
-        senders_ = peers[:half] + peers[half + 1 :]
-        pids = {
-            "gateway1": g1proc.pid,
-            "gateway2": g2proc.pid,
-            "redis": self.redis_pid,
-            "loadgen": None,
-        }
-        with CpuMeter(pids) as cpu:
-            r = await fanout(senders_, [observer], "general", per)
-        r = Result(len(senders_) * per, observer.count, r.seconds, cpu.cores)
-        self.row("ingest 2 gateways", "gateway", r, accepted_per_s=round(r.rate))
-        close_all(peers)
-        await asyncio.sleep(0.5)
+        if "ingest2" in only:
+            self.flush_redis()
+            pids = {
+                "gateway1": g1proc.pid,
+                "gateway2": g2proc.pid,
+                "redis": self.redis_pid,
+                "loadgen": None,
+            }
+            r = await self.ingest_one([g1, g2], ["ia", "ib"], n_senders, per, CpuMeter(pids))
+            self.row("ingest 2 gateways", "gateway", r, accepted_per_s=round(r.rate))
 
         # 5. idle memory: logged-in idle connections on a fresh gateway
-        self.flush_redis()
-        n_idle = 300 if small else 10_000
-        g3, g3proc = self.gateway("--scrypt-log-n", "4")
-        await asyncio.sleep(1)
-        before = rss_kb(g3proc.pid)
-        peers = await connect_many(
-            "127.0.0.1", g3, CHAT, n_idle, prefix="idle", chat="general", parallel=500
-        )
-        await asyncio.sleep(2)
-        after = rss_kb(g3proc.pid)
-        per_conn = (after - before) * 1024 / n_idle
-        self.row(
-            "idle memory",
-            "gateway",
-            None,
-            connections=n_idle,
-            rss_before_kb=before,
-            rss_after_kb=after,
-            bytes_per_connection=round(per_conn),
-        )
-        close_all(peers)
-        self.procs.stop(g3proc)
+        if "idle" in only:
+            self.flush_redis()
+            n_idle = 300 if self.smoke else 10_000
+            g3, g3proc = self.gateway("--scrypt-log-n", "4")
+            await asyncio.sleep(1)
+            before = rss_kb(g3proc.pid)
+            peers = await connect_many(
+                "127.0.0.1", g3, CHAT, n_idle, prefix="idle", chat="general", parallel=500
+            )
+            await asyncio.sleep(2)
+            after = rss_kb(g3proc.pid)
+            per_conn = (after - before) * 1024 / n_idle
+            self.row(
+                "idle memory",
+                "gateway",
+                None,
+                connections=n_idle,
+                rss_before_kb=before,
+                rss_after_kb=after,
+                bytes_per_connection=round(per_conn),
+            )
+            close_all(peers)
+            self.procs.stop(g3proc)
 
         # 6. login burst at the default password cost
+        if "login" in only:
+            self.flush_redis()
+            n_login = 50 if self.smoke else 1000
+            g4, g4proc = self.gateway()  # default --scrypt-log-n 14
+            t = time.perf_counter()
+            hashlib.scrypt(
+                b"bench-password", salt=b"0" * 16, n=1 << 14, r=8, p=1, maxmem=64 << 20, dklen=32
+            )
+            hash_ms = (time.perf_counter() - t) * 1000
+            began = time.perf_counter()
+            peers = await connect_many(
+                "127.0.0.1", g4, CHAT, n_login, prefix="burst", chat="general", parallel=n_login
+            )
+            took = time.perf_counter() - began
+            self.row(
+                "login burst",
+                "gateway",
+                None,
+                users=n_login,
+                seconds=round(took, 2),
+                logins_per_s=round(n_login / took, 1),
+                scrypt_ms_one_core=round(hash_ms, 1),
+                cores=os.cpu_count(),
+            )
+            close_all(peers)
+            self.procs.stop(g4proc)
+
+        # --baseline's gateways run alone
+        self.procs.stop(g1proc)
+        self.procs.stop(g2proc)
+        if irc:
+            self.procs.stop(irc[1])
+
+    # -- --baseline ------------------------------------------------------------------------
+
+    def compare_title(self, key: str) -> str:
+        members, senders, messages = self.sizes()
+        n_senders, per = self.ingest_sizes()
+        rate, _ = self.latency_sizes()
+        return {
+            "fanout": f"fan-out {members} members {senders}x{messages} one gateway",
+            "fanout2": f"fan-out {members} members {senders}x{messages} two gateways",
+            "ingest": f"ingest {n_senders}x{per} one gateway",
+            "ingest2": f"ingest {n_senders}x{per} two gateways",
+            "latency": f"latency {rate}/s {members} members one gateway",
+        }[key]
+
+    async def compare_once(self, key: str, tree: Path, side: str) -> dict[str, float]:
+        """One run of scenario `key` on fresh gateway(s) from `tree`; its metrics."""
         self.flush_redis()
-        n_login = 50 if small else 1000
-        g4, g4proc = self.gateway()  # default --scrypt-log-n 14
-        t = time.perf_counter()
-        hashlib.scrypt(
-            b"bench-password", salt=b"0" * 16, n=1 << 14, r=8, p=1, maxmem=64 << 20, dklen=32
-        )
-        hash_ms = (time.perf_counter() - t) * 1000
-        began = time.perf_counter()
-        peers = await connect_many(
-            "127.0.0.1", g4, CHAT, n_login, prefix="burst", chat="general", parallel=n_login
-        )
-        took = time.perf_counter() - began
-        self.row(
-            "login burst",
-            "gateway",
-            None,
-            users=n_login,
-            seconds=round(took, 2),
-            logins_per_s=round(n_login / took, 1),
-            scrypt_ms_one_core=round(hash_ms, 1),
-            cores=os.cpu_count(),
-        )
-        close_all(peers)
-        self.procs.stop(g4proc)
+        gateways = [self.gateway_at(tree, side) for _ in range(2 if key.endswith("2") else 1)]
+        ports = [port for port, _ in gateways]
+        pids: dict[str, int | None] = {
+            f"gateway{k}": proc.pid for k, (_, proc) in enumerate(gateways, 1)
+        }
+        meter = CpuMeter({**pids, "redis": self.redis_pid, "loadgen": None})
+        try:
+            if key.startswith("fanout"):
+                r = await self.fanout_one("chat", ports, *self.sizes(), meter=meter)
+            elif key.startswith("ingest"):
+                prefixes = ["ia", "ib"][: len(ports)]
+                r = await self.ingest_one(ports, prefixes, *self.ingest_sizes(), meter)
+            else:
+                members = self.sizes()[0]
+                rate, secs = self.latency_sizes()
+                r = await self.latency_one(
+                    "chat", ports[0], members, rate, secs, gateways[0][1].pid
+                )
+        finally:
+            for _, proc in gateways:
+                self.procs.stop(proc)
+        gateway_cpu = sum(meter.used.get(name, 0.0) for name in pids)
+        metrics = {
+            "rate": r.rate,
+            "lost": float(r.lost),
+            "gw_cpu_ns": gateway_cpu / r.delivered * 1e9 if r.delivered and meter.used else 0.0,
+            **r.extra,
+        }
+        return metrics
+
+    async def compare(self, base: Baseline) -> None:
+        """Every COMPARED scenario in --only, `reps` times on each side, interleaved: the
+        side that goes first alternates (current, baseline, baseline, current, ...)."""
+        sides = {"current": ROOT, "baseline": base.tree}
+        for key in (k for k in COMPARED if k in self.only):
+            title = self.compare_title(key)
+            runs: dict[str, list[dict[str, float]]] = {"current": [], "baseline": []}
+            for rep in range(base.reps):
+                order = ["current", "baseline"] if rep % 2 == 0 else ["baseline", "current"]
+                for side in order:
+                    m = await self.compare_once(key, sides[side], side)
+                    runs[side].append(m)
+                    shown = {k: round(m[k], 3) for k in ["lost", *(x.key for x in COMPARED[key])]}
+                    print(
+                        json.dumps({"compare": title, "side": side, "rep": rep + 1, **shown}),
+                        flush=True,
+                    )
+            for metric in COMPARED[key]:
+                cur = [m[metric.key] for m in runs["current"]]
+                old = [m[metric.key] for m in runs["baseline"]]
+                med_cur, med_old = statistics.median(cur), statistics.median(old)
+                ratio = med_cur / med_old if med_old else None
+                worse = None
+                if ratio is not None:
+                    worse = (1 - ratio) if metric.higher_is_better else (ratio - 1)
+                self.compare_rows.append(
+                    {
+                        "scenario": title,
+                        "server": f"gateway vs {base.rev}",
+                        "key": key,
+                        "metric": metric.label,
+                        "higher_is_better": metric.higher_is_better,
+                        "baseline": base.rev,
+                        "baseline_commit": base.commit,
+                        "current_median": round(med_cur, 3),
+                        "baseline_median": round(med_old, 3),
+                        "ratio": None if ratio is None else round(ratio, 3),
+                        "within_10pct": None if worse is None else worse <= 0.10,
+                        "current_spread_pct": spread_pct(cur),
+                        "baseline_spread_pct": spread_pct(old),
+                        "current_runs": [round(x, 3) for x in cur],
+                        "baseline_runs": [round(x, 3) for x in old],
+                        "lost": sum(int(m["lost"]) for ms in runs.values() for m in ms),
+                    }
+                )
+
+
+def spread_pct(values: list[float]) -> float:
+    """(max - min) / median, in percent: how far apart repeated runs of one side were."""
+    mid = statistics.median(values)
+    return round((max(values) - min(values)) / mid * 100, 1) if mid else 0.0
+
+
+def export_rev(rev: str, dest: Path) -> str:
+    """`git archive REV | tar -x -C dest`; the full commit id."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise SystemExit(f"--baseline {rev}: not a commit of {ROOT}")
+    commit = found.stdout.strip()
+    dest.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit], stdout=subprocess.PIPE)
+    untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout)
+    assert archive.stdout is not None
+    archive.stdout.close()
+    if archive.wait() != 0 or untar.returncode != 0 or not (dest / "server.py").is_file():
+        raise SystemExit(f"--baseline {rev}: could not export {commit} with server.py")
+    return commit
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny numbers, seconds")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated scenarios to run, of: {','.join(SCENARIOS)} (default: all); "
+        f"--baseline compares those of them in: {','.join(COMPARED)}",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the gateway-only scenarios against the gateway of this git revision, "
+        "interleaved with this checkout's, and report the medians and ratios",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
+    )
     args = parser.parse_args()
+    only = None
+    if args.only:
+        only = {name.strip() for name in args.only.split(",") if name.strip()}
+        unknown = only - set(SCENARIOS)
+        if unknown:
+            parser.error(f"--only: unknown {', '.join(sorted(unknown))}; known: {SCENARIOS}")
+    if args.reps is None:
+        args.reps = 2 if args.smoke else 3
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop and clean up
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
@@ -422,14 +730,21 @@ def main() -> int:
     except ImportError:
         pass
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
-        bench = Bench(args.smoke, Path(tmp))
+        baseline = None
+        if args.baseline:
+            tree = Path(tmp) / "baseline"
+            commit = export_rev(args.baseline, tree)
+            baseline = Baseline(args.baseline, commit, tree, args.reps)
+        bench = Bench(args.smoke, Path(tmp), only, baseline)
         try:
             asyncio.run(bench.run())
         finally:
             bench.procs.stop_all()
     if args.json:
-        Path(args.json).write_text(json.dumps(bench.rows, indent=1))
+        Path(args.json).write_text(json.dumps(bench.rows + bench.compare_rows, indent=1))
     print_table(bench.rows)
+    if baseline is not None:
+        print_compare(bench.compare_rows, baseline)
     return 0
 
 
@@ -440,6 +755,57 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"{k}={v}" for k, v in row.items() if k not in ("scenario", "server") and v is not None
         )
         print(f"| {row['scenario']} | {row['server']} | {rest} |")
+
+
+def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
+    print(
+        f"\n### vs baseline {base.rev} ({base.commit[:12]}): median of {base.reps} runs each, "
+        "interleaved; ratio = current/baseline\n"
+        "\n| scenario | metric | current | baseline | current/baseline | within 10% "
+        "| spread current | spread baseline | lost |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
+
+    def num(v: object) -> str:
+        return f"{v:,.0f}" if isinstance(v, float) and abs(v) >= 1000 else f"{v:.4g}"
+
+    for row in rows:
+        better = "higher" if row["higher_is_better"] else "lower"
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        within = "n/a" if row["within_10pct"] is None else "yes" if row["within_10pct"] else "NO"
+        print(
+            f"| {row['scenario']} | {row['metric']} ({better} is better) "
+            f"| {num(row['current_median'])} | {num(row['baseline_median'])} | {ratio} "
+            f"| {within} | {row['current_spread_pct']}% "
+            f"| {row['baseline_spread_pct']}% | {row['lost']} |"
+        )
+    noisy = [
+        float(row[side])  # type: ignore[arg-type]
+        for row in rows
+        for side in ("current_spread_pct", "baseline_spread_pct")
+    ]
+    if noisy and max(noisy) > 10:
+        print(
+            f"\nnote: runs of one side differed by up to {max(noisy):.0f}% (spread = (max - min)"
+            " / median); a ratio inside its rows' spread is noise. Gateway CPU per message"
+            " moves far less with the load of a shared machine than wall-clock rates do;"
+            " more --reps narrow the medians."
+        )
+    headline = {"fanout": "fan-out", "ingest": "ingest"}
+
+    def summary(metrics: tuple[str, ...]) -> str:
+        return ", ".join(
+            f"{headline[str(row['key'])]} "
+            + ("n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x")
+            for row in rows
+            if row["key"] in headline and row["metric"] in metrics
+        )
+
+    rates = summary(("deliveries/s", "accepted/s")) or "nothing compared"
+    cpu = summary(("gateway CPU ns per delivery", "gateway CPU ns per message"))
+    print(
+        f"\nvs baseline {base.rev}: {rates}" + (f" (gateway CPU per message: {cpu})" if cpu else "")
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -26,3 +29,40 @@ def test_bench_smoke_runs_and_loses_nothing(tmp_path) -> None:
         if row["server"] == "gateway" and "lost" in row:
             assert row["lost"] == 0, row
     assert "| scenario | server | result |" in proc.stdout
+
+
+@pytest.mark.timeout(400)
+def test_bench_smoke_baseline_section(tmp_path) -> None:
+    """--baseline exports a commit and compares its gateway with this checkout's."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--smoke",
+            "--baseline",
+            "HEAD",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=380,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| scenario | server | result |" in proc.stdout  # the usual table is still there
+    assert "### vs baseline HEAD (" in proc.stdout
+    headline = re.search(
+        r"^vs baseline HEAD: fan-out (\d+\.\d+)x, ingest (\d+\.\d+)x\b", proc.stdout, re.M
+    )
+    assert headline, proc.stdout[-3000:]
+    assert all(float(x) > 0 for x in headline.groups())
+    rows = [r for r in json.loads(out.read_text()) if "ratio" in r]
+    keys = {r["key"] for r in rows}
+    assert {"fanout", "ingest"} <= keys, keys
+    for row in rows:
+        assert row["baseline"] == "HEAD" and len(row["baseline_commit"]) == 40, row
+        assert len(row["current_runs"]) >= 2 and len(row["baseline_runs"]) >= 2, row
+        assert row["lost"] == 0, row
+        if row["metric"] in ("deliveries/s", "accepted/s"):
+            assert isinstance(row["ratio"], float) and row["ratio"] > 0, row
