@@ -254,6 +254,8 @@ class Session:
             if self.phase is Phase.CLOSED:
                 return
             if await self.core.store.register(key, nick, hashed):
+                if self.phase is Phase.CLOSED:  # registered, but nobody is there to log in
+                    return
                 log.info("event=register peer=%s user=%s", self.sink.address, nick)
                 await self._enter(key, nick, first=True)
                 return
@@ -294,6 +296,9 @@ class Session:
         store = self.core.store
         state = await store.load_user(key)
         user = self.user = await self.core.fanout.attach(self, key, name, state)
+        if self.phase is Phase.CLOSED:  # the connection went while we waited: no ghost
+            self.core.fanout.detach(self, user)
+            return
         if first:
             messages = await store.history(
                 GENERAL, user.chats.get(GENERAL, GENERAL), self.core.settings.history

@@ -130,3 +130,19 @@ async def test_complaints_ban_at_the_threshold(chat: Chat) -> None:
     complained = sink.of(ev.Complained)[-1]
     assert complained.count == 3 and complained.banned_until_ms  # type: ignore[attr-defined]
     await target.wait_for(lambda s: s.of(ev.Banned))
+
+
+async def test_a_connection_gone_during_login_leaves_no_ghost(chat: Chat) -> None:
+    import asyncio
+
+    for stage in range(6):  # close after 0..5 loop turns: while hashing, registering, loading
+        session, sink = await chat.connect()
+        await session.handle(cmd.Nick(f"ghost{stage}"))
+        task = asyncio.ensure_future(session.handle(cmd.Password("secret123")))
+        for _ in range(stage):
+            await asyncio.sleep(0)
+        session.closed()
+        await task
+        assert f"ghost{stage}" not in chat.fanout.users, stage
+    _, alice = await chat.login("alice")
+    assert set(chat.fanout.users) == {"alice"}
