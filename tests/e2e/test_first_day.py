@@ -259,3 +259,68 @@ def test_cluster_fails_clearly_when_a_port_is_busy(tmp_path) -> None:
     assert proc.returncode != 0, out
     assert f"gateway 2: port {cluster_ports + 1} is busy" in out
     assert "telnet 127.0.0.1" not in out
+
+
+# --- docs/REDIS.md ---------------------------------------------------------------------
+
+
+def _redis_doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "REDIS.md").read_text()
+    block = text.split("## Looking at it with redis-cli", 1)[1].split("```sh", 1)[1]
+    return [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
+
+
+def _run_example(line: str, port: int) -> tuple[int, str]:
+    assert "-p 6390" in line, line
+    proc = subprocess.run(
+        ["sh", "-c", line.replace("-p 6390", f"-p {port}")],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+async def test_redis_doc_examples_run_with_and_without_a_gateway(
+    redis_url, gateways, clients
+) -> None:
+    import shutil
+
+    if shutil.which("redis-cli") is None:
+        import pytest
+
+        pytest.skip("redis-cli not installed")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    examples = _redis_doc_examples()
+    assert len(examples) >= 10
+    online = next(e for e in examples if "who is online" in e)
+    gw = gateways(redis_url)
+    alice, bob, carol = await clients(gw.port), await clients(gw.port), await clients(gw.port)
+    for c, nick in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        await c.login(nick)
+    await bob.send("/chats random")
+    await bob.expect("joined #random")
+    await bob.send("hello random")
+    await alice.send("/send bob psst")
+    await bob.expect("psst")
+    await alice.send("/ban bob")
+    await alice.expect("complaint")
+    await carol.send("/ban bob")
+    await carol.expect("complaint")
+    await asyncio.sleep(1.5)  # cursors flushed
+    code, out = await asyncio.to_thread(_run_example, online, port)
+    assert code == 0 and set(out.split()) == {"alice", "bob", "carol"}, out
+    results = {e: await asyncio.to_thread(_run_example, e, port) for e in examples}
+    for example, (code, out) in results.items():
+        assert code == 0 and "ERR" not in out and "WRONGTYPE" not in out, (example, out)
+    assert "psst" in results[next(e for e in examples if "chat:msgs:p:alice|bob" in e)][1]
+    assert "general" in results[next(e for e in examples if "chat:user:bob:chats" in e)][1]
+    assert "bob" in results[next(e for e in examples if "chat:chat:random:members" in e)][1]
+    assert "alice" in results[next(e for e in examples if "chat:complaints:bob" in e)][1]
+    assert "bob" in results[next(e for e in examples if "HGET chat:user:bob name" in e)][1]
+    assert results[next(e for e in examples if "chat:user:bob:cursor" in e)][1].strip()
+    gw.stop()  # no gateway running: the examples still run, and nobody is online
+    for example in examples:
+        code, out = await asyncio.to_thread(_run_example, example, port)
+        assert code == 0 and "ERR" not in out and "WRONGTYPE" not in out, (example, out)
+    assert (await asyncio.to_thread(_run_example, online, port))[1].strip() == ""
