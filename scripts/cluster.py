@@ -152,6 +152,7 @@ class Gateway(Child):
         self.started_at = 0.0
         self.restart_at: float | None = None
         self.delay = RESTART_DELAY
+        self.launches = 0
 
     def ports(self) -> list[int]:
         return [self.port, *([self.metrics_port] if self.metrics_port else [])]
@@ -167,6 +168,7 @@ class Gateway(Child):
         self.up = False
         self.restart_at = None
         self.started_at = time.monotonic()
+        self.launches += 1
         self.start()
 
 
@@ -299,7 +301,7 @@ def main() -> int:
                 elif gw.running() and not gw.up:
                     if all(listens(p) for p in gw.ports()):
                         gw.up = True
-                        again = " (restarted)" if announced else ""
+                        again = " (restarted)" if gw.launches > 1 else ""
                         say(f"{gw.name}: telnet 127.0.0.1 {gw.port}{again}")
                     elif now - gw.started_at > LISTEN_TIMEOUT:
                         say(
