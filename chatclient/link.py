@@ -1,8 +1,12 @@
 """The client's connection: tries each server in turn, logs in by itself, reconnects.
 
-After a drop it waits (0.5 s doubling to 10 s, with jitter), moves to the next server, logs
-in again and rejoins the current chat. What the server replays (unread messages, the
-rejoined chat's history) passes through `ReplayFilter`, so nothing is shown twice.
+After a drop it waits (`Backoff`: 0.5 s doubling to 10 s, each wait drawn at random from
+the upper half of that envelope so that clients dropped together do not come back in
+lockstep), moves to the next server, logs in again and rejoins the current chat. The
+backoff starts again from 0.5 s only after a session that got as far as logging in: a
+server that accepts and drops (Redis down, busy) is retried ever more slowly. What the
+server replays (unread messages, the rejoined chat's history) passes through
+`ReplayFilter`, so nothing is shown twice.
 """
 
 from __future__ import annotations
@@ -15,7 +19,29 @@ from collections.abc import Callable
 
 from chatclient.lines import ChatState, Error, Message, Notice, ReplayFilter, ServerLine, classify
 
-__all__ = ["ChatLink", "LoginRefused"]
+__all__ = ["Backoff", "ChatLink", "LoginRefused"]
+
+
+class Backoff:
+    """Reconnect waits: 0.5, 1, 2, 4, 8, 10, 10 ... s at most, each one uniformly random in
+    the upper half of that (jitter), so never longer than the envelope and never 0."""
+
+    def __init__(
+        self, first: float = 0.5, cap: float = 10.0, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.first, self.cap, self.rng = first, cap, rng
+        self.attempt = 0
+
+    def ceiling(self) -> float:
+        return min(self.first * 2**self.attempt, self.cap)
+
+    def next(self) -> float:
+        top = self.ceiling()
+        self.attempt = min(self.attempt + 1, 32)
+        return top * (0.5 + self.rng() / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 class LoginRefused(Exception):
@@ -63,7 +89,7 @@ class ChatLink:
             self._writer.close()
 
     async def run(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         index = 0
         first = True
         while not self.closing:
@@ -72,12 +98,12 @@ class ChatLink:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
             except (TimeoutError, OSError) as exc:
+                wait = backoff.next()
                 self.status(
                     f"cannot reach {host}:{port} ({exc.__class__.__name__}); "
-                    f"retrying in {delay:.1f} s"
+                    f"retrying in {wait:.1f} s"
                 )
-                await asyncio.sleep(delay * (0.75 + random.random() / 2))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(wait)
                 continue
             self.server = (host, port)
             self._writer = writer
@@ -90,15 +116,17 @@ class ChatLink:
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
                 pass
             finally:
+                logged_in = self.ready.is_set()
                 self.ready.clear()
                 self._writer = None
                 writer.close()
             if self.closing:
                 return
-            first = False
-            delay = 0.5
+            if logged_in:
+                first = False
+                backoff.reset()  # it worked: come back quickly (but not all at once)
             self.status(f"connection to {host}:{port} lost; reconnecting")
-            await asyncio.sleep(delay * (0.75 + random.random() / 2))
+            await asyncio.sleep(backoff.next())
 
     async def _session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rejoin: bool

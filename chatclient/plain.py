@@ -8,7 +8,10 @@ duplicates); the client's own status goes to stderr. At end of input the client 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import sys
+import threading
 
 from chatclient.lines import ServerLine
 from chatclient.link import ChatLink
@@ -26,25 +29,59 @@ async def run_plain(link: ChatLink, linger: float = 1.0) -> int:
         sys.stderr.flush()
 
     link.show, link.status = show, status
+    reader = await open_stdin()
     runner = asyncio.create_task(link.run())
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    await asyncio.wait(
-        [runner, asyncio.create_task(link.ready.wait())], return_when=asyncio.FIRST_COMPLETED
-    )
-    while not runner.done():
-        raw = await reader.readline()
-        if not raw:
-            break
-        text = raw.decode(errors="replace").rstrip("\r\n")
-        if text:
-            await link.send(text)
-    if not runner.done():
-        await asyncio.sleep(linger)  # let the answers to the last lines arrive
-        await link.quit()
+    try:
+        await asyncio.wait(
+            [runner, asyncio.create_task(link.ready.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        while not runner.done():
+            raw = await reader.readline()
+            if not raw:
+                break
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            if text:
+                await link.send(text)
+        if not runner.done():
+            await asyncio.sleep(linger)  # let the answers to the last lines arrive
+            await link.quit()
+    finally:
         runner.cancel()
     if link.fatal:
         status(f"login refused: {link.fatal}")
         return 1
     return 0
+
+
+async def open_stdin(fd: int | None = None) -> asyncio.StreamReader:
+    """A StreamReader over stdin, whatever it is. Pipes and sockets go through the event
+    loop; regular files, /dev/null and terminals (which epoll refuses, or which must not be
+    switched to non-blocking under the user's shell) are read by a daemon thread."""
+    fd = sys.stdin.fileno() if fd is None else fd
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        try:
+            await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", closefd=False)
+            )
+            return reader
+        except (ValueError, OSError):
+            pass
+
+    def pump() -> None:
+        # os.read, not sys.stdin: a daemon thread still blocked at exit must hold no lock.
+        try:
+            while data := os.read(fd, 65536):
+                loop.call_soon_threadsafe(reader.feed_data, data)
+        except OSError:
+            pass
+        finally:
+            try:
+                loop.call_soon_threadsafe(reader.feed_eof)
+            except RuntimeError:  # the loop is already closed
+                pass
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    return reader

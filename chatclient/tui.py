@@ -35,7 +35,9 @@ __all__ = ["ChatCompleter", "format_line", "run_tui"]
 
 
 class ChatCompleter(Completer):
-    """Commands first word; then nicknames and #chats seen so far."""
+    """Commands first word; then nicknames and #chats seen so far. Every completion ends
+    with a space, so typing on after Tab starts the next word (`/send b<Tab>hey` sends
+    `/send bob hey`, not `/send bobhey`)."""
 
     def __init__(self, state: ChatState) -> None:
         self.state = state
@@ -53,11 +55,13 @@ class ChatCompleter(Completer):
         if word.startswith("#"):
             for chat in sorted(self.state.chats, key=str.casefold):
                 if chat.casefold().startswith(word[1:].casefold()):
-                    yield Completion("#" + chat, start_position=-len(word))
+                    yield Completion(
+                        "#" + chat + " ", start_position=-len(word), display="#" + chat
+                    )
             return
         for nick in sorted(self.state.nicks, key=str.casefold):
             if word and nick.casefold().startswith(word.casefold()):
-                yield Completion(nick, start_position=-len(word))
+                yield Completion(nick + " ", start_position=-len(word), display=nick)
 
 
 def format_line(line: ServerLine) -> FormattedText:

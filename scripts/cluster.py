@@ -1,35 +1,188 @@
-"""Run the compose topology as local processes: redis-server plus N gateways.
+"""Run the compose topology as local processes: redis-server plus N gateways, supervised.
 
     python3 scripts/cluster.py                 # redis on 6390, gateways on 8001-8003
     python3 scripts/cluster.py --gateways 2 --redis-port 6391 --first-port 9001
 
-Redis runs with append-only persistence (appendfsync everysec) in ./run/redis. Ctrl+C
-stops the gateways (each says `* server shutting down`), then Redis, and exits 0.
+Redis runs with append-only persistence (appendfsync everysec) in ./run/redis. A gateway's
+address is printed once it actually listens. Every child's output is shown prefixed with
+its name (`[gateway 2] ...`). When a gateway dies, the script says which one, its exit code
+and its last log line, keeps the others running and restarts it after a short delay
+(doubling while it keeps crashing soon after start). When Redis dies, everything stops.
+Ctrl+C, SIGTERM or SIGHUP (the terminal closed) stops the gateways (each says
+`* server shutting down`), then Redis, and exits 0; a busy port fails the start clearly.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.procs import wait_port  # noqa: E402
+from scripts.procs import stop_process, wait_port  # noqa: E402
+
+RESTART_DELAY = 1.0  # first restart delay; doubles while a gateway crashes soon after start
+RESTART_MAX_DELAY = 30.0
+STABLE_AFTER = 10.0  # a gateway up this long that then crashes restarts after RESTART_DELAY
+LISTEN_TIMEOUT = 20.0
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print, tolerating a terminal that has gone away (SIGHUP: writes fail with EIO)."""
+    with contextlib.suppress(OSError, ValueError):
+        stream = sys.stderr if err else sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def port_busy(port: int) -> str | None:
+    """Why `port` cannot be listened on (as the gateway does, with SO_REUSEADDR), or None."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+try:
+    _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if cluster.py itself dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG). Looked up before forking: nothing here may take a lock."""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGTERM))
+
+
+class Child:
+    """A child process whose output is echoed with a prefix; the last lines are kept."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._echo: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.tail.clear()
+        # Own session: Ctrl+C and the terminal's SIGHUP reach only this script, which stops
+        # the gateways (they record cursors in Redis) before Redis itself.
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _prctl is not None else None,
+        )
+        self._echo = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._echo.start()
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self.tail.append(line)
+                say(f"[{self.name}] {line}")
+        proc.stdout.close()
+
+    def last_line(self) -> str:
+        if self._echo is not None:
+            self._echo.join(1)  # the process has exited: let its last output arrive
+        return self.tail[-1] if self.tail else "(no output)"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        code = stop_process(self.proc, signal.SIGTERM, timeout)  # type: ignore[arg-type]
+        if self._echo is not None:
+            self._echo.join(2)
+        return code
+
+
+class Gateway(Child):
+    def __init__(self, index: int, port: int, metrics_port: int, argv: list[str], env) -> None:
+        super().__init__(f"gateway {index}", argv, env)
+        self.index = index
+        self.port = port
+        self.metrics_port = metrics_port
+        self.up = False
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+        self.delay = RESTART_DELAY
+        self.launches = 0
+
+    def ports(self) -> list[int]:
+        return [self.port, *([self.metrics_port] if self.metrics_port else [])]
+
+    def busy(self) -> str | None:
+        for port in self.ports():
+            why = port_busy(port)
+            if why:
+                return f"port {port} is busy ({why})"
+        return None
+
+    def launch(self) -> None:
+        self.up = False
+        self.restart_at = None
+        self.started_at = time.monotonic()
+        self.launches += 1
+        self.start()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Other options are passed to every gateway (see python3 server.py --help).",
+    )
     parser.add_argument("--gateways", type=int, default=3)
     parser.add_argument("--first-port", type=int, default=8001)
     parser.add_argument("--redis-port", type=int, default=6390)
-    parser.add_argument("--metrics-first-port", type=int, default=9101)
+    parser.add_argument(
+        "--metrics-first-port", type=int, default=9101, help="0: no metrics endpoints"
+    )
     parser.add_argument("--data-dir", default=str(ROOT / "run" / "redis"))
     args, gateway_args = parser.parse_known_args()
 
@@ -38,20 +191,53 @@ def main() -> int:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
 
-    # Handlers first, so Ctrl+C during start-up also stops cleanly. Children run in their
-    # own sessions: Ctrl+C reaches only this script, which stops the gateways (they record
-    # cursors in Redis) before Redis itself.
-    stopping = False
+    # Handlers first, so a signal during start-up also stops cleanly.
+    stopping: list[str] = []
 
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
-    procs: list[subprocess.Popen[bytes]] = []
-    redis = subprocess.Popen(
+    url = f"redis://127.0.0.1:{args.redis_port}/0"
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PYTHONUNBUFFERED"] = "1"
+    gateways = [
+        Gateway(
+            i + 1,
+            args.first_port + i,
+            args.metrics_first_port + i if args.metrics_first_port else 0,
+            [
+                sys.executable,
+                str(ROOT / "server.py"),
+                "--port",
+                str(args.first_port + i),
+                "--redis-url",
+                url,
+                "--metrics-port",
+                str(args.metrics_first_port + i if args.metrics_first_port else 0),
+                *gateway_args,
+            ],
+            env,
+        )
+        for i in range(args.gateways)
+    ]
+    # A busy port fails the start: otherwise an old cluster's orphan would answer for it.
+    busy = (
+        [f"redis: port {args.redis_port} is busy ({why})"]
+        if (why := port_busy(args.redis_port))
+        else []
+    )
+    busy += [f"{gw.name}: {why}" for gw in gateways if (why := gw.busy())]
+    if busy:
+        for line in busy:
+            say(f"cluster: {line}", err=True)
+        say("cluster: is another cluster.py (or something else) running? nothing started", True)
+        return 1
+
+    redis = Child(
+        "redis",
         [
             redis_exe,
             "--port",
@@ -67,57 +253,80 @@ def main() -> int:
             "--save",
             "",
         ],
-        start_new_session=True,
     )
     code = 0
     try:
-        wait_port(args.redis_port, redis)
-        url = f"redis://127.0.0.1:{args.redis_port}/0"
-        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-        for i in range(args.gateways):
-            if stopping:
-                break
-            port = args.first_port + i
-            gw = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "server.py"),
-                    "--port",
-                    str(port),
-                    "--redis-url",
-                    url,
-                    "--metrics-port",
-                    str(args.metrics_first_port + i),
-                    *gateway_args,
-                ],
-                env=env,
-                start_new_session=True,
-            )
-            procs.append(gw)
-            wait_port(port, gw)
-            print(f"gateway {i + 1}: telnet 127.0.0.1 {port}", flush=True)
-        else:
-            print(f"redis: {url}; Ctrl+C stops everything", flush=True)
+        redis.start()
+        assert redis.proc is not None
+        try:
+            wait_port(args.redis_port, redis.proc)  # type: ignore[arg-type]
+        except (RuntimeError, TimeoutError):
+            say(f"cluster: redis-server did not start ({redis.last_line()})", err=True)
+            return 1
+        say(f"redis: {url}")
+        for gw in gateways:
+            gw.launch()
+        announced = False
         while not stopping:
-            if any(p.poll() is not None for p in [redis, *procs]):
-                print("a process exited; stopping the rest", file=sys.stderr)
+            now = time.monotonic()
+            if redis.proc.poll() is not None:
+                say(
+                    f"cluster: redis-server exited ({describe_exit(redis.proc.returncode)}; "
+                    f"last log line: {redis.last_line()}); stopping everything",
+                    err=True,
+                )
                 code = 1
                 break
-            time.sleep(0.2)
+            for gw in gateways:
+                if gw.proc is not None and gw.proc.poll() is not None and gw.restart_at is None:
+                    if gw.up and now - gw.started_at >= STABLE_AFTER:
+                        gw.delay = RESTART_DELAY  # it had been fine: not a crash loop
+                    say(
+                        f"cluster: {gw.name} (port {gw.port}) exited "
+                        f"({describe_exit(gw.proc.returncode)}; last log line: "
+                        f"{gw.last_line()}); restarting in {gw.delay:.1f} s",
+                        err=True,
+                    )
+                    gw.up = False
+                    gw.restart_at = now + gw.delay
+                    gw.delay = min(gw.delay * 2, RESTART_MAX_DELAY)
+                elif gw.restart_at is not None and now >= gw.restart_at:
+                    why = gw.busy()
+                    if why:
+                        gw.restart_at = now + gw.delay
+                        say(f"cluster: {gw.name}: {why}; retrying in {gw.delay:.1f} s", True)
+                        gw.delay = min(gw.delay * 2, RESTART_MAX_DELAY)
+                    else:
+                        gw.launch()
+                elif gw.running() and not gw.up:
+                    if all(listens(p) for p in gw.ports()):
+                        gw.up = True
+                        again = " (restarted)" if gw.launches > 1 else ""
+                        say(f"{gw.name}: telnet 127.0.0.1 {gw.port}{again}")
+                    elif now - gw.started_at > LISTEN_TIMEOUT:
+                        say(
+                            f"cluster: {gw.name} does not listen on {gw.port} after "
+                            f"{LISTEN_TIMEOUT:.0f} s; stopping it",
+                            err=True,
+                        )
+                        gw.stop()
+            if not announced and all(gw.up for gw in gateways):
+                announced = True
+                say(f"all {len(gateways)} gateways up; Ctrl+C stops everything")
+            time.sleep(0.1)
+        if stopping:
+            say(f"cluster: {stopping[0]}: stopping the gateways, then redis", err=True)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                rc = p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rc = 1
-            code = code or rc
-        redis.send_signal(signal.SIGTERM)
-        redis.wait(15)
-    print("stopped", flush=True)
+        # All at once (one stop_process each, so each gets exactly one SIGTERM and up to
+        # 15 s to tell its users and record cursors), then Redis.
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(gateways))) as pool:
+            codes = list(pool.map(lambda gw: gw.stop(), gateways))
+        for gw, rc in zip(gateways, codes, strict=True):
+            if rc not in (None, 0) and gw.up and gw.restart_at is None:
+                say(f"cluster: {gw.name} did not stop cleanly ({describe_exit(rc)})", err=True)
+                code = code or 1
+        redis.stop()
+    say("stopped")
     return code
 
 

@@ -1,0 +1,169 @@
+"""First-day client bugs: Tab completion of nicknames and chats, reconnect backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from prompt_toolkit.shortcuts import PromptSession
+
+from chatclient.lines import ChatState
+from chatclient.link import Backoff, ChatLink
+from chatclient.tui import ChatCompleter
+
+
+def _state() -> ChatState:
+    state = ChatState()
+    state.nicks.update({"bob", "carol"})
+    state.chats.add("random")
+    return state
+
+
+def test_completed_nick_and_chat_get_a_trailing_space() -> None:
+    completer = ChatCompleter(_state())
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+    assert complete("/send b") == ["bob "]
+    assert complete("/send #ra") == ["#random "]
+    assert complete("/who #ge") == ["#general "]
+    assert complete("/se") == ["/send "]
+
+
+async def test_tab_then_typing_separates_nick_from_text() -> None:
+    """`/send b<Tab>hey` through a real prompt_toolkit prompt sends `/send bob hey`."""
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        session: PromptSession[str] = PromptSession(
+            completer=ChatCompleter(_state()), complete_while_typing=False
+        )
+        for keys, want in (
+            (("/send b\t", "hey\r"), "/send bob hey"),
+            (("/chats #ra\t", "now\r"), "/chats #random now"),
+        ):
+            answer = asyncio.ensure_future(session.prompt_async())
+            for chunk in keys:  # as typed: Tab's completion runs before the next keys
+                await asyncio.sleep(0.3)
+                pipe.send_text(chunk)
+            assert await asyncio.wait_for(answer, 5) == want
+
+
+# --- reconnect backoff with jitter, over real sockets ----------------------------------
+
+
+class FakeGateway:
+    """A loopback TCP server speaking just the login of the contract. `drop_all()` closes
+    every connection at once, as a dying gateway does; with `refuse_login` it closes each
+    connection right after the welcome line, as a gateway whose Redis is down does."""
+
+    def __init__(self, refuse_login: bool = False) -> None:
+        self.refuse_login = refuse_login
+        self.accepted: list[float] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> FakeGateway:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted.append(time.monotonic())
+        self.writers.append(writer)
+        try:
+            writer.write(b"* Welcome to chat. Enter your nickname:\r\n")
+            if self.refuse_login:
+                await reader.readline()
+                writer.write(b"! chat store unavailable, try again later\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            nick = (await reader.readline()).decode().strip()
+            writer.write(f"* Password for {nick}:\r\n".encode())
+            await reader.readline()
+            ready = f"* ready: logged in as {nick}, current chat #general (/help for commands)"
+            writer.write(ready.encode() + b"\r\n")
+            await writer.drain()
+            while await reader.readline():
+                pass
+        except ConnectionError:
+            pass
+
+    def drop_all(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.drop_all()
+        assert self.server is not None
+        self.server.close()
+
+
+def _link(port: int, nick: str) -> ChatLink:
+    return ChatLink([("127.0.0.1", port)], nick, "secret123", lambda _: None, lambda _: None)
+
+
+def test_backoff_waits_stay_inside_the_envelope_and_are_random() -> None:
+    for attempt, top in enumerate((0.5, 1, 2, 4, 8, 10, 10, 10)):
+        waits = []
+        for _ in range(200):
+            b = Backoff()
+            b.attempt = attempt
+            waits.append(b.next())
+        assert all(top / 2 <= w <= top for w in waits), (top, min(waits), max(waits))
+        assert max(waits) - min(waits) > top / 4  # spread out, not one value
+    b = Backoff()
+    b.next(), b.next(), b.next()
+    b.reset()
+    assert b.next() <= 0.5
+
+
+async def test_a_server_that_drops_before_login_is_retried_ever_more_slowly() -> None:
+    """Old client: every connection that the server dropped reset the wait to 0.5 s, so a
+    gateway whose Redis was down got a reconnect from every client every half second."""
+    gw = await FakeGateway(refuse_login=True).start()
+    link = _link(gw.port, "alice")
+    runner = asyncio.create_task(link.run())
+    try:
+        await asyncio.sleep(4.2)
+    finally:
+        link.closing = True
+        runner.cancel()
+        await gw.close()
+    gaps = [b - a for a, b in itertools.pairwise(gw.accepted)]
+    # waits at most 0.5, 1, 2 then 4 s, at least half that: 3 to 5 connections in 4.2 s
+    assert 3 <= len(gw.accepted) <= 5, gaps
+    for k, gap in enumerate(gaps):
+        top = min(0.5 * 2**k, 10)
+        assert top / 2 - 0.05 <= gap <= top + 0.3, (k, gaps)
+
+
+async def test_clients_dropped_together_do_not_reconnect_in_lockstep() -> None:
+    gw = await FakeGateway().start()
+    links = [_link(gw.port, f"user{i}") for i in range(30)]
+    runners = [asyncio.create_task(link.run()) for link in links]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(link.ready.wait() for link in links)), 10)
+        gw.accepted.clear()
+        dropped = time.monotonic()
+        gw.drop_all()  # the gateway dies under all of them at once
+        await asyncio.sleep(1.0)
+        back = sorted(t - dropped for t in gw.accepted)
+        assert len(back) == 30, back
+        assert all(0.2 <= t <= 0.65 for t in back), back  # inside the 0.5 s envelope
+        assert back[-1] - back[0] > 0.1, back  # spread over the window ...
+        assert max(b - a for a, b in itertools.pairwise(back)) < 0.1, back
+    finally:
+        for link in links:
+            link.closing = True
+        for r in runners:
+            r.cancel()
+        await gw.close()

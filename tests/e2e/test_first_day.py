@@ -1,0 +1,326 @@
+"""First-day bugs, end to end: plain client stdin kinds, the cluster script as a supervisor,
+the redis-cli examples of docs/REDIS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.procs import stop_process
+from tests.helpers import ROOT, free_port, messages, wait_port
+
+
+def _plain_client(port: int, nick: str, stdin, timeout: float = 30) -> tuple[int, str, str, float]:
+    """client.py --plain with the given stdin (an open file); (exit code, out, err, seconds)."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "client.py"),
+            "--plain",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--nick",
+            nick,
+        ],
+        stdin=stdin,
+        capture_output=True,
+        env=dict(os.environ, CHAT_PASSWORD="secret123"),
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode(), time.monotonic() - started
+
+
+async def test_plain_client_reads_a_regular_file_as_stdin(backend, gateways, tmp_path) -> None:
+    gw = gateways(backend)
+    script = tmp_path / "lines.txt"
+    script.write_text("from a file\n\n/who\nsecond line\n")
+    with open(script, "rb") as f:
+        code, out, err, _ = await asyncio.to_thread(_plain_client, gw.port, "filebot", f)
+    assert code == 0, err
+    assert "Traceback" not in err and "Error" not in err, err
+    assert messages(out.splitlines()) == [
+        ("#general", "filebot", "from a file"),
+        ("#general", "filebot", "second line"),
+    ]
+    assert "* online in #general (1): filebot" in out
+
+
+async def test_plain_client_with_dev_null_stdin_exits_promptly(backend, gateways) -> None:
+    gw = gateways(backend)
+    with open(os.devnull, "rb") as f:
+        code, out, err, took = await asyncio.to_thread(_plain_client, gw.port, "nullbot", f, 20)
+    assert code == 0, err
+    assert "Traceback" not in err and "Error" not in err, err
+    assert "* ready: logged in as nullbot" in out
+    assert took < 10
+
+
+# --- scripts/cluster.py as a supervisor ------------------------------------------------
+
+
+def _consecutive_free_ports(n: int) -> int:
+    """The first of n consecutive free loopback ports (cluster.py counts up from it)."""
+    import socket
+
+    for _ in range(200):
+        first = free_port()
+        socks = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: pid -> command line."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        ppid = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("PPid:"))
+        state = next(x.split()[1] for x in status.splitlines() if x.startswith("State:"))
+        if ppid == pid and state != "Z":
+            out[int(entry.name)] = cmdline
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, gateways: int, *extra: str) -> None:
+        self.first = _consecutive_free_ports(gateways)
+        self.ports = list(range(self.first, self.first + gateways))
+        self.redis_port = free_port()
+        self.log_path = tmp_path / "cluster.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "cluster.py"),
+                "--gateways",
+                str(gateways),
+                "--first-port",
+                str(self.first),
+                "--redis-port",
+                str(self.redis_port),
+                "--metrics-first-port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--scrypt-log-n",
+                "10",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+        self.seen: set[int] = set()  # every child ever seen, killed in close() if alive
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> dict[int, str]:
+        found = _children(self.proc.pid)
+        self.seen.update(found)
+        return found
+
+    def wait_up(self, timeout: float = 30) -> None:
+        """Every gateway accepts connections (and so does Redis)."""
+        for port in [self.redis_port, *self.ports]:
+            wait_port(port, proc=self.proc, timeout=timeout)
+        self.children()
+
+    def wait_output(self, text: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return self.output()
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not printed by cluster.py:\n{self.output()}")
+
+    def gateway_pid(self, port: int) -> int:
+        for pid, cmd in self.children().items():
+            if "server.py" in cmd and f"--port {port} " in cmd + " ":
+                return pid
+        raise AssertionError(f"no gateway process for port {port}: {_children(self.proc.pid)}")
+
+    def close(self) -> None:
+        for pid in self.seen | set(self.children()):  # leave nothing behind, even on failure
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        stop_process(self.proc, signal.SIGKILL, 5)
+        self.log.close()
+
+
+def test_cluster_sighup_leaves_no_child_process(tmp_path) -> None:
+    cluster = Cluster(tmp_path, 2)
+    try:
+        cluster.wait_up()
+        children = cluster.children()
+        assert len(children) == 3, children  # redis-server and two gateways
+        cluster.proc.send_signal(signal.SIGHUP)  # what closing its terminal sends
+        assert cluster.proc.wait(30) == 0, cluster.output()
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [children[p] for p in children if _alive(p)], cluster.output()
+        assert "SIGHUP" in cluster.output()
+    finally:
+        cluster.close()
+
+
+async def test_cluster_restarts_a_killed_gateway_and_keeps_the_others(tmp_path, clients) -> None:
+    cluster = Cluster(tmp_path, 3)
+    try:
+        await asyncio.to_thread(cluster.wait_up)
+        p1, p2, p3 = cluster.ports
+        pids = {port: cluster.gateway_pid(port) for port in cluster.ports}
+        bob = await clients(p3)
+        await bob.login("bob")
+        os.kill(pids[p2], signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        assert cluster.proc.poll() is None, cluster.output()  # the supervisor carries on
+        await asyncio.to_thread(wait_port, p2, cluster.proc, 15)  # restarted, listening again
+        out = await asyncio.to_thread(cluster.wait_output, f"telnet 127.0.0.1 {p2} (restarted)")
+        assert f"gateway 2 (port {p2}) exited (killed by SIGKILL; last log line: " in out
+        assert "stopping" not in out
+        # The others kept running, untouched; the restarted one is a new process that works.
+        assert cluster.gateway_pid(p1) == pids[p1] and cluster.gateway_pid(p3) == pids[p3]
+        assert cluster.gateway_pid(p2) != pids[p2]
+        alice = await clients(p2)
+        await alice.login("alice")
+        await alice.send("after the restart")
+        assert messages([await bob.expect("after the restart")]) == [
+            ("#general", "alice", "after the restart")
+        ]
+        cluster.proc.send_signal(signal.SIGTERM)
+        assert await bob.expect("shutting down") == "* server shutting down"
+        assert await asyncio.to_thread(cluster.proc.wait, 30) == 0
+    finally:
+        cluster.close()
+
+
+def test_cluster_fails_clearly_when_a_port_is_busy(tmp_path) -> None:
+    import socket
+
+    cluster_ports = _consecutive_free_ports(2)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", cluster_ports + 1))
+        squatter.listen()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "cluster.py"),
+                "--gateways",
+                "2",
+                "--first-port",
+                str(cluster_ports),
+                "--redis-port",
+                str(free_port()),
+                "--metrics-first-port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode != 0, out
+    assert f"gateway 2: port {cluster_ports + 1} is busy" in out
+    assert "telnet 127.0.0.1" not in out
+
+
+# --- docs/REDIS.md ---------------------------------------------------------------------
+
+
+def _redis_doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "REDIS.md").read_text()
+    block = text.split("## Looking at it with redis-cli", 1)[1].split("```sh", 1)[1]
+    return [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
+
+
+def _run_example(line: str, port: int) -> tuple[int, str]:
+    assert "-p 6390" in line, line
+    proc = subprocess.run(
+        ["sh", "-c", line.replace("-p 6390", f"-p {port}")],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+async def test_redis_doc_examples_run_with_and_without_a_gateway(
+    redis_url, gateways, clients
+) -> None:
+    import shutil
+
+    if shutil.which("redis-cli") is None:
+        import pytest
+
+        pytest.skip("redis-cli not installed")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    examples = _redis_doc_examples()
+    assert len(examples) >= 10
+    online = next(e for e in examples if "who is online" in e)
+    gw = gateways(redis_url)
+    alice, bob, carol = await clients(gw.port), await clients(gw.port), await clients(gw.port)
+    for c, nick in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        await c.login(nick)
+    await bob.send("/chats random")
+    await bob.expect("joined #random")
+    await bob.send("hello random")
+    await alice.send("/send bob psst")
+    await bob.expect("psst")
+    await alice.send("/ban bob")
+    await alice.expect("complaint")
+    await carol.send("/ban bob")
+    await carol.expect("complaint")
+    await asyncio.sleep(1.5)  # cursors flushed
+    code, out = await asyncio.to_thread(_run_example, online, port)
+    assert code == 0 and set(out.split()) == {"alice", "bob", "carol"}, out
+    results = {e: await asyncio.to_thread(_run_example, e, port) for e in examples}
+    for example, (code, out) in results.items():
+        assert code == 0 and "ERR" not in out and "WRONGTYPE" not in out, (example, out)
+    assert "psst" in results[next(e for e in examples if "chat:msgs:p:alice|bob" in e)][1]
+    assert "general" in results[next(e for e in examples if "chat:user:bob:chats" in e)][1]
+    assert "bob" in results[next(e for e in examples if "chat:chat:random:members" in e)][1]
+    assert "alice" in results[next(e for e in examples if "chat:complaints:bob" in e)][1]
+    assert "bob" in results[next(e for e in examples if "HGET chat:user:bob name" in e)][1]
+    assert results[next(e for e in examples if "chat:user:bob:cursor" in e)][1].strip()
+    gw.stop()  # no gateway running: the examples still run, and nobody is online
+    for example in examples:
+        code, out = await asyncio.to_thread(_run_example, example, port)
+        assert code == 0 and "ERR" not in out and "WRONGTYPE" not in out, (example, out)
+    assert (await asyncio.to_thread(_run_example, online, port))[1].strip() == ""
