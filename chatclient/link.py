@@ -33,7 +33,7 @@ class Backoff:
         self.attempt = 0
 
     def ceiling(self) -> float:
-        return min(self.first * 2**self.attempt, self.cap)
+        return float(min(self.first * 2**self.attempt, self.cap))
 
     def next(self) -> float:
         top = self.ceiling()
@@ -163,7 +163,7 @@ class ChatLink:
                     current = self.state.current
                     self.state.seen(line)
                     self.ready.set()
-                    if rejoin:
+                    if rejoin and self.server is not None:
                         self.status(f"reconnected to {self.server[0]}:{self.server[1]}")
                     else:
                         self.show(line)

@@ -136,14 +136,16 @@ class Child:
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None:
             return None
-        code = stop_process(self.proc, signal.SIGTERM, timeout)  # type: ignore[arg-type]
+        code = stop_process(self.proc, signal.SIGTERM, timeout)
         if self._echo is not None:
             self._echo.join(2)
         return code
 
 
 class Gateway(Child):
-    def __init__(self, index: int, port: int, metrics_port: int, argv: list[str], env) -> None:
+    def __init__(
+        self, index: int, port: int, metrics_port: int, argv: list[str], env: dict[str, str]
+    ) -> None:
         super().__init__(f"gateway {index}", argv, env)
         self.index = index
         self.port = port
@@ -259,7 +261,7 @@ def main() -> int:
         redis.start()
         assert redis.proc is not None
         try:
-            wait_port(args.redis_port, redis.proc)  # type: ignore[arg-type]
+            wait_port(args.redis_port, redis.proc)
         except (RuntimeError, TimeoutError):
             say(f"cluster: redis-server did not start ({redis.last_line()})", err=True)
             return 1

@@ -52,7 +52,7 @@ def test_bad_arguments() -> None:
 def test_unknown_command_names_itself() -> None:
     err = parse("/foo bar")
     assert isinstance(err, c.Rejected)
-    assert err.message == "unknown command /foo (try /help)"
+    assert err.text == "unknown command /foo (try /help)"
 
 
 def test_commands_are_case_insensitive() -> None:

@@ -102,4 +102,4 @@ def test_lines_survive_any_chunking(lines: list[str], data: st.DataObject) -> No
     for cut in [*cuts, len(stream)]:
         events += f.feed(stream[prev:cut])
         prev = cut
-    assert events == [Line(line) for line in lines]
+    assert events == [Line(line) for line in lines if line]  # empty lines are dropped

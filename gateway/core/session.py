@@ -103,9 +103,7 @@ class Readers(Protocol):
 class Core:
     """What every session shares: the store, fan-out and settings of one gateway."""
 
-    def __init__(
-        self, store: Store, fanout: Readers, settings: Settings, gateway_id: str
-    ) -> None:
+    def __init__(self, store: Store, fanout: Readers, settings: Settings, gateway_id: str) -> None:
         self.store = store
         self.fanout = fanout
         self.settings = settings
@@ -153,6 +151,10 @@ class Session:
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
         self._wrong = 0
+
+    def _gone(self) -> bool:
+        """Whether the door's connection closed (checked after every await of login)."""
+        return self.phase is Phase.CLOSED
 
     def describe(self) -> str:
         return f"{self.session_id} user={self.name or '-'}"
@@ -254,7 +256,7 @@ class Session:
             if self.phase is Phase.CLOSED:
                 return
             if await self.core.store.register(key, nick, hashed):
-                if self.phase is Phase.CLOSED:  # registered, but nobody is there to log in
+                if self._gone():  # registered, but nobody is there to log in
                     return
                 log.info("event=register peer=%s user=%s", self.sink.address, nick)
                 await self._enter(key, nick, first=True)
@@ -296,7 +298,7 @@ class Session:
         store = self.core.store
         state = await store.load_user(key)
         user = self.user = await self.core.fanout.attach(self, key, name, state)
-        if self.phase is Phase.CLOSED:  # the connection went while we waited: no ghost
+        if self._gone():  # the connection went while we waited: no ghost
             self.core.fanout.detach(self, user)
             return
         if first:
@@ -484,9 +486,7 @@ class Session:
             await self.core.fanout.add_chat(self.user, chat, joined.name)
             self.current = chat
             self.sink.emit(ev.Joined(joined.name, already=not joined.changed))
-            messages = await self.core.store.history(
-                chat, joined.name, self.core.settings.history
-            )
+            messages = await self.core.store.history(chat, joined.name, self.core.settings.history)
             shown = await self._show_stored(messages)
         finally:
             self._release(shown)

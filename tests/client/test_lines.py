@@ -82,8 +82,8 @@ def test_completer_offers_commands_nicks_and_chats() -> None:
     state.nicks.update({"Borislav", "bob", "carol"})
     state.chats.add("random")
     assert _complete(state, "/se") == ["/send "]
-    assert _complete(state, "/send bo") == ["bob", "Borislav"]
-    assert _complete(state, "/chats #ra") == ["#random"]
+    assert _complete(state, "/send bo") == ["bob ", "Borislav "]
+    assert _complete(state, "/chats #ra") == ["#random "]
     assert _complete(state, "hello ") == []
 
 

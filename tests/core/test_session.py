@@ -136,7 +136,7 @@ async def test_a_connection_gone_during_login_leaves_no_ghost(chat: Chat) -> Non
     import asyncio
 
     for stage in range(6):  # close after 0..5 loop turns: while hashing, registering, loading
-        session, sink = await chat.connect()
+        session, _ = await chat.connect()
         await session.handle(cmd.Nick(f"ghost{stage}"))
         task = asyncio.ensure_future(session.handle(cmd.Password("secret123")))
         for _ in range(stage):
@@ -144,5 +144,5 @@ async def test_a_connection_gone_during_login_leaves_no_ghost(chat: Chat) -> Non
         session.closed()
         await task
         assert f"ghost{stage}" not in chat.fanout.users, stage
-    _, alice = await chat.login("alice")
+    await chat.login("alice")
     assert set(chat.fanout.users) == {"alice"}
