@@ -1,6 +1,6 @@
 .PHONY: install run cluster test lint bench
 install:
-	python3 -m pip install -r requirements.txt
+	python3 -m pip install -r requirements-dev.txt
 run:
 	python3 server.py
 cluster:
@@ -8,6 +8,6 @@ cluster:
 test:
 	python3 -m pytest -q
 lint:
-	ruff check . && ruff format --check .
+	ruff check . && ruff format --check . && mypy
 bench:
 	python3 bench/run.py
