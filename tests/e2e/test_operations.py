@@ -30,7 +30,7 @@ def _two_consecutive_free_ports() -> list[int]:
     raise RuntimeError("no two consecutive free ports")
 
 
-async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
+async def test_local_cluster_runs_and_stops_cleanly(redis_server, tmp_path, clients) -> None:
     ports = _two_consecutive_free_ports()
     redis_port = free_port()
     log = open(tmp_path / "cluster.log", "wb")  # noqa: SIM115 - closed in finally
