@@ -46,6 +46,13 @@ def redis_server() -> str:
     return require_redis_server()
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    missing = sum(REDIS_MISSING in str(report.longrepr) for report in skipped)
+    if missing:
+        terminalreporter.write_sep("!", f"{missing} tests skipped: {REDIS_MISSING}", yellow=True)
+
+
 @pytest.fixture(scope="session")
 def redis_proc(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory
