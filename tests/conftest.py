@@ -1,20 +1,24 @@
 """Fixtures: a private redis-server for the session, gateways per test.
 
 `backend` runs a test twice, on real Redis and on the embedded store. Tests that need
-several gateways use `redis_only`. With CI=true, failing to start redis-server fails the
-run instead of skipping.
+several gateways use `redis_url`. `two_users` and `two_gateways` start the usual scene:
+alice and bob logged in on one gateway, or on two gateways sharing one Redis.
+
+Without redis-server on PATH every test that needs it is skipped with one message (the
+embedded-store tests still run); with CI=true the run fails at once instead.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401  # imported first: see below
 import pytest
 
-from tests.helpers import Client, Gateway, RedisProcess
+from tests.helpers import REDIS_MISSING, Client, Gateway, RedisProcess
 
 # hypothesis is imported at the top on purpose: its pytest plugin otherwise imports it at
 # the terminal summary, where pytest's assertion rewriting of it can hit CPython 3.11.7's
@@ -23,8 +27,41 @@ from tests.helpers import Client, Gateway, RedisProcess
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if IN_CI and shutil.which("redis-server") is None:
+        pytest.exit(REDIS_MISSING, returncode=1)
+
+
+def require_redis_server() -> str:
+    """The redis-server executable, or a skip: every test that needs one is skipped from
+    this one line, so the summary shows one reason for all."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip(REDIS_MISSING)
+    return exe
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.path.name == "test_bench_smoke.py":  # the benchmark starts its own
+        require_redis_server()
+
+
 @pytest.fixture(scope="session")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+def redis_server() -> str:
+    return require_redis_server()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    missing = sum(REDIS_MISSING in str(report.longrepr) for report in skipped)
+    if missing:
+        terminalreporter.write_sep("!", f"{missing} tests skipped: {REDIS_MISSING}", yellow=True)
+
+
+@pytest.fixture(scope="session")
+def redis_proc(
+    redis_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisProcess]:
     proc = RedisProcess(tmp_path_factory.mktemp("redis"))
     try:
         proc.start()
@@ -51,7 +88,7 @@ def backend(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
+def private_redis(redis_server: str, tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
     """A redis-server of the test's own, for tests that stop or restart it."""
     started: list[RedisProcess] = []
 
@@ -95,3 +132,36 @@ async def clients() -> Iterator[Callable[[int], Client]]:  # type: ignore[misc]
     yield connect  # type: ignore[misc]
     for c in opened:
         await c.close()
+
+
+Scene = Callable[..., Awaitable[tuple]]
+
+
+@pytest.fixture
+def two_users(backend: str | None, gateways: GatewayFactory, clients) -> Scene:
+    """`await two_users(*gateway_args, **env)`: one gateway on `backend`, alice and bob
+    logged in on it; returns (gateway, alice, bob)."""
+
+    async def start(*args: str, **env: str) -> tuple[Gateway, Client, Client]:
+        gw = gateways(backend, *args, **env)
+        alice, bob = await clients(gw.port), await clients(gw.port)
+        await alice.login("alice")
+        await bob.login("bob")
+        return gw, alice, bob
+
+    return start
+
+
+@pytest.fixture
+def two_gateways(gateways: GatewayFactory, clients) -> Scene:
+    """`await two_gateways(redis_url)`: two gateways on that Redis, alice logged in on the
+    first and bob on the second; returns (gateway1, gateway2, alice, bob)."""
+
+    async def start(redis_url: str) -> tuple[Gateway, Gateway, Client, Client]:
+        g1, g2 = gateways(redis_url), gateways(redis_url)
+        alice, bob = await clients(g1.port), await clients(g2.port)
+        await alice.login("alice")
+        await bob.login("bob")
+        return g1, g2, alice, bob
+
+    return start

@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.procs import free_port, wait_port
+from scripts.procs import free_port, stop_process, wait_port
 
 __all__ = ["ROOT", "Client", "Gateway", "RedisProcess", "free_port", "messages", "wait_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
+REDIS_MISSING = "redis-server not on PATH: apt-get install redis-server"
 MESSAGE_RE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")
 
 
@@ -35,7 +36,7 @@ class RedisProcess:
     def start(self) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            raise FileNotFoundError("redis-server is not on PATH")
+            raise FileNotFoundError(REDIS_MISSING)
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             exe,
@@ -60,13 +61,8 @@ class RedisProcess:
         wait_port(self.port, proc=self.proc)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, sig)
 
     def cli(self, *args: str) -> str:
         import redis
@@ -106,14 +102,7 @@ class Gateway:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

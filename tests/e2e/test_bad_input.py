@@ -5,14 +5,6 @@ from __future__ import annotations
 from tests.helpers import messages
 
 
-async def _pair(backend, gateways, clients, *args: str):
-    gw = gateways(backend, *args)
-    a, b = await clients(gw.port), await clients(gw.port)
-    await a.login("alice")
-    await b.login("bob")
-    return a, b
-
-
 async def test_bad_nicknames_get_an_error_and_the_prompt_again(backend, gateways, clients) -> None:
     gw = gateways(backend)
     c = await clients(gw.port)
@@ -38,10 +30,8 @@ async def test_short_password_is_refused_at_registration(backend, gateways, clie
     assert (await c.line()).startswith("* ready")
 
 
-async def test_too_long_line_is_refused_and_the_connection_still_works(
-    backend, gateways, clients
-) -> None:
-    a, b = await _pair(backend, gateways, clients, "--max-line", "100")
+async def test_too_long_line_is_refused_and_the_connection_still_works(two_users) -> None:
+    _, a, b = await two_users("--max-line", "100")
     await a.send("x" * 5000)
     assert (await a.line()).startswith("! line too long")
     await a.send("y" * 100)
@@ -50,16 +40,16 @@ async def test_too_long_line_is_refused_and_the_connection_still_works(
     assert messages([await b.expect("after")]) == [("#general", "alice", "after")]
 
 
-async def test_invalid_utf8_is_refused(backend, gateways, clients) -> None:
-    a, b = await _pair(backend, gateways, clients)
+async def test_invalid_utf8_is_refused(two_users) -> None:
+    _, a, b = await two_users()
     await a.send(b"bad \xc3\x28 \xfe\x80 bytes\r\n")
     assert (await a.line()) == "! line is not valid UTF-8, discarded"
     await a.send("good")
     assert messages([await b.expect("good")]) == [("#general", "alice", "good")]
 
 
-async def test_control_characters_never_reach_other_users(backend, gateways, clients) -> None:
-    a, b = await _pair(backend, gateways, clients)
+async def test_control_characters_never_reach_other_users(two_users) -> None:
+    _, a, b = await two_users()
     await a.send("\x1b[2J\x1b]0;pwned\x07clear\tscreen\x9b\x00!")
     line = await b.expect("clear")
     assert messages([line]) == [("#general", "alice", "[2J]0;pwnedclear\tscreen!")]
@@ -79,15 +69,15 @@ async def test_telnet_negotiation_is_stripped(backend, gateways, clients) -> Non
     assert messages([await b.expect("lo")]) == [("#general", "alice", "hello")]
 
 
-async def test_lf_only_and_empty_lines(backend, gateways, clients) -> None:
-    a, b = await _pair(backend, gateways, clients)
+async def test_lf_only_and_empty_lines(two_users) -> None:
+    _, a, b = await two_users()
     await a.send(b"\n\r\n   \r\nlf only\n")
     assert messages([await b.line()]) == [("#general", "alice", "lf only")]
     assert messages([await a.line()]) == [("#general", "alice", "lf only")]
 
 
-async def test_bad_commands_get_errors_and_change_nothing(backend, gateways, clients) -> None:
-    a, b = await _pair(backend, gateways, clients)
+async def test_bad_commands_get_errors_and_change_nothing(two_users) -> None:
+    _, a, b = await two_users()
     cases = {
         "/foo": "! unknown command /foo (try /help)",
         "/send": "! usage",

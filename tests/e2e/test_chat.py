@@ -25,11 +25,8 @@ async def test_login_registers_then_asks_for_the_password(backend, gateways, cli
     assert re.match(r"^\* Password for alice:", await c2.line())
 
 
-async def test_plain_text_reaches_every_member_and_the_sender(backend, gateways, clients) -> None:
-    gw = gateways(backend)
-    a, b = await clients(gw.port), await clients(gw.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_plain_text_reaches_every_member_and_the_sender(two_users) -> None:
+    _, a, b = await two_users()
     await a.send("hello everyone")
     for c in (a, b):
         line = await c.expect("hello everyone")
@@ -60,11 +57,8 @@ async def test_history_option_changes_the_newcomer_backlog(backend, gateways, cl
     assert [t for *_, t in messages(await b.login("bob"))] == ["m2", "m3", "m4"]
 
 
-async def test_unread_messages_on_reconnect_exactly_once(backend, gateways, clients) -> None:
-    gw = gateways(backend)
-    a, b = await clients(gw.port), await clients(gw.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_unread_messages_on_reconnect_exactly_once(two_users, clients) -> None:
+    gw, a, b = await two_users()
     await b.send("/chats random")
     await b.expect("joined #random")
     await b.send("/quit")
@@ -89,11 +83,9 @@ async def test_unread_messages_on_reconnect_exactly_once(backend, gateways, clie
     assert messages(await b3.login("bob")) == []
 
 
-async def test_private_message_is_shown_to_both_with_peer_names(backend, gateways, clients) -> None:
-    gw = gateways(backend)
-    a, b, c = await clients(gw.port), await clients(gw.port), await clients(gw.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_private_message_is_shown_to_both_with_peer_names(two_users, clients) -> None:
+    gw, a, b = await two_users()
+    c = await clients(gw.port)
     await c.login("carol")
     await a.send("/send Bob psst")
     assert messages([await a.expect("psst")]) == [("@bob", "alice", "psst")]
@@ -102,11 +94,8 @@ async def test_private_message_is_shown_to_both_with_peer_names(backend, gateway
     assert "psst" not in " ".join(await c.lines())
 
 
-async def test_chats_join_list_who_history_leave(backend, gateways, clients) -> None:
-    gw = gateways(backend)
-    a, b = await clients(gw.port), await clients(gw.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_chats_join_list_who_history_leave(two_users) -> None:
+    _, a, b = await two_users()
     await a.send("/chats Random")
     assert await a.line() == "* joined #Random"
     await a.send("first in random")
@@ -245,11 +234,8 @@ async def test_complaints_ban_and_expire(backend, gateways, clients) -> None:
     await alice.expect("free again")
 
 
-async def test_ban_threshold_option(backend, gateways, clients) -> None:
-    gw = gateways(backend, "--ban-threshold", "1")
-    a, b = await clients(gw.port), await clients(gw.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_ban_threshold_option(two_users) -> None:
+    _, a, b = await two_users("--ban-threshold", "1")
     await a.send("/ban bob")
     assert (await a.line()).startswith("* complaint about bob recorded (1/1): bob is banned")
     await b.send("hi")

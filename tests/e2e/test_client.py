@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from scripts.procs import stop_process
 from tests.conftest import IN_CI
 from tests.helpers import ROOT, messages
 
@@ -56,9 +58,7 @@ class PlainClient:
         raise AssertionError(f"{text!r} not printed; got {self.lines!r}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        stop_process(self.proc, signal.SIGKILL)
 
 
 async def run_script_client(

@@ -122,11 +122,8 @@ async def test_ban_holds_on_every_gateway_and_device(redis_url, gateways, client
         assert "banned" in await device.expect("^! ")
 
 
-async def test_many_messages_across_gateways_arrive_in_order(redis_url, gateways, clients) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
-    a, b = await clients(g1.port), await clients(g2.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_many_messages_across_gateways_arrive_in_order(redis_url, two_gateways) -> None:
+    _, _, a, b = await two_gateways(redis_url)
     await a.send(b"".join(b"n%d\r\n" % i for i in range(300)))
     got = []
     while len(got) < 300:

@@ -9,12 +9,9 @@ from tests.helpers import Client, Gateway, messages
 
 
 async def test_sigterm_says_goodbye_records_cursors_and_exits_0(
-    redis_url, gateways, clients
+    redis_url, two_gateways, clients
 ) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
-    a, b = await clients(g1.port), await clients(g2.port)
-    await a.login("alice")
-    await b.login("bob")
+    g1, g2, a, b = await two_gateways(redis_url)
     await b.send("just before shutdown")
     await a.expect("just before shutdown")
     assert g1.stop(signal.SIGTERM) == 0
@@ -32,11 +29,8 @@ async def test_sigterm_on_the_embedded_store(gateways, clients) -> None:
     assert await a.expect("shutting down") == "* server shutting down"
 
 
-async def test_sigkill_of_a_gateway_loses_no_message(redis_url, gateways, clients) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
-    a, b = await clients(g1.port), await clients(g2.port)
-    await a.login("alice")
-    await b.login("bob")
+async def test_sigkill_of_a_gateway_loses_no_message(redis_url, two_gateways, clients) -> None:
+    g1, g2, a, b = await two_gateways(redis_url)
     for i in range(5):
         await b.send(f"before {i}")
     await a.expect("before 4")
@@ -53,13 +47,10 @@ async def test_sigkill_of_a_gateway_loses_no_message(redis_url, gateways, client
 
 
 async def test_redis_outage_refuses_messages_then_recovers_without_loss(
-    private_redis, gateways, clients
+    private_redis, two_gateways
 ) -> None:
     redis = private_redis(appendonly=True)
-    g1, g2 = gateways(redis.url), gateways(redis.url)
-    a, b = await clients(g1.port), await clients(g2.port)
-    await a.login("alice")
-    await b.login("bob")
+    g1, g2, a, b = await two_gateways(redis.url)
     await a.send("before outage")
     await b.expect("before outage")
     redis.stop()
@@ -84,13 +75,10 @@ async def test_redis_outage_refuses_messages_then_recovers_without_loss(
     assert "Traceback" not in g1.output() and "Traceback" not in g2.output()
 
 
-async def test_gap_fill_after_pubsub_reconnect(private_redis, gateways, clients) -> None:
+async def test_gap_fill_after_pubsub_reconnect(private_redis, two_gateways) -> None:
     """Messages Redis accepted while one gateway's link was down reach its users."""
     redis = private_redis()
-    g1, g2 = gateways(redis.url), gateways(redis.url)
-    a, b = await clients(g1.port), await clients(g2.port)
-    await a.login("alice")
-    await b.login("bob")
+    _, _, a, b = await two_gateways(redis.url)
     await b.send("warm up")
     await a.expect("warm up")
     # Cut every pub/sub link: the gateways must reconnect and read what they missed.

@@ -11,6 +11,7 @@ import urllib.request
 
 import yaml
 
+from scripts.procs import stop_process
 from tests.helpers import ROOT, free_port, messages, wait_port
 
 
@@ -29,7 +30,7 @@ def _two_consecutive_free_ports() -> list[int]:
     raise RuntimeError("no two consecutive free ports")
 
 
-async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
+async def test_local_cluster_runs_and_stops_cleanly(redis_server, tmp_path, clients) -> None:
     ports = _two_consecutive_free_ports()
     redis_port = free_port()
     log = open(tmp_path / "cluster.log", "wb")  # noqa: SIM115 - closed in finally
@@ -62,18 +63,12 @@ async def test_local_cluster_runs_and_stops_cleanly(tmp_path, clients) -> None:
         await b.login("bob")
         await a.send("across the cluster")
         assert messages([await b.expect("across")]) == [("#general", "alice", "across the cluster")]
-        proc.send_signal(signal.SIGINT)
+        stopped = asyncio.create_task(asyncio.to_thread(stop_process, proc, signal.SIGINT, 30))
         assert await b.expect("shutting down") == "* server shutting down"
-        assert proc.wait(30) == 0
+        assert await stopped == 0
         assert (tmp_path / "data").exists()
-    finally:
-        if proc.poll() is None:  # let the script stop its gateways and Redis, then insist
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    finally:  # let the script stop its gateways and Redis, then insist
+        stop_process(proc, signal.SIGTERM, 30)
         log.close()
 
 
