@@ -17,9 +17,12 @@ import uuid
 import weakref
 from collections.abc import Callable
 
+from websockets.asyncio.server import Server
+
 from gateway.admission import Admission
 from gateway.core.session import Core
 from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer
+from gateway.doors.web.server import WebDoor
 from gateway.fanout import Fanout
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
@@ -70,6 +73,15 @@ class GatewayServer:
         self.line_door = LineDoor(
             self.core, self.admission, self.coalescer, settings.max_line, settings.max_output
         )
+        self.web_door = WebDoor(
+            self.core,
+            self.admission,
+            settings.max_line,
+            settings.max_output,
+            tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
+            set(),
+        )
+        self._web: Server | None = None
         #: Open connections, for the shutdown notice; a closed one drops out by itself.
         self.connections: weakref.WeakSet[LineConnection] = weakref.WeakSet()
         self._server: asyncio.Server | None = None
@@ -87,6 +99,11 @@ class GatewayServer:
                 delay = min(delay * 2, START_RETRY_MAX)
         await self.fanout.start()
         self._server = await self._listen(self._line_connection, self.settings.port, "chat")
+        if self.settings.web_port:
+            try:
+                self._web = await self.web_door.start(self.settings.host, self.settings.web_port)
+            except OSError as exc:
+                raise StartupError(self._bind_error("web", self.settings.web_port, exc)) from None
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
         METRICS.channels.set_function(lambda: self.fanout.link.count)
         METRICS.local_users.set_function(lambda: len(self.fanout.users))
@@ -99,11 +116,12 @@ class GatewayServer:
                 port = self.settings.metrics_port
                 raise StartupError(self._bind_error("metrics", port, exc)) from None
         log.info(
-            "event=listening host=%s port=%d gateway=%s store=%s",
+            "event=listening host=%s port=%d web=%s gateway=%s store=%s",
             self.settings.host,
             self.port,
+            f"http://{self.settings.host}:{self.web_port}/" if self._web else "off",
             self.gateway_id,
-            "embedded" if self._embedded else self.settings.redis_url,
+            "embedded" if self._embedded else _redacted(self.settings.redis_url),
         )
 
     def _healthy(self) -> bool:
@@ -135,6 +153,11 @@ class GatewayServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def web_port(self) -> int:
+        assert self._web is not None
+        return int(next(iter(self._web.sockets)).getsockname()[1])
+
     # -- shutdown ----------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
@@ -144,17 +167,35 @@ class GatewayServer:
             self._server.close()
         if self._metrics is not None:
             self._metrics.close()
+        if self._web is not None:
+            self._web.close(close_connections=False)
+        web = list(self.web_door.connections)
         for conn in live:
             if conn.session is not None:
                 conn.session.shutting_down()
             conn.flush()
+        for w in web:
+            if w.session is not None:
+                w.session.shutting_down()
         await self.fanout.stop()
         for conn in live:
             conn.close()
+        for w in web:
+            w.close()
         await asyncio.sleep(SHUTDOWN_GRACE)
         await self.store.close()
         if self._embedded is not None:
             self._embedded.shutdown()
+
+
+def _redacted(url: str | None) -> str:
+    """The Redis URL without its password, for the log."""
+    if not url or "@" not in url:
+        return str(url)
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if user else f"{scheme}://***@{host}"
 
 
 async def run(settings: Settings) -> int:

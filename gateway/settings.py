@@ -47,6 +47,11 @@ class Settings:
     scrypt_log_n: int = 14
     #: Seconds between cursor flushes to Redis (the most a crash can show twice).
     cursor_flush: float = 1.0
+    #: The web page and its WebSocket (`/ws`) on this port; 0 turns the web door off.
+    web_port: int = 8080
+    #: Comma-separated origins allowed to open the WebSocket (e.g. https://chat.example);
+    #: empty: only the page's own origin. Browsers send Origin; other clients may omit it.
+    web_origins: str = ""
     #: HTTP port for /metrics and /healthz; 0 turns it off.
     metrics_port: int = 0
     log_level: str = "INFO"

@@ -144,12 +144,19 @@ class Child:
 
 class Gateway(Child):
     def __init__(
-        self, index: int, port: int, metrics_port: int, argv: list[str], env: dict[str, str]
+        self,
+        index: int,
+        port: int,
+        metrics_port: int,
+        web_port: int,
+        argv: list[str],
+        env: dict[str, str],
     ) -> None:
         super().__init__(f"gateway {index}", argv, env)
         self.index = index
         self.port = port
         self.metrics_port = metrics_port
+        self.web_port = web_port
         self.up = False
         self.started_at = 0.0
         self.restart_at: float | None = None
@@ -157,7 +164,8 @@ class Gateway(Child):
         self.launches = 0
 
     def ports(self) -> list[int]:
-        return [self.port, *([self.metrics_port] if self.metrics_port else [])]
+        extra = [p for p in (self.metrics_port, self.web_port) if p]
+        return [self.port, *extra]
 
     def busy(self) -> str | None:
         for port in self.ports():
@@ -185,6 +193,9 @@ def main() -> int:
     parser.add_argument(
         "--metrics-first-port", type=int, default=9101, help="0: no metrics endpoints"
     )
+    parser.add_argument(
+        "--web-first-port", type=int, default=8081, help="the web pages; 0: no web door"
+    )
     parser.add_argument("--data-dir", default=str(ROOT / "run" / "redis"))
     args, gateway_args = parser.parse_known_args()
 
@@ -210,6 +221,7 @@ def main() -> int:
             i + 1,
             args.first_port + i,
             args.metrics_first_port + i if args.metrics_first_port else 0,
+            args.web_first_port + i if args.web_first_port else 0,
             [
                 sys.executable,
                 str(ROOT / "server.py"),
@@ -219,6 +231,8 @@ def main() -> int:
                 url,
                 "--metrics-port",
                 str(args.metrics_first_port + i if args.metrics_first_port else 0),
+                "--web-port",
+                str(args.web_first_port + i if args.web_first_port else 0),
                 *gateway_args,
             ],
             env,

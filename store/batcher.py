@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import hiredis
 from redis.exceptions import ResponseError
@@ -25,6 +25,7 @@ from store.resp import RespPipeline
 __all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "ScriptLike"]
 
 log = logging.getLogger("chat.store")
+T = TypeVar("T")
 
 #: Chat messages in one post_many call: bounds the script's run time (Redis serves nobody
 #: else while a script runs) and the size of one command.
@@ -58,14 +59,15 @@ class _ScriptCall:
 
 @dataclass(slots=True)
 class _ChatPost:
-    """One user's consecutive messages to one chat; resolves to the script's replies for
-    its own messages (two values each)."""
+    """One user's consecutive messages to one chat; resolves to one result per message,
+    made by `convert(status, value)` from the script's two replies for it."""
 
     target: ChatTarget
     user: str
     name: str
     texts: list[str]
     future: asyncio.Future[list[Any]]
+    convert: Callable[[str, Any], Any]
 
 
 @dataclass(slots=True)
@@ -94,7 +96,10 @@ class _Call:
         for post in self.posts:
             n = 2 * len(post.texts)
             if not post.future.done():
-                post.future.set_result(reply[at : at + n])
+                convert = post.convert
+                post.future.set_result(
+                    [convert(reply[i], reply[i + 1]) for i in range(at, at + n, 2)]
+                )
             at += n
 
 
@@ -120,10 +125,17 @@ class Batcher:
         return fut
 
     def chat(
-        self, target: ChatTarget, user: str, name: str, texts: list[str]
-    ) -> asyncio.Future[list[Any]]:
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._push(_ChatPost(target, user, name, texts, fut))
+        self,
+        target: ChatTarget,
+        user: str,
+        name: str,
+        texts: list[str],
+        convert: Callable[[str, Any], T],
+    ) -> asyncio.Future[list[T]]:
+        """Queue one user's messages to one chat; resolves to `convert(status, value)` for
+        each message, in order."""
+        fut: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
+        self._push(_ChatPost(target, user, name, texts, fut, convert))
         return fut
 
     def _push(self, item: _ScriptCall | _ChatPost) -> None:

@@ -11,9 +11,10 @@ import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
+    "ACCEPTED",
     "Account",
     "ChatInfo",
     "ChatPosts",
@@ -46,12 +47,13 @@ def id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One stored or published message.
 
     `where` is the chat's display name for a chat message, and the recipient's display
-    name for a private one (the reader's point of view is the core's business)."""
+    name for a private one (the reader's point of view is the core's business). A named
+    tuple, not a dataclass: one is built per message per gateway on the fan-out path, and
+    a frozen dataclass costs several times as much to build."""
 
     id: str
     key: tuple[int, int]
@@ -91,9 +93,12 @@ class PostStatus(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class PostResult:
     status: PostStatus
-    message_id: str = ""  # OK
     until_ms: int = 0  # BANNED: when the ban ends
     retry_ms: int = 0  # RATE: when the next message would be accepted
+
+
+#: The result of every accepted post (the message itself arrives through pub/sub).
+ACCEPTED = PostResult(PostStatus.OK)
 
 
 class ComplaintStatus(enum.Enum):

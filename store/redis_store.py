@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from store import keys
 from store.batcher import Batcher, ChatTarget
 from store.contract import (
+    ACCEPTED,
     Account,
     ChatInfo,
     Complaint,
@@ -60,14 +61,9 @@ HEALTH_CHECK_INTERVAL = 30
 PRESENCE_TTL = 15
 
 
-def _post_results(reply: list[Any]) -> list[PostResult]:
-    """post_many's flat reply (status, value for each message) as results."""
-    return [_post_result(reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
-
-
 def _post_result(status: str, value: Any) -> PostResult:
     if status == "ok":
-        return PostResult(PostStatus.OK, message_id=value)
+        return ACCEPTED
     if status == "banned":
         return PostResult(PostStatus.BANNED, until_ms=int(value))
     if status == "rate":
@@ -273,8 +269,7 @@ class RedisStore:
                 keys.chat_channel(chat),
             ),
         )
-        raw = self._batcher.chat(target, user, name, texts)
-        return _mapped(raw, _post_results)
+        return self._batcher.chat(target, user, name, texts, _post_result)
 
     def post_private(
         self, user: str, name: str, peer: str, text: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -10,10 +11,21 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from scripts.procs import free_port, stop_process, wait_port
 
-__all__ = ["ROOT", "Client", "Gateway", "RedisProcess", "free_port", "messages", "wait_port"]
+__all__ = [
+    "ROOT",
+    "Client",
+    "Gateway",
+    "RedisProcess",
+    "WebClient",
+    "free_port",
+    "messages",
+    "wait_port",
+    "web_texts",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_MISSING = "redis-server not on PATH: apt-get install redis-server"
@@ -88,7 +100,14 @@ class Gateway:
     def start(self) -> Gateway:
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
-        env.update({"CHAT_SCRYPT_LOG_N": "10", "CHAT_RATE": "0", "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "CHAT_SCRYPT_LOG_N": "10",
+                "CHAT_RATE": "0",
+                "CHAT_WEB_PORT": "0",  # a test that wants the page gives it a free port
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.env)
         args = [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
         if self.redis_url:
@@ -97,7 +116,14 @@ class Gateway:
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=logf, stderr=logf)
         wait_port(self.port, proc=self.proc)
+        if self.web_port:
+            wait_port(self.web_port, proc=self.proc)
         return self
+
+    @property
+    def web_port(self) -> int:
+        """The web door's port, when the test gave one (CHAT_WEB_PORT); else 0."""
+        return int(self.env.get("CHAT_WEB_PORT", "0"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:
@@ -194,6 +220,89 @@ class Client:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+class WebClient:
+    """Speaks the web door's JSON frames over a real WebSocket, as the page does."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, port: int, origin: str | None = "default") -> WebClient:
+        from websockets.asyncio.client import connect
+
+        if origin == "default":
+            origin = f"http://127.0.0.1:{port}"
+        ws = await connect(
+            f"ws://127.0.0.1:{port}/ws",
+            origin=origin,  # type: ignore[arg-type]
+            max_size=None,
+            open_timeout=10,
+        )
+        return cls(ws)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps({"v": 1, **frame}))
+
+    async def frame(self, timeout: float = 5.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame = json.loads(raw)
+        assert frame.get("v") == 1, frame
+        self.seen.append(frame)
+        return frame  # type: ignore[no-any-return]
+
+    async def expect(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        """Read frames until one of type `kind` whose fields include `match`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        skipped = []
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"no {kind} frame matching {match}; got {skipped!r}")
+            try:
+                f = await self.frame(left)
+            except TimeoutError:
+                raise AssertionError(f"no {kind} frame matching {match}; got {skipped!r}") from None
+            if f.get("type") == kind and all(f.get(k) == v for k, v in match.items()):
+                return f
+            skipped.append(f)
+
+    async def login(self, nick: str, password: str = "secret123") -> list[dict[str, Any]]:
+        """Log in; returns the frames before `ready` (the backlog)."""
+        await self.expect("login_required")
+        await self.send({"type": "login", "nick": nick, "password": password})
+        before = []
+        while True:
+            f = await self.frame(10)
+            if f["type"] == "ready":
+                return before
+            assert f["type"] != "error", f
+            before.append(f)
+
+    async def texts(self, quiet: float = 0.4) -> list[tuple[str, str, str]]:
+        """(conversation, sender, text) of every message until quiet."""
+        out = []
+        while True:
+            try:
+                f = await self.frame(quiet)
+            except TimeoutError:
+                return out
+            if f["type"] == "messages":
+                out += [(f["conv"]["id"], i["from"], i["text"]) for i in f["items"]]
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def web_texts(frames: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [
+        (f["conv"]["id"], i["from"], i["text"])
+        for f in frames
+        if f["type"] == "messages"
+        for i in f["items"]
+    ]
 
 
 def messages(lines: list[str]) -> list[tuple[str, str, str]]:

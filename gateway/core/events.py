@@ -85,6 +85,7 @@ class Ready:
 
     nick: str
     chat: str
+    chats: tuple[str, ...] = ()  # every chat the user is in, #general first
 
 
 @dataclass(frozen=True, slots=True)

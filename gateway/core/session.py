@@ -319,7 +319,8 @@ class Session:
             self.describe(),
             len(messages),
         )
-        self.sink.emit(ev.Ready(name, GENERAL))
+        chats = sorted(user.chats.values(), key=lambda n: (name_key(n) != GENERAL, n.casefold()))
+        self.sink.emit(ev.Ready(name, GENERAL, tuple(chats)))
         self.phase = Phase.READY
         self._release(shown)
 

@@ -15,7 +15,7 @@ async def test_a_new_nickname_registers_and_gets_ready(chat: Chat) -> None:
     await session.handle(cmd.Nick("Alice"))
     assert sink.events[-1] == ev.AskPassword("Alice", new=True)
     await session.handle(cmd.Password("secret123"))
-    assert sink.events[-1] == ev.Ready("Alice", "general")
+    assert sink.events[-1] == ev.Ready("Alice", "general", ("general",))
     assert session.phase is Phase.READY and session.live
 
 
@@ -93,7 +93,7 @@ async def test_unread_messages_replay_once_at_the_next_login(chat: Chat) -> None
         ("#general", "alice", "while you were out"),
         ("@alice", "alice", "and privately"),
     ]
-    ready = bob.events.index(ev.Ready("bob", "general"))
+    ready = bob.events.index(ev.Ready("bob", "general", ("general",)))
     assert all(not isinstance(e, ev.Messages) for e in bob.events[ready:])
 
 

@@ -216,6 +216,7 @@ def test_dockerfile_health_check_passes_against_the_image_command(tmp_path) -> N
         CHAT_HOST="127.0.0.1",
         CHAT_PORT=str(free_port()),
         CHAT_METRICS_PORT=str(free_port()),
+        CHAT_WEB_PORT=str(free_port()),
         CHAT_SCRYPT_LOG_N="10",
     )
     env.pop("REDIS_URL", None)  # the embedded store, as a plain `docker run` has

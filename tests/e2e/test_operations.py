@@ -46,6 +46,8 @@ async def test_local_cluster_runs_and_stops_cleanly(redis_server, tmp_path, clie
             str(redis_port),
             "--metrics-first-port",
             str(_two_consecutive_free_ports()[0]),
+            "--web-first-port",
+            "0",
             "--data-dir",
             str(tmp_path / "data"),
             "--scrypt-log-n",

@@ -23,7 +23,7 @@ from gateway.core import events as ev
 from gateway.core.session import Core, Phase, Session
 from gateway.doors.line import render
 from gateway.doors.line.framing import BadEncoding, FrameEvent, Line, LineFramer, LineTooLong
-from gateway.doors.line.parse import parse_line
+from gateway.doors.line.parse import parse_line, plain_text
 from gateway.metrics import METRICS
 
 __all__ = ["LineConnection", "LineDoor", "WriteCoalescer"]
@@ -208,19 +208,19 @@ class LineConnection(asyncio.Protocol):
             return cmd.Rejected(f"line too long (over {event.limit} bytes), discarded")
         if isinstance(event, BadEncoding):
             return cmd.Rejected("line is not valid UTF-8, discarded")
-        command = parse_line(event.text, phase)
-        if not isinstance(command, cmd.Say):
-            return command
-        texts = list(command.texts)
-        while queue and len(texts) < MAX_SAY_BATCH and isinstance(queue[0], Line):
-            nxt = parse_line(queue[0].text, phase)
-            if nxt is None:
-                queue.popleft()
-            elif isinstance(nxt, cmd.Say):
-                queue.popleft()
-                texts += nxt.texts
-            else:
+        text = plain_text(event.text) if phase is Phase.READY else None
+        if text is None:
+            return parse_line(event.text, phase)
+        texts = [text]
+        while queue and len(texts) < MAX_SAY_BATCH:
+            nxt = queue[0]
+            if not isinstance(nxt, Line):
                 break
+            more = plain_text(nxt.text)
+            if more is None:
+                break
+            queue.popleft()
+            texts.append(more)
         return cmd.Say(tuple(texts))
 
     def _login_deadline(self) -> None:
@@ -238,7 +238,17 @@ class LineConnection(asyncio.Protocol):
         self.write(render.render(event))
 
     def show(self, messages: ev.Messages) -> None:
-        self.write(render.messages(messages))
+        """The fan-out hot path (once per reader per burst): `write` inlined."""
+        if self.closing:
+            return
+        data = render.messages(messages)
+        out = self._out
+        if not out:
+            self.door.coalescer.mark(self)
+        out.append(data)
+        self._queued += len(data)
+        if self._queued > self.door.max_output:
+            self.overflow()
 
     # -- output ----------------------------------------------------------------------------
 

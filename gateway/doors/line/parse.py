@@ -26,7 +26,7 @@ from gateway.core.commands import (
 from gateway.core.names import chat_arg, name_error, sanitize
 from gateway.core.session import Phase
 
-__all__ = ["HELP_LINES", "MAX_HISTORY", "parse", "parse_line"]
+__all__ = ["HELP_LINES", "MAX_HISTORY", "parse", "parse_line", "plain_text"]
 
 MAX_HISTORY = 1000
 
@@ -54,6 +54,13 @@ def _name(arg: str, what: str, *, chat: bool) -> str | Rejected:
 
 def _usage(usage: str) -> Rejected:
     return Rejected(f"usage: {usage}")
+
+
+def plain_text(text: str) -> str | None:
+    """The text of a line that is a plain message (logged in: not a command, not blank),
+    sanitised; None otherwise. The fast path for pasted lines, which go out together."""
+    line = sanitize(text).strip()
+    return line if line and line[0] != "/" else None
 
 
 def parse_line(text: str, phase: Phase) -> Command | None:

@@ -1,0 +1,167 @@
+"""The web door's wire format: one JSON object per WebSocket text frame, both ways.
+
+Pure: a frame in -> core commands; a core event -> a frame out. `docs/WEBSOCKET.md`
+documents every frame so that other clients can be written against it. Every frame
+carries `"v": 1`. Message texts are data: the page inserts them as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from gateway.core import commands as cmd
+from gateway.core import events as ev
+from gateway.core.names import sanitize
+from gateway.core.session import Phase
+from gateway.doors.line.parse import HELP_LINES, parse
+
+__all__ = ["CLIENT_FRAMES", "VERSION", "FrameError", "encode", "messages_frame", "parse_frame"]
+
+VERSION = 1
+#: Every frame type a client may send (docs/WEBSOCKET.md).
+CLIENT_FRAMES = frozenset(
+    ("login", "say", "send", "join", "leave", "chats", "who", "complain", "command")
+)
+
+
+class FrameError(ValueError):
+    """A frame the door cannot take; its text is sent back as an error frame."""
+
+
+def _text(frame: dict[str, Any], field: str) -> str:
+    value = frame.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise FrameError(f"{frame.get('type')!r} needs a non-empty string {field!r}")
+    return value
+
+
+def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
+    """The commands one frame asks for, in order (a login is a nickname then a password)."""
+    if isinstance(raw, bytes):
+        raise FrameError("binary frames are not accepted; send JSON text")
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        raise FrameError("a frame must be one JSON object") from None
+    if not isinstance(frame, dict):
+        raise FrameError("a frame must be one JSON object")
+    if frame.get("v", VERSION) != VERSION:
+        raise FrameError(f"unsupported version {frame.get('v')!r}; this server speaks 1")
+    kind = frame.get("type")
+    if kind not in CLIENT_FRAMES:
+        raise FrameError(f"unknown frame type {kind!r}")
+    if kind == "login":
+        if phase is not Phase.NICK:
+            raise FrameError("already logging in or logged in")
+        return [
+            cmd.Nick(sanitize(_text(frame, "nick")).strip()),
+            cmd.Password(_text(frame, "password")),
+        ]
+    if phase is not Phase.READY:
+        raise FrameError("log in first")
+    if kind == "say":
+        text = sanitize(_text(frame, "text")).strip()
+        chat = frame.get("chat")
+        if isinstance(chat, str) and chat:
+            return [cmd.SendChat(chat.removeprefix("#"), text)]
+        return [cmd.Say((text,))]
+    if kind == "send":
+        return [cmd.SendPrivate(_text(frame, "to"), sanitize(_text(frame, "text")).strip())]
+    if kind == "join":
+        return [cmd.Join(_text(frame, "chat").removeprefix("#"))]
+    if kind == "leave":
+        return [cmd.Leave(_text(frame, "chat").removeprefix("#"))]
+    if kind == "chats":
+        return [cmd.GetChats()]
+    if kind == "who":
+        chat = frame.get("chat")
+        return [cmd.Who(chat.removeprefix("#") if isinstance(chat, str) and chat else None)]
+    if kind == "complain":
+        return [cmd.Ban(_text(frame, "nick"))]
+    if kind == "command":  # a line typed in the composer: the line protocol's words
+        command = parse(sanitize(_text(frame, "line")))
+        return [command] if command is not None else []
+    raise FrameError(f"unknown frame type {kind!r}")
+
+
+def _conv(where: ev.Conversation) -> dict[str, str]:
+    if isinstance(where, ev.ChatConv):
+        return {"kind": "chat", "id": "#" + where.key, "name": where.name}
+    return {"kind": "private", "id": "@" + where.peer, "name": where.name}
+
+
+_last: list[Any] = [None, ""]  # the last Messages encoded, and its frame
+
+
+def messages_frame(event: ev.Messages) -> str:
+    """Fan-out hands the same object to every reader: encode it once."""
+    if event is _last[0]:
+        return str(_last[1])
+    frame = json.dumps(
+        {
+            "v": VERSION,
+            "type": "messages",
+            "conv": _conv(event.where),
+            "items": [
+                {"id": m.id, "ts": m.key[0], "from": m.sender, "text": m.text} for m in event.items
+            ],
+        },
+        ensure_ascii=False,
+    )
+    _last[0], _last[1] = event, frame
+    return frame
+
+
+_FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
+    ev.AskNick: lambda e: {"type": "login_required", "retry": not e.first},
+    ev.AskPassword: lambda e: {"type": "password_required", "nick": e.nick, "new": e.new},
+    ev.Ready: lambda e: {
+        "type": "ready",
+        "nick": e.nick,
+        "chat": "#" + e.chat,
+        "chats": ["#" + c for c in e.chats],
+    },
+    ev.Joined: lambda e: {"type": "joined", "chat": "#" + e.chat, "already": e.already},
+    ev.Left: lambda e: {"type": "left", "chat": "#" + e.chat},
+    ev.CurrentChat: lambda e: {"type": "current_chat", "chat": "#" + e.chat},
+    ev.ChatList: lambda e: {
+        "type": "chats",
+        "chats": [
+            {"name": "#" + c.name, "members": c.members, "online": c.online} for c in e.chats
+        ],
+    },
+    ev.Online: lambda e: {
+        "type": "online",
+        "chat": "#" + e.chat,
+        "names": list(e.names),
+        "total": e.total,
+    },
+    ev.NoHistory: lambda e: {"type": "no_history", "chat": "#" + e.chat, "seconds": e.seconds},
+    ev.Complained: lambda e: {
+        "type": "complained",
+        "nick": e.target,
+        "count": e.count,
+        "threshold": e.threshold,
+        "banned_until": e.banned_until_ms,
+    },
+    ev.Banned: lambda e: {"type": "banned", "until": e.until_ms},
+    ev.HelpWanted: lambda e: {"type": "help", "lines": list(HELP_LINES)},
+    ev.Bye: lambda e: {"type": "bye"},
+    ev.ShuttingDown: lambda e: {"type": "shutting_down"},
+    ev.Error: lambda e: {"type": "error", "code": e.code.value, "text": e.text},
+}
+
+
+def encode(event: ev.Event) -> str:
+    """The frame of any core event."""
+    if isinstance(event, ev.Messages):
+        return messages_frame(event)
+    frame = _FRAMES[type(event)](event)
+    frame["v"] = VERSION
+    return json.dumps(frame, ensure_ascii=False)
+
+
+def error_frame(code: str, text: str) -> str:
+    return json.dumps({"v": VERSION, "type": "error", "code": code, "text": text})

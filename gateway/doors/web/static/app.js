@@ -1,0 +1,430 @@
+// The chat page: one WebSocket to /ws, JSON frames (docs/WEBSOCKET.md).
+// Every text from the server is inserted as text (textContent), never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STORE_KEY = "chat.resume"; // {nick, token}: a resume token, never the password
+
+const state = {
+  ws: null, nick: "", loggedIn: false, current: "#general", convs: new Map(),
+  backoff: 500, reconnecting: false, wantToken: false, password: null, pending: null,
+};
+
+function key(name) { return name.normalize("NFKC").toLowerCase(); }
+
+// -- banners ---------------------------------------------------------------------------
+let bannerTimer = null;
+function banner(text, kind = "", ms = 0) {
+  const b = $("banner");
+  b.textContent = text;
+  b.className = kind;
+  b.hidden = !text;
+  clearTimeout(bannerTimer);
+  if (text && ms) bannerTimer = setTimeout(() => { b.hidden = true; }, ms);
+}
+
+// -- conversations -----------------------------------------------------------------------
+function conv(id, kind, name) {
+  let c = state.convs.get(id);
+  if (!c) {
+    c = { id, kind, name, unread: 0, items: [], seen: new Set() };
+    state.convs.set(id, c);
+  } else if (name) {
+    c.name = name;
+  }
+  return c;
+}
+
+function renderSidebar() {
+  const chats = [...state.convs.values()].filter((c) => c.kind === "chat");
+  chats.sort((a, b) => (a.id === "#general" ? -1 : b.id === "#general" ? 1 :
+    a.name.localeCompare(b.name)));
+  const privates = [...state.convs.values()].filter((c) => c.kind === "private");
+  privates.sort((a, b) => a.name.localeCompare(b.name));
+  fillList($("chats"), chats, (c) => "#" + c.name);
+  fillList($("privates"), privates, (c) => c.name);
+  const total = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
+  document.title = total ? `(${total}) Chat` : "Chat";
+  const cur = state.convs.get(state.current);
+  $("title").textContent = cur ? (cur.kind === "chat" ? "#" + cur.name : "@" + cur.name) : "";
+  $("leave").hidden = !cur || cur.kind !== "chat" || cur.id === "#general";
+  $("who").hidden = !cur || cur.kind !== "chat";
+}
+
+function fillList(ul, convs, label) {
+  ul.replaceChildren(...convs.map((c) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = c.id === state.current ? "current" : "";
+    const name = document.createElement("span");
+    name.textContent = label(c);
+    b.append(name);
+    if (c.unread) {
+      const u = document.createElement("span");
+      u.className = "unread";
+      u.textContent = String(c.unread);
+      u.setAttribute("aria-label", `${c.unread} unread`);
+      b.append(u);
+    }
+    b.addEventListener("click", () => open(c.id));
+    li.append(b);
+    return li;
+  }));
+}
+
+function open(id) {
+  const c = state.convs.get(id);
+  if (!c) return;
+  state.current = id;
+  c.unread = 0;
+  $("online").textContent = "";
+  if (c.kind === "chat") send({ type: "join", chat: c.id }); // current chat + last messages
+  renderMessages();
+  renderSidebar();
+  $("message").focus();
+}
+
+// -- messages ------------------------------------------------------------------------------
+const URL_RE = /\bhttps?:\/\/[^\s<>"']+/g;
+
+function textWithLinks(text) {
+  const frag = document.createDocumentFragment();
+  let last = 0;
+  for (const m of text.matchAll(URL_RE)) {
+    frag.append(document.createTextNode(text.slice(last, m.index)));
+    let url = null;
+    try { url = new URL(m[0]); } catch { url = null; }
+    if (url && (url.protocol === "http:" || url.protocol === "https:")) {
+      const a = document.createElement("a");
+      a.href = url.href;
+      a.textContent = m[0];
+      a.rel = "noopener noreferrer nofollow";
+      a.target = "_blank";
+      frag.append(a);
+    } else {
+      frag.append(document.createTextNode(m[0]));
+    }
+    last = m.index + m[0].length;
+  }
+  frag.append(document.createTextNode(text.slice(last)));
+  return frag;
+}
+
+function messageItem(item) {
+  const li = document.createElement("li");
+  li.dataset.id = item.id || "";
+  if (item.note) {
+    li.className = item.note;
+    li.textContent = item.text;
+    return li;
+  }
+  if (key(item.from) === key(state.nick)) li.className = "own";
+  const t = document.createElement("time");
+  const when = new Date(item.ts);
+  t.dateTime = when.toISOString();
+  t.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const from = document.createElement("button");
+  from.type = "button";
+  from.className = "from";
+  from.textContent = item.from;
+  from.addEventListener("click", () => personMenu(item.from));
+  const text = document.createElement("span");
+  text.className = "text";
+  text.append(textWithLinks(item.text));
+  li.append(t, from, text);
+  return li;
+}
+
+function renderMessages() {
+  const c = state.convs.get(state.current);
+  $("messages").replaceChildren(...(c ? c.items.map(messageItem) : []));
+  scrollDown();
+}
+
+function scrollDown() { const m = $("messages"); m.scrollTop = m.scrollHeight; }
+
+function addItems(c, items) {
+  const fresh = items.filter((i) => !i.id || !c.seen.has(i.id));
+  for (const i of fresh) {
+    if (i.id) c.seen.add(i.id);
+    c.items.push(i);
+  }
+  if (c.items.length > 500) c.items.splice(0, c.items.length - 500);
+  if (!fresh.length) return;
+  if (c.id === state.current) {
+    const list = $("messages");
+    for (const i of fresh) list.append(messageItem(i));
+    scrollDown();
+  } else {
+    c.unread += fresh.filter((i) => !i.note && key(i.from) !== key(state.nick)).length;
+  }
+  renderSidebar();
+}
+
+function note(text, kind = "notice") {
+  const c = state.convs.get(state.current) || conv("#general", "chat", "general");
+  addItems(c, [{ note: kind, text }]);
+}
+
+// -- the person menu -------------------------------------------------------------------------
+let person = "";
+function personMenu(nick) {
+  person = nick;
+  $("person-name").textContent = nick;
+  $("person-private").hidden = key(nick) === key(state.nick);
+  $("person-complain").hidden = key(nick) === key(state.nick);
+  $("person-menu").hidden = false;
+  $("person-private").focus();
+}
+function closeMenu() { $("person-menu").hidden = true; $("message").focus(); }
+
+// -- the connection ---------------------------------------------------------------------------
+function send(frame) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify({ v: 1, ...frame }));
+  }
+}
+
+function connect(first) {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/ws`);
+  state.ws = ws;
+  ws.addEventListener("open", () => { state.backoff = 500; if (first) first(); });
+  ws.addEventListener("message", (e) => {
+    let frame;
+    try { frame = JSON.parse(e.data); } catch { return; }
+    handle(frame);
+  });
+  ws.addEventListener("close", () => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    if (state.loggedIn) {
+      state.loggedIn = false;
+      banner("Connection lost; reconnecting…", "error");
+      reconnectLater();
+    }
+  });
+}
+
+function reconnectLater() {
+  const wait = state.backoff * (0.5 + Math.random() / 2);
+  state.backoff = Math.min(state.backoff * 2, 10000);
+  setTimeout(() => connect(resume), wait);
+}
+
+function resume() {
+  const saved = loadSaved();
+  if (saved) {
+    state.reconnecting = true;
+    send({ type: "resume", nick: saved.nick, token: saved.token });
+  } else if (state.pending) {
+    send({ type: "login", nick: state.pending.nick, password: state.pending.password });
+  } else {
+    showLogin();
+  }
+}
+
+function loadSaved() {
+  try { return JSON.parse(localStorage.getItem(STORE_KEY) || "null"); } catch { return null; }
+}
+
+function showLogin(error = "") {
+  $("chat-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = error;
+  $("nick").focus();
+}
+
+// -- frames from the server --------------------------------------------------------------------
+function handle(f) {
+  switch (f.type) {
+    case "ready": {
+      const wasReconnect = state.reconnecting || state.everReady;
+      state.loggedIn = true;
+      state.everReady = true;
+      state.reconnecting = false;
+      state.nick = f.nick;
+      $("me").textContent = f.nick;
+      for (const name of f.chats || []) conv(name, "chat", name.slice(1));
+      conv("#general", "chat", "general");
+      $("login-view").hidden = true;
+      $("chat-view").hidden = false;
+      if (wasReconnect) banner("Reconnected", "ok", 3000); else banner("");
+      if (!loadSaved()) send({ type: "token" });
+      open(state.convs.has(state.current) ? state.current : "#general");
+      break;
+    }
+    case "token":
+      localStorage.setItem(STORE_KEY, JSON.stringify({ nick: state.nick, token: f.token }));
+      state.pending = null; // the password is not kept once a token exists
+      break;
+    case "messages": {
+      const c = conv(f.conv.id, f.conv.kind, f.conv.name);
+      addItems(c, f.items.map((i) => ({ id: i.id, ts: i.ts, from: i.from, text: i.text })));
+      break;
+    }
+    case "joined": {
+      const c = conv(f.chat, "chat", f.chat.slice(1));
+      if (!f.already) note(`joined ${f.chat}`);
+      renderSidebar();
+      if (state.wantJoin && key(state.wantJoin) === key(f.chat)) {
+        state.wantJoin = null;
+        state.current = c.id;
+        renderMessages();
+        renderSidebar();
+      }
+      break;
+    }
+    case "left":
+      state.convs.delete(f.chat);
+      if (key(state.current) === key(f.chat)) { state.current = "#general"; renderMessages(); }
+      note(`left ${f.chat}`);
+      renderSidebar();
+      break;
+    case "current_chat":
+      break;
+    case "chats": {
+      const ul = $("chat-list");
+      ul.hidden = false;
+      ul.replaceChildren(...f.chats.map((c) => {
+        const li = document.createElement("li");
+        const label = document.createElement("span");
+        label.textContent = `${c.name} (${c.members}, ${c.online} online)`;
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = "Join";
+        b.setAttribute("aria-label", `Join ${c.name}`);
+        b.addEventListener("click", () => join(c.name));
+        li.append(label, b);
+        return li;
+      }));
+      if (!f.chats.length) ul.textContent = "No active chats.";
+      break;
+    }
+    case "online": {
+      const p = $("online");
+      p.replaceChildren(document.createTextNode(`Online in ${f.chat} (${f.total}): `));
+      f.names.forEach((n, i) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "from";
+        b.textContent = n;
+        b.addEventListener("click", () => personMenu(n));
+        p.append(b);
+        if (i < f.names.length - 1) p.append(document.createTextNode(", "));
+      });
+      if (f.total > f.names.length) p.append(` and ${f.total - f.names.length} more`);
+      break;
+    }
+    case "no_history":
+      break;
+    case "complained":
+      note(`complaint about ${f.nick} recorded (${f.count}/${f.threshold})` +
+        (f.banned_until ? `: ${f.nick} is banned until ${new Date(f.banned_until).toLocaleString()}` : ""));
+      break;
+    case "banned":
+      banner(`You are banned until ${new Date(f.until).toLocaleString()} after complaints: ` +
+        "you can read but not send.", "error");
+      break;
+    case "help":
+      for (const line of f.lines) note(line);
+      break;
+    case "shutting_down":
+      banner("The server is restarting; reconnecting…", "error");
+      break;
+    case "bye":
+      break;
+    case "error":
+      onError(f);
+      break;
+    default:
+      break;
+  }
+}
+
+function onError(f) {
+  if (!state.loggedIn) {
+    if (f.code === "invalid_token") {
+      localStorage.removeItem(STORE_KEY);
+      if (state.ws) state.ws.close();
+      state.ws = null;
+      showLogin("Please log in again.");
+      return;
+    }
+    state.pending = null;
+    const ws = state.ws;
+    state.ws = null;
+    if (ws) ws.close(); // a fresh connection for the next attempt
+    showLogin(f.text);
+    return;
+  }
+  if (f.code === "rate_limited") banner(`Slow down: ${f.text}`, "error", 5000);
+  else if (f.code === "banned") banner(f.text, "error", 8000);
+  else if (f.code === "store_down") banner(f.text, "error", 8000);
+  else note(f.text, "error");
+}
+
+// -- user actions -----------------------------------------------------------------------------
+function join(name) {
+  const chat = name.startsWith("#") ? name : "#" + name;
+  state.wantJoin = chat;
+  send({ type: "join", chat });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const nick = $("nick").value.trim();
+    const password = $("password").value;
+    $("login-error").textContent = "";
+    state.pending = { nick, password };
+    $("password").value = "";
+    const go = () => send({ type: "login", nick, password });
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) go(); else connect(go);
+  });
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const input = $("message");
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    const c = state.convs.get(state.current);
+    if (text.startsWith("/")) send({ type: "command", line: text });
+    else if (c && c.kind === "private") send({ type: "send", to: c.name, text });
+    else send({ type: "say", chat: state.current, text });
+  });
+  $("join-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("join-name").value.trim();
+    if (name) join(name);
+    $("join-name").value = "";
+  });
+  $("list-chats").addEventListener("click", () => send({ type: "chats" }));
+  $("who").addEventListener("click", () => send({ type: "who", chat: state.current }));
+  $("leave").addEventListener("click", () => send({ type: "leave", chat: state.current }));
+  $("logout").addEventListener("click", () => {
+    send({ type: "logout" });
+    localStorage.removeItem(STORE_KEY);
+    state.loggedIn = false;
+    state.convs.clear();
+    state.everReady = false;
+    if (state.ws) state.ws.close();
+    state.ws = null;
+    showLogin();
+  });
+  $("person-private").addEventListener("click", () => {
+    const c = conv("@" + key(person), "private", person);
+    $("person-menu").hidden = true;
+    open(c.id);
+  });
+  $("person-complain").addEventListener("click", () => {
+    send({ type: "complain", nick: person });
+    closeMenu();
+  });
+  $("person-close").addEventListener("click", closeMenu);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !$("person-menu").hidden) closeMenu();
+  });
+  if (loadSaved()) connect(resume); else showLogin();
+});

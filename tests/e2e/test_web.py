@@ -1,0 +1,126 @@
+"""The web door over a real WebSocket (the `websockets` client) against real gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.helpers import WebClient, free_port, messages, web_texts
+
+
+def web_gateway(gateways, backend, **env):  # type: ignore[no-untyped-def]
+    return gateways(backend, CHAT_WEB_PORT=str(free_port()), **env)
+
+
+async def test_page_is_served_with_a_strict_content_security_policy(backend, gateways) -> None:
+    gw = web_gateway(gateways, backend)
+
+    def get(path: str) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{gw.web_port}{path}", timeout=5) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    status, headers, body = await asyncio.to_thread(get, "/")
+    assert status == 200 and b'<label for="nick">Nickname</label>' in body
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert b"<script>" not in body and b"onclick" not in body  # no inline script at all
+    status, headers, _ = await asyncio.to_thread(get, "/app.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    status, _, _ = await asyncio.to_thread(get, "/../server.py")
+    assert status == 404
+
+
+async def test_login_chat_and_markup_stays_plain_data(backend, gateways, clients) -> None:
+    gw = web_gateway(gateways, backend)
+    web = await WebClient.connect(gw.web_port)
+    await web.login("wendy")
+    telnet = await clients(gw.port)
+    await telnet.login("tom")
+    markup = "<img src=x onerror=alert(1)>"
+    await web.send({"type": "say", "text": markup})
+    line = await telnet.expect("wendy")
+    assert messages([line]) == [("#general", "wendy", markup)]
+    frame = await web.expect("messages")
+    assert frame["items"][0]["text"] == markup and frame["conv"]["id"] == "#general"
+    assert frame["items"][0]["id"] and isinstance(frame["items"][0]["ts"], int)
+    await telnet.send("hi wendy")
+    frame = await web.expect("messages")
+    assert (frame["items"][0]["from"], frame["items"][0]["text"]) == ("tom", "hi wendy")
+    await web.send({"type": "send", "to": "tom", "text": "psst"})
+    assert messages([await telnet.expect("psst")]) == [("@wendy", "wendy", "psst")]
+    frame = await web.expect("messages")
+    assert frame["conv"] == {"kind": "private", "id": "@tom", "name": "tom"}
+    await web.send({"type": "command", "line": "/chats rust"})
+    await web.expect("joined", chat="#rust")
+    await web.send({"type": "who"})
+    online = await web.expect("online")
+    assert online["chat"] == "#rust" and online["names"] == ["wendy"]
+    await web.close()
+
+
+async def test_bad_frames_get_error_frames_and_change_nothing(backend, gateways) -> None:
+    gw = web_gateway(gateways, backend)
+    web = await WebClient.connect(gw.web_port)
+    await web.expect("login_required")
+    await web.send({"type": "say", "text": "too early"})
+    assert (await web.expect("error"))["text"] == "log in first"
+    await web.ws.send("not json")
+    assert (await web.expect("error"))["code"] == "bad_input"
+    await web.send({"type": "dance"})
+    assert "unknown frame type" in (await web.expect("error"))["text"]
+    await web.send({"type": "login", "nick": "bad nick!", "password": "secret123"})
+    err = await web.expect("error")
+    assert err["code"] == "bad_name"
+
+
+async def test_foreign_origin_is_refused(backend, gateways) -> None:
+    gw = web_gateway(gateways, backend)
+    with pytest.raises(InvalidStatus) as refused:
+        await WebClient.connect(gw.web_port, origin="http://evil.example")
+    assert refused.value.response.status_code == 403
+    web = await WebClient.connect(gw.web_port, origin=None)  # not a browser: no Origin
+    await web.expect("login_required")
+    allowed = web_gateway(gateways, backend, CHAT_WEB_ORIGINS="https://chat.example")
+    web2 = await WebClient.connect(allowed.web_port, origin="https://chat.example")
+    await web2.expect("login_required")
+
+
+async def test_oversized_frame_closes_with_1009(backend, gateways) -> None:
+    gw = web_gateway(gateways, backend, CHAT_MAX_LINE="1024")
+    web = await WebClient.connect(gw.web_port)
+    await web.login("olga")
+    await web.send({"type": "say", "text": "x" * 5000})
+    with pytest.raises(ConnectionClosed) as closed:
+        for _ in range(20):
+            await web.frame()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_web_and_telnet_across_gateways_and_replay_after_a_kill(
+    redis_url, gateways, clients
+) -> None:
+    g1 = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    g2 = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    web = await WebClient.connect(g1.web_port)
+    await web.login("wanda")
+    telnet = await clients(g2.port)
+    await telnet.login("theo")
+    await telnet.send("across gateways")
+    frame = await web.expect("messages")
+    assert (frame["items"][0]["from"], frame["items"][0]["text"]) == ("theo", "across gateways")
+    await asyncio.sleep(1.5)  # the shown position reaches Redis (--cursor-flush 1 s)
+    g1.kill()
+    for i in range(3):
+        await telnet.send(f"while you were away {i}")
+    await asyncio.sleep(0.3)
+    web2 = await WebClient.connect(g2.web_port)
+    backlog = web_texts(await web2.login("wanda"))
+    assert backlog == [("#general", "theo", f"while you were away {i}") for i in range(3)]
