@@ -116,6 +116,7 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
             if p.is_file()
         }
         files["/"] = files["/index.html"]
+        files["/favicon.ico"] = files["/favicon.svg"]
     except (OSError, KeyError) as exc:
         raise RuntimeError(f"the web page's files are missing from {STATIC}: {exc}") from None
     return files

@@ -199,7 +199,7 @@ function connect(first) {
   ws.addEventListener("close", () => {
     if (state.ws !== ws) return;
     state.ws = null;
-    if (state.loggedIn) {
+    if (state.everReady) { // logged in before, not logged out: keep trying
       state.loggedIn = false;
       banner("Connection lost; reconnecting…", "error");
       reconnectLater();
@@ -240,7 +240,7 @@ function showLogin(error = "") {
 function handle(f) {
   switch (f.type) {
     case "ready": {
-      const wasReconnect = state.reconnecting || state.everReady;
+      const wasReconnect = state.everReady;
       state.loggedIn = true;
       state.everReady = true;
       state.reconnecting = false;
