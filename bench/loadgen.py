@@ -11,9 +11,21 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["CHAT", "IRC", "Dialect", "Peer", "Result", "connect_many", "fanout", "latency"]
+__all__ = [
+    "CHAT",
+    "IRC",
+    "Dialect",
+    "Peer",
+    "Result",
+    "WsPeer",
+    "connect_many",
+    "connect_ws_many",
+    "fanout",
+    "latency",
+]
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,105 @@ class Peer(asyncio.Protocol):
             await self._drained
 
 
+def _masked_text_frame(text: str) -> bytes:
+    """A client-to-server WebSocket text frame (clients must mask; the key is fixed: the
+    load generator is not a security boundary)."""
+    payload = text.encode()
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + n.to_bytes(2))
+    return head + key + masked
+
+
+class WsPeer(asyncio.Protocol):
+    """A web-door reader on a raw socket: a hand-written upgrade and login frame, then it
+    counts one marker per message item in the server's (unmasked) frames, carrying the
+    marker's length - 1 bytes across reads so a marker split by a read still counts once."""
+
+    MARKER = b'"ts": '  # once per message item in a `messages` frame
+    READY = b'"type": "ready"'
+
+    def __init__(self, nick: str, password: str, port: int) -> None:
+        self.nick, self.password, self.port = nick, password, port
+        self.ready = asyncio.get_running_loop().create_future()
+        self.count = 0
+        self.sample = False
+        self.latencies: list[int] = []
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._head = b""
+        self._tail = b""
+        self._upgraded = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(
+            (
+                "GET /ws HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{self.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready.done():
+            self._head += data
+            if not self._upgraded:
+                end = self._head.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                if not self._head.startswith(b"HTTP/1.1 101"):
+                    self.ready.set_exception(ConnectionError(self._head[:80].decode()))
+                    return
+                self._upgraded = True
+                self._head = self._head[end + 4 :]
+                login = f'{{"v": 1, "type": "login", "nick": "{self.nick}", '
+                login += f'"password": "{self.password}"}}'
+                assert self.transport is not None
+                self.transport.write(_masked_text_frame(login))
+            at = self._head.find(self.READY)
+            if at < 0:
+                return
+            self.ready.set_result(None)
+            data, self._head = self._head[at + len(self.READY) :], b""
+        joined = self._tail + data
+        self.count += joined.count(self.MARKER)
+        self._tail = joined[-(len(self.MARKER) - 1) :]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before ready"))
+
+
+async def connect_ws_many(
+    host: str,
+    port: int,
+    n: int,
+    *,
+    prefix: str,
+    password: str = "bench-password",
+    parallel: int = 200,
+    timeout: float = 600,
+) -> list[WsPeer]:
+    """Open n web-door readers on `port` (the gateway's web port), each logged in."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> WsPeer:
+        async with gate:
+            _, peer = await loop.create_connection(
+                lambda: WsPeer(f"{prefix}{i}", password, port), host, port
+            )
+            await asyncio.wait_for(peer.ready, timeout)
+            return peer
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 async def connect_many(
     host: str,
     port: int,
@@ -156,7 +267,9 @@ class Result:
         return self.delivered / self.seconds if self.seconds else 0.0
 
 
-async def _wait_counts(peers: list[Peer], expected: int, idle: float) -> tuple[int, float]:
+async def _wait_counts(
+    peers: Sequence[Peer | WsPeer], expected: int, idle: float
+) -> tuple[int, float]:
     """Wait until the peers together got `expected`, or nothing arrived for `idle` s."""
     last, last_change = -1, time.perf_counter()
     while True:
@@ -173,7 +286,7 @@ async def _wait_counts(peers: list[Peer], expected: int, idle: float) -> tuple[i
 
 async def fanout(
     senders: list[Peer],
-    readers: list[Peer],
+    readers: Sequence[Peer | WsPeer],
     chat: str,
     messages: int,
     burst: int = 50,
@@ -250,7 +363,7 @@ async def latency(
     )
 
 
-def close_all(peers: list[Peer]) -> None:
+def close_all(peers: Sequence[Peer | WsPeer]) -> None:
     for p in peers:
         if p.transport is not None:
             p.transport.abort()

@@ -38,7 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import CHAT, IRC, Result, close_all, connect_many, fanout, latency  # noqa: E402
+from bench.loadgen import (  # noqa: E402
+    CHAT,
+    IRC,
+    Result,
+    close_all,
+    connect_many,
+    connect_ws_many,
+    fanout,
+    latency,
+)
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 
 
@@ -125,7 +134,17 @@ class Procs:
 
 
 #: --only names, in the order they run.
-SCENARIOS = ("fanout", "fanout2", "latency", "latency20", "ingest", "ingest2", "idle", "login")
+SCENARIOS = (
+    "fanout",
+    "fanoutweb",
+    "fanout2",
+    "latency",
+    "latency20",
+    "ingest",
+    "ingest2",
+    "idle",
+    "login",
+)
 
 
 @dataclass(frozen=True)
@@ -319,6 +338,21 @@ PAM = no
         self.rows.append(row)
         print(json.dumps(row), flush=True)
 
+    async def fanout_web(
+        self, port: int, web_port: int, members: int, senders: int, messages: int
+    ) -> Result:
+        """Fan-out with `senders` line-protocol members sending and every other member a
+        web-door reader: the web door's delivery cost beside the line door's."""
+        sending = await connect_many(
+            "127.0.0.1", port, CHAT, senders, prefix="fwsend", chat="general"
+        )
+        readers = await connect_ws_many("127.0.0.1", web_port, members - senders, prefix="fwr")
+        await asyncio.sleep(0.5)
+        result = await fanout(sending, [*sending, *readers], "general", messages)
+        close_all([*sending, *readers])
+        await asyncio.sleep(0.5)
+        return result
+
     async def fanout_one(
         self,
         dialect_name: str,
@@ -447,6 +481,21 @@ PAM = no
                 vs_ngircd=round(r.rate / irc_fanout, 2) if irc else None,
             )
             one_gw = r.rate
+
+        # 1b. the same with the readers on the web door (WebSocket, JSON frames)
+        if "fanoutweb" in only:
+            self.flush_redis()
+            web_port = free_port()
+            gw_port, _ = self.gateway("--scrypt-log-n", "10", "--web-port", str(web_port))
+            wait_port(web_port)
+            r = await self.fanout_web(gw_port, web_port, members, senders, messages)
+            self.row(
+                f"fanout {members - senders} web + {senders} line readers",
+                "gateway",
+                r,
+                vs_line=round(r.rate / one_gw, 2) if one_gw else None,
+                vs_ngircd=round(r.rate / irc_fanout, 2) if irc and "fanout" in only else None,
+            )
 
         # 2. the same over two gateways on one Redis
         if "fanout2" in only:
