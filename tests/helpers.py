@@ -93,6 +93,8 @@ class Gateway:
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
         env.update({"CHAT_SCRYPT_LOG_N": "10", "CHAT_RATE": "0", "PYTHONUNBUFFERED": "1"})
+        # tests register and complain at once; tests of the minimum age set it themselves
+        env.update({"CHAT_COMPLAINT_MIN_AGE": "0"})
         env.update(self.env)
         args = [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
         if self.redis_url:
@@ -131,8 +133,13 @@ class Client:
         self.seen: list[str] = []
 
     @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+    async def connect(cls, port: int, source: str | None = None) -> Client:
+        """`source`: a loopback address (127.0.0.2, ...) to connect from, so one machine
+        can play users at different addresses."""
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=1 << 22, local_addr=local
+        )
         return cls(reader, writer)
 
     async def send(self, line: str | bytes) -> None:
