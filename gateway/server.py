@@ -63,6 +63,10 @@ class GatewayServer:
             rate=settings.rate,
             burst=settings.burst,
             gateway_id=self.gateway_id,
+            complaint_min_age=settings.complaint_min_age,
+            complaints_per_hour=settings.complaints_per_hour,
+            complaints_per_address=settings.complaints_per_address,
+            ban_address_memory=settings.ban_address_memory,
         )
         self.coalescer = WriteCoalescer()
         self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)

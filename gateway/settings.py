@@ -24,6 +24,20 @@ class Settings:
     message_ttl: int = 3600
     ban_threshold: int = 3
     ban_duration: int = 14400
+    #: Seconds an account must exist before its complaints count: fresh throwaway accounts
+    #: cannot ban; costs a real newcomer this long before /ban works for them.
+    complaint_min_age: int = 3600
+    #: Complaints one user may make per hour (0: no limit): one account cannot sweep the
+    #: whole user list; costs nothing to a user who complains about a few.
+    complaints_per_hour: int = 10
+    #: Complaints about one user counted from one address (an IPv6 /64) per ban period (0: no
+    #: limit): sock puppets on one machine count once; costs users behind one NAT their
+    #: second voice (raise it for a campus or an office).
+    complaints_per_address: int = 1
+    #: A user banned for complaints: their last this-many login addresses may not register
+    #: new accounts until the ban ends (0: off). Costs one small sorted set per user and
+    #: newcomers who share such an address (existing accounts still log in).
+    ban_address_memory: int = 4
     #: Longest input line in bytes; a longer one is dropped as it arrives, so this also
     #: bounds the input buffer of each connection.
     max_line: int = 4096
@@ -84,6 +98,10 @@ class Settings:
             "message_ttl": self.message_ttl >= 1,
             "ban_threshold": self.ban_threshold >= 1,
             "ban_duration": self.ban_duration >= 1,
+            "complaint_min_age": self.complaint_min_age >= 0,
+            "complaints_per_hour": self.complaints_per_hour >= 0,
+            "complaints_per_address": self.complaints_per_address >= 0,
+            "ban_address_memory": self.ban_address_memory >= 0,
             "max_line": self.max_line >= 64,
             "max_output": self.max_output >= 4096,
             "rate": self.rate >= 0,

@@ -24,9 +24,11 @@ __all__ = [
     "MemberLeft",
     "Membership",
     "Message",
+    "NewName",
     "PostResult",
     "PostStatus",
     "PrivatePost",
+    "Registration",
     "Store",
     "StoreEvent",
     "StoreUnavailable",
@@ -107,6 +109,9 @@ class ComplaintStatus(enum.Enum):
     AGAIN = "again"
     RECORDED = "ok"
     BANNED = "ban"  # this complaint reached the threshold
+    TOO_NEW = "young"  # the complainer's account is younger than the minimum age
+    RATE = "rate"  # the complainer made too many complaints this hour
+    ADDRESS = "address"  # this address already complained about the target
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,21 @@ class Complaint:
     count: int = 0
     until_ms: int = 0
     name: str = ""
+    wait_ms: int = 0  # TOO_NEW, RATE: when a complaint would count
+
+
+class Registration(enum.Enum):
+    CREATED = "created"
+    TAKEN = "taken"  # the nickname was registered meanwhile
+    LOOK_ALIKE = "look_alike"  # another user holds a nickname with the same skeleton
+
+
+@dataclass(frozen=True, slots=True)
+class NewName:
+    """Whether a new nickname may be registered from an address, asked before the hash."""
+
+    look_alike: bool  # another user holds a nickname that looks the same
+    held_until_ms: int  # > 0: the address is held back from registering (a ban) until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +231,14 @@ class Store(Protocol):
     # accounts and logins
     async def get_account(self, user: str) -> Account | None: ...
 
-    async def register(self, user: str, name: str, password_hash: str) -> bool: ...
+    async def new_name(self, user: str, skeleton: str, address: str) -> NewName: ...
+
+    async def register(
+        self, user: str, name: str, password_hash: str, skeleton: str
+    ) -> Registration: ...
+
+    async def seen(self, user: str, address: str) -> None:
+        """Record that the user logged in from the address (held back if they get banned)."""
 
     async def login_failures(self, user: str, address: str) -> tuple[int, int]: ...
 
@@ -248,7 +275,7 @@ class Store(Protocol):
 
     async def who(self, chat: str) -> list[str]: ...
 
-    async def complain(self, user: str, target: str) -> Complaint: ...
+    async def complain(self, user: str, target: str, address: str) -> Complaint: ...
 
     # presence
     async def heartbeat(self, online: set[str]) -> None: ...

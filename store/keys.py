@@ -20,7 +20,9 @@ __all__ = [
     "chat_of",
     "chats",
     "clock",
+    "complaint_addresses",
     "complaints",
+    "complaints_by",
     "conv_stream",
     "cursors",
     "dm_conv",
@@ -28,12 +30,15 @@ __all__ = [
     "gateway_alive",
     "gateway_online",
     "gateways",
+    "held_addresses",
     "is_chat",
     "members",
     "peer_of",
     "rate",
+    "skeleton",
     "stream",
     "user",
+    "user_addresses",
     "user_channel",
     "user_chats",
     "user_peers",
@@ -111,6 +116,31 @@ def clock() -> str:
 
 def complaints(u: str) -> str:
     return f"{PREFIX}complaints:{u}"
+
+
+def complaint_addresses(u: str) -> str:
+    """Complaints about user u counted per complainer address, for one ban period."""
+    return f"{PREFIX}complaints:{u}:addr"
+
+
+def complaints_by(u: str) -> str:
+    """The complaints user u made in the last hour (target channel -> ms)."""
+    return f"{PREFIX}complained:{u}"
+
+
+def user_addresses(u: str) -> str:
+    """The addresses user u last logged in from (address -> ms), held back on a ban."""
+    return f"{PREFIX}user:{u}:addrs"
+
+
+def held_addresses() -> str:
+    """Addresses that may not register new accounts (address -> ms the hold ends)."""
+    return f"{PREFIX}held"
+
+
+def skeleton(s: str) -> str:
+    """The user key holding a nickname skeleton: one user per look."""
+    return f"{PREFIX}skel:{s}"
 
 
 #: Users whose ban and rate key names stay cached: they are built for every message sent;

@@ -29,8 +29,10 @@ from store.contract import (
     ComplaintStatus,
     Membership,
     Message,
+    NewName,
     PostResult,
     PostStatus,
+    Registration,
     StoreEvent,
     StoreUnavailable,
     UserState,
@@ -59,6 +61,9 @@ HEALTH_CHECK_INTERVAL = 30
 #: Seconds a gateway's presence keys live without a heartbeat: a crashed gateway's users
 #: stop counting as online after this.
 PRESENCE_TTL = 15
+#: Seconds a user's recent login addresses are remembered (to hold them back on a ban): a
+#: user who has not logged in for this long has no address to hold.
+ADDRESS_MEMORY = 30 * 86400
 
 
 def _post_result(status: str, value: Any) -> PostResult:
@@ -82,6 +87,10 @@ class RedisStore:
         rate: float,
         burst: int,
         gateway_id: str,
+        complaint_min_age: int = 0,
+        complaints_per_hour: int = 0,
+        complaints_per_address: int = 0,
+        ban_address_memory: int = 0,
     ) -> None:
         self.url = url
         pool = aredis.BlockingConnectionPool.from_url(
@@ -103,6 +112,10 @@ class RedisStore:
         self.rate = rate
         self.burst = burst
         self.gateway_id = gateway_id
+        self.complaint_min_age_ms = complaint_min_age * 1000
+        self.complaints_per_hour = complaints_per_hour
+        self.complaints_per_address = complaints_per_address
+        self.ban_address_memory = ban_address_memory
         self._pipeline = RespPipeline(url)
         self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
 
@@ -153,7 +166,20 @@ class RedisStore:
             return None
         return Account(data[0], data[1] or "")
 
-    async def register(self, user: str, name: str, password_hash: str) -> bool:
+    async def new_name(self, user: str, skeleton: str, address: str) -> NewName:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.skeleton(skeleton))
+        pipe.zscore(keys.held_addresses(), address)
+        owner, held = await self._call(pipe.execute())
+        held_ms = int(held or 0)
+        return NewName(
+            look_alike=owner is not None and owner != user,
+            held_until_ms=held_ms if held_ms > time.time() * 1000 else 0,
+        )
+
+    async def register(
+        self, user: str, name: str, password_hash: str, skeleton: str
+    ) -> Registration:
         created = await self._eval(
             "register",
             [
@@ -162,10 +188,23 @@ class RedisStore:
                 keys.members(GENERAL),
                 keys.chat(GENERAL),
                 keys.chats(),
+                keys.skeleton(skeleton),
             ],
             [user, name, password_hash, GENERAL],
         )
-        return bool(created)
+        if created == 1:
+            return Registration.CREATED
+        return Registration.TAKEN if created == 0 else Registration.LOOK_ALIKE
+
+    async def seen(self, user: str, address: str) -> None:
+        if not self.ban_address_memory:
+            return
+        key = keys.user_addresses(user)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {address: int(time.time() * 1000)})
+        pipe.zremrangebyrank(key, 0, -self.ban_address_memory - 1)
+        pipe.expire(key, ADDRESS_MEMORY)
+        await self._call(pipe.execute())
 
     async def login_failures(self, user: str, address: str) -> tuple[int, int]:
         a, b = await self._call(
@@ -379,15 +418,35 @@ class RedisStore:
 
     # -- complaints ----------------------------------------------------------------------
 
-    async def complain(self, user: str, target: str) -> Complaint:
+    async def complain(self, user: str, target: str, address: str) -> Complaint:
         res = await self._eval(
             "complain",
-            [keys.complaints(target), keys.ban(target), keys.user(target)],
-            [user, self.ban_threshold, self.ban_ms, keys.user_channel(target)],
+            [
+                keys.complaints(target),
+                keys.ban(target),
+                keys.user(target),
+                keys.user(user),
+                keys.complaints_by(user),
+                keys.complaint_addresses(target),
+                keys.user_addresses(target),
+                keys.held_addresses(),
+            ],
+            [
+                user,
+                self.ban_threshold,
+                self.ban_ms,
+                keys.user_channel(target),
+                address,
+                self.complaint_min_age_ms,
+                self.complaints_per_hour,
+                self.complaints_per_address,
+            ],
         )
         status = ComplaintStatus(res[0])
         if status is ComplaintStatus.NO_USER:
             return Complaint(status)
+        if status in (ComplaintStatus.TOO_NEW, ComplaintStatus.RATE):
+            return Complaint(status, wait_ms=int(res[1]), name=res[2])
         if status is ComplaintStatus.ALREADY_BANNED:
             return Complaint(status, until_ms=int(res[1]), name=res[2])
         if status is ComplaintStatus.BANNED:

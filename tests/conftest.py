@@ -124,8 +124,8 @@ def gateways(tmp_path: Path) -> Iterator[GatewayFactory]:
 async def clients() -> Iterator[Callable[[int], Client]]:  # type: ignore[misc]
     opened: list[Client] = []
 
-    async def connect(port: int) -> Client:
-        c = await Client.connect(port)
+    async def connect(port: int, source: str | None = None) -> Client:
+        c = await Client.connect(port, source)
         opened.append(c)
         return c
 

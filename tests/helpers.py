@@ -105,6 +105,8 @@ class Gateway:
                 "CHAT_SCRYPT_LOG_N": "10",
                 "CHAT_RATE": "0",
                 "CHAT_WEB_PORT": "0",  # a test that wants the page gives it a free port
+                # tests register and complain at once; tests of the minimum age set it
+                "CHAT_COMPLAINT_MIN_AGE": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -146,8 +148,13 @@ class Client:
         self.seen: list[str] = []
 
     @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+    async def connect(cls, port: int, source: str | None = None) -> Client:
+        """`source`: a loopback address (127.0.0.2, ...) to connect from, so one machine
+        can play users at different addresses."""
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=1 << 22, local_addr=local
+        )
         return cls(reader, writer)
 
     async def send(self, line: str | bytes) -> None:

@@ -1,7 +1,14 @@
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway.core.names import name_error, name_key, password_error, sanitize
+from gateway.core.names import (
+    name_error,
+    name_key,
+    name_skeleton,
+    password_error,
+    sanitize,
+    scripts_of,
+)
 
 
 def test_valid_names() -> None:
@@ -37,3 +44,73 @@ def test_passwords() -> None:
 def test_sanitized_text_has_no_control_characters(text: str) -> None:
     out = sanitize(text)
     assert all(ch == "\t" or not (ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F) for ch in out)
+
+
+# -- look-alike nicknames -------------------------------------------------------------------
+
+LOOK_ALIKES_OF_ALICE = (
+    "\u0410lice",  # Cyrillic capital A
+    "\u0391lice",  # Greek capital Alpha
+    "Al\u0456ce",  # Cyrillic i
+    "Alice\u3164",  # Hangul filler: renders as nothing
+)
+INVISIBLE = "\u3164\u115f\u1160\uffa0\u200b\u200c\u200d\u2060\ufeff\ufe0f\u00ad\u034f"
+LATIN_TO_CYRILLIC = str.maketrans("aceopxy", "\u0430\u0441\u0435\u043e\u0440\u0445\u0443")
+
+
+def test_look_alikes_of_alice_are_refused_or_share_its_skeleton() -> None:
+    for name in LOOK_ALIKES_OF_ALICE:
+        assert name_error(name) is not None, name
+    assert name_error("AIice") is None  # plain Latin: refused only when Alice exists
+    assert name_skeleton("AIice") == name_skeleton("Alice") == name_skeleton("alice")
+    assert name_skeleton("a1ice") == name_skeleton("alice")
+    assert name_skeleton("rnary") == name_skeleton("mary")
+    assert name_skeleton("bob") != name_skeleton("alice")
+
+
+def test_fillers_and_invisible_characters_are_refused() -> None:
+    for ch in INVISIBLE:
+        assert name_error(ch) is not None, hex(ord(ch))
+        assert name_error("bob" + ch) is not None, hex(ord(ch))
+
+
+def test_one_script_per_name_but_digits_and_punctuation_are_neutral() -> None:
+    for name in ("Борис", "Алиса", "Борис_2", "bob.smith-2", "日本語カタカナ", "한국어", "李"):
+        assert name_error(name) is None, name
+    assert scripts_of("Борис_2") == {"CYRILLIC"}
+    for name in ("Бoрис", "bob\u03b1", "abc\u05d0"):  # Latin o in Cyrillic, Greek, Hebrew
+        assert "mix scripts" in (name_error(name) or ""), name
+
+
+@given(st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.", max_size=32))
+def test_plain_ascii_names_are_still_valid(name: str) -> None:
+    assert (name_error(name) is None) == (len(name) >= 1)
+
+
+@given(
+    st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=31),
+    st.sampled_from(INVISIBLE),
+    st.integers(0, 31),
+)
+def test_an_invisible_character_anywhere_is_refused(name: str, ch: str, at: int) -> None:
+    assert name_error(name[:at] + ch + name[at:]) is not None
+
+
+@given(st.text("aceopxy", min_size=1, max_size=32))
+def test_cyrillic_spelled_latin_has_the_latin_skeleton(name: str) -> None:
+    cyrillic = name.translate(LATIN_TO_CYRILLIC)
+    assert name_error(cyrillic) is None  # all-Cyrillic is a valid name...
+    assert name_skeleton(cyrillic) == name_skeleton(name)  # ...that cannot impersonate
+
+
+@given(
+    st.text(
+        st.characters(categories=("Lu", "Ll", "Lo", "Nd"), include_characters="_-."),
+        min_size=1,
+        max_size=32,
+    )
+)
+def test_a_skeleton_is_its_own_skeleton(name: str) -> None:
+    # Only names that can exist are compared (arbitrary text such as '%' maps in steps).
+    assume(name_error(name) is None)
+    assert name_skeleton(name) == name_skeleton(name_skeleton(name))

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
-from gateway.core.names import name_error, name_key, password_error
+from gateway.core.addresses import address_group
+from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password, verify_password
-from gateway.core.timefmt import ban_end
+from gateway.core.timefmt import ban_end, wait_for
 from gateway.metrics import METRICS
 from gateway.settings import Settings
 from store import keys
@@ -31,6 +32,7 @@ from store.contract import (
     Message,
     PostResult,
     PostStatus,
+    Registration,
     Store,
     StoreUnavailable,
     UserState,
@@ -53,6 +55,7 @@ WHO_SHOWN = 200
 BACKLOG_CHUNK = 64 * 1024
 #: What one held message is counted as, beyond its text, against the output bound.
 _HELD_OVERHEAD = 64
+_LOOK_ALIKE = "bad nickname: too similar to an existing nickname"
 
 
 class Phase(enum.Enum):
@@ -223,10 +226,31 @@ class Session:
         if await self._locked_out(key):
             return
         account = await self.core.store.get_account(key)
+        if account is None and await self._refused_new_name(key, nick):
+            return
         self._nick = (key, account.name if account else nick)
         self._account = account
         self.phase = Phase.PASSWORD
         self._ask_again()
+
+    async def _refused_new_name(self, key: str, nick: str) -> bool:
+        """A new nickname that looks like another user's, or from an address held back by
+        a ban, is refused before the password is asked (register checks the look again)."""
+        check = await self.core.store.new_name(
+            key, name_skeleton(nick), address_group(self.sink.address)
+        )
+        if check.look_alike:
+            self._error(ev.ErrorCode.BAD_NAME, _LOOK_ALIKE)
+        elif check.held_until_ms:
+            self._error(
+                ev.ErrorCode.REFUSED,
+                "no new accounts from your address until "
+                f"{ban_end(check.held_until_ms)}: a user here is banned after complaints",
+            )
+        else:
+            return False
+        self.sink.emit(ev.AskNick(first=False))
+        return True
 
     async def _locked_out(self, key: str) -> bool:
         by_nick, by_address = await self.core.store.login_failures(key, self.sink.address)
@@ -255,11 +279,18 @@ class Session:
             )
             if self.phase is Phase.CLOSED:
                 return
-            if await self.core.store.register(key, nick, hashed):
+            outcome = await self.core.store.register(key, nick, hashed, name_skeleton(nick))
+            if outcome is Registration.CREATED:
                 if self._gone():  # registered, but nobody is there to log in
                     return
                 log.info("event=register peer=%s user=%s", self.sink.address, nick)
                 await self._enter(key, nick, first=True)
+                return
+            if outcome is Registration.LOOK_ALIKE:  # a look-alike registered meanwhile
+                self._nick = self._account = None
+                self.phase = Phase.NICK
+                self._error(ev.ErrorCode.BAD_NAME, _LOOK_ALIKE)
+                self._ask_again()
                 return
             account = await self.core.store.get_account(key)  # registered meanwhile elsewhere
             if account is None:
@@ -296,6 +327,7 @@ class Session:
         self.key, self.name = key, name
         self._hold()
         store = self.core.store
+        await store.seen(key, address_group(self.sink.address))
         state = await store.load_user(key)
         user = self.user = await self.core.fanout.attach(self, key, name, state)
         if self._gone():  # the connection went while we waited: no ghost
@@ -541,7 +573,8 @@ class Session:
         if target == self.key:
             self._error(ev.ErrorCode.REFUSED, "you cannot complain about yourself")
             return
-        result = await self.core.store.complain(self.key, target)
+        address = address_group(self.sink.address)
+        result = await self.core.store.complain(self.key, target, address)
         threshold = self.core.settings.ban_threshold
         if result.status is ComplaintStatus.NO_USER:
             self._error(ev.ErrorCode.NO_SUCH_USER, f"no such user {nick}")
@@ -549,6 +582,24 @@ class Session:
             self._error(
                 ev.ErrorCode.REFUSED,
                 f"{result.name} is already banned until {ban_end(result.until_ms)}",
+            )
+        elif result.status is ComplaintStatus.TOO_NEW:
+            self._error(
+                ev.ErrorCode.REFUSED,
+                "your account is too new for complaints to count; "
+                f"try again in {wait_for(result.wait_ms)}",
+            )
+        elif result.status is ComplaintStatus.RATE:
+            self._error(
+                ev.ErrorCode.RATE_LIMITED,
+                f"too many complaints: at most {self.core.settings.complaints_per_hour} an "
+                f"hour; try again in {wait_for(result.wait_ms)}",
+            )
+        elif result.status is ComplaintStatus.ADDRESS:
+            self._error(
+                ev.ErrorCode.REFUSED,
+                f"a complaint about {result.name} from your address was already counted "
+                f"({result.count}/{threshold})",
             )
         elif result.status is ComplaintStatus.AGAIN:
             self._error(

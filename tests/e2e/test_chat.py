@@ -203,8 +203,8 @@ async def test_complaints_ban_and_expire(backend, gateways, clients) -> None:
     bob = await clients(gw.port)
     await bob.login("bob")
     others = []
-    for nick in ("alice", "carol", "dave"):
-        c = await clients(gw.port)
+    for n, nick in enumerate(("alice", "carol", "dave")):  # three people: three addresses
+        c = await clients(gw.port, f"127.0.0.{n + 2}")
         await c.login(nick)
         others.append(c)
     alice, carol, dave = others

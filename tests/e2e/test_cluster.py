@@ -111,8 +111,8 @@ async def test_ban_holds_on_every_gateway_and_device(redis_url, gateways, client
     bob1, bob2 = await clients(g1.port), await clients(g3.port)
     await bob1.login("bob")
     await bob2.login("bob")
-    for gw, nick in ((g1, "alice"), (g2, "carol"), (g3, "dave")):
-        c = await clients(gw.port)
+    for n, (gw, nick) in enumerate(((g1, "alice"), (g2, "carol"), (g3, "dave"))):
+        c = await clients(gw.port, f"127.0.0.{n + 2}")  # three people: three addresses
         await c.login(nick)
         await c.send("/ban bob")
         await c.expect("complaint about bob")

@@ -133,7 +133,7 @@ def call(r: redis.Redis, name: str, keys_: list[str], args: list[Any]) -> Any:
     return r.evalsha(SCRIPTS[name].sha, len(keys_), *keys_, *args)
 
 
-def register(r: redis.Redis, user: str) -> int:
+def register(r: redis.Redis, user: str, skeleton: str | None = None) -> int:
     return int(
         call(
             r,
@@ -144,6 +144,7 @@ def register(r: redis.Redis, user: str) -> int:
                 keys.members(keys.GENERAL),
                 keys.chat(keys.GENERAL),
                 keys.chats(),
+                keys.skeleton(skeleton or user),
             ],
             [user, user.upper(), "pwhash", keys.GENERAL],
         )
@@ -204,6 +205,15 @@ def test_register(r: redis.Redis) -> None:
     assert r.smembers(keys.user_chats("ann")) == {keys.GENERAL}
     assert r.hget(keys.chat(keys.GENERAL), "name") == keys.GENERAL
     assert r.smembers(keys.chats()) == {keys.GENERAL}
+    assert r.get(keys.skeleton("ann")) == "ann"
+
+
+def test_register_refuses_a_look_alike_of_another_user(r: redis.Redis) -> None:
+    assert register(r, "alice", "a1ice") == 1
+    assert register(r, "aiice", "a1ice") == -1  # AIice: another user, the same look
+    assert not r.exists(keys.user("aiice"))
+    assert r.get(keys.skeleton("a1ice")) == "alice"
+    assert register(r, "alice", "a1ice") == 0
 
 
 def test_post_many_ids_increase_and_share_the_clock(r: redis.Redis, sub: Any) -> None:
@@ -309,13 +319,24 @@ def test_post_private_checks(r: redis.Redis) -> None:
 def test_complain_bans_at_threshold(r: redis.Redis, sub: Any) -> None:
     register(r, "bob")
 
+    r.zadd(keys.user_addresses("bob"), {"10.0.0.9": 1})
+
     def complain(by: str, target: str = "bob") -> list[Any]:
         return list(
             call(
                 r,
                 "complain",
-                [keys.complaints(target), keys.ban(target), keys.user(target)],
-                [by, 2, 5000, f"chat:chan:{target}"],
+                [
+                    keys.complaints(target),
+                    keys.ban(target),
+                    keys.user(target),
+                    keys.user(by),
+                    keys.complaints_by(by),
+                    keys.complaint_addresses(target),
+                    keys.user_addresses(target),
+                    keys.held_addresses(),
+                ],
+                [by, 2, 5000, f"chat:chan:{target}", f"10.0.0.{ord(by[0])}", 0, 0, 1],
             )
         )
 
@@ -329,6 +350,7 @@ def test_complain_bans_at_threshold(r: redis.Redis, sub: Any) -> None:
     assert r.get(keys.ban("bob")) == until
     assert 0 < r.pttl(keys.ban("bob")) <= 5000
     assert not r.exists(keys.complaints("bob"))
+    assert r.zscore(keys.held_addresses(), "10.0.0.9") == int(until)
     assert complain("dan") == ["banned", until, "BOB"]
     assert published(sub) == [("chat:chan:bob", f"B{US}{until}")]
     # a banned sender is refused by both posting scripts

@@ -1,0 +1,126 @@
+"""Sock puppets and look-alikes: fresh accounts from one place cannot ban, a banned user
+cannot come back as a new one from the same address, and nobody can register a nickname
+that renders like someone else's. Loopback addresses 127.0.0.x play different people."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.helpers import Client
+
+LOOK_ALIKE = "! bad nickname: too similar to an existing nickname"
+
+
+async def _new_nick(c: Client, nick: str) -> str:
+    """Offer a nickname; the line that answers it (a prompt or a refusal)."""
+    await c.expect("nickname")
+    await c.send(nick)
+    return await c.line()
+
+
+async def test_sock_puppets_from_one_address_count_once(backend, gateways, clients) -> None:
+    gw = gateways(backend)
+    bob = await clients(gw.port, "127.0.0.9")
+    await bob.login("bob")
+    answers = []
+    for nick in ("puppet1", "puppet2", "puppet3"):  # the attack: three accounts, one place
+        c = await clients(gw.port, "127.0.0.5")
+        await c.login(nick)
+        await c.send("/ban bob")
+        answers.append(await c.expect("complaint"))
+    assert answers[0] == "* complaint about bob recorded (1/3)"
+    for refused in answers[1:]:
+        assert refused == "! a complaint about bob from your address was already counted (1/3)"
+    await bob.send("still free")
+    await bob.expect("still free")
+    carol = await clients(gw.port, "127.0.0.6")  # another person still counts
+    await carol.login("carol")
+    await carol.send("/ban bob")
+    assert await carol.expect("complaint") == "* complaint about bob recorded (2/3)"
+
+
+async def test_complaints_from_new_accounts_do_not_count(backend, gateways, clients) -> None:
+    gw = gateways(backend, CHAT_COMPLAINT_MIN_AGE="2")
+    bob, alice = await clients(gw.port), await clients(gw.port, "127.0.0.2")
+    await bob.login("bob")
+    await alice.login("alice")
+    await alice.send("/ban bob")
+    refused = await alice.line()  # creation is kept in whole seconds: 1 or 2 s to go
+    assert refused in {
+        f"! your account is too new for complaints to count; try again in {n} s" for n in (1, 2)
+    }
+    await asyncio.sleep(2.1)
+    await alice.send("/ban bob")
+    assert await alice.line() == "* complaint about bob recorded (1/3)"
+
+
+async def test_complaints_per_hour_are_limited(backend, gateways, clients) -> None:
+    gw = gateways(backend, CHAT_COMPLAINTS_PER_HOUR="2")
+    alice = await clients(gw.port, "127.0.0.2")
+    await alice.login("alice")
+    for nick in ("bob", "carol", "dave"):
+        c = await clients(gw.port)
+        await c.login(nick)
+    for nick in ("bob", "carol"):
+        await alice.send(f"/ban {nick}")
+        assert await alice.line() == f"* complaint about {nick} recorded (1/3)"
+    await alice.send("/ban dave")  # 20 of 20 users in 2 s is no longer possible
+    assert await alice.line() == "! too many complaints: at most 2 an hour; try again in 60 min"
+    await alice.send("/ban bob")  # a repeat is still told as a repeat
+    assert (await alice.line()).startswith("! you already complained about bob (1/3)")
+
+
+async def test_a_banned_user_cannot_register_again_from_their_address(
+    backend, gateways, clients
+) -> None:
+    gw = gateways(backend, "--ban-threshold", "2", "--ban-duration", "30")
+    housemate = await clients(gw.port, "127.0.0.9")
+    await housemate.login("housemate")  # an account from bob's address, before the ban
+    bob = await clients(gw.port, "127.0.0.9")
+    await bob.login("bob")
+    for n, nick in enumerate(("alice", "carol")):
+        c = await clients(gw.port, f"127.0.0.{n + 2}")
+        await c.login(nick)
+        await c.send("/ban bob")
+        await c.expect("complaint about bob")
+    await bob.expect("you are banned")
+    again = await clients(gw.port, "127.0.0.9")
+    refused = await _new_nick(again, "bob_again")
+    assert refused.startswith("! no new accounts from your address until ")
+    assert "banned" in refused
+    await again.expect("nickname")  # asked again; nothing was registered
+    await again.send("housemate")  # existing accounts from there still log in
+    await again.expect("(?i)password")
+    await again.send("secret123")
+    await again.expect("^\\* ready")
+    elsewhere = await clients(gw.port, "127.0.0.7")
+    await elsewhere.login("newcomer")  # other addresses register as before
+
+
+async def test_look_alike_nicknames_are_refused(backend, gateways, clients) -> None:
+    gw = gateways(backend)
+    alice = await clients(gw.port)
+    await alice.login("Alice")
+    c = await clients(gw.port)
+    for nick in ("\u0410lice", "\u0391lice", "Al\u0456ce", "Alice\u3164", "\u3164"):
+        answer = await _new_nick(c, nick)
+        assert answer.startswith("! bad nickname: "), (nick, answer)
+    assert await _new_nick(c, "AIice") == LOOK_ALIKE  # capital I for l: all Latin
+    assert await _new_nick(c, "a1ice") == LOOK_ALIKE
+    assert await _new_nick(c, "\u0410\u043b\u0438\u0441\u0430") == (
+        "* New nickname \u0410\u043b\u0438\u0441\u0430. Choose a password:"
+    )  # a Cyrillic name that looks like no one is welcome
+    await c.send("secret123")
+    await c.expect("^\\* ready")
+    other = await clients(gw.port)
+    await other.login("ALICE")  # Alice herself, any case, as before
+
+
+async def test_two_gateways_racing_look_alikes_register_one(redis_url, gateways, clients) -> None:
+    g1, g2 = gateways(redis_url), gateways(redis_url)
+    a, b = await clients(g1.port), await clients(g2.port)
+    for c, nick in ((a, "Alice"), (b, "AIice")):  # both pass the nickname check...
+        assert (await _new_nick(c, nick)).startswith("* New nickname")
+    await asyncio.gather(a.send("secret123"), b.send("secret123"))  # ...one registers
+    answers = sorted([await a.expect("^(\\* ready|! )"), await b.expect("^(\\* ready|! )")])
+    assert answers[0] == LOOK_ALIKE and answers[1].startswith("* ready"), answers
