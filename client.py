@@ -1,4 +1,4 @@
-"""Terminal chat client: `python3 client.py [--server HOST:PORT ...] [--nick NICK]`.
+"""Terminal chat client: `python3 client.py [--server HOST:PORT ...] [--nick NICK] [--tls]`.
 
 Interactive on a terminal; with stdin not a terminal (or --plain) it reads lines from
 stdin and prints server lines to stdout, for scripts. The password comes from a hidden
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import getpass
 import os
+import ssl
 import sys
 
 from chatclient.lines import parse_servers
@@ -32,7 +33,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no terminal UI: stdin lines to the server, server lines to stdout",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS; the server's certificate and host name are verified",
+    )
+    parser.add_argument(
+        "--ca", metavar="FILE", help="with --tls: trust this CA file (a private CA) instead"
+    )
     args = parser.parse_args(argv)
+    tls = None
+    if args.tls or args.ca:
+        try:
+            tls = ssl.create_default_context(cafile=args.ca)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"cannot read CA file {args.ca}: {exc}")
     try:
         servers = parse_servers(args.server, os.environ.get("CHAT_SERVERS"))
     except ValueError as exc:
@@ -52,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except (EOFError, KeyboardInterrupt):
         print()
         return 130
-    link = ChatLink(servers, nick, password, show=lambda _: None, status=lambda _: None)
+    link = ChatLink(servers, nick, password, show=lambda _: None, status=lambda _: None, tls=tls)
     with contextlib.suppress(KeyboardInterrupt):
         if plain:
             from chatclient.plain import run_plain

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections import deque
 from collections.abc import Callable
 
@@ -56,8 +57,11 @@ class ChatLink:
         password: str,
         show: Callable[[ServerLine], None],
         status: Callable[[str], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.servers = servers
+        #: TLS for every server (certificate and host name checked), or None: plain TCP.
+        self.tls = tls
         self.nick = nick
         self.password = password
         self.show = show
@@ -96,7 +100,9 @@ class ChatLink:
             host, port = self.servers[index % len(self.servers)]
             index += 1
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, ssl=self.tls), 5
+                )
             except (TimeoutError, OSError) as exc:
                 wait = backoff.next()
                 self.status(

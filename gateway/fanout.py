@@ -6,7 +6,8 @@ object (the door renders it once). Nothing on this path awaits. Fan-out remember
 conversation, the last id it delivered: that drops duplicates and tells it where to resume
 reading the streams after the link comes back. Presence and cursor flushing are their own
 units (`presence.py`, `cursors.py`), driven from here because fan-out owns the registry of
-local users.
+local users; so is the store-epoch check (`epoch.py`), whose reset handling is here for the
+same reason.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from gateway.core import events as ev
 from gateway.core.user import LocalUser
 from gateway.cursors import Cursors
+from gateway.epoch import Epoch
 from gateway.metrics import METRICS
 from gateway.presence import Presence
 from store import keys
@@ -60,6 +62,8 @@ class Reader(Protocol):
 
     def banned(self, until_ms: int) -> None: ...
 
+    def store_reset(self) -> None: ...
+
 
 def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
     """The hot path of fan-out: one `show` per live session, whatever the burst's size;
@@ -94,7 +98,8 @@ class Fanout:
         self.readers: dict[str, set[LocalUser]] = {}  # chat key -> local members
         self.last_chat: dict[str, tuple[int, int]] = {}  # chat key -> last id delivered
         self.cursors = Cursors(store, self.users, cursor_flush)
-        self.presence = Presence(store, self.users)
+        self.epoch = Epoch(store, self._store_reset)
+        self.presence = Presence(store, self.users, self.epoch.check)
         self.link = store.subscriptions(self.on_events, self._on_reconnect, self._on_link_state)
         self.redis_ok = True
         self._recovering = False
@@ -106,6 +111,7 @@ class Fanout:
 
     async def start(self) -> None:
         await self.link.start()
+        await self.epoch.check()
         await self.presence.start()
         self.cursors.start()
 
@@ -262,9 +268,29 @@ class Fanout:
 
     # -- after the link comes back ---------------------------------------------------------
 
+    async def _store_reset(self) -> None:
+        """Redis lost its data: write back what this gateway knows of its logged-in users
+        (memberships, chat names, private peers, presence; subscriptions are the link's
+        and it renews them on reconnect), rewrite their cursors at the next flush, and
+        tell them. Accounts are not re-created: nothing here lets anyone log in."""
+        users = list(self.users.values())
+        await self.store.reassert(
+            {u.key: dict(u.chats) for u in users}, {u.key: set(u.peers) for u in users}
+        )
+        await self.store.heartbeat(set(self.users))
+        METRICS.store_resets.inc()
+        for user in users:
+            user.dirty = True
+            for s in user.sessions:
+                s.store_reset()
+        if self.after_batch is not None:
+            self.after_batch()
+
     async def _on_reconnect(self, lost_at: float) -> None:
-        """Read from the streams what was published while the link was down."""
+        """Read from the streams what was published while the link was down (after
+        checking that Redis still has its data)."""
         METRICS.redis_reconnects.inc()
+        await self.epoch.check()
         self._recovering = True
         try:
             floor = f"{int((lost_at - GAP_SLACK) * 1000)}-0"

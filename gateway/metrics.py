@@ -36,6 +36,9 @@ class _Metrics:
         self.lines_out = 0
         self.redis_errors = Counter("chat_redis_errors_total", "Redis operations that failed")
         self.redis_reconnects = Counter("chat_redis_reconnects_total", "Pub/sub reconnects")
+        self.store_resets = Counter(
+            "chat_store_resets_total", "Times Redis was found to have lost its data (epoch)"
+        )
         self.redis_up = Gauge("chat_redis_up", "1 while the pub/sub link is up")
         self.slow_readers = Counter(
             "chat_slow_reader_disconnects_total",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from gateway.metrics import METRICS
 from store.contract import Store
@@ -24,9 +24,16 @@ HEARTBEAT = 5.0
 
 
 class Presence:
-    def __init__(self, store: Store, users: Mapping[str, object]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        users: Mapping[str, object],
+        after_beat: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self._store = store
         self._users = users
+        #: Run after every periodic beat (the store-epoch check); it must not raise.
+        self._after_beat = after_beat
         self._task: asyncio.Task[None] | None = None
         #: Whether the last heartbeat reached the store (reported by /healthz).
         self.ok = True
@@ -47,6 +54,8 @@ class Presence:
         while True:
             await asyncio.sleep(HEARTBEAT)
             await self.beat()
+            if self._after_beat is not None:
+                await self._after_beat()
 
     async def beat(self) -> None:
         try:

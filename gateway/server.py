@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import uuid
 import weakref
@@ -28,6 +29,7 @@ from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
 from store.contract import StoreUnavailable
 from store.redis_store import RedisStore
+from store.resp import with_ca
 
 __all__ = ["GatewayServer", "StartupError", "run"]
 
@@ -37,6 +39,8 @@ log = logging.getLogger("chat.server")
 LISTEN_BACKLOG = 4096
 #: Backoff while Redis is unreachable at start: first delay and cap, in seconds.
 START_RETRY_FIRST, START_RETRY_MAX = 0.2, 5.0
+#: Seconds a TLS client has to finish its handshake (it is not yet counted by admission).
+TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds the shutdown leaves for the kernel to send the last lines before closing.
 SHUTDOWN_GRACE = 0.05
 
@@ -55,6 +59,7 @@ class GatewayServer:
             from store.embedded import start_embedded  # fakeredis is heavy: only when asked
 
             url, self._embedded = start_embedded()
+        url = with_ca(url, settings.redis_ca)
         self.store = RedisStore(
             url,
             message_ttl=settings.message_ttl,
@@ -89,9 +94,11 @@ class GatewayServer:
         #: Open connections, for the shutdown notice; a closed one drops out by itself.
         self.connections: weakref.WeakSet[LineConnection] = weakref.WeakSet()
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
 
     async def start(self) -> None:
+        tls = self._tls_context()  # a bad file is said before waiting for Redis
         delay = START_RETRY_FIRST
         while True:
             try:
@@ -103,9 +110,15 @@ class GatewayServer:
                 delay = min(delay * 2, START_RETRY_MAX)
         await self.fanout.start()
         self._server = await self._listen(self._line_connection, self.settings.port, "chat")
+        if tls is not None:
+            self._tls_server = await self._listen(
+                self._line_connection, self.settings.tls_port, "chat over TLS", tls
+            )
         if self.settings.web_port:
             try:
-                self._web = await self.web_door.start(self.settings.host, self.settings.web_port)
+                self._web = await self.web_door.start(
+                    self.settings.host, self.settings.web_port, ssl_context=tls
+                )
             except OSError as exc:
                 raise StartupError(self._bind_error("web", self.settings.web_port, exc)) from None
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
@@ -123,10 +136,27 @@ class GatewayServer:
             "event=listening host=%s port=%d web=%s gateway=%s store=%s",
             self.settings.host,
             self.port,
-            f"http://{self.settings.host}:{self.web_port}/" if self._web else "off",
+            f"{'https' if tls else 'http'}://{self.settings.host}:{self.web_port}/"
+            if self._web
+            else "off",
             self.gateway_id,
             "embedded" if self._embedded else _redacted(self.settings.redis_url),
         )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The server TLS context of --tls-cert/--tls-key, or None without --tls-port."""
+        s = self.settings
+        if not s.tls_port:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(
+                f"cannot use TLS certificate {s.tls_cert} with key {s.tls_key}: {exc}"
+                " (both must be PEM files, the key matching the certificate)"
+            ) from None
+        return ctx
 
     def _healthy(self) -> bool:
         return self.fanout.redis_ok and self.fanout.presence.ok
@@ -137,11 +167,21 @@ class GatewayServer:
         return conn
 
     async def _listen(
-        self, factory: Callable[[], asyncio.Protocol], port: int, what: str
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        port: int,
+        what: str,
+        tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         try:
             return await asyncio.get_running_loop().create_server(
-                factory, self.settings.host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+                factory,
+                self.settings.host,
+                port,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
+                ssl=tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls is not None else None,
             )
         except OSError as exc:
             raise StartupError(self._bind_error(what, port, exc)) from None
@@ -167,8 +207,9 @@ class GatewayServer:
     async def shutdown(self) -> None:
         live = [c for c in self.connections if not c.closing]
         log.info("event=shutdown connections=%d", len(live))
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         if self._metrics is not None:
             self._metrics.close()
         if self._web is not None:

@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from store import keys
 from store.contract import StoreUnavailable
-from store.resp import RespPipeline
+from store.resp import RespPipeline, refusal
 
 __all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "ScriptLike"]
 
@@ -195,7 +195,7 @@ class Batcher:
                 if str(reply).startswith("NOSCRIPT") and retry:
                     again.append(call)
                 else:
-                    call.fail(ResponseError(str(reply)))
+                    call.fail(refusal(str(reply)) or ResponseError(str(reply)))
             else:
                 call.resolve(reply)
         if again:  # Redis lost its scripts (restart, SCRIPT FLUSH): load them, once

@@ -31,6 +31,7 @@ __all__ = [
     "Registration",
     "Store",
     "StoreEvent",
+    "StoreRefused",
     "StoreUnavailable",
     "Subscriptions",
     "UserBanned",
@@ -41,6 +42,11 @@ __all__ = [
 
 class StoreUnavailable(Exception):
     """Redis could not be reached; the operation did nothing (or may be retried)."""
+
+
+class StoreRefused(StoreUnavailable):
+    """Redis answered but refused to write (out of memory under `noeviction`, a read-only
+    replica, a failed snapshot): nothing was done, and retrying at once will not help."""
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -276,6 +282,13 @@ class Store(Protocol):
     async def who(self, chat: str) -> list[str]: ...
 
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
+
+    # surviving a store that lost its data
+    async def claim_epoch(self, candidate: str) -> str: ...
+
+    async def reassert(
+        self, chats: dict[str, dict[str, str]], peers: dict[str, set[str]]
+    ) -> None: ...
 
     # presence
     async def heartbeat(self, online: set[str]) -> None: ...

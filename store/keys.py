@@ -26,6 +26,7 @@ __all__ = [
     "conv_stream",
     "cursors",
     "dm_conv",
+    "epoch",
     "fails",
     "gateway_alive",
     "gateway_online",
@@ -112,6 +113,11 @@ def stream(c: str) -> str:
 def clock() -> str:
     """The last message id handed out, shared by all conversations."""
     return f"{PREFIX}clock"
+
+
+def epoch() -> str:
+    """The store's epoch: a random id set once; a change means Redis lost its data."""
+    return f"{PREFIX}epoch"
 
 
 def complaints(u: str) -> str:

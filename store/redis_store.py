@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store import keys
@@ -34,12 +34,13 @@ from store.contract import (
     PostStatus,
     Registration,
     StoreEvent,
+    StoreRefused,
     StoreUnavailable,
     UserState,
     id_key,
 )
 from store.pubsub import PubSubLink
-from store.resp import RespPipeline
+from store.resp import RespPipeline, refusal
 from store.scripts import SCRIPTS as _SCRIPTS
 
 __all__ = ["GENERAL", "PRESENCE_TTL", "RedisStore"]
@@ -142,6 +143,11 @@ class RedisStore:
             return await coro
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
+        except ResponseError as exc:  # NoScriptError passes: the caller reloads
+            refused = _refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     def subscriptions(
         self,
@@ -287,7 +293,7 @@ class RedisStore:
                 continue
             errors = [r for r in results if isinstance(r, Exception)]
             if errors:
-                raise errors[0]
+                raise _refused(errors[0]) or errors[0]
             return
 
     # -- messages ------------------------------------------------------------------------
@@ -453,6 +459,35 @@ class RedisStore:
             return Complaint(status, count=int(res[1]), until_ms=int(res[2]), name=res[3])
         return Complaint(status, count=int(res[1]), name=res[2])
 
+    # -- after Redis lost its data ---------------------------------------------------------
+
+    async def claim_epoch(self, candidate: str) -> str:
+        """The store's epoch, set to `candidate` first if there is none (SET NX), so all
+        gateways that find it gone agree on one new value."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.epoch(), candidate, nx=True)
+        pipe.get(keys.epoch())
+        _, current = await self._call(pipe.execute())
+        return str(current or candidate)
+
+    async def reassert(self, chats: dict[str, dict[str, str]], peers: dict[str, set[str]]) -> None:
+        """Write back what this gateway's logged-in users are known to be in: memberships
+        both ways, the chats' names (only where missing) and the active-chats set, and
+        their private peers. Nothing that lets anyone log in (accounts stay as they are)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for user, theirs in chats.items():
+            for chat, name in theirs.items():
+                pipe.hsetnx(keys.chat(chat), "name", name)
+                pipe.sadd(keys.members(chat), user)
+                pipe.sadd(keys.user_chats(user), chat)
+                pipe.sadd(keys.chats(), chat)
+        for user, theirs_ in peers.items():
+            if theirs_:
+                pipe.sadd(keys.user_peers(user), *theirs_)
+                pipe.pexpire(keys.user_peers(user), self.ttl_ms)
+        if len(pipe):
+            await self._call(pipe.execute())
+
     # -- presence ------------------------------------------------------------------------
 
     async def heartbeat(self, online: set[str]) -> None:
@@ -481,6 +516,14 @@ class RedisStore:
         pipe.srem(keys.gateways(), self.gateway_id)
         pipe.delete(keys.gateway_alive(self.gateway_id), keys.gateway_online(self.gateway_id))
         await self._call(pipe.execute())
+
+
+def _refused(exc: Exception) -> StoreRefused | None:
+    """A refusal to write as the contract's error (redis-py strips the OOM/READONLY
+    prefix into the exception's class)."""
+    if isinstance(exc, OutOfMemoryError | ReadOnlyError):
+        return StoreRefused(f"{type(exc).__name__}: {exc}")
+    return refusal(str(exc))
 
 
 def _mapped(raw: asyncio.Future[Any], convert: Callable[[Any], T]) -> asyncio.Future[T]:

@@ -3,22 +3,36 @@
 Profiling ingest showed redis-py spending about 40% of the gateway's busy time packing the
 arguments of `post_many` calls. The post batcher therefore sends over its own connection:
 a whole batch is encoded with one join and the replies are parsed by hiredis. Everything
-else keeps using redis-py.
+else keeps using redis-py. `open_redis` is also the pub/sub link's way in: it speaks TLS
+for `rediss://` URLs, so every connection of a gateway is encrypted alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hiredis
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 
-from store.contract import StoreUnavailable
+from store.contract import StoreRefused, StoreUnavailable
 
-__all__ = ["RespPipeline", "auth_command", "encode_command", "open_redis"]
+__all__ = [
+    "RespPipeline",
+    "auth_command",
+    "encode_command",
+    "open_redis",
+    "refusal",
+    "ssl_context",
+    "with_ca",
+]
+
+#: Error reply prefixes that mean "Redis is up but will not write now": out of memory under
+#: `noeviction`, a read-only replica, a failed snapshot, too few replicas.
+REFUSALS = ("OOM", "READONLY", "MISCONF", "NOREPLICAS")
 
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -31,14 +45,53 @@ def encode_command(*parts: bytes | str | int | float) -> bytes:
     return b"".join(out)
 
 
+def refusal(text: str) -> StoreRefused | None:
+    """The contract's error for an error reply that is a refusal to write, else None.
+    A script's error carries the reply inside its text ("... OOM command not allowed")."""
+    head = text.split(" ", 1)[0]
+    if head in REFUSALS or any(f" {r} " in f" {text} " for r in REFUSALS):
+        return StoreRefused(text)
+    return None
+
+
+def with_ca(url: str, ca_file: str) -> str:
+    """A `rediss://` URL that trusts `ca_file` (unless the URL names a CA itself)."""
+    if not ca_file or not url.startswith("rediss://") or "ssl_ca_certs=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}ssl_ca_certs={ca_file}"
+
+
+def ssl_context(params: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context a parsed `rediss://` URL asks for (None for plain redis://), with
+    the same meaning of its ssl_* parameters as redis-py gives them."""
+    if params.get("connection_class") is not SSLConnection:
+        return None
+    ctx = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
+    check = params.get("ssl_check_hostname", True)
+    ctx.check_hostname = reqs != "none" and check not in (False, "false", "0")
+    ctx.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(
+        reqs, ssl.CERT_REQUIRED
+    )
+    if params.get("ssl_certfile"):
+        ctx.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    return ctx
+
+
 async def open_redis(params: dict[str, Any], factory: Callable[[], P], timeout: float) -> P:
-    """Connect a protocol to the Redis of a parsed URL (unix socket or TCP)."""
+    """Connect a protocol to the Redis of a parsed URL (unix socket, TCP, or TLS)."""
     loop = asyncio.get_running_loop()
     if "path" in params:
         connecting = loop.create_unix_connection(factory, params["path"])
     else:
+        host = params.get("host", "localhost")
+        tls = ssl_context(params)
         connecting = loop.create_connection(
-            factory, params.get("host", "localhost"), params.get("port", 6379)
+            factory,
+            host,
+            params.get("port", 6379),
+            ssl=tls,
+            server_hostname=host if tls is not None else None,
         )
     _, proto = await asyncio.wait_for(connecting, timeout)
     return proto
@@ -103,7 +156,7 @@ class RespPipeline:
                 return self._proto
             try:
                 proto = await open_redis(self._params, _Protocol, 2)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 raise StoreUnavailable(str(exc)) from exc
             setup: list[tuple[Any, ...]] = []
             auth = auth_command(self._params)

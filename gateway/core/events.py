@@ -154,6 +154,11 @@ class ShuttingDown:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class StoreReset:
+    """Redis lost its data; memberships were restored, recent history may be gone."""
+
+
 class ErrorCode(enum.Enum):
     BAD_INPUT = "bad_input"  # a line or frame the door could not take
     BAD_NAME = "bad_name"
@@ -194,5 +199,6 @@ Event = (
     | HelpWanted
     | Bye
     | ShuttingDown
+    | StoreReset
     | Error
 )

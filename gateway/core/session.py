@@ -34,6 +34,7 @@ from store.contract import (
     PostStatus,
     Registration,
     Store,
+    StoreRefused,
     StoreUnavailable,
     UserState,
 )
@@ -179,10 +180,7 @@ class Session:
         except StoreUnavailable as exc:
             METRICS.redis_errors.inc()
             log.warning("event=store_unavailable session=%s error=%s", self.describe(), exc)
-            self._error(
-                ev.ErrorCode.STORE_DOWN,
-                "the chat store is unavailable right now; nothing was done, try again shortly",
-            )
+            self._error(ev.ErrorCode.STORE_DOWN, _store_text(exc, True))
             if self.phase is Phase.LOADING:
                 self._abort_login()
         except Exception:
@@ -425,6 +423,10 @@ class Session:
     def shutting_down(self) -> None:
         self.sink.emit(ev.ShuttingDown())
 
+    def store_reset(self) -> None:
+        if self.phase is Phase.READY:  # a session still loading read the new store anyway
+            self.sink.emit(ev.StoreReset())
+
     # -- commands ----------------------------------------------------------------------------
 
     async def _command(self, command: cmd.Command) -> None:
@@ -461,8 +463,8 @@ class Session:
         name = self.user.chats.get(chat, chat)
         try:
             results = await self.core.store.post_chat(self.key, self.name, chat, name, texts)
-        except StoreUnavailable:
-            self._store_down(len(texts))
+        except StoreUnavailable as exc:
+            self._store_down(len(texts), exc)
             return
         for result in results:
             if result.status is PostStatus.OK:  # the common case
@@ -477,19 +479,17 @@ class Session:
             return
         try:
             result = await self.core.store.post_private(self.key, self.name, peer, text)
-        except StoreUnavailable:
-            self._store_down(1)
+        except StoreUnavailable as exc:
+            self._store_down(1, exc)
             return
         self._post_outcome(result, f"no such user {nick}")
 
-    def _store_down(self, messages: int) -> None:
+    def _store_down(self, messages: int, exc: StoreUnavailable) -> None:
         """Redis refused a post: say so once per message, so no message is lost silently."""
         METRICS.redis_errors.inc()
+        text = "not sent: " + _store_text(exc, False)
         for _ in range(messages):
-            self._error(
-                ev.ErrorCode.STORE_DOWN,
-                "not sent: the chat store is unavailable right now; try again shortly",
-            )
+            self._error(ev.ErrorCode.STORE_DOWN, text)
 
     def _post_outcome(self, result: PostResult, refused: str) -> None:
         if result.status is PostStatus.OK:
@@ -628,6 +628,16 @@ class Session:
             self.describe(),
             was.value,
         )
+
+
+def _store_text(exc: StoreUnavailable, nothing_done: bool) -> str:
+    """Why the store failed, as a user can act on it: refused (full or read-only, until an
+    operator acts) or unavailable (try again shortly)."""
+    if isinstance(exc, StoreRefused):
+        why, when = "the chat store refused it (full or read-only)", "later"
+    else:
+        why, when = "the chat store is unavailable right now", "shortly"
+    return f"{why}; {'nothing was done, ' if nothing_done else ''}try again {when}"
 
 
 def _runs(messages: Iterable[Message]) -> list[list[Message]]:

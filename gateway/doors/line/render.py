@@ -103,6 +103,7 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.HelpWanted: lambda e: b"".join(notice(line) for line in HELP_LINES),
     ev.Bye: lambda e: notice("bye"),
     ev.ShuttingDown: lambda e: notice("server shutting down"),
+    ev.StoreReset: lambda e: notice("the chat store was reset; recent history may be missing"),
 }
 
 

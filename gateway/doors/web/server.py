@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -71,8 +72,11 @@ class WebDoor:
     origins: tuple[str, ...]  # empty: the page's own origin only
     connections: set[WebConnection]
 
-    async def start(self, host: str, port: int) -> Server:
-        """Listen; an OSError means the address could not be bound."""
+    async def start(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> Server:
+        """Listen (HTTPS and WSS with a TLS context); an OSError means the address could
+        not be bound."""
         files = _static_files()
 
         def process_request(conn: ServerConnection, request: Request) -> Response | None:
@@ -95,6 +99,7 @@ class WebDoor:
             max_size=self.max_line + FRAME_SLACK,
             server_header=None,
             compression=None,  # per-message deflate costs CPU per reader; lines are small
+            ssl=ssl_context,
         )
 
     def _origin_ok(self, origin: str, headers: Headers) -> bool:
