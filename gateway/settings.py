@@ -45,6 +45,10 @@ class Settings:
     login_fail_window: int = 900
     #: scrypt cost as log2(N); 14 is 16 MiB and about 80 ms of one core per login.
     scrypt_log_n: int = 14
+    #: Seconds a resume token (/token) is valid: its holder logs in without the password
+    #: until then. Each costs one ~100-byte field in Redis (at most `session.MAX_TOKENS`
+    #: per user).
+    token_ttl: int = 30 * 86400
     #: Seconds between cursor flushes to Redis (the most a crash can show twice).
     cursor_flush: float = 1.0
     #: HTTP port for /metrics and /healthz; 0 turns it off.
@@ -84,6 +88,7 @@ class Settings:
             "rate": self.rate >= 0,
             "burst": self.burst >= 1,
             "scrypt_log_n": 1 <= self.scrypt_log_n <= 20,
+            "token_ttl": self.token_ttl >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

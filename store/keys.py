@@ -33,6 +33,7 @@ __all__ = [
     "peer_of",
     "rate",
     "stream",
+    "tokens",
     "user",
     "user_channel",
     "user_chats",
@@ -57,6 +58,11 @@ def user_peers(u: str) -> str:
 
 def cursors(u: str) -> str:
     return f"{PREFIX}user:{u}:cursor"
+
+
+def tokens(u: str) -> str:
+    """The user's resume tokens: sha256 of each token -> when it expires (unix ms)."""
+    return f"{PREFIX}user:{u}:tokens"
 
 
 def chat(c: str) -> str:
