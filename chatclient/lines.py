@@ -27,7 +27,20 @@ __all__ = [
 ]
 
 MESSAGE_RE = re.compile(r"^\[([^\]]+)\] ([#@]\S+) <([^>]+)> (.*)$")
-COMMANDS = ("/send", "/chats", "/get_chats", "/ban", "/leave", "/who", "/history", "/help", "/quit")
+COMMANDS = (
+    "/send",
+    "/chats",
+    "/get_chats",
+    "/ban",
+    "/leave",
+    "/who",
+    "/history",
+    "/help",
+    "/token",
+    "/password",
+    "/logout",
+    "/quit",
+)
 LOCAL_HELP = (
     "<text>                 send to the current chat (shown in the prompt)",
     "/send <nick> <text>    private message",
@@ -38,6 +51,8 @@ LOCAL_HELP = (
     "/who [#chat]           who is online",
     "/history [n]           last n messages of the current chat",
     "/ban <nick>            complain about a user",
+    "/password <old> <new>  change your password (other devices must log in again)",
+    "/logout                forget this device's login token and leave",
     "/quit, Ctrl+D, Ctrl+C  leave",
     "Tab completes commands, nicknames and chats; Up/Down walk your input history.",
 )

@@ -7,6 +7,10 @@ backoff starts again from 0.5 s only after a session that got as far as logging 
 server that accepts and drops (Redis down, busy) is retried ever more slowly. What the
 server replays (unread messages, the rejoined chat's history) passes through
 `ReplayFilter`, so nothing is shown twice.
+
+After its first login it asks the server for a resume token (`/token`), keeps it in memory
+only, and logs in again with `nick token`: a reconnect then costs the server no password
+hash. A refused token (expired, revoked) falls back to the password.
 """
 
 from __future__ import annotations
@@ -74,9 +78,22 @@ class ChatLink:
         self._writer: asyncio.StreamWriter | None = None
         self._queued: deque[str] = deque(maxlen=200)
         self.fatal: str | None = None
+        #: The resume token of this device (never written anywhere, never shown).
+        self.token: str | None = None
+        #: How each login went, "token" or "password": for the status line and tests.
+        self.logins: list[str] = []
+        self._want_token = False  # we asked for a token: its line is ours, not the user's
+        self._new_password: str | None = None  # a /password the server has not answered
 
     async def send(self, line: str) -> None:
         self.state.typed(line)
+        words = line.split()
+        command = words[0].lower() if words else ""
+        if command == "/password" and len(words) == 3:
+            self._new_password = words[2]
+        elif command == "/logout":  # the server revokes the token and closes: stay closed
+            self.token = None
+            self.closing = True
         if self._writer is None or not self.ready.is_set():
             self._queued.append(line)
             self.status("not connected: your line will be sent after reconnecting")
@@ -139,6 +156,7 @@ class ChatLink:
     ) -> None:
         logged_in = False
         wrong = False
+        method = "password"
         while True:
             raw = await reader.readline()
             if not raw:
@@ -154,9 +172,15 @@ class ChatLink:
                     writer.write(self.password.encode() + b"\r\n")
                     continue
                 if isinstance(line, Notice) and "nickname" in line.text:
-                    writer.write(self.nick.encode() + b"\r\n")
+                    method = "token" if self.token else "password"
+                    login = f"{self.nick} {self.token}" if self.token else self.nick
+                    writer.write(login.encode() + b"\r\n")
                     continue
                 if isinstance(line, Error):
+                    if "invalid or expired token" in line.text:
+                        self.token = None  # the server asks for the nickname again
+                        self.status("resume token refused; logging in with the password")
+                        continue
                     if "wrong password" in line.text:
                         wrong = True
                         continue
@@ -166,6 +190,9 @@ class ChatLink:
                     raise LoginRefused(line.text)
                 if isinstance(line, Notice) and line.text.startswith("ready"):
                     logged_in = True
+                    self.logins.append(method)
+                    if self.token is None:
+                        self._ask_token(writer)
                     current = self.state.current
                     self.state.seen(line)
                     self.ready.set()
@@ -181,6 +208,8 @@ class ChatLink:
                         queued = self._queued.popleft()
                         writer.write(queued.encode() + b"\r\n")
                     continue
+            if isinstance(line, Notice) and self._token_line(line, writer):
+                continue
             self.state.seen(line)
             if isinstance(line, Message) and not self.replay.show(line):
                 continue
@@ -191,6 +220,25 @@ class ChatLink:
             ):
                 continue
             self.show(line)
+
+    def _ask_token(self, writer: asyncio.StreamWriter) -> None:
+        self._want_token = True
+        writer.write(b"/token\r\n")
+
+    def _token_line(self, line: Notice, writer: asyncio.StreamWriter) -> bool:
+        """Take a token (and password change) notice; True if it is not for the user."""
+        if line.text.startswith("token: "):
+            words = line.text.split()
+            if len(words) > 1:
+                self.token = words[1]
+            mine, self._want_token = self._want_token, False
+            return mine
+        if line.text == "password changed":  # the server revoked every token
+            if self._new_password is not None:
+                self.password, self._new_password = self._new_password, None
+            self.token = None
+            self._ask_token(writer)
+        return False
 
     def _rejoin(self, writer: asyncio.StreamWriter, chat: str) -> None:
         """Make the chat current again on the new session; its history is filtered as replay."""

@@ -59,6 +59,10 @@ class Settings:
     login_fail_window: int = 900
     #: scrypt cost as log2(N); 14 is 16 MiB and about 80 ms of one core per login.
     scrypt_log_n: int = 14
+    #: Seconds a resume token (/token) is valid: its holder logs in without the password
+    #: until then. Each costs one ~100-byte field in Redis (at most `session.MAX_TOKENS`
+    #: per user).
+    token_ttl: int = 30 * 86400
     #: Seconds between cursor flushes to Redis (the most a crash can show twice).
     cursor_flush: float = 1.0
     #: The web page and its WebSocket (`/ws`) on this port; 0 turns the web door off.
@@ -116,6 +120,7 @@ class Settings:
             "rate": self.rate >= 0,
             "burst": self.burst >= 1,
             "scrypt_log_n": 1 <= self.scrypt_log_n <= 20,
+            "token_ttl": self.token_ttl >= 1,
         }
         if self.tls_port and not (self.tls_cert and self.tls_key):
             raise SystemExit("invalid setting: --tls-port needs --tls-cert and --tls-key")

@@ -250,6 +250,21 @@ class Store(Protocol):
 
     async def count_login_failure(self, user: str, address: str, window: int) -> None: ...
 
+    async def set_password(self, user: str, password_hash: str) -> None:
+        """Replace the password hash and revoke every resume token of the user, at once."""
+
+    # resume tokens: the store sees only their hashes
+    async def issue_token(
+        self, user: str, token_hash: str, ttl: int, replaces: str | None, keep: int
+    ) -> None:
+        """Keep `token_hash` for `ttl` seconds, revoking `replaces` (that device's previous
+        token) and expired tokens; at most `keep` per user (the oldest go)."""
+
+    async def check_token(self, user: str, token_hash: str) -> str | None:
+        """The user's display name if the token is valid (known and not expired)."""
+
+    async def revoke_token(self, user: str, token_hash: str) -> None: ...
+
     # a user's state and what they have not seen
     async def load_user(self, user: str) -> UserState: ...
 

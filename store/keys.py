@@ -38,6 +38,7 @@ __all__ = [
     "rate",
     "skeleton",
     "stream",
+    "tokens",
     "user",
     "user_addresses",
     "user_channel",
@@ -63,6 +64,11 @@ def user_peers(u: str) -> str:
 
 def cursors(u: str) -> str:
     return f"{PREFIX}user:{u}:cursor"
+
+
+def tokens(u: str) -> str:
+    """The user's resume tokens: sha256 of each token -> when it expires (unix ms)."""
+    return f"{PREFIX}user:{u}:tokens"
 
 
 def chat(c: str) -> str:

@@ -223,6 +223,28 @@ class RedisStore:
             "count_failure", [keys.fails("nick", user), keys.fails("ip", address)], [window]
         )
 
+    async def set_password(self, user: str, password_hash: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.user(user), "pw", password_hash)
+        pipe.delete(keys.tokens(user))
+        await self._call(pipe.execute())
+
+    # -- resume tokens -------------------------------------------------------------------
+
+    async def issue_token(
+        self, user: str, token_hash: str, ttl: int, replaces: str | None, keep: int
+    ) -> None:
+        await self._eval(
+            "token_issue", [keys.tokens(user)], [token_hash, ttl * 1000, replaces or "", keep]
+        )
+
+    async def check_token(self, user: str, token_hash: str) -> str | None:
+        name = await self._eval("token_check", [keys.tokens(user), keys.user(user)], [token_hash])
+        return str(name) if name else None
+
+    async def revoke_token(self, user: str, token_hash: str) -> None:
+        await self._call(self.redis.hdel(keys.tokens(user), token_hash))
+
     # -- a user's state ------------------------------------------------------------------
 
     async def load_user(self, user: str) -> UserState:

@@ -29,6 +29,8 @@ NAMES: Final = (
     "complain",
     "advance",
     "count_failure",
+    "token_issue",
+    "token_check",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

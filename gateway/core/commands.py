@@ -1,7 +1,7 @@
 """What a door hands the core: typed commands, already parsed and sanitised.
 
 Login is two steps (`Nick`, then `Password`) because the line protocol asks for them one
-at a time; a door that has both sends both.
+at a time; a door that has both sends both. A `Nick` with a resume token is a whole login.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 __all__ = [
     "Ban",
+    "ChangePassword",
     "Command",
     "GetChats",
     "Help",
     "History",
+    "IssueToken",
     "Join",
     "Leave",
+    "Logout",
     "Nick",
     "Password",
     "Quit",
@@ -30,6 +33,8 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Nick:
     text: str  # as typed, sanitised; the core checks the rules
+    #: A resume token (see `IssueToken`): it logs in instead of the password.
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,24 @@ class Quit:
 
 
 @dataclass(frozen=True, slots=True)
+class IssueToken:
+    """A resume token for this device; it replaces (revokes) the one this session had."""
+
+
+@dataclass(frozen=True, slots=True)
+class Logout:
+    """Revoke this session's resume token, then close."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePassword:
+    """Change the password (the old one proves it is the user); revokes every token."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """Input the door could not take (too long, not UTF-8, a malformed command): the core
     says why, and asks again for what it was waiting for."""
@@ -118,5 +141,8 @@ Command = (
     | Ban
     | Help
     | Quit
+    | IssueToken
+    | Logout
+    | ChangePassword
     | Rejected
 )

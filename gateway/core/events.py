@@ -10,7 +10,7 @@ lets a door map it to its own form (an IRC numeric, a web banner).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from store.contract import ChatInfo, Message
 
@@ -33,9 +33,11 @@ __all__ = [
     "Messages",
     "NoHistory",
     "Online",
+    "PasswordChanged",
     "PrivateConv",
     "Ready",
     "ShuttingDown",
+    "TokenIssued",
 ]
 
 
@@ -145,6 +147,19 @@ class HelpWanted:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenIssued:
+    """A new resume token: only its hash is stored, so this is the one time it is seen."""
+
+    token: str = field(repr=False)  # never in a log line or a test failure's repr
+    seconds: int  # how long it is valid
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChanged:
+    """The password was changed and every resume token of the user revoked."""
+
+
+@dataclass(frozen=True, slots=True)
 class Bye:
     pass
 
@@ -164,6 +179,7 @@ class ErrorCode(enum.Enum):
     BAD_NAME = "bad_name"
     BAD_PASSWORD = "bad_password"
     WRONG_PASSWORD = "wrong_password"
+    BAD_TOKEN = "bad_token"  # a resume token that is wrong, expired or revoked
     LOCKED_OUT = "locked_out"  # too many failures: the connection closes
     NOT_MEMBER = "not_member"
     NO_SUCH_USER = "no_such_user"
@@ -197,6 +213,8 @@ Event = (
     | Complained
     | Banned
     | HelpWanted
+    | TokenIssued
+    | PasswordChanged
     | Bye
     | ShuttingDown
     | StoreReset

@@ -23,6 +23,7 @@ from gateway.core.addresses import address_group
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password, verify_password
 from gateway.core.timefmt import ban_end, wait_for
+from gateway.core.tokens import new_token, token_hash
 from gateway.metrics import METRICS
 from gateway.settings import Settings
 from store import keys
@@ -49,6 +50,9 @@ GENERAL = keys.GENERAL
 _ZERO = (0, 0)
 #: Wrong passwords on one connection before it is closed (the contract says 3).
 MAX_WRONG_PASSWORDS = 3
+#: Resume tokens kept per user: a device's token beyond this revokes the one that expires
+#: first, so one user's many devices cannot grow Redis without bound (64 x ~100 bytes).
+MAX_TOKENS = 64
 #: Names listed by /who; the rest are counted ("and N more"), so one reply stays small.
 WHO_SHOWN = 200
 #: Bytes of stored messages rendered before the session waits for the door to drain, so a
@@ -126,6 +130,7 @@ class Session:
         "_held_bytes",
         "_holding",
         "_nick",
+        "_token",
         "_wrong",
         "core",
         "current",
@@ -155,6 +160,8 @@ class Session:
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
         self._wrong = 0
+        #: The hash of this device's resume token: the one it logged in with or was issued.
+        self._token: str | None = None
 
     def _gone(self) -> bool:
         """Whether the door's connection closed (checked after every await of login)."""
@@ -196,7 +203,10 @@ class Session:
         elif self.phase is Phase.READY:
             await self._command(command)
         elif self.phase is Phase.NICK and isinstance(command, cmd.Nick):
-            await self._take_nick(command.text)
+            if command.token is None:
+                await self._take_nick(command.text)
+            else:
+                await self._token_login(command.text, command.token)
         elif self.phase is Phase.PASSWORD and isinstance(command, cmd.Password):
             await self._password(command.text)
         elif isinstance(command, cmd.Quit):
@@ -250,6 +260,46 @@ class Session:
         self.sink.emit(ev.AskNick(first=False))
         return True
 
+    async def _token_login(self, nick: str, token: str) -> None:
+        """Log in with a resume token: one Redis script, no password hash."""
+        err = name_error(nick)
+        if err:
+            self._error(ev.ErrorCode.BAD_NAME, f"bad nickname: {err}")
+            self.sink.emit(ev.AskNick(first=False))
+            return
+        key = name_key(nick)
+        if await self._locked_out(key) or self._gone():
+            return
+        hashed = token_hash(token)
+        name = await self.core.store.check_token(key, hashed)
+        if self._gone():
+            return
+        if name is not None:
+            self._token = hashed
+            await self._enter(key, name, first=False, method="token")
+            return
+        refused = ev.Error(ev.ErrorCode.BAD_TOKEN, "invalid or expired token")
+        if not await self._failed(key, "bad_token", nick, refused):
+            self.sink.emit(ev.AskNick(first=False))
+
+    async def _failed(self, key: str, event: str, name: str, refused: ev.Error) -> bool:
+        """Count a failed login (this connection's tries, and the store's per-nickname and
+        per-address lockouts) and say `refused`; True if this connection is closed for it."""
+        self._wrong += 1
+        METRICS.login_failures.inc()
+        log.warning(
+            "event=%s peer=%s user=%s tries=%d", event, self.sink.address, name, self._wrong
+        )
+        await self.core.store.count_login_failure(
+            key, self.sink.address, self.core.settings.login_fail_window
+        )
+        self.sink.emit(refused)
+        if self._wrong >= MAX_WRONG_PASSWORDS:
+            self._error(ev.ErrorCode.LOCKED_OUT, "too many wrong passwords; disconnecting")
+            self.sink.close()
+            return True
+        return False
+
     async def _locked_out(self, key: str) -> bool:
         by_nick, by_address = await self.core.store.login_failures(key, self.sink.address)
         limit = self.core.settings.max_login_failures
@@ -282,7 +332,7 @@ class Session:
                 if self._gone():  # registered, but nobody is there to log in
                     return
                 log.info("event=register peer=%s user=%s", self.sink.address, nick)
-                await self._enter(key, nick, first=True)
+                await self._enter(key, nick, first=True, method="register")
                 return
             if outcome is Registration.LOOK_ALIKE:  # a look-alike registered meanwhile
                 self._nick = self._account = None
@@ -297,28 +347,15 @@ class Session:
         if self.phase is Phase.CLOSED:
             return
         if ok:
-            await self._enter(key, account.name, first=False)
+            await self._enter(key, account.name, first=False, method="password")
             return
-        self._wrong += 1
-        METRICS.login_failures.inc()
-        log.warning(
-            "event=wrong_password peer=%s user=%s tries=%d",
-            self.sink.address,
-            account.name,
-            self._wrong,
-        )
-        await self.core.store.count_login_failure(
-            key, self.sink.address, settings.login_fail_window
-        )
-        self._error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
-        if self._wrong >= MAX_WRONG_PASSWORDS:
-            self._error(ev.ErrorCode.LOCKED_OUT, "too many wrong passwords; disconnecting")
-            self.sink.close()
+        refused = ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
+        if await self._failed(key, "wrong_password", account.name, refused):
             return
         self._nick, self._account = (key, account.name), account
         self._ask_again()
 
-    async def _enter(self, key: str, name: str, *, first: bool) -> None:
+    async def _enter(self, key: str, name: str, *, first: bool, method: str) -> None:
         """Logged in: subscribe, show the backlog, then go live."""
         self.phase = Phase.LOADING
         self._nick = self._account = None
@@ -344,9 +381,10 @@ class Session:
         shown = await self._show_stored(messages)
         METRICS.logins.inc()
         log.info(
-            "event=login peer=%s session=%s backlog=%d",
+            "event=login peer=%s session=%s method=%s backlog=%d",
             self.sink.address,
             self.describe(),
+            method,
             len(messages),
         )
         chats = sorted(user.chats.values(), key=lambda n: (name_key(n) != GENERAL, n.casefold()))
@@ -452,6 +490,12 @@ class Session:
                 await self._ban(nick)
             case cmd.Help():
                 self.sink.emit(ev.HelpWanted())
+            case cmd.IssueToken():
+                await self._issue_token()
+            case cmd.Logout():
+                await self._logout()
+            case cmd.ChangePassword(old, new):
+                await self._change_password(old, new)
             case cmd.Quit():
                 self.sink.emit(ev.Bye())
                 self.sink.close()
@@ -609,6 +653,57 @@ class Session:
         else:
             until = result.until_ms if result.status is ComplaintStatus.BANNED else None
             self.sink.emit(ev.Complained(result.name, result.count, threshold, until))
+
+    # -- resume tokens and the password ---------------------------------------------------
+
+    async def _issue_token(self) -> None:
+        """A new token for this device; the store revokes the one it had."""
+        token = new_token()
+        hashed = token_hash(token)
+        ttl = self.core.settings.token_ttl
+        await self.core.store.issue_token(self.key, hashed, ttl, self._token, MAX_TOKENS)
+        self._token = hashed
+        log.info("event=token_issued peer=%s session=%s", self.sink.address, self.describe())
+        self.sink.emit(ev.TokenIssued(token, ttl))
+
+    async def _logout(self) -> None:
+        if self._token is not None:
+            await self.core.store.revoke_token(self.key, self._token)
+            self._token = None
+        log.info("event=logout peer=%s session=%s", self.sink.address, self.describe())
+        self.sink.emit(ev.Bye())
+        self.sink.close()
+
+    async def _change_password(self, old: str, new: str) -> None:
+        store, settings = self.core.store, self.core.settings
+        by_nick, _ = await store.login_failures(self.key, self.sink.address)
+        if settings.max_login_failures and by_nick >= settings.max_login_failures:
+            self._error(ev.ErrorCode.LOCKED_OUT, "too many failed logins; try again later")
+            return
+        err = password_error(new)
+        if err:
+            self._error(ev.ErrorCode.BAD_PASSWORD, f"bad password: {err}")
+            return
+        account = await store.get_account(self.key)
+        if account is None:
+            raise StoreUnavailable("account vanished")
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, verify_password, old, account.password_hash)
+        if not ok:
+            METRICS.login_failures.inc()
+            log.warning(
+                "event=wrong_password peer=%s user=%s during=password_change",
+                self.sink.address,
+                self.name,
+            )
+            await store.count_login_failure(self.key, self.sink.address, settings.login_fail_window)
+            self._error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
+            return
+        hashed = await loop.run_in_executor(None, hash_password, new, settings.scrypt_log_n)
+        await store.set_password(self.key, hashed)
+        self._token = None
+        log.info("event=password_changed peer=%s session=%s", self.sink.address, self.describe())
+        self.sink.emit(ev.PasswordChanged())
 
     # -- the end -----------------------------------------------------------------------------
 

@@ -124,3 +124,32 @@ async def test_web_and_telnet_across_gateways_and_replay_after_a_kill(
     web2 = await WebClient.connect(g2.web_port)
     backlog = web_texts(await web2.login("wanda"))
     assert backlog == [("#general", "theo", f"while you were away {i}") for i in range(3)]
+
+
+async def test_resume_token_logs_in_without_the_password_on_any_gateway(
+    redis_url, gateways
+) -> None:
+    g1 = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    g2 = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    web = await WebClient.connect(g1.web_port)
+    await web.login("rhea")
+    await web.send({"type": "token"})
+    token = (await web.expect("token"))["token"]
+    assert len(token) >= 32
+    await web.close()
+    again = await WebClient.connect(g2.web_port)
+    await again.expect("login_required")
+    await again.send({"type": "resume", "nick": "RHEA", "token": token})
+    ready = await again.expect("ready")
+    assert ready["nick"] == "rhea"
+    assert token not in g1.output() + g2.output()  # never logged
+    wrong = await WebClient.connect(g2.web_port)
+    await wrong.expect("login_required")
+    await wrong.send({"type": "resume", "nick": "rhea", "token": "0" * 64})
+    assert (await wrong.expect("error"))["code"] == "bad_token"
+    await again.send({"type": "logout"})
+    await again.expect("bye")
+    revoked = await WebClient.connect(g1.web_port)
+    await revoked.expect("login_required")
+    await revoked.send({"type": "resume", "nick": "rhea", "token": token})
+    assert (await revoked.expect("error"))["code"] == "bad_token"

@@ -152,6 +152,39 @@ async def test_page_recovers_after_its_gateway_is_killed_and_restarted(
     assert [t for t in shown if t.startswith("missed")] == ["missed 0", "missed 1", "missed 2"]
 
 
+async def test_reload_keeps_the_user_logged_in_and_shows_nothing_twice(
+    browser, redis_url, gateways, clients
+) -> None:
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "rosa")
+    tel = await clients(gw.port)
+    await tel.login("tim")
+    await tel.send("one")
+    await wait_text(page, "one")
+    await page.wait_for_function("localStorage.getItem('chat.resume') !== null")
+    stored = await page.evaluate("localStorage.getItem('chat.resume')")
+    assert "secret123" not in stored  # a token is kept, never the password
+    await page.reload()
+    await page.get_by_role("textbox", name="Message").wait_for()
+    assert await page.locator("#login-view").is_hidden()  # no password asked
+    await tel.send("two")
+    await wait_text(page, "two")
+    await page.reload()
+    await page.get_by_role("textbox", name="Message").wait_for()
+    await tel.send("three")
+    await wait_text(page, "three")
+    shown = await texts(page)
+    for text in ("two", "three"):
+        assert shown.count(text) == 1, shown
+    assert "method=token" in gw.output()
+    await page.get_by_role("button", name="Log out").click()
+    await page.get_by_label("Nickname").wait_for()
+    await page.reload()
+    await page.get_by_label("Nickname").wait_for()  # logged out stays logged out
+    assert page.problems == []
+
+
 async def test_phone_width_layout_and_labels(browser, redis_url, gateways) -> None:
     gw = web_gw(gateways, redis_url)
     page = await page_of(browser, gw.web_port, width=390, height=844)

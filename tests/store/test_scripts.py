@@ -33,7 +33,7 @@ def body(name: str) -> str:
 # -- composition and lint (no Redis) ---------------------------------------------------------
 
 
-def test_eight_scripts_with_sha() -> None:
+def test_ten_scripts_with_sha() -> None:
     assert (
         set(SCRIPTS)
         == set(NAMES)
@@ -46,6 +46,8 @@ def test_eight_scripts_with_sha() -> None:
             "complain",
             "advance",
             "count_failure",
+            "token_issue",
+            "token_check",
         }
     )
     for name, script in SCRIPTS.items():

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from gateway.core.commands import (
     Ban,
+    ChangePassword,
     Command,
     GetChats,
     Help,
     History,
+    IssueToken,
     Join,
     Leave,
+    Logout,
     Nick,
     Password,
     Quit,
@@ -25,6 +28,7 @@ from gateway.core.commands import (
 )
 from gateway.core.names import chat_arg, name_error, sanitize
 from gateway.core.session import Phase
+from gateway.core.tokens import looks_like_token
 
 __all__ = ["HELP_LINES", "MAX_HISTORY", "parse", "parse_line", "plain_text"]
 
@@ -41,6 +45,9 @@ HELP_LINES = (
     "  /who [#chat]           who is online in a chat",
     "  /history [n]           last n messages of the current chat",
     "  /ban <nick>            complain about nick (enough complaints ban them)",
+    "  /token                 a resume token: log in later with '<nick> <token>'",
+    "  /password <old> <new>  change your password (revokes every resume token)",
+    "  /logout                revoke this device's resume token and disconnect",
     "  /help                  this list",
     "  /quit                  disconnect",
 )
@@ -63,12 +70,27 @@ def plain_text(text: str) -> str | None:
     return line if line and line[0] != "/" else None
 
 
+def _change_password(line: str) -> Command:
+    """`/password <old> <new>`, words split on spaces (so neither may contain one)."""
+    words = [w for w in line.split(" ") if w]
+    if len(words) != 3 or words[0].lower() != "/password":
+        return _usage("/password <old> <new> (passwords without spaces)")
+    return ChangePassword(words[1], words[2])
+
+
 def parse_line(text: str, phase: Phase) -> Command | None:
     """What a received line means in the session's phase. None: nothing to do."""
     if phase is Phase.READY:
+        head = text.lstrip(" ")
+        if head[:9].lower() == "/password" and head[9:10] in ("", " "):
+            return _change_password(text)  # raw, as the password prompt takes passwords
         return parse(sanitize(text))
     if phase is Phase.NICK:
         nick = sanitize(text).strip()
+        name, _, token = nick.partition(" ")
+        token = token.strip()
+        if looks_like_token(token):  # `alice <token>`: nicknames never contain spaces
+            return Nick(name, token)
         return Nick(nick) if nick else None
     if phase is Phase.PASSWORD:
         return Password(text) if text else None
@@ -126,4 +148,10 @@ def parse(line: str) -> Command | None:
         return Help()
     if name == "quit":
         return Quit()
+    if name == "token":
+        return IssueToken() if not rest else _usage("/token")
+    if name == "logout":
+        return Logout() if not rest else _usage("/logout")
+    if name == "password":
+        return _change_password(line)
     return Rejected(f"unknown command {word} (try /help)")

@@ -70,6 +70,15 @@ def _online(e: ev.Online) -> bytes:
     return notice(f"online in #{e.chat} ({e.total}): {', '.join(e.names)}{more}")
 
 
+def _period(seconds: int) -> str:
+    """A token's lifetime in the largest whole unit: `30 days`, `2 hours`, `90 seconds`."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 def _complained(e: ev.Complained) -> bytes:
     text = f"complaint about {e.target} recorded ({e.count}/{e.threshold})"
     if e.banned_until_ms is not None:
@@ -101,6 +110,10 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
         "you can read but not send"
     ),
     ev.HelpWanted: lambda e: b"".join(notice(line) for line in HELP_LINES),
+    ev.TokenIssued: lambda e: notice(
+        f"token: {e.token} (valid for {_period(e.seconds)}; /logout revokes it)"
+    ),
+    ev.PasswordChanged: lambda e: notice("password changed"),
     ev.Bye: lambda e: notice("bye"),
     ev.ShuttingDown: lambda e: notice("server shutting down"),
     ev.StoreReset: lambda e: notice("the chat store was reset; recent history may be missing"),

@@ -22,7 +22,21 @@ __all__ = ["CLIENT_FRAMES", "VERSION", "FrameError", "encode", "messages_frame",
 VERSION = 1
 #: Every frame type a client may send (docs/WEBSOCKET.md).
 CLIENT_FRAMES = frozenset(
-    ("login", "say", "send", "join", "leave", "chats", "who", "complain", "command")
+    (
+        "login",
+        "resume",
+        "say",
+        "send",
+        "join",
+        "leave",
+        "chats",
+        "who",
+        "complain",
+        "command",
+        "token",
+        "logout",
+        "password",
+    )
 )
 
 
@@ -59,8 +73,19 @@ def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
             cmd.Nick(sanitize(_text(frame, "nick")).strip()),
             cmd.Password(_text(frame, "password")),
         ]
+    if kind == "resume":  # a resume token instead of the password: no password hash
+        if phase is not Phase.NICK:
+            raise FrameError("already logging in or logged in")
+        nick = sanitize(_text(frame, "nick")).strip()
+        return [cmd.Nick(nick, token=_text(frame, "token"))]
     if phase is not Phase.READY:
         raise FrameError("log in first")
+    if kind == "token":
+        return [cmd.IssueToken()]
+    if kind == "logout":
+        return [cmd.Logout()]
+    if kind == "password":
+        return [cmd.ChangePassword(_text(frame, "old"), _text(frame, "new"))]
     if kind == "say":
         text = sanitize(_text(frame, "text")).strip()
         chat = frame.get("chat")
@@ -148,6 +173,9 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
     },
     ev.Banned: lambda e: {"type": "banned", "until": e.until_ms},
     ev.HelpWanted: lambda e: {"type": "help", "lines": list(HELP_LINES)},
+    ev.TokenIssued: lambda e: {"type": "token", "token": e.token, "seconds": e.seconds},
+    ev.PasswordChanged: lambda e: {"type": "password_changed"},
+    ev.StoreReset: lambda e: {"type": "store_reset"},
     ev.Bye: lambda e: {"type": "bye"},
     ev.ShuttingDown: lambda e: {"type": "shutting_down"},
     ev.Error: lambda e: {"type": "error", "code": e.code.value, "text": e.text},

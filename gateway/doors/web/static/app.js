@@ -330,6 +330,14 @@ function handle(f) {
     case "help":
       for (const line of f.lines) note(line);
       break;
+    case "store_reset":
+      banner("The chat store was reset; recent history may be missing.", "error", 10000);
+      break;
+    case "password_changed":
+      note("password changed; every device must log in again");
+      localStorage.removeItem(STORE_KEY);
+      send({ type: "token" });
+      break;
     case "shutting_down":
       banner("The server is restarting; reconnecting…", "error");
       break;
@@ -345,7 +353,7 @@ function handle(f) {
 
 function onError(f) {
   if (!state.loggedIn) {
-    if (f.code === "invalid_token") {
+    if (f.code === "bad_token") {
       localStorage.removeItem(STORE_KEY);
       if (state.ws) state.ws.close();
       state.ws = null;

@@ -1,0 +1,181 @@
+"""Resume tokens, /logout and /password in the core, on the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from typing import Any
+
+import pytest
+
+from gateway.core import commands as cmd
+from gateway.core import events as ev
+from gateway.core import session as session_mod
+from gateway.core.session import Phase, Session
+from gateway.doors.line.parse import parse_line
+from store import keys
+from tests.core.conftest import Chat, Recorder
+
+BAD_TOKEN = ev.Error(ev.ErrorCode.BAD_TOKEN, "invalid or expired token")
+
+
+async def _token(session: Session, sink: Recorder) -> str:
+    await session.handle(cmd.IssueToken())
+    issued = sink.of(ev.TokenIssued)[-1]
+    assert isinstance(issued, ev.TokenIssued)
+    return issued.token
+
+
+async def _with_token(chat: Chat, nick: str, token: str) -> tuple[Session, Recorder]:
+    session, sink = await chat.connect()
+    await session.handle(cmd.Nick(nick, token))
+    return session, sink
+
+
+async def _hashes(chat: Chat, user: str) -> dict[str, str]:
+    return await chat.store.redis.hgetall(keys.tokens(user))  # type: ignore[no-any-return]
+
+
+async def test_a_token_logs_in_without_a_password_hash(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session, sink = await chat.login("Alice")
+    token = await _token(session, sink)
+    assert len(token) == 64 and int(token, 16) >= 0  # 256 random bits, hex
+    assert sink.of(ev.TokenIssued)[-1] == ev.TokenIssued(token, chat.core.settings.token_ttl)
+
+    def no_scrypt(*args: Any) -> bool:
+        raise AssertionError("a token login must not hash a password")
+
+    monkeypatch.setattr(session_mod, "verify_password", no_scrypt)
+    monkeypatch.setattr(session_mod, "hash_password", no_scrypt)
+    phone, phone_sink = await _with_token(chat, "ALICE", token)
+    assert phone.phase is Phase.READY, phone_sink.events
+    assert phone_sink.events[-1] == ev.Ready("Alice", "general")
+    assert not any(isinstance(e, ev.AskPassword) for e in phone_sink.events)
+
+
+async def test_tokens_are_stored_only_as_hashes_with_an_expiry(chat: Chat) -> None:
+    session, sink = await chat.login("bob")
+    token = await _token(session, sink)
+    stored = await _hashes(chat, "bob")
+    assert list(stored) == [hashlib.sha256(token.encode()).hexdigest()]
+    dump = repr(await chat.store.redis.hgetall(keys.user("bob"))) + repr(stored)
+    assert token not in dump
+    assert 0 < await chat.store.redis.pttl(keys.tokens("bob")) <= 30 * 86400 * 1000
+    assert token not in repr(sink.of(ev.TokenIssued)[-1])  # never in a log or traceback
+
+
+async def test_asking_twice_revokes_the_previous_token_of_that_device(chat: Chat) -> None:
+    laptop, laptop_sink = await chat.login("carol")
+    phone, phone_sink = await chat.login("carol")
+    first = await _token(laptop, laptop_sink)
+    on_phone = await _token(phone, phone_sink)
+    second = await _token(laptop, laptop_sink)
+    assert len(await _hashes(chat, "carol")) == 2  # one per device
+    _, sink = await _with_token(chat, "carol", first)
+    assert sink.events[-2:] == [BAD_TOKEN, ev.AskNick(first=False)]
+    for token in (second, on_phone):
+        s, _ = await _with_token(chat, "carol", token)
+        assert s.phase is Phase.READY
+
+
+async def test_wrong_tokens_count_as_failed_logins_and_lock_out(chat: Chat) -> None:
+    await chat.login("dave")
+    session, sink = await chat.connect()
+    for _ in range(3):
+        await session.handle(cmd.Nick("dave", "ab" * 32))
+    codes = [e.code for e in sink.of(ev.Error)]  # type: ignore[attr-defined]
+    assert codes == [ev.ErrorCode.BAD_TOKEN] * 3 + [ev.ErrorCode.LOCKED_OUT]
+    assert sink.closed
+    assert await chat.store.login_failures("dave", "127.0.0.1") == (3, 3)
+    # the per-nickname lockout then refuses even a valid token, as it refuses passwords
+    owner, owner_sink = await chat.login("dave")
+    token = await _token(owner, owner_sink)
+    for _ in range(chat.core.settings.max_login_failures):
+        await chat.store.count_login_failure("dave", "10.0.0.9", 60)
+    late, late_sink = await _with_token(chat, "dave", token)
+    assert late_sink.events[-1].code is ev.ErrorCode.LOCKED_OUT  # type: ignore[union-attr]
+    assert late.phase is Phase.NICK and late_sink.closed
+
+
+async def test_an_expired_token_is_refused(chat: Chat) -> None:
+    chat.core.settings = dataclasses.replace(chat.core.settings, token_ttl=1)
+    session, sink = await chat.login("erin")
+    token = await _token(session, sink)
+    await asyncio.sleep(1.1)
+    late, late_sink = await _with_token(chat, "erin", token)
+    assert late_sink.events[-2:] == [BAD_TOKEN, ev.AskNick(first=False)]
+    assert late.phase is Phase.NICK
+    assert await _hashes(chat, "erin") == {}  # the expired one went on the way
+
+
+async def test_logout_revokes_only_this_devices_token(chat: Chat) -> None:
+    laptop, laptop_sink = await chat.login("frank")
+    phone, phone_sink = await chat.login("frank")
+    laptop_token = await _token(laptop, laptop_sink)
+    phone_token = await _token(phone, phone_sink)
+    resumed, resumed_sink = await _with_token(chat, "frank", laptop_token)
+    await resumed.handle(cmd.Logout())  # the token it logged in with
+    assert resumed_sink.events[-1] == ev.Bye() and resumed_sink.closed
+    _, sink = await _with_token(chat, "frank", laptop_token)
+    assert BAD_TOKEN in sink.events
+    s, _ = await _with_token(chat, "frank", phone_token)
+    assert s.phase is Phase.READY
+
+
+async def test_password_change_revokes_every_token_and_the_old_password(chat: Chat) -> None:
+    a, a_sink = await chat.login("gina", "first-pass")
+    b, b_sink = await chat.login("gina", "first-pass")
+    tokens = [await _token(a, a_sink), await _token(b, b_sink)]
+    await a.handle(cmd.ChangePassword("not-it", "second-pass"))
+    assert a_sink.events[-1] == ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
+    assert await chat.store.login_failures("gina", "127.0.0.1") == (1, 1)
+    await a.handle(cmd.ChangePassword("first-pass", "short"))
+    assert a_sink.events[-1].code is ev.ErrorCode.BAD_PASSWORD  # type: ignore[union-attr]
+    await a.handle(cmd.ChangePassword("first-pass", "second-pass"))
+    assert a_sink.events[-1] == ev.PasswordChanged()
+    assert await _hashes(chat, "gina") == {}
+    for token in tokens:
+        _, sink = await _with_token(chat, "gina", token)
+        assert BAD_TOKEN in sink.events
+    old, old_sink = await chat.connect()
+    await old.handle(cmd.Nick("gina"))
+    await old.handle(cmd.Password("first-pass"))
+    assert ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password") in old_sink.events
+    await chat.login("gina", "second-pass")
+
+
+async def test_password_change_is_refused_while_the_nickname_is_locked_out(chat: Chat) -> None:
+    session, sink = await chat.login("hank", "first-pass")
+    for _ in range(chat.core.settings.max_login_failures):
+        await chat.store.count_login_failure("hank", "10.0.0.9", 60)
+    await session.handle(cmd.ChangePassword("first-pass", "second-pass"))
+    assert sink.events[-1].code is ev.ErrorCode.LOCKED_OUT  # type: ignore[union-attr]
+    assert session.phase is Phase.READY  # refused, not disconnected
+
+
+async def test_a_users_tokens_are_bounded(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_mod, "MAX_TOKENS", 3)
+    sessions = [await chat.login("ivy") for _ in range(5)]
+    tokens = [await _token(s, sink) for s, sink in sessions]
+    assert len(await _hashes(chat, "ivy")) == 3
+    _, sink = await _with_token(chat, "ivy", tokens[0])  # the oldest went
+    assert BAD_TOKEN in sink.events
+    s, _ = await _with_token(chat, "ivy", tokens[-1])
+    assert s.phase is Phase.READY
+
+
+def test_the_line_door_parses_tokens_and_the_new_commands() -> None:
+    token = "0f" * 32
+    assert parse_line(f"alice {token}", Phase.NICK) == cmd.Nick("alice", token)
+    assert parse_line("john smith", Phase.NICK) == cmd.Nick("john smith")  # a bad nickname
+    assert parse_line("/token", Phase.READY) == cmd.IssueToken()
+    assert parse_line("/LOGOUT", Phase.READY) == cmd.Logout()
+    assert parse_line("/password old-one new\x01one", Phase.READY) == cmd.ChangePassword(
+        "old-one",
+        "new\x01one",  # raw, as the password prompt takes it
+    )
+    assert isinstance(parse_line("/password only-one", Phase.READY), cmd.Rejected)
+    assert isinstance(parse_line("/passwordx a b", Phase.READY), cmd.Rejected)
