@@ -60,6 +60,13 @@ class GatewayServer:
             rate=settings.rate,
             burst=settings.burst,
             gateway_id=self.gateway_id,
+            reply_timeout=settings.store_timeout,
+            max_stored=settings.max_stored,
+            max_user_chats=settings.max_user_chats,
+            max_chats=settings.max_chats,
+            chat_creations=settings.chat_creations,
+            max_registrations=settings.max_registrations,
+            account_ttl=settings.account_ttl,
         )
         self.coalescer = WriteCoalescer()
         self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)

@@ -15,19 +15,25 @@ from typing import Protocol
 
 __all__ = [
     "Account",
+    "Backlog",
     "ChatInfo",
+    "ChatList",
     "ChatPosts",
     "Complaint",
     "ComplaintStatus",
+    "JoinStatus",
     "MemberJoined",
     "MemberLeft",
     "Membership",
     "Message",
+    "OnlineList",
     "PostResult",
     "PostStatus",
     "PrivatePost",
+    "RegisterStatus",
     "Store",
     "StoreEvent",
+    "StoreNoReply",
     "StoreUnavailable",
     "Subscriptions",
     "UserBanned",
@@ -38,6 +44,10 @@ __all__ = [
 
 class StoreUnavailable(Exception):
     """Redis could not be reached; the operation did nothing (or may be retried)."""
+
+
+class StoreNoReply(StoreUnavailable):
+    """The request was sent but no reply came in time: it may or may not have been done."""
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -86,6 +96,8 @@ class PostStatus(enum.Enum):
     RATE = "rate"
     NOT_MEMBER = "nomember"
     NO_USER = "nouser"
+    #: Sent to the store, but no reply came in time: it may have been stored and delivered.
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +124,26 @@ class Complaint:
     name: str = ""
 
 
+class RegisterStatus(enum.Enum):
+    CREATED = "created"
+    TAKEN = "taken"  # registered meanwhile by someone else
+    LIMITED = "limited"  # the address registered too many accounts this hour
+
+
+class JoinStatus(enum.Enum):
+    OK = "ok"
+    USER_LIMIT = "user_limit"  # the user is in as many chats as allowed
+    CHAT_LIMIT = "chat_limit"  # as many chats exist as allowed: no new one
+    CREATE_RATE = "create_rate"  # the user created as many chats as allowed this hour
+
+
 @dataclass(frozen=True, slots=True)
 class Membership:
     """The outcome of a join or a leave: whether it changed anything, and the chat's name."""
 
     changed: bool
     name: str
+    status: JoinStatus = JoinStatus.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +151,31 @@ class ChatInfo:
     name: str
     members: int
     online: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatList:
+    """The largest chats (most members first) and how many chats exist in all."""
+
+    chats: list[ChatInfo]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineList:
+    """Some of a chat's online members (at most the limit asked for) and how many in all."""
+
+    names: list[str]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a returning user missed (the newest, oldest first), and per conversation that
+    left older unread messages out, at least how many (counting stops at what was read)."""
+
+    messages: list[Message]
+    cut: dict[str, int]
 
 
 # -- pub/sub events -------------------------------------------------------------------
@@ -206,7 +257,9 @@ class Store(Protocol):
     # accounts and logins
     async def get_account(self, user: str) -> Account | None: ...
 
-    async def register(self, user: str, name: str, password_hash: str) -> bool: ...
+    async def register(
+        self, user: str, name: str, password_hash: str, address: str = ""
+    ) -> RegisterStatus: ...
 
     async def login_failures(self, user: str, address: str) -> tuple[int, int]: ...
 
@@ -215,7 +268,7 @@ class Store(Protocol):
     # a user's state and what they have not seen
     async def load_user(self, user: str) -> UserState: ...
 
-    async def backlog(self, user: str, state: UserState) -> list[Message]: ...
+    async def backlog(self, user: str, state: UserState, limit: int) -> Backlog: ...
 
     async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]: ...
 
@@ -239,9 +292,9 @@ class Store(Protocol):
 
     async def is_member(self, user: str, chat: str) -> bool: ...
 
-    async def active_chats(self) -> list[ChatInfo]: ...
+    async def active_chats(self, limit: int) -> ChatList: ...
 
-    async def who(self, chat: str) -> list[str]: ...
+    async def who(self, chat: str, limit: int) -> OnlineList: ...
 
     async def complain(self, user: str, target: str) -> Complaint: ...
 
@@ -251,3 +304,5 @@ class Store(Protocol):
     async def set_online(self, user: str, online: bool) -> None: ...
 
     async def gateway_gone(self) -> None: ...
+
+    async def forget_unseen(self, limit: int) -> int: ...

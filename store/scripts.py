@@ -29,6 +29,7 @@ NAMES: Final = (
     "complain",
     "advance",
     "count_failure",
+    "forget",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

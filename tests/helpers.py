@@ -51,6 +51,8 @@ class RedisProcess:
             "no",
             "--loglevel",
             "warning",
+            "--enable-debug-command",  # DEBUG SLEEP stalls Redis in fault tests
+            "local",
         ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
@@ -93,6 +95,7 @@ class Gateway:
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
         env.update({"CHAT_SCRYPT_LOG_N": "10", "CHAT_RATE": "0", "PYTHONUNBUFFERED": "1"})
+        env.setdefault("CHAT_MAX_REGISTRATIONS", "0")  # tests register many from 127.0.0.1
         env.update(self.env)
         args = [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
         if self.redis_url:
