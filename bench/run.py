@@ -176,6 +176,7 @@ COMPARE_ENV = {
     "CHAT_RATE": "0",
     "CHAT_MAX_PER_IP": "0",
     "CHAT_MAX_PENDING_LOGINS": "0",
+    "CHAT_MAX_REGISTRATIONS": "0",
     "CHAT_SCRYPT_LOG_N": "10",
     "CHAT_LOG_LEVEL": "WARNING",
 }
@@ -251,6 +252,8 @@ class Bench:
                 "--max-per-ip",
                 "0",
                 "--max-pending-logins",
+                "0",
+                "--max-registrations",
                 "0",
                 "--log-level",
                 "WARNING",

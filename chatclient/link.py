@@ -24,7 +24,26 @@ from collections.abc import Callable
 
 from chatclient.lines import ChatState, Error, Message, Notice, ReplayFilter, ServerLine, classify
 
-__all__ = ["Backoff", "ChatLink", "LoginRefused"]
+__all__ = ["LINE_LIMIT", "Backoff", "ChatLink", "LoginRefused", "read_line"]
+
+#: Longest server line the client takes (bytes). The server's longest are message lines
+#: (4 KB of text plus a prefix) and bounded lists (/get_chats, /who: a few KB); anything
+#: longer is skipped with a status line, never fatal to the link.
+LINE_LIMIT = 256 * 1024
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line, with its newline; None for a line over the reader's limit, which is
+    dropped to its end without being buffered whole. EOF raises IncompleteReadError."""
+    skipped = False
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            skipped = True
+            await reader.readexactly(max(exc.consumed, 1))  # drop what is buffered
+            continue
+        return None if skipped else line
 
 
 class Backoff:
@@ -118,7 +137,7 @@ class ChatLink:
             index += 1
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, ssl=self.tls), 5
+                    asyncio.open_connection(host, port, ssl=self.tls, limit=LINE_LIMIT), 5
                 )
             except (TimeoutError, OSError) as exc:
                 wait = backoff.next()
@@ -138,6 +157,8 @@ class ChatLink:
                 self.closing = True
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
                 pass
+            except Exception as exc:  # whatever went wrong, the link comes back
+                self.status(f"link error ({exc.__class__.__name__}: {exc})")
             finally:
                 logged_in = self.ready.is_set()
                 self.ready.clear()
@@ -158,9 +179,15 @@ class ChatLink:
         wrong = False
         method = "password"
         while True:
-            raw = await reader.readline()
-            if not raw:
-                raise ConnectionError("closed by server")
+            try:
+                raw = await read_line(reader)
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial:
+                    raise ConnectionError("closed by server") from None
+                raw = exc.partial  # a last line without its newline
+            if raw is None:
+                self.status(f"skipped a server line longer than {LINE_LIMIT} bytes")
+                continue
             text = raw.decode(errors="replace").rstrip("\r\n")
             line = classify(text)
             if not logged_in:

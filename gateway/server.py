@@ -72,6 +72,13 @@ class GatewayServer:
             complaints_per_hour=settings.complaints_per_hour,
             complaints_per_address=settings.complaints_per_address,
             ban_address_memory=settings.ban_address_memory,
+            reply_timeout=settings.store_timeout,
+            max_stored=settings.max_stored,
+            max_user_chats=settings.max_user_chats,
+            max_chats=settings.max_chats,
+            chat_creations=settings.chat_creations,
+            max_registrations=settings.max_registrations,
+            account_ttl=settings.account_ttl,
         )
         self.coalescer = WriteCoalescer()
         self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)

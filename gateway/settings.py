@@ -79,6 +79,27 @@ class Settings:
     #: CA file trusted for a `rediss://` Redis (unless the URL has `ssl_ca_certs=`);
     #: empty: the system's trust store.
     redis_ca: str = ""
+    #: Seconds to wait for any one reply from Redis. A post whose reply does not come in
+    #: time may still have been stored: the sender is told so, not "not sent".
+    store_timeout: float = 10.0
+    #: Messages kept per conversation (exact MAXLEN trim on every post). Redis holds at
+    #: most (chats + private conversations) x this x (text + ~100 bytes).
+    max_stored: int = 10000
+    #: Stored lines shown at login (the newest; the user is told what was left out). The
+    #: login reads at most 8 conversations x (this + 1) messages at a time.
+    max_backlog: int = 500
+    #: Chats one user may be in (#general included); bounds join/leave work per account.
+    max_user_chats: int = 100
+    #: Chats that may exist at once; a join that would create one more is refused.
+    max_chats: int = 10000
+    #: Chats one user may create per hour (0: none but existing ones can be joined).
+    chat_creations: int = 10
+    #: Chats /get_chats lists (the largest; "and N more"): bounds its reply and its cost.
+    chats_listed: int = 50
+    #: Accounts registered per address per hour (0: no limit).
+    max_registrations: int = 20
+    #: Seconds an account lives without a login; then it, its keys and memberships go.
+    account_ttl: int = 180 * 86400
     #: HTTP port for /metrics and /healthz; 0 turns it off.
     metrics_port: int = 0
     log_level: str = "INFO"
@@ -121,6 +142,15 @@ class Settings:
             "burst": self.burst >= 1,
             "scrypt_log_n": 1 <= self.scrypt_log_n <= 20,
             "token_ttl": self.token_ttl >= 1,
+            "store_timeout": self.store_timeout > 0,
+            "max_stored": self.max_stored >= 1,
+            "max_backlog": self.max_backlog >= 1,
+            "max_user_chats": self.max_user_chats >= 1,
+            "max_chats": self.max_chats >= 1,
+            "chat_creations": self.chat_creations >= 0,
+            "chats_listed": self.chats_listed >= 1,
+            "max_registrations": self.max_registrations >= 0,
+            "account_ttl": self.account_ttl >= 60,
         }
         if self.tls_port and not (self.tls_cert and self.tls_key):
             raise SystemExit("invalid setting: --tls-port needs --tls-cert and --tls-key")

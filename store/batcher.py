@@ -19,7 +19,7 @@ import hiredis
 from redis.exceptions import ResponseError
 
 from store import keys
-from store.contract import StoreUnavailable
+from store.contract import StoreNoReply, StoreUnavailable
 from store.resp import RespPipeline, refusal
 
 __all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "ScriptLike"]
@@ -86,6 +86,16 @@ class _Call:
         for fut in futures:
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
+
+    def unconfirmed(self, exc: StoreNoReply) -> None:
+        """The request went out but no reply came: chat posts resolve to their "may have
+        been stored" result (the script's status "unconfirmed"); a plain call fails."""
+        if self.single is not None:
+            self.fail(exc)
+            return
+        for post in self.posts:
+            if not post.future.done():
+                post.future.set_result([post.convert("unconfirmed", "") for _ in post.texts])
 
     def resolve(self, reply: Any) -> None:
         if self.single is not None:
@@ -185,6 +195,10 @@ class Batcher:
         commands = [("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in calls]
         try:
             replies = await self._pipeline.execute(commands)
+        except StoreNoReply as exc:  # sent, unanswered: each post may have been stored
+            for call in calls:
+                call.unconfirmed(exc)
+            return
         except StoreUnavailable as exc:
             for call in calls:
                 call.fail(exc)

@@ -16,21 +16,26 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "ACCEPTED",
     "Account",
+    "Backlog",
     "ChatInfo",
+    "ChatList",
     "ChatPosts",
     "Complaint",
     "ComplaintStatus",
+    "JoinStatus",
     "MemberJoined",
     "MemberLeft",
     "Membership",
     "Message",
     "NewName",
+    "OnlineList",
     "PostResult",
     "PostStatus",
     "PrivatePost",
     "Registration",
     "Store",
     "StoreEvent",
+    "StoreNoReply",
     "StoreRefused",
     "StoreUnavailable",
     "Subscriptions",
@@ -47,6 +52,10 @@ class StoreUnavailable(Exception):
 class StoreRefused(StoreUnavailable):
     """Redis answered but refused to write (out of memory under `noeviction`, a read-only
     replica, a failed snapshot): nothing was done, and retrying at once will not help."""
+
+
+class StoreNoReply(StoreUnavailable):
+    """The request was sent but no reply came in time: it may or may not have been done."""
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -96,6 +105,8 @@ class PostStatus(enum.Enum):
     RATE = "rate"
     NOT_MEMBER = "nomember"
     NO_USER = "nouser"
+    #: Sent to the store, but no reply came in time: it may have been stored and delivered.
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +144,7 @@ class Registration(enum.Enum):
     CREATED = "created"
     TAKEN = "taken"  # the nickname was registered meanwhile
     LOOK_ALIKE = "look_alike"  # another user holds a nickname with the same skeleton
+    LIMITED = "limited"  # the address registered too many accounts this hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +155,20 @@ class NewName:
     held_until_ms: int  # > 0: the address is held back from registering (a ban) until then
 
 
+class JoinStatus(enum.Enum):
+    OK = "ok"
+    USER_LIMIT = "user_limit"  # the user is in as many chats as allowed
+    CHAT_LIMIT = "chat_limit"  # as many chats exist as allowed: no new one
+    CREATE_RATE = "create_rate"  # the user created as many chats as allowed this hour
+
+
 @dataclass(frozen=True, slots=True)
 class Membership:
     """The outcome of a join or a leave: whether it changed anything, and the chat's name."""
 
     changed: bool
     name: str
+    status: JoinStatus = JoinStatus.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +176,31 @@ class ChatInfo:
     name: str
     members: int
     online: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatList:
+    """The largest chats (most members first) and how many chats exist in all."""
+
+    chats: list[ChatInfo]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineList:
+    """Some of a chat's online members (at most the limit asked for) and how many in all."""
+
+    names: list[str]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a returning user missed (the newest, oldest first), and per conversation that
+    left older unread messages out, at least how many (counting stops at what was read)."""
+
+    messages: list[Message]
+    cut: dict[str, int]
 
 
 # -- pub/sub events -------------------------------------------------------------------
@@ -240,7 +285,7 @@ class Store(Protocol):
     async def new_name(self, user: str, skeleton: str, address: str) -> NewName: ...
 
     async def register(
-        self, user: str, name: str, password_hash: str, skeleton: str
+        self, user: str, name: str, password_hash: str, skeleton: str, address: str = ""
     ) -> Registration: ...
 
     async def seen(self, user: str, address: str) -> None:
@@ -268,7 +313,7 @@ class Store(Protocol):
     # a user's state and what they have not seen
     async def load_user(self, user: str) -> UserState: ...
 
-    async def backlog(self, user: str, state: UserState) -> list[Message]: ...
+    async def backlog(self, user: str, state: UserState, limit: int) -> Backlog: ...
 
     async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]: ...
 
@@ -292,9 +337,9 @@ class Store(Protocol):
 
     async def is_member(self, user: str, chat: str) -> bool: ...
 
-    async def active_chats(self) -> list[ChatInfo]: ...
+    async def active_chats(self, limit: int) -> ChatList: ...
 
-    async def who(self, chat: str) -> list[str]: ...
+    async def who(self, chat: str, limit: int) -> OnlineList: ...
 
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
 
@@ -311,3 +356,5 @@ class Store(Protocol):
     async def set_online(self, user: str, online: bool) -> None: ...
 
     async def gateway_gone(self) -> None: ...
+
+    async def forget_unseen(self, limit: int) -> int: ...

@@ -18,24 +18,30 @@ __all__ = [
     "chat_channel",
     "chat_conv",
     "chat_of",
+    "chat_prefix",
+    "chat_sizes",
     "chats",
     "clock",
     "complaint_addresses",
     "complaints",
     "complaints_by",
     "conv_stream",
+    "creations",
     "cursors",
     "dm_conv",
     "epoch",
     "fails",
     "gateway_alive",
     "gateway_online",
+    "gateway_scratch",
     "gateways",
     "held_addresses",
     "is_chat",
     "members",
     "peer_of",
     "rate",
+    "registrations",
+    "seen",
     "skeleton",
     "stream",
     "tokens",
@@ -80,7 +86,33 @@ def members(c: str) -> str:
 
 
 def chats() -> str:
+    """Obsolete: the set of active chats, replaced by `chat_sizes`."""
     return f"{PREFIX}chats"
+
+
+def chat_prefix() -> str:
+    """What `chat(c)` puts before the chat key (forget.lua builds member keys from it)."""
+    return f"{PREFIX}chat:"
+
+
+def chat_sizes() -> str:
+    """Every existing chat, scored by its member count (join/leave/register keep it)."""
+    return f"{PREFIX}chatsizes"
+
+
+def creations(u: str) -> str:
+    """Chats the user created in the current hour."""
+    return f"{PREFIX}creations:{u}"
+
+
+def registrations(address: str) -> str:
+    """Accounts registered from one address in the current hour."""
+    return f"{PREFIX}regs:{address}"
+
+
+def seen() -> str:
+    """Every account, scored by when it last logged in or was online (ms)."""
+    return f"{PREFIX}seen"
 
 
 def chat_conv(c: str) -> str:
@@ -184,6 +216,11 @@ def gateway_alive(gw: str) -> str:
 
 def gateway_online(gw: str) -> str:
     return f"{PREFIX}gw:{gw}:online"
+
+
+def gateway_scratch(gw: str) -> str:
+    """A gateway's short-lived union of all online users, for /get_chats and /who."""
+    return f"{PREFIX}gw:{gw}:scratch"
 
 
 def chat_channel(c: str) -> str:

@@ -24,16 +24,21 @@ from store.batcher import Batcher, ChatTarget
 from store.contract import (
     ACCEPTED,
     Account,
+    Backlog,
     ChatInfo,
+    ChatList,
     Complaint,
     ComplaintStatus,
+    JoinStatus,
     Membership,
     Message,
     NewName,
+    OnlineList,
     PostResult,
     PostStatus,
     Registration,
     StoreEvent,
+    StoreNoReply,
     StoreRefused,
     StoreUnavailable,
     UserState,
@@ -55,8 +60,13 @@ _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 POOL_SIZE = 64
 #: Seconds a caller waits for a pooled connection before the store counts as unavailable.
 POOL_TIMEOUT = 10.0
-#: Seconds to connect to Redis, and to wait for any one reply.
+#: Seconds to connect to Redis, and (by default) to wait for any one reply.
 CONNECT_TIMEOUT, REPLY_TIMEOUT = 2.0, 10.0
+#: Conversations whose backlog is read at once: a login holds at most this many + 1 times
+#: the backlog limit of messages in memory.
+BACKLOG_GROUP = 8
+#: How long a gateway's union of online users is kept (it is rebuilt on every use).
+SCRATCH_MS = 5000
 #: Seconds between redis-py's health checks of an idle pooled connection.
 HEALTH_CHECK_INTERVAL = 30
 #: Seconds a gateway's presence keys live without a heartbeat: a crashed gateway's users
@@ -65,6 +75,9 @@ PRESENCE_TTL = 15
 #: Seconds a user's recent login addresses are remembered (to hold them back on a ban): a
 #: user who has not logged in for this long has no address to hold.
 ADDRESS_MEMORY = 30 * 86400
+
+
+_UNCONFIRMED = PostResult(PostStatus.UNCONFIRMED)
 
 
 def _post_result(status: str, value: Any) -> PostResult:
@@ -92,6 +105,13 @@ class RedisStore:
         complaints_per_hour: int = 0,
         complaints_per_address: int = 0,
         ban_address_memory: int = 0,
+        reply_timeout: float = REPLY_TIMEOUT,
+        max_stored: int = 10000,
+        max_user_chats: int = 100,
+        max_chats: int = 10000,
+        chat_creations: int = 10,
+        max_registrations: int = 0,
+        account_ttl: int = 180 * 86400,
     ) -> None:
         self.url = url
         pool = aredis.BlockingConnectionPool.from_url(
@@ -101,7 +121,7 @@ class RedisStore:
             protocol=2,
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=REPLY_TIMEOUT,
+            socket_timeout=reply_timeout,
             health_check_interval=HEALTH_CHECK_INTERVAL,
         )
         # Any: redis-py's annotations say bytes | str whatever decode_responses is; with
@@ -117,7 +137,13 @@ class RedisStore:
         self.complaints_per_hour = complaints_per_hour
         self.complaints_per_address = complaints_per_address
         self.ban_address_memory = ban_address_memory
-        self._pipeline = RespPipeline(url)
+        self.max_stored = max_stored
+        self.max_user_chats = max_user_chats
+        self.max_chats = max_chats
+        self.chat_creations = chat_creations
+        self.max_registrations = max_registrations
+        self.account_ttl_ms = account_ttl * 1000
+        self._pipeline = RespPipeline(url, reply_timeout)
         self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -184,7 +210,7 @@ class RedisStore:
         )
 
     async def register(
-        self, user: str, name: str, password_hash: str, skeleton: str
+        self, user: str, name: str, password_hash: str, skeleton: str, address: str = ""
     ) -> Registration:
         created = await self._eval(
             "register",
@@ -193,13 +219,17 @@ class RedisStore:
                 keys.user_chats(user),
                 keys.members(GENERAL),
                 keys.chat(GENERAL),
-                keys.chats(),
+                keys.chat_sizes(),
+                keys.seen(),
+                keys.registrations(address),
                 keys.skeleton(skeleton),
             ],
-            [user, name, password_hash, GENERAL],
+            [user, name, password_hash, GENERAL, self.max_registrations if address else 0],
         )
         if created == 1:
             return Registration.CREATED
+        if created == -1:
+            return Registration.LIMITED
         return Registration.TAKEN if created == 0 else Registration.LOOK_ALIKE
 
     async def seen(self, user: str, address: str) -> None:
@@ -252,7 +282,8 @@ class RedisStore:
         pipe.smembers(keys.user_chats(user))
         pipe.smembers(keys.user_peers(user))
         pipe.hgetall(keys.cursors(user))
-        chat_set, peers, cursors = await self._call(pipe.execute())
+        pipe.zadd(keys.seen(), {user: int(time.time() * 1000)})  # a login: seen now
+        chat_set, peers, cursors, _ = await self._call(pipe.execute())
         chat_keys = sorted(chat_set)
         pipe = self.redis.pipeline(transaction=False)
         for c in chat_keys:
@@ -261,11 +292,40 @@ class RedisStore:
         chats = {c: (n or c) for c, n in zip(chat_keys, names, strict=False)}
         return UserState(chats=chats, peers=set(peers), cursors=cursors)
 
-    async def backlog(self, user: str, state: UserState) -> list[Message]:
-        """Every message of the user's conversations after their cursor, oldest first."""
+    async def backlog(self, user: str, state: UserState, limit: int) -> Backlog:
+        """The newest `limit` messages of the user's conversations after their cursors,
+        oldest first, and how many older unread ones each conversation left out.
+
+        Each conversation is read newest first with COUNT limit + 1, BACKLOG_GROUP
+        conversations at a time, keeping only the newest `limit` overall: memory stays
+        bounded whatever was missed."""
         convs = [keys.chat_conv(c) for c in state.chats]
         convs += [keys.dm_conv(user, p) for p in state.peers]
-        return await self.read_after(convs, state.cursors)
+        floor = self._min_id()
+        kept: list[Message] = []
+        cut: dict[str, int] = {}
+        for at in range(0, len(convs), BACKLOG_GROUP):
+            group = convs[at : at + BACKLOG_GROUP]
+            pipe = self.redis.pipeline(transaction=False)
+            for conv in group:
+                start = state.cursors.get(conv)
+                low = floor if start is None or id_key(start) < id_key(floor) else "(" + start
+                pipe.xrevrange(keys.conv_stream(conv), "+", low, count=limit + 1)
+            results = await self._call(pipe.execute())
+            for conv, entries in zip(group, results, strict=False):
+                if len(entries) > limit:  # one more than shown exists: say so
+                    cut[conv] = len(entries) - limit
+                    entries = entries[:limit]
+                kept += [
+                    Message(mid, id_key(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
+                    for mid, f in entries
+                ]
+            kept.sort(key=lambda m: m.key)
+            if len(kept) > limit:
+                for m in kept[: len(kept) - limit]:
+                    cut[m.conv] = cut.get(m.conv, 0) + 1
+                kept = kept[len(kept) - limit :]
+        return Backlog(kept, cut)
 
     async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]:
         """Messages of each conversation after the given id (all live ones if none), merged
@@ -334,6 +394,7 @@ class RedisStore:
                 self.burst,
                 keys.chat_conv(chat),
                 keys.chat_channel(chat),
+                self.max_stored,
             ),
         )
         return self._batcher.chat(target, user, name, texts, _post_result)
@@ -364,82 +425,115 @@ class RedisStore:
                 conv,
                 keys.user_channel(user),
                 keys.user_channel(peer),
+                self.max_stored,
             ],
         )
-        return _mapped(raw, lambda r: _post_result(r[0], r[1] if len(r) > 1 else ""))
+        return _mapped(
+            raw, lambda r: _post_result(r[0], r[1] if len(r) > 1 else ""), lambda: _UNCONFIRMED
+        )
 
     # -- chats ---------------------------------------------------------------------------
 
     async def join(self, user: str, chat: str, typed: str, origin: str) -> Membership:
-        added, name = await self._eval(
+        status, name = await self._eval(
             "join",
-            [keys.chat(chat), keys.members(chat), keys.user_chats(user), keys.chats()],
-            [user, chat, typed, keys.user_channel(user), origin],
+            [
+                keys.chat(chat),
+                keys.members(chat),
+                keys.user_chats(user),
+                keys.chat_sizes(),
+                keys.creations(user),
+            ],
+            [
+                user,
+                chat,
+                typed,
+                keys.user_channel(user),
+                origin,
+                self.max_user_chats,
+                self.max_chats,
+                self.chat_creations,
+            ],
         )
-        return Membership(bool(added), name)
+        if status in ("joined", "already"):
+            return Membership(status == "joined", name)
+        return Membership(False, typed, JoinStatus(status))
 
     async def leave(self, user: str, chat: str, origin: str) -> Membership:
         removed, name = await self._eval(
             "leave",
-            [keys.chat(chat), keys.members(chat), keys.user_chats(user), keys.chats()],
+            [keys.chat(chat), keys.members(chat), keys.user_chats(user), keys.chat_sizes()],
             [user, chat, keys.user_channel(user), origin],
         )
         return Membership(bool(removed), name)
 
-    async def _online_users(self) -> set[str]:
+    async def _online_union(self) -> str | None:
+        """Store the union of every live gateway's online users under this gateway's
+        scratch key (in Redis: nothing is read here) and return that key; None when no
+        gateway is alive."""
         gws = sorted(await self._call(self.redis.smembers(keys.gateways())))
         if not gws:
-            return set()
+            return None
         pipe = self.redis.pipeline(transaction=False)
         for gw in gws:
             pipe.exists(keys.gateway_alive(gw))
-            pipe.smembers(keys.gateway_online(gw))
-        res = await self._call(pipe.execute())
-        online: set[str] = set()
-        dead = []
-        for i, gw in enumerate(gws):
-            if res[2 * i]:
-                online |= res[2 * i + 1]
-            else:
-                dead.append(gw)
+        alive = await self._call(pipe.execute())
+        dead = [gw for gw, ok in zip(gws, alive, strict=False) if not ok]
         if dead:
             await self._call(self.redis.srem(keys.gateways(), *dead))
-        return online
-
-    async def active_chats(self) -> list[ChatInfo]:
-        online = await self._online_users()
-        chat_keys = sorted(await self._call(self.redis.smembers(keys.chats())))
+        live = [keys.gateway_online(gw) for gw, ok in zip(gws, alive, strict=False) if ok]
+        if not live:
+            return None
+        scratch = keys.gateway_scratch(self.gateway_id)
         pipe = self.redis.pipeline(transaction=False)
-        for c in chat_keys:
-            pipe.hget(keys.chat(c), "name")
-            pipe.scard(keys.members(c))
-            if online:
-                pipe.smismember(keys.members(c), sorted(online))
-        res = await self._call(pipe.execute())
-        step = 3 if online else 2
-        infos = []
-        for i, c in enumerate(chat_keys):
-            name, count = res[step * i], res[step * i + 1]
-            on = sum(res[step * i + 2]) if online else 0
-            if count:
-                infos.append(ChatInfo(name or c, int(count), int(on)))
-        infos.sort(key=lambda x: (-x.members, x.name.casefold()))
-        return infos
+        pipe.sunionstore(scratch, live)
+        pipe.pexpire(scratch, SCRATCH_MS)
+        await self._call(pipe.execute())
+        return scratch
 
-    async def who(self, chat: str) -> list[str]:
-        online = await self._online_users()
+    async def active_chats(self, limit: int) -> ChatList:
+        """The `limit` largest chats, and how many exist: reads `limit` chats, not all."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(keys.chat_sizes(), 0, limit - 1, withscores=True)
+        pipe.zcard(keys.chat_sizes())
+        top, total = await self._call(pipe.execute())
+        if not top:
+            return ChatList([], int(total))
+        online = await self._online_union()
+        pipe = self.redis.pipeline(transaction=True)  # one scratch key: read it at once
+        for c, _ in top:
+            pipe.hget(keys.chat(c), "name")
+            if online:
+                pipe.execute_command("SINTERCARD", 2, keys.members(c), online)
+        res = await self._call(pipe.execute())
+        step = 2 if online else 1
+        infos = [
+            ChatInfo(res[step * i] or c, int(count), int(res[step * i + 1]) if online else 0)
+            for i, (c, count) in enumerate(top)
+        ]
+        infos.sort(key=lambda x: (-x.members, x.name.casefold()))
+        return ChatList(infos, int(total))
+
+    async def who(self, chat: str, limit: int) -> OnlineList:
+        """At most `limit` of the chat's online members (by name), and how many there are.
+        Redis intersects the sets; only `limit` names travel."""
+        online = await self._online_union()
         if not online:
-            return []
-        users = sorted(online)
-        flags = await self._call(self.redis.smismember(keys.members(chat), users))
-        present = [u for u, f in zip(users, flags, strict=False) if f]
+            return OnlineList([], 0)
+        found = f"{online}:who"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sinterstore(found, [keys.members(chat), online])
+        pipe.srandmember(found, limit)
+        pipe.delete(found)
+        total, present, _ = await self._call(pipe.execute())
         if not present:
-            return []
+            return OnlineList([], 0)
         pipe = self.redis.pipeline(transaction=False)
         for u in present:
             pipe.hget(keys.user(u), "name")
         names = await self._call(pipe.execute())
-        return sorted((n or u for u, n in zip(present, names, strict=False)), key=str.casefold)
+        shown = sorted((n or u for u, n in zip(present, names, strict=False)), key=str.casefold)
+        return OnlineList(shown, int(total))
 
     async def is_member(self, user: str, chat: str) -> bool:
         return bool(await self._call(self.redis.sismember(keys.members(chat), user)))
@@ -494,26 +588,35 @@ class RedisStore:
 
     async def reassert(self, chats: dict[str, dict[str, str]], peers: dict[str, set[str]]) -> None:
         """Write back what this gateway's logged-in users are known to be in: memberships
-        both ways, the chats' names (only where missing) and the active-chats set, and
-        their private peers. Nothing that lets anyone log in (accounts stay as they are)."""
+        both ways, the chats' names (only where missing) and member counts, and their
+        private peers. Nothing that lets anyone log in (accounts stay as they are)."""
         pipe = self.redis.pipeline(transaction=False)
         for user, theirs in chats.items():
             for chat, name in theirs.items():
                 pipe.hsetnx(keys.chat(chat), "name", name)
                 pipe.sadd(keys.members(chat), user)
                 pipe.sadd(keys.user_chats(user), chat)
-                pipe.sadd(keys.chats(), chat)
         for user, theirs_ in peers.items():
             if theirs_:
                 pipe.sadd(keys.user_peers(user), *theirs_)
                 pipe.pexpire(keys.user_peers(user), self.ttl_ms)
         if len(pipe):
             await self._call(pipe.execute())
+        touched = sorted({chat for theirs in chats.values() for chat in theirs})
+        if touched:  # the member counts /get_chats lists by, from the sets just written
+            pipe = self.redis.pipeline(transaction=False)
+            for chat in touched:
+                pipe.scard(keys.members(chat))
+            counts = await self._call(pipe.execute())
+            await self._call(self.redis.zadd(keys.chat_sizes(), dict(zip(touched, counts))))
 
     # -- presence ------------------------------------------------------------------------
 
     async def heartbeat(self, online: set[str]) -> None:
         gw = self.gateway_id
+        if online:  # online users count as seen: their accounts do not expire
+            now = int(time.time() * 1000)
+            await self._call(self.redis.zadd(keys.seen(), dict.fromkeys(online, now), xx=True))
         pipe = self.redis.pipeline(transaction=True)
         pipe.sadd(keys.gateways(), gw)
         pipe.set(keys.gateway_alive(gw), str(int(time.time())), ex=PRESENCE_TTL)
@@ -533,6 +636,35 @@ class RedisStore:
         else:
             await self._call(self.redis.srem(k, user))
 
+    async def forget_unseen(self, limit: int) -> int:
+        """Forget at most `limit` accounts not seen for the account lifetime (the oldest
+        first); returns how many. Gateways call it on their ticker, so the sweep goes in
+        bounded steps and never scans every account."""
+        cutoff = int(time.time() * 1000) - self.account_ttl_ms
+        users = await self._call(
+            self.redis.zrangebyscore(keys.seen(), "-inf", cutoff, start=0, num=limit)
+        )
+        forgotten = 0
+        for u in users:
+            forgotten += int(
+                await self._eval(
+                    "forget",
+                    [
+                        keys.seen(),
+                        keys.chat_sizes(),
+                        keys.user(u),
+                        keys.user_chats(u),
+                        keys.user_peers(u),
+                        keys.cursors(u),
+                        keys.ban(u),
+                        keys.rate(u),
+                        keys.complaints(u),
+                    ],
+                    [u, cutoff, keys.chat_prefix()],
+                )
+            )
+        return forgotten
+
     async def gateway_gone(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.srem(keys.gateways(), self.gateway_id)
@@ -548,15 +680,22 @@ def _refused(exc: Exception) -> StoreRefused | None:
     return refusal(str(exc))
 
 
-def _mapped(raw: asyncio.Future[Any], convert: Callable[[Any], T]) -> asyncio.Future[T]:
-    """A future of `convert(raw's result)`, failing as raw fails, without a task."""
+def _mapped(
+    raw: asyncio.Future[Any],
+    convert: Callable[[Any], T],
+    unconfirmed: Callable[[], T] | None = None,
+) -> asyncio.Future[T]:
+    """A future of `convert(raw's result)`, failing as raw fails, without a task; a request
+    sent but unanswered (`StoreNoReply`) resolves to `unconfirmed()` when given."""
     out: asyncio.Future[T] = raw.get_loop().create_future()
 
     def done(f: asyncio.Future[Any]) -> None:
         if out.done():
             return
         exc = f.exception()
-        if exc is not None:
+        if isinstance(exc, StoreNoReply) and unconfirmed is not None:
+            out.set_result(unconfirmed())
+        elif exc is not None:
             out.set_exception(exc)
         else:
             try:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import hiredis
 from redis.connection import SSLConnection, parse_url
 
-from store.contract import StoreRefused, StoreUnavailable
+from store.contract import StoreNoReply, StoreRefused, StoreUnavailable
 
 __all__ = [
     "RespPipeline",
@@ -132,10 +132,10 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        while self.pending:
+        while self.pending:  # written, unanswered: Redis may have carried them out
             fut = self.pending.popleft()[2]
             if not fut.done():
-                fut.set_exception(StoreUnavailable(f"connection lost: {exc}"))
+                fut.set_exception(StoreNoReply(f"connection lost awaiting a reply: {exc}"))
 
 
 class RespPipeline:
@@ -173,7 +173,11 @@ class RespPipeline:
             return proto
 
     async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """One reply per command, in order; error replies come back as hiredis.ReplyError."""
+        """One reply per command, in order; error replies come back as hiredis.ReplyError.
+
+        Raises `StoreUnavailable` when nothing was sent (no connection), and its subclass
+        `StoreNoReply` when the commands were sent but no reply came within the timeout:
+        Redis may still carry them out (a stalled server runs them when it wakes)."""
         return await self._send(await self._connection(), commands)
 
     async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -187,7 +191,7 @@ class RespPipeline:
         except TimeoutError as exc:
             if proto.transport is not None:
                 proto.transport.close()  # replies would be out of step now
-            raise StoreUnavailable("redis did not answer in time") from exc
+            raise StoreNoReply("redis did not answer in time") from exc
 
     def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:

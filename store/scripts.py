@@ -31,6 +31,7 @@ NAMES: Final = (
     "count_failure",
     "token_issue",
     "token_check",
+    "forget",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

@@ -64,6 +64,8 @@ class RedisProcess:
             "no",
             "--loglevel",
             "warning",
+            "--enable-debug-command",  # DEBUG SLEEP stalls Redis in fault tests
+            "local",
         ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
@@ -110,6 +112,7 @@ class Gateway:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.setdefault("CHAT_MAX_REGISTRATIONS", "0")  # tests register many from 127.0.0.1
         env.update(self.env)
         args = [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
         if self.redis_url:

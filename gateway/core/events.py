@@ -17,6 +17,7 @@ from store.contract import ChatInfo, Message
 __all__ = [
     "AskNick",
     "AskPassword",
+    "BacklogCut",
     "Banned",
     "Bye",
     "ChatConv",
@@ -110,7 +111,16 @@ class CurrentChat:
 
 @dataclass(frozen=True, slots=True)
 class ChatList:
-    chats: tuple[ChatInfo, ...]
+    chats: tuple[ChatInfo, ...]  # the largest, at most the core's bound
+    total: int = 0  # chats that exist; more than listed: "and N more"
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogCut:
+    """Older unread messages of a conversation were left out of the login backlog."""
+
+    where: Conversation
+    shown: int  # the backlog limit: the newest this many were shown in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +220,7 @@ Event = (
     | ChatList
     | Online
     | NoHistory
+    | BacklogCut
     | Complained
     | Banned
     | HelpWanted

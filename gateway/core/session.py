@@ -30,6 +30,7 @@ from store import keys
 from store.contract import (
     Account,
     ComplaintStatus,
+    JoinStatus,
     Message,
     PostResult,
     PostStatus,
@@ -58,6 +59,13 @@ WHO_SHOWN = 200
 #: Bytes of stored messages rendered before the session waits for the door to drain, so a
 #: long backlog never sits in memory whole.
 BACKLOG_CHUNK = 64 * 1024
+_UNCONFIRMED = (
+    "the chat store did not confirm your message in time; it may have been delivered "
+    "(check before sending it again)"
+)
+_REGISTRATIONS_LIMITED = (
+    "too many new nicknames from your address this hour; log in with an existing one or try later"
+)
 #: What one held message is counted as, beyond its text, against the output bound.
 _HELD_OVERHEAD = 64
 _LOOK_ALIKE = "bad nickname: too similar to an existing nickname"
@@ -327,7 +335,14 @@ class Session:
             )
             if self.phase is Phase.CLOSED:
                 return
-            outcome = await self.core.store.register(key, nick, hashed, name_skeleton(nick))
+            outcome = await self.core.store.register(
+                key, nick, hashed, name_skeleton(nick), self.sink.address
+            )
+            if outcome is Registration.LIMITED:
+                self._error(ev.ErrorCode.REFUSED, _REGISTRATIONS_LIMITED)
+                self.phase, self._nick = Phase.NICK, None
+                self._ask_again()
+                return
             if outcome is Registration.CREATED:
                 if self._gone():  # registered, but nobody is there to log in
                     return
@@ -377,7 +392,11 @@ class Session:
                 state.cursors[conv] = mid
             state.peers |= user.peers
             state.chats = dict(user.chats)
-            messages = await store.backlog(key, state)
+            limit = self.core.settings.max_backlog
+            backlog = await store.backlog(key, state, limit)
+            messages = backlog.messages
+            for conv in backlog.cut:  # before the messages they precede
+                self.sink.emit(ev.BacklogCut(user.where(conv), limit))
         shown = await self._show_stored(messages)
         METRICS.logins.inc()
         log.info(
@@ -480,8 +499,8 @@ class Session:
             case cmd.Leave(chat):
                 await self._leave(chat)
             case cmd.GetChats():
-                infos = await self.core.store.active_chats()
-                self.sink.emit(ev.ChatList(tuple(infos)))
+                listed = await self.core.store.active_chats(self.core.settings.chats_listed)
+                self.sink.emit(ev.ChatList(tuple(listed.chats), listed.total))
             case cmd.Who(chat):
                 await self._who(chat)
             case cmd.History(count):
@@ -548,6 +567,9 @@ class Session:
                 f"slow down: not sent (at most {self.core.settings.rate:g} messages/s; "
                 f"retry in {result.retry_ms / 1000:.1f} s)",
             )
+        elif result.status is PostStatus.UNCONFIRMED:
+            METRICS.redis_errors.inc()
+            self._error(ev.ErrorCode.STORE_DOWN, _UNCONFIRMED)
         elif result.status is PostStatus.NO_USER:
             self._error(ev.ErrorCode.NO_SUCH_USER, f"not sent: {refused}")
         else:
@@ -560,6 +582,9 @@ class Session:
         shown: dict[str, tuple[int, int]] = {}
         try:
             joined = await self.core.store.join(self.key, chat, typed, self.session_id)
+            if joined.status is not JoinStatus.OK:
+                self._error(ev.ErrorCode.REFUSED, self._join_refused(joined.status, typed))
+                return
             await self.core.fanout.add_chat(self.user, chat, joined.name)
             self.current = chat
             self.sink.emit(ev.Joined(joined.name, already=not joined.changed))
@@ -567,6 +592,23 @@ class Session:
             shown = await self._show_stored(messages)
         finally:
             self._release(shown)
+
+    def _join_refused(self, status: JoinStatus, typed: str) -> str:
+        settings = self.core.settings
+        if status is JoinStatus.USER_LIMIT:
+            return (
+                f"cannot join #{typed}: you are in {settings.max_user_chats} chats, "
+                "the most allowed; /leave one first"
+            )
+        if status is JoinStatus.CHAT_LIMIT:
+            return (
+                f"cannot create #{typed}: the server has as many chats as it allows "
+                f"({settings.max_chats}); join an existing one"
+            )
+        return (
+            f"cannot create #{typed}: at most {settings.chat_creations} new chats per hour; "
+            "join an existing one"
+        )
 
     async def _leave(self, typed: str) -> None:
         assert self.user is not None
@@ -591,8 +633,8 @@ class Session:
         if not await self.core.store.is_member(self.key, chat):
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{name}")
             return
-        names = await self.core.store.who(chat)
-        self.sink.emit(ev.Online(name, tuple(names[:WHO_SHOWN]), len(names)))
+        online = await self.core.store.who(chat, WHO_SHOWN)
+        self.sink.emit(ev.Online(name, tuple(online.names), online.total))
 
     async def _history(self, chat: str, count: int) -> None:
         assert self.user is not None

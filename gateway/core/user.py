@@ -38,6 +38,14 @@ class LocalUser:
             self.shown[conv] = mid
             self.dirty = True
 
+    def where(self, conv: str) -> Conversation:
+        """A conversation id, from this user's side (the peer's key stands for its name)."""
+        if keys.is_chat(conv):
+            chat = keys.chat_of(conv)
+            return ChatConv(chat, self.chats.get(chat, chat))
+        peer = keys.peer_of(conv, self.key)
+        return PrivateConv(peer, peer)
+
     def view(self, m: Message) -> Conversation:
         """The conversation of a stored message, from this user's side."""
         if keys.is_chat(m.conv):

@@ -1,4 +1,5 @@
 -- post_private: store a private message, trim its stream exactly to the message lifetime
+-- and to the newest `max stored` messages,
 -- and publish it to both users, in one atomic step. The recipient, the sender's ban and
 -- the sender's rate limit are checked in the same step, so no gateway can race another
 -- into letting a message through. The id comes from the clock all conversations share.
@@ -11,6 +12,7 @@
 -- ARGV[1] sender key   ARGV[2] sender name   ARGV[3] recipient key   ARGV[4] text
 -- ARGV[5] lifetime ms   ARGV[6] rate per second (0: off)   ARGV[7] burst
 -- ARGV[8] conversation id   ARGV[9] sender's channel   ARGV[10] recipient's channel
+-- ARGV[11] messages kept per conversation
 -- Publishes to both channels, fields joined by \31:
 --   M, id, conversation id, sender name, recipient's display name, text
 -- Returns {'ok', id} | {'banned', until_ms} | {'rate', retry_ms} | {'nouser'}
@@ -20,6 +22,7 @@ local sender_peers_key, recipient_peers_key = KEYS[6], KEYS[7]
 local sender, sender_name, recipient, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local conv, sender_channel, recipient_channel = ARGV[8], ARGV[9], ARGV[10]
+local max_stored = ARGV[11]
 
 local recipient_name = redis.call('HGET', recipient_key, 'name')
 if not recipient_name then return {'nouser'} end
@@ -41,6 +44,7 @@ clock_save(clock)
 
 redis.call('XADD', stream_key, id, 'n', sender_name, 'r', recipient_name, 't', text)
 redis.call('XTRIM', stream_key, 'MINID', string.format('%d', now - ttl))
+redis.call('XTRIM', stream_key, 'MAXLEN', max_stored)
 redis.call('PEXPIRE', stream_key, ttl)
 redis.call('SADD', sender_peers_key, recipient)
 redis.call('PEXPIRE', sender_peers_key, ttl)

@@ -167,3 +167,41 @@ async def test_clients_dropped_together_do_not_reconnect_in_lockstep() -> None:
         for r in runners:
             r.cancel()
         await gw.close()
+
+
+# --- a line longer than the reader's limit, and errors of any kind ------------------------
+
+
+async def test_an_overlong_server_line_is_skipped_and_the_link_lives() -> None:
+    """A 400 KB line (the old /get_chats reply) used to end the link task for good."""
+    from chatclient.link import LINE_LIMIT
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* Welcome to chat. Enter your nickname:\r\n")
+        await reader.readline()
+        writer.write(b"* Password for ann:\r\n")
+        await reader.readline()
+        writer.write(b"* ready: logged in as ann, current chat #general\r\n")
+        writer.write(b"* chats: " + b"#x (1 members, 0 online), " * (2 * LINE_LIMIT // 25))
+        writer.write(b"\r\n[12:00:00] #general <bob> after the long line\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    shown: list[str] = []
+    status: list[str] = []
+    link = ChatLink(
+        [("127.0.0.1", port)], "ann", "secret123", lambda ln: shown.append(str(ln)), status.append
+    )
+    task = asyncio.create_task(link.run())
+    for _ in range(50):
+        if any("after the long line" in s for s in shown):
+            break
+        await asyncio.sleep(0.1)
+    assert any("after the long line" in s for s in shown), (shown, status)
+    assert any("skipped a server line longer than" in s for s in status)
+    assert not task.done()
+    await link.quit()
+    task.cancel()
+    server.close()

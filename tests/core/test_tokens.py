@@ -52,7 +52,7 @@ async def test_a_token_logs_in_without_a_password_hash(
     monkeypatch.setattr(session_mod, "hash_password", no_scrypt)
     phone, phone_sink = await _with_token(chat, "ALICE", token)
     assert phone.phase is Phase.READY, phone_sink.events
-    assert phone_sink.events[-1] == ev.Ready("Alice", "general")
+    assert phone_sink.events[-1] == ev.Ready("Alice", "general", ("general",))
     assert not any(isinstance(e, ev.AskPassword) for e in phone_sink.events)
 
 

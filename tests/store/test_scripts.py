@@ -33,7 +33,7 @@ def body(name: str) -> str:
 # -- composition and lint (no Redis) ---------------------------------------------------------
 
 
-def test_ten_scripts_with_sha() -> None:
+def test_eleven_scripts_with_sha() -> None:
     assert (
         set(SCRIPTS)
         == set(NAMES)
@@ -48,6 +48,7 @@ def test_ten_scripts_with_sha() -> None:
             "count_failure",
             "token_issue",
             "token_check",
+            "forget",
         }
     )
     for name, script in SCRIPTS.items():
@@ -135,7 +136,9 @@ def call(r: redis.Redis, name: str, keys_: list[str], args: list[Any]) -> Any:
     return r.evalsha(SCRIPTS[name].sha, len(keys_), *keys_, *args)
 
 
-def register(r: redis.Redis, user: str, skeleton: str | None = None) -> int:
+def register(
+    r: redis.Redis, user: str, skeleton: str | None = None, address: str = "1.2.3.4", limit: int = 0
+) -> int:
     return int(
         call(
             r,
@@ -145,10 +148,12 @@ def register(r: redis.Redis, user: str, skeleton: str | None = None) -> int:
                 keys.user_chats(user),
                 keys.members(keys.GENERAL),
                 keys.chat(keys.GENERAL),
-                keys.chats(),
+                keys.chat_sizes(),
+                keys.seen(),
+                keys.registrations(address),
                 keys.skeleton(skeleton or user),
             ],
-            [user, user.upper(), "pwhash", keys.GENERAL],
+            [user, user.upper(), "pwhash", keys.GENERAL, limit],
         )
     )
 
@@ -159,10 +164,12 @@ def post_many(
     chat: str = keys.GENERAL,
     rate: float = 0,
     burst: int = 5,
+    max_stored: int = 1000,
 ) -> list[str]:
     """[(user, text)] into one chat, laid out as redis_store's _Batcher does."""
     k = [keys.stream(chat), keys.members(chat), keys.clock()]
     a: list[Any] = [chat.upper(), TTL, rate, burst, keys.chat_conv(chat), f"chat:chan:{chat}"]
+    a.append(max_stored)
     for user, text in posts:
         k += [keys.ban(user), keys.rate(user)]
         a += [user, user.upper(), text]
@@ -170,7 +177,13 @@ def post_many(
 
 
 def post_private(
-    r: redis.Redis, user: str, peer: str, text: str, rate: float = 0, burst: int = 5
+    r: redis.Redis,
+    user: str,
+    peer: str,
+    text: str,
+    rate: float = 0,
+    burst: int = 5,
+    max_stored: int = 1000,
 ) -> list[str]:
     conv = keys.dm_conv(user, peer)
     channels = [f"chat:chan:{user}", f"chat:chan:{peer}"]
@@ -187,7 +200,7 @@ def post_private(
                 keys.user_peers(user),
                 keys.user_peers(peer),
             ],
-            [user, user.upper(), peer, text, TTL, rate, burst, conv, *channels],
+            [user, user.upper(), peer, text, TTL, rate, burst, conv, *channels, max_stored],
         )
     )
 
@@ -206,16 +219,38 @@ def test_register(r: redis.Redis) -> None:
     assert r.smembers(keys.members(keys.GENERAL)) == {"ann"}
     assert r.smembers(keys.user_chats("ann")) == {keys.GENERAL}
     assert r.hget(keys.chat(keys.GENERAL), "name") == keys.GENERAL
-    assert r.smembers(keys.chats()) == {keys.GENERAL}
+    assert r.zrange(keys.chat_sizes(), 0, -1, withscores=True) == [(keys.GENERAL, 1.0)]
+    assert abs(r.zscore(keys.seen(), "ann") - int(r.time()[0]) * 1000) <= 1500
     assert r.get(keys.skeleton("ann")) == "ann"
 
 
 def test_register_refuses_a_look_alike_of_another_user(r: redis.Redis) -> None:
     assert register(r, "alice", "a1ice") == 1
-    assert register(r, "aiice", "a1ice") == -1  # AIice: another user, the same look
+    assert register(r, "aiice", "a1ice") == -2  # AIice: another user, the same look
     assert not r.exists(keys.user("aiice"))
     assert r.get(keys.skeleton("a1ice")) == "alice"
     assert register(r, "alice", "a1ice") == 0
+
+
+def test_register_limit_per_address(r: redis.Redis) -> None:
+    assert [register(r, u, address="9.9.9.9", limit=2) for u in ("a1", "a2", "a3")] == [1, 1, -1]
+    assert register(r, "a1", address="9.9.9.9", limit=2) == 0  # taken is still told as taken
+    assert register(r, "b1", address="8.8.8.8", limit=2) == 1  # another address
+    assert 3590 <= r.ttl(keys.registrations("9.9.9.9")) <= 3600
+    assert not r.exists(keys.user("a3"))
+
+
+def test_streams_keep_at_most_max_stored(r: redis.Redis) -> None:
+    register(r, "ann")
+    register(r, "bob")
+    post_many(r, [("ann", str(i)) for i in range(30)], max_stored=10)
+    assert r.xlen(keys.stream(keys.GENERAL)) == 10  # exact MAXLEN
+    assert [f["t"] for _, f in r.xrange(keys.stream(keys.GENERAL))] == [
+        str(i) for i in range(20, 30)
+    ]
+    for i in range(12):
+        post_private(r, "ann", "bob", str(i), max_stored=5)
+    assert r.xlen(keys.conv_stream(keys.dm_conv("ann", "bob"))) == 5
 
 
 def test_post_many_ids_increase_and_share_the_clock(r: redis.Redis, sub: Any) -> None:
@@ -360,19 +395,85 @@ def test_complain_bans_at_threshold(r: redis.Redis, sub: Any) -> None:
     assert post_private(r, "bob", "bob", "hi") == ["banned", until]
 
 
+def join(r: redis.Redis, user: str, chat: str, typed: str, limits: tuple[int, ...]) -> Any:
+    ks = [
+        keys.chat(chat),
+        keys.members(chat),
+        keys.user_chats(user),
+        keys.chat_sizes(),
+        keys.creations(user),
+    ]
+    return call(r, "join", ks, [user, chat, typed, f"chat:chan:{user}", "s1", *limits])
+
+
 def test_join_and_leave(r: redis.Redis, sub: Any) -> None:
     chat = "rust"
-    ks = [keys.chat(chat), keys.members(chat), keys.user_chats("ann"), keys.chats()]
-    join = ["ann", chat, "Rust", "chat:chan:ann", "s1"]
-    assert call(r, "join", ks, join) == [1, "Rust"]
-    assert call(r, "join", ks, ["ann", chat, "RUST", "chat:chan:ann", "s2"]) == [0, "Rust"]
-    assert r.sismember(keys.chats(), chat) and r.sismember(keys.user_chats("ann"), chat)
-    assert published(sub) == [("chat:chan:ann", US.join(["J", chat, "Rust", "s1"]))]
+    ks = [keys.chat(chat), keys.members(chat), keys.user_chats("ann"), keys.chat_sizes()]
+    limits = (10, 10, 10)
+    assert join(r, "ann", chat, "Rust", limits) == ["joined", "Rust"]
+    assert join(r, "ann", chat, "RUST", limits) == ["already", "Rust"]
+    assert join(r, "bob", chat, "rust", limits) == ["joined", "Rust"]
+    assert r.zscore(keys.chat_sizes(), chat) == 2 and r.sismember(keys.user_chats("ann"), chat)
+    assert published(sub) == [
+        ("chat:chan:ann", US.join(["J", chat, "Rust", "s1"])),
+        ("chat:chan:bob", US.join(["J", chat, "Rust", "s1"])),
+    ]
     leave = ["ann", chat, "chat:chan:ann", "s3"]
     assert call(r, "leave", ks, leave) == [1, "Rust"]
     assert call(r, "leave", ks, leave) == [0, ""]
-    assert not r.exists(keys.chat(chat)) and not r.sismember(keys.chats(), chat)
-    assert published(sub) == [("chat:chan:ann", US.join(["L", chat, "Rust", "s3"]))]
+    assert r.zscore(keys.chat_sizes(), chat) == 1
+    bob = [keys.chat(chat), keys.members(chat), keys.user_chats("bob"), keys.chat_sizes()]
+    assert call(r, "leave", bob, ["bob", chat, "chat:chan:bob", "s4"]) == [1, "Rust"]
+    assert not r.exists(keys.chat(chat)) and r.zscore(keys.chat_sizes(), chat) is None
+    assert published(sub)[0] == ("chat:chan:ann", US.join(["L", chat, "Rust", "s3"]))
+
+
+def test_join_limits(r: redis.Redis) -> None:
+    # (chats a user may be in, chats that may exist, creations per user per hour)
+    assert [join(r, "ann", f"c{i}", f"c{i}", (3, 10, 2))[0] for i in range(3)] == [
+        "joined",
+        "joined",
+        "create_rate",
+    ]
+    assert 3590 <= r.ttl(keys.creations("ann")) <= 3600
+    assert join(r, "bob", "c0", "c0", (3, 2, 0)) == ["joined", "c0"]  # joining is no creation
+    assert join(r, "bob", "new", "new", (3, 2, 5))[0] == "chat_limit"  # 2 chats exist
+    assert join(r, "bob", "c1", "c1", (3, 2, 5))[0] == "joined"
+    r.sadd(keys.user_chats("bob"), "general")
+    assert join(r, "bob", "c9", "c9", (3, 10, 5))[0] == "user_limit"
+    assert r.zcard(keys.chat_sizes()) == 2
+
+
+def test_forget_takes_an_unseen_account_out_of_everything(r: redis.Redis) -> None:
+    register(r, "ann")
+    register(r, "bob")
+    join(r, "ann", "solo", "solo", (10, 10, 10))
+    join(r, "ann", "duo", "duo", (10, 10, 10))
+    join(r, "bob", "duo", "duo", (10, 10, 10))
+    r.hset(keys.cursors("ann"), "c:general", "1-0")
+    r.sadd(keys.user_peers("ann"), "bob")
+    now = int(r.time()[0]) * 1000
+    ks = [
+        keys.seen(),
+        keys.chat_sizes(),
+        keys.user("ann"),
+        keys.user_chats("ann"),
+        keys.user_peers("ann"),
+        keys.cursors("ann"),
+        keys.ban("ann"),
+        keys.rate("ann"),
+        keys.complaints("ann"),
+    ]
+    args = ["ann", now - 60_000, keys.chat_prefix()]
+    assert call(r, "forget", ks, args) == 0  # seen just now
+    r.zadd(keys.seen(), {"ann": now - 120_000})
+    assert call(r, "forget", ks, args) == 1
+    assert not any(r.exists(k) for k in ks[2:]) and r.zscore(keys.seen(), "ann") is None
+    assert r.smembers(keys.members("duo")) == {"bob"}
+    assert r.smembers(keys.members(keys.GENERAL)) == {"bob"}
+    assert not r.exists(keys.chat("solo")) and r.zscore(keys.chat_sizes(), "solo") is None
+    assert r.zscore(keys.chat_sizes(), "duo") == 1
+    assert r.zscore(keys.chat_sizes(), keys.GENERAL) == 1
 
 
 def test_advance_never_moves_back(r: redis.Redis) -> None:

@@ -62,7 +62,19 @@ def messages(event: ev.Messages) -> bytes:
 
 def _chat_list(e: ev.ChatList) -> bytes:
     listing = ", ".join(f"#{c.name} ({c.members} members, {c.online} online)" for c in e.chats)
-    return notice(f"chats: {listing}" if listing else "chats: none")
+    more = f" and {e.total - len(e.chats)} more" if e.total > len(e.chats) else ""
+    return notice(f"chats: {listing}{more}" if listing else "chats: none")
+
+
+def _backlog_cut(e: ev.BacklogCut) -> bytes:
+    if isinstance(e.where, ev.ChatConv):
+        where, hint = f"#{e.where.name}", "; /history shows the latest"
+    else:
+        where, hint = f"@{e.where.name}", ""
+    return notice(
+        f"older unread messages in {where} were not shown (a login shows the newest "
+        f"{e.shown}){hint}"
+    )
 
 
 def _online(e: ev.Online) -> bytes:
@@ -103,6 +115,7 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.CurrentChat: lambda e: notice(f"current chat is now #{e.chat}"),
     ev.ChatList: _chat_list,
     ev.Online: _online,
+    ev.BacklogCut: _backlog_cut,
     ev.NoHistory: lambda e: notice(f"no messages in #{e.chat} in the last {e.seconds} s"),
     ev.Complained: _complained,
     ev.Banned: lambda e: notice(

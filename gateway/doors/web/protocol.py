@@ -176,6 +176,7 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.TokenIssued: lambda e: {"type": "token", "token": e.token, "seconds": e.seconds},
     ev.PasswordChanged: lambda e: {"type": "password_changed"},
     ev.StoreReset: lambda e: {"type": "store_reset"},
+    ev.BacklogCut: lambda e: {"type": "backlog_cut", "conv": _conv(e.where), "shown": e.shown},
     ev.Bye: lambda e: {"type": "bye"},
     ev.ShuttingDown: lambda e: {"type": "shutting_down"},
     ev.Error: lambda e: {"type": "error", "code": e.code.value, "text": e.text},

@@ -330,6 +330,11 @@ function handle(f) {
     case "help":
       for (const line of f.lines) note(line);
       break;
+    case "backlog_cut": {
+      const c = conv(f.conv.id, f.conv.kind, f.conv.name);
+      addItems(c, [{ note: "notice", text: "Older unread messages were not shown here." }]);
+      break;
+    }
     case "store_reset":
       banner("The chat store was reset; recent history may be missing.", "error", 10000);
       break;

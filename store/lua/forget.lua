@@ -1,0 +1,33 @@
+-- forget: delete an account not seen since the cutoff, with every key of its own, and take
+-- it out of its chats' member sets (a chat left empty is deleted). The user's chats are
+-- bounded by the per-user chat limit, so one call's work is too. Member keys are built
+-- from the prefix: a chat's keys are `<prefix><chat>` and `<prefix><chat>:members`.
+-- uses: (none)
+--
+-- KEYS[1] last-seen zset  KEYS[2] chat sizes zset  KEYS[3] account hash  KEYS[4] user's chats
+-- KEYS[5] peers  KEYS[6] cursors  KEYS[7] ban  KEYS[8] rate bucket  KEYS[9] complaints
+-- ARGV[1] user key  ARGV[2] cutoff ms (seen at or before it: forget)  ARGV[3] chat prefix
+-- Returns 1 when forgotten, 0 when the user was seen after the cutoff (or is unknown).
+local seen_key, sizes_key, account_key, user_chats_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local peers_key, cursors_key, ban_key, rate_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local complaints_key = KEYS[9]
+local user, cutoff, chat_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+
+local seen = tonumber(redis.call('ZSCORE', seen_key, user))
+if not seen or seen > cutoff then return 0 end
+for _, chat in ipairs(redis.call('SMEMBERS', user_chats_key)) do
+  local members_key = chat_prefix .. chat .. ':members'
+  if redis.call('SREM', members_key, user) == 1 then
+    local left = redis.call('SCARD', members_key)
+    if left == 0 then
+      redis.call('ZREM', sizes_key, chat)
+      redis.call('DEL', chat_prefix .. chat)
+    else
+      redis.call('ZADD', sizes_key, left, chat)
+    end
+  end
+end
+redis.call('DEL', account_key, user_chats_key, peers_key, cursors_key, ban_key, rate_key,
+  complaints_key)
+redis.call('ZREM', seen_key, user)
+return 1
