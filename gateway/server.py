@@ -115,7 +115,7 @@ class GatewayServer:
         return conn
 
     async def _listen(
-        self, factory: Callable[[], asyncio.Protocol], port: int, what: str
+        self, factory: Callable[[], asyncio.BaseProtocol], port: int, what: str
     ) -> asyncio.Server:
         try:
             return await asyncio.get_running_loop().create_server(
