@@ -11,7 +11,6 @@ showed: no message is shown twice or out of order.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Iterable
@@ -19,8 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core.hashing import HashBusy, Hasher, HashGone
 from gateway.core.names import name_error, name_key, password_error
-from gateway.core.passwords import hash_password, verify_password
 from gateway.core.timefmt import ban_end
 from gateway.metrics import METRICS
 from gateway.settings import Settings
@@ -108,6 +107,7 @@ class Core:
         self.fanout = fanout
         self.settings = settings
         self.gateway_id = gateway_id
+        self.hasher = Hasher(settings.hash_threads, settings.max_pending_hashes)
         self._numbers = 0
 
     def session(self, sink: Sink) -> Session:
@@ -242,7 +242,8 @@ class Session:
         assert self._nick is not None
         key, nick = self._nick
         settings = self.core.settings
-        loop = asyncio.get_running_loop()
+        hasher = self.core.hasher
+        alive = self._alive
         account = self._account
         if account is None:
             err = password_error(password)
@@ -250,9 +251,11 @@ class Session:
                 self._error(ev.ErrorCode.BAD_PASSWORD, f"bad password: {err}")
                 self._ask_again()
                 return
-            hashed = await loop.run_in_executor(
-                None, hash_password, password, settings.scrypt_log_n
-            )
+            try:
+                hashed = await hasher.hash(password, settings.scrypt_log_n, alive)
+            except (HashBusy, HashGone) as exc:
+                self._hash_refused(exc)
+                return
             if self.phase is Phase.CLOSED:
                 return
             if await self.core.store.register(key, nick, hashed):
@@ -264,7 +267,12 @@ class Session:
             account = await self.core.store.get_account(key)  # registered meanwhile elsewhere
             if account is None:
                 raise StoreUnavailable("account vanished")
-        ok = await loop.run_in_executor(None, verify_password, password, account.password_hash)
+        try:
+            ok = await hasher.verify(password, account.password_hash, alive)
+        except (HashBusy, HashGone) as exc:
+            self._account = account
+            self._hash_refused(exc)
+            return
         if self.phase is Phase.CLOSED:
             return
         if ok:
@@ -287,6 +295,17 @@ class Session:
             self.sink.close()
             return
         self._nick, self._account = (key, account.name), account
+        self._ask_again()
+
+    def _alive(self) -> bool:
+        return self.phase is not Phase.CLOSED
+
+    def _hash_refused(self, exc: Exception) -> None:
+        """The hasher is full (say so; the same prompt again) or the connection is gone."""
+        if isinstance(exc, HashGone) or self._gone():
+            return
+        METRICS.hash_busy.inc()
+        self._error(ev.ErrorCode.BUSY, "server busy: too many logins right now, try again")
         self._ask_again()
 
     async def _enter(self, key: str, name: str, *, first: bool) -> None:

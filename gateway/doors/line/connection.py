@@ -26,7 +26,7 @@ from gateway.doors.line.framing import BadEncoding, FrameEvent, Line, LineFramer
 from gateway.doors.line.parse import parse_line
 from gateway.metrics import METRICS
 
-__all__ = ["LineConnection", "LineDoor", "WriteCoalescer"]
+__all__ = ["LineConnection", "LineDoor", "WriteCoalescer", "set_keepalive"]
 
 log = logging.getLogger("chat.conn")
 
@@ -87,6 +87,18 @@ class LineDoor:
     coalescer: WriteCoalescer
     max_line: int
     max_output: int
+    #: TCP keepalive (idle s, interval s, probes); idle 0: off.
+    keepalive: tuple[int, int, int] = (0, 0, 0)
+
+
+def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> None:
+    """Have the kernel probe an idle peer, so one that vanished (power cut, NAT dropped
+    the mapping) is found and its connection closed, while an idle one that answers stays."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's defaults apply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
 
 class LineConnection(asyncio.BufferedProtocol):
@@ -130,6 +142,13 @@ class LineConnection(asyncio.BufferedProtocol):
         tcp: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's: no subclass
         self.transport = tcp
         tcp.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        idle, interval, count = self.door.keepalive
+        sock = transport.get_extra_info("socket")
+        if idle and sock is not None:
+            try:
+                set_keepalive(sock, idle, interval, count)
+            except OSError:
+                pass
         peer = transport.get_extra_info("peername")
         self.address = peer[0] if isinstance(peer, tuple) else str(peer)
         ticket = self.door.admission.admit(self.address, self._login_deadline)
