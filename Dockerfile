@@ -14,12 +14,11 @@ COPY chatclient ./chatclient
 # command line carries no options because an option would beat its variable.
 #
 # CHAT_HOST=0.0.0.0: inside a container the default 127.0.0.1 is unreachable from outside.
-# The metrics server binds the same host, so within the container /metrics and /healthz
-# listen on 0.0.0.0:9100 as well. It is on so that the HEALTHCHECK below has something to
-# probe, but it is not public by default: 9100 is deliberately not EXPOSEd (so `docker run
-# -P` does not publish it), and it is reachable only from the container's own network
-# (Prometheus on the same Docker network) or where an operator publishes it on purpose,
-# e.g. `-p 127.0.0.1:9100:9100` (docker-compose.yml publishes it on 127.0.0.1 only).
+# The metrics server binds CHAT_METRICS_HOST, 127.0.0.1 by default: on so that the
+# HEALTHCHECK below (run inside the container) has something to probe, but not reachable
+# from outside. To scrape or publish it set CHAT_METRICS_HOST=0.0.0.0 and publish it on
+# purpose, e.g. `-p 127.0.0.1:9100:9100` (docker-compose.yml does both); 9100 is
+# deliberately not EXPOSEd, so `docker run -P` does not publish it.
 # CHAT_METRICS_PORT=0 turns metrics off, and with them the health check.
 ENV CHAT_HOST=0.0.0.0 \
     CHAT_PORT=8000 \

@@ -177,6 +177,8 @@ COMPARE_ENV = {
     "CHAT_MAX_PER_IP": "0",
     "CHAT_MAX_PENDING_LOGINS": "0",
     "CHAT_MAX_REGISTRATIONS": "0",
+    "CHAT_MAX_PENDING_PER_IP": "0",  # every bench client comes from 127.0.0.1
+    "CHAT_MAX_PENDING_HASHES": "100000",  # thousands log in at once: queue, never refuse
     "CHAT_SCRYPT_LOG_N": "10",
     "CHAT_LOG_LEVEL": "WARNING",
 }
@@ -255,6 +257,10 @@ class Bench:
                 "0",
                 "--max-registrations",
                 "0",
+                "--max-pending-per-ip",
+                "0",
+                "--max-pending-hashes",
+                "100000",
                 "--log-level",
                 "WARNING",
                 "--web-port",

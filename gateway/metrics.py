@@ -30,6 +30,9 @@ class _Metrics:
         self.connections = Gauge("chat_connections", "Open client connections")
         self.logins = Counter("chat_logins_total", "Successful logins")
         self.login_failures = Counter("chat_login_failures_total", "Failed logins")
+        self.hash_busy = Counter(
+            "chat_hash_busy_total", "Logins refused because too many password hashes waited"
+        )
         # The two per-message counters are plain ints (a prometheus Counter takes a lock per
         # increment, measurable at 30k messages/s); `_HotCounters` exports them on scrape.
         self.messages_in = 0

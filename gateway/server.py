@@ -84,10 +84,18 @@ class GatewayServer:
         self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
-            settings.max_per_ip, settings.max_pending_logins, settings.login_timeout
+            settings.max_per_ip,
+            settings.max_pending_logins,
+            settings.login_timeout,
+            settings.max_pending_per_ip,
         )
         self.line_door = LineDoor(
-            self.core, self.admission, self.coalescer, settings.max_line, settings.max_output
+            self.core,
+            self.admission,
+            self.coalescer,
+            settings.max_line,
+            settings.max_output,
+            (settings.keepalive_idle, settings.keepalive_interval, settings.keepalive_count),
         )
         self.web_door = WebDoor(
             self.core,
@@ -134,11 +142,13 @@ class GatewayServer:
         if self.settings.metrics_port:
             try:
                 self._metrics = await serve_metrics(
-                    self.settings.host, self.settings.metrics_port, self._healthy
+                    self.settings.metrics_host, self.settings.metrics_port, self._healthy
                 )
             except OSError as exc:
                 port = self.settings.metrics_port
-                raise StartupError(self._bind_error("metrics", port, exc)) from None
+                raise StartupError(
+                    self._bind_error("metrics", port, exc, self.settings.metrics_host)
+                ) from None
         log.info(
             "event=listening host=%s port=%d web=%s gateway=%s store=%s",
             self.settings.host,
@@ -175,7 +185,7 @@ class GatewayServer:
 
     async def _listen(
         self,
-        factory: Callable[[], asyncio.Protocol],
+        factory: Callable[[], asyncio.BaseProtocol],
         port: int,
         what: str,
         tls: ssl.SSLContext | None = None,
@@ -193,9 +203,10 @@ class GatewayServer:
         except OSError as exc:
             raise StartupError(self._bind_error(what, port, exc)) from None
 
-    def _bind_error(self, what: str, port: int, exc: OSError) -> str:
+    def _bind_error(self, what: str, port: int, exc: OSError, host: str | None = None) -> str:
         return (
-            f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
+            f"cannot listen for {what} on {host or self.settings.host}:{port}: "
+            f"{exc.strerror or exc}"
             " (is another gateway running there? choose another port)"
         )
 

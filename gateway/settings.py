@@ -54,6 +54,15 @@ class Settings:
     max_per_ip: int = 100
     #: Connections still logging in, on this gateway, at once (0: no limit).
     max_pending_logins: int = 2000
+    #: Connections still logging in from one IP address at once (0: no limit), so a few
+    #: addresses cannot fill `max_pending_logins` for everyone; costs NAT users who all
+    #: connect in the same second a retry.
+    max_pending_per_ip: int = 20
+    #: Password hashes waiting or running at once on this gateway; beyond it a login gets
+    #: `! server busy` and may retry. Each waits about 80 ms x this / `hash_threads`.
+    max_pending_hashes: int = 64
+    #: Threads hashing passwords (each scrypt holds one core and 16 MiB while it runs).
+    hash_threads: int = 2
     #: Failed logins allowed per nickname and per address within `login_fail_window`.
     max_login_failures: int = 10
     login_fail_window: int = 900
@@ -102,6 +111,16 @@ class Settings:
     account_ttl: int = 180 * 86400
     #: HTTP port for /metrics and /healthz; 0 turns it off.
     metrics_port: int = 0
+    #: Address the metrics port binds: loopback by default, so /metrics is not public even
+    #: when the chat listens on 0.0.0.0.
+    metrics_host: str = "127.0.0.1"
+    #: TCP keepalive on every accepted socket: first probe after this many idle seconds,
+    #: then `keepalive_count` probes `keepalive_interval` s apart; a vanished peer is
+    #: dropped after about idle + count x interval (90 s); an idle peer that is there
+    #: answers the probes and stays. 0 turns keepalive off.
+    keepalive_idle: int = 60
+    keepalive_interval: int = 10
+    keepalive_count: int = 3
     log_level: str = "INFO"
 
     @classmethod
@@ -151,6 +170,10 @@ class Settings:
             "chats_listed": self.chats_listed >= 1,
             "max_registrations": self.max_registrations >= 0,
             "account_ttl": self.account_ttl >= 60,
+            "max_pending_hashes": self.max_pending_hashes >= 1,
+            "hash_threads": self.hash_threads >= 1,
+            "keepalive_interval": self.keepalive_interval >= 1,
+            "keepalive_count": self.keepalive_count >= 1,
         }
         if self.tls_port and not (self.tls_cert and self.tls_key):
             raise SystemExit("invalid setting: --tls-port needs --tls-cert and --tls-key")

@@ -608,7 +608,8 @@ class RedisStore:
             for chat in touched:
                 pipe.scard(keys.members(chat))
             counts = await self._call(pipe.execute())
-            await self._call(self.redis.zadd(keys.chat_sizes(), dict(zip(touched, counts))))
+            sizes = dict(zip(touched, counts, strict=True))
+            await self._call(self.redis.zadd(keys.chat_sizes(), sizes))
 
     # -- presence ------------------------------------------------------------------------
 

@@ -103,3 +103,50 @@ def test_lines_survive_any_chunking(lines: list[str], data: st.DataObject) -> No
         events += f.feed(stream[prev:cut])
         prev = cut
     assert events == [Line(line) for line in lines if line]  # empty lines are dropped
+
+
+def _reference_strip(chunks: list[bytes]) -> bytes:
+    """The telnet state machine, one byte at a time: what the fast stripper must equal."""
+    out = bytearray()
+    state = "data"
+    for b in b"".join(chunks):
+        if state == "data":
+            if b == 255:
+                state = "iac"
+            else:
+                out.append(b)
+        elif state == "iac":
+            if b == 255:
+                out.append(b)
+                state = "data"
+            elif b in (251, 252, 253, 254):
+                state = "option"
+            elif b == 250:
+                state = "sub"
+            else:
+                state = "data"
+        elif state == "option":
+            state = "data"
+        elif state == "sub":
+            if b == 255:
+                state = "sub_iac"
+        else:
+            state = "data" if b == 240 else "sub"
+    return bytes(out)
+
+
+_TELNET_PIECES = st.sampled_from(
+    [b"\xff", b"\xff\xff", b"\xff\xf1", b"\xff\xfb\x01", b"\xff\xfa", b"\xff\xf0", b"\xfa", b"a"]
+)
+
+
+@given(st.lists(st.one_of(_TELNET_PIECES, st.binary(max_size=8)), max_size=60), st.data())
+def test_fast_telnet_stripping_equals_the_byte_state_machine(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    f = LineFramer()
+    got = b"".join(f._strip_telnet(c) for c in chunks)
+    assert got == _reference_strip(chunks)

@@ -11,7 +11,6 @@ showed: no message is shown twice or out of order.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Iterable
@@ -20,8 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.addresses import address_group
+from gateway.core.hashing import HashBusy, Hasher, HashGone
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
-from gateway.core.passwords import hash_password, verify_password
 from gateway.core.timefmt import ban_end, wait_for
 from gateway.core.tokens import new_token, token_hash
 from gateway.metrics import METRICS
@@ -124,6 +123,7 @@ class Core:
         self.fanout = fanout
         self.settings = settings
         self.gateway_id = gateway_id
+        self.hasher = Hasher(settings.hash_threads, settings.max_pending_hashes)
         self._numbers = 0
 
     def session(self, sink: Sink) -> Session:
@@ -322,7 +322,8 @@ class Session:
         assert self._nick is not None
         key, nick = self._nick
         settings = self.core.settings
-        loop = asyncio.get_running_loop()
+        hasher = self.core.hasher
+        alive = self._alive
         account = self._account
         if account is None:
             err = password_error(password)
@@ -330,9 +331,11 @@ class Session:
                 self._error(ev.ErrorCode.BAD_PASSWORD, f"bad password: {err}")
                 self._ask_again()
                 return
-            hashed = await loop.run_in_executor(
-                None, hash_password, password, settings.scrypt_log_n
-            )
+            try:
+                hashed = await hasher.hash(password, settings.scrypt_log_n, alive)
+            except (HashBusy, HashGone) as exc:
+                self._hash_refused(exc)
+                return
             if self.phase is Phase.CLOSED:
                 return
             outcome = await self.core.store.register(
@@ -358,7 +361,12 @@ class Session:
             account = await self.core.store.get_account(key)  # registered meanwhile elsewhere
             if account is None:
                 raise StoreUnavailable("account vanished")
-        ok = await loop.run_in_executor(None, verify_password, password, account.password_hash)
+        try:
+            ok = await hasher.verify(password, account.password_hash, alive)
+        except (HashBusy, HashGone) as exc:
+            self._account = account
+            self._hash_refused(exc)
+            return
         if self.phase is Phase.CLOSED:
             return
         if ok:
@@ -368,6 +376,17 @@ class Session:
         if await self._failed(key, "wrong_password", account.name, refused):
             return
         self._nick, self._account = (key, account.name), account
+        self._ask_again()
+
+    def _alive(self) -> bool:
+        return self.phase is not Phase.CLOSED
+
+    def _hash_refused(self, exc: Exception) -> None:
+        """The hasher is full (say so; the same prompt again) or the connection is gone."""
+        if isinstance(exc, HashGone) or self._gone():
+            return
+        METRICS.hash_busy.inc()
+        self._error(ev.ErrorCode.BUSY, "server busy: too many logins right now, try again")
         self._ask_again()
 
     async def _enter(self, key: str, name: str, *, first: bool, method: str) -> None:
@@ -729,8 +748,12 @@ class Session:
         account = await store.get_account(self.key)
         if account is None:
             raise StoreUnavailable("account vanished")
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, verify_password, old, account.password_hash)
+        hasher = self.core.hasher
+        try:  # through the bounded hasher like every login: no unbounded scrypt queue
+            ok = await hasher.verify(old, account.password_hash, self._alive)
+        except (HashBusy, HashGone) as exc:
+            self._hash_refused(exc)
+            return
         if not ok:
             METRICS.login_failures.inc()
             log.warning(
@@ -741,7 +764,11 @@ class Session:
             await store.count_login_failure(self.key, self.sink.address, settings.login_fail_window)
             self._error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
             return
-        hashed = await loop.run_in_executor(None, hash_password, new, settings.scrypt_log_n)
+        try:
+            hashed = await hasher.hash(new, settings.scrypt_log_n, self._alive)
+        except (HashBusy, HashGone) as exc:
+            self._hash_refused(exc)
+            return
         await store.set_password(self.key, hashed)
         self._token = None
         log.info("event=password_changed peer=%s session=%s", self.sink.address, self.describe())

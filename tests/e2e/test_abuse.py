@@ -105,7 +105,9 @@ async def _fuzz_one(port: int, rng: random.Random) -> None:
 
 
 async def test_socket_fuzz_while_two_users_chat(redis_url, gateways) -> None:
-    gw = gateways(redis_url, "--max-per-ip", "0", "--max-pending-logins", "0")
+    gw = gateways(
+        redis_url, "--max-per-ip", "0", "--max-pending-logins", "0", "--max-pending-per-ip", "0"
+    )
     alice, bob = await Client.connect(gw.port), await Client.connect(gw.port)
     await alice.login("alice")
     await bob.login("bob")

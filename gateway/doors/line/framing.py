@@ -7,6 +7,7 @@ is tested by feeding bytes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = ["BadEncoding", "FrameEvent", "Line", "LineFramer", "LineTooLong"]
@@ -16,6 +17,26 @@ _OPTION_VERBS = frozenset((251, 252, 253, 254))  # WILL WONT DO DONT
 
 # Telnet parser states.
 _DATA, _IAC, _OPTION, _SUB, _SUB_IAC = range(5)
+
+# One whole telnet sequence after its IAC; group 1 is an escaped 0xFF data byte.
+# Subnegotiation bodies consume `IAC x` pairs exactly as the state machine does
+# (IAC IAC SE stays inside).
+_SEQUENCE_BODY = (
+    rb"(?:(\xff)|[\xfb-\xfe][\s\S]|\xfa(?:[^\xff]++|\xff[^\xf0])*+\xff\xf0|[^\xfa-\xff])"
+)
+#: Everything up to the first telnet sequence that the data ends inside of (C speed).
+_COMPLETE = re.compile(
+    rb"(?:[^\xff]++|\xff" + _SEQUENCE_BODY.replace(rb"(\xff)", rb"\xff") + rb")*+"
+)
+#: Each whole sequence, replaced by its data byte (if any).
+_SEQUENCE = re.compile(rb"\xff" + _SEQUENCE_BODY)
+#: The same without the group, for data with no escaped 0xFF (about 6 times faster).
+_SEQUENCE_NO_ESCAPE = re.compile(rb"\xff" + _SEQUENCE_BODY.replace(rb"(\xff)", rb"\xff"))
+#: A subnegotiation body up to its IAC SE (or the end of the data).
+_SUB_BODY = re.compile(rb"(?:[^\xff]++|\xff[^\xf0])*+")
+#: A newline followed by empty lines: collapsed to one newline before lines are cut, so a
+#: flood of empty lines costs one C-speed pass instead of a Python step per line.
+_BLANK_RUN = re.compile(rb"\n(?:\r?\n)+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +76,8 @@ class LineFramer:
     def feed(self, data: bytes) -> list[FrameEvent]:
         if self._telnet != _DATA or IAC in data:
             data = self._strip_telnet(data)
+        if b"\n\n" in data or b"\n\r\n" in data:
+            data = _BLANK_RUN.sub(b"\n", data)
         events: list[FrameEvent] = []
         start = 0
         while True:
@@ -97,15 +120,28 @@ class LineFramer:
             self._buf += rest
 
     def _strip_telnet(self, data: bytes) -> bytes:
+        """Remove telnet sequences. Whole sequences go in C (regexes); the state machine
+        only carries a sequence split across reads, so the Python work per read is a few
+        steps whatever the bytes are (a flood of IAC NOPs costs one regex pass)."""
         out = bytearray()
         state = self._telnet
-        for b in data:
+        i, n = 0, len(data)
+        while i < n:
             if state == _DATA:
-                if b == IAC:
+                end = _COMPLETE.match(data, i).end()  # type: ignore[union-attr]  # always matches
+                if end > i:
+                    run = data[i:end]
+                    if b"\xff\xff" in run:
+                        out += _SEQUENCE.sub(rb"\1", run)
+                    else:
+                        out += _SEQUENCE_NO_ESCAPE.sub(b"", run)
+                    i = end
+                if i < n:  # an IAC whose sequence the data ends inside of
                     state = _IAC
-                else:
-                    out.append(b)
+                    i += 1
             elif state == _IAC:
+                b = data[i]
+                i += 1
                 if b == IAC:  # an escaped 0xFF data byte
                     out.append(b)
                     state = _DATA
@@ -116,11 +152,15 @@ class LineFramer:
                 else:  # a two-byte command (NOP, AYT, ...)
                     state = _DATA
             elif state == _OPTION:
+                i += 1
                 state = _DATA
             elif state == _SUB:
-                if b == IAC:
+                i = _SUB_BODY.match(data, i).end()  # type: ignore[union-attr]  # always matches
+                if i < n:  # an IAC: SE ends the subnegotiation
+                    i += 1
                     state = _SUB_IAC
             else:  # _SUB_IAC
-                state = _DATA if b == SE else _SUB
+                state = _DATA if data[i] == SE else _SUB
+                i += 1
         self._telnet = state
         return bytes(out)
