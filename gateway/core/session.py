@@ -232,11 +232,16 @@ class Session:
 
     # -- login -------------------------------------------------------------------------------
 
-    async def _take_nick(self, nick: str) -> None:
+    def _bad_nick(self, nick: str) -> bool:
+        """Refuse a nickname that breaks the rules, and ask again."""
         err = name_error(nick)
         if err:
             self._error(ev.ErrorCode.BAD_NAME, f"bad nickname: {err}")
             self.sink.emit(ev.AskNick(first=False))
+        return err is not None
+
+    async def _take_nick(self, nick: str) -> None:
+        if self._bad_nick(nick):
             return
         key = name_key(nick)
         if await self._locked_out(key):
@@ -270,10 +275,7 @@ class Session:
 
     async def _token_login(self, nick: str, token: str) -> None:
         """Log in with a resume token: one Redis script, no password hash."""
-        err = name_error(nick)
-        if err:
-            self._error(ev.ErrorCode.BAD_NAME, f"bad nickname: {err}")
-            self.sink.emit(ev.AskNick(first=False))
+        if self._bad_nick(nick):
             return
         key = name_key(nick)
         if await self._locked_out(key) or self._gone():

@@ -148,8 +148,18 @@ async def test_socket_fuzz_while_two_users_chat(redis_url, gateways) -> None:
 async def test_soak_memory_tasks_and_subscriptions_return(redis_url, gateways) -> None:
     seconds = float(os.environ.get("SOAK_SECONDS", "60"))
     mport = free_port()
-    gw = gateways(
-        redis_url, "--metrics-port", str(mport), "--max-per-ip", "0", "--max-pending-logins", "0"
+    gw = gateways(  # 200 users from one address log in at once: the soak is about memory
+        redis_url,
+        "--metrics-port",
+        str(mport),
+        "--max-per-ip",
+        "0",
+        "--max-pending-logins",
+        "0",
+        "--max-pending-per-ip",
+        "0",
+        "--max-pending-hashes",
+        "1000",
     )
     rng = random.Random(7)
 
