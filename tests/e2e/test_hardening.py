@@ -1,0 +1,144 @@
+"""Findings of the pre-launch attack and first-day bugs, each against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import redis as redis_py
+
+from tests.helpers import ROOT, Client, WebClient, free_port, messages, web_texts
+
+
+async def test_hit_and_run_registrations_leave_no_ghost_sessions(redis_url, gateways) -> None:
+    # A real hash cost (about 80 ms), and connections closed before, during and after it:
+    # some are never registered, some are registered with nobody left to log in.
+    gw = gateways(redis_url, CHAT_SCRYPT_LOG_N="14", CHAT_MAX_PENDING_HASHES="1000")
+    for i in range(16):
+        _, w = await asyncio.open_connection("127.0.0.1", gw.port)
+        w.write(f"ghost{i}\r\nsecret123\r\n".encode())
+        await w.drain()
+        await asyncio.sleep(0.02 * i)
+        w.transport.abort()
+    await asyncio.sleep(3)  # every hash done, every registration stored
+    alice = await Client.connect(gw.port)
+    await alice.login("alice")
+    await alice.send("/who")
+    assert (await alice.expect("online in #general")).startswith("* online in #general (1): alice")
+    r = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        channels = set(r.pubsub_channels("chat:ch:u:*"))
+        assert channels == {"chat:ch:u:alice"}, channels  # no one subscribed for a ghost
+    finally:
+        r.close()
+    registered = []
+    for i in range(16):
+        await alice.send(f"/send ghost{i} are you there {i}?")
+        line = await alice.expect(f"ghost{i}")
+        if "no such user" not in line:
+            registered.append(i)
+    assert registered, "no hit-and-run registration completed: the test covers nothing"
+    for i in registered:  # a message to a user registered by a vanished connection waits
+        ghost = await Client.connect(gw.port)
+        backlog = await ghost.login(f"ghost{i}")
+        assert ("@alice", "alice", f"are you there {i}?") in messages(backlog), (i, backlog)
+        await ghost.close()
+    await alice.close()
+
+
+async def test_a_non_ascii_digit_count_is_a_usage_error_not_a_traceback(backend, gateways) -> None:
+    gw = gateways(backend)
+    c = await Client.connect(gw.port)
+    await c.login("digits")
+    for _ in range(50):
+        await c.send("/history ²")
+    for _ in range(50):
+        assert (await c.expect("usage")).startswith("! usage: /history [n]")
+    await c.close()
+    assert "Traceback" not in gw.output()
+
+
+def test_sigterm_stops_a_gateway_still_waiting_for_redis(tmp_path) -> None:
+    dead = free_port()  # nothing listens here
+    log = open(tmp_path / "gw.log", "wb")  # noqa: SIM115 - closed below
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(CHAT_WEB_PORT="0", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "server.py"),
+            "--port",
+            str(free_port()),
+            "--redis-url",
+            f"redis://127.0.0.1:{dead}/0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while b"redis_unavailable" not in (tmp_path / "gw.log").read_bytes():
+            assert time.monotonic() < deadline, "the gateway never said Redis is unavailable"
+            time.sleep(0.05)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        assert time.monotonic() - began < 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_a_busy_port_is_one_clear_line_not_a_traceback() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+        env.update(CHAT_WEB_PORT="0")
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert f"error: cannot listen for chat on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_message_read_in_the_page_is_not_unread_on_telnet(redis_url, gateways) -> None:
+    gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    other = gateways(redis_url)
+    web = await WebClient.connect(gw.web_port)
+    await web.login("pia")
+    sender = await Client.connect(other.port)
+    await sender.login("sol")
+    await sender.send("seen in the page")
+    await sender.send("/send pia privately, also seen")
+    texts = await web.texts(quiet=0.8)
+    assert ("#general", "sol", "seen in the page") in texts
+    assert ("@sol", "sol", "privately, also seen") in texts
+    await asyncio.sleep(1.5)  # the page's shown position reaches Redis (--cursor-flush)
+    tel = await Client.connect(other.port)
+    assert messages(await tel.login("pia")) == []  # nothing replayed as unread
+    await web.close()
+    await tel.close()
+    await asyncio.sleep(0.5)
+    await sender.send("while every device is away")
+    await asyncio.sleep(0.5)
+    again = await WebClient.connect(gw.web_port)
+    assert web_texts(await again.login("pia")) == [
+        ("#general", "sol", "while every device is away")
+    ]
