@@ -11,6 +11,7 @@ import pytest
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core import hashing
 from gateway.core import session as session_mod
 from gateway.core.session import Phase, Session
 from gateway.doors.line.parse import parse_line
@@ -48,8 +49,8 @@ async def test_a_token_logs_in_without_a_password_hash(
     def no_scrypt(*args: Any) -> bool:
         raise AssertionError("a token login must not hash a password")
 
-    monkeypatch.setattr(session_mod, "verify_password", no_scrypt)
-    monkeypatch.setattr(session_mod, "hash_password", no_scrypt)
+    monkeypatch.setattr(hashing, "verify_password", no_scrypt)
+    monkeypatch.setattr(hashing, "hash_password", no_scrypt)
     phone, phone_sink = await _with_token(chat, "ALICE", token)
     assert phone.phase is Phase.READY, phone_sink.events
     assert phone_sink.events[-1] == ev.Ready("Alice", "general", ("general",))
