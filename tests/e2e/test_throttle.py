@@ -1,0 +1,60 @@
+"""Findings of the pre-launch attack, part 3: password guessing in parallel and lockouts as
+a weapon."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.helpers import Client
+
+ATTACKERS = 300
+LIMIT = 10
+
+
+async def _guess(port: int, source: str, passwords: list[str]) -> bytes:
+    """One connection from `source`: the nickname and every password at once; all it got."""
+    c = await Client.connect(port, source)
+    try:
+        c.writer.write(b"alice\r\n" + b"".join(p.encode() + b"\r\n" for p in passwords))
+        await c.writer.drain()
+        data = b""
+        while chunk := await asyncio.wait_for(c.reader.read(1 << 16), 30):
+            data += chunk
+        return data
+    except ConnectionResetError:
+        return data
+    finally:
+        await c.close()
+
+
+async def test_parallel_guesses_are_counted_before_each_check(backend, gateways, clients) -> None:
+    """300 connections guessing alice's password at once get at most --max-login-failures
+    guesses checked; then the right password is refused from that address, while alice
+    logs in from the address she always uses (and from a new, innocent one)."""
+    gw = gateways(
+        backend,
+        "--max-login-failures",
+        str(LIMIT),
+        "--max-pending-hashes",
+        "2000",
+        "--max-per-ip",
+        "0",
+        "--max-pending-per-ip",
+        "0",
+        CHAT_SCRYPT_LOG_N="4",
+    )
+    owner = await clients(gw.port, "127.0.0.2")
+    await owner.login("alice", "right-password")
+    await owner.close()
+    guesses = [[f"guess-{i}-{k}" for k in range(3)] for i in range(ATTACKERS)]
+    got = await asyncio.gather(*(_guess(gw.port, "127.0.0.3", g) for g in guesses))
+    checked = sum(data.count(b"! wrong password") for data in got)
+    assert 1 <= checked <= LIMIT, f"{checked} guesses checked against a limit of {LIMIT}"
+    assert gw.output().count("event=wrong_password") == checked
+    refused = await _guess(gw.port, "127.0.0.3", ["right-password"])
+    assert b"too many failed logins for alice from your address" in refused
+    assert b"* ready" not in refused
+    home = await clients(gw.port, "127.0.0.2")
+    await home.login("alice", "right-password")
+    elsewhere = await clients(gw.port, "127.0.0.4")
+    await elsewhere.login("alice", "right-password")
