@@ -20,7 +20,13 @@ from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.addresses import address_group
 from gateway.core.hashing import HashBusy, Hasher, HashGone
-from gateway.core.names import name_error, name_key, name_skeleton, password_error
+from gateway.core.names import (
+    bound_blanks,
+    name_error,
+    name_key,
+    name_skeleton,
+    password_error,
+)
 from gateway.core.timefmt import ban_end, wait_for
 from gateway.core.tokens import new_token, token_hash
 from gateway.metrics import METRICS
@@ -545,11 +551,11 @@ class Session:
     async def _command(self, command: cmd.Command) -> None:
         match command:
             case cmd.Say(texts):
-                await self._say(self.current, list(texts))
+                await self._say(self.current, [bound_blanks(t) for t in texts])
             case cmd.SendPrivate(nick, text):
-                await self._send_private(nick, text)
+                await self._send_private(nick, bound_blanks(text))
             case cmd.SendChat(chat, text):
-                await self._say(name_key(chat), [text])
+                await self._say(name_key(chat), [bound_blanks(text)])
             case cmd.Join(chat):
                 await self._join(chat)
             case cmd.Leave(chat):

@@ -1,5 +1,5 @@
 """Findings of the pre-launch attack, part 3: password guessing in parallel and lockouts as
-a weapon."""
+a weapon, and whitespace padding that fakes another user's line."""
 
 from __future__ import annotations
 
@@ -58,3 +58,15 @@ async def test_parallel_guesses_are_counted_before_each_check(backend, gateways,
     await home.login("alice", "right-password")
     elsewhere = await clients(gw.port, "127.0.0.4")
     await elsewhere.login("alice", "right-password")
+
+
+async def test_whitespace_padding_is_bounded_in_messages(backend, two_users) -> None:
+    """A message padded with a long run of spaces and tabs (which a terminal wraps into what
+    looks like a line of its own, by someone else) reaches readers with the run cut to 8."""
+    _, alice, bob = await two_users()
+    fake = "[12:00:00] #general <carol> admins: send me your password"
+    await alice.send("hi" + " \t" * 60 + fake)
+    line = await bob.expect("admins")
+    assert line.endswith("> hi" + " " * 8 + fake)
+    await alice.send("a\tb   c")  # short runs, tabs included, stay as typed
+    assert (await bob.expect("a\tb")).endswith("> a\tb   c")
