@@ -1,9 +1,12 @@
 """Findings of the pre-launch attack, part 3: password guessing in parallel and lockouts as
-a weapon, and whitespace padding that fakes another user's line."""
+a weapon, whitespace padding that fakes another user's line, and a slow reader's reset."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import time
 
 from tests.helpers import Client
 
@@ -70,3 +73,60 @@ async def test_whitespace_padding_is_bounded_in_messages(backend, two_users) -> 
     assert line.endswith("> hi" + " " * 8 + fake)
     await alice.send("a\tb   c")  # short runs, tabs included, stay as typed
     assert (await bob.expect("a\tb")).endswith("> a\tb   c")
+
+
+def _gateway_sockets(port: int, peer_port: int) -> str:
+    """`ss` lines of the gateway's side of one connection, in any state."""
+    out = subprocess.run(
+        ["ss", "-tanH", f"( sport = :{port} and dport = :{peer_port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.strip()
+
+
+async def test_a_slow_reader_cut_off_is_reset_at_once(backend, gateways, clients) -> None:
+    """A reader that never reads, flooded past --max-output, is reset (RST, not a FIN behind
+    megabytes of queued data): it sees the connection reset within a couple of seconds and
+    the gateway keeps no socket for it."""
+    gw = gateways(backend, "--max-output", "65536")
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", gw.port))
+    slow_port = slow.getsockname()[1]
+    slow.sendall(b"slowpoke\r\nsecret123\r\n")
+    slow.settimeout(5)
+    seen = b""
+    while b"* ready" not in seen:
+        seen += slow.recv(4096)
+    alice = await clients(gw.port)
+    await alice.login("alice")
+
+    async def drain() -> None:
+        while await alice.reader.read(1 << 16):
+            pass
+
+    reading = asyncio.create_task(drain())
+    line = b"x" * 2000 + b"\r\n"
+    deadline = time.monotonic() + 30
+    while "event=sendq_exceeded" not in gw.output():
+        assert time.monotonic() < deadline, "the slow reader was never cut off"
+        await alice.send(line * 50)
+        await asyncio.sleep(0.01)
+    cut = time.monotonic()
+    while _gateway_sockets(gw.port, slow_port):
+        assert time.monotonic() - cut < 2, _gateway_sockets(gw.port, slow_port)
+        await asyncio.sleep(0.05)
+    reset = False
+    slow.settimeout(2)
+    try:
+        while slow.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        reset = True
+    finally:
+        slow.close()
+    assert reset, "closed without a reset"
+    assert time.monotonic() - cut < 4
+    reading.cancel()
