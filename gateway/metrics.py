@@ -30,6 +30,9 @@ class _Metrics:
         self.connections = Gauge("chat_connections", "Open client connections")
         self.logins = Counter("chat_logins_total", "Successful logins")
         self.login_failures = Counter("chat_login_failures_total", "Failed logins")
+        self.login_throttled = Counter(
+            "chat_login_throttled_total", "Login attempts refused by a failed-login limit"
+        )
         self.hash_busy = Counter(
             "chat_hash_busy_total", "Logins refused because too many password hashes waited"
         )

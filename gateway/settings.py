@@ -63,9 +63,21 @@ class Settings:
     max_pending_hashes: int = 64
     #: Threads hashing passwords (each scrypt holds one core and 16 MiB while it runs).
     hash_threads: int = 2
-    #: Failed logins allowed per nickname and per address within `login_fail_window`.
+    #: Failed logins (wrong passwords or tokens) allowed per nickname from one address
+    #: within `login_fail_window`; each attempt is counted before its hash is checked, so
+    #: parallel connections get no more. Costs a user who mistypes this often a wait of up
+    #: to the window at that address (a success there resets it). 0: no limit.
     max_login_failures: int = 10
     login_fail_window: int = 900
+    #: Failed logins allowed per nickname from all the addresses it never logged in from,
+    #: within the window: bounds guesses spread over many addresses (a botnet) at one
+    #: account; never locks the owner out of an address they logged in from (30 days).
+    max_login_failures_per_nick: int = 100
+    #: Distinct nicknames whose logins may fail from one address (IPv6: its /64) within the
+    #: window, counting only nicknames that never logged in there: bounds one address
+    #: spraying guesses over many accounts; one user's typos count once. Costs a NAT
+    #: shared by this many mistyping newcomers a wait. 0: no limit.
+    max_failed_nicks_per_ip: int = 10
     #: scrypt cost as log2(N); 14 is 16 MiB and about 80 ms of one core per login.
     scrypt_log_n: int = 14
     #: Seconds a resume token (/token) is valid: its holder logs in without the password
@@ -172,6 +184,10 @@ class Settings:
             "account_ttl": self.account_ttl >= 60,
             "max_pending_hashes": self.max_pending_hashes >= 1,
             "hash_threads": self.hash_threads >= 1,
+            "max_login_failures": self.max_login_failures >= 0,
+            "max_login_failures_per_nick": self.max_login_failures_per_nick >= 0,
+            "max_failed_nicks_per_ip": self.max_failed_nicks_per_ip >= 0,
+            "login_fail_window": self.login_fail_window >= 1,
             "keepalive_interval": self.keepalive_interval >= 1,
             "keepalive_count": self.keepalive_count >= 1,
         }

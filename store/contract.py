@@ -23,6 +23,9 @@ __all__ = [
     "Complaint",
     "ComplaintStatus",
     "JoinStatus",
+    "LoginCheck",
+    "LoginGate",
+    "LoginLimits",
     "MemberJoined",
     "MemberLeft",
     "Membership",
@@ -145,6 +148,31 @@ class Registration(enum.Enum):
     TAKEN = "taken"  # the nickname was registered meanwhile
     LOOK_ALIKE = "look_alike"  # another user holds a nickname with the same skeleton
     LIMITED = "limited"  # the address registered too many accounts this hour
+
+
+class LoginGate(enum.Enum):
+    """Whether a login attempt may be checked, or which limit refuses it."""
+
+    OK = "ok"
+    PAIR = "pair"  # this nickname failed too often from this address
+    NICK = "nick"  # this nickname failed too often from addresses it never logged in from
+    ADDRESS = "address"  # too many other nicknames failed from this address
+
+
+@dataclass(frozen=True, slots=True)
+class LoginCheck:
+    gate: LoginGate
+    wait_ms: int = 0  # refused: when that limit lets one more attempt in
+
+
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """Failed logins allowed within `window` seconds (each 0: no limit)."""
+
+    per_pair: int  # per (nickname, address)
+    per_nick: int  # per nickname, from addresses it never logged in from
+    nicks_per_address: int  # distinct nicknames failing from one address
+    window: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,11 +317,16 @@ class Store(Protocol):
     ) -> Registration: ...
 
     async def seen(self, user: str, address: str) -> None:
-        """Record that the user logged in from the address (held back if they get banned)."""
+        """Record that the user logged in from the address: it becomes known for the user
+        (see `login_gate`), its failed attempts there are forgiven, and it is held back if
+        the user gets banned."""
 
-    async def login_failures(self, user: str, address: str) -> tuple[int, int]: ...
-
-    async def count_login_failure(self, user: str, address: str, window: int) -> None: ...
+    async def login_gate(
+        self, user: str, address: str, limits: LoginLimits, *, take: bool
+    ) -> LoginCheck:
+        """Whether a login attempt at `user` from `address` may be checked. With `take` the
+        attempt is counted as failed at once (atomically with the check), so parallel
+        attempts cannot all pass; `seen` forgives it if the login succeeds."""
 
     async def set_password(self, user: str, password_hash: str) -> None:
         """Replace the password hash and revoke every resume token of the user, at once."""

@@ -13,6 +13,7 @@ __all__ = [
     "GENERAL",
     "PREFIX",
     "USER_CHANNEL",
+    "address_fails",
     "ban",
     "chat",
     "chat_channel",
@@ -30,14 +31,16 @@ __all__ = [
     "cursors",
     "dm_conv",
     "epoch",
-    "fails",
     "gateway_alive",
     "gateway_online",
     "gateway_scratch",
     "gateways",
     "held_addresses",
     "is_chat",
+    "known_addresses",
+    "login_fails",
     "members",
+    "nick_fails",
     "peer_of",
     "rate",
     "registrations",
@@ -202,8 +205,24 @@ def rate(u: str) -> str:
     return f"{PREFIX}rate:{u}"
 
 
-def fails(kind: str, who: str) -> str:
-    return f"{PREFIX}fails:{kind}:{who}"
+def login_fails(u: str, address: str) -> str:
+    """Login attempts at user u from one address (IPv6: its /64) not yet forgiven."""
+    return f"{PREFIX}fails:pair:{u}|{address}"
+
+
+def nick_fails(u: str) -> str:
+    """Login attempts at user u from addresses u never logged in from."""
+    return f"{PREFIX}fails:nick:{u}"
+
+
+def address_fails(address: str) -> str:
+    """The nicknames whose logins failed from one address (nickname -> ms of the last)."""
+    return f"{PREFIX}fails:addr:{address}"
+
+
+def known_addresses(u: str) -> str:
+    """Addresses user u logged in from (address -> ms of the last login there)."""
+    return f"{PREFIX}user:{u}:known"
 
 
 def gateways() -> str:

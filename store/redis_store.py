@@ -30,6 +30,9 @@ from store.contract import (
     Complaint,
     ComplaintStatus,
     JoinStatus,
+    LoginCheck,
+    LoginGate,
+    LoginLimits,
     Membership,
     Message,
     NewName,
@@ -75,6 +78,9 @@ PRESENCE_TTL = 15
 #: Seconds a user's recent login addresses are remembered (to hold them back on a ban): a
 #: user who has not logged in for this long has no address to hold.
 ADDRESS_MEMORY = 30 * 86400
+#: Addresses remembered per user as known for login limits (the latest logins'): a user
+#: with more places than this loses the oldest one's exemption; ~40 bytes each.
+KNOWN_ADDRESSES = 16
 
 
 _UNCONFIRMED = PostResult(PostStatus.UNCONFIRMED)
@@ -233,25 +239,44 @@ class RedisStore:
         return Registration.TAKEN if created == 0 else Registration.LOOK_ALIKE
 
     async def seen(self, user: str, address: str) -> None:
-        if not self.ban_address_memory:
-            return
-        key = keys.user_addresses(user)
+        now = int(time.time() * 1000)
+        known = keys.known_addresses(user)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(key, {address: int(time.time() * 1000)})
-        pipe.zremrangebyrank(key, 0, -self.ban_address_memory - 1)
-        pipe.expire(key, ADDRESS_MEMORY)
+        pipe.delete(keys.login_fails(user, address))
+        pipe.zrem(keys.address_fails(address), user)
+        pipe.zadd(known, {address: now})
+        pipe.zremrangebyrank(known, 0, -KNOWN_ADDRESSES - 1)
+        pipe.expire(known, ADDRESS_MEMORY)
+        if self.ban_address_memory:
+            key = keys.user_addresses(user)
+            pipe.zadd(key, {address: now})
+            pipe.zremrangebyrank(key, 0, -self.ban_address_memory - 1)
+            pipe.expire(key, ADDRESS_MEMORY)
         await self._call(pipe.execute())
 
-    async def login_failures(self, user: str, address: str) -> tuple[int, int]:
-        a, b = await self._call(
-            self.redis.mget(keys.fails("nick", user), keys.fails("ip", address))
+    async def login_gate(
+        self, user: str, address: str, limits: LoginLimits, *, take: bool
+    ) -> LoginCheck:
+        gate, wait_ms = await self._eval(
+            "login_gate",
+            [
+                keys.login_fails(user, address),
+                keys.nick_fails(user),
+                keys.address_fails(address),
+                keys.known_addresses(user),
+            ],
+            [
+                user,
+                address,
+                limits.window,
+                limits.per_pair,
+                limits.per_nick,
+                limits.nicks_per_address,
+                ADDRESS_MEMORY * 1000,
+                1 if take else 0,
+            ],
         )
-        return int(a or 0), int(b or 0)
-
-    async def count_login_failure(self, user: str, address: str, window: int) -> None:
-        await self._eval(
-            "count_failure", [keys.fails("nick", user), keys.fails("ip", address)], [window]
-        )
+        return LoginCheck(LoginGate(gate), int(wait_ms))
 
     async def set_password(self, user: str, password_hash: str) -> None:
         pipe = self.redis.pipeline(transaction=True)

@@ -28,7 +28,7 @@ NAMES: Final = (
     "register",
     "complain",
     "advance",
-    "count_failure",
+    "login_gate",
     "token_issue",
     "token_check",
     "forget",

@@ -42,6 +42,11 @@ class Hasher:
     def pending(self) -> int:
         return self._running + len(self._waiting)
 
+    @property
+    def full(self) -> bool:
+        """Whether a job asked now would get `HashBusy`."""
+        return self.pending >= self.max_pending
+
     async def hash(self, password: str, log_n: int, alive: Callable[[], bool]) -> str:
         return await self._run(alive, hash_password, password, log_n)
 
@@ -49,7 +54,7 @@ class Hasher:
         return await self._run(alive, verify_password, password, stored)
 
     async def _run(self, alive: Callable[[], bool], fn: Callable[..., T], *args: object) -> T:
-        if self.pending >= self.max_pending:
+        if self.full:
             raise HashBusy
         if self._running < self.threads:
             self._running += 1

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 import unicodedata
 from functools import cache
 from importlib import resources
 
 __all__ = [
+    "MAX_BLANK_RUN",
     "MAX_NAME",
     "MAX_PASSWORD",
     "MIN_PASSWORD",
+    "bound_blanks",
     "chat_arg",
     "name_error",
     "name_key",
@@ -202,6 +205,30 @@ def sanitize(text: str) -> str:
         for ch in text
         if ch == "\t" or not (unicodedata.category(ch) == "Cc" or ch in _BIDI or ch in _LINE_BREAKS)
     )
+
+
+#: Widest run of blanks kept in a message (in columns, a tab counting 8): a longer run
+#: becomes this many spaces, so padding cannot push text onto a row of its own where a
+#: terminal's wrap makes it look like another user's line. Costs ASCII art its spacing.
+MAX_BLANK_RUN = 8
+# Blank: whitespace, the characters that render as nothing (Default_Ignorable, e.g. U+200B,
+# U+3164) and the Braille blank U+2800; two or more in a row may be a padding run.
+_BLANK_RUN = re.compile(
+    "[\\s\u2800" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _IGNORABLE) + "]{2,}"
+)
+
+
+def bound_blanks(text: str) -> str:
+    """A message's text with every run of blanks wider than `MAX_BLANK_RUN` columns cut to
+    that many spaces (messages only: passwords and names are never touched)."""
+    if text.isascii() and "  " not in text and "\t" not in text:
+        return text  # the common case
+    return _BLANK_RUN.sub(_bound_run, text)
+
+
+def _bound_run(match: re.Match[str]) -> str:
+    run = match.group()
+    return run if len(run) + 7 * run.count("\t") <= MAX_BLANK_RUN else " " * MAX_BLANK_RUN
 
 
 def password_error(password: str) -> str | None:

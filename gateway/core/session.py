@@ -20,7 +20,13 @@ from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.addresses import address_group
 from gateway.core.hashing import HashBusy, Hasher, HashGone
-from gateway.core.names import name_error, name_key, name_skeleton, password_error
+from gateway.core.names import (
+    bound_blanks,
+    name_error,
+    name_key,
+    name_skeleton,
+    password_error,
+)
 from gateway.core.timefmt import ban_end, wait_for
 from gateway.core.tokens import new_token, token_hash
 from gateway.metrics import METRICS
@@ -30,6 +36,8 @@ from store.contract import (
     Account,
     ComplaintStatus,
     JoinStatus,
+    LoginGate,
+    LoginLimits,
     Message,
     PostResult,
     PostStatus,
@@ -244,11 +252,11 @@ class Session:
         if self._bad_nick(nick):
             return
         key = name_key(nick)
-        if await self._locked_out(key):
-            return
         account = await self.core.store.get_account(key)
         if account is None and await self._refused_new_name(key, nick):
             return
+        if account is not None and await self._locked_out(key, account.name, take=False):
+            return  # said now, not after the password is typed (checked again before it)
         self._nick = (key, account.name if account else nick)
         self._account = account
         self.phase = Phase.PASSWORD
@@ -278,7 +286,7 @@ class Session:
         if self._bad_nick(nick):
             return
         key = name_key(nick)
-        if await self._locked_out(key) or self._gone():
+        if await self._locked_out(key, nick, take=True) or self._gone():
             return
         hashed = token_hash(token)
         name = await self.core.store.check_token(key, hashed)
@@ -289,19 +297,16 @@ class Session:
             await self._enter(key, name, first=False, method="token")
             return
         refused = ev.Error(ev.ErrorCode.BAD_TOKEN, "invalid or expired token")
-        if not await self._failed(key, "bad_token", nick, refused):
+        if not self._failed("bad_token", nick, refused):
             self.sink.emit(ev.AskNick(first=False))
 
-    async def _failed(self, key: str, event: str, name: str, refused: ev.Error) -> bool:
-        """Count a failed login (this connection's tries, and the store's per-nickname and
-        per-address lockouts) and say `refused`; True if this connection is closed for it."""
+    def _failed(self, event: str, name: str, refused: ev.Error) -> bool:
+        """Count a failed login on this connection (the store counted it before the check)
+        and say `refused`; True if this connection is closed for it."""
         self._wrong += 1
         METRICS.login_failures.inc()
         log.warning(
             "event=%s peer=%s user=%s tries=%d", event, self.sink.address, name, self._wrong
-        )
-        await self.core.store.count_login_failure(
-            key, self.sink.address, self.core.settings.login_fail_window
         )
         self.sink.emit(refused)
         if self._wrong >= MAX_WRONG_PASSWORDS:
@@ -310,15 +315,47 @@ class Session:
             return True
         return False
 
-    async def _locked_out(self, key: str) -> bool:
-        by_nick, by_address = await self.core.store.login_failures(key, self.sink.address)
-        limit = self.core.settings.max_login_failures
-        if limit and (by_nick >= limit or by_address >= limit * 3):
-            self._error(ev.ErrorCode.LOCKED_OUT, "too many failed logins; try again later")
-            log.warning("event=login_throttled peer=%s nick=%s", self.sink.address, key)
-            self.sink.close()
-            return True
-        return False
+    def _login_limits(self) -> LoginLimits:
+        s = self.core.settings
+        return LoginLimits(
+            s.max_login_failures,
+            s.max_login_failures_per_nick,
+            s.max_failed_nicks_per_ip,
+            s.login_fail_window,
+        )
+
+    async def _refused_attempt(self, key: str, name: str, *, take: bool) -> str | None:
+        """Why a login attempt at `key` from here may not be checked, or None. With `take`
+        the attempt is counted now, before its check (see `Store.login_gate`)."""
+        address = address_group(self.sink.address)
+        check = await self.core.store.login_gate(key, address, self._login_limits(), take=take)
+        if check.gate is LoginGate.OK:
+            return None
+        METRICS.login_throttled.inc()
+        log.warning(
+            "event=login_throttled peer=%s nick=%s limit=%s",
+            self.sink.address,
+            key,
+            check.gate.value,
+        )
+        wait = wait_for(check.wait_ms)
+        if check.gate is LoginGate.PAIR:
+            return f"too many failed logins for {name} from your address; try again in {wait}"
+        if check.gate is LoginGate.NICK:
+            return (
+                f"too many failed logins for {name} from new addresses; try again in {wait}, "
+                "or from where you logged in before"
+            )
+        return f"too many failed logins from your address; try again in {wait}"
+
+    async def _locked_out(self, key: str, name: str, *, take: bool) -> bool:
+        """Refuse (and close) a login attempt over a failure limit; True if refused."""
+        why = await self._refused_attempt(key, name, take=take)
+        if why is None:
+            return False
+        self._error(ev.ErrorCode.LOCKED_OUT, why)
+        self.sink.close()
+        return True
 
     async def _password(self, password: str) -> None:
         assert self._nick is not None
@@ -363,6 +400,12 @@ class Session:
             account = await self.core.store.get_account(key)  # registered meanwhile elsewhere
             if account is None:
                 raise StoreUnavailable("account vanished")
+        if hasher.full:  # before the attempt is counted: a busy server costs no tries
+            self._account = account
+            self._hash_refused(HashBusy())
+            return
+        if await self._locked_out(key, account.name, take=True) or self._gone():
+            return
         try:
             ok = await hasher.verify(password, account.password_hash, alive)
         except (HashBusy, HashGone) as exc:
@@ -375,7 +418,7 @@ class Session:
             await self._enter(key, account.name, first=False, method="password")
             return
         refused = ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
-        if await self._failed(key, "wrong_password", account.name, refused):
+        if self._failed("wrong_password", account.name, refused):
             return
         self._nick, self._account = (key, account.name), account
         self._ask_again()
@@ -510,11 +553,11 @@ class Session:
     async def _command(self, command: cmd.Command) -> None:
         match command:
             case cmd.Say(texts):
-                await self._say(self.current, list(texts))
+                await self._say(self.current, [bound_blanks(t) for t in texts])
             case cmd.SendPrivate(nick, text):
-                await self._send_private(nick, text)
+                await self._send_private(nick, bound_blanks(text))
             case cmd.SendChat(chat, text):
-                await self._say(name_key(chat), [text])
+                await self._say(name_key(chat), [bound_blanks(text)])
             case cmd.Join(chat):
                 await self._join(chat)
             case cmd.Leave(chat):
@@ -739,10 +782,6 @@ class Session:
 
     async def _change_password(self, old: str, new: str) -> None:
         store, settings = self.core.store, self.core.settings
-        by_nick, _ = await store.login_failures(self.key, self.sink.address)
-        if settings.max_login_failures and by_nick >= settings.max_login_failures:
-            self._error(ev.ErrorCode.LOCKED_OUT, "too many failed logins; try again later")
-            return
         err = password_error(new)
         if err:
             self._error(ev.ErrorCode.BAD_PASSWORD, f"bad password: {err}")
@@ -751,6 +790,13 @@ class Session:
         if account is None:
             raise StoreUnavailable("account vanished")
         hasher = self.core.hasher
+        if hasher.full:
+            self._hash_refused(HashBusy())
+            return
+        why = await self._refused_attempt(self.key, self.name, take=True)  # a guessing oracle too
+        if why is not None:
+            self._error(ev.ErrorCode.LOCKED_OUT, why)
+            return
         try:  # through the bounded hasher like every login: no unbounded scrypt queue
             ok = await hasher.verify(old, account.password_hash, self._alive)
         except (HashBusy, HashGone) as exc:
@@ -763,9 +809,9 @@ class Session:
                 self.sink.address,
                 self.name,
             )
-            await store.count_login_failure(self.key, self.sink.address, settings.login_fail_window)
             self._error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
             return
+        await store.seen(self.key, address_group(self.sink.address))  # forgive the attempt
         try:
             hashed = await hasher.hash(new, settings.scrypt_log_n, self._alive)
         except (HashBusy, HashGone) as exc:

@@ -68,8 +68,8 @@ class Chat:
     store: RedisStore
     fanout: Fanout
 
-    async def connect(self) -> tuple[Session, Recorder]:
-        sink = Recorder()
+    async def connect(self, address: str = "127.0.0.1") -> tuple[Session, Recorder]:
+        sink = Recorder(address)
         session = self.core.session(sink)
         session.start()
         return session, sink

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
-from gateway.core import hashing as hashing_mod
+from gateway.core import hashing
 from gateway.core import session as session_mod
 from gateway.core.session import Phase, Session
 from gateway.doors.line.parse import parse_line
@@ -49,8 +49,8 @@ async def test_a_token_logs_in_without_a_password_hash(
     def no_scrypt(*args: Any) -> bool:
         raise AssertionError("a token login must not hash a password")
 
-    monkeypatch.setattr(hashing_mod, "verify_password", no_scrypt)
-    monkeypatch.setattr(hashing_mod, "hash_password", no_scrypt)
+    monkeypatch.setattr(hashing, "verify_password", no_scrypt)
+    monkeypatch.setattr(hashing, "hash_password", no_scrypt)
     phone, phone_sink = await _with_token(chat, "ALICE", token)
     assert phone.phase is Phase.READY, phone_sink.events
     assert phone_sink.events[-1] == ev.Ready("Alice", "general", ("general",))
@@ -83,19 +83,17 @@ async def test_asking_twice_revokes_the_previous_token_of_that_device(chat: Chat
 
 
 async def test_wrong_tokens_count_as_failed_logins_and_lock_out(chat: Chat) -> None:
-    await chat.login("dave")
+    owner, owner_sink = await chat.login("dave")
+    token = await _token(owner, owner_sink)
     session, sink = await chat.connect()
     for _ in range(3):
         await session.handle(cmd.Nick("dave", "ab" * 32))
     codes = [e.code for e in sink.of(ev.Error)]  # type: ignore[attr-defined]
     assert codes == [ev.ErrorCode.BAD_TOKEN] * 3 + [ev.ErrorCode.LOCKED_OUT]
     assert sink.closed
-    assert await chat.store.login_failures("dave", "127.0.0.1") == (3, 3)
-    # the per-nickname lockout then refuses even a valid token, as it refuses passwords
-    owner, owner_sink = await chat.login("dave")
-    token = await _token(owner, owner_sink)
-    for _ in range(chat.core.settings.max_login_failures):
-        await chat.store.count_login_failure("dave", "10.0.0.9", 60)
+    assert await chat.store.redis.get(keys.login_fails("dave", "127.0.0.1")) == "3"
+    # the lockout of this address then refuses even a valid token, as it refuses passwords
+    chat.core.settings = dataclasses.replace(chat.core.settings, max_login_failures=3)
     late, late_sink = await _with_token(chat, "dave", token)
     assert late_sink.events[-1].code is ev.ErrorCode.LOCKED_OUT  # type: ignore[union-attr]
     assert late.phase is Phase.NICK and late_sink.closed
@@ -132,11 +130,13 @@ async def test_password_change_revokes_every_token_and_the_old_password(chat: Ch
     tokens = [await _token(a, a_sink), await _token(b, b_sink)]
     await a.handle(cmd.ChangePassword("not-it", "second-pass"))
     assert a_sink.events[-1] == ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
-    assert await chat.store.login_failures("gina", "127.0.0.1") == (1, 1)
+    fails = keys.login_fails("gina", "127.0.0.1")
+    assert await chat.store.redis.get(fails) == "1"
     await a.handle(cmd.ChangePassword("first-pass", "short"))
     assert a_sink.events[-1].code is ev.ErrorCode.BAD_PASSWORD  # type: ignore[union-attr]
     await a.handle(cmd.ChangePassword("first-pass", "second-pass"))
     assert a_sink.events[-1] == ev.PasswordChanged()
+    assert await chat.store.redis.get(fails) is None  # the right old password forgave it
     assert await _hashes(chat, "gina") == {}
     for token in tokens:
         _, sink = await _with_token(chat, "gina", token)
@@ -151,10 +151,41 @@ async def test_password_change_revokes_every_token_and_the_old_password(chat: Ch
 async def test_password_change_is_refused_while_the_nickname_is_locked_out(chat: Chat) -> None:
     session, sink = await chat.login("hank", "first-pass")
     for _ in range(chat.core.settings.max_login_failures):
-        await chat.store.count_login_failure("hank", "10.0.0.9", 60)
+        await session.handle(cmd.ChangePassword("not-it", "second-pass"))
+    assert sink.events[-1] == ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
     await session.handle(cmd.ChangePassword("first-pass", "second-pass"))
     assert sink.events[-1].code is ev.ErrorCode.LOCKED_OUT  # type: ignore[union-attr]
     assert session.phase is Phase.READY  # refused, not disconnected
+
+
+async def test_failures_elsewhere_do_not_lock_the_owners_address(chat: Chat) -> None:
+    """Guesses from addresses the owner never used count per nickname (a high limit); they
+    lock those addresses out, never the owner's own, where the strict limit is untouched."""
+    chat.core.settings = dataclasses.replace(
+        chat.core.settings, max_login_failures=2, max_login_failures_per_nick=4
+    )
+    await chat.login("ida", "right-pass")
+    texts = []
+    for n in range(4):
+        s, sink = await chat.connect(f"10.0.0.{n}")
+        await s.handle(cmd.Nick("ida"))
+        for _ in range(2):
+            await s.handle(cmd.Password("guess-guess"))
+        texts += [e.text for e in sink.of(ev.Error)]  # type: ignore[attr-defined]
+    assert texts.count("wrong password") == 4  # two addresses x two: the per-nickname limit
+    locked = [t for t in texts if t.startswith("too many")]
+    assert (
+        locked
+        == [
+            "too many failed logins for ida from new addresses; try again in 15 min, "
+            "or from where you logged in before"
+        ]
+        * 2
+    )
+    s, sink = await chat.connect("10.0.0.9")
+    await s.handle(cmd.Nick("ida"))
+    assert sink.events[-1].code is ev.ErrorCode.LOCKED_OUT and sink.closed  # type: ignore[union-attr]
+    await chat.login("ida", "right-pass")  # from 127.0.0.1, where ida logged in before
 
 
 async def test_a_users_tokens_are_bounded(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:

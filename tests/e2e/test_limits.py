@@ -135,24 +135,39 @@ async def test_connections_still_logging_in_are_limited(backend, gateways, clien
     await late.login("bob")
 
 
-async def test_failed_logins_are_limited_per_address(backend, gateways, clients) -> None:
-    # One failure locks a nickname; three from one address lock the address.
-    gw = gateways(backend, "--max-login-failures", "1")
-    for nick in ("a1", "a2", "a3", "a4"):
-        c = await clients(gw.port)
-        await c.login(nick, "right-password")
-        await c.send("/quit")
-        await c.expect("bye")
-    for nick in ("a1", "a2", "a3"):
-        c = await clients(gw.port)
-        await c.expect("nickname")
-        await c.send(nick)
+async def _fail(port: int, clients, source: str, nick: str, tries: int = 1) -> None:
+    c = await clients(port, source)
+    await c.expect("nickname")
+    await c.send(nick)
+    for _ in range(tries):
         await c.expect("Password")
         await c.send("wrong-password")
         await c.expect("wrong password")
+    await c.close()
+
+
+async def test_failed_logins_are_limited_per_address(backend, gateways, clients) -> None:
+    # Distinct nicknames failing from one address are limited (two here), not failures:
+    # one user's typos count once, and a user who logged in from there before still can.
+    gw = gateways(backend, "--max-login-failures", "5", "--max-failed-nicks-per-ip", "2")
+    for nick, source in (("a1", "127.0.0.2"), ("a2", "127.0.0.2"), ("a3", "127.0.0.2")):
+        c = await clients(gw.port, source)
+        await c.login(nick, "right-password")
         await c.close()
-    c = await clients(gw.port)  # a4 never failed, but this address did three times
+    regular = await clients(gw.port, "127.0.0.5")
+    await regular.login("local", "right-password")
+    await regular.close()
+    await _fail(gw.port, clients, "127.0.0.5", "a1", tries=2)  # typos: a1 counts once
+    await _fail(gw.port, clients, "127.0.0.5", "a1")
+    await _fail(gw.port, clients, "127.0.0.5", "a2")
+    c = await clients(gw.port, "127.0.0.5")  # a3 never failed, but two others did here
     await c.expect("nickname")
-    await c.send("a4")
-    assert "too many failed logins" in await c.line()
+    await c.send("a3")
+    assert "too many failed logins from your address" in await c.line()
     assert await c.closed()
+    again = await clients(gw.port, "127.0.0.5")  # a1 is counted already: it may go on
+    await again.login("a1", "right-password")
+    here = await clients(gw.port, "127.0.0.5")  # a nickname at home here is not held back
+    await here.login("local", "right-password")
+    away = await clients(gw.port, "127.0.0.6")  # nor is a3 anywhere else
+    await away.login("a3", "right-password")

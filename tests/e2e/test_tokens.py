@@ -65,7 +65,9 @@ async def test_wrong_tokens_are_refused_and_count_towards_the_lockout(
     c = await clients(gw.port)
     for _ in range(2):
         assert await _resume(c, "bob", "0" * 64) == "! invalid or expired token"
-    assert await _resume(c, "bob", token) == "! too many failed logins; try again later"
+    assert await _resume(c, "bob", token) == (
+        "! too many failed logins for bob from your address; try again in 15 min"
+    )
     assert await c.closed()
     assert "event=bad_token" in gw.output() and token not in gw.output()
 

@@ -45,7 +45,7 @@ def test_eleven_scripts_with_sha() -> None:
             "register",
             "complain",
             "advance",
-            "count_failure",
+            "login_gate",
             "token_issue",
             "token_check",
             "forget",
@@ -494,9 +494,29 @@ def test_advance_never_moves_back(r: redis.Redis) -> None:
     assert 0 < r.pttl(key) <= TTL
 
 
-def test_count_failure(r: redis.Redis) -> None:
-    ks = [keys.fails("nick", "ann"), keys.fails("ip", "10.0.0.1")]
-    assert call(r, "count_failure", ks, [30]) == [1, 1]
-    assert call(r, "count_failure", ks[1:], [30]) == [2]
-    assert call(r, "count_failure", ks, [30]) == [2, 3]
-    assert 0 < r.ttl(ks[0]) <= 30
+def gate(
+    r: redis.Redis, nick: str, address: str, take: bool = True, limits: tuple = (3, 5, 2)
+) -> list[Any]:
+    ks = [
+        keys.login_fails(nick, address),
+        keys.nick_fails(nick),
+        keys.address_fails(address),
+        keys.known_addresses(nick),
+    ]
+    return call(r, "login_gate", ks, [nick, address, 60, *limits, 86_400_000, int(take)])
+
+
+def test_login_gate(r: redis.Redis) -> None:
+    """Each attempt is counted when it is let through; the three limits refuse in turn."""
+    assert [gate(r, "ann", "10.0.0.1")[0] for _ in range(4)] == ["ok", "ok", "ok", "pair"]
+    assert 0 < gate(r, "ann", "10.0.0.1")[1] <= 60_000
+    assert r.get(keys.login_fails("ann", "10.0.0.1")) == "3"  # refusals are not counted
+    assert gate(r, "ann", "10.0.0.2", take=False)[0] == "ok"  # a peek counts nothing
+    assert [gate(r, "ann", "10.0.0.2")[0] for _ in range(3)] == ["ok", "ok", "nick"]
+    r.zadd(keys.known_addresses("ann"), {"10.0.0.3": r.time()[0] * 1000})
+    assert [gate(r, "ann", "10.0.0.3")[0] for _ in range(4)] == ["ok", "ok", "ok", "pair"]
+    # from 10.0.0.1, ann counts once; a second nickname fills its limit of two
+    assert gate(r, "bob", "10.0.0.1")[0] == "ok"
+    refused = gate(r, "cid", "10.0.0.1")
+    assert refused[0] == "address" and 0 < refused[1] <= 60_000
+    assert r.zcard(keys.address_fails("10.0.0.1")) == 2
