@@ -71,9 +71,14 @@ class Presence:
             log.warning("event=presence_failed op=forget_unseen error=%s", exc)
 
     async def beat(self) -> None:
+        users = set(self._users)
         try:
-            await self._store.heartbeat(set(self._users))
+            await self._store.heartbeat(users)
             self.ok = True
+            # A user who left while the beat was in flight was written back as online:
+            # take them out again now, not at the next beat.
+            for user in users.difference(self._users):
+                await self._mark(user, False)
         except Exception as exc:
             self.ok = False
             METRICS.redis_errors.inc()
