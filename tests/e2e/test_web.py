@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.error
 import urllib.request
 
@@ -153,3 +154,62 @@ async def test_resume_token_logs_in_without_the_password_on_any_gateway(
     await revoked.expect("login_required")
     await revoked.send({"type": "resume", "nick": "rhea", "token": token})
     assert (await revoked.expect("error"))["code"] == "bad_token"
+
+
+async def test_rate_limit_applies_to_the_web_door(backend, gateways) -> None:
+    gw = web_gateway(gateways, backend, CHAT_RATE="1", CHAT_BURST="2")
+    web = await WebClient.connect(gw.web_port)
+    await web.login("ray")
+    for i in range(4):
+        await web.send({"type": "say", "text": f"quick {i}"})
+    error = await web.expect("error")
+    assert error["code"] == "rate_limited" and error["text"].startswith("slow down")
+
+
+async def test_a_web_reader_that_does_not_read_is_dropped_and_others_are_not(
+    redis_url, gateways, clients
+) -> None:
+    from websockets.asyncio.client import connect
+
+    # Loopback's kernel buffers take megabytes (send buffers autotune up to 4 MB): send
+    # 8 MB so that what the slow reader leaves behind passes the cap in the gateway.
+    gw = web_gateway(gateways, redis_url, CHAT_MAX_OUTPUT="262144")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up fast
+    sock.connect(("127.0.0.1", gw.web_port))
+    slow = await connect(
+        f"ws://127.0.0.1:{gw.web_port}/ws",
+        sock=sock,
+        max_queue=1,
+        max_size=None,
+        origin=f"http://127.0.0.1:{gw.web_port}",  # type: ignore[arg-type]
+    )
+    await slow.recv()
+    await slow.send('{"v": 1, "type": "login", "nick": "sloth", "password": "secret123"}')
+    while '"ready"' not in await slow.recv():
+        pass
+    slow.transport.pause_reading()  # from now on it reads nothing
+    fast = await WebClient.connect(gw.web_port)
+    await fast.login("hare")
+    got = 0
+
+    async def read_fast() -> None:
+        nonlocal got
+        while got < 8000:
+            frame = await fast.frame(10)
+            if frame["type"] == "messages":
+                got += len(frame["items"])
+
+    reader = asyncio.ensure_future(read_fast())
+    tel = await clients(gw.port)
+    await tel.login("fox")
+    for burst in range(800):  # 8 MB to every reader
+        await tel.send("\r\n".join(f"{burst}-{i} " + "x" * 1000 for i in range(10)))
+        await asyncio.sleep(0.002)
+    await asyncio.wait_for(reader, 60)
+    assert got == 8000  # the reader that reads gets everything
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline and "sendq_exceeded" not in gw.output():
+        await asyncio.sleep(0.1)
+    assert "event=sendq_exceeded door=web" in gw.output()
+    slow.transport.abort()
