@@ -22,11 +22,12 @@ COPY chatclient ./chatclient
 # CHAT_METRICS_PORT=0 turns metrics off, and with them the health check.
 ENV CHAT_HOST=0.0.0.0 \
     CHAT_PORT=8000 \
+    CHAT_WEB_PORT=8080 \
     CHAT_METRICS_PORT=9100 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # The public chat port only; see above for 9100.
-EXPOSE 8000
+EXPOSE 8000 8080
 USER chat
 # The port comes from CHAT_METRICS_PORT, so overriding it moves the probe with it.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=5 \
