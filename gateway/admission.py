@@ -4,21 +4,33 @@ A door asks `admit` for every new connection and gets a `Ticket` (or the reason 
 refused). The ticket counts against the per-address and pending-login limits until the
 door says the session logged in (`logged_in`) or the connection is gone (`release`); its
 timer calls the door back if login takes longer than the login timeout.
+
+`--max-per-ip` holds over every gateway: the local count refuses at once, and the
+connection is also counted in the store (`count`); if the address has more than the
+limit on all live gateways together, the door's `on_refused` is called a moment later.
+If the store cannot be asked, the connection stays (the local limit still holds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.metrics import METRICS
+
+log = logging.getLogger("chat.admission")
+
+#: Counts a connection from an address (+1 opened, -1 closed) over all gateways; returns
+#: the address's connections on every live gateway after the change.
+GlobalCount = Callable[[str, int], Awaitable[int]]
 
 __all__ = ["Admission", "Ticket"]
 
 
 class Ticket:
-    __slots__ = ("_address", "_admission", "_pending", "_released", "_timer")
+    __slots__ = ("_address", "_admission", "_counted", "_pending", "_released", "_timer")
 
     def __init__(self, admission: Admission, address: str, timer: asyncio.TimerHandle) -> None:
         self._admission = admission
@@ -26,6 +38,7 @@ class Ticket:
         self._timer: asyncio.TimerHandle | None = timer
         self._pending = True
         self._released = False
+        self._counted = False  # counted in the store: uncount on release
 
     def logged_in(self) -> None:
         """Stop counting as a pending login; the login timer is cancelled."""
@@ -42,6 +55,8 @@ class Ticket:
         if not self._released:
             self._released = True
             self._admission._forget(self._address)
+            if self._counted:
+                self._admission._uncount(self._address)
 
 
 class Admission:
@@ -51,8 +66,11 @@ class Admission:
         max_pending: int,
         login_timeout: float,
         max_pending_per_ip: int = 0,
+        count: GlobalCount | None = None,
     ) -> None:
         self.max_per_ip = max_per_ip
+        self._count = count
+        self._tasks: set[asyncio.Task[None]] = set()
         self.max_pending = max_pending
         self.max_pending_per_ip = max_pending_per_ip
         self.login_timeout = login_timeout
@@ -60,8 +78,15 @@ class Admission:
         self.pending_per_address: Counter[str] = Counter()
         self.pending = 0
 
-    def admit(self, address: str, on_timeout: Callable[[], None]) -> Ticket | str:
-        """A ticket, or the text of why the connection is refused (it counts nothing)."""
+    def admit(
+        self,
+        address: str,
+        on_timeout: Callable[[], None],
+        on_refused: Callable[[str], None] | None = None,
+    ) -> Ticket | str:
+        """A ticket, or the text of why the connection is refused (it counts nothing).
+        `on_refused(text)` is called later if the address is over `--max-per-ip` on all
+        gateways together."""
         if self.max_per_ip and self.per_address[address] >= self.max_per_ip:
             return "too many connections from your address"
         if self.max_pending_per_ip and (
@@ -75,7 +100,40 @@ class Admission:
         self.pending += 1
         METRICS.connections.inc()
         timer = asyncio.get_running_loop().call_later(self.login_timeout, on_timeout)
-        return Ticket(self, address, timer)
+        ticket = Ticket(self, address, timer)
+        if self._count is not None and self.max_per_ip and on_refused is not None:
+            self._spawn(self._count_everywhere(ticket, on_refused))
+        return ticket
+
+    async def _count_everywhere(self, ticket: Ticket, on_refused: Callable[[str], None]) -> None:
+        assert self._count is not None
+        try:
+            total = await self._count(ticket._address, 1)
+        except Exception as exc:  # the store is down: the local limit still holds
+            log.warning("event=address_count_failed peer=%s error=%s", ticket._address, exc)
+            return
+        ticket._counted = True
+        if ticket._released:  # closed while it was counted
+            self._uncount(ticket._address)
+        elif total > self.max_per_ip:
+            log.warning("event=refused reason=per_ip_all_gateways peer=%s", ticket._address)
+            on_refused("too many connections from your address")
+
+    def _uncount(self, address: str) -> None:
+        if self._count is not None:
+            self._spawn(self._uncount_now(address))
+
+    async def _uncount_now(self, address: str) -> None:
+        assert self._count is not None
+        try:
+            await self._count(address, -1)
+        except Exception as exc:
+            log.warning("event=address_count_failed peer=%s error=%s", address, exc)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _logged_in(self, address: str) -> None:
         self.pending -= 1

@@ -40,6 +40,9 @@ class Presence:
         self._task: asyncio.Task[None] | None = None
         #: Whether the last heartbeat reached the store (reported by /healthz).
         self.ok = True
+        #: Gateways whose heartbeat is current, read at every beat (--max-per-ip sums
+        #: an address's connections over these).
+        self.live_gateways: list[str] = []
 
     async def start(self) -> None:
         await self.beat()
@@ -79,6 +82,7 @@ class Presence:
             # take them out again now, not at the next beat.
             for user in users.difference(self._users):
                 await self._mark(user, False)
+            self.live_gateways = await self._store.live_gateways()
         except Exception as exc:
             self.ok = False
             METRICS.redis_errors.inc()

@@ -88,6 +88,7 @@ class GatewayServer:
             settings.max_pending_logins,
             settings.login_timeout,
             settings.max_pending_per_ip,
+            count=self._count_address,
         )
         self.line_door = LineDoor(
             self.core,
@@ -174,6 +175,9 @@ class GatewayServer:
                 " (both must be PEM files, the key matching the certificate)"
             ) from None
         return ctx
+
+    async def _count_address(self, address: str, change: int) -> int:
+        return await self.store.count_address(address, change, self.fanout.presence.live_gateways)
 
     def _healthy(self) -> bool:
         return self.fanout.redis_ok and self.fanout.presence.ok

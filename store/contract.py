@@ -390,4 +390,9 @@ class Store(Protocol):
 
     async def gateway_gone(self) -> None: ...
 
+    async def live_gateways(self) -> list[str]: ...
+
+    async def count_address(self, address: str, change: int, live: Sequence[str]) -> int:
+        """Connections from `address` over the live gateways, after counting a change."""
+
     async def forget_unseen(self, limit: int) -> int: ...

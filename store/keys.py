@@ -13,6 +13,7 @@ __all__ = [
     "GENERAL",
     "PREFIX",
     "USER_CHANNEL",
+    "address_connections",
     "address_fails",
     "ban",
     "chat",
@@ -227,6 +228,11 @@ def known_addresses(u: str) -> str:
 
 def gateways() -> str:
     return f"{PREFIX}gateways"
+
+
+def address_connections(address: str) -> str:
+    """Connections from one address, per gateway (for --max-per-ip over all gateways)."""
+    return f"{PREFIX}addr:{address}:conns"
 
 
 def gateway_alive(gw: str) -> str:

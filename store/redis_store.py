@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
@@ -72,6 +72,9 @@ BACKLOG_GROUP = 8
 SCRATCH_MS = 5000
 #: Seconds between redis-py's health checks of an idle pooled connection.
 HEALTH_CHECK_INTERVAL = 30
+#: How long an address's per-gateway connection counts live without a change: counts of a
+#: gateway that crashed are ignored at once (not in the live list), then expire.
+ADDRESS_COUNT_TTL_MS = 86_400_000
 #: Seconds a gateway's presence keys live without a heartbeat: a crashed gateway's users
 #: stop counting as online after this.
 PRESENCE_TTL = 15
@@ -492,21 +495,36 @@ class RedisStore:
         )
         return Membership(bool(removed), name)
 
-    async def _online_union(self) -> str | None:
-        """Store the union of every live gateway's online users under this gateway's
-        scratch key (in Redis: nothing is read here) and return that key; None when no
-        gateway is alive."""
+    async def live_gateways(self) -> list[str]:
+        """The gateways whose heartbeat is current (dead ones are dropped from the set)."""
         gws = sorted(await self._call(self.redis.smembers(keys.gateways())))
         if not gws:
-            return None
+            return []
         pipe = self.redis.pipeline(transaction=False)
         for gw in gws:
             pipe.exists(keys.gateway_alive(gw))
         alive = await self._call(pipe.execute())
-        dead = [gw for gw, ok in zip(gws, alive, strict=False) if not ok]
+        dead = [gw for gw, ok in zip(gws, alive, strict=True) if not ok]
         if dead:
             await self._call(self.redis.srem(keys.gateways(), *dead))
-        live = [keys.gateway_online(gw) for gw, ok in zip(gws, alive, strict=False) if ok]
+        return [gw for gw, ok in zip(gws, alive, strict=True) if ok]
+
+    async def count_address(self, address: str, change: int, live: Sequence[str]) -> int:
+        """Count a connection from `address` opened (+1) or closed (-1) on this gateway;
+        returns the address's connections on the `live` gateways after the change."""
+        return int(
+            await self._eval(
+                "address_count",
+                [keys.address_connections(address)],
+                [self.gateway_id, change, ADDRESS_COUNT_TTL_MS, *live],
+            )
+        )
+
+    async def _online_union(self) -> str | None:
+        """Store the union of every live gateway's online users under this gateway's
+        scratch key (in Redis: nothing is read here) and return that key; None when no
+        gateway is alive."""
+        live = [keys.gateway_online(gw) for gw in await self.live_gateways()]
         if not live:
             return None
         scratch = keys.gateway_scratch(self.gateway_id)

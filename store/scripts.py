@@ -32,6 +32,7 @@ NAMES: Final = (
     "token_issue",
     "token_check",
     "forget",
+    "address_count",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

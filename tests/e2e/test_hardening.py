@@ -142,3 +142,24 @@ async def test_a_message_read_in_the_page_is_not_unread_on_telnet(redis_url, gat
     assert web_texts(await again.login("pia")) == [
         ("#general", "sol", "while every device is away")
     ]
+
+
+async def test_max_per_ip_holds_over_all_gateways(redis_url, gateways, clients) -> None:
+    g1 = gateways(redis_url, CHAT_MAX_PER_IP="3")
+    g2 = gateways(redis_url, CHAT_MAX_PER_IP="3")
+    await asyncio.sleep(0.3)  # both have beaten once: each knows the other is alive
+    here = "127.0.0.7"
+    held = [await clients(g1.port, here), await clients(g1.port, here)]
+    await held[0].expect("nickname")
+    await held[1].expect("nickname")
+    third = await clients(g2.port, here)
+    await third.login("third")  # 3 of 3: allowed
+    fourth = await clients(g2.port, here)
+    await fourth.expect("too many connections from your address", timeout=5)
+    assert await fourth.closed(5)
+    elsewhere = await clients(g2.port, "127.0.0.8")  # another address is not affected
+    await elsewhere.login("elsewhere")
+    await held[0].close()
+    await asyncio.sleep(0.3)  # its count is taken back
+    again = await clients(g2.port, here)
+    await again.login("again")

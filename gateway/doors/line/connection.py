@@ -151,7 +151,7 @@ class LineConnection(asyncio.BufferedProtocol):
                 pass
         peer = transport.get_extra_info("peername")
         self.address = peer[0] if isinstance(peer, tuple) else str(peer)
-        ticket = self.door.admission.admit(self.address, self._login_deadline)
+        ticket = self.door.admission.admit(self.address, self._login_deadline, self._refused)
         if isinstance(ticket, str):
             log.warning("event=refused reason=%r peer=%s", ticket, self.address)
             self.write(render.error(ticket))
@@ -263,6 +263,11 @@ class LineConnection(asyncio.BufferedProtocol):
             queue.popleft()
             texts.append(more)
         return cmd.Say(tuple(texts))
+
+    def _refused(self, reason: str) -> None:
+        """Admission refused the connection after all (over the limit on all gateways)."""
+        self.write(render.error(reason))
+        self.close()
 
     def _login_deadline(self) -> None:
         session = self.session

@@ -166,7 +166,7 @@ class WebConnection:
         self._dead = False  # dropped: nothing more is queued or sent
 
     async def run(self) -> None:
-        ticket = self.door.admission.admit(self.address, self._login_deadline)
+        ticket = self.door.admission.admit(self.address, self._login_deadline, self._refused)
         if isinstance(ticket, str):
             log.warning("event=refused reason=%r peer=%s", ticket, self.address)
             await self.ws.send(error_frame("busy", ticket))
@@ -201,6 +201,11 @@ class WebConnection:
                 await asyncio.wait_for(writer, 2)
             except (TimeoutError, ConnectionClosed):
                 writer.cancel()
+
+    def _refused(self, reason: str) -> None:
+        """Admission refused the connection after all (over the limit on all gateways)."""
+        self._send(error_frame("busy", reason))
+        self.close()
 
     def _login_deadline(self) -> None:
         if self.session is not None and self.session.phase in (
