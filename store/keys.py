@@ -13,7 +13,9 @@ __all__ = [
     "GENERAL",
     "PREFIX",
     "USER_CHANNEL",
+    "audit",
     "ban",
+    "bans",
     "chat",
     "chat_channel",
     "chat_conv",
@@ -38,6 +40,7 @@ __all__ = [
     "held_addresses",
     "is_chat",
     "members",
+    "moderators",
     "peer_of",
     "rate",
     "registrations",
@@ -200,6 +203,21 @@ def ban(u: str) -> str:
 @lru_cache(maxsize=KEY_CACHE_USERS)
 def rate(u: str) -> str:
     return f"{PREFIX}rate:{u}"
+
+
+def bans() -> str:
+    """Every banned user, scored by when the ban ends (ms): `admin bans` reads it."""
+    return f"{PREFIX}bans"
+
+
+def moderators() -> str:
+    """The users whose /ban, /unban and /kick act at once (set of user keys)."""
+    return f"{PREFIX}mods"
+
+
+def audit() -> str:
+    """The audit trail: a capped stream of complaints, bans, kicks and admin actions."""
+    return f"{PREFIX}audit"
 
 
 def fails(kind: str, who: str) -> str:

@@ -32,6 +32,7 @@ NAMES: Final = (
     "token_issue",
     "token_check",
     "forget",
+    "mod_ban",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})
