@@ -33,6 +33,7 @@ from store.contract import (
     Store,
     StoreEvent,
     UserBanned,
+    UserKicked,
     UserState,
 )
 
@@ -60,7 +61,9 @@ class Reader(Protocol):
 
     def left_elsewhere(self, chat: str, name: str) -> None: ...
 
-    def banned(self, until_ms: int) -> None: ...
+    def banned(self, until_ms: int, by_moderator: bool = False) -> None: ...
+
+    def kicked(self) -> None: ...
 
     def store_reset(self) -> None: ...
 
@@ -256,7 +259,10 @@ class Fanout:
                     s.left_elsewhere(event.chat, event.name)
         elif isinstance(event, UserBanned):
             for s in user.sessions:
-                s.banned(event.until_ms)
+                s.banned(event.until_ms, event.by_moderator)
+        elif isinstance(event, UserKicked):
+            for s in list(user.sessions):  # closing a session detaches it from the list
+                s.kicked()
 
     def _private(self, user: LocalUser, m: Message) -> None:
         if m.key <= user.last_private.get(m.conv, _ZERO):

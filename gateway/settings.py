@@ -121,6 +121,10 @@ class Settings:
     max_registrations: int = 20
     #: Seconds an account lives without a login; then it, its keys and memberships go.
     account_ttl: int = 180 * 86400
+    #: Entries kept in the audit stream (complaints, bans, kicks, admin actions), trimmed
+    #: approximately; about 200 bytes each in Redis. Keep it above what one message
+    #: lifetime produces so the trail covers at least that long.
+    audit_keep: int = 100000
     #: HTTP port for /metrics and /healthz; 0 turns it off.
     metrics_port: int = 0
     #: Address the metrics port binds: loopback by default, so /metrics is not public even
@@ -182,6 +186,7 @@ class Settings:
             "chats_listed": self.chats_listed >= 1,
             "max_registrations": self.max_registrations >= 0,
             "account_ttl": self.account_ttl >= 60,
+            "audit_keep": self.audit_keep >= 100,
             "max_pending_hashes": self.max_pending_hashes >= 1,
             "hash_threads": self.hash_threads >= 1,
             "max_login_failures": self.max_login_failures >= 0,

@@ -16,7 +16,9 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "ACCEPTED",
     "Account",
+    "AuditEntry",
     "Backlog",
+    "BanInfo",
     "ChatInfo",
     "ChatList",
     "ChatPosts",
@@ -43,6 +45,8 @@ __all__ = [
     "StoreUnavailable",
     "Subscriptions",
     "UserBanned",
+    "UserKicked",
+    "UserSeen",
     "UserState",
     "id_key",
 ]
@@ -231,6 +235,33 @@ class Backlog:
     cut: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class UserSeen:
+    """One account for operators: when it was last seen, whether banned or a moderator."""
+
+    key: str
+    name: str
+    seen_ms: int
+    banned_until_ms: int  # 0: not banned
+    moderator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BanInfo:
+    key: str
+    name: str
+    until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit trail: when (the stream id's ms) and its key=value fields."""
+
+    id: str
+    ms: int
+    fields: dict[str, str]
+
+
 # -- pub/sub events -------------------------------------------------------------------
 
 
@@ -270,9 +301,17 @@ class MemberLeft:
 class UserBanned:
     user: str
     until_ms: int
+    by_moderator: bool = False  # a moderator's or operator's ban, not complaints
 
 
-StoreEvent = ChatPosts | PrivatePost | MemberJoined | MemberLeft | UserBanned
+@dataclass(frozen=True, slots=True)
+class UserKicked:
+    """A moderator or operator disconnects every session of the user, on every gateway."""
+
+    user: str
+
+
+StoreEvent = ChatPosts | PrivatePost | MemberJoined | MemberLeft | UserBanned | UserKicked
 
 
 class Subscriptions(Protocol):
@@ -375,6 +414,39 @@ class Store(Protocol):
     async def who(self, chat: str, limit: int) -> OnlineList: ...
 
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
+
+    # moderation and operators (the admin tool uses these too)
+    async def is_moderator(self, user: str) -> bool: ...
+
+    async def set_moderator(self, user: str, on: bool) -> bool:
+        """Make the user a moderator or not; False if there is no such account."""
+
+    async def ban(self, user: str, duration: int) -> BanInfo | None:
+        """Ban at once for `duration` seconds (no complaints); None if no such account."""
+
+    async def unban(self, user: str) -> bool:
+        """Lift a ban (and pending complaints); False if the user was not banned."""
+
+    async def kick(self, user: str) -> None:
+        """Tell every gateway to close every session of the user."""
+
+    async def bans(self) -> list[BanInfo]: ...
+
+    async def complaints_about(self, user: str) -> list[tuple[str, int]]:
+        """Pending complaints about the user: (complainer's name, ms), oldest first."""
+
+    async def users(self, limit: int) -> list[UserSeen]:
+        """The `limit` most recently seen accounts, newest first."""
+
+    async def delete_user(self, user: str, skeleton: str) -> bool:
+        """Delete the account, its keys, private conversations and memberships (what
+        forgetting an expired account does, at once); False if there was none."""
+
+    async def audit(self, fields: dict[str, str], keep: int) -> None:
+        """Append one entry to the audit trail, keeping about the newest `keep`."""
+
+    async def audit_log(self, since_ms: int, limit: int) -> list[AuditEntry]:
+        """Audit entries from `since_ms` on, oldest first (at most the newest `limit`)."""
 
     # surviving a store that lost its data
     async def claim_epoch(self, candidate: str) -> str: ...

@@ -15,7 +15,9 @@ __all__ = [
     "USER_CHANNEL",
     "address_connections",
     "address_fails",
+    "audit",
     "ban",
+    "bans",
     "chat",
     "chat_channel",
     "chat_conv",
@@ -41,6 +43,7 @@ __all__ = [
     "known_addresses",
     "login_fails",
     "members",
+    "moderators",
     "nick_fails",
     "peer_of",
     "rate",
@@ -224,6 +227,21 @@ def address_fails(address: str) -> str:
 def known_addresses(u: str) -> str:
     """Addresses user u logged in from (address -> ms of the last login there)."""
     return f"{PREFIX}user:{u}:known"
+
+
+def bans() -> str:
+    """Every banned user, scored by when the ban ends (ms): `admin bans` reads it."""
+    return f"{PREFIX}bans"
+
+
+def moderators() -> str:
+    """The users whose /ban, /unban and /kick act at once (set of user keys)."""
+    return f"{PREFIX}mods"
+
+
+def audit() -> str:
+    """The audit trail: a capped stream of complaints, bans, kicks and admin actions."""
+    return f"{PREFIX}audit"
 
 
 def gateways() -> str:

@@ -4,8 +4,9 @@ the only Python that reads them.
 A payload is records separated by \\x1e (post_many publishes a burst as one payload), each
 record fields separated by \\x1f, the first field its kind:
 `M id conv sender where text` a message, `J chat name origin` joined,
-`L chat name origin` left, `B until_ms` banned. Chat channels carry only `M`; user
-channels carry private `M` records and the user's `J`/`L`/`B`.
+`L chat name origin` left, `B until_ms [m]` banned (`m`: by a moderator), `K` kicked.
+Chat channels carry only `M`; user channels carry private `M` records and the user's
+`J`/`L`/`B`/`K`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from store.contract import (
     PrivatePost,
     StoreEvent,
     UserBanned,
+    UserKicked,
     id_key,
 )
 
@@ -65,5 +67,8 @@ def _user_event(user: str, record: str) -> StoreEvent:
         chat, name, origin = rest.split("\x1f", 2)
         return MemberLeft(user, chat, name, origin)
     if kind == "B":
-        return UserBanned(user, int(rest))
+        until, _, by = rest.partition("\x1f")
+        return UserBanned(user, int(until), by == "m")
+    if kind == "K":
+        return UserKicked(user)
     raise ValueError(f"unknown record kind {kind!r}")

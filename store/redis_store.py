@@ -24,7 +24,9 @@ from store.batcher import Batcher, ChatTarget
 from store.contract import (
     ACCEPTED,
     Account,
+    AuditEntry,
     Backlog,
+    BanInfo,
     ChatInfo,
     ChatList,
     Complaint,
@@ -44,6 +46,7 @@ from store.contract import (
     StoreNoReply,
     StoreRefused,
     StoreUnavailable,
+    UserSeen,
     UserState,
     id_key,
 )
@@ -595,6 +598,7 @@ class RedisStore:
                 keys.complaint_addresses(target),
                 keys.user_addresses(target),
                 keys.held_addresses(),
+                keys.bans(),
             ],
             [
                 user,
@@ -605,6 +609,7 @@ class RedisStore:
                 self.complaint_min_age_ms,
                 self.complaints_per_hour,
                 self.complaints_per_address,
+                target,
             ],
         )
         status = ComplaintStatus(res[0])
@@ -617,6 +622,139 @@ class RedisStore:
         if status is ComplaintStatus.BANNED:
             return Complaint(status, count=int(res[1]), until_ms=int(res[2]), name=res[3])
         return Complaint(status, count=int(res[1]), name=res[2])
+
+    # -- moderation and operators ----------------------------------------------------------
+
+    async def is_moderator(self, user: str) -> bool:
+        return bool(await self._call(self.redis.sismember(keys.moderators(), user)))
+
+    async def set_moderator(self, user: str, on: bool) -> bool:
+        if await self.get_account(user) is None:
+            return False
+        if on:
+            await self._call(self.redis.sadd(keys.moderators(), user))
+        else:
+            await self._call(self.redis.srem(keys.moderators(), user))
+        return True
+
+    async def ban(self, user: str, duration: int) -> BanInfo | None:
+        res = await self._eval(
+            "mod_ban",
+            [
+                keys.ban(user),
+                keys.user(user),
+                keys.bans(),
+                keys.complaints(user),
+                keys.complaint_addresses(user),
+            ],
+            [user, duration * 1000, keys.user_channel(user)],
+        )
+        if res[0] == "nouser":
+            return None
+        return BanInfo(user, str(res[2]), int(res[1]))
+
+    async def unban(self, user: str) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.exists(keys.ban(user))
+        pipe.delete(keys.ban(user), keys.complaints(user), keys.complaint_addresses(user))
+        pipe.zrem(keys.bans(), user)
+        was, _, _ = await self._call(pipe.execute())
+        return bool(was)
+
+    async def kick(self, user: str) -> None:
+        await self._call(self.redis.publish(keys.user_channel(user), "K"))
+
+    async def bans(self) -> list[BanInfo]:
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.bans(), "-inf", now)
+        pipe.zrangebyscore(keys.bans(), now, "+inf", withscores=True)
+        _, found = await self._call(pipe.execute())
+        names = await self._names([u for u, _ in found])
+        return [BanInfo(u, names[u], int(ms)) for u, ms in found]
+
+    async def _names(self, users: list[str]) -> dict[str, str]:
+        """Display names of user keys (the key itself where the account is gone)."""
+        if not users:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for u in users:
+            pipe.hget(keys.user(u), "name")
+        names = await self._call(pipe.execute())
+        return {u: n or u for u, n in zip(users, names, strict=True)}
+
+    async def complaints_about(self, user: str) -> list[tuple[str, int]]:
+        found = await self._call(self.redis.zrange(keys.complaints(user), 0, -1, withscores=True))
+        names = await self._names([u for u, _ in found])
+        return [(names[u], int(ms)) for u, ms in found]
+
+    async def users(self, limit: int) -> list[UserSeen]:
+        found = await self._call(self.redis.zrevrange(keys.seen(), 0, limit - 1, withscores=True))
+        if not found:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for u, _ in found:
+            pipe.hget(keys.user(u), "name")
+            pipe.get(keys.ban(u))
+        pipe.smismember(keys.moderators(), [u for u, _ in found])
+        res = await self._call(pipe.execute())
+        mods = res[-1]
+        return [
+            UserSeen(u, res[2 * i] or u, int(ms), int(res[2 * i + 1] or 0), bool(mods[i]))
+            for i, (u, ms) in enumerate(found)
+        ]
+
+    async def delete_user(self, user: str, skeleton: str) -> bool:
+        if await self.get_account(user) is None:
+            return False
+        peers = await self._call(self.redis.smembers(keys.user_peers(user)))
+        pipe = self.redis.pipeline(transaction=False)
+        for peer in peers:  # the private conversations go with the account
+            pipe.delete(keys.conv_stream(keys.dm_conv(user, peer)))
+            pipe.srem(keys.user_peers(peer), user)
+        pipe.delete(
+            keys.tokens(user),
+            keys.user_addresses(user),
+            keys.complaints_by(user),
+            keys.complaint_addresses(user),
+        )
+        pipe.srem(keys.moderators(), user)
+        pipe.zrem(keys.bans(), user)
+        pipe.zadd(keys.seen(), {user: 0})  # so that forget.lua's cutoff takes it
+        await self._call(pipe.execute())
+        await self._forget(user, 0)
+        # the nickname's look is free again only if this account held it
+        if await self._call(self.redis.get(keys.skeleton(skeleton))) == user:
+            await self._call(self.redis.delete(keys.skeleton(skeleton)))
+        return True
+
+    async def _forget(self, u: str, cutoff: int) -> int:
+        return int(
+            await self._eval(
+                "forget",
+                [
+                    keys.seen(),
+                    keys.chat_sizes(),
+                    keys.user(u),
+                    keys.user_chats(u),
+                    keys.user_peers(u),
+                    keys.cursors(u),
+                    keys.ban(u),
+                    keys.rate(u),
+                    keys.complaints(u),
+                ],
+                [u, cutoff, keys.chat_prefix()],
+            )
+        )
+
+    async def audit(self, fields: dict[str, str], keep: int) -> None:
+        await self._call(self.redis.xadd(keys.audit(), fields, maxlen=keep, approximate=True))
+
+    async def audit_log(self, since_ms: int, limit: int) -> list[AuditEntry]:
+        entries = await self._call(
+            self.redis.xrevrange(keys.audit(), "+", f"{since_ms}-0", count=limit)
+        )
+        return [AuditEntry(mid, id_key(mid)[0], dict(f)) for mid, f in reversed(entries)]
 
     # -- after Redis lost its data ---------------------------------------------------------
 
@@ -690,23 +828,7 @@ class RedisStore:
         )
         forgotten = 0
         for u in users:
-            forgotten += int(
-                await self._eval(
-                    "forget",
-                    [
-                        keys.seen(),
-                        keys.chat_sizes(),
-                        keys.user(u),
-                        keys.user_chats(u),
-                        keys.user_peers(u),
-                        keys.cursors(u),
-                        keys.ban(u),
-                        keys.rate(u),
-                        keys.complaints(u),
-                    ],
-                    [u, cutoff, keys.chat_prefix()],
-                )
-            )
+            forgotten += await self._forget(u, cutoff)
         return forgotten
 
     async def gateway_gone(self) -> None:

@@ -33,6 +33,7 @@ NAMES: Final = (
     "token_check",
     "forget",
     "address_count",
+    "mod_ban",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core import commands as c
-from gateway.doors.line.parse import parse
+from gateway.doors.line.parse import CHAT_RULES, HELP_LINES, parse
 
 
 def test_plain_text_is_a_message() -> None:
@@ -80,3 +80,31 @@ def test_parse_never_raises(line: str) -> None:
         | c.Help
         | c.Quit,
     )
+
+
+def test_help_and_usage_errors_name_the_same_syntax() -> None:
+    """A newcomer who gets a usage error finds the same words in /help, and back."""
+    help_text = "\n".join(HELP_LINES)
+    for line in ("/chats", "/leave", "/send", "/ban", "/unban", "/kick", "/password x"):
+        got = parse(line)
+        assert isinstance(got, c.Rejected), line
+        syntax = got.text.removeprefix("usage: ").split(" (")[0].split(" or ")[0]
+        assert syntax in help_text, (line, got.text)
+    assert "/chats <name>" in help_text and "/chats <#chat>" not in help_text
+
+
+def test_a_bad_chat_name_says_the_rules() -> None:
+    for line in ("/chats bad!name", "/chats my chat", "/leave #a/b"):
+        got = parse(line)
+        assert isinstance(got, c.Rejected) and CHAT_RULES in got.text, line
+
+
+def test_moderator_commands_and_where() -> None:
+    assert parse("/ban bob 2h") == c.Ban("bob", 7200)
+    assert parse("/ban bob 90") == c.Ban("bob", 90)
+    assert parse("/ban bob") == c.Ban("bob")
+    assert isinstance(parse("/ban bob forever"), c.Rejected)
+    assert isinstance(parse("/ban bob 99d"), c.Rejected)  # longer than a moderator may
+    assert parse("/unban Bob") == c.Unban("Bob")
+    assert parse("/kick bob") == c.Kick("bob")
+    assert parse("/where") == c.Where()

@@ -41,3 +41,11 @@ def test_settings_defaults_and_environment() -> None:
     ) == ("127.0.0.1", 8000, None, 20, 3600, 3, 14400, 4096)
     s = Settings.from_args(["--port", "9000"], env={"CHAT_HISTORY": "5", "REDIS_URL": "redis://x"})
     assert (s.port, s.history, s.redis_url) == (9000, 5, "redis://x")
+
+
+def test_one_member_is_singular() -> None:
+    from gateway.core import events as ev
+    from store.contract import ChatInfo
+
+    line = render.render(ev.ChatList((ChatInfo("a", 2, 1), ChatInfo("b", 1, 0)), 2))
+    assert line == b"* chats: #a (2 members, 1 online), #b (1 member, 0 online)\r\n"

@@ -17,6 +17,7 @@ __all__ = [
     "History",
     "IssueToken",
     "Join",
+    "Kick",
     "Leave",
     "Logout",
     "Nick",
@@ -26,6 +27,8 @@ __all__ = [
     "Say",
     "SendChat",
     "SendPrivate",
+    "Unban",
+    "Where",
     "Who",
 ]
 
@@ -88,7 +91,29 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class Ban:
+    """A complaint; a moderator's ban at once. `duration` (seconds) only from moderators."""
+
     nick: str
+    duration: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    """A moderator lifts a ban."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """A moderator disconnects every session of a user, on every gateway."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Which chat is this session's current one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +164,9 @@ Command = (
     | Who
     | History
     | Ban
+    | Unban
+    | Kick
+    | Where
     | Help
     | Quit
     | IssueToken

@@ -18,6 +18,7 @@ __all__ = [
     "AskNick",
     "AskPassword",
     "BacklogCut",
+    "BanPlaced",
     "Banned",
     "Bye",
     "ChatConv",
@@ -30,6 +31,8 @@ __all__ = [
     "Event",
     "HelpWanted",
     "Joined",
+    "KickSent",
+    "Kicked",
     "Left",
     "Messages",
     "NoHistory",
@@ -39,6 +42,8 @@ __all__ = [
     "Ready",
     "ShuttingDown",
     "TokenIssued",
+    "Unbanned",
+    "WhereNow",
 ]
 
 
@@ -146,9 +151,45 @@ class Complained:
 
 @dataclass(frozen=True, slots=True)
 class Banned:
-    """The user was just banned after complaints: they can read but not send."""
+    """The user was just banned (after complaints, or by a moderator): they can read but
+    not send."""
 
     until_ms: int
+    by_moderator: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BanPlaced:
+    """A moderator's /ban took effect at once."""
+
+    target: str
+    until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unbanned:
+    target: str
+    was_banned: bool  # False: there was no ban to lift
+
+
+@dataclass(frozen=True, slots=True)
+class KickSent:
+    """A moderator's /kick: every session of the target is being closed, everywhere."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """This session is closed by a moderator or an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhereNow:
+    """/where: this session's current chat, and every chat the user is in."""
+
+    chat: str
+    chats: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +264,11 @@ Event = (
     | BacklogCut
     | Complained
     | Banned
+    | BanPlaced
+    | Unbanned
+    | KickSent
+    | Kicked
+    | WhereNow
     | HelpWanted
     | TokenIssued
     | PasswordChanged

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.addresses import address_group
+from gateway.core.audit import record
 from gateway.core.hashing import HashBusy, Hasher, HashGone
 from gateway.core.names import (
     bound_blanks,
@@ -538,8 +539,13 @@ class Session:
             self.current = GENERAL
             self.sink.emit(ev.CurrentChat(GENERAL))
 
-    def banned(self, until_ms: int) -> None:
-        self.sink.emit(ev.Banned(until_ms))
+    def banned(self, until_ms: int, by_moderator: bool = False) -> None:
+        self.sink.emit(ev.Banned(until_ms, by_moderator))
+
+    def kicked(self) -> None:
+        """A moderator or operator disconnects this user: say so, then close."""
+        self.sink.emit(ev.Kicked())
+        self.sink.close()
 
     def shutting_down(self) -> None:
         self.sink.emit(ev.ShuttingDown())
@@ -569,8 +575,19 @@ class Session:
                 await self._who(chat)
             case cmd.History(count):
                 await self._history(self.current, count or self.core.settings.history)
-            case cmd.Ban(nick):
-                await self._ban(nick)
+            case cmd.Ban(nick, duration):
+                await self._ban(nick, duration)
+            case cmd.Unban(nick):
+                await self._unban(nick)
+            case cmd.Kick(nick):
+                await self._kick(nick)
+            case cmd.Where():
+                assert self.user is not None
+                chats = sorted(
+                    self.user.chats.values(), key=lambda n: (name_key(n) != GENERAL, n.casefold())
+                )
+                current = self.user.chats.get(self.current, self.current)
+                self.sink.emit(ev.WhereNow(current, tuple(chats)))
             case cmd.Help():
                 self.sink.emit(ev.HelpWanted())
             case cmd.IssueToken():
@@ -650,8 +667,11 @@ class Session:
                 self._error(ev.ErrorCode.REFUSED, self._join_refused(joined.status, typed))
                 return
             await self.core.fanout.add_chat(self.user, chat, joined.name)
+            moved = self.current != chat
             self.current = chat
             self.sink.emit(ev.Joined(joined.name, already=not joined.changed))
+            if moved:  # a telnet user sees which chat plain lines now go to
+                self.sink.emit(ev.CurrentChat(joined.name))
             messages = await self.core.store.history(chat, joined.name, self.core.settings.history)
             shown = await self._show_stored(messages)
         finally:
@@ -718,14 +738,50 @@ class Session:
         finally:
             self._release(shown)
 
-    async def _ban(self, nick: str) -> None:
+    async def _audit(self, action: str, target: str, **detail: str) -> None:
+        """One audit entry for what this session's user did (see gateway/core/audit.py)."""
+        await record(
+            self.core.store,
+            self.core.settings.audit_keep,
+            action,
+            self.name,
+            target,
+            f"gateway:{self.core.gateway_id}",
+            peer=self.sink.address,
+            **detail,
+        )
+
+    async def _moderator(self, what: str) -> bool:
+        """Whether this user is a moderator; if not, say that `what` needs one."""
+        if await self.core.store.is_moderator(self.key):
+            return True
+        self._error(ev.ErrorCode.REFUSED, f"only moderators can {what}")
+        return False
+
+    async def _ban(self, nick: str, duration: int | None = None) -> None:
         target = name_key(nick)
         if target == self.key:
             self._error(ev.ErrorCode.REFUSED, "you cannot complain about yourself")
             return
+        store = self.core.store
+        if duration is not None and not await self._moderator(
+            "ban for a set time (/ban <nick> alone is a complaint)"
+        ):
+            return
+        if duration is not None or await store.is_moderator(self.key):
+            await self._mod_ban(nick, target, duration or self.core.settings.ban_duration)
+            return
         address = address_group(self.sink.address)
-        result = await self.core.store.complain(self.key, target, address)
+        result = await store.complain(self.key, target, address)
         threshold = self.core.settings.ban_threshold
+        if result.status in (ComplaintStatus.RECORDED, ComplaintStatus.BANNED):
+            banned = result.status is ComplaintStatus.BANNED
+            await self._audit(
+                "complaint",
+                result.name,
+                count=f"{result.count}/{threshold}",
+                **({"banned_until_ms": str(result.until_ms)} if banned else {}),
+            )
         if result.status is ComplaintStatus.NO_USER:
             self._error(ev.ErrorCode.NO_SUCH_USER, f"no such user {nick}")
         elif result.status is ComplaintStatus.ALREADY_BANNED:
@@ -759,6 +815,43 @@ class Session:
         else:
             until = result.until_ms if result.status is ComplaintStatus.BANNED else None
             self.sink.emit(ev.Complained(result.name, result.count, threshold, until))
+
+    async def _mod_ban(self, nick: str, target: str, duration: int) -> None:
+        """A moderator's ban: at once, for `duration` seconds, no complaints needed."""
+        placed = await self.core.store.ban(target, duration)
+        if placed is None:
+            self._error(ev.ErrorCode.NO_SUCH_USER, f"no such user {nick}")
+            return
+        await self._audit("ban", placed.name, until_ms=str(placed.until_ms), seconds=str(duration))
+        self.sink.emit(ev.BanPlaced(placed.name, placed.until_ms))
+
+    async def _unban(self, nick: str) -> None:
+        if not await self._moderator("unban"):
+            return
+        target = name_key(nick)
+        account = await self.core.store.get_account(target)
+        if account is None:
+            self._error(ev.ErrorCode.NO_SUCH_USER, f"no such user {nick}")
+            return
+        was = await self.core.store.unban(target)
+        if was:
+            await self._audit("unban", account.name)
+        self.sink.emit(ev.Unbanned(account.name, was))
+
+    async def _kick(self, nick: str) -> None:
+        if not await self._moderator("kick"):
+            return
+        target = name_key(nick)
+        if target == self.key:
+            self._error(ev.ErrorCode.REFUSED, "you cannot kick yourself (/quit)")
+            return
+        account = await self.core.store.get_account(target)
+        if account is None:
+            self._error(ev.ErrorCode.NO_SUCH_USER, f"no such user {nick}")
+            return
+        await self.core.store.kick(target)
+        await self._audit("kick", account.name)
+        self.sink.emit(ev.KickSent(account.name))
 
     # -- resume tokens and the password ---------------------------------------------------
 

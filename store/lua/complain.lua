@@ -8,20 +8,21 @@
 -- KEYS[1] complaints zset (complainer -> ms)  KEYS[2] ban  KEYS[3] target's account hash
 -- KEYS[4] complainer's account hash  KEYS[5] complainer's recent complaints (target -> ms)
 -- KEYS[6] complaint addresses hash (address -> count)  KEYS[7] target's addresses (addr -> ms)
--- KEYS[8] held addresses zset (address -> ban end ms)
+-- KEYS[8] held addresses zset (address -> ban end ms)  KEYS[9] bans zset (user -> ban end ms)
 -- ARGV[1] complainer key  ARGV[2] threshold  ARGV[3] ban duration ms  ARGV[4] target channel
 -- ARGV[5] complainer's address  ARGV[6] minimum account age ms (0: none)
 -- ARGV[7] complaints per complainer per hour (0: no limit)
--- ARGV[8] complaints counted per address per target (0: no limit)
+-- ARGV[8] complaints counted per address per target (0: no limit)  ARGV[9] target key
 -- Publishes, on a ban, to the target channel: B \31 until_ms
 -- Returns {'nouser'} | {'banned', until_ms} | {'again', count} | {'ok', count}
 --       | {'ban', count, until_ms} | {'young', wait_ms} | {'rate', wait_ms}
 --       | {'address', count}; the target's display name is appended to all but nouser.
 local complaints_key, ban_key, account_key = KEYS[1], KEYS[2], KEYS[3]
 local complainer_key, recent_key, addresses_key = KEYS[4], KEYS[5], KEYS[6]
-local target_addresses_key, held_key = KEYS[7], KEYS[8]
+local target_addresses_key, held_key, bans_key = KEYS[7], KEYS[8], KEYS[9]
 local complainer, threshold, duration = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local target_channel, address = ARGV[4], ARGV[5]
+local target = ARGV[9]
 local min_age, per_hour, per_address = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local HOUR = 3600000
 
@@ -64,6 +65,8 @@ local count = redis.call('ZCARD', complaints_key)
 if count >= threshold then
   local till = string.format('%d', now + duration)
   redis.call('SET', ban_key, till, 'PX', duration)
+  redis.call('ZREMRANGEBYSCORE', bans_key, '-inf', string.format('%d', now))
+  redis.call('ZADD', bans_key, till, target)
   redis.call('DEL', complaints_key, addresses_key)
   redis.call('ZREMRANGEBYSCORE', held_key, '-inf', string.format('%d', now))
   for _, held in ipairs(redis.call('ZRANGE', target_addresses_key, 0, -1)) do

@@ -117,7 +117,7 @@ async def test_chats_join_list_who_history_leave(two_users) -> None:
     assert await b.line() == "* left #Random"
     assert await b.line() == "* current chat is now #general"
     await b.send("/get_chats")
-    assert (await b.expect("chats:")).endswith("#Random (1 members, 1 online)")
+    assert (await b.expect("chats:")).endswith("#Random (1 member, 1 online)")
     await a.send("only alice now")
     await a.expect("only alice now")
     await b.send("/history")

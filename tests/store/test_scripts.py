@@ -33,7 +33,7 @@ def body(name: str) -> str:
 # -- composition and lint (no Redis) ---------------------------------------------------------
 
 
-def test_eleven_scripts_with_sha() -> None:
+def test_every_script_is_composed_with_its_sha() -> None:
     assert (
         set(SCRIPTS)
         == set(NAMES)
@@ -49,6 +49,8 @@ def test_eleven_scripts_with_sha() -> None:
             "token_issue",
             "token_check",
             "forget",
+            "mod_ban",
+            "address_count",
         }
     )
     for name, script in SCRIPTS.items():
@@ -372,8 +374,9 @@ def test_complain_bans_at_threshold(r: redis.Redis, sub: Any) -> None:
                     keys.complaint_addresses(target),
                     keys.user_addresses(target),
                     keys.held_addresses(),
+                    keys.bans(),
                 ],
-                [by, 2, 5000, f"chat:chan:{target}", f"10.0.0.{ord(by[0])}", 0, 0, 1],
+                [by, 2, 5000, f"chat:chan:{target}", f"10.0.0.{ord(by[0])}", 0, 0, 1, target],
             )
         )
 
@@ -388,6 +391,7 @@ def test_complain_bans_at_threshold(r: redis.Redis, sub: Any) -> None:
     assert 0 < r.pttl(keys.ban("bob")) <= 5000
     assert not r.exists(keys.complaints("bob"))
     assert r.zscore(keys.held_addresses(), "10.0.0.9") == int(until)
+    assert r.zscore(keys.bans(), "bob") == int(until)  # `admin bans` lists it
     assert complain("dan") == ["banned", until, "BOB"]
     assert published(sub) == [("chat:chan:bob", f"B{US}{until}")]
     # a banned sender is refused by both posting scripts

@@ -61,7 +61,10 @@ def messages(event: ev.Messages) -> bytes:
 
 
 def _chat_list(e: ev.ChatList) -> bytes:
-    listing = ", ".join(f"#{c.name} ({c.members} members, {c.online} online)" for c in e.chats)
+    listing = ", ".join(
+        f"#{c.name} ({c.members} member{'s' if c.members != 1 else ''}, {c.online} online)"
+        for c in e.chats
+    )
     more = f" and {e.total - len(e.chats)} more" if e.total > len(e.chats) else ""
     return notice(f"chats: {listing}{more}" if listing else "chats: none")
 
@@ -119,8 +122,18 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.NoHistory: lambda e: notice(f"no messages in #{e.chat} in the last {e.seconds} s"),
     ev.Complained: _complained,
     ev.Banned: lambda e: notice(
-        f"you are banned until {ban_end(e.until_ms)} after complaints from other users: "
+        f"you are banned until {ban_end(e.until_ms)} "
+        f"{'by a moderator' if e.by_moderator else 'after complaints from other users'}: "
         "you can read but not send"
+    ),
+    ev.BanPlaced: lambda e: notice(f"{e.target} is banned until {ban_end(e.until_ms)}"),
+    ev.Unbanned: lambda e: notice(
+        f"{e.target} is no longer banned" if e.was_banned else f"{e.target} is not banned"
+    ),
+    ev.KickSent: lambda e: notice(f"{e.target} was disconnected (every session)"),
+    ev.Kicked: lambda e: error("you were disconnected by a moderator"),
+    ev.WhereNow: lambda e: notice(
+        f"current chat is #{e.chat} (you are in {', '.join('#' + c for c in e.chats)})"
     ),
     ev.HelpWanted: lambda e: b"".join(notice(line) for line in HELP_LINES),
     ev.TokenIssued: lambda e: notice(

@@ -1,0 +1,267 @@
+"""The operator's tool: `python3 -m gateway.admin [--redis-url URL] COMMAND ...`.
+
+It works on the same Redis as the gateways (standalone; the embedded store lives inside
+one gateway process and cannot be reached from outside) through the store contract only,
+and writes every action it takes to the audit trail, as the gateways do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import socket
+import sys
+import time
+
+from gateway.core.audit import format_fields, record
+from gateway.core.names import name_error, name_key, name_skeleton, password_error
+from gateway.core.passwords import hash_password
+from gateway.core.timefmt import ban_end, parse_duration
+from gateway.settings import Settings
+from store.contract import StoreUnavailable
+from store.redis_store import RedisStore
+
+__all__ = ["main"]
+
+#: Accounts `users` lists by default (the most recently seen): one reply stays readable.
+USERS_LISTED = 100
+#: Audit entries `audit` shows by default (the newest of those since --since).
+AUDIT_SHOWN = 1000
+
+
+class AdminError(Exception):
+    """A one-line error for the operator; exit status 1."""
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms // 1000)) if ms else "never"
+
+
+def _since(text: str) -> int:
+    """`--since`: a duration back from now (`2h`, `7d`), unix ms, or YYYY-MM-DD[THH:MM]."""
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return int(time.time() * 1000) - seconds * 1000
+    if text.isdigit():
+        return int(text)
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return int(time.mktime(time.strptime(text, fmt)) * 1000)
+        except ValueError:
+            continue
+    raise AdminError(f"bad --since {text!r}: use 2h, 7d, unix ms or YYYY-MM-DD[THH:MM]")
+
+
+def _new_password() -> str:
+    """From CHAT_NEW_PASSWORD, else the first line of stdin when it is not a terminal,
+    else asked twice without echo."""
+    password = os.environ.get("CHAT_NEW_PASSWORD")
+    if password is None and not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    if password is None:
+        password = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != password:
+            raise AdminError("the two passwords differ; nothing changed")
+    err = password_error(password)
+    if err:
+        raise AdminError(f"bad password: {err}")
+    return password
+
+
+class Admin:
+    def __init__(self, store: RedisStore, settings: Settings, out: list[str]) -> None:
+        self.store = store
+        self.settings = settings
+        self.out = out
+        self.actor = f"admin:{getpass.getuser()}"
+        self.via = f"tool:{socket.gethostname()}"
+
+    async def _audit(self, action: str, target: str, **detail: str) -> None:
+        await record(
+            self.store, self.settings.audit_keep, action, self.actor, target, self.via, **detail
+        )
+
+    async def _account(self, nick: str) -> tuple[str, str]:
+        err = name_error(nick)
+        if err:
+            raise AdminError(f"bad nickname {nick!r}: {err}")
+        key = name_key(nick)
+        account = await self.store.get_account(key)
+        if account is None:
+            raise AdminError(f"no such user {nick}")
+        return key, account.name
+
+    async def users(self, limit: int) -> None:
+        for u in await self.store.users(limit):
+            flags = []
+            if u.moderator:
+                flags.append("moderator")
+            if u.banned_until_ms:
+                flags.append(f"banned until {ban_end(u.banned_until_ms)}")
+            extra = f"  ({', '.join(flags)})" if flags else ""
+            self.out.append(f"{u.name}  last seen {_when(u.seen_ms)}{extra}")
+
+    async def reset_password(self, nick: str) -> None:
+        key, name = await self._account(nick)
+        hashed = hash_password(_new_password(), self.settings.scrypt_log_n)
+        await self.store.set_password(key, hashed)
+        await self._audit("reset_password", name)
+        self.out.append(f"password of {name} reset; every resume token revoked")
+
+    async def delete_user(self, nick: str) -> None:
+        key, name = await self._account(nick)
+        await self.store.kick(key)  # live sessions end with the account
+        await self.store.delete_user(key, name_skeleton(name))
+        await self._audit("delete_user", name)
+        self.out.append(f"deleted {name}: account, private history and memberships")
+
+    async def bans(self) -> None:
+        for b in await self.store.bans():
+            self.out.append(f"{b.name}  banned until {ban_end(b.until_ms)}")
+
+    async def ban(self, nick: str, duration: int) -> None:
+        key, _ = await self._account(nick)
+        placed = await self.store.ban(key, duration)
+        if placed is None:
+            raise AdminError(f"no such user {nick}")
+        await self._audit("ban", placed.name, until_ms=str(placed.until_ms), seconds=str(duration))
+        self.out.append(f"{placed.name} banned until {ban_end(placed.until_ms)}")
+
+    async def unban(self, nick: str) -> None:
+        key, name = await self._account(nick)
+        if not await self.store.unban(key):
+            raise AdminError(f"{name} is not banned")
+        await self._audit("unban", name)
+        self.out.append(f"{name} is no longer banned")
+
+    async def complaints(self, nick: str | None, since_ms: int) -> None:
+        if nick is not None:
+            key, name = await self._account(nick)
+            for by, ms in await self.store.complaints_about(key):
+                self.out.append(f"{name}  complaint by {by} at {_when(ms)}")
+            return
+        # all users: the complaints in the audit trail (pending ones live per user)
+        for e in await self.store.audit_log(since_ms, AUDIT_SHOWN):
+            if e.fields.get("action") == "complaint":
+                f = e.fields
+                count = f.get("count", "")
+                self.out.append(
+                    f"{f.get('target')}  complaint by {f.get('by')} at {_when(e.ms)} ({count})"
+                )
+
+    async def moderator(self, nick: str, on: bool) -> None:
+        key, name = await self._account(nick)
+        await self.store.set_moderator(key, on)
+        await self._audit("mod" if on else "unmod", name)
+        self.out.append(f"{name} is {'now' if on else 'no longer'} a moderator")
+
+    async def kick(self, nick: str) -> None:
+        key, name = await self._account(nick)
+        await self.store.kick(key)
+        await self._audit("kick", name)
+        self.out.append(f"{name}: every session is being disconnected")
+
+    async def audit(self, since_ms: int, limit: int) -> None:
+        for e in await self.store.audit_log(since_ms, limit):
+            self.out.append(f"{_when(e.ms)}  {format_fields(e.fields)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m gateway.admin", description=__doc__)
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="env REDIS_URL")
+    sub = p.add_subparsers(dest="command", required=True)
+    users = sub.add_parser("users", help="accounts, most recently seen first")
+    users.add_argument("--limit", type=int, default=USERS_LISTED)
+    for name, what in (
+        ("reset-password", "set a new password (CHAT_NEW_PASSWORD, stdin, or asked)"),
+        ("delete-user", "delete the account, its private history and memberships"),
+        ("unban", "lift a ban"),
+        ("mod", "make a moderator"),
+        ("unmod", "no longer a moderator"),
+        ("kick", "disconnect every session of the user on every gateway"),
+    ):
+        sub.add_parser(name, help=what).add_argument("nick")
+    ban = sub.add_parser("ban", help="ban at once (default: the ban duration)")
+    ban.add_argument("nick")
+    ban.add_argument("time", nargs="?", help="90s, 30m, 2h, 7d")
+    sub.add_parser("bans", help="users banned now")
+    complaints = sub.add_parser("complaints", help="pending complaints about NICK, or all")
+    complaints.add_argument("nick", nargs="?")
+    complaints.add_argument("--since", default="1d")
+    audit = sub.add_parser("audit", help="the audit trail, oldest first")
+    audit.add_argument("--since", default="1d", help="2h, 7d, unix ms, YYYY-MM-DD[THH:MM]")
+    audit.add_argument("--limit", type=int, default=AUDIT_SHOWN)
+    return p
+
+
+async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> None:
+    store = RedisStore(
+        ns.redis_url,
+        message_ttl=settings.message_ttl,
+        ban_threshold=settings.ban_threshold,
+        ban_duration=settings.ban_duration,
+        rate=settings.rate,
+        burst=settings.burst,
+        gateway_id=f"admin-{os.getpid()}",
+        reply_timeout=settings.store_timeout,
+        account_ttl=settings.account_ttl,
+    )
+    admin = Admin(store, settings, out)
+    try:
+        await store.start()
+        c = ns.command
+        if c == "users":
+            await admin.users(ns.limit)
+        elif c == "reset-password":
+            await admin.reset_password(ns.nick)
+        elif c == "delete-user":
+            await admin.delete_user(ns.nick)
+        elif c == "bans":
+            await admin.bans()
+        elif c == "ban":
+            seconds = parse_duration(ns.time) if ns.time else settings.ban_duration
+            if seconds is None:
+                raise AdminError(f"bad time {ns.time!r}: use 90s, 30m, 2h or 7d")
+            await admin.ban(ns.nick, seconds)
+        elif c == "unban":
+            await admin.unban(ns.nick)
+        elif c == "complaints":
+            await admin.complaints(ns.nick, _since(ns.since))
+        elif c in ("mod", "unmod"):
+            await admin.moderator(ns.nick, c == "mod")
+        elif c == "kick":
+            await admin.kick(ns.nick)
+        elif c == "audit":
+            await admin.audit(_since(ns.since), ns.limit)
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    if not ns.redis_url:
+        print(
+            "admin: no --redis-url or REDIS_URL: the tool needs the gateways' Redis (a "
+            "gateway's embedded store lives inside its process and cannot be reached)",
+            file=sys.stderr,
+        )
+        return 2
+    settings = Settings.from_args([])  # the gateways' CHAT_* environment, if set
+    out: list[str] = []
+    try:
+        asyncio.run(_run(ns, settings, out))
+    except AdminError as exc:
+        print("\n".join(out), end="\n" if out else "")
+        print(f"admin: {exc}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"admin: cannot reach Redis at {ns.redis_url}: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(out), end="\n" if out else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
