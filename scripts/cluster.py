@@ -318,7 +318,8 @@ def main() -> int:
                     if all(listens(p) for p in gw.ports()):
                         gw.up = True
                         again = " (restarted)" if gw.launches > 1 else ""
-                        say(f"{gw.name}: telnet 127.0.0.1 {gw.port}{again}")
+                        web = f", web http://127.0.0.1:{gw.web_port}/" if gw.web_port else ""
+                        say(f"{gw.name}: telnet 127.0.0.1 {gw.port}{web}{again}")
                     elif now - gw.started_at > LISTEN_TIMEOUT:
                         say(
                             f"cluster: {gw.name} does not listen on {gw.port} after "

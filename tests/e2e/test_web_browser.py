@@ -126,6 +126,14 @@ async def test_page_and_telnet_of_one_user_see_the_same_conversation(
     await tel.send("/chats Garden")
     await page.locator("#chats button", has_text="#Garden").wait_for()
     assert await texts(page) == ["private hello"]
+    await say(page, "/chats lounge")  # a command typed in the page moves the page too
+    await page.locator("#title", has_text="#lounge").wait_for()
+    await say(page, "in the lounge")
+    assert messages([await tel.expect("in the lounge")]) == [("#lounge", "uma", "in the lounge")]
+    await say(page, "é" * 3000)  # 6,000 bytes: refused in the page, the connection stays
+    await page.locator("#banner", has_text="Too long").wait_for()
+    await say(page, "still here")
+    await tel.expect("still here")
     assert page.problems == []
 
 
@@ -144,12 +152,16 @@ async def test_page_recovers_after_its_gateway_is_killed_and_restarted(
     await page.locator("#banner", has_text="reconnecting").wait_for(timeout=10_000)
     for i in range(3):
         await tel.send(f"missed {i}")
+    await say(page, "typed while it was down")  # kept, and sent after reconnecting
     gw.start()
     await page.locator("#banner", has_text="Reconnected").wait_for(timeout=20_000)
     await wait_text(page, "missed 2")
     shown = await texts(page)
     assert shown.count("before the crash") == 1
     assert [t for t in shown if t.startswith("missed")] == ["missed 0", "missed 1", "missed 2"]
+    assert messages([await tel.expect("typed while it was down", timeout=10)]) == [
+        ("#general", "rita", "typed while it was down")
+    ]
 
 
 async def test_reload_keeps_the_user_logged_in_and_shows_nothing_twice(
@@ -180,6 +192,8 @@ async def test_reload_keeps_the_user_logged_in_and_shows_nothing_twice(
     assert "method=token" in gw.output()
     await page.get_by_role("button", name="Log out").click()
     await page.get_by_label("Nickname").wait_for()
+    assert await page.locator("#chat-view").is_hidden()  # nothing of rosa stays on screen
+    assert await page.locator("#messages li").count() == 0
     await page.reload()
     await page.get_by_label("Nickname").wait_for()  # logged out stays logged out
     assert page.problems == []

@@ -8,7 +8,10 @@ const STORE_KEY = "chat.resume"; // {nick, token}: a resume token, never the pas
 const state = {
   ws: null, nick: "", loggedIn: false, current: "#general", convs: new Map(),
   backoff: 500, reconnecting: false, wantToken: false, password: null, pending: null,
+  outbox: [], // what the user sent while disconnected: sent after the next `ready`
 };
+const MAX_LINE_BYTES = 4096; // the server's --max-line default: a longer text is refused
+const USER_FRAMES = new Set(["say", "send", "command", "join", "leave", "complain"]);
 
 function key(name) { return name.normalize("NFKC").toLowerCase(); }
 
@@ -77,6 +80,7 @@ function open(id) {
   const c = state.convs.get(id);
   if (!c) return;
   state.current = id;
+  sessionStorage.setItem("chat.current", id);
   c.unread = 0;
   $("online").textContent = "";
   if (c.kind === "chat") send({ type: "join", chat: c.id }); // current chat + last messages
@@ -181,8 +185,12 @@ function closeMenu() { $("person-menu").hidden = true; $("message").focus(); }
 
 // -- the connection ---------------------------------------------------------------------------
 function send(frame) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN && (state.loggedIn ||
+      !USER_FRAMES.has(frame.type))) {
     state.ws.send(JSON.stringify({ v: 1, ...frame }));
+  } else if (USER_FRAMES.has(frame.type) && state.everReady) {
+    state.outbox.push(frame); // typed while reconnecting: not lost
+    note("not connected: will be sent after reconnecting");
   }
 }
 
@@ -196,12 +204,14 @@ function connect(first) {
     try { frame = JSON.parse(e.data); } catch { return; }
     handle(frame);
   });
-  ws.addEventListener("close", () => {
+  ws.addEventListener("close", (e) => {
     if (state.ws !== ws) return;
     state.ws = null;
     if (state.everReady) { // logged in before, not logged out: keep trying
       state.loggedIn = false;
-      banner("Connection lost; reconnecting…", "error");
+      if (e.code === 1009) banner("That was too long for the server; reconnecting…", "error");
+      else if (!state.kicked) banner("Connection lost; reconnecting…", "error");
+      state.kicked = false;
       reconnectLater();
     }
   });
@@ -251,8 +261,17 @@ function handle(f) {
       $("login-view").hidden = true;
       $("chat-view").hidden = false;
       if (wasReconnect) banner("Reconnected", "ok", 3000); else banner("");
+      if (f.chats) renderSidebar();
       if (!loadSaved()) send({ type: "token" });
-      open(state.convs.has(state.current) ? state.current : "#general");
+      const place = sessionStorage.getItem("chat.current");
+      if (place && !state.convs.has(place) && place.startsWith("@")) {
+        conv(place, "private", place.slice(1));
+      }
+      const target = state.convs.has(state.current) && state.current !== "#general"
+        ? state.current : (place && state.convs.has(place) ? place : "#general");
+      open(target);
+      const queued = state.outbox.splice(0);
+      for (const frame of queued) send(frame);
       break;
     }
     case "token":
@@ -282,7 +301,30 @@ function handle(f) {
       note(`left ${f.chat}`);
       renderSidebar();
       break;
-    case "current_chat":
+    case "current_chat": {
+      const c = conv(f.chat, "chat", f.chat.slice(1));
+      if (state.current !== c.id) {
+        state.current = c.id;
+        renderMessages();
+        renderSidebar();
+      }
+      break;
+    }
+    case "where":
+      note(`current chat ${f.chat}; your chats: ${f.chats.join(", ")}`);
+      break;
+    case "ban_placed":
+      note(`${f.nick} is banned until ${new Date(f.until).toLocaleString()}`);
+      break;
+    case "unbanned":
+      note(f.was_banned ? `${f.nick} is no longer banned` : `${f.nick} was not banned`);
+      break;
+    case "kick_sent":
+      note(`${f.nick} was disconnected`);
+      break;
+    case "kicked":
+      banner("You were disconnected by a moderator.", "error");
+      state.kicked = true;
       break;
     case "chats": {
       const ul = $("chat-list");
@@ -290,13 +332,15 @@ function handle(f) {
       ul.replaceChildren(...f.chats.map((c) => {
         const li = document.createElement("li");
         const label = document.createElement("span");
-        label.textContent = `${c.name} (${c.members}, ${c.online} online)`;
+        const members = c.members === 1 ? "1 member" : `${c.members} members`;
+        label.textContent = `${c.name}: ${members}, ${c.online} online`;
         const b = document.createElement("button");
         b.type = "button";
         b.textContent = "Join";
         b.setAttribute("aria-label", `Join ${c.name}`);
         b.addEventListener("click", () => join(c.name));
-        li.append(label, b);
+        li.append(label);
+        if (!state.convs.has(c.name)) li.append(b); // no Join for a chat you are in
         return li;
       }));
       if (!f.chats.length) ul.textContent = "No active chats.";
@@ -318,6 +362,7 @@ function handle(f) {
       break;
     }
     case "no_history":
+      note(`no messages in ${f.chat} in the last ${f.seconds} s`);
       break;
     case "complained":
       note(`complaint about ${f.nick} recorded (${f.count}/${f.threshold})` +
@@ -328,7 +373,7 @@ function handle(f) {
         "you can read but not send.", "error");
       break;
     case "help":
-      for (const line of f.lines) note(line);
+      for (const line of f.lines) note(line, "help");
       break;
     case "backlog_cut": {
       const c = conv(f.conv.id, f.conv.kind, f.conv.name);
@@ -347,6 +392,7 @@ function handle(f) {
       banner("The server is restarting; reconnecting…", "error");
       break;
     case "bye":
+      logOut(false);
       break;
     case "error":
       onError(f);
@@ -379,6 +425,28 @@ function onError(f) {
 }
 
 // -- user actions -----------------------------------------------------------------------------
+function logOut(tellServer) {
+  if (tellServer) send({ type: "logout" });
+  localStorage.removeItem(STORE_KEY);
+  sessionStorage.removeItem("chat.current");
+  state.loggedIn = false;
+  state.everReady = false; // a close from now on is not a drop to recover from
+  state.convs.clear();
+  state.outbox = [];
+  state.current = "#general";
+  $("messages").replaceChildren(); // nothing of this user stays in the page
+  $("chats").replaceChildren();
+  $("privates").replaceChildren();
+  $("online").textContent = "";
+  $("me").textContent = "";
+  document.title = "Chat";
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  banner("");
+  showLogin();
+}
+
 function join(name) {
   const chat = name.startsWith("#") ? name : "#" + name;
   state.wantJoin = chat;
@@ -401,6 +469,10 @@ document.addEventListener("DOMContentLoaded", () => {
     const input = $("message");
     const text = input.value.trim();
     if (!text) return;
+    if (new TextEncoder().encode(text).length > MAX_LINE_BYTES) {
+      banner(`Too long: a message has at most ${MAX_LINE_BYTES} bytes (not sent).`, "error", 6000);
+      return;
+    }
     input.value = "";
     const c = state.convs.get(state.current);
     if (text.startsWith("/")) send({ type: "command", line: text });
@@ -416,16 +488,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("list-chats").addEventListener("click", () => send({ type: "chats" }));
   $("who").addEventListener("click", () => send({ type: "who", chat: state.current }));
   $("leave").addEventListener("click", () => send({ type: "leave", chat: state.current }));
-  $("logout").addEventListener("click", () => {
-    send({ type: "logout" });
-    localStorage.removeItem(STORE_KEY);
-    state.loggedIn = false;
-    state.convs.clear();
-    state.everReady = false;
-    if (state.ws) state.ws.close();
-    state.ws = null;
-    showLogin();
-  });
+  $("logout").addEventListener("click", () => logOut(true));
   $("person-private").addEventListener("click", () => {
     const c = conv("@" + key(person), "private", person);
     $("person-menu").hidden = true;
