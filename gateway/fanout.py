@@ -78,11 +78,14 @@ def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
     for user in users:
         wrote = False
         for s in user.sessions:
-            if s.live:
-                s.sink.show(messages)
-                wrote = True
-            else:
-                s.hold(messages)
+            try:  # one broken connection must not stop the burst for everyone after it
+                if s.live:
+                    s.sink.show(messages)
+                    wrote = True
+                else:
+                    s.hold(messages)
+            except Exception:
+                log.exception("event=deliver_failed session=%s", s.session_id)
         if wrote:
             user.shown[conv] = mid
             user.dirty = True
@@ -180,12 +183,19 @@ class Fanout:
         self._spawn(self.presence.set_offline(user.key))
 
     async def add_chat(self, user: LocalUser, chat: str, name: str) -> None:
-        user.chats[chat] = name
-        readers = self.readers.setdefault(chat, set())
-        first = not readers
-        readers.add(user)
-        if first:
+        if not self._join_locally(user, chat, name):
+            return
+        if len(self.readers[chat]) == 1:
             await self.link.add(chats=[chat])
+
+    def _join_locally(self, user: LocalUser, chat: str, name: str) -> bool:
+        """Make `user` a local reader of `chat` (at once, so a leave that follows in the
+        same read undoes it in order); False when the user is no longer here."""
+        if self.users.get(user.key) is not user:  # every session closed meanwhile
+            return False
+        user.chats[chat] = name
+        self.readers.setdefault(chat, set()).add(user)
+        return True
 
     def remove_chat(self, user: LocalUser, chat: str) -> None:
         user.chats.pop(chat, None)
@@ -247,8 +257,11 @@ class Fanout:
         if isinstance(event, PrivatePost):
             self._private(user, event.message)
         elif isinstance(event, MemberJoined):
-            if event.chat not in user.chats:
-                self._spawn(self.add_chat(user, event.chat, event.name))
+            joined = event.chat not in user.chats and self._join_locally(
+                user, event.chat, event.name
+            )
+            if joined and len(self.readers[event.chat]) == 1:  # only the subscribe waits
+                self._spawn(self.link.add(chats=[event.chat]))
             for s in user.sessions:
                 if s.session_id != event.origin:
                     s.joined_elsewhere(event.name)

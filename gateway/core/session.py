@@ -483,21 +483,28 @@ class Session:
     # -- stored messages, hold and release -------------------------------------------------
 
     async def _show_stored(self, messages: list[Message]) -> dict[str, tuple[int, int]]:
-        """Show stored messages in order, waiting for the door every BACKLOG_CHUNK bytes;
-        mark them shown. Returns the last id shown per conversation."""
+        """Show stored messages in order, at most BACKLOG_CHUNK bytes at a time, waiting
+        for the door to take each chunk; a message counts as shown only once handed to a
+        connection that is still open. Returns the last id shown per conversation."""
         user = self.user
         assert user is not None
         shown: dict[str, tuple[int, int]] = {}
-        size = 0
         for run in _runs(messages):
-            self.sink.show(ev.Messages(user.view(run[0]), tuple(run)))
-            last = run[-1]
-            shown[last.conv] = last.key
-            user.mark_shown(last.conv, last.id)
-            size += sum(len(m.text) + _HELD_OVERHEAD for m in run)
-            if size > BACKLOG_CHUNK:
-                size = 0
+            where = user.view(run[0])
+            start = 0
+            while start < len(run):
+                size, end = 0, start
+                while end < len(run) and (end == start or size < BACKLOG_CHUNK):
+                    size += len(run[end].text) + _HELD_OVERHEAD
+                    end += 1
+                self.sink.show(ev.Messages(where, tuple(run[start:end])))
                 await self.sink.drain()
+                if self._gone():  # dropped (or closed) before taking it: not shown
+                    return shown
+                last = run[end - 1]
+                shown[last.conv] = last.key
+                user.mark_shown(last.conv, last.id)
+                start = end
         return shown
 
     def hold(self, messages: ev.Messages) -> None:
@@ -556,7 +563,31 @@ class Session:
 
     # -- commands ----------------------------------------------------------------------------
 
+    def _bad_names(self, command: cmd.Command) -> bool:
+        """Every name a command carries follows the rules, whatever door it came from:
+        names become Redis keys and other users' lines (a `:`, `|` or control character
+        in one could reach another key or forge a line). Says why and returns True if not."""
+        chats: tuple[str | None, ...] = ()
+        nicks: tuple[str, ...] = ()
+        match command:
+            case cmd.SendChat(chat, _) | cmd.Join(chat) | cmd.Leave(chat):
+                chats = (chat,)
+            case cmd.Who(chat):
+                chats = (chat,)
+            case cmd.SendPrivate(nick, _) | cmd.Ban(nick, _) | cmd.Unban(nick) | cmd.Kick(nick):
+                nicks = (nick,)
+        for what, name in [("chat name", c) for c in chats if c is not None] + [
+            ("nickname", n) for n in nicks
+        ]:
+            err = name_error(name)
+            if err:
+                self._error(ev.ErrorCode.BAD_NAME, f"bad {what} {name!r}: {err}")
+                return True
+        return False
+
     async def _command(self, command: cmd.Command) -> None:
+        if self._bad_names(command):
+            return
         match command:
             case cmd.Say(texts):
                 await self._say(self.current, [bound_blanks(t) for t in texts])
@@ -663,6 +694,8 @@ class Session:
         shown: dict[str, tuple[int, int]] = {}
         try:
             joined = await self.core.store.join(self.key, chat, typed, self.session_id)
+            if self._gone():  # closed meanwhile: fan-out already let this user go
+                return
             if joined.status is not JoinStatus.OK:
                 self._error(ev.ErrorCode.REFUSED, self._join_refused(joined.status, typed))
                 return

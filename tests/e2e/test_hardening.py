@@ -163,3 +163,82 @@ async def test_max_per_ip_holds_over_all_gateways(redis_url, gateways, clients) 
     await asyncio.sleep(0.3)  # its count is taken back
     again = await clients(g2.port, here)
     await again.login("again")
+
+
+async def test_names_from_the_web_door_follow_the_rules(redis_url, gateways, clients) -> None:
+    gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    web = await WebClient.connect(gw.web_port)
+    await web.login("mallory")
+    for frame in (
+        {"type": "join", "chat": "general:members"},  # another key's name
+        {"type": "join", "chat": "x\r\n[12:00:00] #general <admin> send your password"},
+        {"type": "send", "to": "bob:chats", "text": "hi"},
+        {"type": "say", "chat": "general\x1fforged", "text": "hi"},
+    ):
+        await web.send(frame)
+        assert (await web.expect("error"))["code"] == "bad_name", frame
+    alice = await clients(gw.port)
+    await alice.login("alice")  # #general and registration still work for everyone
+    await alice.send("general still works")
+    await alice.expect("general still works")
+    r = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert r.type("chat:chat:general:members") == "set"
+    finally:
+        r.close()
+
+
+async def test_a_long_backlog_is_shown_whole_without_dropping_the_reader(
+    redis_url, gateways, clients
+) -> None:
+    gw = gateways(redis_url)
+    erin = await clients(gw.port)
+    await erin.login("erin")
+    await erin.close()
+    await asyncio.sleep(0.3)
+    bob = await clients(gw.port)
+    await bob.login("bob")
+    for i in range(300):  # about 1.2 MB while erin is away: more than --max-output
+        await bob.send(f"{i:03} " + "y" * 4000)
+    await bob.expect("299 ")
+    erin = await clients(gw.port)
+    backlog = await erin.login("erin")
+    assert [m[2][:3] for m in messages(backlog)] == [f"{i:03}" for i in range(300)]
+    assert "sendq_exceeded" not in gw.output()
+
+
+async def test_a_connection_closed_during_a_join_leaves_no_subscription(
+    redis_url, gateways
+) -> None:
+    gw = gateways(redis_url)
+    for i in range(10):
+        c = await Client.connect(gw.port)
+        await c.login(f"hasty{i}")
+        await c.send(f"/chats leak{i}")
+        c.writer.transport.abort()
+    await asyncio.sleep(1.0)
+    r = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert r.pubsub_channels("chat:ch:c:leak*") == []
+        assert r.pubsub_channels("chat:ch:u:*") == []
+    finally:
+        r.close()
+
+
+async def test_a_web_login_closed_at_once_is_not_left_online(redis_url, gateways, clients) -> None:
+    gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
+    wally = await WebClient.connect(gw.web_port)
+    await wally.login("wally")
+    await wally.close()
+    bob = await clients(gw.port)
+    await bob.login("bob")
+    for i in range(60):  # a backlog of about 120 KB for wally
+        await bob.send(f"{i} " + "z" * 2000)
+    await bob.expect("^\\[.*<bob> 59 ")
+    again = await WebClient.connect(gw.web_port)
+    await again.expect("login_required")
+    await again.send({"type": "login", "nick": "wally", "password": "secret123"})
+    again.ws.transport.abort()  # gone at once, before its backlog is shown
+    await asyncio.sleep(1.0)
+    await bob.send("/who")
+    assert (await bob.expect("online in #general")).startswith("* online in #general (1): bob")

@@ -467,12 +467,24 @@ def test_forget_takes_an_unseen_account_out_of_everything(r: redis.Redis) -> Non
         keys.ban("ann"),
         keys.rate("ann"),
         keys.complaints("ann"),
+        keys.tokens("ann"),
+        keys.moderators(),
+        keys.bans(),
+        keys.user_addresses("ann"),
+        keys.known_addresses("ann"),
     ]
+    r.hset(keys.tokens("ann"), "abc", str(now + 10**9))  # nothing that grants survives
+    r.sadd(keys.moderators(), "ann", "bob")
+    r.zadd(keys.bans(), {"ann": now + 10**6})
+    r.zadd(keys.user_addresses("ann"), {"1.2.3.4": now})
+    r.zadd(keys.known_addresses("ann"), {"1.2.3.4": now})
     args = ["ann", now - 60_000, keys.chat_prefix()]
     assert call(r, "forget", ks, args) == 0  # seen just now
     r.zadd(keys.seen(), {"ann": now - 120_000})
     assert call(r, "forget", ks, args) == 1
-    assert not any(r.exists(k) for k in ks[2:]) and r.zscore(keys.seen(), "ann") is None
+    own = [k for k in ks[2:] if k not in (keys.moderators(), keys.bans())]
+    assert not any(r.exists(k) for k in own) and r.zscore(keys.seen(), "ann") is None
+    assert r.smembers(keys.moderators()) == {"bob"} and r.zscore(keys.bans(), "ann") is None
     assert r.smembers(keys.members("duo")) == {"bob"}
     assert r.smembers(keys.members(keys.GENERAL)) == {"bob"}
     assert not r.exists(keys.chat("solo")) and r.zscore(keys.chat_sizes(), "solo") is None

@@ -37,6 +37,8 @@ WRITE_LOW_WATER = 64 * 1024
 #: Input events queued before the socket stops being read (resumed at a quarter of it):
 #: bounds a flooding client's memory to this many lines.
 MAX_QUEUED_LINES = 256
+#: Seconds a closing connection may take to send what is queued before it is reset.
+CLOSE_GRACE = 5.0
 #: Plain messages posted together at most: bounds one Say (and one post_many group).
 MAX_SAY_BATCH = 256
 #: Input lines handled without awaiting anything before the pump yields to other tasks,
@@ -105,6 +107,7 @@ class LineConnection(asyncio.BufferedProtocol):
     __slots__ = (
         "__weakref__",
         "_drain",
+        "_lost",
         "_out",
         "_pump",
         "_queue",
@@ -133,6 +136,7 @@ class LineConnection(asyncio.BufferedProtocol):
         self._out: list[bytes] = []
         self._queued = 0
         self.closing = False
+        self._lost = False
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
 
@@ -197,6 +201,7 @@ class LineConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._lost = True
         self._out.clear()
         self._queue = None
         if self._drain is not None and not self._drain.done():
@@ -352,9 +357,16 @@ class LineConnection(asyncio.BufferedProtocol):
         self.transport.abort()
 
     def close(self) -> None:
-        """Send what is queued, then close."""
+        """Send what is queued, then close; a peer that does not take it within
+        CLOSE_GRACE seconds is reset (a closing socket stuck behind a zero window would
+        otherwise hold its session and its admission slot for good)."""
         if self.closing or self.transport is None:
             return
         self.flush()
         self.closing = True
         self.transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and not self._lost:
+            self.transport.abort()

@@ -177,6 +177,9 @@ class WebConnection:
         session = self.session = self.door.core.session(self)
         log.info("event=connect door=web peer=%s session=%s", self.address, session.session_id)
         writer = asyncio.ensure_future(self._write())
+        # The session learns of a close at once, even while a command (a login's hash,
+        # a backlog) is still running: no work, and no attach, for a gone connection.
+        watcher = asyncio.ensure_future(self._closed_when_gone(session))
         session.start()
         try:
             async for raw in self.ws:
@@ -197,10 +200,16 @@ class WebConnection:
             ticket.release()
             session.closed()
             self._wake.set()
+            watcher.cancel()
             try:
                 await asyncio.wait_for(writer, 2)
             except (TimeoutError, ConnectionClosed):
                 writer.cancel()
+
+    async def _closed_when_gone(self, session: Session) -> None:
+        await self.ws.wait_closed()
+        self._dead = self._closing = True
+        session.closed()
 
     def _refused(self, reason: str) -> None:
         """Admission refused the connection after all (over the limit on all gateways)."""
@@ -228,7 +237,7 @@ class WebConnection:
         self._send(messages_frame(messages))
 
     async def drain(self) -> None:
-        while self._queue and not self._closing:
+        while self._queue and not self._closing and not self._dead:
             await asyncio.sleep(0.005)
 
     def close(self) -> None:
@@ -247,9 +256,12 @@ class WebConnection:
         self._wake.set()
         # A reader that does not read would not complete a closing handshake either: say
         # why in a close frame if the buffer takes it, then drop the connection at once.
-        self.ws.protocol.send_close(*OVERFLOW_CLOSE)
-        for data in self.ws.protocol.data_to_send():
-            self.ws.transport.write(data)
+        try:
+            self.ws.protocol.send_close(*OVERFLOW_CLOSE)
+            for data in self.ws.protocol.data_to_send():
+                self.ws.transport.write(data)
+        except Exception:  # already closing: nothing more to say
+            pass
         self.ws.transport.abort()
 
     # -- output ----------------------------------------------------------------------------
@@ -279,3 +291,5 @@ class WebConnection:
                     return
         except ConnectionClosed:
             return
+        finally:
+            self._dead = True  # nothing will send what is queued: stop waiting for it
