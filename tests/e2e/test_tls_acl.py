@@ -217,3 +217,46 @@ async def test_a_gateway_as_a_least_privilege_acl_user(redis_procs, gateways, tm
         gwr.close()
     finally:
         admin.close()
+
+
+async def test_the_web_door_serves_https_and_wss_with_the_tls_certificate(
+    certs, redis_url, gateways, clients
+) -> None:
+    import urllib.request
+
+    from websockets.asyncio.client import connect
+
+    web_port = free_port()
+    gw = gateways(redis_url, "--tls-port", str(free_port()), "--tls-cert",
+                  str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
+                  CHAT_WEB_PORT=str(web_port))  # fmt: skip
+    wait_port(web_port)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+
+    def page() -> bytes:
+        with urllib.request.urlopen(f"https://localhost:{web_port}/", context=ctx) as r:
+            return r.read()  # type: ignore[no-any-return]
+
+    assert b"Nickname" in await asyncio.to_thread(page)
+    ws = await connect(
+        f"wss://localhost:{web_port}/ws", ssl=ctx, origin=f"https://localhost:{web_port}"
+    )  # type: ignore[arg-type]
+    try:
+        await ws.recv()
+        await ws.send('{"v": 1, "type": "login", "nick": "sec", "password": "secret123"}')
+        while '"ready"' not in await ws.recv():
+            pass
+        plain = await clients(gw.port)
+        await plain.login("plainy")
+        await plain.send("over plain telnet")
+        while "over plain telnet" not in await ws.recv():
+            pass
+    finally:
+        await ws.close()
+    import urllib.error
+
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        await asyncio.to_thread(  # a browser without the CA refuses the page
+            urllib.request.urlopen, f"https://localhost:{web_port}/", timeout=5,
+            context=ssl.create_default_context(),
+        )  # fmt: skip
