@@ -742,6 +742,11 @@ class RedisStore:
                     keys.ban(u),
                     keys.rate(u),
                     keys.complaints(u),
+                    keys.tokens(u),
+                    keys.moderators(),
+                    keys.bans(),
+                    keys.user_addresses(u),
+                    keys.known_addresses(u),
                 ],
                 [u, cutoff, keys.chat_prefix()],
             )
