@@ -206,10 +206,11 @@ async def test_accepted_sockets_have_tcp_keepalive(backend, gateways, clients) -
 
 
 async def test_metrics_bind_loopback_even_when_chat_is_public(backend, gateways) -> None:
-    from tests.helpers import free_port
+    from tests.helpers import free_port, wait_port
 
     mport = free_port()
     gateways(backend, "--host", "0.0.0.0", "--metrics-port", str(mport))
+    wait_port(mport)  # it opens just after the chat port the fixture waited for
     out = subprocess.run(["ss", "-tlnH"], capture_output=True, text=True, check=True).stdout
     listen = [line.split()[3] for line in out.splitlines() if line.split()[3].endswith(f":{mport}")]
     assert listen == [f"127.0.0.1:{mport}"], listen
