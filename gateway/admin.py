@@ -18,7 +18,7 @@ import time
 from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
-from gateway.core.timefmt import ban_end, parse_duration
+from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
 from gateway.settings import Settings
 from store.contract import StoreUnavailable
 from store.redis_store import RedisStore
@@ -139,10 +139,14 @@ class Admin:
     async def complaints(self, nick: str | None, since_ms: int) -> None:
         if nick is not None:
             key, name = await self._account(nick)
-            for by, ms in await self.store.complaints_about(key):
+            found = await self.store.complaints_about(key)
+            for by, ms in found:
                 self.out.append(f"{name}  complaint by {by} at {_when(ms)}")
+            if not found:
+                self.out.append(f"no pending complaints about {name}")
             return
         # all users: the complaints in the audit trail (pending ones live per user)
+        before = len(self.out)
         for e in await self.store.audit_log(since_ms, AUDIT_SHOWN):
             if e.fields.get("action") == "complaint":
                 f = e.fields
@@ -150,6 +154,8 @@ class Admin:
                 self.out.append(
                     f"{f.get('target')}  complaint by {f.get('by')} at {_when(e.ms)} ({count})"
                 )
+        if len(self.out) == before:
+            self.out.append("no complaints in that time")
 
     async def moderator(self, nick: str, on: bool) -> None:
         key, name = await self._account(nick)
@@ -223,7 +229,9 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
         elif c == "ban":
             seconds = parse_duration(ns.time) if ns.time else settings.ban_duration
             if seconds is None:
-                raise AdminError(f"bad time {ns.time!r}: use 90s, 30m, 2h or 7d")
+                raise AdminError(
+                    f"bad time {ns.time!r}: use 90s, 30m, 2h or 7d, at most {MAX_BAN // 86400}d"
+                )
             await admin.ban(ns.nick, seconds)
         elif c == "unban":
             await admin.unban(ns.nick)

@@ -104,6 +104,7 @@ class UserState:
     chats: dict[str, str]  # chat key -> display name
     peers: set[str]  # user keys with a live private conversation
     cursors: dict[str, str]  # conversation id -> last shown message id
+    banned_until_ms: int | None = None  # the user is banned until then (ms)
 
 
 class PostStatus(enum.Enum):

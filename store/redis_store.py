@@ -314,14 +314,20 @@ class RedisStore:
         pipe.smembers(keys.user_peers(user))
         pipe.hgetall(keys.cursors(user))
         pipe.zadd(keys.seen(), {user: int(time.time() * 1000)})  # a login: seen now
-        chat_set, peers, cursors, _ = await self._call(pipe.execute())
+        pipe.get(keys.ban(user))
+        chat_set, peers, cursors, _, ban = await self._call(pipe.execute())
         chat_keys = sorted(chat_set)
         pipe = self.redis.pipeline(transaction=False)
         for c in chat_keys:
             pipe.hget(keys.chat(c), "name")
         names = await self._call(pipe.execute()) if chat_keys else []
         chats = {c: (n or c) for c, n in zip(chat_keys, names, strict=False)}
-        return UserState(chats=chats, peers=set(peers), cursors=cursors)
+        return UserState(
+            chats=chats,
+            peers=set(peers),
+            cursors=cursors,
+            banned_until_ms=int(ban) if ban else None,
+        )
 
     async def backlog(self, user: str, state: UserState, limit: int) -> Backlog:
         """The newest `limit` messages of the user's conversations after their cursors,

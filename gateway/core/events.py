@@ -155,7 +155,9 @@ class Banned:
     not send."""
 
     until_ms: int
-    by_moderator: bool = False
+    #: Who banned: a moderator (True), complaints (False), or None when it is said at a
+    #: login (the ban is older than the session).
+    by_moderator: bool | None = False
 
 
 @dataclass(frozen=True, slots=True)

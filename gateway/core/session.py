@@ -473,6 +473,8 @@ class Session:
         )
         chats = sorted(user.chats.values(), key=lambda n: (name_key(n) != GENERAL, n.casefold()))
         self.sink.emit(ev.Ready(name, GENERAL, tuple(chats)))
+        if state.banned_until_ms:  # a ban older than this session: said at once
+            self.sink.emit(ev.Banned(state.banned_until_ms, None))
         self.phase = Phase.READY
         self._release(shown)
 

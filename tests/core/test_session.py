@@ -146,3 +146,15 @@ async def test_a_connection_gone_during_login_leaves_no_ghost(chat: Chat) -> Non
         assert f"ghost{stage}" not in chat.fanout.users, stage
     await chat.login("alice")
     assert set(chat.fanout.users) == {"alice"}
+
+
+async def test_a_banned_user_is_told_at_login(chat: Chat) -> None:
+    await chat.login("trudy")
+    for nick in ("c1", "c2", "c3"):
+        s, _ = await chat.login(nick)
+        await s.handle(cmd.Ban("trudy"))
+    _, sink = await chat.login("trudy")
+    ready = next(i for i, e in enumerate(sink.events) if isinstance(e, ev.Ready))
+    banned = sink.events[ready + 1]
+    assert isinstance(banned, ev.Banned) and banned.by_moderator is None
+    assert banned.until_ms > 0

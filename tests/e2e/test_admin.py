@@ -108,6 +108,10 @@ async def test_moderators_ban_unban_kick_on_two_gateways(redis_url, gateways, cl
 
     code, out, _ = await admin(redis_url, "complaints", "bob")
     assert code == 0 and out.startswith("bob  complaint by mod at ")
+    code, out, _ = await admin(redis_url, "complaints", "carol")
+    assert (code, out.strip()) == (0, "no pending complaints about carol")
+    code, _, err = await admin(redis_url, "ban", "bob", "31d")
+    assert code == 1 and "at most 30d" in err
 
     code, out, _ = await admin(redis_url, "mod", "mod")
     assert (code, out.strip()) == (0, "mod is now a moderator")

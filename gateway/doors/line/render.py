@@ -122,9 +122,11 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.NoHistory: lambda e: notice(f"no messages in #{e.chat} in the last {e.seconds} s"),
     ev.Complained: _complained,
     ev.Banned: lambda e: notice(
-        f"you are banned until {ban_end(e.until_ms)} "
-        f"{'by a moderator' if e.by_moderator else 'after complaints from other users'}: "
-        "you can read but not send"
+        f"you are banned until {ban_end(e.until_ms)}"
+        + {True: " by a moderator", False: " after complaints from other users", None: ""}[
+            e.by_moderator
+        ]
+        + ": you can read but not send"
     ),
     ev.BanPlaced: lambda e: notice(f"{e.target} is banned until {ban_end(e.until_ms)}"),
     ev.Unbanned: lambda e: notice(

@@ -368,10 +368,13 @@ function handle(f) {
       note(`complaint about ${f.nick} recorded (${f.count}/${f.threshold})` +
         (f.banned_until ? `: ${f.nick} is banned until ${new Date(f.banned_until).toLocaleString()}` : ""));
       break;
-    case "banned":
-      banner(`You are banned until ${new Date(f.until).toLocaleString()} after complaints: ` +
+    case "banned": {
+      const why = f.by_moderator === true ? " by a moderator"
+        : f.by_moderator === false ? " after complaints" : "";
+      banner(`You are banned until ${new Date(f.until).toLocaleString()}${why}: ` +
         "you can read but not send.", "error");
       break;
+    }
     case "help":
       for (const line of f.lines) note(line, "help");
       break;
