@@ -44,6 +44,9 @@ _ZERO = (0, 0)
 #: Seconds before the link was lost from which a gap fill reads conversations that had no
 #: delivery yet: covers messages published just before the loss was noticed.
 GAP_SLACK = 5.0
+#: Reads of the gap after a reconnect before it is given up (with its loss logged), the
+#: first wait between them in seconds, doubling: about 3 s in all, live messages held.
+GAP_RETRIES, GAP_RETRY_FIRST = 4, 0.4
 
 
 class Reader(Protocol):
@@ -323,7 +326,7 @@ class Fanout:
                     conv = keys.dm_conv(user.key, peer)
                     private_readers.setdefault(conv, []).append(user.key)
                     after.setdefault(conv, floor)
-            messages = await self.store.read_after(list(after), after)
+            messages = await self._read_gap(list(after), after)
             events: list[StoreEvent] = []
             for m in messages:
                 if keys.is_chat(m.conv):
@@ -341,6 +344,21 @@ class Fanout:
             held, self._held = self._held, []
             for batch in held:
                 self.on_events(batch)
+
+    async def _read_gap(self, convs: list[str], after: dict[str, str]) -> list[Message]:
+        """The gap, read again after a failure (Redis may flap while it comes back): live
+        deliveries are held meanwhile, so giving up early would lose messages for good."""
+        delay = GAP_RETRY_FIRST
+        for attempt in range(1, GAP_RETRIES + 1):
+            try:
+                return await self.store.read_after(convs, after)
+            except Exception as exc:
+                if attempt == GAP_RETRIES:
+                    raise
+                log.warning("event=gap_fill_retry attempt=%d error=%s", attempt, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
 
 def _with_where(m: Message, where: str) -> Message:

@@ -158,3 +158,34 @@ async def test_a_banned_user_is_told_at_login(chat: Chat) -> None:
     banned = sink.events[ready + 1]
     assert isinstance(banned, ev.Banned) and banned.by_moderator is None
     assert banned.until_ms > 0
+
+
+async def test_a_gap_fill_that_fails_once_is_read_again(chat: Chat) -> None:
+    import asyncio
+    import time
+
+    alice_session, _ = await chat.login("alice")
+    _, bob = await chat.login("bob")
+    await alice_session.handle(cmd.Say(("before",)))
+    await bob.wait_for(lambda s: s.messages())
+    lost_at = time.time()
+    chat.fanout._recovering = True  # the link is "down": live events are only held
+    await alice_session.handle(cmd.Say(("missed",)))
+    await asyncio.sleep(0.3)
+    assert ("#general", "alice", "missed") not in bob.messages()
+    real = chat.store.read_after
+    calls = 0
+
+    async def flaky(convs, after):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreUnavailable("still coming back")
+        return await real(convs, after)
+
+    chat.store.read_after = flaky  # type: ignore[method-assign]
+    await chat.fanout._on_reconnect(lost_at)
+    assert calls == 2  # read again after the failure
+    shown = bob.messages()
+    assert shown.count(("#general", "alice", "missed")) == 1  # not lost, not twice
+    assert shown.count(("#general", "alice", "before")) == 1
