@@ -29,7 +29,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -265,26 +264,7 @@ class Harness:
     # -- processes ------------------------------------------------------------------------
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not on PATH")
-        redis_proc = self.procs.start(
-            [
-                exe,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            self.redis_port,
-            "redis",
-        )
+        redis_proc = self.procs.start_redis(self.redis_port)
         self.redis_pid = redis_proc.pid
         import redis
 

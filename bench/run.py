@@ -124,6 +124,15 @@ class Procs:
         wait_port(port, proc)
         return proc
 
+    def start_redis(self, port: int) -> subprocess.Popen[bytes]:
+        """A throwaway redis-server on loopback: no persistence, files in the workdir."""
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise SystemExit("redis-server is not on PATH")
+        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        return self.start(args, port, "redis")
+
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc, signal.SIGTERM, 15)
         if proc in self.procs:
@@ -214,26 +223,7 @@ class Bench:
     # -- processes -------------------------------------------------------------------------
 
     def start_redis(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not on PATH")
-        self.redis_pid = self.procs.start(
-            [
-                exe,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            self.redis_port,
-            "redis",
-        ).pid
+        self.redis_pid = self.procs.start_redis(self.redis_port).pid
 
     def flush_redis(self) -> None:
         """Empty Redis between scenarios, but keep the store's epoch: without it the
@@ -526,35 +516,24 @@ PAM = no
                 vs_1_gateway=round(r.rate / one_gw, 2) if one_gw else None,
             )
 
-        # 3. latency at 1,000 messages/s into a 200-member chat
+        # 3. latency at 1,000 messages/s into a 200-member chat, and (3b) into a 20-member
+        # chat: what latency is without the fan-out's CPU
         rate, secs = self.latency_sizes()
-        if "latency" in only:
+        for key, label, size in (
+            ("latency", "latency 1000/s", members),
+            ("latency20", "latency 1000/s, 20 members", 20),
+        ):
+            if key not in only:
+                continue
             irc_p99 = None
             if irc:
-                r = await self.latency_one("irc", irc[0], members, rate, secs, irc[1].pid)
-                self.row("latency 1000/s", "ngircd", r)
+                r = await self.latency_one("irc", irc[0], size, rate, secs, irc[1].pid)
+                self.row(label, "ngircd", r)
                 irc_p99 = r.extra["p99_ms"]
             self.flush_redis()
-            r = await self.latency_one("chat", g1, members, rate, secs, g1proc.pid)
+            r = await self.latency_one("chat", g1, size, rate, secs, g1proc.pid)
             self.row(
-                "latency 1000/s",
-                "gateway",
-                r,
-                p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
-            )
-
-        # 3b. the same rate into a 20-member chat: what latency is without the fan-out's CPU
-        if "latency20" in only:
-            small_members = 20
-            irc_p99 = None
-            if irc:
-                r = await self.latency_one("irc", irc[0], small_members, rate, secs, irc[1].pid)
-                self.row("latency 1000/s, 20 members", "ngircd", r)
-                irc_p99 = r.extra["p99_ms"]
-            self.flush_redis()
-            r = await self.latency_one("chat", g1, small_members, rate, secs, g1proc.pid)
-            self.row(
-                "latency 1000/s, 20 members",
+                label,
                 "gateway",
                 r,
                 p99_vs_ngircd=round(r.extra["p99_ms"] / irc_p99, 2) if irc_p99 else None,
