@@ -319,7 +319,7 @@ class Harness:
 
     def redis_online(self) -> set[str]:
         online: set[str] = set()
-        for key in self.redis.scan_iter("chat:gw:*:online"):
+        for key in self.redis.scan_iter("chat:{g}:gw:*:online"):
             online |= {str(x) for x in self.redis.smembers(key)}
         return online
 

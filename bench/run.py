@@ -231,10 +231,10 @@ class Bench:
         generator would count those notices as deliveries."""
         r = redis_py.Redis(port=self.redis_port)
         try:
-            epoch = r.get("chat:epoch")
+            epoch = r.get("chat:{g}:epoch")
             r.flushall()
             if epoch is not None:
-                r.set("chat:epoch", epoch)
+                r.set("chat:{g}:epoch", epoch)
         finally:
             r.close()
 

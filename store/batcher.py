@@ -5,6 +5,10 @@ connection, one batch in flight at a time, so ingest costs one round trip per ba
 than one per message. Chat messages are grouped per chat into one `post_many.lua` call
 each: a Lua call costs Redis about 30 us whatever it does, so per-message calls would cap
 ingest near 30k messages/s.
+
+On a Redis Cluster (`use`), a sender's ban and bucket live in the sender's slot, not the
+chat's: each batch first checks every sender once (`post_gate.lua`, all senders' calls in
+one routed pipeline), then sends only the accepted messages to the chats.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from store import keys
 from store.contract import StoreNoReply, StoreUnavailable
-from store.resp import RespPipeline, refusal
+from store.resp import refusal
 
 __all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "ScriptLike"]
 
@@ -30,6 +34,14 @@ T = TypeVar("T")
 #: Chat messages in one post_many call: bounds the script's run time (Redis serves nobody
 #: else while a script runs) and the size of one command.
 MAX_GROUP = 500
+
+
+class Pipeline(Protocol):
+    """RespPipeline, or ClusterPipeline (whose replies may also be exception instances)."""
+
+    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]: ...
+
+    def close(self) -> None: ...
 
 
 class ScriptLike(Protocol):
@@ -68,6 +80,28 @@ class _ChatPost:
     texts: list[str]
     future: asyncio.Future[list[Any]]
     convert: Callable[[str, Any], Any]
+    #: On a cluster: post_gate's (status, value) per text; only 'ok' ones are posted.
+    gate: list[tuple[str, Any]] | None = None
+
+    def passed(self) -> list[str]:
+        if self.gate is None:
+            return self.texts
+        return [t for t, g in zip(self.texts, self.gate, strict=True) if g[0] == "ok"]
+
+    def results(self, posted: list[Any]) -> list[Any]:
+        """One result per text: the gate's refusal, or the next of the posted replies
+        (status, value pairs, flat)."""
+        convert = self.convert
+        if self.gate is None:
+            return [convert(posted[i], posted[i + 1]) for i in range(0, len(posted), 2)]
+        out, at = [], 0
+        for status, value in self.gate:
+            if status == "ok":
+                out.append(convert(posted[at], posted[at + 1]))
+                at += 2
+            else:
+                out.append(convert(status, value))
+        return out
 
 
 @dataclass(slots=True)
@@ -95,7 +129,7 @@ class _Call:
             return
         for post in self.posts:
             if not post.future.done():
-                post.future.set_result([post.convert("unconfirmed", "") for _ in post.texts])
+                post.future.set_result(post.results(["unconfirmed", ""] * len(post.passed())))
 
     def resolve(self, reply: Any) -> None:
         if self.single is not None:
@@ -104,12 +138,9 @@ class _Call:
             return
         at = 0
         for post in self.posts:
-            n = 2 * len(post.texts)
+            n = 2 * len(post.passed())
             if not post.future.done():
-                convert = post.convert
-                post.future.set_result(
-                    [convert(reply[i], reply[i + 1]) for i in range(at, at + n, 2)]
-                )
+                post.future.set_result(post.results(reply[at : at + n]))
             at += n
 
 
@@ -119,7 +150,7 @@ class Batcher:
 
     def __init__(
         self,
-        pipeline: RespPipeline,
+        pipeline: Pipeline,
         post_many: ScriptLike,
         reload: Callable[[], Awaitable[None]],
     ) -> None:
@@ -128,6 +159,14 @@ class Batcher:
         self._reload = reload
         self._pending: list[_ScriptCall | _ChatPost] = []
         self._running = False
+        self._gate: ScriptLike | None = None
+        self._gate_args: tuple[float, int] = (0.0, 0)
+
+    def use(self, pipeline: Pipeline, gate: ScriptLike, rate: float, burst: int) -> None:
+        """Post on a Redis Cluster: through `pipeline`, each sender checked by `gate`."""
+        self._pipeline = pipeline
+        self._gate = gate
+        self._gate_args = (rate, burst)
 
     def call(self, script: ScriptLike, keys_: list[str], args: list[Any]) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -158,15 +197,70 @@ class Batcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                calls = self._calls(batch)
+                calls: list[_Call] = []
                 try:
+                    if self._gate is not None:
+                        batch = await self._check_senders(batch)
+                    calls = self._calls(batch)
                     await self._send(calls, retry=True)
                 except Exception as exc:  # never leave a caller waiting forever
                     log.exception("post batch failed")
                     for call in calls:
                         call.fail(exc)
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
         finally:
             self._running = False
+
+    async def _check_senders(
+        self, batch: list[_ScriptCall | _ChatPost]
+    ) -> list[_ScriptCall | _ChatPost]:
+        """On a cluster: one post_gate call per sender for all their messages in the
+        batch; records each text's verdict, resolves posts with nothing accepted, and
+        returns what is still to send."""
+        assert self._gate is not None
+        senders: dict[str, list[_ChatPost]] = {}
+        for item in batch:
+            if isinstance(item, _ChatPost):
+                senders.setdefault(item.user, []).append(item)
+        if not senders:
+            return batch
+        rate, burst = self._gate_args
+        commands = [
+            (
+                "EVALSHA",
+                self._gate.sha,
+                2,
+                keys.ban(u),
+                keys.rate(u),
+                rate,
+                burst,
+                sum(len(p.texts) for p in posts),
+            )
+            for u, posts in senders.items()
+        ]
+        replies = await self._pipeline.execute(commands)
+        if any(_noscript(r) for r in replies):
+            await self._reload()
+            replies = await self._pipeline.execute(commands)
+        for posts, reply in zip(senders.values(), replies, strict=True):
+            if isinstance(reply, BaseException | hiredis.ReplyError):
+                exc = reply if isinstance(reply, StoreUnavailable) else ResponseError(str(reply))
+                if isinstance(reply, hiredis.ReplyError):
+                    exc = refusal(str(reply)) or exc
+                for post in posts:
+                    if not post.future.done():
+                        post.future.set_exception(exc)
+                continue
+            at = 0
+            for post in posts:
+                n = len(post.texts)
+                post.gate = [(reply[at + 2 * k], reply[at + 2 * k + 1]) for k in range(n)]
+                at += 2 * n
+                if not post.passed() and not post.future.done():
+                    post.future.set_result(post.results([]))
+        return [item for item in batch if not item.future.done()]
 
     def _calls(self, batch: list[_ScriptCall | _ChatPost]) -> list[_Call]:
         """One call per script request; chat posts grouped per chat (at most MAX_GROUP
@@ -178,17 +272,20 @@ class Batcher:
                 calls.append(_Call(item.script, item.keys, item.args, single=item.future))
                 continue
             target = item.target
+            texts = item.passed()
             call = groups.get(target.chat)
-            if call is None or call.messages + len(item.texts) > MAX_GROUP:
+            if call is None or call.messages + len(texts) > MAX_GROUP:
                 call = _Call(self._post_many, list(target.keys), list(target.args))
                 groups[target.chat] = call
                 calls.append(call)
+            checked_here = item.gate is None  # standalone: post_many checks the sender
             ban, rate = keys.ban(item.user), keys.rate(item.user)
-            for text in item.texts:
-                call.keys += (ban, rate)
+            for text in texts:
+                if checked_here:
+                    call.keys += (ban, rate)
                 call.args += (item.user, item.name, text)
             call.posts.append(item)
-            call.messages += len(item.texts)
+            call.messages += len(texts)
         return calls
 
     async def _send(self, calls: list[_Call], retry: bool) -> None:
@@ -205,7 +302,11 @@ class Batcher:
             return
         again = []
         for call, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, hiredis.ReplyError):
+            if isinstance(reply, StoreNoReply):  # a cluster node lost: that part only
+                call.unconfirmed(reply)
+            elif isinstance(reply, StoreUnavailable):
+                call.fail(reply)
+            elif isinstance(reply, hiredis.ReplyError):
                 if str(reply).startswith("NOSCRIPT") and retry:
                     again.append(call)
                 else:
@@ -215,3 +316,7 @@ class Batcher:
         if again:  # Redis lost its scripts (restart, SCRIPT FLUSH): load them, once
             await self._reload()
             await self._send(again, retry=False)
+
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")

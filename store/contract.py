@@ -43,6 +43,7 @@ __all__ = [
     "StoreNoReply",
     "StoreRefused",
     "StoreUnavailable",
+    "StoreUnusable",
     "Subscriptions",
     "UserBanned",
     "UserKicked",
@@ -59,6 +60,11 @@ class StoreUnavailable(Exception):
 class StoreRefused(StoreUnavailable):
     """Redis answered but refused to write (out of memory under `noeviction`, a read-only
     replica, a failed snapshot): nothing was done, and retrying at once will not help."""
+
+
+class StoreUnusable(Exception):
+    """Redis answered but cannot serve as the store (too old, a command missing or denied
+    by its ACL): waiting will not help; the message says what to change."""
 
 
 class StoreNoReply(StoreUnavailable):

@@ -18,14 +18,13 @@ __all__ = [
     "audit",
     "ban",
     "bans",
+    "channel_name",
     "chat",
     "chat_channel",
     "chat_conv",
     "chat_of",
-    "chat_prefix",
     "chat_sizes",
     "chats",
-    "clock",
     "complaint_addresses",
     "complaints",
     "complaints_by",
@@ -62,68 +61,100 @@ __all__ = [
 PREFIX = "chat:"
 GENERAL = "general"
 
+# Hash tags (the part in braces picks a Redis Cluster slot): everything of one user shares
+# the slot of `{u:<user>}`, everything of one conversation the slot of its id (`{c:<chat>}`
+# or `{p:<a>|<b>}`), and the few keys shared by all (chat list, last seen, bans, gateways)
+# the slot of `{g}`. A script touches the keys of one slot only (see docs/REDIS.md).
+
+
+def _user(u: str) -> str:
+    return f"{PREFIX}{{u:{u}}}"
+
+
+def _conv(conv: str) -> str:
+    return f"{PREFIX}{{{conv}}}"
+
+
+_GLOBAL = f"{PREFIX}{{g}}"
+
 
 def user(u: str) -> str:
-    return f"{PREFIX}user:{u}"
+    return _user(u)
 
 
 def user_chats(u: str) -> str:
-    return f"{PREFIX}user:{u}:chats"
+    return f"{_user(u)}:chats"
 
 
 def user_peers(u: str) -> str:
-    return f"{PREFIX}user:{u}:peers"
+    return f"{_user(u)}:peers"
 
 
 def cursors(u: str) -> str:
-    return f"{PREFIX}user:{u}:cursor"
+    return f"{_user(u)}:cursor"
 
 
 def tokens(u: str) -> str:
     """The user's resume tokens: sha256 of each token -> when it expires (unix ms)."""
-    return f"{PREFIX}user:{u}:tokens"
-
-
-def chat(c: str) -> str:
-    return f"{PREFIX}chat:{c}"
-
-
-def members(c: str) -> str:
-    return f"{PREFIX}chat:{c}:members"
-
-
-def chats() -> str:
-    """Obsolete: the set of active chats, replaced by `chat_sizes`."""
-    return f"{PREFIX}chats"
-
-
-def chat_prefix() -> str:
-    """What `chat(c)` puts before the chat key (forget.lua builds member keys from it)."""
-    return f"{PREFIX}chat:"
-
-
-def chat_sizes() -> str:
-    """Every existing chat, scored by its member count (join/leave/register keep it)."""
-    return f"{PREFIX}chatsizes"
+    return f"{_user(u)}:tokens"
 
 
 def creations(u: str) -> str:
     """Chats the user created in the current hour."""
-    return f"{PREFIX}creations:{u}"
+    return f"{_user(u)}:creations"
 
 
-def registrations(address: str) -> str:
-    """Accounts registered from one address in the current hour."""
-    return f"{PREFIX}regs:{address}"
+def complaints(u: str) -> str:
+    return f"{_user(u)}:complaints"
 
 
-def seen() -> str:
-    """Every account, scored by when it last logged in or was online (ms)."""
-    return f"{PREFIX}seen"
+def complaint_addresses(u: str) -> str:
+    """Complaints about user u counted per complainer address, for one ban period."""
+    return f"{_user(u)}:complaints:addr"
+
+
+def complaints_by(u: str) -> str:
+    """The complaints user u made in the last hour (target channel -> ms)."""
+    return f"{_user(u)}:complained"
+
+
+def user_addresses(u: str) -> str:
+    """The addresses user u last logged in from (address -> ms), held back on a ban."""
+    return f"{_user(u)}:addrs"
+
+
+def known_addresses(u: str) -> str:
+    """Addresses user u logged in from (address -> ms of the last login there)."""
+    return f"{_user(u)}:known"
+
+
+def login_fails(u: str, address: str) -> str:
+    """Login attempts at user u from one address (IPv6: its /64) not yet forgiven."""
+    return f"{_user(u)}:fails:{address}"
+
+
+def nick_fails(u: str) -> str:
+    """Login attempts at user u from addresses u never logged in from."""
+    return f"{_user(u)}:fails"
+
+
+#: Users whose ban and rate key names stay cached: they are built for every message sent;
+#: about 200 bytes each, so at most about 13 MB.
+KEY_CACHE_USERS = 65536
+
+
+@lru_cache(maxsize=KEY_CACHE_USERS)
+def ban(u: str) -> str:
+    return f"{_user(u)}:ban"
+
+
+@lru_cache(maxsize=KEY_CACHE_USERS)
+def rate(u: str) -> str:
+    return f"{_user(u)}:rate"
 
 
 def chat_conv(c: str) -> str:
-    """The conversation id of a chat: a cursor field and the stream's suffix."""
+    """The conversation id of a chat: a cursor field and the hash tag of its keys."""
     return f"c:{c}"
 
 
@@ -147,132 +178,112 @@ def peer_of(conv: str, user: str) -> str:
     return b if a == user else a
 
 
+def chat(c: str) -> str:
+    return _conv(chat_conv(c))
+
+
+def members(c: str) -> str:
+    return f"{_conv(chat_conv(c))}:members"
+
+
 def conv_stream(conv: str) -> str:
-    return f"{PREFIX}msgs:{conv}"
+    return f"{_conv(conv)}:msgs"
 
 
 def stream(c: str) -> str:
     return conv_stream(chat_conv(c))
 
 
-def clock() -> str:
-    """The last message id handed out, shared by all conversations."""
-    return f"{PREFIX}clock"
+def chats() -> str:
+    """Obsolete: the set of active chats, replaced by `chat_sizes`."""
+    return f"{_GLOBAL}:chats"
+
+
+def chat_sizes() -> str:
+    """Every existing chat, scored by its member count (join/leave/register keep it)."""
+    return f"{_GLOBAL}:chatsizes"
+
+
+def registrations(address: str) -> str:
+    """Accounts registered from one address in the current hour."""
+    return f"{_GLOBAL}:regs:{address}"
+
+
+def seen() -> str:
+    """Every account, scored by when it last logged in or was online (ms)."""
+    return f"{_GLOBAL}:seen"
 
 
 def epoch() -> str:
     """The store's epoch: a random id set once; a change means Redis lost its data."""
-    return f"{PREFIX}epoch"
-
-
-def complaints(u: str) -> str:
-    return f"{PREFIX}complaints:{u}"
-
-
-def complaint_addresses(u: str) -> str:
-    """Complaints about user u counted per complainer address, for one ban period."""
-    return f"{PREFIX}complaints:{u}:addr"
-
-
-def complaints_by(u: str) -> str:
-    """The complaints user u made in the last hour (target channel -> ms)."""
-    return f"{PREFIX}complained:{u}"
-
-
-def user_addresses(u: str) -> str:
-    """The addresses user u last logged in from (address -> ms), held back on a ban."""
-    return f"{PREFIX}user:{u}:addrs"
+    return f"{_GLOBAL}:epoch"
 
 
 def held_addresses() -> str:
     """Addresses that may not register new accounts (address -> ms the hold ends)."""
-    return f"{PREFIX}held"
+    return f"{_GLOBAL}:held"
 
 
 def skeleton(s: str) -> str:
     """The user key holding a nickname skeleton: one user per look."""
-    return f"{PREFIX}skel:{s}"
-
-
-#: Users whose ban and rate key names stay cached: they are built for every message sent;
-#: about 200 bytes each, so at most about 13 MB.
-KEY_CACHE_USERS = 65536
-
-
-@lru_cache(maxsize=KEY_CACHE_USERS)
-def ban(u: str) -> str:
-    return f"{PREFIX}ban:{u}"
-
-
-@lru_cache(maxsize=KEY_CACHE_USERS)
-def rate(u: str) -> str:
-    return f"{PREFIX}rate:{u}"
-
-
-def login_fails(u: str, address: str) -> str:
-    """Login attempts at user u from one address (IPv6: its /64) not yet forgiven."""
-    return f"{PREFIX}fails:pair:{u}|{address}"
-
-
-def nick_fails(u: str) -> str:
-    """Login attempts at user u from addresses u never logged in from."""
-    return f"{PREFIX}fails:nick:{u}"
+    return f"{_GLOBAL}:skel:{s}"
 
 
 def address_fails(address: str) -> str:
     """The nicknames whose logins failed from one address (nickname -> ms of the last)."""
-    return f"{PREFIX}fails:addr:{address}"
-
-
-def known_addresses(u: str) -> str:
-    """Addresses user u logged in from (address -> ms of the last login there)."""
-    return f"{PREFIX}user:{u}:known"
+    return f"{_GLOBAL}:fails:{address}"
 
 
 def bans() -> str:
     """Every banned user, scored by when the ban ends (ms): `admin bans` reads it."""
-    return f"{PREFIX}bans"
+    return f"{_GLOBAL}:bans"
 
 
 def moderators() -> str:
     """The users whose /ban, /unban and /kick act at once (set of user keys)."""
-    return f"{PREFIX}mods"
+    return f"{_GLOBAL}:mods"
 
 
 def audit() -> str:
     """The audit trail: a capped stream of complaints, bans, kicks and admin actions."""
-    return f"{PREFIX}audit"
+    return f"{_GLOBAL}:audit"
 
 
 def gateways() -> str:
-    return f"{PREFIX}gateways"
+    return f"{_GLOBAL}:gateways"
 
 
 def address_connections(address: str) -> str:
     """Connections from one address, per gateway (for --max-per-ip over all gateways)."""
-    return f"{PREFIX}addr:{address}:conns"
+    return f"{_GLOBAL}:addr:{address}:conns"
 
 
 def gateway_alive(gw: str) -> str:
-    return f"{PREFIX}gw:{gw}:alive"
+    return f"{_GLOBAL}:gw:{gw}:alive"
 
 
 def gateway_online(gw: str) -> str:
-    return f"{PREFIX}gw:{gw}:online"
+    return f"{_GLOBAL}:gw:{gw}:online"
 
 
 def gateway_scratch(gw: str) -> str:
     """A gateway's short-lived union of all online users, for /get_chats and /who."""
-    return f"{PREFIX}gw:{gw}:scratch"
+    return f"{_GLOBAL}:gw:{gw}:scratch"
 
 
 def chat_channel(c: str) -> str:
-    return f"{PREFIX}ch:c:{c}"
+    """A chat's channel: in the chat's slot, so post_many publishes where it writes."""
+    return f"{PREFIX}ch:{{{chat_conv(c)}}}"
 
 
 def user_channel(u: str) -> str:
-    return f"{PREFIX}ch:u:{u}"
+    return f"{PREFIX}ch:{{u:{u}}}"
 
 
-CHAT_CHANNEL = chat_channel("").encode()
-USER_CHANNEL = user_channel("").encode()
+CHAT_CHANNEL = chat_channel("").removesuffix("}").encode()
+USER_CHANNEL = user_channel("").removesuffix("}").encode()
+
+
+def channel_name(channel: bytes, prefix: bytes) -> str:
+    """The chat or user key of a channel that starts with `prefix` (CHAT_/USER_CHANNEL)."""
+    return channel[len(prefix) : -1].decode()

@@ -26,7 +26,7 @@ from store.contract import (
     id_key,
 )
 
-__all__ = ["decode"]
+__all__ = ["decode", "message_record"]
 
 log = logging.getLogger("chat.pubsub")
 _CHAT = keys.CHAT_CHANNEL
@@ -38,16 +38,22 @@ def _message(fields: str) -> Message:
     return Message(mid, id_key(mid), conv, sender, where, text)
 
 
+def message_record(mid: str, conv: str, sender: str, where: str, text: str) -> str:
+    """An `M` record, as the scripts write it (for the one a gateway publishes itself: a
+    private message on a cluster)."""
+    return "\x1f".join(("M", mid, conv, sender, where, text))
+
+
 def decode(channel: bytes, payload: bytes) -> list[StoreEvent]:
     """The events of one payload; a malformed one is logged and dropped, never raised:
     one bad payload must not stop the others."""
     try:
         text = payload.decode()
         if channel.startswith(_CHAT):
-            chat = channel[len(_CHAT) :].decode()
+            chat = keys.channel_name(channel, _CHAT)
             return [ChatPosts(chat, [_message(r[2:]) for r in text.split("\x1e")])]
         if channel.startswith(_USER):
-            user = channel[len(_USER) :].decode()
+            user = keys.channel_name(channel, _USER)
             return [_user_event(user, record) for record in text.split("\x1e")]
     except (ValueError, UnicodeDecodeError):
         log.exception("event=bad_payload channel=%r", channel)

@@ -1,10 +1,16 @@
-"""The gateway's single pub/sub link to Redis.
+"""The gateway's pub/sub links to Redis.
 
-One connection per gateway, whatever the number of users, speaking RESP2 (the hiredis
-RESP3 push path leaks memory per message). It parses with hiredis and hands every message
-that arrived in one read to the hub as one batch, so the hub can coalesce its writes.
-It reconnects with backoff by itself, resubscribes, and then tells the hub when the link
-was lost so the hub can read the gap from the streams.
+On a standalone Redis, one connection per gateway, whatever the number of users, speaking
+RESP2 (the hiredis RESP3 push path leaks memory per message). It parses with hiredis and
+hands every message that arrived in one read to the hub as one batch, so the hub can
+coalesce its writes. It reconnects with backoff by itself, resubscribes, and then tells
+the hub when the link was lost so the hub can read the gap from the streams.
+
+On a Redis Cluster, `ShardedLinks`: one such link per master that serves a channel the
+gateway needs, subscribed with SSUBSCRIBE (each channel lives in a slot, like a key, and
+post scripts SPUBLISH to it on the shard they write to). A channel whose slot moved (the
+server's own `sunsubscribe`, or `-MOVED` to SSUBSCRIBE) or whose master died is
+subscribed again where its slot is served now, and the hub reads the gap.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import hiredis
 from redis.connection import parse_url
 
 from store import keys
-from store.contract import StoreEvent
+from store.cluster import Addr, SlotMap, slot_of
+from store.contract import StoreEvent, StoreUnavailable
 from store.payloads import decode
 from store.resp import auth_command, encode_command, open_redis
 
-__all__ = ["PubSubLink"]
+__all__ = ["PubSubLink", "ShardedLinks"]
 
 log = logging.getLogger("chat.pubsub")
 
@@ -61,14 +68,14 @@ class _Protocol(asyncio.Protocol):
                 break
             if isinstance(reply, list) and reply:
                 kind = reply[0]
-                if kind == b"message":
+                if kind == b"message" or kind == b"smessage":
                     batch.append((reply[1], reply[2]))
-                elif kind == b"subscribe":
+                elif kind == b"subscribe" or kind == b"ssubscribe":
                     link._acked(reply[1])
-                elif kind == b"pong" or kind == b"unsubscribe":
-                    pass
+                elif kind == b"sunsubscribe":
+                    link._unsubscribed(reply[1])
             elif isinstance(reply, hiredis.ReplyError):
-                log.error("pubsub error reply: %s", reply)
+                link._error(str(reply))
         if batch:
             link.deliver(batch)
 
@@ -91,8 +98,17 @@ class PubSubLink:
         on_events: Callable[[list[StoreEvent]], None],
         on_reconnect: Callable[[float], Awaitable[None]],
         on_state: Callable[[bool], None],
+        *,
+        sharded: bool = False,
+        on_moved: Callable[[PubSubLink, list[bytes]], None] | None = None,
     ) -> None:
         self._params = parse_url(url)  # type: ignore[no-untyped-call]
+        self.sharded = sharded
+        self._verbs = (
+            (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if sharded else (b"SUBSCRIBE", b"UNSUBSCRIBE")
+        )
+        self._on_moved = on_moved
+        self.up = False
         self._on_events = on_events
         self._on_reconnect = on_reconnect
         self._on_state = on_state
@@ -144,9 +160,33 @@ class PubSubLink:
             if not fut.done():
                 fut.set_result(None)
 
-    async def subscribe(self, channels: list[str]) -> None:
+    def _unsubscribed(self, channel: bytes) -> None:
+        """A sunsubscribe: ours (the channel was removed first), or the server's own when
+        the channel's slot moved to another shard: then it must be subscribed there."""
+        if channel in self.channels and self._on_moved is not None:
+            self.channels.discard(channel)
+            self._on_moved(self, [channel])
+
+    def _error(self, text: str) -> None:
+        """An error reply; `-MOVED slot host:port` to SSUBSCRIBE: the slot is served
+        elsewhere, so its channels move (and their waiters stop waiting)."""
+        if not text.startswith("MOVED ") or self._on_moved is None:
+            log.error("pubsub error reply: %s", text)
+            return
+        slot = int(text.split(" ")[1])
+        moved = [c for c in self.channels if slot_of(c) == slot]
+        self.channels.difference_update(moved)
+        for c in moved:
+            for fut in self._waiting.pop(c, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        if moved:
+            self._on_moved(self, moved)
+
+    async def subscribe(self, channels: list[str] | list[bytes]) -> None:
         """SUBSCRIBE (channel names are the store's business: fan-out uses `add`)."""
-        new = [c.encode() for c in channels if c.encode() not in self.channels]
+        wanted = [c if isinstance(c, bytes) else c.encode() for c in channels]
+        new = [c for c in wanted if c not in self.channels]
         if not new:
             return
         self.channels.update(new)
@@ -155,14 +195,15 @@ class PubSubLink:
             return
         await self._subscribe_on(proto, new)
 
-    def unsubscribe(self, channels: list[str]) -> None:
-        gone = [c.encode() for c in channels if c.encode() in self.channels]
+    def unsubscribe(self, channels: list[str] | list[bytes]) -> None:
+        wanted = [c if isinstance(c, bytes) else c.encode() for c in channels]
+        gone = [c for c in wanted if c in self.channels]
         if not gone:
             return
         self.channels.difference_update(gone)
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.write(encode_command(b"UNSUBSCRIBE", *gone))
+            proto.transport.write(encode_command(self._verbs[1], *gone))
 
     async def _connect(self) -> _Protocol:
         proto = await open_redis(self._params, lambda: _Protocol(self), 5)
@@ -179,6 +220,8 @@ class PubSubLink:
                 proto = await self._connect()
             except (OSError, TimeoutError) as exc:
                 log.warning("pubsub connect failed: %s; retrying in %.1fs", exc, delay)
+                if self.sharded:  # a dead master: its channels may have a new home
+                    self._on_state(False)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
@@ -194,9 +237,11 @@ class PubSubLink:
                     await self._on_reconnect(lost_at)
                 except Exception:
                     log.exception("gap fill after reconnect failed")
+            self.up = True
             self._on_state(True)
             self._ready.set()
             await proto.lost
+            self.up = False
             self._proto = None
             lost_at = time.time()
             for waiting in self._waiting.values():
@@ -216,11 +261,162 @@ class PubSubLink:
             self._waiting[c].append(fut)
             futs.append(fut)
         assert proto.transport is not None
-        proto.transport.write(encode_command(b"SUBSCRIBE", *chans))
+        proto.transport.write(encode_command(self._verbs[0], *chans))
         try:
             await asyncio.wait_for(asyncio.gather(*futs), SUBSCRIBE_ACK_TIMEOUT)
         except TimeoutError:
             log.warning("subscribe not acknowledged in time: %d channels", len(chans))
+
+
+#: Seconds between looks at the slot map while a lost master's channels have no new home.
+REHOME_EVERY = 0.25
+
+
+class ShardedLinks:
+    """The `Subscriptions` of a Redis Cluster: a `PubSubLink` (SSUBSCRIBE) per master that
+    serves one of the gateway's channels, each channel on its slot's master.
+
+    When a link goes down, its channels wait on it while its master is still named for
+    their slots (a restart or a blip: the link resubscribes and reads the gap itself);
+    once a replica has taken the slots over they are subscribed there and the gap is read.
+    A channel whose slot moved while the link stayed up follows it the same way."""
+
+    def __init__(
+        self,
+        slots: SlotMap,
+        on_events: Callable[[list[StoreEvent]], None],
+        on_reconnect: Callable[[float], Awaitable[None]],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        self.slots = slots
+        self._on_events = on_events
+        self._on_reconnect = on_reconnect
+        self._on_state = on_state
+        self.links: dict[Addr, PubSubLink] = {}
+        self._rehoming: dict[PubSubLink, asyncio.Task[None]] = {}
+        self._moved: list[bytes] = []
+        self._moving: asyncio.Task[None] | None = None
+        self._up = True
+
+    @property
+    def count(self) -> int:
+        return sum(link.count for link in self.links.values())
+
+    async def start(self) -> None:
+        if not any(self.slots.owner):
+            await self.slots.refresh()
+
+    async def close(self) -> None:
+        for task in [*self._rehoming.values(), self._moving]:
+            if task is not None:
+                task.cancel()
+        for link in list(self.links.values()):
+            await link.close()
+
+    async def add(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
+        await self._subscribe([c.encode() for c in _channels(chats, users)])
+
+    def remove(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
+        gone = {c.encode() for c in _channels(chats, users)}
+        self._moved = [c for c in self._moved if c not in gone]
+        for link in self.links.values():
+            link.unsubscribe([c for c in gone if c in link.channels])
+
+    async def _subscribe(self, channels: list[bytes]) -> None:
+        """Subscribe each channel on its slot's master (a link started there if need be)."""
+        by_node: dict[Addr, list[bytes]] = {}
+        for c in channels:
+            addr = self.slots.node(slot_of(c))
+            if addr is None:  # no master for it yet: try again when the map says one
+                self._later([c])
+                continue
+            by_node.setdefault(addr, []).append(c)
+        await asyncio.gather(*(self._link(a).subscribe(cs) for a, cs in by_node.items()))
+
+    def _link(self, addr: Addr) -> PubSubLink:
+        link = self.links.get(addr)
+        if link is None:
+            link = PubSubLink(
+                self.slots.seeds.url(addr),
+                self._on_events,
+                self._on_reconnect,
+                self._on_state,  # replaced below: the state is this link's
+                sharded=True,
+                on_moved=self._channels_moved,
+            )
+            made = link
+            link._on_state = lambda up: self._link_state(made, up)
+            self.links[addr] = link
+            link._task = asyncio.get_running_loop().create_task(link._run(), name=f"pubsub {addr}")
+        return link
+
+    def _link_state(self, link: PubSubLink, up: bool) -> None:
+        if not up and link not in self._rehoming:
+            lost_at = time.time()
+            task = asyncio.get_running_loop().create_task(self._rehome(link, lost_at))
+            self._rehoming[link] = task
+            task.add_done_callback(lambda _: self._rehoming.pop(link, None))
+        now_up = all(li.up or not li.channels for li in self.links.values())
+        if now_up != self._up:
+            self._up = now_up
+            self._on_state(now_up)
+
+    async def _rehome(self, link: PubSubLink, lost_at: float) -> None:
+        """While `link` is down, move its channels to wherever their slots are served now;
+        when some moved, read the gap (the link reads it itself if it comes back)."""
+        while not link.up and link.channels:
+            try:
+                await self.slots.refresh()
+            except StoreUnavailable as exc:
+                log.warning("event=slot_map_refresh_failed error=%s", exc)
+                await asyncio.sleep(REHOME_EVERY)
+                continue
+            addr = next((a for a, li in self.links.items() if li is link), None)
+            moved = [c for c in link.channels if self.slots.node(slot_of(c)) != addr]
+            if moved:
+                link.channels.difference_update(moved)
+                log.warning("event=pubsub_failover channels=%d from=%s", len(moved), addr)
+                await self._subscribe(moved)
+                try:
+                    await self._on_reconnect(lost_at)
+                except Exception:
+                    log.exception("gap fill after a failover failed")
+            if not link.channels and addr is not None:
+                self.links.pop(addr, None)
+                await link.close()
+                self._link_state(link, True)
+                return
+            await asyncio.sleep(REHOME_EVERY)
+
+    def _channels_moved(self, link: PubSubLink, channels: list[bytes]) -> None:
+        self._later(channels)
+
+    def _later(self, channels: list[bytes]) -> None:
+        self._moved += channels
+        if self._moving is None or self._moving.done():
+            self._moving = asyncio.get_running_loop().create_task(self._move())
+
+    async def _move(self) -> None:
+        """Subscribe channels whose slot moved at their new master, then read the gap."""
+        lost_at = time.time()
+        while self._moved:
+            try:
+                await self.slots.refresh()
+            except StoreUnavailable as exc:
+                log.warning("event=slot_map_refresh_failed error=%s", exc)
+                await asyncio.sleep(REHOME_EVERY)
+                continue
+            todo = [c for c in self._moved if self.slots.node(slot_of(c)) is not None]
+            if not todo:
+                await asyncio.sleep(REHOME_EVERY)
+                continue
+            self._moved = [c for c in self._moved if c not in set(todo)]
+            log.info("event=pubsub_slot_moved channels=%d", len(todo))
+            await self._subscribe(todo)
+            try:
+                await self._on_reconnect(lost_at - 1)
+            except Exception:
+                log.exception("gap fill after a slot moved failed")
 
 
 def _channels(chats: Sequence[str], users: Sequence[str]) -> list[str]:

@@ -1,9 +1,17 @@
-"""The store on Redis (standalone, or the embedded fakeredis server): `Store` implemented.
+"""The store on Redis (standalone, a Redis Cluster, or the embedded fakeredis server):
+`Store` implemented.
 
 Posts go through the `Batcher` (one pipeline per loop turn on a dedicated RESP2
-connection); everything else uses redis-py's asyncio client. Every Redis error that means
-"not reachable" becomes `StoreUnavailable`; script replies become the contract's types here
-and nowhere else.
+connection, or one per master on a cluster); everything else uses redis-py's asyncio
+client (`RedisCluster` on a cluster). Every Redis error that means "not reachable" becomes
+`StoreUnavailable`; script replies become the contract's types here and nowhere else.
+
+Every script touches the keys of one cluster slot (a user's, a conversation's, or the
+shared `{g}`), so an operation on several (a join: the chat, the user, the chat list) is
+a few steps, the same on a standalone Redis. Only the hot path differs: on a standalone
+Redis a post checks the sender's ban and rate in the same script that stores it; on a
+cluster `post_gate.lua` checks them first in the sender's slot (docs/REDIS.md says why
+that cannot be abused).
 """
 
 from __future__ import annotations
@@ -15,12 +23,22 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store import keys
 from store.batcher import Batcher, ChatTarget
+from store.cluster import ClusterPipeline, Seeds, SlotMap
 from store.contract import (
     ACCEPTED,
     Account,
@@ -46,11 +64,14 @@ from store.contract import (
     StoreNoReply,
     StoreRefused,
     StoreUnavailable,
+    StoreUnusable,
+    Subscriptions,
     UserSeen,
     UserState,
     id_key,
 )
-from store.pubsub import PubSubLink
+from store.payloads import message_record
+from store.pubsub import PubSubLink, ShardedLinks
 from store.resp import RespPipeline, refusal
 from store.scripts import SCRIPTS as _SCRIPTS
 
@@ -87,6 +108,13 @@ ADDRESS_MEMORY = 30 * 86400
 #: Addresses remembered per user as known for login limits (the latest logins'): a user
 #: with more places than this loses the oldest one's exemption; ~40 bytes each.
 KNOWN_ADDRESSES = 16
+#: The oldest Redis with every command the scripts use (SINTERCARD, XADD with a
+#: ms-only id, SPUBLISH for a cluster).
+MIN_REDIS = (7, 0)
+HOUR_MS = 3_600_000
+#: Members read per step when a cluster counts a chat's online members (its member set
+#: and the online users live in different slots, so Redis cannot intersect them).
+SCAN_STEP = 1000
 
 
 _UNCONFIRMED = PostResult(PostStatus.UNCONFIRMED)
@@ -124,10 +152,18 @@ class RedisStore:
         chat_creations: int = 10,
         max_registrations: int = 0,
         account_ttl: int = 180 * 86400,
+        wait_replica_ms: int = 0,
     ) -> None:
         self.url = url
+        self.seeds = Seeds.parse(url)
+        self.reply_timeout = reply_timeout
+        #: Set by `start` when the URL names a Redis Cluster node.
+        self.cluster = False
+        self.slots: SlotMap | None = None
+        self.wait_replica_ms = wait_replica_ms
+        self._publish = "PUBLISH"
         pool = aredis.BlockingConnectionPool.from_url(
-            url,
+            self.seeds.url(self.seeds.nodes[0]),
             max_connections=POOL_SIZE,
             timeout=POOL_TIMEOUT,
             protocol=2,
@@ -155,13 +191,100 @@ class RedisStore:
         self.chat_creations = chat_creations
         self.max_registrations = max_registrations
         self.account_ttl_ms = account_ttl * 1000
-        self._pipeline = RespPipeline(url, reply_timeout)
+        self._pipeline: RespPipeline | ClusterPipeline = RespPipeline(
+            self.seeds.url(self.seeds.nodes[0]), reply_timeout, wait_replica_ms
+        )
         self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
 
     # -- plumbing -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Find out what the URL names (a standalone Redis or a cluster node), check that
+        it can serve, and load the scripts."""
+        cluster = await self._probe()
+        if cluster and not self.cluster:
+            await self._become_cluster()
         await self.load_scripts()
+
+    async def _probe(self) -> bool:
+        """Whether the first seed that answers is a cluster node; raises StoreUnusable for
+        a Redis that cannot serve, StoreUnavailable when no seed answers."""
+        last: Exception | None = None
+        for addr in self.seeds.nodes:
+            r = aredis.Redis.from_url(
+                self.seeds.url(addr),
+                protocol=2,
+                decode_responses=True,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=self.reply_timeout,
+            )
+            try:
+                info = await r.info("server")
+                enabled = (await r.info("cluster")).get("cluster_enabled", 0)
+            except (AuthenticationError, NoPermissionError) as exc:
+                raise StoreUnusable(
+                    f"Redis at {addr[0]}:{addr[1]} refused the gateway ({exc}); docs/REDIS.md "
+                    "gives the ACL a gateway needs"
+                ) from exc
+            except _UNAVAILABLE as exc:
+                last = exc
+                continue
+            except ResponseError as exc:
+                if "unknown command" in str(exc):  # the embedded store has no INFO
+                    return False
+                raise StoreUnusable(f"Redis at {addr[0]}:{addr[1]} refused INFO: {exc}") from exc
+            finally:
+                await r.aclose()
+            version = str(info.get("redis_version", "0"))
+            parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+            if parts < MIN_REDIS:
+                raise StoreUnusable(
+                    f"Redis at {addr[0]}:{addr[1]} is version {version}; the gateway needs "
+                    f"{MIN_REDIS[0]}.{MIN_REDIS[1]} or newer"
+                )
+            return bool(int(enabled))
+        raise StoreUnavailable(f"no Redis answered at {self.url_redacted()}: {last}")
+
+    def url_redacted(self) -> str:
+        return ",".join(f"{h}:{p}" for h, p in self.seeds.nodes)
+
+    async def _become_cluster(self) -> None:
+        """Switch every connection to cluster routing: redis-py's RedisCluster for the
+        ordinary calls, the slot map for the post batcher and the sharded links."""
+        params = parse_url(self.seeds.url(self.seeds.nodes[0]))  # type: ignore[no-untyped-call]
+        options = {
+            k: params[k]
+            for k in (
+                "username",
+                "password",
+                "ssl_ca_certs",
+                "ssl_cert_reqs",
+                "ssl_certfile",
+                "ssl_keyfile",
+                "ssl_check_hostname",
+            )
+            if k in params
+        }
+        if params.get("connection_class") is SSLConnection:
+            options["ssl"] = True
+        old = self.redis
+        self.redis = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self.seeds.nodes],
+            protocol=2,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=self.reply_timeout,
+            max_connections=POOL_SIZE,
+            **options,
+        )
+        await old.aclose()
+        self.slots = SlotMap(self.seeds, CONNECT_TIMEOUT)
+        await self.slots.refresh()
+        self._pipeline.close()
+        self._pipeline = ClusterPipeline(self.slots, self.reply_timeout, self.wait_replica_ms)
+        self._batcher.use(self._pipeline, _SCRIPTS["post_gate"], self.rate, self.burst)
+        self._publish = "SPUBLISH"
+        self.cluster = True
 
     async def load_scripts(self) -> None:
         for script in _SCRIPTS.values():
@@ -192,8 +315,23 @@ class RedisStore:
         on_events: Callable[[list[StoreEvent]], None],
         on_reconnect: Callable[[float], Awaitable[None]],
         on_state: Callable[[bool], None],
-    ) -> PubSubLink:
-        return PubSubLink(self.url, on_events, on_reconnect, on_state)
+    ) -> Subscriptions:
+        return _Links(self, on_events, on_reconnect, on_state)
+
+    def _links(
+        self,
+        on_events: Callable[[list[StoreEvent]], None],
+        on_reconnect: Callable[[float], Awaitable[None]],
+        on_state: Callable[[bool], None],
+    ) -> Subscriptions:
+        if self.slots is not None:
+            return ShardedLinks(self.slots, on_events, on_reconnect, on_state)
+        return PubSubLink(self.seeds.url(self.seeds.nodes[0]), on_events, on_reconnect, on_state)
+
+    def _pipe(self, transaction: bool = False) -> Any:
+        """A pipeline; a transaction only on a standalone Redis (on a cluster, commands
+        of several slots cannot be one transaction, and these need not be)."""
+        return self.redis.pipeline(transaction=transaction and not self.cluster)
 
     async def close(self) -> None:
         self._pipeline.close()
@@ -224,25 +362,32 @@ class RedisStore:
     async def register(
         self, user: str, name: str, password_hash: str, skeleton: str, address: str = ""
     ) -> Registration:
+        """Claim the name's look and count the address (`{g}`), create the account (the
+        user's slot), then put the user in #general and the last-seen list."""
+        claimed = await self._eval(
+            "register_claim",
+            [keys.skeleton(skeleton), keys.registrations(address)],
+            [user, self.max_registrations if address else 0],
+        )
+        if claimed == -1:
+            return Registration.LIMITED
+        if claimed == -2:
+            return Registration.LOOK_ALIKE
         created = await self._eval(
             "register",
-            [
-                keys.user(user),
-                keys.user_chats(user),
-                keys.members(GENERAL),
-                keys.chat(GENERAL),
-                keys.chat_sizes(),
-                keys.seen(),
-                keys.registrations(address),
-                keys.skeleton(skeleton),
-            ],
-            [user, name, password_hash, GENERAL, self.max_registrations if address else 0],
+            [keys.user(user), keys.user_chats(user)],
+            [name, password_hash, GENERAL],
         )
-        if created == 1:
-            return Registration.CREATED
-        if created == -1:
-            return Registration.LIMITED
-        return Registration.TAKEN if created == 0 else Registration.LOOK_ALIKE
+        if created != 1:
+            return Registration.TAKEN
+        _, _, count = await self._eval(
+            "join", [keys.chat(GENERAL), keys.members(GENERAL)], [user, GENERAL, 1, "ok"]
+        )
+        pipe = self._pipe()
+        pipe.zadd(keys.chat_sizes(), {GENERAL: int(count)})
+        pipe.zadd(keys.seen(), {user: int(time.time() * 1000)})
+        await self._call(pipe.execute())
+        return Registration.CREATED
 
     async def seen(self, user: str, address: str) -> None:
         now = int(time.time() * 1000)
@@ -263,29 +408,39 @@ class RedisStore:
     async def login_gate(
         self, user: str, address: str, limits: LoginLimits, *, take: bool
     ) -> LoginCheck:
-        gate, wait_ms = await self._eval(
+        """The nickname's limits (its slot), then, from an address the nickname never
+        logged in from, the address's limit (`{g}`). An attempt the address refuses after
+        the nickname's counters took it is given back to them."""
+        gate, value = await self._eval(
             "login_gate",
+            [keys.login_fails(user, address), keys.nick_fails(user), keys.known_addresses(user)],
             [
-                keys.login_fails(user, address),
-                keys.nick_fails(user),
-                keys.address_fails(address),
-                keys.known_addresses(user),
-            ],
-            [
-                user,
                 address,
                 limits.window,
                 limits.per_pair,
                 limits.per_nick,
-                limits.nicks_per_address,
                 ADDRESS_MEMORY * 1000,
                 1 if take else 0,
             ],
         )
+        if gate != "ok":
+            return LoginCheck(LoginGate(gate), int(value))
+        if int(value) == 1 or not limits.nicks_per_address:  # a known address
+            return LoginCheck(LoginGate.OK, 0)
+        gate, wait_ms = await self._eval(
+            "address_gate",
+            [keys.address_fails(address)],
+            [user, limits.window, limits.nicks_per_address, 1 if take else 0],
+        )
+        if gate != "ok" and take:
+            pipe = self._pipe()
+            pipe.decr(keys.login_fails(user, address))
+            pipe.decr(keys.nick_fails(user))
+            await self._call(pipe.execute())
         return LoginCheck(LoginGate(gate), int(wait_ms))
 
     async def set_password(self, user: str, password_hash: str) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._pipe(transaction=True)
         pipe.hset(keys.user(user), "pw", password_hash)
         pipe.delete(keys.tokens(user))
         await self._call(pipe.execute())
@@ -423,7 +578,7 @@ class RedisStore:
         """Queue one user's chat messages for the next pipeline; one result per text."""
         target = ChatTarget(
             chat,
-            (keys.stream(chat), keys.members(chat), keys.clock()),
+            (keys.stream(chat), keys.members(chat)),
             (
                 chat_name,
                 self.ttl_ms,
@@ -432,6 +587,7 @@ class RedisStore:
                 keys.chat_conv(chat),
                 keys.chat_channel(chat),
                 self.max_stored,
+                self._publish,
             ),
         )
         return self._batcher.chat(target, user, name, texts, _post_result)
@@ -440,6 +596,21 @@ class RedisStore:
         self, user: str, name: str, peer: str, text: str
     ) -> asyncio.Future[PostResult]:
         conv = keys.dm_conv(user, peer)
+        args = [
+            user,
+            name,
+            peer,
+            text,
+            self.ttl_ms,
+            self.rate,
+            self.burst,
+            conv,
+            keys.user_channel(user),
+            keys.user_channel(peer),
+            self.max_stored,
+        ]
+        if self.cluster:
+            return asyncio.ensure_future(self._post_private_cluster(user, name, peer, text, args))
         raw = self._batcher.call(
             _SCRIPTS["post_private"],
             [
@@ -447,62 +618,111 @@ class RedisStore:
                 keys.ban(user),
                 keys.rate(user),
                 keys.user(peer),
-                keys.clock(),
                 keys.user_peers(user),
                 keys.user_peers(peer),
             ],
-            [
-                user,
-                name,
-                peer,
-                text,
-                self.ttl_ms,
-                self.rate,
-                self.burst,
-                conv,
-                keys.user_channel(user),
-                keys.user_channel(peer),
-                self.max_stored,
-            ],
+            [*args, ""],
         )
         return _mapped(
             raw, lambda r: _post_result(r[0], r[1] if len(r) > 1 else ""), lambda: _UNCONFIRMED
         )
 
+    async def _post_private_cluster(
+        self, user: str, name: str, peer: str, text: str, args: list[Any]
+    ) -> PostResult:
+        """A private message on a cluster: the recipient (its slot) and the sender's ban
+        and rate (`post_gate.lua`, the sender's slot) first, then the stream (the
+        conversation's slot), then both users' peers and channels (their slots). A
+        gateway that dies between the stream and the publish leaves the message stored
+        and unread: the recipient gets it at the next login, not live."""
+        pipe = self._pipe()
+        pipe.hget(keys.user(peer), "name")
+        pipe.evalsha(
+            _SCRIPTS["post_gate"].sha, 2, keys.ban(user), keys.rate(user), self.rate, self.burst, 1
+        )
+        try:
+            recipient, gate = await self._call(pipe.execute())
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._post_private_cluster(user, name, peer, text, args)
+        if not recipient:
+            return PostResult(PostStatus.NO_USER)
+        if gate[0] != "ok":
+            return _post_result(gate[0], gate[1])
+        conv = keys.dm_conv(user, peer)
+        try:
+            status, mid = await self._eval(
+                "post_private", [keys.conv_stream(conv)], [*args, recipient]
+            )
+        except StoreNoReply:
+            return _UNCONFIRMED
+        if status != "ok":
+            return _post_result(status, mid)
+        payload = message_record(mid, conv, name, recipient, text)
+        pipe = self._pipe()
+        for a, b in ((user, peer), (peer, user)):
+            pipe.sadd(keys.user_peers(a), b)
+            pipe.pexpire(keys.user_peers(a), self.ttl_ms)
+            pipe.execute_command("SPUBLISH", keys.user_channel(a), payload)
+        await self._call(pipe.execute())
+        return ACCEPTED
+
     # -- chats ---------------------------------------------------------------------------
 
     async def join(self, user: str, chat: str, typed: str, origin: str) -> Membership:
-        status, name = await self._eval(
-            "join",
-            [
-                keys.chat(chat),
-                keys.members(chat),
-                keys.user_chats(user),
-                keys.chat_sizes(),
-                keys.creations(user),
-            ],
-            [
-                user,
-                chat,
-                typed,
-                keys.user_channel(user),
-                origin,
-                self.max_user_chats,
-                self.max_chats,
-                self.chat_creations,
-            ],
+        """Read the user's and the global limits, add the member in the chat's slot, then
+        record the chat in the user's chats and the chat list and tell the user's
+        gateways. Two joins racing past the limits' first read (the same user on two
+        devices, or chats created at once) can each pass: a limit may be exceeded by the
+        number of joins in flight at that instant, never more."""
+        pipe = self._pipe()
+        pipe.sismember(keys.user_chats(user), chat)
+        pipe.scard(keys.user_chats(user))
+        pipe.get(keys.creations(user))
+        pipe.zcard(keys.chat_sizes())
+        listed, mine, made, existing = await self._call(pipe.execute())
+        may_join = 1 if listed or int(mine) < self.max_user_chats else 0
+        if int(existing) >= self.max_chats:
+            may_create = JoinStatus.CHAT_LIMIT.value
+        elif int(made or 0) >= self.chat_creations:
+            may_create = JoinStatus.CREATE_RATE.value
+        else:
+            may_create = "ok"
+        status, name, count = await self._eval(
+            "join", [keys.chat(chat), keys.members(chat)], [user, typed, may_join, may_create]
         )
-        if status in ("joined", "already"):
-            return Membership(status == "joined", name)
-        return Membership(False, typed, JoinStatus(status))
+        if status not in ("joined", "created", "already"):
+            return Membership(False, typed, JoinStatus(status))
+        pipe = self._pipe()
+        pipe.sadd(keys.user_chats(user), chat)
+        if status != "already":
+            if status == "created":
+                pipe.incr(keys.creations(user))
+                pipe.expire(keys.creations(user), 3600, nx=True)
+            pipe.zadd(keys.chat_sizes(), {chat: int(count)})
+            self._publish_on(pipe, keys.user_channel(user), f"J\x1f{chat}\x1f{name}\x1f{origin}")
+        await self._call(pipe.execute())
+        return Membership(status != "already", name)
 
     async def leave(self, user: str, chat: str, origin: str) -> Membership:
-        removed, name = await self._eval(
-            "leave",
-            [keys.chat(chat), keys.members(chat), keys.user_chats(user), keys.chat_sizes()],
-            [user, chat, keys.user_channel(user), origin],
+        """Remove the member in the chat's slot, then from the user's chats and the chat
+        list (a chat left empty is deleted), and tell the user's gateways."""
+        removed, name, left = await self._eval(
+            "leave", [keys.chat(chat), keys.members(chat)], [user, chat]
         )
+        pipe = self._pipe()
+        pipe.srem(keys.user_chats(user), chat)
+        if removed:
+            if int(left) == 0:
+                pipe.zrem(keys.chat_sizes(), chat)
+            else:
+                pipe.zadd(keys.chat_sizes(), {chat: int(left)})
+            self._publish_on(pipe, keys.user_channel(user), f"L\x1f{chat}\x1f{name}\x1f{origin}")
+        await self._call(pipe.execute())
         return Membership(bool(removed), name)
+
+    def _publish_on(self, pipe: Any, channel: str, payload: str) -> None:
+        pipe.execute_command(self._publish, channel, payload)
 
     async def live_gateways(self) -> list[str]:
         """The gateways whose heartbeat is current (dead ones are dropped from the set)."""
@@ -552,6 +772,19 @@ class RedisStore:
         if not top:
             return ChatList([], int(total))
         online = await self._online_union()
+        if self.cluster:  # members and the online users are in different slots
+            pipe = self._pipe()
+            for c, _ in top:
+                pipe.hget(keys.chat(c), "name")
+            names = await self._call(pipe.execute())
+            counts = [
+                (await self._online_members(c, online, 0))[1] if online else 0 for c, _ in top
+            ]
+            infos = [
+                ChatInfo(names[i] or c, int(count), counts[i]) for i, (c, count) in enumerate(top)
+            ]
+            infos.sort(key=lambda x: (-x.members, x.name.casefold()))
+            return ChatList(infos, int(total))
         pipe = self.redis.pipeline(transaction=True)  # one scratch key: read it at once
         for c, _ in top:
             pipe.hget(keys.chat(c), "name")
@@ -572,12 +805,15 @@ class RedisStore:
         online = await self._online_union()
         if not online:
             return OnlineList([], 0)
-        found = f"{online}:who"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sinterstore(found, [keys.members(chat), online])
-        pipe.srandmember(found, limit)
-        pipe.delete(found)
-        total, present, _ = await self._call(pipe.execute())
+        if self.cluster:
+            present, total = await self._online_members(chat, online, limit)
+        else:
+            found = f"{online}:who"
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.sinterstore(found, [keys.members(chat), online])
+            pipe.srandmember(found, limit)
+            pipe.delete(found)
+            total, present, _ = await self._call(pipe.execute())
         if not present:
             return OnlineList([], 0)
         pipe = self.redis.pipeline(transaction=False)
@@ -587,24 +823,68 @@ class RedisStore:
         shown = sorted((n or u for u, n in zip(present, names, strict=False)), key=str.casefold)
         return OnlineList(shown, int(total))
 
+    async def _online_members(self, chat: str, online: str, limit: int) -> tuple[list[str], int]:
+        """On a cluster: up to `limit` online members of `chat`, and how many there are.
+        The smaller of the two sets is walked (SSCAN) and looked up in the other
+        (SMISMEMBER), SCAN_STEP at a time, so the cost is that set's size in steps."""
+        pipe = self._pipe()
+        pipe.scard(keys.members(chat))
+        pipe.scard(online)
+        n_members, n_online = await self._call(pipe.execute())
+        walk, probe = (keys.members(chat), online)
+        if int(n_online) < int(n_members):
+            walk, probe = online, keys.members(chat)
+        found: list[str] = []
+        total = 0
+        cursor = 0
+        while True:
+            cursor, batch = await self._call(self.redis.sscan(walk, cursor, count=SCAN_STEP))
+            if batch:
+                hits = await self._call(self.redis.smismember(probe, batch))
+                for u, hit in zip(batch, hits, strict=True):
+                    if hit:
+                        total += 1
+                        if len(found) < limit:
+                            found.append(u)
+            if int(cursor) == 0:
+                return found, total
+
     async def is_member(self, user: str, chat: str) -> bool:
         return bool(await self._call(self.redis.sismember(keys.members(chat), user)))
 
     # -- complaints ----------------------------------------------------------------------
 
     async def complain(self, user: str, target: str, address: str) -> Complaint:
+        """The complainer's age and hourly allowance are read first (the complainer's
+        slot), the complaint is decided and counted in the target's slot, then recorded
+        in the complainer's allowance and, on a ban, listed with the held addresses
+        (`{g}`). The allowance is the only check not in the deciding step: complaints
+        sent at the same instant from several sessions of one complainer can each pass
+        it, so it may be exceeded by that number; each still counts once per complainer
+        and per address, which the deciding step enforces."""
+        now = int(time.time() * 1000)
+        pipe = self._pipe()
+        pipe.hget(keys.user(user), "created")
+        recent = keys.complaints_by(user)
+        if self.complaints_per_hour:
+            pipe.zremrangebyscore(recent, "-inf", now - HOUR_MS)
+            pipe.zcard(recent)
+            pipe.zrange(recent, 0, 0, withscores=True)
+        res = await self._call(pipe.execute())
+        young = 0
+        if self.complaint_min_age_ms:
+            young = max(0, int(res[0] or 0) * 1000 + self.complaint_min_age_ms - now)
+        rate_wait = 0
+        if self.complaints_per_hour and int(res[2]) >= self.complaints_per_hour and res[3]:
+            rate_wait = max(1, int(res[3][0][1]) + HOUR_MS - now)
         res = await self._eval(
             "complain",
             [
                 keys.complaints(target),
                 keys.ban(target),
                 keys.user(target),
-                keys.user(user),
-                keys.complaints_by(user),
                 keys.complaint_addresses(target),
                 keys.user_addresses(target),
-                keys.held_addresses(),
-                keys.bans(),
             ],
             [
                 user,
@@ -612,13 +892,27 @@ class RedisStore:
                 self.ban_ms,
                 keys.user_channel(target),
                 address,
-                self.complaint_min_age_ms,
-                self.complaints_per_hour,
+                young,
+                rate_wait,
                 self.complaints_per_address,
-                target,
+                self._publish,
             ],
         )
         status = ComplaintStatus(res[0])
+        if status in (ComplaintStatus.RECORDED, ComplaintStatus.BANNED):
+            pipe = self._pipe()
+            if self.complaints_per_hour:
+                pipe.zadd(recent, {keys.user_channel(target): now})
+                pipe.pexpire(recent, HOUR_MS)
+            if status is ComplaintStatus.BANNED:
+                till = int(res[2])
+                self._list_ban(pipe, target, till)
+                pipe.zremrangebyscore(keys.held_addresses(), "-inf", now)
+                held = res[4:]
+                if held:
+                    pipe.zadd(keys.held_addresses(), dict.fromkeys(held, till), gt=True)
+            if len(pipe):
+                await self._call(pipe.execute())
         if status is ComplaintStatus.NO_USER:
             return Complaint(status)
         if status in (ComplaintStatus.TOO_NEW, ComplaintStatus.RATE):
@@ -628,6 +922,12 @@ class RedisStore:
         if status is ComplaintStatus.BANNED:
             return Complaint(status, count=int(res[1]), until_ms=int(res[2]), name=res[3])
         return Complaint(status, count=int(res[1]), name=res[2])
+
+    @staticmethod
+    def _list_ban(pipe: Any, user: str, till: int) -> None:
+        """Queue listing a ban in the bans zset `admin bans` reads (expired ones go)."""
+        pipe.zremrangebyscore(keys.bans(), "-inf", int(time.time() * 1000))
+        pipe.zadd(keys.bans(), {user: till})
 
     # -- moderation and operators ----------------------------------------------------------
 
@@ -649,26 +949,30 @@ class RedisStore:
             [
                 keys.ban(user),
                 keys.user(user),
-                keys.bans(),
                 keys.complaints(user),
                 keys.complaint_addresses(user),
             ],
-            [user, duration * 1000, keys.user_channel(user)],
+            [duration * 1000, keys.user_channel(user), self._publish],
         )
         if res[0] == "nouser":
             return None
+        pipe = self._pipe()
+        self._list_ban(pipe, user, int(res[1]))
+        await self._call(pipe.execute())
         return BanInfo(user, str(res[2]), int(res[1]))
 
     async def unban(self, user: str) -> bool:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._pipe()
         pipe.exists(keys.ban(user))
-        pipe.delete(keys.ban(user), keys.complaints(user), keys.complaint_addresses(user))
+        pipe.delete(keys.ban(user))
+        pipe.delete(keys.complaints(user))
+        pipe.delete(keys.complaint_addresses(user))
         pipe.zrem(keys.bans(), user)
-        was, _, _ = await self._call(pipe.execute())
+        was, *_ = await self._call(pipe.execute())
         return bool(was)
 
     async def kick(self, user: str) -> None:
-        await self._call(self.redis.publish(keys.user_channel(user), "K"))
+        await self._call(self.redis.execute_command(self._publish, keys.user_channel(user), "K"))
 
     async def bans(self) -> list[BanInfo]:
         now = int(time.time() * 1000)
@@ -718,12 +1022,6 @@ class RedisStore:
         for peer in peers:  # the private conversations go with the account
             pipe.delete(keys.conv_stream(keys.dm_conv(user, peer)))
             pipe.srem(keys.user_peers(peer), user)
-        pipe.delete(
-            keys.tokens(user),
-            keys.user_addresses(user),
-            keys.complaints_by(user),
-            keys.complaint_addresses(user),
-        )
         pipe.srem(keys.moderators(), user)
         pipe.zrem(keys.bans(), user)
         pipe.zadd(keys.seen(), {user: 0})  # so that forget.lua's cutoff takes it
@@ -735,28 +1033,47 @@ class RedisStore:
         return True
 
     async def _forget(self, u: str, cutoff: int) -> int:
-        return int(
-            await self._eval(
-                "forget",
-                [
-                    keys.seen(),
-                    keys.chat_sizes(),
-                    keys.user(u),
-                    keys.user_chats(u),
-                    keys.user_peers(u),
-                    keys.cursors(u),
-                    keys.ban(u),
-                    keys.rate(u),
-                    keys.complaints(u),
-                    keys.tokens(u),
-                    keys.moderators(),
-                    keys.bans(),
-                    keys.user_addresses(u),
-                    keys.known_addresses(u),
-                ],
-                [u, cutoff, keys.chat_prefix()],
-            )
+        """Forget user `u` if not seen after `cutoff`: its own keys (its slot), then its
+        memberships (each chat's slot) and the shared lists (`{g}`). A login between the
+        look at last-seen and the deletion would be undone by it; an account unseen for
+        the account lifetime that logs in at that very instant is the only one at risk."""
+        seen = await self._call(self.redis.zscore(keys.seen(), u))
+        if seen is None or float(seen) > cutoff:
+            return 0
+        chats = await self._eval(
+            "forget",
+            [
+                keys.user(u),
+                keys.user_chats(u),
+                keys.user_peers(u),
+                keys.cursors(u),
+                keys.ban(u),
+                keys.rate(u),
+                keys.complaints(u),
+                keys.complaint_addresses(u),
+                keys.complaints_by(u),
+                keys.tokens(u),
+                keys.user_addresses(u),
+                keys.known_addresses(u),
+                keys.creations(u),
+                keys.nick_fails(u),
+            ],
+            [],
         )
+        pipe = self._pipe()
+        for chat in chats:
+            removed, _, left = await self._eval(
+                "leave", [keys.chat(chat), keys.members(chat)], [u, chat]
+            )
+            if removed and int(left) == 0:
+                pipe.zrem(keys.chat_sizes(), chat)
+            elif removed:
+                pipe.zadd(keys.chat_sizes(), {chat: int(left)})
+        pipe.srem(keys.moderators(), u)
+        pipe.zrem(keys.bans(), u)
+        pipe.zrem(keys.seen(), u)
+        await self._call(pipe.execute())
+        return 1
 
     async def audit(self, fields: dict[str, str], keep: int) -> None:
         await self._call(self.redis.xadd(keys.audit(), fields, maxlen=keep, approximate=True))
@@ -847,6 +1164,43 @@ class RedisStore:
         pipe.srem(keys.gateways(), self.gateway_id)
         pipe.delete(keys.gateway_alive(self.gateway_id), keys.gateway_online(self.gateway_id))
         await self._call(pipe.execute())
+
+
+class _Links:
+    """The store's `Subscriptions`, chosen when the link starts: fan-out asks for it while
+    the gateway is built, before `start` has found out whether Redis is a cluster."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        on_events: Callable[[list[StoreEvent]], None],
+        on_reconnect: Callable[[float], Awaitable[None]],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        self._store = store
+        self._args = (on_events, on_reconnect, on_state)
+        self._link: Subscriptions | None = None
+
+    @property
+    def count(self) -> int:
+        return self._link.count if self._link is not None else 0
+
+    async def start(self) -> None:
+        self._link = self._store._links(*self._args)
+        await self._link.start()
+
+    async def close(self) -> None:
+        if self._link is not None:
+            await self._link.close()
+
+    async def add(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
+        if self._link is None:
+            raise StoreUnavailable("the pub/sub link has not started")
+        await self._link.add(chats, users)
+
+    def remove(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
+        if self._link is not None:
+            self._link.remove(chats, users)
 
 
 def _refused(exc: Exception) -> StoreRefused | None:

@@ -141,9 +141,12 @@ class _Protocol(asyncio.Protocol):
 class RespPipeline:
     """Sends batches of commands on one connection; any number of batches in flight."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, wait_replica_ms: int = 0) -> None:
         self._params = parse_url(url)  # type: ignore[no-untyped-call]
         self._timeout = timeout
+        #: When set, each batch ends with WAIT 1 <ms>: its replies come back only once a
+        #: replica has the writes (or the time is up: then the batch counts as unanswered).
+        self._wait_replica_ms = wait_replica_ms
         self._proto: _Protocol | None = None
         self._lock = asyncio.Lock()
 
@@ -178,7 +181,15 @@ class RespPipeline:
         Raises `StoreUnavailable` when nothing was sent (no connection), and its subclass
         `StoreNoReply` when the commands were sent but no reply came within the timeout:
         Redis may still carry them out (a stalled server runs them when it wakes)."""
-        return await self._send(await self._connection(), commands)
+        if not self._wait_replica_ms:
+            return await self._send(await self._connection(), commands)
+        replies = await self._send(
+            await self._connection(), [*commands, ("WAIT", 1, self._wait_replica_ms)]
+        )
+        acked = replies.pop()
+        if not isinstance(acked, int) or acked < 1:
+            raise StoreNoReply("no replica acknowledged the writes in time")
+        return replies
 
     async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
         if proto.transport is None:

@@ -1,10 +1,10 @@
 """The Redis Lua scripts, each composed once at import from shared pieces and its body.
 
-Several scripts need the same few steps: read the server time, hand out message ids from
-the shared clock, take a token from a sender's bucket. Written into each script, they drifted
+Several scripts need the same few steps: read the server time, take a token from a
+sender's bucket. Written into each script, they drifted
 apart. So, as centrifuge composes its Redis engine's scripts, each step is written once as a
 piece, `lua/<piece>_fn.lua`, defining `local function`s; a script body, `lua/<name>.lua`,
-names the pieces it needs in a header line (`-- uses: time, clock, bucket`), and the text
+names the pieces it needs in a header line (`-- uses: time, bucket`), and the text
 sent to Redis is those pieces followed by the body. `Script.sha` is the sha1 of that text,
 the name EVALSHA and SCRIPT LOAD know it by.
 """
@@ -23,12 +23,15 @@ LUA_DIR: Final = Path(__file__).with_name("lua")
 NAMES: Final = (
     "post_many",
     "post_private",
+    "post_gate",
     "join",
     "leave",
+    "register_claim",
     "register",
     "complain",
     "advance",
     "login_gate",
+    "address_gate",
     "token_issue",
     "token_check",
     "forget",

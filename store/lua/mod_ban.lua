@@ -1,24 +1,22 @@
 -- mod_ban: a moderator's or an operator's ban: at once, for the given time, no complaints
--- needed (pending complaints about the target are cleared). Listed in the bans zset and
--- told to the target's gateways, as a ban after complaints is.
+-- needed (pending complaints about the target are cleared); told to the target's
+-- gateways, as a ban after complaints is. Only the target's keys (one cluster slot): the
+-- caller lists the ban in the bans zset afterwards.
 -- uses: time
 --
--- KEYS[1] ban  KEYS[2] target's account hash  KEYS[3] bans zset (user -> ban end ms)
--- KEYS[4] complaints zset  KEYS[5] complaint addresses hash
--- ARGV[1] user key  ARGV[2] duration ms  ARGV[3] target channel
+-- KEYS[1] ban  KEYS[2] target's account hash  KEYS[3] complaints zset
+-- KEYS[4] complaint addresses hash
+-- ARGV[1] duration ms  ARGV[2] target channel
+-- ARGV[3] publish command: PUBLISH (standalone) or SPUBLISH (cluster)
 -- Publishes to the target channel: B \31 until_ms \31 m (m: by a moderator)
 -- Returns {'nouser'} | {'ban', until_ms, name}
-local ban_key, account_key, bans_key = KEYS[1], KEYS[2], KEYS[3]
-local complaints_key, addresses_key = KEYS[4], KEYS[5]
-local user, duration, target_channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local ban_key, account_key, complaints_key, addresses_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local duration, target_channel, publish = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 
 local name = redis.call('HGET', account_key, 'name')
 if not name then return {'nouser'} end
-local now = now_ms()
-local till = string.format('%d', now + duration)
+local till = string.format('%d', now_ms() + duration)
 redis.call('SET', ban_key, till, 'PX', duration)
-redis.call('ZREMRANGEBYSCORE', bans_key, '-inf', string.format('%d', now))
-redis.call('ZADD', bans_key, till, user)
 redis.call('DEL', complaints_key, addresses_key)
-redis.call('PUBLISH', target_channel, table.concat({'B', till, 'm'}, '\31'))
+redis.call(publish, target_channel, table.concat({'B', till, 'm'}, '\31'))
 return {'ban', till, name}

@@ -194,7 +194,7 @@ async def test_message_lifetime(backend, gateways, clients) -> None:
         r = redis_sync.Redis.from_url(backend, decode_responses=True)
         await a.send("fresh")
         await a.expect("fresh")
-        assert [f["t"] for _, f in r.xrange("chat:msgs:c:general")] == ["fresh"]
+        assert [f["t"] for _, f in r.xrange("chat:{c:general}:msgs")] == ["fresh"]
         r.close()
 
 

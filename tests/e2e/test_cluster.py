@@ -148,17 +148,17 @@ async def test_one_resp2_pubsub_connection_per_gateway_with_only_needed_channels
     assert len(pubsub) == 2  # one per gateway, not one per user
     assert all(c["resp"] == "2" for c in pubsub)
     channels = set(r.pubsub_channels())
-    assert channels == {"chat:ch:c:general"} | {f"chat:ch:u:user{i}" for i in range(5)}
+    assert channels == {"chat:ch:{c:general}"} | {f"chat:ch:{{u:user{i}}}" for i in range(5)}
     await users[0].send("/chats lonely")
     await users[0].expect("joined")
-    assert "chat:ch:c:lonely" in set(r.pubsub_channels())
+    assert "chat:ch:{c:lonely}" in set(r.pubsub_channels())
     await users[0].send("/leave lonely")
     await users[0].expect("left")
     await users[0].send("/quit")
     await users[0].expect("bye")
     await asyncio.sleep(0.3)
     channels = set(r.pubsub_channels())
-    assert "chat:ch:c:lonely" not in channels and "chat:ch:u:user0" not in channels
+    assert "chat:ch:{c:lonely}" not in channels and "chat:ch:{u:user0}" not in channels
     r.close()
 
 
@@ -173,8 +173,8 @@ async def test_history_refuses_a_chat_left_elsewhere_even_if_the_notice_was_lost
     await a.send("secret stuff")
     await a.expect("secret stuff")
     # Leave behind the gateway's back (as if the leave event never reached it).
-    redis_proc.cli("SREM", "chat:chat:secret:members", "alice")
-    redis_proc.cli("SREM", "chat:user:alice:chats", "secret")
+    redis_proc.cli("SREM", "chat:{c:secret}:members", "alice")
+    redis_proc.cli("SREM", "chat:{u:alice}:chats", "secret")
     await a.send("/history")
     assert await a.line() == "! you are not in #secret"
     assert await a.line() == "* current chat is now #general"

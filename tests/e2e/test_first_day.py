@@ -318,12 +318,12 @@ async def test_redis_doc_examples_run_with_and_without_a_gateway(
     results = {e: await asyncio.to_thread(_run_example, e, port) for e in examples}
     for example, (code, out) in results.items():
         assert code == 0 and "ERR" not in out and "WRONGTYPE" not in out, (example, out)
-    assert "psst" in results[next(e for e in examples if "chat:msgs:p:alice|bob" in e)][1]
-    assert "general" in results[next(e for e in examples if "chat:user:bob:chats" in e)][1]
-    assert "bob" in results[next(e for e in examples if "chat:chat:random:members" in e)][1]
-    assert "alice" in results[next(e for e in examples if "chat:complaints:bob" in e)][1]
-    assert "bob" in results[next(e for e in examples if "HGET chat:user:bob name" in e)][1]
-    assert results[next(e for e in examples if "chat:user:bob:cursor" in e)][1].strip()
+    assert "psst" in results[next(e for e in examples if "chat:{p:alice|bob}:msgs" in e)][1]
+    assert "general" in results[next(e for e in examples if "chat:{u:bob}:chats" in e)][1]
+    assert "bob" in results[next(e for e in examples if "chat:{c:random}:members" in e)][1]
+    assert "alice" in results[next(e for e in examples if "chat:{u:bob}:complaints" in e)][1]
+    assert "bob" in results[next(e for e in examples if "HGET 'chat:{u:bob}' name" in e)][1]
+    assert results[next(e for e in examples if "chat:{u:bob}:cursor" in e)][1].strip()
     gw.stop()  # no gateway running: the examples still run, and nobody is online
     for example in examples:
         code, out = await asyncio.to_thread(_run_example, example, port)

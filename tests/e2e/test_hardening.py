@@ -32,8 +32,8 @@ async def test_hit_and_run_registrations_leave_no_ghost_sessions(redis_url, gate
     assert (await alice.expect("online in #general")).startswith("* online in #general (1): alice")
     r = redis_py.Redis.from_url(redis_url, decode_responses=True)
     try:
-        channels = set(r.pubsub_channels("chat:ch:u:*"))
-        assert channels == {"chat:ch:u:alice"}, channels  # no one subscribed for a ghost
+        channels = set(r.pubsub_channels("chat:ch:{u:*"))
+        assert channels == {"chat:ch:{u:alice}"}, channels  # no one subscribed for a ghost
     finally:
         r.close()
     registered = []
@@ -183,7 +183,7 @@ async def test_names_from_the_web_door_follow_the_rules(redis_url, gateways, cli
     await alice.expect("general still works")
     r = redis_py.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert r.type("chat:chat:general:members") == "set"
+        assert r.type("chat:{c:general}:members") == "set"
     finally:
         r.close()
 
@@ -219,8 +219,8 @@ async def test_a_connection_closed_during_a_join_leaves_no_subscription(
     await asyncio.sleep(1.0)
     r = redis_py.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert r.pubsub_channels("chat:ch:c:leak*") == []
-        assert r.pubsub_channels("chat:ch:u:*") == []
+        assert r.pubsub_channels("chat:ch:{c:leak*") == []
+        assert r.pubsub_channels("chat:ch:{u:*") == []
     finally:
         r.close()
 

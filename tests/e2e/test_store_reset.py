@@ -53,7 +53,7 @@ async def test_redis_restarted_empty_users_keep_chatting_without_reconnecting(
     # Nothing that lets anyone in was re-created: the accounts are gone with the data.
     r = redis_py.Redis(port=redis.port, decode_responses=True)
     try:
-        assert not r.exists("chat:user:alice") and not r.exists("chat:user:bob")
+        assert not r.exists("chat:{u:alice}") and not r.exists("chat:{u:bob}")
     finally:
         r.close()
 
@@ -120,9 +120,9 @@ async def test_redis_out_of_memory_is_said_clearly_and_everything_recovers(
     try:
 
         async def cursor() -> str | None:
-            return await loop.run_in_executor(None, r.hget, "chat:user:alice:cursor", "c:general")
+            return await loop.run_in_executor(None, r.hget, "chat:{u:alice}:cursor", "c:general")
 
-        last = r.xrevrange("chat:msgs:c:general", count=1)[0][0]
+        last = r.xrevrange("chat:{c:general}:msgs", count=1)[0][0]
         assert await _until(cursor, lambda c: c == last, timeout=5) == last
     finally:
         r.close()

@@ -140,9 +140,9 @@ async def test_tokens_are_stored_hashed_and_work_on_every_gateway(
     assert (await _resume(b, "frank", token)).startswith("* ready: logged in as frank")
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        stored = r.hgetall("chat:user:frank:tokens")
+        stored = r.hgetall("chat:{u:frank}:tokens")
         assert list(stored) == [hashlib.sha256(token.encode()).hexdigest()]
-        assert 0 < r.pttl("chat:user:frank:tokens") <= 30 * 86400 * 1000
+        assert 0 < r.pttl("chat:{u:frank}:tokens") <= 30 * 86400 * 1000
         for key in r.scan_iter("chat:*"):  # the token itself is nowhere
             kind = r.type(key)
             dump = {"hash": r.hgetall, "string": r.get, "set": r.smembers}.get(kind)
