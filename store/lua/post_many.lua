@@ -1,14 +1,14 @@
 -- post_many: many chat messages into one chat at once, the gateway's batch of one loop
 -- turn from any number of users. Each message is checked (membership; on a standalone
--- Redis also ban and rate) and stored in order with an id the stream hands out (XADD *:
--- milliseconds of the server clock, then a sequence; never lower than the stream's last);
+-- Redis also ban and rate) and stored in order with an id from the server clock
+-- (xadd_fn.lua: to the microsecond, never lower than the stream's last);
 -- the stream is trimmed (to the lifetime, then exactly to the newest `max stored`
 -- messages) and expired once, and all accepted messages are published as one payload, so
 -- every gateway parses and fans them out as one burst. Membership and ban are read once
 -- per sender; each sender's bucket is read once and written back once, at the end.
 -- On a Redis Cluster the senders' ban and bucket live in their own slots: the gateway
 -- checks them first with post_gate.lua and passes no sender keys here.
--- uses: time, bucket
+-- uses: time, bucket, xadd
 --
 -- KEYS[1] stream  KEYS[2] members
 -- then, when senders are checked here, for message i (1-based): KEYS[1 + 2i] sender's ban,
@@ -62,7 +62,7 @@ for i = 1, n do
     end
   end
   if ok then
-    local id = redis.call('XADD', stream_key, '*', 'n', name, 't', text)
+    local id = xadd_timed(stream_key, 'n', name, 't', text)
     records[#records + 1] = table.concat({'M', id, conv, name, chat_name, text}, '\31')
     out[#out + 1], out[#out + 2] = 'ok', id
   end

@@ -4,8 +4,8 @@
 -- into letting a message through), record the peers, and publish to both users. On a
 -- Redis Cluster those keys live in the users' own slots: the gateway checks with
 -- post_gate.lua first, passes only the stream here, and records and publishes after.
--- The id comes from the stream (XADD *). (Chat messages go through post_many.lua.)
--- uses: time, bucket
+-- The id comes from the server clock (xadd_fn.lua). (Chat messages go through post_many.lua.)
+-- uses: time, bucket, xadd
 --
 -- KEYS[1] stream; when checked here: KEYS[2] sender's ban  KEYS[3] sender's rate bucket
 -- KEYS[4] recipient's account hash  KEYS[5] sender's peers  KEYS[6] recipient's peers
@@ -39,7 +39,7 @@ if checked then
   end
 end
 
-local id = redis.call('XADD', stream_key, '*', 'n', sender_name, 'r', recipient_name, 't', text)
+local id = xadd_timed(stream_key, 'n', sender_name, 'r', recipient_name, 't', text)
 redis.call('XTRIM', stream_key, 'MINID', string.format('%d', now - ttl))
 redis.call('XTRIM', stream_key, 'MAXLEN', max_stored)
 redis.call('PEXPIRE', stream_key, ttl)

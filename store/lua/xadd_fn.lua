@@ -1,0 +1,16 @@
+-- xadd: append to a stream with an id that orders messages across conversations by the
+-- server's clock to the microsecond: "<ms>-<µs within the ms x 1000>". Streams on different
+-- shards of a cluster share no counter, so the id itself carries the time; ids within one
+-- stream still only grow: when that id is not above the stream's last (the same
+-- microsecond, or a clock stepped back), Redis picks the next one itself (XADD *).
+--   local id = xadd_timed(stream_key, 'n', name, 't', text)
+local function xadd_timed(key, ...)
+  local t = redis.call('TIME')
+  local us = tonumber(t[2])
+  local id = string.format('%s%03d-%d', t[1], math.floor(us / 1000), (us % 1000) * 1000)
+  local added = redis.pcall('XADD', key, id, ...)
+  if type(added) == 'table' and added.err then
+    added = redis.call('XADD', key, '*', ...)
+  end
+  return added
+end
