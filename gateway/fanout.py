@@ -264,7 +264,7 @@ class Fanout:
                 user, event.chat, event.name
             )
             if joined and len(self.readers[event.chat]) == 1:  # only the subscribe waits
-                self._spawn(self.link.add(chats=[event.chat]))
+                self._spawn(self._subscribe_read(event.chat))
             for s in user.sessions:
                 if s.session_id != event.origin:
                     s.joined_elsewhere(event.name)
@@ -279,6 +279,12 @@ class Fanout:
         elif isinstance(event, UserKicked):
             for s in list(user.sessions):  # closing a session detaches it from the list
                 s.kicked()
+
+    async def _subscribe_read(self, chat: str) -> None:
+        """Subscribe to a chat if it still has a local reader when the task runs: a
+        session closed in between (its user detached) must leave no subscription."""
+        if self.readers.get(chat):
+            await self.link.add(chats=[chat])
 
     def _private(self, user: LocalUser, m: Message) -> None:
         if m.key <= user.last_private.get(m.conv, _ZERO):

@@ -203,7 +203,16 @@ class PubSubLink:
         self.channels.difference_update(gone)
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.write(encode_command(self._verbs[1], *gone))
+            proto.transport.write(self._commands(self._verbs[1], gone))
+
+    def _commands(self, verb: bytes, chans: list[bytes]) -> bytes:
+        """One (UN)SUBSCRIBE for all; sharded, one per slot (Redis refuses CROSSSLOT)."""
+        if not self.sharded:
+            return encode_command(verb, *chans)
+        by_slot: dict[int, list[bytes]] = defaultdict(list)
+        for c in chans:
+            by_slot[slot_of(c)].append(c)
+        return b"".join(encode_command(verb, *group) for group in by_slot.values())
 
     async def _connect(self) -> _Protocol:
         proto = await open_redis(self._params, lambda: _Protocol(self), 5)
@@ -261,7 +270,7 @@ class PubSubLink:
             self._waiting[c].append(fut)
             futs.append(fut)
         assert proto.transport is not None
-        proto.transport.write(encode_command(self._verbs[0], *chans))
+        proto.transport.write(self._commands(self._verbs[0], chans))
         try:
             await asyncio.wait_for(asyncio.gather(*futs), SUBSCRIBE_ACK_TIMEOUT)
         except TimeoutError:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import hiredis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.connection import SSLConnection, parse_url
@@ -553,22 +554,35 @@ class RedisStore:
         """Flush shown positions: user -> {conversation: last shown id}, one round trip."""
         if not updates:
             return
-        script = _SCRIPTS["advance"]
+        sha = _SCRIPTS["advance"].sha
+        commands: list[tuple[Any, ...]] = []
+        for user, convs in updates.items():
+            args: list[Any] = [self.ttl_ms]
+            for conv, mid in convs.items():
+                args += [conv, mid]
+            commands.append(("EVALSHA", sha, 1, keys.cursors(user), *args))
+        await self._scripts(commands)
+
+    async def _scripts(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Script calls of any slots in one round trip (on the post path's connection:
+        redis-py's cluster pipeline refuses EVALSHA); NOSCRIPT reloads once. The first
+        error reply is raised."""
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for user, convs in updates.items():
-                args: list[Any] = [self.ttl_ms]
-                for conv, mid in convs.items():
-                    args += [conv, mid]
-                pipe.evalsha(script.sha, 1, keys.cursors(user), *args)
-            results = await self._call(pipe.execute(raise_on_error=False))
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+            try:
+                results = await self._pipeline.execute(commands)
+            except StoreNoReply:
+                raise
+            errors = [r for r in results if isinstance(r, BaseException | hiredis.ReplyError)]
+            if attempt == 1 and any(str(e).startswith("NOSCRIPT") for e in errors):
                 await self.load_scripts()
                 continue
-            errors = [r for r in results if isinstance(r, Exception)]
             if errors:
-                raise _refused(errors[0]) or errors[0]
-            return
+                first = errors[0]
+                if isinstance(first, BaseException):
+                    raise first
+                raise _refused(ResponseError(str(first))) or ResponseError(str(first))
+            return results
+        raise AssertionError("unreachable")
 
     # -- messages ------------------------------------------------------------------------
 
@@ -635,16 +649,10 @@ class RedisStore:
         conversation's slot), then both users' peers and channels (their slots). A
         gateway that dies between the stream and the publish leaves the message stored
         and unread: the recipient gets it at the next login, not live."""
-        pipe = self._pipe()
-        pipe.hget(keys.user(peer), "name")
-        pipe.evalsha(
-            _SCRIPTS["post_gate"].sha, 2, keys.ban(user), keys.rate(user), self.rate, self.burst, 1
+        recipient, gate = await asyncio.gather(
+            self._call(self.redis.hget(keys.user(peer), "name")),
+            self._eval("post_gate", [keys.ban(user), keys.rate(user)], [self.rate, self.burst, 1]),
         )
-        try:
-            recipient, gate = await self._call(pipe.execute())
-        except NoScriptError:
-            await self.load_scripts()
-            return await self._post_private_cluster(user, name, peer, text, args)
         if not recipient:
             return PostResult(PostStatus.NO_USER)
         if gate[0] != "ok":
@@ -757,10 +765,8 @@ class RedisStore:
         if not live:
             return None
         scratch = keys.gateway_scratch(self.gateway_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sunionstore(scratch, live)
-        pipe.pexpire(scratch, SCRATCH_MS)
-        await self._call(pipe.execute())
+        await self._call(self.redis.sunionstore(scratch, live))  # all in {g}: one slot
+        await self._call(self.redis.pexpire(scratch, SCRATCH_MS))
         return scratch
 
     async def active_chats(self, limit: int) -> ChatList:
