@@ -20,7 +20,7 @@ from gateway.core.names import name_error, name_key, name_skeleton, password_err
 from gateway.core.passwords import hash_password
 from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
 from gateway.settings import Settings
-from store.contract import StoreUnavailable
+from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
 
 __all__ = ["main"]
@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(out), end="\n" if out else "")
         print(f"admin: {exc}", file=sys.stderr)
         return 1
+    except StoreUnusable as exc:
+        print(f"admin: {exc}", file=sys.stderr)
+        return 2
     except StoreUnavailable as exc:
         print(f"admin: cannot reach Redis at {ns.redis_url}: {exc}", file=sys.stderr)
         return 2

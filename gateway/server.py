@@ -27,7 +27,7 @@ from gateway.doors.web.server import WebDoor
 from gateway.fanout import Fanout
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
-from store.contract import StoreUnavailable
+from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
 from store.resp import with_ca
 
@@ -79,6 +79,7 @@ class GatewayServer:
             chat_creations=settings.chat_creations,
             max_registrations=settings.max_registrations,
             account_ttl=settings.account_ttl,
+            wait_replica_ms=settings.redis_wait_replica,
         )
         self.coalescer = WriteCoalescer()
         self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)
@@ -120,6 +121,8 @@ class GatewayServer:
             try:
                 await self.store.start()
                 break
+            except StoreUnusable as exc:  # waiting will not help: say what to change
+                raise StartupError(str(exc)) from None
             except StoreUnavailable as exc:
                 log.warning("event=redis_unavailable error=%s retry_in=%.1f", exc, delay)
                 await asyncio.sleep(delay)

@@ -103,6 +103,12 @@ class Settings:
     #: Seconds to wait for any one reply from Redis. A post whose reply does not come in
     #: time may still have been stored: the sender is told so, not "not sent".
     store_timeout: float = 10.0
+    #: Milliseconds a post waits for one replica to have it (`WAIT 1 <ms>`) before the
+    #: sender's echo; 0: no wait. Redis replicates asynchronously, so without it a master
+    #: that dies may take its last acknowledged messages with it; with it, an echoed
+    #: message survives a failover, and one no replica took in time is reported to the
+    #: sender as possibly not stored. Costs each post about a replica round trip.
+    redis_wait_replica: int = 0
     #: Messages kept per conversation (exact MAXLEN trim on every post). Redis holds at
     #: most (chats + private conversations) x this x (text + ~100 bytes).
     max_stored: int = 10000
@@ -178,6 +184,7 @@ class Settings:
             "scrypt_log_n": 1 <= self.scrypt_log_n <= 20,
             "token_ttl": self.token_ttl >= 1,
             "store_timeout": self.store_timeout > 0,
+            "redis_wait_replica": self.redis_wait_replica >= 0,
             "max_stored": self.max_stored >= 1,
             "max_backlog": self.max_backlog >= 1,
             "max_user_chats": self.max_user_chats >= 1,
