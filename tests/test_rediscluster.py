@@ -1,0 +1,158 @@
+"""scripts/rediscluster.py: a local Redis Cluster starts, serves every slot, moves a slot with
+its keys and fails over to a replica. One cluster for the module; the failover test runs
+last, and brings the killed node back as a replica."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from scripts.rediscluster import SLOTS, LocalRedisCluster
+from tests.conftest import IN_CI
+
+
+@pytest.fixture(scope="module")
+def rc(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("rediscluster"))
+    started = time.monotonic()
+    try:
+        cluster.start()
+    except (OSError, RuntimeError) as exc:
+        if IN_CI:
+            pytest.fail(f"cannot start a Redis Cluster in CI: {exc}")
+        pytest.skip(f"Redis Cluster unavailable: {exc}")
+    print(f"\ncluster of 6 nodes up in {time.monotonic() - started:.2f} s")
+    yield cluster
+    cluster.stop()
+
+
+def _client(rc: LocalRedisCluster) -> RedisCluster:
+    nodes = [ClusterNode(n.addr.split(":")[0], n.port) for n in rc.live()]
+    return RedisCluster(startup_nodes=nodes, decode_responses=True, socket_timeout=3)
+
+
+def test_starts_with_three_masters_one_replica_each_on_bus_safe_ports(
+    rc: LocalRedisCluster,
+) -> None:
+    masters = rc.masters()
+    assert len(masters) == 3 and len(rc.nodes) == 6
+    for m in masters:
+        assert len(rc.replicas_of(m)) == 1
+    for node in rc.nodes:
+        assert node.port + 10000 <= 65535 and abs(node.port - 6379) > 100
+        assert node.alive() and node.role in ("master", "replica")
+        assert Path(node.workdir, "nodes.conf").exists()
+    assert rc.seeds == ",".join(f"127.0.0.1:{n.port}" for n in rc.nodes)
+    assert rc.seed_url.startswith("redis://127.0.0.1:") and rc.url in {
+        f"redis://{m.addr}" for m in masters
+    }
+
+
+def test_every_slot_is_served_and_every_node_agrees(rc: LocalRedisCluster) -> None:
+    owners = {rc.owner_of_slot(s).port for s in (0, 5000, 10000, SLOTS - 1)}
+    assert owners <= {m.port for m in rc.masters()}
+    assert sum(len(rc.slots_of(m)) for m in rc.masters()) == SLOTS
+    for addr, info in rc.info_all("cluster").items():
+        assert info["cluster_enabled"] == 1, addr
+    for node in rc.live():
+        state = node.call("CLUSTER", "INFO")
+        assert "cluster_state:ok" in state and "cluster_slots_ok:16384" in state
+
+
+def test_key_written_through_redis_py_cluster_client_is_on_its_owner(
+    rc: LocalRedisCluster,
+) -> None:
+    rc.flushall()
+    client = _client(rc)
+    try:
+        for key in ("plain", "{c:general}:stream", "{c:general}:members", "{u:alice}:acct"):
+            client.set(key, key.upper())
+            assert client.get(key) == key.upper()
+            assert rc.owner_of(key).call("GET", key) == key.upper()
+        # A hash tag puts keys in one slot, so a multi-key command works.
+        assert rc.slot_of("{c:general}:stream") == rc.slot_of("{c:general}:members")
+        assert client.mget("{c:general}:stream", "{c:general}:members") == [
+            "{C:GENERAL}:STREAM",
+            "{C:GENERAL}:MEMBERS",
+        ]
+    finally:
+        client.close()
+    rc.flushall()
+    assert all(m.call("DBSIZE") == 0 for m in rc.masters())
+
+
+def test_move_slot_moves_the_slot_with_its_keys(rc: LocalRedisCluster) -> None:
+    rc.flushall()
+    tag = "{c:moving}"
+    slot = rc.slot_of(tag)
+    source = rc.owner_of_slot(slot)
+    target = next(m for m in rc.masters() if m.port != source.port)
+    keys = [f"{tag}:k{i}" for i in range(250)]  # more than one MIGRATE batch
+    for k in keys:
+        source.call("SET", k, k)
+    assert rc.move_slot(slot, target) == 250
+    assert rc.owner_of_slot(slot).port == target.port
+    assert source.call("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    assert target.call("CLUSTER", "COUNTKEYSINSLOT", slot) == 250
+    with pytest.raises(redis.exceptions.MovedError, match=f"^{slot} 127.0.0.1:{target.port}$"):
+        source.call("GET", keys[0])
+    client = _client(rc)
+    try:
+        assert client.get(keys[-1]) == keys[-1]
+    finally:
+        client.close()
+    rc.move_slot(slot, source)  # back: the other tests expect the initial map
+    assert rc.owner_of_slot(slot).port == source.port
+
+
+def test_reshard_with_redis_cli_moves_slots(rc: LocalRedisCluster) -> None:
+    target = rc.masters()[0]
+    before = len(rc.slots_of(target))
+    out = rc.reshard(10, target)
+    assert "Moving slot" in out
+    assert len(rc.slots_of(target)) == before + 10
+
+
+def test_kill_a_master_and_a_replica_takes_over_within_seconds(
+    rc: LocalRedisCluster,
+) -> None:
+    rc.flushall()
+    master = rc.owner_of("{c:failover}")
+    replica = rc.replicas_of(master)[0]
+    master.call("SET", "{c:failover}:x", "kept")
+    master.call("WAIT", 1, 2000)  # on the replica before the kill: not lost
+    slots = rc.slots_of(master)
+    rc.kill(master, signal.SIGKILL)
+    took = rc.wait_failover(master, timeout=20)
+    print(f"\nfailover after SIGKILL: {took:.2f} s (node timeout 2000 ms)")
+    assert took < 10
+    assert rc.owner_of("{c:failover}").port == replica.port
+    assert rc.slots_of(replica) == slots
+    assert replica.call("GET", "{c:failover}:x") == "kept"
+    client = _client(rc)
+    try:
+        client.set("{c:failover}:y", "after")
+        assert client.get("{c:failover}:y") == "after"
+    finally:
+        client.close()
+    rc.restart(master)  # comes back as a replica of the promoted one
+    assert master.role == "replica" and master.master_id == replica.node_id
+
+
+def test_cluster_url_fixture_gives_an_empty_cluster_as_seeds(
+    redis_cluster: LocalRedisCluster, cluster_url: str
+) -> None:
+    assert cluster_url == redis_cluster.seed_url
+    assert cluster_url.count(",") == 5
+    assert all(m.call("DBSIZE") == 0 for m in redis_cluster.masters())
+    client = RedisCluster.from_url(f"redis://{redis_cluster.nodes[0].addr}")
+    try:
+        assert client.set("{u:alice}:x", "1")
+    finally:
+        client.close()
