@@ -122,6 +122,9 @@ class RedisNode:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Own session: a terminal's Ctrl+C reaches only the starting script, which
+            # stops its gateways before the cluster.
+            start_new_session=True,
             preexec_fn=_die_with_parent if _prctl is not None else None,
         )
 
