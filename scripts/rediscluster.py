@@ -101,6 +101,7 @@ class RedisNode:
         self.node_id = ""
         self.master_id = ""  # for a replica: its master's node id
         self.killed_at: float | None = None
+        self.paused = False  # SIGSTOPped through LocalRedisCluster.kill()
 
     def __repr__(self) -> str:
         state = "alive" if self.alive() else "dead"
@@ -117,6 +118,7 @@ class RedisNode:
     def spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.killed_at = None
+        self.paused = False
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -181,13 +183,19 @@ class LocalRedisCluster:
         replicas: int = 1,
         node_timeout_ms: int = 2000,
         start_timeout: float = 30.0,
+        require_full_coverage: bool = True,
     ) -> None:
+        """`require_full_coverage` is Redis's default (yes): from the moment a dead master
+        is flagged FAIL until its replica is promoted (about 1 s with a 2 s node timeout)
+        every master answers -CLUSTERDOWN, for every slot; with False the other shards
+        keep serving."""
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.workdir = Path(workdir)
         self.n_masters = masters
         self.n_replicas = replicas
         self.node_timeout_ms = node_timeout_ms
+        self.require_full_coverage = require_full_coverage
         self.start_timeout = start_timeout
         self.nodes: list[RedisNode] = []
         #: slot -> node id of its master, as last read by refresh()
@@ -210,6 +218,7 @@ class LocalRedisCluster:
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(workdir / "nodes.conf"),
             "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-require-full-coverage", "yes" if self.require_full_coverage else "no",
             "--dir", str(workdir),
             "--save", "",
             "--appendonly", "no",
@@ -229,6 +238,9 @@ class LocalRedisCluster:
         """Start the nodes, create the cluster and wait until every node serves the same
         slot map with every replica in sync. ClusterError (with the node's last log lines)
         when something does not come up."""
+        if any(n.alive() for n in self.nodes):
+            raise ClusterError("already started")
+        self.nodes = []
         exe = shutil.which("redis-server")
         cli = shutil.which("redis-cli")
         if exe is None or cli is None:
@@ -351,7 +363,8 @@ class LocalRedisCluster:
     # --- the cluster's view --------------------------------------------------------------
 
     def live(self) -> list[RedisNode]:
-        return [n for n in self.nodes if n.alive()]
+        """Nodes that run and are not paused (SIGSTOP through kill())."""
+        return [n for n in self.nodes if n.alive() and not n.paused]
 
     def _by_id(self) -> dict[str, RedisNode]:
         return {n.node_id: n for n in self.nodes if n.node_id}
@@ -483,9 +496,12 @@ class LocalRedisCluster:
     # --- faults --------------------------------------------------------------------------
 
     def kill(self, node: RedisNode, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to the node; for SIGKILL/SIGTERM wait until it has exited."""
+        """Send `sig` to the node; for SIGKILL/SIGTERM wait until it has exited. SIGSTOP
+        pauses it (a hung master: the others fail it over), SIGCONT resumes it."""
         assert node.proc is not None
-        node.killed_at = time.monotonic()
+        if sig != signal.SIGCONT:
+            node.killed_at = time.monotonic()
+        node.paused = sig == signal.SIGSTOP
         node.proc.send_signal(sig)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             node.proc.wait(15)

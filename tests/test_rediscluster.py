@@ -5,6 +5,7 @@ last, and brings the killed node back as a replica."""
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,13 @@ def test_starts_with_three_masters_one_replica_each_on_bus_safe_ports(
         assert node.alive() and node.role in ("master", "replica")
         assert Path(node.workdir, "nodes.conf").exists()
     assert rc.seeds == ",".join(f"127.0.0.1:{n.port}" for n in rc.nodes)
+    config = masters[0].client()
+    try:
+        assert config.config_get("cluster-require-full-coverage") == {
+            "cluster-require-full-coverage": "yes"
+        }
+    finally:
+        config.close()
     assert rc.seed_url.startswith("redis://127.0.0.1:") and rc.url in {
         f"redis://{m.addr}" for m in masters
     }
@@ -111,6 +119,81 @@ def test_move_slot_moves_the_slot_with_its_keys(rc: LocalRedisCluster) -> None:
     assert rc.owner_of_slot(slot).port == source.port
 
 
+def _resp(*args: str) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
+    )
+
+
+def _push(kind: str, channel: str, count: int) -> bytes:
+    """A RESP2 pub/sub reply: [kind, channel, count]."""
+    return (
+        b"*3\r\n"
+        + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in (kind.encode(), channel.encode()))
+        + b":%d\r\n" % count
+    )
+
+
+def _read_until(sock: socket.socket, end: bytes, timeout: float = 5.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(end) and time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_shard_subscriber_is_told_sunsubscribe_when_its_slot_moves(
+    rc: LocalRedisCluster,
+) -> None:
+    """What the gateway's sharded pub/sub relies on (Redis 7.0): SSUBSCRIBE elsewhere is
+    -MOVED; when the slot moves away the owner sends `sunsubscribe <channel> <count>` on
+    the RESP2 connection (count = shard channels left) and keeps the connection."""
+    channel = "{c:sub}:ch"
+    slot = rc.slot_of(channel)
+    source = rc.owner_of_slot(slot)
+    mine = set(rc.slots_of(source)) - {slot}
+    other = next(c for i in range(1000) if rc.slot_of(c := f"{{c:sub{i}}}:ch") in mine)
+    target = next(m for m in rc.masters() if m.port != source.port)
+    with socket.create_connection(("127.0.0.1", target.port), timeout=5) as wrong:
+        wrong.sendall(_resp("SSUBSCRIBE", channel))
+        assert _read_until(wrong, b"\r\n") == f"-MOVED {slot} {source.addr}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", source.port), timeout=5) as sub:
+        sub.sendall(_resp("SSUBSCRIBE", channel))
+        assert _read_until(sub, b":1\r\n") == _push("ssubscribe", channel, 1)
+        # A channel of another slot on the same connection: it stays subscribed.
+        sub.sendall(_resp("SSUBSCRIBE", other))
+        assert _read_until(sub, b":2\r\n") == _push("ssubscribe", other, 2)
+        assert source.call("SPUBLISH", channel, "before") == 1
+        assert _read_until(sub, b"before\r\n").endswith(b"$6\r\nbefore\r\n")
+        rc.move_slot(slot, target)
+        assert _read_until(sub, b":1\r\n") == _push("sunsubscribe", channel, 1)
+        assert source.call("SPUBLISH", other, "kept") == 1
+        assert _read_until(sub, b"kept\r\n").endswith(b"$4\r\nkept\r\n")
+        with pytest.raises(redis.exceptions.MovedError):
+            source.call("SPUBLISH", channel, "after")
+        assert target.call("SPUBLISH", channel, "after") == 0  # nobody there yet
+    rc.move_slot(slot, source)
+
+
+def test_script_load_does_not_reach_replicas(rc: LocalRedisCluster) -> None:
+    """Scripts live per node: a replica promoted by a failover answers NOSCRIPT to an
+    EVALSHA the old master knew, so callers must fall back to EVAL / SCRIPT LOAD."""
+    master = rc.owner_of("{c:script}")
+    replica = rc.replicas_of(master)[0]
+    sha = master.call("SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])")
+    assert master.call("EVALSHA", sha, 1, "{c:script}:n") == 1
+    master.call("WAIT", 1, 2000)
+    assert master.call("SCRIPT", "EXISTS", sha) == [1]
+    assert replica.call("SCRIPT", "EXISTS", sha) == [0]  # its effects replicated, not it
+
+
 def test_reshard_with_redis_cli_moves_slots(rc: LocalRedisCluster) -> None:
     target = rc.masters()[0]
     before = len(rc.slots_of(target))
@@ -142,6 +225,20 @@ def test_kill_a_master_and_a_replica_takes_over_within_seconds(
     finally:
         client.close()
     rc.restart(master)  # comes back as a replica of the promoted one
+    assert master.role == "replica" and master.master_id == replica.node_id
+
+
+def test_a_paused_master_is_failed_over_and_rejoins_as_a_replica(rc: LocalRedisCluster) -> None:
+    master = rc.owner_of("{c:hung}")
+    replica = rc.replicas_of(master)[0]
+    rc.kill(master, signal.SIGSTOP)  # hung, not dead: its connections stay open
+    try:
+        took = rc.wait_failover(master, timeout=20)
+    finally:
+        rc.kill(master, signal.SIGCONT)
+    print(f"\nfailover after SIGSTOP: {took:.2f} s")
+    assert rc.owner_of("{c:hung}").port == replica.port
+    rc.wait_stable(15)  # it wakes up, sees the newer epoch and follows the new master
     assert master.role == "replica" and master.master_id == replica.node_id
 
 
