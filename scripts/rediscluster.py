@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,9 @@ except (OSError, AttributeError):
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the starting process dies, even by SIGKILL
-    (Linux PR_SET_PDEATHSIG), so a crashed test run leaves no cluster behind."""
+    (Linux PR_SET_PDEATHSIG), so a crashed test run leaves no cluster behind. Linux sends
+    it when the forking *thread* ends: only used from the main thread (a node restarted
+    from asyncio.to_thread would otherwise die with that worker thread)."""
     if _prctl is not None:
         _prctl(1, int(signal.SIGTERM))
 
@@ -119,6 +122,7 @@ class RedisNode:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.killed_at = None
         self.paused = False
+        main_thread = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -127,7 +131,7 @@ class RedisNode:
             # Own session: a terminal's Ctrl+C reaches only the starting script, which
             # stops its gateways before the cluster.
             start_new_session=True,
-            preexec_fn=_die_with_parent if _prctl is not None else None,
+            preexec_fn=_die_with_parent if _prctl is not None and main_thread else None,
         )
 
     def alive(self) -> bool:
@@ -335,6 +339,9 @@ class LocalRedisCluster:
 
     def stop(self) -> None:
         """SIGTERM every node (in parallel) and wait for them; SIGKILL after 10 s."""
+        for node in self.nodes:
+            if node.paused and node.alive():
+                self.kill(node, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
         procs = [n.proc for n in self.nodes if n.proc is not None]
         if procs:
             with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -190,8 +191,11 @@ def redis_cluster(
 @pytest.fixture
 def cluster_url(redis_cluster: LocalRedisCluster) -> str:
     """The seed URL (`redis://h:p,h:p,...`) of the session's cluster, emptied. A node that
-    an earlier test killed is started again (it rejoins as a replica) first."""
+    an earlier test killed (or paused) is started (resumed) first: it rejoins as a
+    replica. Slots an earlier test moved stay where they are."""
     for node in redis_cluster.nodes:
+        if node.paused:
+            redis_cluster.kill(node, signal.SIGCONT)
         if not node.alive():
             redis_cluster.restart(node)
     redis_cluster.wait_stable(15.0)

@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from scripts.rediscluster import SLOTS, LocalRedisCluster
+from scripts.rediscluster import SLOTS, ClusterError, LocalRedisCluster
 from tests.conftest import IN_CI
 
 
@@ -253,3 +253,14 @@ def test_cluster_url_fixture_gives_an_empty_cluster_as_seeds(
         assert client.set("{u:alice}:x", "1")
     finally:
         client.close()
+
+
+def test_a_node_that_dies_at_start_is_named_with_its_last_lines(
+    redis_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = LocalRedisCluster(tmp_path)
+    argv = cluster._argv
+    monkeypatch.setattr(cluster, "_argv", lambda *a: [*argv(*a), "--no-such-directive", "1"])
+    with pytest.raises(ClusterError, match=r"died at start:(.|\n)*no-such-directive"):
+        cluster.start()
+    assert cluster.nodes and not any(n.alive() for n in cluster.nodes)
