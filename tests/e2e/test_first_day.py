@@ -299,7 +299,7 @@ def test_cluster_with_a_redis_cluster_starts_six_nodes_and_stops_on_sigterm(tmp_
         redis_pids = {
             pid
             for pid, cmd in cluster.children().items()
-            if "redis-server" in cmd and any(f":{p}" in cmd for p in ports)
+            if "redis-server" in cmd.split()[0] and any(f":{p} " in cmd + " " for p in ports)
         }
         assert len(redis_pids) == 6, cluster.children()
         deadline = time.monotonic() + 30
@@ -319,7 +319,9 @@ def test_cluster_with_a_redis_cluster_starts_six_nodes_and_stops_on_sigterm(tmp_
         master = next(x for x in out.splitlines() if x.startswith("redis: master "))
         master_port = int(master.split()[2].rsplit(":", 1)[1])
         master_pid = next(
-            pid for pid, cmd in cluster.children().items() if f":{master_port} " in cmd + " "
+            pid
+            for pid, cmd in cluster.children().items()
+            if "redis-server" in cmd.split()[0] and f":{master_port} " in cmd + " "
         )
         os.kill(master_pid, signal.SIGKILL)
         out = cluster.wait_output(f"redis node 127.0.0.1:{master_port} (master) exited")
