@@ -2,6 +2,7 @@
 
     python3 scripts/cluster.py                 # redis on 6390, gateways on 8001-8003
     python3 scripts/cluster.py --gateways 2 --redis-port 6391 --first-port 9001
+    python3 scripts/cluster.py --redis-cluster # a 3-master, 3-replica Redis Cluster instead
 
 Redis runs with append-only persistence (appendfsync everysec) in ./run/redis. A gateway's
 address is printed once it actually listens. Every child's output is shown prefixed with
@@ -10,6 +11,13 @@ and its last log line, keeps the others running and restarts it after a short de
 (doubling while it keeps crashing soon after start). When Redis dies, everything stops.
 Ctrl+C, SIGTERM or SIGHUP (the terminal closed) stops the gateways (each says
 `* server shutting down`), then Redis, and exits 0; a busy port fails the start clearly.
+
+With --redis-cluster, Redis is a local Redis Cluster (scripts/rediscluster.py): six
+`redis-server --cluster-enabled yes` nodes on free loopback ports (and their bus ports,
+port + 10000), without persistence, in <data-dir>/cluster (emptied at start; a log per
+node). The gateways get every node as seeds (`--redis-url redis://h:p,h:p,...`). A node
+that dies is reported and not restarted: its replica takes over (kill a master to watch a
+failover); only when every node is gone does everything stop.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.procs import stop_process, wait_port  # noqa: E402
+from scripts.rediscluster import ClusterError, LocalRedisCluster, RedisNode  # noqa: E402
 
 RESTART_DELAY = 1.0  # first restart delay; doubles while a gateway crashes soon after start
 RESTART_MAX_DELAY = 30.0
@@ -182,6 +191,29 @@ class Gateway(Child):
         self.start()
 
 
+def _node_exit(node: RedisNode) -> str:
+    assert node.proc is not None
+    lines = node.tail(1).splitlines()
+    return f"{describe_exit(node.proc.returncode)}; last log line: {lines[-1] if lines else ''}"
+
+
+def _cluster_alive(rc: LocalRedisCluster, reported: set[int]) -> bool:
+    """Say which cluster nodes died since the last call; False once none is left."""
+    for node in rc.nodes:
+        if node.proc is not None and node.proc.poll() is not None and node.port not in reported:
+            reported.add(node.port)
+            after = "its replica takes over" if node.role == "master" else "not restarted"
+            say(
+                f"cluster: redis node {node.addr} ({node.role}) exited ({_node_exit(node)}); "
+                f"{after}",
+                err=True,
+            )
+    if rc.live():
+        return True
+    say("cluster: every Redis Cluster node is gone; stopping everything", err=True)
+    return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -197,6 +229,11 @@ def main() -> int:
         "--web-first-port", type=int, default=8081, help="the web pages; 0: no web door"
     )
     parser.add_argument("--data-dir", default=str(ROOT / "run" / "redis"))
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="a local 3-master, 3-replica Redis Cluster instead of one redis-server",
+    )
     args, gateway_args = parser.parse_known_args()
 
     redis_exe = shutil.which("redis-server")
@@ -242,7 +279,7 @@ def main() -> int:
     # A busy port fails the start: otherwise an old cluster's orphan would answer for it.
     busy = (
         [f"redis: port {args.redis_port} is busy ({why})"]
-        if (why := port_busy(args.redis_port))
+        if not args.redis_cluster and (why := port_busy(args.redis_port))
         else []
     )
     busy += [f"{gw.name}: {why}" for gw in gateways if (why := gw.busy())]
@@ -270,22 +307,47 @@ def main() -> int:
             "",
         ],
     )
+    cluster_dir = Path(args.data_dir) / "cluster"
+    redis_cluster = LocalRedisCluster(cluster_dir) if args.redis_cluster else None
+    reported: set[int] = set()  # cluster nodes whose exit was said
     code = 0
     try:
-        redis.start()
-        assert redis.proc is not None
-        try:
-            wait_port(args.redis_port, redis.proc)
-        except (RuntimeError, TimeoutError):
-            say(f"cluster: redis-server did not start ({redis.last_line()})", err=True)
-            return 1
-        say(f"redis: {url}")
+        if redis_cluster is not None:
+            # No persistence: the directory holds only old nodes.conf files and logs.
+            shutil.rmtree(cluster_dir, ignore_errors=True)
+            say("redis: starting a Redis Cluster of 3 masters with 1 replica each")
+            try:
+                redis_cluster.start()
+            except (ClusterError, OSError) as exc:
+                say(f"cluster: the Redis Cluster did not start: {exc}", err=True)
+                return 1
+            url = redis_cluster.seed_url
+            for gw in gateways:
+                gw.argv[gw.argv.index("--redis-url") + 1] = url
+            for m in redis_cluster.masters():
+                slots = redis_cluster.slots_of(m)
+                replicas = ", ".join(r.addr for r in redis_cluster.replicas_of(m))
+                say(f"redis: master {m.addr} slots {slots[0]}-{slots[-1]}, replica {replicas}")
+            say(f"redis: {url} (node logs in {redis_cluster.workdir})")
+        else:
+            redis.start()
+            assert redis.proc is not None
+            try:
+                wait_port(args.redis_port, redis.proc)
+            except (RuntimeError, TimeoutError):
+                say(f"cluster: redis-server did not start ({redis.last_line()})", err=True)
+                return 1
+            say(f"redis: {url}")
         for gw in gateways:
             gw.launch()
         announced = False
         while not stopping:
             now = time.monotonic()
-            if redis.proc.poll() is not None:
+            if redis_cluster is not None:
+                if not _cluster_alive(redis_cluster, reported):
+                    code = 1
+                    break
+            elif redis.proc is not None and redis.proc.poll() is not None:
                 say(
                     f"cluster: redis-server exited ({describe_exit(redis.proc.returncode)}; "
                     f"last log line: {redis.last_line()}); stopping everything",
@@ -342,7 +404,10 @@ def main() -> int:
             if rc not in (None, 0) and gw.up and gw.restart_at is None:
                 say(f"cluster: {gw.name} did not stop cleanly ({describe_exit(rc)})", err=True)
                 code = code or 1
-        redis.stop()
+        if redis_cluster is not None:
+            redis_cluster.stop()
+        else:
+            redis.stop()
     say("stopped")
     return code
 

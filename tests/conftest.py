@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401  # imported first: see below
 import pytest
 
+from scripts.rediscluster import LocalRedisCluster
 from tests.helpers import REDIS_MISSING, Client, Gateway, RedisProcess
 
 # hypothesis is imported at the top on purpose: its pytest plugin otherwise imports it at
@@ -165,3 +167,37 @@ def two_gateways(gateways: GatewayFactory, clients) -> Scene:
         return g1, g2, alice, bob
 
     return start
+
+
+# --- Redis Cluster (issue 10) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    redis_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalRedisCluster]:
+    """A local 3-master, 3-replica Redis Cluster for the session (about 3 s to start)."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except (OSError, RuntimeError) as exc:
+        if IN_CI:
+            pytest.fail(f"cannot start a Redis Cluster in CI: {exc}")
+        pytest.skip(f"Redis Cluster unavailable: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalRedisCluster) -> str:
+    """The seed URL (`redis://h:p,h:p,...`) of the session's cluster, emptied. A node that
+    an earlier test killed (or paused) is started (resumed) first: it rejoins as a
+    replica. Slots an earlier test moved stay where they are."""
+    for node in redis_cluster.nodes:
+        if node.paused:
+            redis_cluster.kill(node, signal.SIGCONT)
+        if not node.alive():
+            redis_cluster.restart(node)
+    redis_cluster.wait_stable(15.0)
+    redis_cluster.flushall()
+    return redis_cluster.seed_url

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -296,8 +297,28 @@ def _compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def _gateways() -> dict[str, dict]:
-    return {name: s for name, s in _compose()["services"].items() if "build" in s}
+def _services(profile: str | None = None) -> dict[str, dict]:
+    """The services `docker compose up` starts (profile None), or those of one profile."""
+    return {
+        name: s
+        for name, s in _compose()["services"].items()
+        if (profile in s["profiles"] if "profiles" in s else profile is None)
+    }
+
+
+def _gateways(profile: str | None = None) -> dict[str, dict]:
+    return {name: s for name, s in _services(profile).items() if "build" in s}
+
+
+def _one_shots() -> set[str]:
+    """Jobs that run once (restart "no") and that others wait for to have succeeded."""
+    waited = {
+        dep
+        for s in _compose()["services"].values()
+        for dep, cond in (s.get("depends_on") or {}).items()
+        if isinstance(cond, dict) and cond.get("condition") == "service_completed_successfully"
+    }
+    return {n for n in waited if _compose()["services"][n].get("restart") == "no"}
 
 
 def _mapping(spec: str | dict) -> tuple[str, int, int]:
@@ -336,6 +357,8 @@ def test_compose_redis_image_is_pinned() -> None:
 
 def test_compose_every_service_has_a_health_check() -> None:
     for name, service in _compose()["services"].items():
+        if name in _one_shots():
+            continue
         check = service.get("healthcheck")
         assert check and check.get("test") and not check.get("disable"), name
 
@@ -353,10 +376,11 @@ def test_compose_gateway_variables_are_settings_or_announced_doors() -> None:
             assert FIELDS[door].default == port, door
 
 
-def test_compose_ports_chat_web_irc_public_metrics_on_loopback() -> None:
+def _published(profile: str | None) -> tuple[dict[str, list[int]], list[int]]:
+    """Host ports of the gateways of `profile`: per listener, and metrics (on loopback)."""
     published: dict[str, list[int]] = {"port": [], "web_port": [], "irc_port": []}
     metrics: list[int] = []
-    for name, service in _gateways().items():
+    for name, service in _gateways(profile).items():
         env = service["environment"]
         targets = {
             field: int(env.get("CHAT_" + field.upper(), _default(field)))
@@ -374,6 +398,11 @@ def test_compose_ports_chat_web_irc_public_metrics_on_loopback() -> None:
             kinds = [field for field in published if targets[field] == target]
             assert kinds, f"{name}: {spec} publishes no listener of the gateway"
             published[kinds[0]].append(host_port)
+    return published, metrics
+
+
+def test_compose_ports_chat_web_irc_public_metrics_on_loopback() -> None:
+    published, metrics = _published(None)
     assert sorted(published["port"]) == [8001, 8002, 8003]
     assert sorted(published["web_port"]) == [8081, 8082, 8083]
     assert sorted(published["irc_port"]) == [6667, 6668, 6669]
@@ -383,3 +412,138 @@ def test_compose_ports_chat_web_irc_public_metrics_on_loopback() -> None:
 def test_ci_installs_docker_compose() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r'command -v docker-compose .*missing="\$missing docker-compose"', ci)
+
+
+# --- the compose file's `cluster` profile: a Redis Cluster and gateways on it ---------------
+
+
+def _redis_options(command: list[str]) -> dict[str, str]:
+    """`--name value` options of a redis-server command line."""
+    assert command[0] == "redis-server", command
+    words = command[1:]
+    assert len(words) % 2 == 0 and all(w.startswith("--") for w in words[::2]), command
+    return {k[2:]: v for k, v in zip(words[::2], words[1::2], strict=True)}
+
+
+def _cluster_nodes() -> dict[str, tuple[str, int]]:
+    """Cluster node service -> (its fixed address, its port)."""
+    nodes = {}
+    for name, service in _services("cluster").items():
+        command = service.get("command")
+        if not (isinstance(command, list) and command and command[0] == "redis-server"):
+            continue
+        opts = _redis_options(command)
+        assert opts.get("cluster-enabled") == "yes", name
+        (network,) = service["networks"].values()
+        nodes[name] = (network["ipv4_address"], int(opts.get("port", 6379)))
+    return nodes
+
+
+def test_compose_cluster_has_six_cluster_enabled_nodes_probed_on_their_port() -> None:
+    services = _compose()["services"]
+    nodes = _cluster_nodes()
+    assert len(nodes) == 6
+    assert len({ip for ip, _ in nodes.values()}) == 6, "two nodes share an address"
+    networks = _compose()["networks"]
+    for name, (ip, port) in nodes.items():
+        service = services[name]
+        # One pinned Redis for the whole file.
+        assert service["image"] == services["redis"]["image"], name
+        opts = _redis_options(service["command"])
+        assert opts["cluster-config-file"] and "/" not in opts["cluster-config-file"], name
+        assert int(opts["cluster-node-timeout"]) <= 15000, name
+        # The bus is port + 10000 unless set: no other port may be put there.
+        assert int(opts.get("cluster-port", 0)) in (0, port + 10000), name
+        assert opts.get("appendonly") == "yes", "a restarted node would come back empty"
+        volumes = service.get("volumes", [])
+        assert any(str(v).endswith(":/data") for v in volumes), f"{name}: nodes.conf is lost"
+        assert "ports" not in service, f"{name}: the cluster is for the gateways only"
+        check = service["healthcheck"]["test"]
+        assert check[:2] == ["CMD", "redis-cli"] and "ping" in check, name
+        probed = int(check[check.index("-p") + 1]) if "-p" in check else 6379
+        assert probed == port, f"{name}: health check on {probed}, node on {port}"
+        (net,) = service["networks"]
+        subnet = networks[net]["ipam"]["config"][0]["subnet"]
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(subnet), name
+
+
+def test_compose_cluster_init_creates_the_cluster_from_every_node_once() -> None:
+    services = _compose()["services"]
+    nodes = _cluster_nodes()
+    (init,) = (n for n in _services("cluster") if n in _one_shots())
+    service = services[init]
+    assert service["image"] == services["redis"]["image"]
+    waits = service["depends_on"]
+    assert set(waits) == set(nodes), "the init must wait for every node"
+    assert all(w["condition"] == "service_healthy" for w in waits.values())
+    command = service["command"]
+    script = command[-1] if command[:2] == ["sh", "-c"] else " ".join(command)
+    words = script.split()
+    create = words.index("create")
+    assert words[create - 2 : create] == ["redis-cli", "--cluster"], script
+    addrs = []
+    for word in words[create + 1 :]:
+        if word.startswith("--"):
+            break
+        addrs.append(word)
+    assert sorted(addrs) == sorted(f"{ip}:{port}" for ip, port in nodes.values()), script
+    assert words[words.index("--cluster-replicas") + 1] == "1"
+    assert "--cluster-yes" in words, "redis-cli would wait for a 'yes' nobody types"
+    assert len(addrs) // 2 >= 3, "a cluster needs 3 masters"
+    # A second `up` finds the cluster made: it checks before creating, then waits for ok.
+    assert script.index("cluster_slots_assigned:16384") < script.index("--cluster create")
+    assert "cluster_state:ok" in script
+    for i, word in enumerate(words):  # every node it asks is one of the nodes
+        if word == "-h":
+            assert (words[i + 1], int(words[i + 3])) in nodes.values(), script
+
+
+def test_compose_cluster_gateways_seed_every_node_and_publish_other_ports() -> None:
+    nodes = _cluster_nodes()
+    (init,) = (n for n in _services("cluster") if n in _one_shots())
+    gateways = _gateways("cluster")
+    assert len(gateways) == 3
+    for name, service in gateways.items():
+        url = service["environment"]["REDIS_URL"]
+        assert url.startswith("redis://"), name
+        seeds = [s.rsplit(":", 1) for s in url[len("redis://") :].split("/")[0].split(",")]
+        assert sorted((host, int(port)) for host, port in seeds) == sorted(
+            (node, port) for node, (_, port) in nodes.items()
+        ), f"{name}: {url} does not list every node"
+        assert service["depends_on"] == {init: {"condition": "service_completed_successfully"}}, (
+            name
+        )
+        node_networks = {n for s in nodes for n in _compose()["services"][s]["networks"]}
+        assert node_networks <= set(service["networks"]), f"{name} cannot reach the nodes"
+    published, metrics = _published("cluster")
+    assert sorted(published["port"]) == [8011, 8012, 8013]
+    assert sorted(published["web_port"]) == [8091, 8092, 8093]
+    assert sorted(published["irc_port"]) == [6677, 6678, 6679]
+    assert sorted(metrics) == [9111, 9112, 9113]
+    # Both stacks run side by side (`--profile cluster up` starts the default one too).
+    everywhere = [
+        _mapping(spec)[1]
+        for service in _compose()["services"].values()
+        for spec in service.get("ports", [])
+    ]
+    assert len(everywhere) == len(set(everywhere)), "a host port is published twice"
+
+
+def test_compose_cluster_profile_config_is_valid() -> None:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        message = "docker-compose not installed (apt-get install docker-compose)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    result = subprocess.run(
+        [exe, "-f", "docker-compose.yml", "--profile", "cluster", "config", "--services"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    services = set(result.stdout.split())
+    assert set(_cluster_nodes()) | set(_gateways("cluster")) <= services
+    assert set(_gateways(None)) <= services

@@ -265,6 +265,82 @@ def test_cluster_fails_clearly_when_a_port_is_busy(tmp_path) -> None:
     assert "telnet 127.0.0.1" not in out
 
 
+def _gateway_named_redis(out: str, index: int, nodes: list[str]) -> bool:
+    """Gateway `index` printed a line naming one of the cluster's nodes (its listening line
+    shows the store URL; a start failure names the address it failed on)."""
+    prefix = f"[gateway {index}] "
+    return any(
+        line.startswith(prefix) and any(node in line for node in nodes) for line in out.splitlines()
+    )
+
+
+def test_cluster_with_a_redis_cluster_starts_six_nodes_and_stops_on_sigterm(tmp_path) -> None:
+    """--redis-cluster: six cluster nodes that agree, gateways given every node as seeds; a
+    killed master is reported (and the script carries on); SIGTERM stops everything.
+    Whether the gateways can chat on a cluster is for the store's tests: here they only
+    have to run, or have said which Redis they were given."""
+    import redis
+
+    cluster = Cluster(tmp_path, 2, "--redis-cluster")
+    try:
+        out = cluster.wait_output("redis: redis://", timeout=40)
+        url_line = next(x for x in out.splitlines() if x.startswith("redis: redis://"))
+        nodes = url_line.split("redis://", 1)[1].split()[0].split(",")
+        assert len(nodes) == 6, url_line
+        assert out.count("redis: master ") == 3, out
+        ports = [int(n.rsplit(":", 1)[1]) for n in nodes]
+        for port in ports:
+            r = redis.Redis(port=port, decode_responses=True, socket_timeout=3)
+            try:
+                assert r.cluster("info")["cluster_state"] == "ok"
+                assert len(r.cluster("slots")) == 3
+            finally:
+                r.close()
+        redis_pids = {
+            pid
+            for pid, cmd in cluster.children().items()
+            if "redis-server" in cmd.split()[0] and any(f":{p} " in cmd + " " for p in ports)
+        }
+        assert len(redis_pids) == 6, cluster.children()
+        deadline = time.monotonic() + 30
+        pending = {1, 2}
+        while pending and time.monotonic() < deadline:
+            out = cluster.output()
+            for i in list(pending):
+                port = cluster.ports[i - 1]
+                if _gateway_named_redis(out, i, nodes) or any(
+                    "server.py" in cmd and f"--port {port} " in cmd
+                    for cmd in cluster.children().values()
+                ):
+                    pending.discard(i)
+            time.sleep(0.2)
+        assert not pending, f"gateways {pending} neither run nor named the Redis:\n{out}"
+        # A master dies: said, not fatal.
+        master = next(x for x in out.splitlines() if x.startswith("redis: master "))
+        master_port = int(master.split()[2].rsplit(":", 1)[1])
+        master_pid = next(
+            pid
+            for pid, cmd in cluster.children().items()
+            if "redis-server" in cmd.split()[0] and f":{master_port} " in cmd + " "
+        )
+        os.kill(master_pid, signal.SIGKILL)
+        out = cluster.wait_output(f"redis node 127.0.0.1:{master_port} (master) exited")
+        assert "killed by SIGKILL" in out and "its replica takes over" in out
+        assert cluster.proc.poll() is None, out
+        children = cluster.children()
+        cluster.proc.send_signal(signal.SIGTERM)
+        assert cluster.proc.wait(40) == 0, cluster.output()
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [children[p] for p in children if _alive(p)], cluster.output()
+        assert not [p for p in redis_pids if _alive(p)], cluster.output()
+        out = cluster.output()
+        assert "SIGTERM" in out and out.rstrip().endswith("stopped"), out
+    finally:
+        cluster.close()
+
+
 # --- docs/REDIS.md ---------------------------------------------------------------------
 
 
