@@ -39,7 +39,7 @@ MAX_GROUP = 500
 class Pipeline(Protocol):
     """RespPipeline, or ClusterPipeline (whose replies may also be exception instances)."""
 
-    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]: ...
+    async def execute(self, commands: list[tuple[Any, ...]], wait: bool = False) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -291,7 +291,7 @@ class Batcher:
     async def _send(self, calls: list[_Call], retry: bool) -> None:
         commands = [("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args) for c in calls]
         try:
-            replies = await self._pipeline.execute(commands)
+            replies = await self._pipeline.execute(commands, wait=True)
         except StoreNoReply as exc:  # sent, unanswered: each post may have been stored
             for call in calls:
                 call.unconfirmed(exc)

@@ -185,7 +185,9 @@ class ClusterPipeline:
             pipe = self._nodes[addr] = RespPipeline(self.slots.seeds.url(addr), self.timeout)
         return pipe
 
-    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def execute(self, commands: list[tuple[Any, ...]], wait: bool = False) -> list[Any]:
+        """One reply per command, in order (see the class). `wait`: end each node's batch
+        with the replica WAIT, if the pipeline has one (posts ask; checks do not)."""
         loop = asyncio.get_running_loop()
         replies: list[Any] = [None] * len(commands)
         slots = [slot_of(command_key(c)) for c in commands]
@@ -203,7 +205,10 @@ class ClusterPipeline:
                 else:
                     groups.setdefault(addr, []).append(i)
             results = await asyncio.gather(
-                *(self._send(addr, idxs, commands, asking) for addr, idxs in groups.items())
+                *(
+                    self._send(addr, idxs, commands, asking, wait)
+                    for addr, idxs in groups.items()
+                )
             )
             retry, refresh, progress = unserved, bool(unserved), False
             for (_addr, idxs), result in zip(groups.items(), results, strict=True):
@@ -255,19 +260,21 @@ class ClusterPipeline:
         idxs: list[int],
         commands: list[tuple[Any, ...]],
         asking: dict[int, Addr],
+        wait: bool,
     ) -> list[Any] | StoreUnavailable:
         batch: list[tuple[Any, ...]] = []
         for i in idxs:
             if i in asking:
                 batch.append(("ASKING",))
             batch.append(commands[i])
-        if self.wait_replica_ms:
+        wait = wait and self.wait_replica_ms > 0
+        if wait:
             batch.append(("WAIT", 1, self.wait_replica_ms))
         try:
             out = await self._node(addr).execute(batch)
         except StoreUnavailable as exc:  # StoreNoReply included
             return exc
-        if self.wait_replica_ms:
+        if wait:
             acked = out.pop()
             if not isinstance(acked, int) or acked < 1:
                 return StoreNoReply(f"no replica of {addr[0]}:{addr[1]} acknowledged in time")

@@ -658,12 +658,19 @@ class RedisStore:
         if gate[0] != "ok":
             return _post_result(gate[0], gate[1])
         conv = keys.dm_conv(user, peer)
-        try:
-            status, mid = await self._eval(
-                "post_private", [keys.conv_stream(conv)], [*args, recipient]
-            )
-        except StoreNoReply:
+        sha = _SCRIPTS["post_private"].sha
+        command = ("EVALSHA", sha, 1, keys.conv_stream(conv), *args, recipient)
+        (reply,) = await self._pipeline.execute([command], wait=True)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self.load_scripts()
+            (reply,) = await self._pipeline.execute([command], wait=True)
+        if isinstance(reply, StoreNoReply):
             return _UNCONFIRMED
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(reply, hiredis.ReplyError):
+            raise _refused(ResponseError(str(reply))) or ResponseError(str(reply))
+        status, mid = reply
         if status != "ok":
             return _post_result(status, mid)
         payload = message_record(mid, conv, name, recipient, text)

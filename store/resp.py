@@ -175,13 +175,14 @@ class RespPipeline:
                         raise StoreUnavailable(f"redis refused set-up: {reply}")
             return proto
 
-    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def execute(self, commands: list[tuple[Any, ...]], wait: bool = False) -> list[Any]:
         """One reply per command, in order; error replies come back as hiredis.ReplyError.
 
         Raises `StoreUnavailable` when nothing was sent (no connection), and its subclass
         `StoreNoReply` when the commands were sent but no reply came within the timeout:
-        Redis may still carry them out (a stalled server runs them when it wakes)."""
-        if not self._wait_replica_ms:
+        Redis may still carry them out (a stalled server runs them when it wakes). With
+        `wait` and a replica wait set, a batch no replica took in time is `StoreNoReply`."""
+        if not (wait and self._wait_replica_ms):
             return await self._send(await self._connection(), commands)
         replies = await self._send(
             await self._connection(), [*commands, ("WAIT", 1, self._wait_replica_ms)]

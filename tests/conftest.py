@@ -1,6 +1,7 @@
 """Fixtures: a private redis-server for the session, gateways per test.
 
-`backend` runs a test twice, on real Redis and on the embedded store. Tests that need
+`backend` runs a test three times: on real Redis, on the embedded store, and on a Redis
+Cluster (3 masters, 3 replicas, started once for the session). Tests that need
 several gateways use `redis_url`. `two_users` and `two_gateways` start the usual scene:
 alice and bob logged in on one gateway, or on two gateways sharing one Redis.
 
@@ -81,11 +82,14 @@ def redis_url(redis_proc: RedisProcess) -> str:
     return redis_proc.url
 
 
-@pytest.fixture(params=["redis", "embedded"])
+@pytest.fixture(params=["redis", "embedded", "cluster"])
 def backend(request: pytest.FixtureRequest) -> str | None:
-    """The store URL for single-gateway tests: private Redis, or None (embedded)."""
+    """The store URL for single-gateway tests: private Redis, None (embedded), or the seed
+    URL of the session's Redis Cluster."""
     if request.param == "embedded":
         return None
+    if request.param == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
     return str(request.getfixturevalue("redis_url"))
 
 
