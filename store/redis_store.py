@@ -163,6 +163,9 @@ class RedisStore:
         self.slots: SlotMap | None = None
         self.wait_replica_ms = wait_replica_ms
         self._publish = "PUBLISH"
+        #: On a cluster: bounds the calls in flight to POOL_SIZE (redis-py's cluster
+        #: client has no blocking pool: a burst of logins would fail, not queue).
+        self._calls: asyncio.Semaphore | None = None
         pool = aredis.BlockingConnectionPool.from_url(
             self.seeds.url(self.seeds.nodes[0]),
             max_connections=POOL_SIZE,
@@ -285,6 +288,7 @@ class RedisStore:
         self._pipeline = ClusterPipeline(self.slots, self.reply_timeout, self.wait_replica_ms)
         self._batcher.use(self._pipeline, _SCRIPTS["post_gate"], self.rate, self.burst)
         self._publish = "SPUBLISH"
+        self._calls = asyncio.Semaphore(POOL_SIZE)
         self.cluster = True
 
     async def load_scripts(self) -> None:
@@ -299,10 +303,12 @@ class RedisStore:
             await self.load_scripts()
             return await self._call(self.redis.evalsha(script.sha, len(keys_), *keys_, *args))
 
-    @staticmethod
-    async def _call(coro: Awaitable[T] | Coroutine[Any, Any, T]) -> T:
+    async def _call(self, coro: Awaitable[T] | Coroutine[Any, Any, T]) -> T:
         try:
-            return await coro
+            if self._calls is None:
+                return await coro
+            async with self._calls:  # a cluster's pools fail when full, not wait: wait here
+                return await coro
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         except ResponseError as exc:  # NoScriptError passes: the caller reloads

@@ -32,6 +32,27 @@ REDIS_MISSING = "redis-server not on PATH: apt-get install redis-server"
 MESSAGE_RE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")
 
 
+def redis_client(url: str) -> Any:
+    """A synchronous redis-py client for a store URL: a RedisCluster client for a seed list
+    (`redis://h:p,h:p`) or a cluster node, a plain one otherwise."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    from store.cluster import Seeds
+
+    seeds = Seeds.parse(url)
+    plain = redis.Redis.from_url(seeds.url(seeds.nodes[0]), decode_responses=True)
+    try:
+        enabled = plain.info("cluster").get("cluster_enabled", 0)
+    finally:
+        plain.close()
+    if not enabled:
+        return redis.Redis.from_url(url, decode_responses=True)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in seeds.nodes], decode_responses=True
+    )
+
+
 class RedisProcess:
     """A private redis-server on a free loopback port (never the shared 6379)."""
 
