@@ -49,6 +49,7 @@ from bench.loadgen import (  # noqa: E402
     fanout,
     latency,
 )
+from bench.shards import run_shards  # noqa: E402
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 
 
@@ -154,6 +155,7 @@ SCENARIOS = (
     "ingest2",
     "idle",
     "login",
+    "shards",
 )
 
 
@@ -238,7 +240,9 @@ class Bench:
         finally:
             r.close()
 
-    def gateway(self, *extra: str) -> tuple[int, subprocess.Popen[bytes]]:
+    def gateway(
+        self, *extra: str, redis_url: str | None = None
+    ) -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
         proc = self.procs.start(
             [
@@ -247,7 +251,7 @@ class Bench:
                 "--port",
                 str(port),
                 "--redis-url",
-                self.redis_url,
+                redis_url or self.redis_url,
                 "--rate",
                 "0",
                 "--max-per-ip",
@@ -611,6 +615,10 @@ PAM = no
             )
             close_all(peers)
             self.procs.stop(g4proc)
+
+        # 7. many chats on a standalone Redis and on a 3-master cluster (bench/shards.py)
+        if "shards" in only:
+            await run_shards(self)
 
         # --baseline's gateways run alone
         self.procs.stop(g1proc)
