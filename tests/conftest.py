@@ -93,6 +93,15 @@ def backend(request: pytest.FixtureRequest) -> str | None:
     return str(request.getfixturevalue("redis_url"))
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """The store URL for tests with several gateways (or the admin tool) on one store: the
+    session's standalone Redis, or the seed URL of its Redis Cluster."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
+    return str(request.getfixturevalue("redis_url"))
+
+
 @pytest.fixture
 def private_redis(redis_server: str, tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
     """A redis-server of the test's own, for tests that stop or restart it."""

@@ -32,8 +32,8 @@ async def admin(redis_url: str | None, *args: str, stdin: str = "") -> tuple[int
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_users_reset_password_delete_and_errors(redis_url, gateways, clients) -> None:
-    gw = gateways(redis_url)
+async def test_users_reset_password_delete_and_errors(shared_url, gateways, clients) -> None:
+    gw = gateways(shared_url)
     alice, bob = await clients(gw.port), await clients(gw.port)
     await alice.login("alice")
     await bob.login("Bob")
@@ -42,13 +42,13 @@ async def test_users_reset_password_delete_and_errors(redis_url, gateways, clien
     await bob.send("/send alice psst")
     await alice.expect("psst")
 
-    code, out, _ = await admin(redis_url, "users")
+    code, out, _ = await admin(shared_url, "users")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == ["Bob", "alice"]
     assert "last seen 2" in out  # a date
 
     # reset-password: the new password works, the old one and the token do not
-    code, out, _ = await admin(redis_url, "reset-password", "bob", stdin="newpass99\n")
+    code, out, _ = await admin(shared_url, "reset-password", "bob", stdin="newpass99\n")
     assert (code, out.strip()) == (0, "password of Bob reset; every resume token revoked")
     c = await clients(gw.port)
     await c.expect("nickname")
@@ -65,10 +65,10 @@ async def test_users_reset_password_delete_and_errors(redis_url, gateways, clien
     # delete-user: the account, its private history and memberships go; its sessions close
     await bob.send("/chats den")
     await bob.expect("joined #den")
-    code, out, _ = await admin(redis_url, "delete-user", "bob")
+    code, out, _ = await admin(shared_url, "delete-user", "bob")
     assert code == 0, out
     assert await bob.closed() and await c.closed()
-    code, out, _ = await admin(redis_url, "users")
+    code, out, _ = await admin(shared_url, "users")
     assert [line.split()[0] for line in out.splitlines()] == ["alice"]
     await alice.send("/get_chats")
     assert "#den" not in await alice.expect("^\\* chats:")
@@ -78,7 +78,7 @@ async def test_users_reset_password_delete_and_errors(redis_url, gateways, clien
     assert "psst" not in " ".join(await d.login("bob", "another1"))
 
     # clear one-line errors
-    code, _, err = await admin(redis_url, "unban", "nobody")
+    code, _, err = await admin(shared_url, "unban", "nobody")
     assert (code, err) == (1, "admin: no such user nobody\n")
     code, _, err = await admin(f"redis://127.0.0.1:{free_port()}", "users")
     assert code == 2 and err.startswith("admin: cannot reach Redis at redis://127.0.0.1:")
@@ -87,8 +87,8 @@ async def test_users_reset_password_delete_and_errors(redis_url, gateways, clien
     assert code == 2 and "embedded store" in err
 
 
-async def test_moderators_ban_unban_kick_on_two_gateways(redis_url, gateways, clients) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
+async def test_moderators_ban_unban_kick_on_two_gateways(shared_url, gateways, clients) -> None:
+    g1, g2 = gateways(shared_url), gateways(shared_url)
     mod, bob, carol = await clients(g1.port), await clients(g2.port), await clients(g1.port)
     await mod.login("mod")
     await bob.login("bob")
@@ -106,16 +106,16 @@ async def test_moderators_ban_unban_kick_on_two_gateways(redis_url, gateways, cl
     await carol.send("/ban bob 2h")
     assert (await carol.line()).startswith("! only moderators can ban for a set time")
 
-    code, out, _ = await admin(redis_url, "complaints", "bob")
+    code, out, _ = await admin(shared_url, "complaints", "bob")
     assert code == 0 and out.startswith("bob  complaint by mod at ")
-    code, out, _ = await admin(redis_url, "complaints", "carol")
+    code, out, _ = await admin(shared_url, "complaints", "carol")
     assert (code, out.strip()) == (0, "no pending complaints about carol")
-    code, _, err = await admin(redis_url, "ban", "bob", "31d")
+    code, _, err = await admin(shared_url, "ban", "bob", "31d")
     assert code == 1 and "at most 30d" in err
 
-    code, out, _ = await admin(redis_url, "mod", "mod")
+    code, out, _ = await admin(shared_url, "mod", "mod")
     assert (code, out.strip()) == (0, "mod is now a moderator")
-    code, out, _ = await admin(redis_url, "users")
+    code, out, _ = await admin(shared_url, "users")
     assert "mod  last seen" in out and "(moderator)" in out
 
     # a moderator's /ban bans at once, on every gateway
@@ -125,11 +125,11 @@ async def test_moderators_ban_unban_kick_on_two_gateways(redis_url, gateways, cl
         assert "by a moderator" in await b.expect("^\\* you are banned until")
     await bob.send("hello")
     assert "banned" in await bob.line()
-    code, out, _ = await admin(redis_url, "bans")
+    code, out, _ = await admin(shared_url, "bans")
     assert out.startswith("bob  banned until ")
-    code, out, _ = await admin(redis_url, "unban", "bob")
+    code, out, _ = await admin(shared_url, "unban", "bob")
     assert (code, out.strip()) == (0, "bob is no longer banned")
-    code, out, _ = await admin(redis_url, "bans")
+    code, out, _ = await admin(shared_url, "bans")
     assert out == ""
     await bob.send("free again")
     await bob.expect("free again")
@@ -149,7 +149,7 @@ async def test_moderators_ban_unban_kick_on_two_gateways(redis_url, gateways, cl
     # and the admin tool's kick does the same for a new session
     bob3 = await clients(g2.port)
     await bob3.login("bob")
-    code, _, _ = await admin(redis_url, "kick", "bob")
+    code, _, _ = await admin(shared_url, "kick", "bob")
     assert code == 0
     assert await bob3.expect("^!") == "! you were disconnected by a moderator"
     assert await bob3.closed()
@@ -157,13 +157,13 @@ async def test_moderators_ban_unban_kick_on_two_gateways(redis_url, gateways, cl
     await carol.expect("<carol> still here")  # nobody else was touched
 
     # the audit trail lists it all: who, whom, when, through which gateway or tool
-    code, out, _ = await admin(redis_url, "audit", "--since", "1h")
+    code, out, _ = await admin(shared_url, "audit", "--since", "1h")
     lines = out.splitlines()
     actions = [line.split("action=")[1].split()[0] for line in lines]
     assert actions == ["complaint", "mod", "ban", "unban", "ban", "unban", "kick", "kick"]
     assert "by=mod target=bob via=gateway:" in lines[0]
     assert "by=admin:" in lines[1] and "via=tool:" in lines[1]
-    code, out, _ = await admin(redis_url, "complaints")
+    code, out, _ = await admin(shared_url, "complaints")
     assert out.startswith("bob  complaint by mod at ")
     # the same entries are key=value log lines of the gateway that took them
     assert "event=audit action=kick by=mod target=bob via=gateway:" in g1.output()

@@ -7,8 +7,8 @@ import asyncio
 from tests.helpers import messages
 
 
-async def test_users_on_different_gateways_talk(redis_url, gateways, clients) -> None:
-    g1, g2, g3 = (gateways(redis_url) for _ in range(3))
+async def test_users_on_different_gateways_talk(shared_url, gateways, clients) -> None:
+    g1, g2, g3 = (gateways(shared_url) for _ in range(3))
     a, b, c = await clients(g1.port), await clients(g2.port), await clients(g3.port)
     await a.login("alice")
     await b.login("bob")
@@ -25,9 +25,9 @@ async def test_users_on_different_gateways_talk(redis_url, gateways, clients) ->
 
 
 async def test_private_messages_reach_both_users_devices_and_nobody_else(
-    redis_url, gateways, clients
+    shared_url, gateways, clients
 ) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
+    g1, g2 = gateways(shared_url), gateways(shared_url)
     a1, a2 = await clients(g1.port), await clients(g2.port)
     b1, b2 = await clients(g1.port), await clients(g2.port)
     c1, c2 = await clients(g1.port), await clients(g2.port)
@@ -55,8 +55,8 @@ async def test_private_messages_reach_both_users_devices_and_nobody_else(
         assert not any("secret" in line for line in lines)
 
 
-async def test_unread_through_another_gateway_exactly_once(redis_url, gateways, clients) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
+async def test_unread_through_another_gateway_exactly_once(shared_url, gateways, clients) -> None:
+    g1, g2 = gateways(shared_url), gateways(shared_url)
     a, b = await clients(g1.port), await clients(g1.port)
     await a.login("alice")
     await b.login("bob")
@@ -83,8 +83,8 @@ async def test_unread_through_another_gateway_exactly_once(redis_url, gateways, 
     assert messages(await b3.login("bob")) == []
 
 
-async def test_join_and_leave_sync_across_gateways(redis_url, gateways, clients) -> None:
-    g1, g2 = gateways(redis_url), gateways(redis_url)
+async def test_join_and_leave_sync_across_gateways(shared_url, gateways, clients) -> None:
+    g1, g2 = gateways(shared_url), gateways(shared_url)
     a1, a2, b = await clients(g1.port), await clients(g2.port), await clients(g1.port)
     await a1.login("alice")
     await a2.login("alice")
@@ -106,8 +106,8 @@ async def test_join_and_leave_sync_across_gateways(redis_url, gateways, clients)
     assert "after leave" not in " ".join(lines)
 
 
-async def test_ban_holds_on_every_gateway_and_device(redis_url, gateways, clients) -> None:
-    g1, g2, g3 = (gateways(redis_url, "--ban-duration", "30") for _ in range(3))
+async def test_ban_holds_on_every_gateway_and_device(shared_url, gateways, clients) -> None:
+    g1, g2, g3 = (gateways(shared_url, "--ban-duration", "30") for _ in range(3))
     bob1, bob2 = await clients(g1.port), await clients(g3.port)
     await bob1.login("bob")
     await bob2.login("bob")
@@ -122,8 +122,8 @@ async def test_ban_holds_on_every_gateway_and_device(redis_url, gateways, client
         assert "banned" in await device.expect("^! ")
 
 
-async def test_many_messages_across_gateways_arrive_in_order(redis_url, two_gateways) -> None:
-    _, _, a, b = await two_gateways(redis_url)
+async def test_many_messages_across_gateways_arrive_in_order(shared_url, two_gateways) -> None:
+    _, _, a, b = await two_gateways(shared_url)
     await a.send(b"".join(b"n%d\r\n" % i for i in range(300)))
     got = []
     while len(got) < 300:
