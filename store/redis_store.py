@@ -208,7 +208,13 @@ class RedisStore:
         cluster = await self._probe()
         if cluster and not self.cluster:
             await self._become_cluster()
-        await self.load_scripts()
+        try:
+            await self.load_scripts()
+        except NoPermissionError as exc:
+            raise StoreUnusable(
+                f"Redis refused to load the gateway's scripts ({exc}); docs/REDIS.md gives "
+                "the ACL a gateway needs"
+            ) from exc
 
     async def _probe(self) -> bool:
         """Whether the first seed that answers is a cluster node; raises StoreUnusable for

@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from scripts.rediscluster import LocalRedisCluster
 from store import keys
-from tests.helpers import Client
+from tests.helpers import ROOT, Client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,3 +154,27 @@ async def test_the_busy_chats_slot_moved_while_users_chat(
     for r in (own, *readers):
         _check_once_in_order(r)
         assert set(own.seen) <= set(r.seen), sorted(set(own.seen) - set(r.seen))
+
+
+@pytest.mark.parametrize(
+    ("denied", "said"),
+    [("-info", "no permissions to run the 'info' command"), ("-script", "scripts")],
+)
+def test_a_redis_the_gateway_cannot_use_is_said_in_one_line(
+    private_redis, denied: str, said: str
+) -> None:
+    """An ACL too narrow for the gateway stops it at start with one line naming the cause
+    and where the needed rule is, not a traceback and not an endless retry."""
+    redis = private_redis()
+    redis.cli("ACL", "SETUSER", "default", "on", "nopass", "~*", "&*", "+@all", denied)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py"), "--port", "0", "--redis-url", redis.url,
+         "--web-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=30)
+    text = out.decode()
+    assert proc.returncode == 1, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and said in errors[0] and "docs/REDIS.md" in errors[0], text
+    assert "Traceback" not in text, text
