@@ -78,22 +78,35 @@ async def many_chats(
 
 
 async def run_shards(bench: Bench) -> None:
-    """Rows: the same many-chat load on a standalone Redis and on a 3-master cluster, and
-    one row per master of the cluster with its share of the Redis work."""
+    """Rows: the same many-chat load on a standalone Redis, on a 3-master cluster (one
+    replica each), and on that cluster with --redis-wait-replica; one row per master of
+    the cluster with its share of the Redis work (its replica's copy included)."""
     chats, members, senders, messages = (6, 6, 2, 30) if bench.smoke else (24, 20, 2, 400)
-    cluster = LocalRedisCluster(Path(bench.workdir) / "shards-cluster", masters=3, replicas=0)
+    cluster = LocalRedisCluster(Path(bench.workdir) / "shards-cluster", masters=3, replicas=1)
     cluster.start()
+    reference = None
     try:
-        for kind, url, ports_of in (
-            ("standalone", bench.redis_url, lambda: [bench.redis_port]),
-            ("cluster", cluster.seed_url, lambda: [m.port for m in cluster.masters()]),
+        for kind, url, ports_of, extra in (
+            ("standalone", bench.redis_url, lambda: [bench.redis_port], ()),
+            ("cluster", cluster.seed_url, lambda: [m.port for m in cluster.masters()], ()),
+            (
+                "cluster, WAIT 1",
+                cluster.seed_url,
+                lambda: [m.port for m in cluster.masters()],
+                ("--redis-wait-replica", "1000"),
+            ),
         ):
             if kind == "standalone":
                 bench.flush_redis()
-            g1, p1 = bench.gateway("--scrypt-log-n", "4", redis_url=url)
-            g2, p2 = bench.gateway("--scrypt-log-n", "4", redis_url=url)
+            else:
+                cluster.flushall()
+            g1, p1 = bench.gateway("--scrypt-log-n", "4", *extra, redis_url=url)
+            g2, p2 = bench.gateway("--scrypt-log-n", "4", *extra, redis_url=url)
             before = {port: server_stats(port) for port in ports_of()}
-            r = await many_chats([g1, g2], chats, members, senders, messages, kind[0])
+            tag = {"standalone": "s", "cluster": "c"}.get(kind, "w")
+            r = await many_chats([g1, g2], chats, members, senders, messages, tag)
+            if reference is None:
+                reference = r.rate
             used = {port: delta(before[port], server_stats(port)) for port in ports_of()}
             sent = chats * senders * messages
             total_cpu = sum(u["cpu"] for u in used.values())
@@ -102,6 +115,7 @@ async def run_shards(bench: Bench) -> None:
                 f"gateway, {kind}",
                 r,
                 accepted_per_s=round(sent / r.seconds) if r.seconds else None,
+                vs_standalone=round(r.rate / reference, 2) if reference else None,
                 redis_servers=len(used),
                 redis_cpu_s=round(total_cpu, 2),
                 redis_us_per_message=round(total_cpu * 1e6 / sent, 1),
