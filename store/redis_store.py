@@ -560,7 +560,8 @@ class RedisStore:
                 args: list[Any] = [self.ttl_ms]
                 for conv, mid in convs.items():
                     args += [conv, mid]
-                pipe.evalsha(script.sha, 1, keys.cursors(user), *args)
+                # not pipe.evalsha: redis-py's cluster pipeline blocks it
+                pipe.execute_command("EVALSHA", script.sha, 1, keys.cursors(user), *args)
             results = await self._call(pipe.execute(raise_on_error=False))
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 await self.load_scripts()
@@ -637,8 +638,15 @@ class RedisStore:
         and unread: the recipient gets it at the next login, not live."""
         pipe = self._pipe()
         pipe.hget(keys.user(peer), "name")
-        pipe.evalsha(
-            _SCRIPTS["post_gate"].sha, 2, keys.ban(user), keys.rate(user), self.rate, self.burst, 1
+        pipe.execute_command(  # not pipe.evalsha: redis-py's cluster pipeline blocks it
+            "EVALSHA",
+            _SCRIPTS["post_gate"].sha,
+            2,
+            keys.ban(user),
+            keys.rate(user),
+            self.rate,
+            self.burst,
+            1,
         )
         try:
             recipient, gate = await self._call(pipe.execute())
@@ -758,7 +766,8 @@ class RedisStore:
             return None
         scratch = keys.gateway_scratch(self.gateway_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sunionstore(scratch, live)
+        pipe.execute_command("SUNIONSTORE", scratch, *live)  # one slot; the method is
+        # blocked in redis-py's cluster pipeline
         pipe.pexpire(scratch, SCRATCH_MS)
         await self._call(pipe.execute())
         return scratch
