@@ -203,7 +203,7 @@ class PubSubLink:
         self.channels.difference_update(gone)
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.write(encode_command(self._verbs[1], *gone))
+            proto.transport.write(self._commands(self._verbs[1], gone))
 
     async def _connect(self) -> _Protocol:
         proto = await open_redis(self._params, lambda: _Protocol(self), 5)
@@ -261,11 +261,21 @@ class PubSubLink:
             self._waiting[c].append(fut)
             futs.append(fut)
         assert proto.transport is not None
-        proto.transport.write(encode_command(self._verbs[0], *chans))
+        proto.transport.write(self._commands(self._verbs[0], chans))
         try:
             await asyncio.wait_for(asyncio.gather(*futs), SUBSCRIBE_ACK_TIMEOUT)
         except TimeoutError:
             log.warning("subscribe not acknowledged in time: %d channels", len(chans))
+
+    def _commands(self, verb: bytes, chans: list[bytes]) -> bytes:
+        """One (UN)SUBSCRIBE for all; sharded, one per slot: a cluster refuses an
+        SSUBSCRIBE or SUNSUBSCRIBE of channels in several slots (CROSSSLOT)."""
+        if not self.sharded:
+            return encode_command(verb, *chans)
+        by_slot: dict[int, list[bytes]] = defaultdict(list)
+        for c in chans:
+            by_slot[slot_of(c)].append(c)
+        return b"".join(encode_command(verb, *cs) for cs in by_slot.values())
 
 
 #: Seconds between looks at the slot map while a lost master's channels have no new home.
