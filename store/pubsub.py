@@ -341,7 +341,11 @@ class ShardedLinks:
                 self._later([c])
                 continue
             by_node.setdefault(addr, []).append(c)
-        await asyncio.gather(*(self._link(a).subscribe(cs) for a, cs in by_node.items()))
+        links = [(self._link(a), cs) for a, cs in by_node.items()]
+        await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
+        # a link made just now subscribes once connected: wait for that too (bounded), so
+        # that what is published after `add` returned arrives, as on a live link
+        await asyncio.gather(*(_connected(link) for link, _ in links))
 
     def _link(self, addr: Addr) -> PubSubLink:
         link = self.links.get(addr)
@@ -427,6 +431,15 @@ class ShardedLinks:
                 await self._on_reconnect(lost_at - 1)
             except Exception:
                 log.exception("gap fill after a slot moved failed")
+
+
+async def _connected(link: PubSubLink) -> None:
+    """Wait until a new link first connected and subscribed (a link that was up once
+    and is down now is not waited for: it reads the gap itself when it is back)."""
+    try:
+        await asyncio.wait_for(link._ready.wait(), SUBSCRIBE_ACK_TIMEOUT)
+    except TimeoutError:
+        log.warning("pubsub link not up in time; its channels follow when it is")
 
 
 def _channels(chats: Sequence[str], users: Sequence[str]) -> list[str]:
