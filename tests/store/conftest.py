@@ -89,6 +89,8 @@ class StoreCluster:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "2000",
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             self.procs.append(
                 subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,6 +109,10 @@ class StoreCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError("the cluster did not reach cluster_state:ok")
             time.sleep(0.1)
+        while not self._replicas_synced():  # so that WAIT 1 can be acknowledged
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replicas did not finish their first sync")
+            time.sleep(0.1)
 
     @staticmethod
     def _ok(port: int) -> bool:
@@ -115,6 +121,18 @@ class StoreCluster:
             return "cluster_state:ok" in str(r.execute_command("CLUSTER", "INFO"))
         finally:
             r.close()
+
+    def _replicas_synced(self) -> bool:
+        synced = 0
+        for port in self.ports:
+            r = redis.Redis(port=port, decode_responses=True)
+            try:
+                info = r.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") == "up":
+                    synced += 1
+            finally:
+                r.close()
+        return synced == NODES // 2
 
     def masters(self) -> list[int]:
         out = []

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis
 
+from scripts.procs import free_port
 from store import keys
 from store.contract import (
     ChatPosts,
@@ -27,6 +29,7 @@ from store.contract import (
     PostStatus,
     PrivatePost,
     Registration,
+    StoreUnavailable,
     UserBanned,
 )
 from store.redis_store import RedisStore
@@ -571,3 +574,86 @@ async def test_add_returns_once_subscribed(make_store: MakeStore) -> None:
         assert sorted(e.user for e in events) == sorted(users)
     finally:
         await links.close()
+
+
+async def test_scripts_are_loaded_again_when_redis_lost_them(
+    make_store: MakeStore, store_url: str
+) -> None:
+    """SCRIPT FLUSH (or a replica promoted without them): every path loads them again."""
+    s = await make_store()
+    await register(s, "ann", "bob")
+    nodes = [store_url]
+    if s.cluster:
+        assert s.slots is not None
+        nodes = [f"redis://{h}:{p}" for h, p in s.slots.masters()]
+    for url in nodes:
+        r = redis.Redis.from_url(url)
+        try:
+            r.script_flush()
+        finally:
+            r.close()
+    assert await post(s, "ann", keys.GENERAL, "hi") == [OK]
+    for url in nodes:
+        r = redis.Redis.from_url(url)
+        try:
+            r.script_flush()
+        finally:
+            r.close()
+    assert (await s.post_private("ann", "ANN", "bob", "x")).status is OK
+    for url in nodes:
+        r = redis.Redis.from_url(url)
+        try:
+            r.script_flush()
+        finally:
+            r.close()
+    await s.advance_cursors({"ann": {keys.chat_conv(keys.GENERAL): "1-0"}})
+    assert (await s.load_user("ann")).cursors == {keys.chat_conv(keys.GENERAL): "1-0"}
+    assert (await s.join("ann", "rust", "rust", "o")).changed
+
+
+async def test_wait_for_a_replica(make_store: MakeStore, request: Any) -> None:
+    """With wait_replica_ms a post is answered once a replica has it (on a cluster; a
+    standalone Redis without replicas leaves every post unconfirmed)."""
+    s = await make_store(wait_replica_ms=2000)
+    await register(s, "ann")
+    results = await s.post_chat("ann", "ANN", keys.GENERAL, "general", ["a", "b"])
+    if not s.cluster:
+        assert {r.status for r in results} == {PostStatus.UNCONFIRMED}
+        return
+    assert [r.status for r in results] == [OK, OK]
+    cluster: StoreCluster = request.getfixturevalue("_store_cluster")
+    found = 0
+    for port in set(cluster.ports) - set(cluster.masters()):
+        r = redis.Redis(port=port, decode_responses=True)
+        try:
+            r.execute_command("READONLY")
+            found += int(r.xlen(keys.stream(keys.GENERAL)) == 2)
+        except redis.ResponseError:  # MOVED: not this slot's replica
+            pass
+        finally:
+            r.close()
+    assert found == 1
+
+
+async def test_seeds_and_unreachable_redis(store_url: str) -> None:
+    """On a cluster, a comma-separated seed list whose first node is down works; nothing
+    up is StoreUnavailable, not a traceback from deep inside redis-py. (A standalone
+    Redis named second in a list is probed but not used: the store connects to the
+    first seed.)"""
+    dead = free_port()
+    host_port = store_url.removeprefix("redis://").split("/")[0]
+    if "/" not in store_url.removeprefix("redis://"):  # the cluster's URL has no db
+        s = RedisStore(f"redis://127.0.0.1:{dead},{host_port}", **DEFAULTS, gateway_id="gw")
+        try:
+            await s.start()
+            assert s.cluster
+            await register(s, "ann")
+            assert await post(s, "ann", keys.GENERAL, "x") == [OK]
+        finally:
+            await s.close()
+    s = RedisStore(f"redis://127.0.0.1:{dead}", **DEFAULTS, gateway_id="gw")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await s.start()
+    finally:
+        await s.close()
