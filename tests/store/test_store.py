@@ -657,3 +657,28 @@ async def test_seeds_and_unreachable_redis(store_url: str) -> None:
             await s.start()
     finally:
         await s.close()
+
+
+async def test_concurrent_complaints(make_store: MakeStore) -> None:
+    """The deciding step (the target's slot) counts a complainer once however many
+    gateways send it at once; the hourly allowance is read before it (the complainer's
+    slot), so complaints in flight at once may each pass it (observed and allowed: at
+    most the allowance + those in flight - 1)."""
+    g1 = await make_store(ban_threshold=10, complaints_per_hour=2)
+    g2 = await make_store(ban_threshold=10, complaints_per_hour=2)
+    targets = [f"t{i}" for i in range(6)]
+    await register(g1, "ann", "cid", "bob", *targets)
+    same = await asyncio.gather(
+        *((g1 if i % 2 else g2).complain("cid", "bob", f"10.0.0.{i}") for i in range(6))
+    )
+    assert sum(c.status is ComplaintStatus.RECORDED for c in same) == 1
+    assert len(await g1.complaints_about("bob")) == 1
+    spread = await asyncio.gather(
+        *((g1 if i % 2 else g2).complain("ann", t, "10.0.1.1") for i, t in enumerate(targets))
+    )
+    recorded = sum(c.status is ComplaintStatus.RECORDED for c in spread)
+    assert 2 <= recorded <= 2 + len(targets) - 1
+    assert {c.status for c in spread} <= {ComplaintStatus.RECORDED, ComplaintStatus.RATE}
+    print(f"concurrent complaints: {recorded} of {len(targets)} passed an allowance of 2")
+    late = await g1.complain("ann", "bob", "10.0.1.1")
+    assert late.status is ComplaintStatus.RATE  # once recorded, the allowance holds
