@@ -682,3 +682,36 @@ async def test_concurrent_complaints(make_store: MakeStore) -> None:
     print(f"concurrent complaints: {recorded} of {len(targets)} passed an allowance of 2")
     late = await g1.complain("ann", "bob", "10.0.1.1")
     assert late.status is ComplaintStatus.RATE  # once recorded, the allowance holds
+
+
+async def test_remove_then_add_again(make_store: MakeStore) -> None:
+    """Unsubscribing channels of several slots at once, then subscribing them again."""
+    g1, g2 = await make_store(), await make_store()
+    events: list[Any] = []
+
+    async def resubscribed(_: float) -> None:
+        return None
+
+    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
+    await links.start()
+    try:
+        users = [f"u{i}" for i in range(8)]
+        await links.add(users=users)
+        links.remove(users=users[:6])
+        await asyncio.sleep(0.1)  # SUNSUBSCRIBE is not waited for
+        assert links.count == 2
+        for u in users:
+            await g1.kick(u)
+        await asyncio.sleep(0.3)
+        assert sorted(e.user for e in events) == users[6:]
+        events.clear()
+        await links.add(users=users[:3])
+        for u in users[:3]:
+            await g1.kick(u)
+        for _ in range(50):
+            if len(events) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(e.user for e in events) == users[:3]
+    finally:
+        await links.close()
