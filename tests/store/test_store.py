@@ -715,3 +715,45 @@ async def test_remove_then_add_again(make_store: MakeStore) -> None:
         assert sorted(e.user for e in events) == users[:3]
     finally:
         await links.close()
+
+
+async def test_the_documented_acl_user_on_a_cluster(
+    store_url: str, request: pytest.FixtureRequest
+) -> None:
+    """docs/REDIS.md's least-privilege rule on every node of a cluster: the store starts
+    (redis-py's cluster client asks COMMAND and CLUSTER SLOTS) and serves, and no command
+    is refused. (tests/e2e/test_tls_acl.py runs the rule on a standalone Redis.)"""
+    if "/" in store_url.removeprefix("redis://"):
+        pytest.skip("the standalone case is tests/e2e/test_tls_acl.py's")
+    from tests.e2e.test_tls_acl import GATEWAY_ACL
+
+    cluster: StoreCluster = request.getfixturevalue("_store_cluster")
+    admins = [redis.Redis(port=p, decode_responses=True) for p in cluster.ports]
+    for r in admins:
+        r.execute_command("ACL", "SETUSER", "gw", "on", ">pw", *GATEWAY_ACL.split())
+        r.execute_command("ACL", "LOG", "RESET")
+    s = RedisStore(
+        f"redis://gw:pw@127.0.0.1:{cluster.ports[0]}", **{**DEFAULTS, "rate": 5}, gateway_id="gw"
+    )
+    try:
+        await s.start()
+        assert s.cluster
+        await register(s, "ann", "bob")
+        await s.join("ann", "rust", "rust", "o")
+        assert await post(s, "ann", "rust", "x") == [OK]
+        assert (await s.post_private("ann", "ANN", "bob", "x")).status is OK
+        await s.heartbeat({"ann"})
+        assert (await s.who("rust", 10)).names == ["ANN"]
+        await s.active_chats(10)
+        lim = LoginLimits(per_pair=1, per_nick=5, nicks_per_address=1, window=60)
+        await s.login_gate("ann", "10.0.0.1", lim, take=True)
+        assert (await s.login_gate("bob", "10.0.0.1", lim, take=True)).gate is LoginGate.ADDRESS
+        await s.complain("ann", "bob", "10.0.0.1")
+        await s.leave("ann", "rust", "o")
+        denied = [e for r in admins for e in r.acl_log() if e.get("username") == "gw"]
+        assert denied == []
+    finally:
+        await s.close()
+        for r in admins:
+            r.execute_command("ACL", "DELUSER", "gw")
+            r.close()
