@@ -204,7 +204,13 @@ class RedisStore:
         cluster = await self._probe()
         if cluster and not self.cluster:
             await self._become_cluster()
-        await self.load_scripts()
+        try:
+            await self.load_scripts()  # a cluster client's first command: COMMAND, too
+        except NoPermissionError as exc:
+            raise StoreUnusable(
+                f"Redis at {self.url_redacted()} refused the gateway ({exc}); docs/REDIS.md "
+                "gives the ACL a gateway needs"
+            ) from exc
 
     async def _probe(self) -> bool:
         """Whether the first seed that answers is a cluster node; raises StoreUnusable for
