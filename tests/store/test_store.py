@@ -30,6 +30,7 @@ from store.contract import (
     PrivatePost,
     Registration,
     StoreUnavailable,
+    StoreUnusable,
     UserBanned,
 )
 from store.redis_store import RedisStore
@@ -735,6 +736,17 @@ async def test_the_documented_acl_user_on_a_cluster(
     s = RedisStore(
         f"redis://gw:pw@127.0.0.1:{cluster.ports[0]}", **{**DEFAULTS, "rate": 5}, gateway_id="gw"
     )
+    narrow = RedisStore(f"redis://gw2:pw@127.0.0.1:{cluster.ports[0]}", **DEFAULTS, gateway_id="g")
+    for r in admins:  # the rule without +command: one clear error, no traceback
+        rule = GATEWAY_ACL.replace(" +command", "")
+        r.execute_command("ACL", "SETUSER", "gw2", "on", ">pw", *rule.split())
+    try:
+        with pytest.raises(StoreUnusable, match="ACL a gateway needs"):
+            await narrow.start()
+    finally:
+        await narrow.close()
+        for r in admins:
+            r.execute_command("ACL", "DELUSER", "gw2")
     try:
         await s.start()
         assert s.cluster
