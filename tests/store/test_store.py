@@ -718,17 +718,14 @@ async def test_remove_then_add_again(make_store: MakeStore) -> None:
         await links.close()
 
 
-async def test_the_documented_acl_user_on_a_cluster(
-    store_url: str, request: pytest.FixtureRequest
-) -> None:
+async def test_the_documented_acl_user_on_a_cluster(_store_cluster: StoreCluster) -> None:
     """docs/REDIS.md's least-privilege rule on every node of a cluster: the store starts
     (redis-py's cluster client asks COMMAND and CLUSTER SLOTS) and serves, and no command
     is refused. (tests/e2e/test_tls_acl.py runs the rule on a standalone Redis.)"""
-    if "/" in store_url.removeprefix("redis://"):
-        pytest.skip("the standalone case is tests/e2e/test_tls_acl.py's")
     from tests.e2e.test_tls_acl import GATEWAY_ACL
 
-    cluster: StoreCluster = request.getfixturevalue("_store_cluster")
+    cluster = _store_cluster
+    cluster.flushall()
     admins = [redis.Redis(port=p, decode_responses=True) for p in cluster.ports]
     for r in admins:
         r.execute_command("ACL", "SETUSER", "gw", "on", ">pw", *GATEWAY_ACL.split())
