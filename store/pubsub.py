@@ -205,15 +205,6 @@ class PubSubLink:
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
             proto.transport.write(self._commands(self._verbs[1], gone))
 
-    def _commands(self, verb: bytes, chans: list[bytes]) -> bytes:
-        """One (UN)SUBSCRIBE for all; sharded, one per slot (Redis refuses CROSSSLOT)."""
-        if not self.sharded:
-            return encode_command(verb, *chans)
-        by_slot: dict[int, list[bytes]] = defaultdict(list)
-        for c in chans:
-            by_slot[slot_of(c)].append(c)
-        return b"".join(encode_command(verb, *group) for group in by_slot.values())
-
     async def _connect(self) -> _Protocol:
         proto = await open_redis(self._params, lambda: _Protocol(self), 5)
         auth = auth_command(self._params)
@@ -275,6 +266,16 @@ class PubSubLink:
             await asyncio.wait_for(asyncio.gather(*futs), SUBSCRIBE_ACK_TIMEOUT)
         except TimeoutError:
             log.warning("subscribe not acknowledged in time: %d channels", len(chans))
+
+    def _commands(self, verb: bytes, chans: list[bytes]) -> bytes:
+        """One (UN)SUBSCRIBE for all; sharded, one per slot: a cluster refuses an
+        SSUBSCRIBE or SUNSUBSCRIBE of channels in several slots (CROSSSLOT)."""
+        if not self.sharded:
+            return encode_command(verb, *chans)
+        by_slot: dict[int, list[bytes]] = defaultdict(list)
+        for c in chans:
+            by_slot[slot_of(c)].append(c)
+        return b"".join(encode_command(verb, *cs) for cs in by_slot.values())
 
 
 #: Seconds between looks at the slot map while a lost master's channels have no new home.
@@ -340,7 +341,11 @@ class ShardedLinks:
                 self._later([c])
                 continue
             by_node.setdefault(addr, []).append(c)
-        await asyncio.gather(*(self._link(a).subscribe(cs) for a, cs in by_node.items()))
+        links = [(self._link(a), cs) for a, cs in by_node.items()]
+        await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
+        # a link made just now subscribes once connected: wait for that too (bounded), so
+        # that what is published after `add` returned arrives, as on a live link
+        await asyncio.gather(*(_connected(link) for link, _ in links))
 
     def _link(self, addr: Addr) -> PubSubLink:
         link = self.links.get(addr)
@@ -426,6 +431,15 @@ class ShardedLinks:
                 await self._on_reconnect(lost_at - 1)
             except Exception:
                 log.exception("gap fill after a slot moved failed")
+
+
+async def _connected(link: PubSubLink) -> None:
+    """Wait until a new link first connected and subscribed (a link that was up once
+    and is down now is not waited for: it reads the gap itself when it is back)."""
+    try:
+        await asyncio.wait_for(link._ready.wait(), SUBSCRIBE_ACK_TIMEOUT)
+    except TimeoutError:
+        log.warning("pubsub link not up in time; its channels follow when it is")
 
 
 def _channels(chats: Sequence[str], users: Sequence[str]) -> list[str]:

@@ -209,11 +209,11 @@ class RedisStore:
         if cluster and not self.cluster:
             await self._become_cluster()
         try:
-            await self.load_scripts()
+            await self.load_scripts()  # a cluster client's first command: COMMAND, too
         except NoPermissionError as exc:
             raise StoreUnusable(
-                f"Redis refused to load the gateway's scripts ({exc}); docs/REDIS.md gives "
-                "the ACL a gateway needs"
+                f"Redis at {self.url_redacted()} refused the gateway ({exc}); docs/REDIS.md "
+                "gives the ACL a gateway needs"
             ) from exc
 
     async def _probe(self) -> bool:

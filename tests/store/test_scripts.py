@@ -1,7 +1,10 @@
 """The composed Lua scripts (store/scripts.py) on a real redis-server.
 
 First a cheap lint of the sources (each piece composed in once, KEYS/ARGV read only into
-named locals), then each script called with the layout store/redis_store.py uses.
+named locals, every script's keys in one cluster slot as the store calls it), then each
+script called with the layout store/redis_store.py and store/batcher.py use. The
+operations the store makes of several scripts (a join, a registration, a complaint) are
+tested through the store in test_store.py, on a standalone Redis and on a cluster.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Any
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from store import keys
+from store.contract import id_key
 from store.scripts import LUA_DIR, NAMES, SCRIPTS, Script, compose, pieces, uses
 
 TTL = 60_000
@@ -21,9 +26,12 @@ US = "\x1f"  # field separator in published payloads
 RS = "\x1e"  # record separator in post_many's payload
 
 PIECES = {p.name.removesuffix("_fn.lua"): p.read_text() for p in LUA_DIR.glob("*_fn.lua")}
-_REF = r"(?:tonumber\()?(?:KEYS|ARGV)(?:\[[^\]]+\])?\)?"
+_REF = r"(?:tonumber\()?(?:KEYS|ARGV)(?:\[[^\]]+\])?\)?(?: \* \d+)?"
 BINDING = re.compile(rf"^\s*local [a-z_]\w*(?:, [a-z_]\w*)* = {_REF}(?:, {_REF})*$")
 FUNCTION = re.compile(r"^local function (\w+)\(", re.M)
+#: What may come right before an indented binding: a loop over repeated groups, or the
+#: test of whether the optional keys were passed.
+OPENER = re.compile(r"^\s*(?:for .* do|if .* then|elseif .* then)$")
 
 
 def body(name: str) -> str:
@@ -40,12 +48,15 @@ def test_every_script_is_composed_with_its_sha() -> None:
         == {
             "post_many",
             "post_private",
+            "post_gate",
             "join",
             "leave",
+            "register_claim",
             "register",
             "complain",
             "advance",
             "login_gate",
+            "address_gate",
             "token_issue",
             "token_check",
             "forget",
@@ -59,10 +70,12 @@ def test_every_script_is_composed_with_its_sha() -> None:
 
 
 def test_shared_pieces() -> None:
-    assert {"time", "clock", "bucket"} <= set(PIECES)
-    assert uses(body("post_many")) == ("time", "clock", "bucket")
-    assert set(uses(body("post_private"))) == {"time", "clock", "bucket"}
+    assert set(PIECES) == {"time", "bucket", "xadd"}  # the global clock is gone
+    assert uses(body("post_many")) == ("time", "bucket", "xadd")
+    assert set(uses(body("post_private"))) == {"time", "bucket", "xadd"}
+    assert set(uses(body("post_gate"))) == {"time", "bucket"}
     assert uses(body("complain")) == ("time",)
+    assert not any("chat:clock" in s.source or "clock" in uses(body(n)) for n, s in SCRIPTS.items())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -83,7 +96,8 @@ def test_each_piece_once_and_body_last(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_keys_and_argv_only_in_named_locals(name: str) -> None:
     """KEYS[..] and ARGV[..] appear only in `local a, b = KEYS[1], ARGV[2]` lines: at the
-    top of the body before any other statement, or first in a loop over repeated groups."""
+    top of the body before any other statement, or first in a loop over repeated groups
+    or a branch on whether optional keys were passed."""
     lines = body(name).splitlines()
     header = [line for line in lines if line.startswith("--")]
     assert header[0].startswith(f"-- {name}: ")
@@ -100,10 +114,92 @@ def test_keys_and_argv_only_in_named_locals(name: str) -> None:
             if line.startswith("local "):
                 assert at_top, f"{name}: binding after the prelude: {line}"
             else:
-                assert re.match(r"\s*for .* do$", previous) or BINDING.match(previous), line
+                assert OPENER.match(previous) or BINDING.match(previous), line
         elif not line[0].isspace():
             at_top = False
         previous = code
+
+
+# -- one slot per script -------------------------------------------------------------------
+
+
+def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list[str]]:
+    """Each script's KEYS (and the channels it publishes to, which a cluster routes by slot
+    too) as store/redis_store.py and store/batcher.py pass them on a cluster."""
+    conv = keys.dm_conv(user, peer)
+    return {
+        "post_many": [keys.stream(chat), keys.members(chat), keys.chat_channel(chat)],
+        "post_private": [keys.conv_stream(conv)],
+        "post_gate": [keys.ban(user), keys.rate(user)],
+        "join": [keys.chat(chat), keys.members(chat)],
+        "leave": [keys.chat(chat), keys.members(chat)],
+        "register_claim": [keys.skeleton(user), keys.registrations(address)],
+        "register": [keys.user(user), keys.user_chats(user)],
+        "complain": [
+            keys.complaints(peer),
+            keys.ban(peer),
+            keys.user(peer),
+            keys.complaint_addresses(peer),
+            keys.user_addresses(peer),
+            keys.user_channel(peer),
+        ],
+        "mod_ban": [
+            keys.ban(peer),
+            keys.user(peer),
+            keys.complaints(peer),
+            keys.complaint_addresses(peer),
+            keys.user_channel(peer),
+        ],
+        "advance": [keys.cursors(user)],
+        "login_gate": [
+            keys.login_fails(user, address),
+            keys.nick_fails(user),
+            keys.known_addresses(user),
+        ],
+        "address_gate": [keys.address_fails(address)],
+        "token_issue": [keys.tokens(user)],
+        "token_check": [keys.tokens(user), keys.user(user)],
+        "forget": forget_keys(user),
+        "address_count": [keys.address_connections(address)],
+    }
+
+
+def forget_keys(u: str) -> list[str]:
+    return [
+        keys.user(u),
+        keys.user_chats(u),
+        keys.user_peers(u),
+        keys.cursors(u),
+        keys.ban(u),
+        keys.rate(u),
+        keys.complaints(u),
+        keys.complaint_addresses(u),
+        keys.complaints_by(u),
+        keys.tokens(u),
+        keys.user_addresses(u),
+        keys.known_addresses(u),
+        keys.creations(u),
+        keys.nick_fails(u),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("user", "peer", "chat", "address"),
+    [
+        ("alice", "bob", "general", "10.1.2.3"),
+        ("zz-top_9", "a.b", "rust-lang", "2001:db8:1:2::"),
+        ("x", "y", "c", "::1"),
+    ],
+)
+def test_every_script_touches_one_slot(user: str, peer: str, chat: str, address: str) -> None:
+    calls = store_calls(user, peer, chat, address)
+    assert set(calls) == set(NAMES)
+    for name, ks in calls.items():
+        slots = {key_slot(k.encode()) for k in ks}
+        assert len(slots) == 1, f"{name}: {ks} hash to {slots}"
+    # and the slots differ where they should: a user's, a chat's, the shared one
+    assert key_slot(keys.user(user).encode()) != key_slot(keys.chat(chat).encode())
+    assert key_slot(keys.seen().encode()) == key_slot(keys.chat_sizes().encode())
 
 
 # -- on Redis ----------------------------------------------------------------------------------
@@ -121,7 +217,7 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def sub(r: redis.Redis) -> Iterator[Any]:
     ps = r.pubsub(ignore_subscribe_messages=True)
-    ps.psubscribe("chat:chan:*")
+    ps.psubscribe("chat:ch:*")
     ps.get_message(timeout=1)  # the psubscribe confirmation
     yield ps
     ps.close()
@@ -138,26 +234,57 @@ def call(r: redis.Redis, name: str, keys_: list[str], args: list[Any]) -> Any:
     return r.evalsha(SCRIPTS[name].sha, len(keys_), *keys_, *args)
 
 
-def register(
-    r: redis.Redis, user: str, skeleton: str | None = None, address: str = "1.2.3.4", limit: int = 0
+def now_ms(r: redis.Redis) -> int:
+    s, us = r.time()
+    return int(s) * 1000 + int(us) // 1000
+
+
+def claim(
+    r: redis.Redis, user: str, skeleton: str, address: str = "1.2.3.4", limit: int = 0
 ) -> int:
     return int(
         call(
             r,
-            "register",
-            [
-                keys.user(user),
-                keys.user_chats(user),
-                keys.members(keys.GENERAL),
-                keys.chat(keys.GENERAL),
-                keys.chat_sizes(),
-                keys.seen(),
-                keys.registrations(address),
-                keys.skeleton(skeleton or user),
-            ],
-            [user, user.upper(), "pwhash", keys.GENERAL, limit],
+            "register_claim",
+            [keys.skeleton(skeleton), keys.registrations(address)],
+            [user, limit],
         )
     )
+
+
+def create(r: redis.Redis, user: str) -> int:
+    return int(
+        call(
+            r,
+            "register",
+            [keys.user(user), keys.user_chats(user)],
+            [user.upper(), "pwhash", keys.GENERAL],
+        )
+    )
+
+
+def join(
+    r: redis.Redis, user: str, chat: str, typed: str = "", may_join: int = 1, may_create: str = "ok"
+) -> list[Any]:
+    return list(
+        call(
+            r,
+            "join",
+            [keys.chat(chat), keys.members(chat)],
+            [user, typed or chat, may_join, may_create],
+        )
+    )
+
+
+def leave(r: redis.Redis, user: str, chat: str) -> list[Any]:
+    return list(call(r, "leave", [keys.chat(chat), keys.members(chat)], [user, chat]))
+
+
+def register(r: redis.Redis, user: str) -> None:
+    """An account in #general, as the store's register makes it (its steps, in order)."""
+    assert claim(r, user, user) == 1
+    assert create(r, user) == 1
+    join(r, user, keys.GENERAL)
 
 
 def post_many(
@@ -167,13 +294,16 @@ def post_many(
     rate: float = 0,
     burst: int = 5,
     max_stored: int = 1000,
-) -> list[str]:
-    """[(user, text)] into one chat, laid out as redis_store's _Batcher does."""
-    k = [keys.stream(chat), keys.members(chat), keys.clock()]
-    a: list[Any] = [chat.upper(), TTL, rate, burst, keys.chat_conv(chat), f"chat:chan:{chat}"]
-    a.append(max_stored)
+    checked: bool = True,
+) -> list[Any]:
+    """[(user, text)] into one chat, laid out as store/batcher.py does: with each sender's
+    ban and bucket (standalone) or without (a cluster: post_gate checked them)."""
+    k = [keys.stream(chat), keys.members(chat)]
+    a: list[Any] = [chat.upper(), TTL, rate, burst, keys.chat_conv(chat)]
+    a += [keys.chat_channel(chat), max_stored, "PUBLISH"]
     for user, text in posts:
-        k += [keys.ban(user), keys.rate(user)]
+        if checked:
+            k += [keys.ban(user), keys.rate(user)]
         a += [user, user.upper(), text]
     return list(call(r, "post_many", k, a))
 
@@ -186,60 +316,143 @@ def post_private(
     rate: float = 0,
     burst: int = 5,
     max_stored: int = 1000,
-) -> list[str]:
+    checked: bool = True,
+) -> list[Any]:
     conv = keys.dm_conv(user, peer)
-    channels = [f"chat:chan:{user}", f"chat:chan:{peer}"]
-    return list(
-        call(
-            r,
-            "post_private",
-            [
-                keys.conv_stream(conv),
-                keys.ban(user),
-                keys.rate(user),
-                keys.user(peer),
-                keys.clock(),
-                keys.user_peers(user),
-                keys.user_peers(peer),
-            ],
-            [user, user.upper(), peer, text, TTL, rate, burst, conv, *channels, max_stored],
-        )
-    )
+    k = [keys.conv_stream(conv)]
+    if checked:
+        k += [
+            keys.ban(user),
+            keys.rate(user),
+            keys.user(peer),
+            keys.user_peers(user),
+            keys.user_peers(peer),
+        ]
+    a = [user, user.upper(), peer, text, TTL, rate, burst, conv]
+    a += [keys.user_channel(user), keys.user_channel(peer), max_stored]
+    a.append("" if checked else peer.upper())
+    return list(call(r, "post_private", k, a))
 
 
-def id_key(mid: str) -> tuple[int, int]:
-    ms, seq = mid.split("-")
-    return int(ms), int(seq)
+def post_gate(r: redis.Redis, user: str, n: int, rate: float = 0, burst: int = 5) -> list[Any]:
+    return list(call(r, "post_gate", [keys.ban(user), keys.rate(user)], [rate, burst, n]))
 
 
-def test_register(r: redis.Redis) -> None:
-    assert register(r, "ann") == 1
-    assert register(r, "ann") == 0
+def timed(mid: str) -> bool:
+    """Whether an id is the one xadd_fn.lua makes from the time: seq = µs in the ms x 1000."""
+    seq = id_key(mid)[1]
+    return seq % 1000 == 0 and seq < 1_000_000
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+def test_register_claim_and_create(r: redis.Redis) -> None:
+    assert claim(r, "ann", "ann") == 1
+    assert r.get(keys.skeleton("ann")) == "ann"
+    assert create(r, "ann") == 1
+    assert create(r, "ann") == 0  # taken: nothing changes
     account = r.hgetall(keys.user("ann"))
     assert account["name"] == "ANN" and account["pw"] == "pwhash"
     assert abs(int(account["created"]) - int(r.time()[0])) <= 1
-    assert r.smembers(keys.members(keys.GENERAL)) == {"ann"}
     assert r.smembers(keys.user_chats("ann")) == {keys.GENERAL}
-    assert r.hget(keys.chat(keys.GENERAL), "name") == keys.GENERAL
-    assert r.zrange(keys.chat_sizes(), 0, -1, withscores=True) == [(keys.GENERAL, 1.0)]
-    assert abs(r.zscore(keys.seen(), "ann") - int(r.time()[0]) * 1000) <= 1500
-    assert r.get(keys.skeleton("ann")) == "ann"
+    assert claim(r, "ann", "ann") == 1  # the same user holds its own look: taken, not look-alike
 
 
-def test_register_refuses_a_look_alike_of_another_user(r: redis.Redis) -> None:
-    assert register(r, "alice", "a1ice") == 1
-    assert register(r, "aiice", "a1ice") == -2  # AIice: another user, the same look
-    assert not r.exists(keys.user("aiice"))
+def test_register_claim_refuses_a_look_alike_of_another_user(r: redis.Redis) -> None:
+    assert claim(r, "alice", "a1ice") == 1
+    assert claim(r, "aiice", "a1ice") == -2  # AIice: another user, the same look
     assert r.get(keys.skeleton("a1ice")) == "alice"
-    assert register(r, "alice", "a1ice") == 0
 
 
-def test_register_limit_per_address(r: redis.Redis) -> None:
-    assert [register(r, u, address="9.9.9.9", limit=2) for u in ("a1", "a2", "a3")] == [1, 1, -1]
-    assert register(r, "a1", address="9.9.9.9", limit=2) == 0  # taken is still told as taken
-    assert register(r, "b1", address="8.8.8.8", limit=2) == 1  # another address
+def test_register_claim_limit_per_address(r: redis.Redis) -> None:
+    got = [claim(r, u, u, address="9.9.9.9", limit=2) for u in ("a1", "a2", "a3")]
+    assert got == [1, 1, -1]
+    assert not r.exists(keys.skeleton("a3"))  # a refused claim holds nothing
+    assert claim(r, "b1", "b1", address="8.8.8.8", limit=2) == 1  # another address
     assert 3590 <= r.ttl(keys.registrations("9.9.9.9")) <= 3600
-    assert not r.exists(keys.user("a3"))
+    assert claim(r, "a4", "a4", address="9.9.9.9", limit=0) == 1  # 0: no limit
+
+
+# -- posting ------------------------------------------------------------------------------------
+
+
+def test_post_many_ids_increase_and_carry_the_time(r: redis.Redis, sub: Any) -> None:
+    for user in ("ann", "bob"):
+        register(r, user)
+    before = now_ms(r)
+    chat_ids: list[str] = []
+    dm_ids: list[str] = []
+    for turn in range(20):
+        out = post_many(r, [("ann", f"a{turn}"), ("bob", f"b{turn}"), ("ann", "again")])
+        assert out[0::2] == ["ok"] * 3
+        chat_ids += out[1::2]
+        pm = post_private(r, "bob", "ann", f"p{turn}")
+        assert pm[0] == "ok"
+        dm_ids.append(pm[1])
+    after = now_ms(r)
+    for ids in (chat_ids, dm_ids):
+        assert [id_key(i) for i in ids] == sorted({id_key(i) for i in ids})  # strictly up
+    for mid in chat_ids + dm_ids:
+        assert before <= id_key(mid)[0] <= after  # the ms part is the server's time
+    # timed ids, but for the rare same-microsecond successor within one call
+    assert sum(timed(i) for i in chat_ids + dm_ids) >= len(chat_ids + dm_ids) // 2
+    # ids of different streams order by time, as the unread replay needs
+    merged = sorted(chat_ids + dm_ids, key=id_key)
+    assert merged.index(dm_ids[0]) == 3 and merged.index(dm_ids[-1]) == len(merged) - 1
+    assert not r.exists("chat:clock")
+
+    stream = r.xrange(keys.stream(keys.GENERAL))
+    assert [mid for mid, _ in stream] == chat_ids
+    assert stream[0][1] == {"n": "ANN", "t": "a0"}
+    assert 0 < r.pttl(keys.stream(keys.GENERAL)) <= TTL
+    dm = r.xrange(keys.conv_stream(keys.dm_conv("ann", "bob")))
+    assert [mid for mid, _ in dm] == dm_ids
+    assert dm[0][1] == {"n": "BOB", "r": "ANN", "t": "p0"}
+    assert r.smembers(keys.user_peers("bob")) == {"ann"}
+    assert r.smembers(keys.user_peers("ann")) == {"bob"}
+
+    msgs = published(sub)
+    channel, payload = msgs[0]
+    assert channel == keys.chat_channel(keys.GENERAL)
+    assert payload.split(RS) == [
+        US.join(["M", chat_ids[0], "c:general", "ANN", "GENERAL", "a0"]),
+        US.join(["M", chat_ids[1], "c:general", "BOB", "GENERAL", "b0"]),
+        US.join(["M", chat_ids[2], "c:general", "ANN", "GENERAL", "again"]),
+    ]
+    dm_payload = US.join(["M", dm_ids[0], keys.dm_conv("ann", "bob"), "BOB", "ANN", "p0"])
+    assert msgs[1:3] == [
+        (keys.user_channel("bob"), dm_payload),
+        (keys.user_channel("ann"), dm_payload),
+    ]
+
+
+def test_many_ids_in_one_call_stay_strictly_increasing(r: redis.Redis) -> None:
+    """One call of 500 messages runs faster than a microsecond per message at times: where
+    two would get the same id, Redis picks the next one."""
+    register(r, "ann")
+    out = post_many(r, [("ann", str(i)) for i in range(500)])
+    ids = out[1::2]
+    assert out[0::2] == ["ok"] * 500
+    assert [id_key(i) for i in ids] == sorted({id_key(i) for i in ids})
+
+
+def test_ids_fall_back_when_the_time_is_not_above_the_last(r: redis.Redis) -> None:
+    """The same microsecond (a stream's last id at or above the time's id), or a clock
+    stepped back: the next id is the last one's successor, still increasing."""
+    register(r, "ann")
+    register(r, "bob")
+    now = now_ms(r)
+    r.xadd(keys.stream(keys.GENERAL), {"n": "X", "t": "x"}, id=f"{now + 50}-999999")
+    out = post_many(r, [("ann", "a"), ("ann", "b")])
+    assert out == ["ok", f"{now + 50}-1000000", "ok", f"{now + 50}-1000001"]
+    conv = keys.dm_conv("ann", "bob")
+    r.xadd(keys.conv_stream(conv), {"n": "X", "t": "x"}, id="99999999999999-7")
+    assert post_private(r, "ann", "bob", "z") == ["ok", "99999999999999-8"]
+    # a later message in a fresh stream is timed again
+    join(r, "ann", "fresh")
+    fresh = post_many(r, [("ann", "c")], chat="fresh")
+    assert fresh[0] == "ok" and timed(fresh[1]) and abs(id_key(fresh[1])[0] - now) < 5000
 
 
 def test_streams_keep_at_most_max_stored(r: redis.Redis) -> None:
@@ -255,51 +468,6 @@ def test_streams_keep_at_most_max_stored(r: redis.Redis) -> None:
     assert r.xlen(keys.conv_stream(keys.dm_conv("ann", "bob"))) == 5
 
 
-def test_post_many_ids_increase_and_share_the_clock(r: redis.Redis, sub: Any) -> None:
-    for user in ("ann", "bob"):
-        register(r, user)
-    ids: list[str] = []
-    for turn in range(20):
-        out = post_many(r, [("ann", f"a{turn}"), ("bob", f"b{turn}"), ("ann", "again")])
-        assert out[0::2] == ["ok"] * 3
-        ids += out[1::2]
-        pm = post_private(r, "bob", "ann", f"p{turn}")
-        assert pm[0] == "ok"
-        ids.append(pm[1])
-    assert [id_key(i) for i in ids] == sorted({id_key(i) for i in ids})  # strictly increasing
-    assert r.get(keys.clock()) == ids[-1]
-    stream = r.xrange(keys.stream(keys.GENERAL))
-    assert [mid for mid, _ in stream] == [i for i in ids if i not in ids[3::4]]
-    assert stream[0][1] == {"n": "ANN", "t": "a0"}
-    assert 0 < r.pttl(keys.stream(keys.GENERAL)) <= TTL
-    dm = r.xrange(keys.conv_stream(keys.dm_conv("ann", "bob")))
-    assert [mid for mid, _ in dm] == ids[3::4]
-    assert dm[0][1] == {"n": "BOB", "r": "ANN", "t": "p0"}
-    assert r.smembers(keys.user_peers("bob")) == {"ann"}
-    assert r.smembers(keys.user_peers("ann")) == {"bob"}
-
-    msgs = published(sub)
-    batch = msgs[0]
-    assert batch[0] == "chat:chan:general"
-    assert batch[1].split(RS) == [
-        US.join(["M", ids[0], "c:general", "ANN", "GENERAL", "a0"]),
-        US.join(["M", ids[1], "c:general", "BOB", "GENERAL", "b0"]),
-        US.join(["M", ids[2], "c:general", "ANN", "GENERAL", "again"]),
-    ]
-    payload = US.join(["M", ids[3], keys.dm_conv("ann", "bob"), "BOB", "ANN", "p0"])
-    assert msgs[1:3] == [("chat:chan:bob", payload), ("chat:chan:ann", payload)]
-
-
-def test_ids_continue_an_ahead_clock(r: redis.Redis) -> None:
-    """A clock ahead of the server time (time stepped back) keeps counting from itself."""
-    register(r, "ann")
-    r.set(keys.clock(), "99999999999999-7")
-    out = post_many(r, [("ann", "x"), ("ann", "y")])
-    assert out == ["ok", "99999999999999-8", "ok", "99999999999999-9"]
-    assert post_private(r, "ann", "ann", "z") == ["ok", "99999999999999-10"]
-    assert r.get(keys.clock()) == "99999999999999-10"
-
-
 def test_post_many_refuses_nonmembers_and_banned(r: redis.Redis, sub: Any) -> None:
     register(r, "ann")
     register(r, "bob")
@@ -309,10 +477,8 @@ def test_post_many_refuses_nonmembers_and_banned(r: redis.Redis, sub: Any) -> No
     assert out[6:] == ["nomember", ""]
     assert r.xlen(keys.stream(keys.GENERAL)) == 1
     assert len(published(sub)) == 1
-    # nothing accepted: no clock write, no stream, no publish
-    clock = r.get(keys.clock())
+    # nothing accepted: no stream, no publish
     assert post_many(r, [("eve", "x")], chat="quiet") == ["nomember", ""]
-    assert r.get(keys.clock()) == clock
     assert not r.exists(keys.stream("quiet"))
     assert published(sub) == []
 
@@ -339,6 +505,22 @@ def test_post_many_rate_limit(r: redis.Redis) -> None:
     assert not r.exists(keys.rate("bob"))
 
 
+def test_post_many_without_sender_keys_checks_only_membership(r: redis.Redis) -> None:
+    """The cluster layout: post_gate.lua checked ban and rate in the sender's slot, so
+    post_many neither reads nor writes them (it could not: another slot)."""
+    register(r, "ann")
+    r.set(keys.ban("ann"), "123456", px=60_000)
+    out = post_many(r, [("ann", str(i)) for i in range(4)], rate=1, burst=1, checked=False)
+    assert out[0::2] == ["ok"] * 4
+    assert not r.exists(keys.rate("ann"))
+    assert post_many(r, [("eve", "x")], checked=False) == ["nomember", ""]
+    # the same call with the sender's keys checks them
+    assert post_many(r, [("ann", "y")], rate=1, burst=1) == ["banned", "123456"]
+    r.delete(keys.ban("ann"))
+    out = post_many(r, [("ann", "y"), ("ann", "z")], rate=1, burst=1)
+    assert out[0] == "ok" and out[2] == "rate"
+
+
 def test_post_private_checks(r: redis.Redis) -> None:
     register(r, "ann")
     register(r, "bob")
@@ -347,149 +529,189 @@ def test_post_private_checks(r: redis.Redis) -> None:
     assert [o[0] for o in out] == ["ok", "ok", "rate"]
     assert 400 <= int(out[2][1]) <= 500
     assert 0 < r.pttl(keys.rate("ann")) <= 1000 + 1000
-    # the bucket is the one post_many uses
-    refused = post_many(r, [("ann", "x")], rate=2, burst=2)
-    assert refused[0] == "rate"
+    # the bucket is the one post_many and post_gate use
+    assert post_many(r, [("ann", "x")], rate=2, burst=2)[0] == "rate"
+    assert post_gate(r, "ann", 1, rate=2, burst=2)[0] == "rate"
     r.set(keys.ban("ann"), "777", px=60_000)
     assert post_private(r, "ann", "bob", "hi") == ["banned", "777"]
     assert r.xlen(keys.conv_stream(keys.dm_conv("ann", "bob"))) == 2
 
 
+def test_post_private_unchecked_stores_only(r: redis.Redis, sub: Any) -> None:
+    """The cluster layout: only the stream; the recipient's display name comes from the
+    gateway, peers and publishing are the gateway's next step."""
+    r.set(keys.ban("ann"), "777", px=60_000)
+    out = post_private(r, "ann", "bob", "hi", rate=1, burst=1, checked=False)
+    assert out[0] == "ok" and timed(out[1])
+    again = post_private(r, "ann", "bob", "hi", rate=1, burst=1, checked=False)
+    assert again[0] == "ok" and id_key(again[1]) > id_key(out[1])
+    entries = r.xrange(keys.conv_stream(keys.dm_conv("ann", "bob")))
+    assert entries[0][1] == {"n": "ANN", "r": "BOB", "t": "hi"}
+    assert not r.exists(keys.user_peers("ann"), keys.user_peers("bob"), keys.rate("ann"))
+    assert published(sub) == []
+
+
+def test_post_gate(r: redis.Redis) -> None:
+    assert post_gate(r, "ann", 3) == ["ok", ""] * 3  # rate 0: no limit
+    assert not r.exists(keys.rate("ann"))
+    out = post_gate(r, "ann", 4, rate=1, burst=3)
+    assert out[0:6] == ["ok", "", "ok", "", "ok", ""]
+    assert out[6] == "rate" and 900 <= int(out[7]) <= 1000
+    assert float(r.hget(keys.rate("ann"), "tokens")) == 0
+    assert 0 < r.pttl(keys.rate("ann")) <= 4000
+    r.set(keys.ban("ann"), "4242", px=60_000)
+    assert post_gate(r, "ann", 2, rate=1, burst=3) == ["banned", "4242"] * 2
+    # a refused batch takes nothing
+    r.delete(keys.rate("bob"))
+    r.set(keys.ban("bob"), "1", px=60_000)
+    post_gate(r, "bob", 5, rate=1, burst=3)
+    assert not r.exists(keys.rate("bob"))
+
+
+# -- chats ----------------------------------------------------------------------------------
+
+
+def test_join_and_leave(r: redis.Redis) -> None:
+    chat = "rust"
+    assert join(r, "ann", chat, "Rust") == ["created", "Rust", 1]
+    assert join(r, "ann", chat, "RUST") == ["already", "Rust", 1]
+    assert join(r, "bob", chat, "rust") == ["joined", "Rust", 2]
+    assert leave(r, "ann", chat) == [1, "Rust", 1]
+    assert leave(r, "ann", chat) == [0, "", 0]
+    assert leave(r, "bob", chat) == [1, "Rust", 0]
+    assert not r.exists(keys.chat(chat), keys.members(chat))  # deleted when empty
+    # a new chat of that name takes the name typed now
+    assert join(r, "cid", chat, "RuSt") == ["created", "RuSt", 1]
+
+
+def test_join_limits_passed_by_the_caller(r: redis.Redis) -> None:
+    assert join(r, "ann", "c1") == ["created", "c1", 1]
+    assert join(r, "bob", "c1", may_join=0) == ["user_limit", "c1", 0]
+    assert join(r, "ann", "c1", may_join=0)[0] == "already"  # a member is not refused
+    assert join(r, "bob", "c1", may_create="chat_limit")[0] == "joined"  # no creation
+    assert join(r, "bob", "new", may_create="chat_limit") == ["chat_limit", "new", 0]
+    assert join(r, "bob", "new", may_create="create_rate") == ["create_rate", "new", 0]
+    assert not r.exists(keys.chat("new"), keys.members("new"))
+    r.hset(keys.chat("old"), "name", "Stale")  # a name left over from an emptied chat
+    assert join(r, "bob", "old", "old") == ["created", "old", 1]
+
+
+# -- complaints and bans --------------------------------------------------------------------
+
+
+def complain(
+    r: redis.Redis,
+    by: str,
+    target: str = "bob",
+    address: str = "",
+    young: int = 0,
+    rate_wait: int = 0,
+    per_address: int = 1,
+    threshold: int = 2,
+) -> list[Any]:
+    return list(
+        call(
+            r,
+            "complain",
+            [
+                keys.complaints(target),
+                keys.ban(target),
+                keys.user(target),
+                keys.complaint_addresses(target),
+                keys.user_addresses(target),
+            ],
+            [
+                by,
+                threshold,
+                5000,
+                keys.user_channel(target),
+                address or f"10.0.0.{ord(by[0])}",
+                young,
+                rate_wait,
+                per_address,
+                "PUBLISH",
+            ],
+        )
+    )
+
+
 def test_complain_bans_at_threshold(r: redis.Redis, sub: Any) -> None:
     register(r, "bob")
-
-    r.zadd(keys.user_addresses("bob"), {"10.0.0.9": 1})
-
-    def complain(by: str, target: str = "bob") -> list[Any]:
-        return list(
-            call(
-                r,
-                "complain",
-                [
-                    keys.complaints(target),
-                    keys.ban(target),
-                    keys.user(target),
-                    keys.user(by),
-                    keys.complaints_by(by),
-                    keys.complaint_addresses(target),
-                    keys.user_addresses(target),
-                    keys.held_addresses(),
-                    keys.bans(),
-                ],
-                [by, 2, 5000, f"chat:chan:{target}", f"10.0.0.{ord(by[0])}", 0, 0, 1, target],
-            )
-        )
-
-    assert complain("ann", "nobody") == ["nouser"]
-    assert complain("ann") == ["ok", 1, "BOB"]
-    assert complain("ann") == ["again", 1, "BOB"]
-    now = int(r.time()[0]) * 1000
-    status, count, until, name = complain("cat")
+    r.zadd(keys.user_addresses("bob"), {"10.0.0.9": 1, "10.0.0.8": 2})
+    assert complain(r, "ann", "nobody") == ["nouser"]
+    assert complain(r, "ann") == ["ok", 1, "BOB"]
+    assert complain(r, "ann") == ["again", 1, "BOB"]
+    now = now_ms(r)
+    status, count, until, name, *held = complain(r, "cat")
     assert (status, count, name) == ("ban", 2, "BOB")
+    assert sorted(held) == ["10.0.0.8", "10.0.0.9"]  # for the caller to hold back
     assert now <= int(until) - 5000 <= now + 2000
     assert r.get(keys.ban("bob")) == until
     assert 0 < r.pttl(keys.ban("bob")) <= 5000
-    assert not r.exists(keys.complaints("bob"))
-    assert r.zscore(keys.held_addresses(), "10.0.0.9") == int(until)
-    assert r.zscore(keys.bans(), "bob") == int(until)  # `admin bans` lists it
-    assert complain("dan") == ["banned", until, "BOB"]
-    assert published(sub) == [("chat:chan:bob", f"B{US}{until}")]
-    # a banned sender is refused by both posting scripts
+    assert not r.exists(keys.complaints("bob"), keys.complaint_addresses("bob"))
+    assert complain(r, "dan") == ["banned", until, "BOB"]
+    assert published(sub) == [(keys.user_channel("bob"), f"B{US}{until}")]
+    # a banned sender is refused by every posting script that checks
     assert post_many(r, [("bob", "hi")]) == ["banned", until]
     assert post_private(r, "bob", "bob", "hi") == ["banned", until]
+    assert post_gate(r, "bob", 1) == ["banned", until]
 
 
-def join(r: redis.Redis, user: str, chat: str, typed: str, limits: tuple[int, ...]) -> Any:
-    ks = [
-        keys.chat(chat),
-        keys.members(chat),
-        keys.user_chats(user),
-        keys.chat_sizes(),
-        keys.creations(user),
-    ]
-    return call(r, "join", ks, [user, chat, typed, f"chat:chan:{user}", "s1", *limits])
-
-
-def test_join_and_leave(r: redis.Redis, sub: Any) -> None:
-    chat = "rust"
-    ks = [keys.chat(chat), keys.members(chat), keys.user_chats("ann"), keys.chat_sizes()]
-    limits = (10, 10, 10)
-    assert join(r, "ann", chat, "Rust", limits) == ["joined", "Rust"]
-    assert join(r, "ann", chat, "RUST", limits) == ["already", "Rust"]
-    assert join(r, "bob", chat, "rust", limits) == ["joined", "Rust"]
-    assert r.zscore(keys.chat_sizes(), chat) == 2 and r.sismember(keys.user_chats("ann"), chat)
-    assert published(sub) == [
-        ("chat:chan:ann", US.join(["J", chat, "Rust", "s1"])),
-        ("chat:chan:bob", US.join(["J", chat, "Rust", "s1"])),
-    ]
-    leave = ["ann", chat, "chat:chan:ann", "s3"]
-    assert call(r, "leave", ks, leave) == [1, "Rust"]
-    assert call(r, "leave", ks, leave) == [0, ""]
-    assert r.zscore(keys.chat_sizes(), chat) == 1
-    bob = [keys.chat(chat), keys.members(chat), keys.user_chats("bob"), keys.chat_sizes()]
-    assert call(r, "leave", bob, ["bob", chat, "chat:chan:bob", "s4"]) == [1, "Rust"]
-    assert not r.exists(keys.chat(chat)) and r.zscore(keys.chat_sizes(), chat) is None
-    assert published(sub)[0] == ("chat:chan:ann", US.join(["L", chat, "Rust", "s3"]))
-
-
-def test_join_limits(r: redis.Redis) -> None:
-    # (chats a user may be in, chats that may exist, creations per user per hour)
-    assert [join(r, "ann", f"c{i}", f"c{i}", (3, 10, 2))[0] for i in range(3)] == [
-        "joined",
-        "joined",
-        "create_rate",
-    ]
-    assert 3590 <= r.ttl(keys.creations("ann")) <= 3600
-    assert join(r, "bob", "c0", "c0", (3, 2, 0)) == ["joined", "c0"]  # joining is no creation
-    assert join(r, "bob", "new", "new", (3, 2, 5))[0] == "chat_limit"  # 2 chats exist
-    assert join(r, "bob", "c1", "c1", (3, 2, 5))[0] == "joined"
-    r.sadd(keys.user_chats("bob"), "general")
-    assert join(r, "bob", "c9", "c9", (3, 10, 5))[0] == "user_limit"
-    assert r.zcard(keys.chat_sizes()) == 2
-
-
-def test_forget_takes_an_unseen_account_out_of_everything(r: redis.Redis) -> None:
-    register(r, "ann")
+def test_complain_waits_and_address_limit(r: redis.Redis) -> None:
     register(r, "bob")
-    join(r, "ann", "solo", "solo", (10, 10, 10))
-    join(r, "ann", "duo", "duo", (10, 10, 10))
-    join(r, "bob", "duo", "duo", (10, 10, 10))
-    r.hset(keys.cursors("ann"), "c:general", "1-0")
-    r.sadd(keys.user_peers("ann"), "bob")
-    now = int(r.time()[0]) * 1000
-    ks = [
-        keys.seen(),
-        keys.chat_sizes(),
-        keys.user("ann"),
-        keys.user_chats("ann"),
-        keys.user_peers("ann"),
-        keys.cursors("ann"),
-        keys.ban("ann"),
-        keys.rate("ann"),
-        keys.complaints("ann"),
-        keys.tokens("ann"),
-        keys.moderators(),
-        keys.bans(),
-        keys.user_addresses("ann"),
-        keys.known_addresses("ann"),
-    ]
-    r.hset(keys.tokens("ann"), "abc", str(now + 10**9))  # nothing that grants survives
-    r.sadd(keys.moderators(), "ann", "bob")
-    r.zadd(keys.bans(), {"ann": now + 10**6})
-    r.zadd(keys.user_addresses("ann"), {"1.2.3.4": now})
-    r.zadd(keys.known_addresses("ann"), {"1.2.3.4": now})
-    args = ["ann", now - 60_000, keys.chat_prefix()]
-    assert call(r, "forget", ks, args) == 0  # seen just now
-    r.zadd(keys.seen(), {"ann": now - 120_000})
-    assert call(r, "forget", ks, args) == 1
-    own = [k for k in ks[2:] if k not in (keys.moderators(), keys.bans())]
-    assert not any(r.exists(k) for k in own) and r.zscore(keys.seen(), "ann") is None
-    assert r.smembers(keys.moderators()) == {"bob"} and r.zscore(keys.bans(), "ann") is None
-    assert r.smembers(keys.members("duo")) == {"bob"}
-    assert r.smembers(keys.members(keys.GENERAL)) == {"bob"}
-    assert not r.exists(keys.chat("solo")) and r.zscore(keys.chat_sizes(), "solo") is None
-    assert r.zscore(keys.chat_sizes(), "duo") == 1
-    assert r.zscore(keys.chat_sizes(), keys.GENERAL) == 1
+    assert complain(r, "ann", young=1234) == ["young", "1234", "BOB"]
+    assert complain(r, "ann", rate_wait=99) == ["rate", "99", "BOB"]
+    assert not r.exists(keys.complaints("bob"))  # neither counted
+    assert complain(r, "ann", address="10.9.9.9", threshold=5) == ["ok", 1, "BOB"]
+    assert complain(r, "cat", address="10.9.9.9", threshold=5) == ["address", 1, "BOB"]
+    assert complain(r, "cat", address="10.9.9.9", threshold=5, per_address=0)[0] == "ok"
+    # "again" is told before the waits: a repeated complaint is not a new one
+    assert complain(r, "ann", young=5, threshold=5) == ["again", 2, "BOB"]
+
+
+def mod_ban(r: redis.Redis, target: str, ms: int = 5000) -> list[Any]:
+    return list(
+        call(
+            r,
+            "mod_ban",
+            [
+                keys.ban(target),
+                keys.user(target),
+                keys.complaints(target),
+                keys.complaint_addresses(target),
+            ],
+            [ms, keys.user_channel(target), "PUBLISH"],
+        )
+    )
+
+
+def test_mod_ban(r: redis.Redis, sub: Any) -> None:
+    assert mod_ban(r, "nobody") == ["nouser"]
+    register(r, "bob")
+    complain(r, "ann", threshold=5)
+    now = now_ms(r)
+    status, until, name = mod_ban(r, "bob")
+    assert (status, name) == ("ban", "BOB") and now <= int(until) - 5000 <= now + 2000
+    assert r.get(keys.ban("bob")) == until and 0 < r.pttl(keys.ban("bob")) <= 5000
+    assert not r.exists(keys.complaints("bob"), keys.complaint_addresses("bob"))
+    assert published(sub) == [(keys.user_channel("bob"), US.join(["B", until, "m"]))]
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+def test_forget_deletes_the_users_own_keys_and_returns_its_chats(r: redis.Redis) -> None:
+    register(r, "ann")
+    join(r, "ann", "solo")
+    r.sadd(keys.user_chats("ann"), "solo")  # the store's step after join.lua
+    ks = forget_keys("ann")
+    for k in ks[2:]:
+        r.set(k, "x")
+    assert sorted(call(r, "forget", ks, [])) == sorted([keys.GENERAL, "solo"])
+    assert not any(r.exists(k) for k in ks)
+    # the memberships are the caller's next step (leave.lua per chat)
+    assert r.sismember(keys.members("solo"), "ann")
+    assert call(r, "forget", ks, []) == []
 
 
 def test_advance_never_moves_back(r: redis.Redis) -> None:
@@ -504,6 +726,9 @@ def test_advance_never_moves_back(r: redis.Redis) -> None:
     assert r.hgetall(key) == {"c:a": "5-3", "c:b": "10-0"}
     advance("c:a", "5-10")  # numeric, not string, order
     assert r.hget(key, "c:a") == "5-10"
+    advance("c:a", "5-999000", "c:b", "10-1000000")  # timed ids: large sequence numbers
+    advance("c:a", "5-1000")
+    assert r.hgetall(key) == {"c:a": "5-999000", "c:b": "10-1000000"}
     r.hset(key, "c:c", "junk")
     advance("c:c", "1-0")
     assert r.hget(key, "c:c") == "1-0"
@@ -511,28 +736,89 @@ def test_advance_never_moves_back(r: redis.Redis) -> None:
 
 
 def gate(
-    r: redis.Redis, nick: str, address: str, take: bool = True, limits: tuple = (3, 5, 2)
+    r: redis.Redis, nick: str, address: str, take: bool = True, limits: tuple[int, int] = (3, 5)
 ) -> list[Any]:
-    ks = [
-        keys.login_fails(nick, address),
-        keys.nick_fails(nick),
-        keys.address_fails(address),
-        keys.known_addresses(nick),
-    ]
-    return call(r, "login_gate", ks, [nick, address, 60, *limits, 86_400_000, int(take)])
+    ks = [keys.login_fails(nick, address), keys.nick_fails(nick), keys.known_addresses(nick)]
+    return list(call(r, "login_gate", ks, [address, 60, *limits, 86_400_000, int(take)]))
+
+
+def address_gate(
+    r: redis.Redis, nick: str, address: str, take: bool = True, limit: int = 2
+) -> list[Any]:
+    return list(
+        call(r, "address_gate", [keys.address_fails(address)], [nick, 60, limit, int(take)])
+    )
 
 
 def test_login_gate(r: redis.Redis) -> None:
-    """Each attempt is counted when it is let through; the three limits refuse in turn."""
+    """Each attempt is counted when it is let through; the pair and nickname limits refuse
+    in turn; a known address is exempt from the nickname's limit and says so."""
     assert [gate(r, "ann", "10.0.0.1")[0] for _ in range(4)] == ["ok", "ok", "ok", "pair"]
-    assert 0 < gate(r, "ann", "10.0.0.1")[1] <= 60_000
+    assert gate(r, "ann", "10.0.0.9")[1] == 0  # not known
+    refused = gate(r, "ann", "10.0.0.1")
+    assert refused[0] == "pair" and 0 < refused[1] <= 60_000
     assert r.get(keys.login_fails("ann", "10.0.0.1")) == "3"  # refusals are not counted
     assert gate(r, "ann", "10.0.0.2", take=False)[0] == "ok"  # a peek counts nothing
-    assert [gate(r, "ann", "10.0.0.2")[0] for _ in range(3)] == ["ok", "ok", "nick"]
-    r.zadd(keys.known_addresses("ann"), {"10.0.0.3": r.time()[0] * 1000})
-    assert [gate(r, "ann", "10.0.0.3")[0] for _ in range(4)] == ["ok", "ok", "ok", "pair"]
-    # from 10.0.0.1, ann counts once; a second nickname fills its limit of two
-    assert gate(r, "bob", "10.0.0.1")[0] == "ok"
-    refused = gate(r, "cid", "10.0.0.1")
+    assert not r.exists(keys.login_fails("ann", "10.0.0.2"))
+    assert r.get(keys.nick_fails("ann")) == "4"
+    assert [gate(r, "ann", "10.0.0.2")[0] for _ in range(2)] == ["ok", "nick"]
+    r.zadd(keys.known_addresses("ann"), {"10.0.0.3": now_ms(r)})
+    assert [gate(r, "ann", "10.0.0.3") for _ in range(4)] == [["ok", 1]] * 3 + [
+        ["pair", gate(r, "ann", "10.0.0.3")[1]]
+    ]
+    assert r.get(keys.nick_fails("ann")) == "5"  # known: not counted for the nickname
+    r.zadd(keys.known_addresses("ann"), {"10.0.0.4": now_ms(r) - 90_000_000})
+    assert gate(r, "ann", "10.0.0.4")[0] == "nick"  # known too long ago: not exempt
+
+
+def test_address_gate(r: redis.Redis) -> None:
+    """Distinct nicknames per address: one nickname's repeated failures count once."""
+    assert address_gate(r, "ann", "10.0.0.1") == ["ok", 0]
+    assert address_gate(r, "ann", "10.0.0.1") == ["ok", 0]
+    assert address_gate(r, "bob", "10.0.0.1", take=False) == ["ok", 0]  # a peek
+    assert address_gate(r, "bob", "10.0.0.1") == ["ok", 0]
+    refused = address_gate(r, "cid", "10.0.0.1")
     assert refused[0] == "address" and 0 < refused[1] <= 60_000
-    assert r.zcard(keys.address_fails("10.0.0.1")) == 2
+    assert address_gate(r, "ann", "10.0.0.1")[0] == "ok"  # already counted
+    assert address_gate(r, "cid", "10.0.0.1", limit=0)[0] == "ok"  # 0: no limit
+    assert r.zcard(keys.address_fails("10.0.0.1")) == 3
+    assert 0 < r.pttl(keys.address_fails("10.0.0.1")) <= 60_000
+
+
+def test_tokens(r: redis.Redis) -> None:
+    register(r, "ann")
+    tk = keys.tokens("ann")
+
+    def issue(h: str, ttl: int = 60_000, replaces: str = "", keep: int = 3) -> int:
+        return int(call(r, "token_issue", [tk], [h, ttl, replaces, keep]))
+
+    def check(h: str) -> Any:
+        return call(r, "token_check", [tk, keys.user("ann")], [h])
+
+    now = now_ms(r)
+    assert now + 60_000 <= issue("h1") <= now_ms(r) + 60_000
+    assert check("h1") == "ANN" and check("nope") is None
+    issue("h2", replaces="h1")
+    assert check("h1") is None and check("h2") == "ANN"
+    issue("h3", ttl=120_000)
+    issue("h4")
+    issue("h5")  # keep 3: the one that expires first (h2) goes
+    assert set(r.hkeys(tk)) == {"h3", "h4", "h5"}
+    assert r.pttl(tk) > 100_000  # lives as long as its last token
+    r.hset(tk, "old", str(now - 1))
+    assert check("old") is None and not r.hexists(tk, "old")  # expired: removed on the way
+    r.delete(keys.user("ann"))
+    assert check("h3") is None  # no account: no name
+
+
+def test_address_count(r: redis.Redis) -> None:
+    k = keys.address_connections("10.0.0.1")
+
+    def count(gw: str, change: int, *live: str) -> int:
+        return int(call(r, "address_count", [k], [gw, change, 60_000, *live]))
+
+    assert count("g1", 1, "g1", "g2") == 1
+    assert count("g2", 1, "g1", "g2") == 2
+    assert count("g2", 1, "g2") == 2  # g1 not live: not counted
+    assert count("g2", -1, "g1", "g2") == 2
+    assert count("g2", -5, "g1", "g2") == 1 and not r.hexists(k, "g2")
