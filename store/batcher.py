@@ -162,6 +162,9 @@ class Batcher:
         self._gate: ScriptLike | None = None
         self._gate_args: tuple[float, int] = (0.0, 0)
 
+    def use_pipeline(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
     def use(self, pipeline: Pipeline, gate: ScriptLike, rate: float, burst: int) -> None:
         """Post on a Redis Cluster: through `pipeline`, each sender checked by `gate`."""
         self._pipeline = pipeline

@@ -166,16 +166,8 @@ class RedisStore:
         #: On a cluster: bounds the calls in flight to POOL_SIZE (redis-py's cluster
         #: client has no blocking pool: a burst of logins would fail, not queue).
         self._calls: asyncio.Semaphore | None = None
-        pool = aredis.BlockingConnectionPool.from_url(
-            self.seeds.url(self.seeds.nodes[0]),
-            max_connections=POOL_SIZE,
-            timeout=POOL_TIMEOUT,
-            protocol=2,
-            decode_responses=True,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=reply_timeout,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-        )
+        self._node_url = self.seeds.url(self.seeds.nodes[0])
+        pool = self._pool_for(self._node_url)
         # Any: redis-py's annotations say bytes | str whatever decode_responses is; with
         # decode_responses=True every reply here is str (or a list/dict of them).
         self.redis: Any = aredis.Redis(connection_pool=pool)
@@ -201,6 +193,18 @@ class RedisStore:
         self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _pool_for(self, url: str) -> aredis.BlockingConnectionPool:
+        return aredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_TIMEOUT,
+            protocol=2,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=self.reply_timeout,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+        )
 
     async def start(self) -> None:
         """Find out what the URL names (a standalone Redis or a cluster node), check that
@@ -252,8 +256,21 @@ class RedisStore:
                     f"Redis at {addr[0]}:{addr[1]} is version {version}; the gateway needs "
                     f"{MIN_REDIS[0]}.{MIN_REDIS[1]} or newer"
                 )
+            if not int(enabled) and addr != self.seeds.nodes[0]:
+                await self._use_node(addr)  # a standalone Redis: the one that answered
             return bool(int(enabled))
         raise StoreUnavailable(f"no Redis answered at {self.url_redacted()}: {last}")
+
+    async def _use_node(self, addr: tuple[str, int]) -> None:
+        """Point the pool and the post pipeline at `addr` (a later seed of the URL)."""
+        url = self.seeds.url(addr)
+        old = self.redis
+        self.redis = aredis.Redis(connection_pool=self._pool_for(url))
+        await old.aclose()
+        self._pipeline.close()
+        self._pipeline = RespPipeline(url, self.reply_timeout, self.wait_replica_ms)
+        self._batcher.use_pipeline(self._pipeline)
+        self._node_url = url
 
     def url_redacted(self) -> str:
         return ",".join(f"{h}:{p}" for h, p in self.seeds.nodes)
@@ -339,7 +356,7 @@ class RedisStore:
     ) -> Subscriptions:
         if self.slots is not None:
             return ShardedLinks(self.slots, on_events, on_reconnect, on_state)
-        return PubSubLink(self.seeds.url(self.seeds.nodes[0]), on_events, on_reconnect, on_state)
+        return PubSubLink(self._node_url, on_events, on_reconnect, on_state)
 
     def _pipe(self, transaction: bool = False) -> Any:
         """A pipeline; a transaction only on a standalone Redis (on a cluster, commands
@@ -377,6 +394,8 @@ class RedisStore:
     ) -> Registration:
         """Claim the name's look and count the address (`{g}`), create the account (the
         user's slot), then put the user in #general and the last-seen list."""
+        if await self._call(self.redis.exists(keys.user(user))):
+            return Registration.TAKEN  # before the claim: a taken name costs no registration
         claimed = await self._eval(
             "register_claim",
             [keys.skeleton(skeleton), keys.registrations(address)],
@@ -446,10 +465,14 @@ class RedisStore:
             [user, limits.window, limits.nicks_per_address, 1 if take else 0],
         )
         if gate != "ok" and take:
+            given_back = [keys.login_fails(user, address), keys.nick_fails(user)]
             pipe = self._pipe()
-            pipe.decr(keys.login_fails(user, address))
-            pipe.decr(keys.nick_fails(user))
-            await self._call(pipe.execute())
+            for key in given_back:
+                pipe.decr(key)
+            left = await self._call(pipe.execute())
+            gone = [k for k, n in zip(given_back, left, strict=True) if int(n) <= 0]
+            for key in gone:  # expired meanwhile: DECR made it -1 with no expiry
+                await self._call(self.redis.delete(key))
         return LoginCheck(LoginGate(gate), int(wait_ms))
 
     async def set_password(self, user: str, password_hash: str) -> None:
