@@ -179,6 +179,7 @@ COMPARED: dict[str, tuple[Metric, ...]] = {
     "fanout2": _RATE_CPU,
     "ingest2": _INGEST_CPU,
     "latency": (Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
+    "idle": (Metric("bytes_per_connection", "RSS bytes per idle connection", False),),
 }
 #: How both sides of --baseline are configured: variables every revision reads.
 COMPARE_ENV = {
@@ -271,7 +272,9 @@ class Bench:
         )
         return port, proc
 
-    def gateway_at(self, tree: Path, side: str) -> tuple[int, subprocess.Popen[bytes]]:
+    def gateway_at(
+        self, tree: Path, side: str, **extra_env: str
+    ) -> tuple[int, subprocess.Popen[bytes]]:
         """A gateway run from the source tree `tree` (this checkout or an exported commit),
         set up only through --port, --redis-url and CHAT_* variables; inherited CHAT_*
         variables are dropped so that both sides get exactly COMPARE_ENV."""
@@ -279,6 +282,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env.pop("PYTHONSAFEPATH", None)  # the script's folder must come first on sys.path
         env.update(COMPARE_ENV, PYTHONPATH=str(tree))
+        env.update(extra_env)
         proc = self.procs.start(
             [
                 sys.executable,
@@ -448,6 +452,27 @@ PAM = no
         await asyncio.sleep(0.5)
         return r
 
+    async def idle_one(self, port: int, pid: int, n_idle: int) -> dict[str, float]:
+        """RSS of gateway `pid` before and after `n_idle` users log in and stay idle."""
+        await asyncio.sleep(1)
+        before = rss_kb(pid)
+        peers = await connect_many(
+            "127.0.0.1", port, CHAT, n_idle, prefix="idle", chat="general", parallel=500
+        )
+        await asyncio.sleep(2)
+        after = rss_kb(pid)
+        close_all(peers)
+        await asyncio.sleep(0.5)
+        return {
+            "rss_before_kb": before,
+            "rss_after_kb": after,
+            "bytes_per_connection": (after - before) * 1024 / n_idle,
+            "lost": 0.0,
+        }
+
+    def idle_size(self) -> int:
+        return 300 if self.smoke else 10_000
+
     def sizes(self) -> tuple[int, int, int]:
         """Fan-out: members, senders, messages per sender."""
         return (20, 4, 50) if self.smoke else (200, 20, 500)
@@ -562,26 +587,18 @@ PAM = no
         # 5. idle memory: logged-in idle connections on a fresh gateway
         if "idle" in only:
             self.flush_redis()
-            n_idle = 300 if self.smoke else 10_000
+            n_idle = self.idle_size()
             g3, g3proc = self.gateway("--scrypt-log-n", "4")
-            await asyncio.sleep(1)
-            before = rss_kb(g3proc.pid)
-            peers = await connect_many(
-                "127.0.0.1", g3, CHAT, n_idle, prefix="idle", chat="general", parallel=500
-            )
-            await asyncio.sleep(2)
-            after = rss_kb(g3proc.pid)
-            per_conn = (after - before) * 1024 / n_idle
+            m = await self.idle_one(g3, g3proc.pid, n_idle)
             self.row(
                 "idle memory",
                 "gateway",
                 None,
                 connections=n_idle,
-                rss_before_kb=before,
-                rss_after_kb=after,
-                bytes_per_connection=round(per_conn),
+                rss_before_kb=m["rss_before_kb"],
+                rss_after_kb=m["rss_after_kb"],
+                bytes_per_connection=round(m["bytes_per_connection"]),
             )
-            close_all(peers)
             self.procs.stop(g3proc)
 
         # 6. login burst at the default password cost
@@ -630,11 +647,18 @@ PAM = no
             "ingest": f"ingest {n_senders}x{per} one gateway",
             "ingest2": f"ingest {n_senders}x{per} two gateways",
             "latency": f"latency {rate}/s {members} members one gateway",
+            "idle": f"idle memory {self.idle_size()} connections one gateway",
         }[key]
 
     async def compare_once(self, key: str, tree: Path, side: str) -> dict[str, float]:
         """One run of scenario `key` on fresh gateway(s) from `tree`; its metrics."""
         self.flush_redis()
+        if key == "idle":  # cheap hashes: the logins are not what is measured
+            port, proc = self.gateway_at(tree, side, CHAT_SCRYPT_LOG_N="4")
+            try:
+                return await self.idle_one(port, proc.pid, self.idle_size())
+            finally:
+                self.procs.stop(proc)
         gateways = [self.gateway_at(tree, side) for _ in range(2 if key.endswith("2") else 1)]
         ports = [port for port, _ in gateways]
         pids: dict[str, int | None] = {
@@ -840,7 +864,7 @@ def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
             " moves far less with the load of a shared machine than wall-clock rates do;"
             " more --reps narrow the medians."
         )
-    headline = {"fanout": "fan-out", "ingest": "ingest"}
+    headline = {"fanout": "fan-out", "ingest": "ingest", "idle": "idle memory"}
 
     def summary(metrics: tuple[str, ...]) -> str:
         return ", ".join(
@@ -852,8 +876,11 @@ def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
 
     rates = summary(("deliveries/s", "accepted/s")) or "nothing compared"
     cpu = summary(("gateway CPU ns per delivery", "gateway CPU ns per message"))
+    memory = summary(("RSS bytes per idle connection",))
     print(
-        f"\nvs baseline {base.rev}: {rates}" + (f" (gateway CPU per message: {cpu})" if cpu else "")
+        f"\nvs baseline {base.rev}: {rates}"
+        + (f" (gateway CPU per message: {cpu})" if cpu else "")
+        + (f"; RSS per idle connection: {memory}" if memory else "")
     )
 
 

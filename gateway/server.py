@@ -15,14 +15,13 @@ import socket
 import ssl
 import sys
 import uuid
-import weakref
 from collections.abc import Callable
 
 from websockets.asyncio.server import Server
 
 from gateway.admission import Admission
 from gateway.core.session import Core
-from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer
+from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer, set_keepalive
 from gateway.doors.web.server import WebDoor
 from gateway.fanout import Fanout
 from gateway.metrics import METRICS, serve_metrics
@@ -107,8 +106,10 @@ class GatewayServer:
             set(),
         )
         self._web: Server | None = None
-        #: Open connections, for the shutdown notice; a closed one drops out by itself.
-        self.connections: weakref.WeakSet[LineConnection] = weakref.WeakSet()
+        #: Open line connections, for the shutdown notice (the door's set: each connection
+        #: adds itself when made and leaves when lost; a plain set, not a WeakSet, whose
+        #: weak references cost about 230 bytes per connection).
+        self.connections = self.line_door.connections
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
@@ -183,9 +184,7 @@ class GatewayServer:
         return self.fanout.redis_ok and self.fanout.presence.ok
 
     def _line_connection(self) -> LineConnection:
-        conn = LineConnection(self.line_door)
-        self.connections.add(conn)
-        return conn
+        return LineConnection(self.line_door)
 
     async def _listen(
         self,
@@ -195,7 +194,7 @@ class GatewayServer:
         tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         try:
-            return await asyncio.get_running_loop().create_server(
+            server = await asyncio.get_running_loop().create_server(
                 factory,
                 self.settings.host,
                 port,
@@ -206,6 +205,14 @@ class GatewayServer:
             )
         except OSError as exc:
             raise StartupError(self._bind_error(what, port, exc)) from None
+        idle, interval, count = self.line_door.keepalive
+        if idle:  # accepted sockets inherit it (Linux): no per-connection system calls
+            for sock in server.sockets:
+                try:
+                    set_keepalive(sock, idle, interval, count)
+                except OSError as exc:
+                    log.warning("event=keepalive_failed port=%d error=%s", port, exc)
+        return server
 
     def _bind_error(self, what: str, port: int, exc: OSError, host: str | None = None) -> str:
         return (

@@ -314,7 +314,7 @@ class RedisStore:
         pipe.smembers(keys.user_peers(user))
         pipe.hgetall(keys.cursors(user))
         pipe.zadd(keys.seen(), {user: int(time.time() * 1000)})  # a login: seen now
-        pipe.get(keys.ban(user))
+        pipe.get(keys.ban.__wrapped__(user))  # not cached: idle users' logins would fill it
         chat_set, peers, cursors, _, ban = await self._call(pipe.execute())
         chat_keys = sorted(chat_set)
         pipe = self.redis.pipeline(transaction=False)
