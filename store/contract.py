@@ -209,6 +209,8 @@ class ChatInfo:
     name: str
     members: int
     online: int
+    #: The online count stopped at the bound it was asked for: at least `online`.
+    capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +227,8 @@ class OnlineList:
 
     names: list[str]
     total: int
+    #: The count stopped at the bound it was asked for: at least `total` are online.
+    capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +417,13 @@ class Store(Protocol):
     async def active_chats(self, limit: int) -> ChatList: ...
 
     async def who(self, chat: str, limit: int) -> OnlineList: ...
+
+    async def who_bounded(self, chat: str, limit: int, cap: int) -> OnlineList:
+        """Like `who`, with Redis work bounded whatever the chat's size: the count stops
+        at `cap` (`capped`); the names are some of the online members."""
+
+    async def active_chats_bounded(self, limit: int, cap: int) -> ChatList:
+        """Like `active_chats`, each chat's online count stopping at `cap`."""
 
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
 
