@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -88,6 +89,7 @@ class GatewayServer:
             settings.login_timeout,
             settings.max_pending_per_ip,
             count=self._count_address,
+            max_connections=connection_limit(settings.max_connections),
         )
         self.line_door = LineDoor(
             self.core,
@@ -260,6 +262,23 @@ class GatewayServer:
         await self.store.close()
         if self._embedded is not None:
             self._embedded.shutdown()
+
+
+#: Descriptors kept free of client connections by the automatic --max-connections: Redis
+#: (the pool of 64, pub/sub, the post pipeline), listeners, the metrics port, log files.
+FD_RESERVE = 256
+
+
+def connection_limit(setting: int) -> int:
+    """--max-connections as admission takes it: -1 becomes the descriptor limit less
+    FD_RESERVE (accepting past the limit fails inside the event loop, and Redis
+    connections opened then fail too); 0 stays "no limit"."""
+    if setting >= 0:
+        return setting
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - FD_RESERVE)
 
 
 def _redacted(url: str | None) -> str:
