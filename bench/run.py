@@ -124,6 +124,15 @@ class Procs:
         wait_port(port, proc)
         return proc
 
+    def spawn(
+        self, args: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process without waiting for its port."""
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, env=env)
+        self.procs.append(proc)
+        return proc
+
     def start_redis(self, port: int) -> subprocess.Popen[bytes]:
         """A throwaway redis-server on loopback: no persistence, files in the workdir."""
         exe = shutil.which("redis-server")
@@ -154,7 +163,13 @@ SCENARIOS = (
     "ingest2",
     "idle",
     "login",
+    "crowd",
+    "broadcast",
+    "storm",
 )
+#: The crowd scenarios (bench/crowd.py): they share one set-up of N users; broadcast and
+#: storm need crowd's logins, so asking for either runs it too.
+CROWD = ("crowd", "broadcast", "storm")
 
 
 @dataclass(frozen=True)
@@ -210,8 +225,14 @@ class Bench:
         workdir: Path,
         only: set[str] | None = None,
         baseline: Baseline | None = None,
+        users: int = 50_000,
+        crowd_seconds: float = 30.0,
+        storm_cap: float = 60.0,
     ) -> None:
         self.smoke = smoke
+        self.users = users
+        self.crowd_seconds = crowd_seconds
+        self.storm_cap = storm_cap
         self.workdir = workdir
         self.only = set(SCENARIOS) if only is None else only
         self.baseline = baseline
@@ -239,38 +260,47 @@ class Bench:
         finally:
             r.close()
 
+    def gateway_args(self, port: int, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            str(ROOT / "server.py"),
+            "--port",
+            str(port),
+            "--redis-url",
+            self.redis_url,
+            "--rate",
+            "0",
+            "--max-per-ip",
+            "0",
+            "--max-pending-logins",
+            "0",
+            "--max-registrations",
+            "0",
+            "--max-pending-per-ip",
+            "0",
+            "--max-pending-hashes",
+            "100000",
+            "--log-level",
+            "WARNING",
+            "--web-port",
+            "0",
+            *extra,
+        ]
+
     def gateway(self, *extra: str) -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
-        proc = self.procs.start(
-            [
-                sys.executable,
-                str(ROOT / "server.py"),
-                "--port",
-                str(port),
-                "--redis-url",
-                self.redis_url,
-                "--rate",
-                "0",
-                "--max-per-ip",
-                "0",
-                "--max-pending-logins",
-                "0",
-                "--max-registrations",
-                "0",
-                "--max-pending-per-ip",
-                "0",
-                "--max-pending-hashes",
-                "100000",
-                "--log-level",
-                "WARNING",
-                "--web-port",
-                "0",
-                *extra,
-            ],
-            port,
-            f"gateway-{port}",
-        )
+        proc = self.procs.start(self.gateway_args(port, *extra), port, f"gateway-{port}")
         return port, proc
+
+    def gateway_proc(self, port: int, *extra: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        """A gateway on `port` (again, after a SIGKILL); without `wait` the caller waits."""
+        if wait:
+            return self.procs.start(self.gateway_args(port, *extra), port, f"gateway-{port}")
+        return self.procs.spawn(self.gateway_args(port, *extra), f"gateway-{port}")
+
+    @staticmethod
+    def free_port() -> int:
+        return free_port()
 
     def gateway_at(
         self, tree: Path, side: str, **extra_env: str
@@ -487,7 +517,12 @@ PAM = no
 
     async def run(self) -> None:
         self.start_redis()
-        await self.run_scenarios()
+        if self.only - set(CROWD):
+            await self.run_scenarios()
+        if self.only & set(CROWD):
+            from bench.crowd import Crowd
+
+            await Crowd(self, self.users, self.crowd_seconds, self.storm_cap).run(self.only)
         if self.baseline is not None:
             await self.compare(self.baseline)
 
@@ -778,6 +813,22 @@ def main() -> int:
         "interleaved with this checkout's, and report the medians and ratios",
     )
     parser.add_argument(
+        "--users",
+        type=int,
+        help="crowd, broadcast, storm: users in #general (default 50000, with --smoke 300)",
+    )
+    parser.add_argument(
+        "--crowd-seconds",
+        type=float,
+        help="broadcast: seconds at each rate (default 30, with --smoke 2)",
+    )
+    parser.add_argument(
+        "--storm-cap",
+        type=float,
+        help="storm: seconds the password-login storm may take before it is cut off and "
+        "its rate reported (default 60, with --smoke 30)",
+    )
+    parser.add_argument(
         "--reps",
         type=int,
         help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
@@ -808,7 +859,15 @@ def main() -> int:
             tree = Path(tmp) / "baseline"
             commit = export_rev(args.baseline, tree)
             baseline = Baseline(args.baseline, commit, tree, args.reps)
-        bench = Bench(args.smoke, Path(tmp), only, baseline)
+        bench = Bench(
+            args.smoke,
+            Path(tmp),
+            only,
+            baseline,
+            users=args.users or (300 if args.smoke else 50_000),
+            crowd_seconds=args.crowd_seconds or (2.0 if args.smoke else 30.0),
+            storm_cap=args.storm_cap or (30.0 if args.smoke else 60.0),
+        )
         try:
             asyncio.run(bench.run())
         finally:
