@@ -125,6 +125,15 @@ class Procs:
         wait_port(port, proc)
         return proc
 
+    def spawn(
+        self, args: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process without waiting for its port."""
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, env=env)
+        self.procs.append(proc)
+        return proc
+
     def start_redis(self, port: int) -> subprocess.Popen[bytes]:
         """A throwaway redis-server on loopback: no persistence, files in the workdir."""
         exe = shutil.which("redis-server")
@@ -156,7 +165,13 @@ SCENARIOS = (
     "idle",
     "login",
     "shards",
+    "crowd",
+    "broadcast",
+    "storm",
 )
+#: The crowd scenarios (bench/crowd.py): they share one set-up of N users; broadcast and
+#: storm need crowd's logins, so asking for either runs it too.
+CROWD = ("crowd", "broadcast", "storm")
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,7 @@ COMPARED: dict[str, tuple[Metric, ...]] = {
     "fanout2": _RATE_CPU,
     "ingest2": _INGEST_CPU,
     "latency": (Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
+    "idle": (Metric("bytes_per_connection", "RSS bytes per idle connection", False),),
 }
 #: How both sides of --baseline are configured: variables every revision reads.
 COMPARE_ENV = {
@@ -211,8 +227,14 @@ class Bench:
         workdir: Path,
         only: set[str] | None = None,
         baseline: Baseline | None = None,
+        users: int = 50_000,
+        crowd_seconds: float = 30.0,
+        storm_cap: float = 60.0,
     ) -> None:
         self.smoke = smoke
+        self.users = users
+        self.crowd_seconds = crowd_seconds
+        self.storm_cap = storm_cap
         self.workdir = workdir
         self.only = set(SCENARIOS) if only is None else only
         self.baseline = baseline
@@ -240,42 +262,54 @@ class Bench:
         finally:
             r.close()
 
+    def gateway_args(self, port: int, *extra: str, redis_url: str | None = None) -> list[str]:
+        return [
+            sys.executable,
+            str(ROOT / "server.py"),
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url or self.redis_url,
+            "--rate",
+            "0",
+            "--max-per-ip",
+            "0",
+            "--max-pending-logins",
+            "0",
+            "--max-registrations",
+            "0",
+            "--max-pending-per-ip",
+            "0",
+            "--max-pending-hashes",
+            "100000",
+            "--log-level",
+            "WARNING",
+            "--web-port",
+            "0",
+            *extra,
+        ]
+
     def gateway(
         self, *extra: str, redis_url: str | None = None
     ) -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
-        proc = self.procs.start(
-            [
-                sys.executable,
-                str(ROOT / "server.py"),
-                "--port",
-                str(port),
-                "--redis-url",
-                redis_url or self.redis_url,
-                "--rate",
-                "0",
-                "--max-per-ip",
-                "0",
-                "--max-pending-logins",
-                "0",
-                "--max-registrations",
-                "0",
-                "--max-pending-per-ip",
-                "0",
-                "--max-pending-hashes",
-                "100000",
-                "--log-level",
-                "WARNING",
-                "--web-port",
-                "0",
-                *extra,
-            ],
-            port,
-            f"gateway-{port}",
-        )
+        args = self.gateway_args(port, *extra, redis_url=redis_url)
+        proc = self.procs.start(args, port, f"gateway-{port}")
         return port, proc
 
-    def gateway_at(self, tree: Path, side: str) -> tuple[int, subprocess.Popen[bytes]]:
+    def gateway_proc(self, port: int, *extra: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        """A gateway on `port` (again, after a SIGKILL); without `wait` the caller waits."""
+        if wait:
+            return self.procs.start(self.gateway_args(port, *extra), port, f"gateway-{port}")
+        return self.procs.spawn(self.gateway_args(port, *extra), f"gateway-{port}")
+
+    @staticmethod
+    def free_port() -> int:
+        return free_port()
+
+    def gateway_at(
+        self, tree: Path, side: str, **extra_env: str
+    ) -> tuple[int, subprocess.Popen[bytes]]:
         """A gateway run from the source tree `tree` (this checkout or an exported commit),
         set up only through --port, --redis-url and CHAT_* variables; inherited CHAT_*
         variables are dropped so that both sides get exactly COMPARE_ENV."""
@@ -283,6 +317,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env.pop("PYTHONSAFEPATH", None)  # the script's folder must come first on sys.path
         env.update(COMPARE_ENV, PYTHONPATH=str(tree))
+        env.update(extra_env)
         proc = self.procs.start(
             [
                 sys.executable,
@@ -452,6 +487,27 @@ PAM = no
         await asyncio.sleep(0.5)
         return r
 
+    async def idle_one(self, port: int, pid: int, n_idle: int) -> dict[str, float]:
+        """RSS of gateway `pid` before and after `n_idle` users log in and stay idle."""
+        await asyncio.sleep(1)
+        before = rss_kb(pid)
+        peers = await connect_many(
+            "127.0.0.1", port, CHAT, n_idle, prefix="idle", chat="general", parallel=500
+        )
+        await asyncio.sleep(2)
+        after = rss_kb(pid)
+        close_all(peers)
+        await asyncio.sleep(0.5)
+        return {
+            "rss_before_kb": before,
+            "rss_after_kb": after,
+            "bytes_per_connection": (after - before) * 1024 / n_idle,
+            "lost": 0.0,
+        }
+
+    def idle_size(self) -> int:
+        return 300 if self.smoke else 10_000
+
     def sizes(self) -> tuple[int, int, int]:
         """Fan-out: members, senders, messages per sender."""
         return (20, 4, 50) if self.smoke else (200, 20, 500)
@@ -466,7 +522,12 @@ PAM = no
 
     async def run(self) -> None:
         self.start_redis()
-        await self.run_scenarios()
+        if self.only - set(CROWD):
+            await self.run_scenarios()
+        if self.only & set(CROWD):
+            from bench.crowd import Crowd
+
+            await Crowd(self, self.users, self.crowd_seconds, self.storm_cap).run(self.only)
         if self.baseline is not None:
             await self.compare(self.baseline)
 
@@ -566,26 +627,18 @@ PAM = no
         # 5. idle memory: logged-in idle connections on a fresh gateway
         if "idle" in only:
             self.flush_redis()
-            n_idle = 300 if self.smoke else 10_000
+            n_idle = self.idle_size()
             g3, g3proc = self.gateway("--scrypt-log-n", "4")
-            await asyncio.sleep(1)
-            before = rss_kb(g3proc.pid)
-            peers = await connect_many(
-                "127.0.0.1", g3, CHAT, n_idle, prefix="idle", chat="general", parallel=500
-            )
-            await asyncio.sleep(2)
-            after = rss_kb(g3proc.pid)
-            per_conn = (after - before) * 1024 / n_idle
+            m = await self.idle_one(g3, g3proc.pid, n_idle)
             self.row(
                 "idle memory",
                 "gateway",
                 None,
                 connections=n_idle,
-                rss_before_kb=before,
-                rss_after_kb=after,
-                bytes_per_connection=round(per_conn),
+                rss_before_kb=m["rss_before_kb"],
+                rss_after_kb=m["rss_after_kb"],
+                bytes_per_connection=round(m["bytes_per_connection"]),
             )
-            close_all(peers)
             self.procs.stop(g3proc)
 
         # 6. login burst at the default password cost
@@ -638,11 +691,18 @@ PAM = no
             "ingest": f"ingest {n_senders}x{per} one gateway",
             "ingest2": f"ingest {n_senders}x{per} two gateways",
             "latency": f"latency {rate}/s {members} members one gateway",
+            "idle": f"idle memory {self.idle_size()} connections one gateway",
         }[key]
 
     async def compare_once(self, key: str, tree: Path, side: str) -> dict[str, float]:
         """One run of scenario `key` on fresh gateway(s) from `tree`; its metrics."""
         self.flush_redis()
+        if key == "idle":  # cheap hashes: the logins are not what is measured
+            port, proc = self.gateway_at(tree, side, CHAT_SCRYPT_LOG_N="4")
+            try:
+                return await self.idle_one(port, proc.pid, self.idle_size())
+            finally:
+                self.procs.stop(proc)
         gateways = [self.gateway_at(tree, side) for _ in range(2 if key.endswith("2") else 1)]
         ports = [port for port, _ in gateways]
         pids: dict[str, int | None] = {
@@ -762,6 +822,22 @@ def main() -> int:
         "interleaved with this checkout's, and report the medians and ratios",
     )
     parser.add_argument(
+        "--users",
+        type=int,
+        help="crowd, broadcast, storm: users in #general (default 50000, with --smoke 300)",
+    )
+    parser.add_argument(
+        "--crowd-seconds",
+        type=float,
+        help="broadcast: seconds at each rate (default 30, with --smoke 2)",
+    )
+    parser.add_argument(
+        "--storm-cap",
+        type=float,
+        help="storm: seconds the password-login storm may take before it is cut off and "
+        "its rate reported (default 60, with --smoke 30)",
+    )
+    parser.add_argument(
         "--reps",
         type=int,
         help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
@@ -792,7 +868,15 @@ def main() -> int:
             tree = Path(tmp) / "baseline"
             commit = export_rev(args.baseline, tree)
             baseline = Baseline(args.baseline, commit, tree, args.reps)
-        bench = Bench(args.smoke, Path(tmp), only, baseline)
+        bench = Bench(
+            args.smoke,
+            Path(tmp),
+            only,
+            baseline,
+            users=args.users or (300 if args.smoke else 50_000),
+            crowd_seconds=args.crowd_seconds or (2.0 if args.smoke else 30.0),
+            storm_cap=args.storm_cap or (30.0 if args.smoke else 60.0),
+        )
         try:
             asyncio.run(bench.run())
         finally:
@@ -848,7 +932,7 @@ def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
             " moves far less with the load of a shared machine than wall-clock rates do;"
             " more --reps narrow the medians."
         )
-    headline = {"fanout": "fan-out", "ingest": "ingest"}
+    headline = {"fanout": "fan-out", "ingest": "ingest", "idle": "idle memory"}
 
     def summary(metrics: tuple[str, ...]) -> str:
         return ", ".join(
@@ -860,8 +944,11 @@ def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
 
     rates = summary(("deliveries/s", "accepted/s")) or "nothing compared"
     cpu = summary(("gateway CPU ns per delivery", "gateway CPU ns per message"))
+    memory = summary(("RSS bytes per idle connection",))
     print(
-        f"\nvs baseline {base.rev}: {rates}" + (f" (gateway CPU per message: {cpu})" if cpu else "")
+        f"\nvs baseline {base.rev}: {rates}"
+        + (f" (gateway CPU per message: {cpu})" if cpu else "")
+        + (f"; RSS per idle connection: {memory}" if memory else "")
     )
 
 

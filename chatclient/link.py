@@ -2,7 +2,10 @@
 
 After a drop it waits (`Backoff`: 0.5 s doubling to 10 s, each wait drawn at random from
 the upper half of that envelope so that clients dropped together do not come back in
-lockstep), moves to the next server, logs in again and rejoins the current chat. The
+lockstep), moves to the next server, logs in again and rejoins the current chat. The first
+wait after losing a logged-in session is drawn from all of [0, DROP_SPREAD] instead: when
+a gateway dies, its thousands of clients arrive at the others spread over 2 s, not within
+the same quarter second. The
 backoff starts again from 0.5 s only after a session that got as far as logging in: a
 server that accepts and drops (Redis down, busy) is retried ever more slowly. What the
 server replays (unread messages, the rejoined chat's history) passes through
@@ -30,6 +33,9 @@ __all__ = ["LINE_LIMIT", "Backoff", "ChatLink", "LoginRefused", "read_line"]
 #: (4 KB of text plus a prefix) and bounded lists (/get_chats, /who: a few KB); anything
 #: longer is skipped with a status line, never fatal to the link.
 LINE_LIMIT = 256 * 1024
+#: Seconds over which the first reconnect after losing a logged-in session is spread
+#: (uniformly): a dead gateway's clients do not all arrive at the others at once.
+DROP_SPREAD = 2.0
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes | None:
@@ -66,6 +72,13 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+    def after_drop(self, spread: float = DROP_SPREAD) -> float:
+        """The first wait after a logged-in session was lost: anywhere in [0, spread]
+        (full jitter), then the envelope continues from its first step."""
+        self.reset()
+        self.attempt = 1
+        return spread * self.rng()
 
 
 class LoginRefused(Exception):
@@ -166,11 +179,12 @@ class ChatLink:
                 writer.close()
             if self.closing:
                 return
-            if logged_in:
-                first = False
-                backoff.reset()  # it worked: come back quickly (but not all at once)
             self.status(f"connection to {host}:{port} lost; reconnecting")
-            await asyncio.sleep(backoff.next())
+            if logged_in:  # it worked: come back quickly, but spread over DROP_SPREAD
+                first = False
+                await asyncio.sleep(backoff.after_drop())
+            else:
+                await asyncio.sleep(backoff.next())
 
     async def _session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rejoin: bool

@@ -26,7 +26,11 @@ log = logging.getLogger("chat.admission")
 #: the address's connections on every live gateway after the change.
 GlobalCount = Callable[[str, int], Awaitable[int]]
 
-__all__ = ["Admission", "Ticket"]
+__all__ = ["FULL", "Admission", "Ticket"]
+
+#: Why a connection over `max_connections` is refused; "busy" tells clients (client.py,
+#: the load generator) to try another server.
+FULL = "server busy: this gateway is full, try another one"
 
 
 class Ticket:
@@ -67,8 +71,12 @@ class Admission:
         login_timeout: float,
         max_pending_per_ip: int = 0,
         count: GlobalCount | None = None,
+        max_connections: int = 0,
     ) -> None:
         self.max_per_ip = max_per_ip
+        #: Open connections at most on this gateway (0: no limit), and how many are open.
+        self.max_connections = max_connections
+        self.open = 0
         self._count = count
         self._tasks: set[asyncio.Task[None]] = set()
         self.max_pending = max_pending
@@ -87,6 +95,8 @@ class Admission:
         """A ticket, or the text of why the connection is refused (it counts nothing).
         `on_refused(text)` is called later if the address is over `--max-per-ip` on all
         gateways together."""
+        if self.max_connections and self.open >= self.max_connections:
+            return FULL
         if self.max_per_ip and self.per_address[address] >= self.max_per_ip:
             return "too many connections from your address"
         if self.max_pending_per_ip and (
@@ -95,6 +105,7 @@ class Admission:
             return "too many logins in progress from your address, try again shortly"
         if self.max_pending and self.pending >= self.max_pending:
             return "server busy: too many logins in progress, try again shortly"
+        self.open += 1
         self.per_address[address] += 1
         self.pending_per_address[address] += 1
         self.pending += 1
@@ -143,6 +154,7 @@ class Admission:
 
     def _forget(self, address: str) -> None:
         METRICS.connections.dec()
+        self.open -= 1
         self.per_address[address] -= 1
         if self.per_address[address] <= 0:
             del self.per_address[address]

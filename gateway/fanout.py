@@ -52,8 +52,10 @@ GAP_RETRIES, GAP_RETRY_FIRST = 4, 0.4
 class Reader(Protocol):
     """What fan-out needs of a core session."""
 
-    session_id: str
     live: bool
+
+    @property
+    def session_id(self) -> str: ...
 
     @property
     def sink(self) -> Any: ...
@@ -154,8 +156,7 @@ class Fanout:
         if user is not None:
             user.sessions.append(reader)
             return user
-        user = self.users[key] = LocalUser(key, name, state)
-        user.sessions.append(reader)
+        user = self.users[key] = LocalUser(key, name, state, reader)
         chats = []
         for chat in user.chats:
             readers = self.readers.setdefault(chat, set())
@@ -287,10 +288,9 @@ class Fanout:
             await self.link.add(chats=[chat])
 
     def _private(self, user: LocalUser, m: Message) -> None:
-        if m.key <= user.last_private.get(m.conv, _ZERO):
+        if not user.fresh_private(m.conv, m.key):
             return
-        user.last_private[m.conv] = m.key
-        user.peers.add(keys.peer_of(m.conv, user.key))
+        user.add_peer(keys.peer_of(m.conv, user.key))
         METRICS.observe_delivery(m.ms, 1, 1)
         deliver((user,), ev.Messages(user.view(m), (m,)))
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
 import sys
 import uuid
-import weakref
 from collections.abc import Callable
 
 from websockets.asyncio.server import Server
 
 from gateway.admission import Admission
 from gateway.core.session import Core
-from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer
+from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer, set_keepalive
 from gateway.doors.web.server import WebDoor
 from gateway.fanout import Fanout
 from gateway.metrics import METRICS, serve_metrics
@@ -90,6 +90,7 @@ class GatewayServer:
             settings.login_timeout,
             settings.max_pending_per_ip,
             count=self._count_address,
+            max_connections=connection_limit(settings.max_connections),
         )
         self.line_door = LineDoor(
             self.core,
@@ -108,8 +109,10 @@ class GatewayServer:
             set(),
         )
         self._web: Server | None = None
-        #: Open connections, for the shutdown notice; a closed one drops out by itself.
-        self.connections: weakref.WeakSet[LineConnection] = weakref.WeakSet()
+        #: Open line connections, for the shutdown notice (the door's set: each connection
+        #: adds itself when made and leaves when lost; a plain set, not a WeakSet, whose
+        #: weak references cost about 230 bytes per connection).
+        self.connections = self.line_door.connections
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
@@ -186,9 +189,7 @@ class GatewayServer:
         return self.fanout.redis_ok and self.fanout.presence.ok
 
     def _line_connection(self) -> LineConnection:
-        conn = LineConnection(self.line_door)
-        self.connections.add(conn)
-        return conn
+        return LineConnection(self.line_door)
 
     async def _listen(
         self,
@@ -198,7 +199,7 @@ class GatewayServer:
         tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         try:
-            return await asyncio.get_running_loop().create_server(
+            server = await asyncio.get_running_loop().create_server(
                 factory,
                 self.settings.host,
                 port,
@@ -209,6 +210,14 @@ class GatewayServer:
             )
         except OSError as exc:
             raise StartupError(self._bind_error(what, port, exc)) from None
+        idle, interval, count = self.line_door.keepalive
+        if idle:  # accepted sockets inherit it (Linux): no per-connection system calls
+            for sock in server.sockets:
+                try:
+                    set_keepalive(sock, idle, interval, count)
+                except OSError as exc:
+                    log.warning("event=keepalive_failed port=%d error=%s", port, exc)
+        return server
 
     def _bind_error(self, what: str, port: int, exc: OSError, host: str | None = None) -> str:
         return (
@@ -256,6 +265,23 @@ class GatewayServer:
         await self.store.close()
         if self._embedded is not None:
             self._embedded.shutdown()
+
+
+#: Descriptors kept free of client connections by the automatic --max-connections: Redis
+#: (the pool of 64, pub/sub, the post pipeline), listeners, the metrics port, log files.
+FD_RESERVE = 256
+
+
+def connection_limit(setting: int) -> int:
+    """--max-connections as admission takes it: -1 becomes the descriptor limit less
+    FD_RESERVE (accepting past the limit fails inside the event loop, and Redis
+    connections opened then fail too); 0 stays "no limit"."""
+    if setting >= 0:
+        return setting
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - FD_RESERVE)
 
 
 def _redacted(url: str | None) -> str:

@@ -52,6 +52,11 @@ class Settings:
     login_timeout: float = 60.0
     #: Connections from one IP address at once (0: no limit).
     max_per_ip: int = 100
+    #: Connections open on this gateway at once (line and web); beyond it a connection is
+    #: told `! server busy: this gateway is full ...` and closed, so its client tries
+    #: another gateway instead of failing on a descriptor limit. -1: the process's
+    #: descriptor limit minus FD_RESERVE (kept for Redis, listeners, files); 0: no limit.
+    max_connections: int = -1
     #: Connections still logging in, on this gateway, at once (0: no limit).
     max_pending_logins: int = 2000
     #: Connections still logging in from one IP address at once (0: no limit), so a few
@@ -195,6 +200,7 @@ class Settings:
             "account_ttl": self.account_ttl >= 60,
             "audit_keep": self.audit_keep >= 100,
             "max_pending_hashes": self.max_pending_hashes >= 1,
+            "max_connections": self.max_connections >= -1,
             "hash_threads": self.hash_threads >= 1,
             "max_login_failures": self.max_login_failures >= 0,
             "max_login_failures_per_nick": self.max_login_failures_per_nick >= 0,

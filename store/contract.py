@@ -215,6 +215,8 @@ class ChatInfo:
     name: str
     members: int
     online: int
+    #: The online count stopped at the bound it was asked for: at least `online`.
+    capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,8 @@ class OnlineList:
 
     names: list[str]
     total: int
+    #: The count stopped at the bound it was asked for: at least `total` are online.
+    capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,9 +420,14 @@ class Store(Protocol):
 
     async def is_member(self, user: str, chat: str) -> bool: ...
 
-    async def active_chats(self, limit: int) -> ChatList: ...
+    async def who_bounded(self, chat: str, limit: int, cap: int) -> OnlineList:
+        """At most `limit` of the chat's online members (by name) and how many are
+        online, with Redis work bounded whatever the chat's size: the count stops at
+        `cap` (`capped`); the names are some of the online members."""
 
-    async def who(self, chat: str, limit: int) -> OnlineList: ...
+    async def active_chats_bounded(self, limit: int, cap: int) -> ChatList:
+        """The `limit` largest chats and how many exist, each chat's online count
+        stopping at `cap`."""
 
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
 

@@ -35,7 +35,6 @@ __all__ = [
     "epoch",
     "gateway_alive",
     "gateway_online",
-    "gateway_scratch",
     "gateways",
     "held_addresses",
     "is_chat",
@@ -264,11 +263,6 @@ def gateway_alive(gw: str) -> str:
 
 def gateway_online(gw: str) -> str:
     return f"{_GLOBAL}:gw:{gw}:online"
-
-
-def gateway_scratch(gw: str) -> str:
-    """A gateway's short-lived union of all online users, for /get_chats and /who."""
-    return f"{_GLOBAL}:gw:{gw}:scratch"
 
 
 def chat_channel(c: str) -> str:

@@ -9,13 +9,25 @@ import sys
 
 import pytest
 
+from bench.run import CROWD, SCENARIOS
 from tests.helpers import ROOT
+
+#: The smoke runs of the usual scenarios; the crowd ones have their own test.
+USUAL = ",".join(s for s in SCENARIOS if s not in CROWD)
 
 
 def test_bench_smoke_runs_and_loses_nothing(tmp_path) -> None:
     out = tmp_path / "rows.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--json", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--smoke",
+            "--only",
+            USUAL,
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -40,6 +52,8 @@ def test_bench_smoke_baseline_section(tmp_path) -> None:
             sys.executable,
             str(ROOT / "bench" / "run.py"),
             "--smoke",
+            "--only",
+            USUAL,
             "--baseline",
             "HEAD",
             "--json",
@@ -66,3 +80,38 @@ def test_bench_smoke_baseline_section(tmp_path) -> None:
         assert row["lost"] == 0, row
         if row["metric"] in ("deliveries/s", "accepted/s"):
             assert isinstance(row["ratio"], float) and row["ratio"] > 0, row
+
+
+def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
+    """The 50,000-user scenarios at 300 users over 3 gateways and 3 load-generator
+    processes: all log in by token, every broadcast reaches every member, and after a
+    SIGKILL every user of that gateway is back at `* ready`, with passwords and tokens."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--smoke",
+            "--only",
+            ",".join(CROWD),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["scenario"].split(":")[0].split(" into")[0]: r for r in json.loads(out.read_text())}
+    crowd = rows["crowd"]
+    assert crowd["ready"] == crowd["users"] == 300 and crowd["load_processes"] >= 3, crowd
+    assert len(crowd["gateway_rss_bytes_per_connection"]) == 3, crowd
+    for rate in ("broadcast 1 msg/s", "broadcast 10 msg/s"):
+        row = rows[rate]
+        assert row["lost"] == 0 and row["delivered"] == row["expected"] > 0, row
+        assert row["last_member_max_ms"] is not None, row
+    storms = [r for r in json.loads(out.read_text()) if r["scenario"].startswith("reconnect")]
+    assert [r["method"] for r in storms] == ["password", "token"], storms
+    for row in storms:
+        assert row["all_back"] and row["back"] == row["users_on_killed_gateway"] == 100, row
+        assert row["probe_lost"] == 0 and row["others_latency_max_ms"] is not None, row

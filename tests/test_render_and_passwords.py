@@ -49,3 +49,13 @@ def test_one_member_is_singular() -> None:
 
     line = render.render(ev.ChatList((ChatInfo("a", 2, 1), ChatInfo("b", 1, 0)), 2))
     assert line == b"* chats: #a (2 members, 1 online), #b (1 member, 0 online)\r\n"
+
+
+def test_counts_stopped_at_the_bound_say_so() -> None:
+    from gateway.core import events as ev
+    from store.contract import ChatInfo
+
+    line = render.render(ev.Online("general", ("a", "b"), 1000, capped=True))
+    assert line == b"* online in #general (1000+): a, b and more\r\n"
+    line = render.render(ev.ChatList((ChatInfo("general", 50000, 1000, True),), 1))
+    assert line == b"* chats: #general (50000 members, 1000+ online)\r\n"

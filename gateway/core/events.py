@@ -133,6 +133,7 @@ class Online:
     chat: str
     names: tuple[str, ...]  # at most the core's bound, sorted
     total: int
+    capped: bool = False  # the count stopped at the core's bound: at least `total`
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,10 @@ MAX_WRONG_PASSWORDS = 3
 MAX_TOKENS = 64
 #: Names listed by /who; the rest are counted ("and N more"), so one reply stays small.
 WHO_SHOWN = 200
+#: Online members /who and /get_chats count at most per chat ("1000+"): the Redis work
+#: of one reply stays bounded in a chat of 50,000 (counting them all, with the union of
+#: everyone online, took about 100 ms of Redis per /who).
+ONLINE_COUNTED = 1000
 #: Bytes of stored messages rendered before the session waits for the door to drain, so a
 #: long backlog never sits in memory whole.
 BACKLOG_CHUNK = 64 * 1024
@@ -137,7 +141,7 @@ class Core:
 
     def session(self, sink: Sink) -> Session:
         self._numbers += 1
-        return Session(self, sink, f"{self.gateway_id}:{self._numbers}")
+        return Session(self, sink, self._numbers)
 
 
 class Session:
@@ -147,6 +151,7 @@ class Session:
         "_held_bytes",
         "_holding",
         "_nick",
+        "_number",
         "_token",
         "_wrong",
         "core",
@@ -155,15 +160,14 @@ class Session:
         "live",
         "name",
         "phase",
-        "session_id",
         "sink",
         "user",
     )
 
-    def __init__(self, core: Core, sink: Sink, session_id: str) -> None:
+    def __init__(self, core: Core, sink: Sink, number: int) -> None:
         self.core = core
         self.sink = sink
-        self.session_id = session_id
+        self._number = number
         self.phase = Phase.NICK
         #: READY and not holding: fan-out may show live messages straight to the sink.
         self.live = False
@@ -172,13 +176,19 @@ class Session:
         self.name = ""
         self.user: LocalUser | None = None
         self._holding = False
-        self._held: list[ev.Messages] = []
+        self._held: list[ev.Messages] | None = None  # created when something is held
         self._held_bytes = 0
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
         self._wrong = 0
         #: The hash of this device's resume token: the one it logged in with or was issued.
         self._token: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        """`gateway:number`, built when asked (logs, join and leave origins): an idle
+        session keeps an int, not a string."""
+        return f"{self.core.gateway_id}:{self._number}"
 
     def _gone(self) -> bool:
         """Whether the door's connection closed (checked after every await of login)."""
@@ -439,7 +449,7 @@ class Session:
         """Logged in: subscribe, show the backlog, then go live."""
         self.phase = Phase.LOADING
         self._nick = self._account = None
-        self.key, self.name = key, name
+        self.key, self.name = key, key if name == key else name  # one string if equal
         self._hold()
         store = self.core.store
         await store.seen(key, address_group(self.sink.address))
@@ -513,6 +523,8 @@ class Session:
         """Fan-out's delivery while this session is not live: keep them for `_release`."""
         if not self._holding or self.phase is Phase.CLOSED:
             return
+        if self._held is None:
+            self._held = []
         self._held.append(messages)
         self._held_bytes += sum(len(m.text) + _HELD_OVERHEAD for m in messages.items)
         if self._held_bytes > self.core.settings.max_output:
@@ -525,8 +537,8 @@ class Session:
     def _release(self, shown: dict[str, tuple[int, int]]) -> None:
         self._holding = False
         self.live = self.phase is Phase.READY
-        held, self._held, self._held_bytes = self._held, [], 0
-        for messages in held:
+        held, self._held, self._held_bytes = self._held, None, 0
+        for messages in held or ():
             conv = messages.items[0].conv
             after = shown.get(conv, _ZERO)
             fresh = tuple(m for m in messages.items if m.key > after)
@@ -602,7 +614,9 @@ class Session:
             case cmd.Leave(chat):
                 await self._leave(chat)
             case cmd.GetChats():
-                listed = await self.core.store.active_chats(self.core.settings.chats_listed)
+                listed = await self.core.store.active_chats_bounded(
+                    self.core.settings.chats_listed, ONLINE_COUNTED
+                )
                 self.sink.emit(ev.ChatList(tuple(listed.chats), listed.total))
             case cmd.Who(chat):
                 await self._who(chat)
@@ -752,8 +766,8 @@ class Session:
         if not await self.core.store.is_member(self.key, chat):
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{name}")
             return
-        online = await self.core.store.who(chat, WHO_SHOWN)
-        self.sink.emit(ev.Online(name, tuple(online.names), online.total))
+        online = await self.core.store.who_bounded(chat, WHO_SHOWN, ONLINE_COUNTED)
+        self.sink.emit(ev.Online(name, tuple(online.names), online.total, online.capped))
 
     async def _history(self, chat: str, count: int) -> None:
         assert self.user is not None
@@ -959,7 +973,7 @@ class Session:
         was = self.phase
         self.phase = Phase.CLOSED
         self.live = False
-        self._held = []
+        self._held = None
         if self.user is not None:
             self.core.fanout.detach(self, self.user)
         log.info(

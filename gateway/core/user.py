@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Set
 from typing import Any
 
 from gateway.core.events import ChatConv, Conversation, PrivateConv
@@ -11,26 +13,51 @@ from store.contract import Message, UserState, id_key
 
 __all__ = ["LocalUser"]
 
+#: What a user with no private conversation (or none delivered yet) shares: one empty
+#: set object for all of them instead of an empty set (216 bytes) or dict (64) each.
+_NO_PEERS: frozenset[str] = frozenset()
+
 
 class LocalUser:
     """Shared by all of one user's sessions on this gateway; fan-out owns the registry."""
 
     __slots__ = ("chats", "dirty", "key", "last_private", "name", "peers", "sessions", "shown")
 
-    def __init__(self, key: str, name: str, state: UserState) -> None:
+    def __init__(self, key: str, name: str, state: UserState, first: Any = None) -> None:
         self.key = key
-        self.name = name
+        self.name = key if name == key else name  # one string when they are the same
         #: The user's sessions on this gateway (core sessions: typed loosely to keep the
-        #: core free of a cycle; fan-out reads them through its `Reader` protocol).
-        self.sessions: list[Any] = []
-        self.chats: dict[str, str] = dict(state.chats)  # chat key -> display name
-        self.peers: set[str] = set(state.peers)
+        #: core free of a cycle; fan-out reads them through its `Reader` protocol). Built
+        #: with the first one in it: a list sized exactly, not grown by an append.
+        self.sessions: list[Any] = [first] if first is not None else []
+        #: Chat key -> display name; the names are interned (thousands of users share
+        #: "general", and each reply from Redis is a new string).
+        self.chats: dict[str, str] = {sys.intern(k): sys.intern(v) for k, v in state.chats.items()}
+        #: Private peers: a shared empty set until the first one (see `add_peer`).
+        self.peers: Set[str] = set(state.peers) if state.peers else _NO_PEERS
         #: Conversation id -> last message id shown to any session; `dirty` until flushed.
         self.shown: dict[str, str] = {}
         self.dirty = False
         #: Private conversation id -> last id delivered live (drops the copy published to
-        #: the other user's channel when both users are on this gateway, and replays).
-        self.last_private: dict[str, tuple[int, int]] = {}
+        #: the other user's channel when both users are on this gateway, and replays);
+        #: None until the first private message.
+        self.last_private: dict[str, tuple[int, int]] | None = None
+
+    def add_peer(self, peer: str) -> None:
+        if not isinstance(self.peers, set):
+            self.peers = set()
+        self.peers.add(peer)
+
+    def fresh_private(self, conv: str, key: tuple[int, int]) -> bool:
+        """Whether a private message is newer than the last one delivered in its
+        conversation; if so it becomes the last."""
+        last = self.last_private
+        if last is None:
+            last = self.last_private = {}
+        elif key <= last.get(conv, (0, 0)):
+            return False
+        last[conv] = key
+        return True
 
     def mark_shown(self, conv: str, mid: str) -> None:
         old = self.shown.get(conv)

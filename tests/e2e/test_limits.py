@@ -119,6 +119,25 @@ async def test_connections_per_address_are_limited(backend, gateways, clients) -
     assert await extra.closed()
 
 
+async def test_a_full_gateway_says_so_and_sends_clients_elsewhere(
+    backend, gateways, clients
+) -> None:
+    """At --max-connections (by default the descriptor limit less a reserve) a connection is
+    told the gateway is busy and closed, logged in or not; a closed one makes room."""
+    gw = gateways(backend, "--max-connections", "2")
+    a = await clients(gw.port)
+    await a.login("alice")
+    waiting = await clients(gw.port)
+    await waiting.expect("nickname")
+    extra = await clients(gw.port)
+    assert await extra.line() == "! server busy: this gateway is full, try another one"
+    assert await extra.closed()
+    waiting.writer.close()
+    await asyncio.sleep(0.3)
+    late = await clients(gw.port)
+    await late.login("bob")
+
+
 async def test_connections_still_logging_in_are_limited(backend, gateways, clients) -> None:
     gw = gateways(backend, "--max-pending-logins", "2")
     waiting = [await clients(gw.port) for _ in range(2)]

@@ -112,7 +112,7 @@ async def test_register(make_store: MakeStore) -> None:
     assert await s.get_account("nobody") is None
     state = await s.load_user("bob")
     assert state.chats == {keys.GENERAL: keys.GENERAL} and state.banned_until_ms is None
-    top = await s.active_chats(10)
+    top = await s.active_chats_bounded(10, 1000)
     assert top.total == 1 and top.chats[0].members == 3
     seen = [u.key for u in await s.users(10)]
     assert sorted(seen) == ["alice", "bob", "cid"]
@@ -175,7 +175,7 @@ async def test_join_leave_and_limits(make_store: MakeStore) -> None:
     assert (await s.join("bob", "c5", "c5", "o")).status is JoinStatus.USER_LIMIT
     assert (await s.join("cid", "c5", "c5", "o")).changed  # general, c1, c3, c5: 4 chats
     assert (await s.join("cid", "c6", "c6", "o")).status is JoinStatus.CHAT_LIMIT
-    chats = await s.active_chats(10)
+    chats = await s.active_chats_bounded(10, 1000)
     assert chats.total == 4
     assert [(c.name, c.members) for c in chats.chats] == [
         ("general", 3),
@@ -186,7 +186,7 @@ async def test_join_leave_and_limits(make_store: MakeStore) -> None:
     left = await s.leave("bob", "c3", "o")
     assert (left.changed, left.name) == (True, "c3")
     assert not (await s.leave("bob", "c3", "o")).changed
-    assert (await s.active_chats(10)).total == 3
+    assert (await s.active_chats_bounded(10, 1000)).total == 3
     assert set((await s.load_user("bob")).chats) == {keys.GENERAL, "c1"}
     assert (await s.join("ann", "c3", "C3", "o")).status is JoinStatus.CREATE_RATE
 
@@ -265,7 +265,7 @@ async def test_reassert_writes_back_memberships(store: RedisStore) -> None:
     state = await store.load_user("ann")
     assert state.chats == {"rust": "Rust", keys.GENERAL: "general"}
     assert state.peers == {"bob"}
-    chats = await store.active_chats(10)
+    chats = await store.active_chats_bounded(10, 1000)
     assert sorted((c.name, c.members) for c in chats.chats) == [("Rust", 1), ("general", 1)]
 
 
@@ -350,22 +350,22 @@ async def test_who_and_online_counts(make_store: MakeStore) -> None:
     await s1.heartbeat({"ann", "bob"})
     await s2.heartbeat(set())
     await s2.set_online("cid", True)
-    who = await s1.who(keys.GENERAL, 10)
+    who = await s1.who_bounded(keys.GENERAL, 10, 1000)
     assert (who.names, who.total) == (["ANN", "BOB", "CID"], 3)
-    some = await s2.who(keys.GENERAL, 2)
+    some = await s2.who_bounded(keys.GENERAL, 2, 1000)
     assert len(some.names) == 2 and some.total == 3
-    assert (await s1.who("c1", 10)).names == ["ANN", "CID"]
-    chats = await s1.active_chats(10)
+    assert (await s1.who_bounded("c1", 10, 1000)).names == ["ANN", "CID"]
+    chats = await s1.active_chats_bounded(10, 1000)
     assert [(c.name, c.members, c.online) for c in chats.chats] == [
         ("general", 4, 3),
         ("c1", 2, 2),
     ]
     await s2.set_online("cid", False)
-    assert (await s1.who("c1", 10)).names == ["ANN"]
+    assert (await s1.who_bounded("c1", 10, 1000)).names == ["ANN"]
     await s1.gateway_gone()
     await s2.gateway_gone()
-    assert (await s1.who(keys.GENERAL, 10)).total == 0
-    assert (await s1.active_chats(10)).chats[0].online == 0
+    assert (await s1.who_bounded(keys.GENERAL, 10, 1000)).total == 0
+    assert (await s1.active_chats_bounded(10, 1000)).chats[0].online == 0
 
 
 # -- complaints and bans -------------------------------------------------------------------
@@ -442,7 +442,7 @@ async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
     assert await store.check_token("ann", "h1") is None
     assert (await store.load_user("bob")).peers == set()
     assert await store.read_after([keys.dm_conv("ann", "bob")], {}) == []
-    chats = await store.active_chats(10)
+    chats = await store.active_chats_bounded(10, 1000)
     assert [(c.name, c.members) for c in chats.chats] == [("general", 2), ("duo", 1)]
     assert await store.bans() == []
     assert not (await store.new_name("ann", "ann", "1.1.1.1")).look_alike
@@ -454,7 +454,8 @@ async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
     assert await store.get_account("bob") is None and await store.get_account("cid")
     assert await store.forget_unseen(10) == 1
     assert await store.forget_unseen(10) == 0
-    assert [(c.name, c.members) for c in (await store.active_chats(10)).chats] == [("general", 1)]
+    listed = await store.active_chats_bounded(10, 1000)
+    assert [(c.name, c.members) for c in listed.chats] == [("general", 1)]
 
 
 async def test_tokens(store: RedisStore) -> None:
@@ -752,8 +753,8 @@ async def test_the_documented_acl_user_on_a_cluster(_store_cluster: StoreCluster
         assert await post(s, "ann", "rust", "x") == [OK]
         assert (await s.post_private("ann", "ANN", "bob", "x")).status is OK
         await s.heartbeat({"ann"})
-        assert (await s.who("rust", 10)).names == ["ANN"]
-        await s.active_chats(10)
+        assert (await s.who_bounded("rust", 10, 1000)).names == ["ANN"]
+        await s.active_chats_bounded(10, 1000)
         lim = LoginLimits(per_pair=1, per_nick=5, nicks_per_address=1, window=60)
         await s.login_gate("ann", "10.0.0.1", lim, take=True)
         assert (await s.login_gate("bob", "10.0.0.1", lim, take=True)).gate is LoginGate.ADDRESS

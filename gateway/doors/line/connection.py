@@ -14,8 +14,9 @@ import asyncio
 import logging
 import socket
 import struct
+import sys
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.admission import Admission, Ticket
 from gateway.core import commands as cmd
@@ -89,8 +90,12 @@ class LineDoor:
     coalescer: WriteCoalescer
     max_line: int
     max_output: int
-    #: TCP keepalive (idle s, interval s, probes); idle 0: off.
+    #: TCP keepalive (idle s, interval s, probes); idle 0: off. Set on the listening
+    #: sockets by the server (accepted ones inherit it), not per connection.
     keepalive: tuple[int, int, int] = (0, 0, 0)
+    #: The open connections (for the shutdown notice): each adds itself when made and
+    #: leaves when lost.
+    connections: set[LineConnection] = field(default_factory=set)
 
 
 def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> None:
@@ -105,7 +110,6 @@ def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> 
 
 class LineConnection(asyncio.BufferedProtocol):
     __slots__ = (
-        "__weakref__",
         "_drain",
         "_lost",
         "_out",
@@ -127,13 +131,17 @@ class LineConnection(asyncio.BufferedProtocol):
         self.door = door
         self.transport: asyncio.Transport | None = None
         self.address = "?"
-        self.framer = LineFramer(door.max_line)
+        #: Only while a read left something to carry (a partial line, a telnet sequence):
+        #: an idle connection holds no framer.
+        self.framer: LineFramer | None = None
         self.session: Session | None = None
         self._ticket: Ticket | None = None
         self._queue: deque[FrameEvent] | None = None  # created on first input: idle is cheap
         self._pump: asyncio.Task[None] | None = None
         self._read_paused = False
-        self._out: list[bytes] = []
+        #: Output of this loop turn: None, one bytes object, or a list once there are more
+        #: (an idle connection holds no list; a single write is sent without a join).
+        self._out: bytes | list[bytes] | None = None
         self._queued = 0
         self.closing = False
         self._lost = False
@@ -146,15 +154,10 @@ class LineConnection(asyncio.BufferedProtocol):
         tcp: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's: no subclass
         self.transport = tcp
         tcp.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        idle, interval, count = self.door.keepalive
-        sock = transport.get_extra_info("socket")
-        if idle and sock is not None:
-            try:
-                set_keepalive(sock, idle, interval, count)
-            except OSError:
-                pass
+        self.door.connections.add(self)
         peer = transport.get_extra_info("peername")
-        self.address = peer[0] if isinstance(peer, tuple) else str(peer)
+        # interned: connections from one address share one string
+        self.address = sys.intern(peer[0] if isinstance(peer, tuple) else str(peer))
         ticket = self.door.admission.admit(self.address, self._login_deadline, self._refused)
         if isinstance(ticket, str):
             log.warning("event=refused reason=%r peer=%s", ticket, self.address)
@@ -184,7 +187,9 @@ class LineConnection(asyncio.BufferedProtocol):
     def data_received(self, data: bytes) -> None:
         if self.session is None or self.closing:
             return
-        events = self.framer.feed(data)
+        framer = self.framer or LineFramer(self.door.max_line)
+        events = framer.feed(data)
+        self.framer = None if framer.idle else framer
         if not events:
             return
         if self._queue is None:
@@ -202,8 +207,9 @@ class LineConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._lost = True
-        self._out.clear()
+        self._out = None
         self._queue = None
+        self.door.connections.discard(self)
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         if self._ticket is not None:
@@ -294,9 +300,13 @@ class LineConnection(asyncio.BufferedProtocol):
             return
         data = render.messages(messages)
         out = self._out
-        if not out:
+        if out is None:
+            self._out = data
             self.door.coalescer.mark(self)
-        out.append(data)
+        elif type(out) is list:
+            out.append(data)
+        else:
+            self._out = [out, data]  # type: ignore[list-item]
         self._queued += len(data)
         if self._queued > self.door.max_output:
             self.overflow()
@@ -306,21 +316,28 @@ class LineConnection(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         if self.closing:
             return
+        self._queue_out(data)
+
+    def _queue_out(self, data: bytes) -> None:
         out = self._out
-        if not out:
+        if out is None:
+            self._out = data
             self.door.coalescer.mark(self)
-        out.append(data)
+        elif type(out) is list:
+            out.append(data)
+        else:
+            self._out = [out, data]  # type: ignore[list-item]
         self._queued += len(data)
         if self._queued > self.door.max_output:
             self.overflow()
 
     def flush(self) -> None:
-        if self.closing or not self._out or self.transport is None:
+        out = self._out
+        if self.closing or out is None or self.transport is None:
             return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
+        self._out = None
         self._queued = 0
-        self.transport.write(data)
+        self.transport.write(b"".join(out) if type(out) is list else out)  # type: ignore[arg-type]
         if self.transport.get_write_buffer_size() > self.door.max_output:
             self.overflow()
 
@@ -343,7 +360,7 @@ class LineConnection(asyncio.BufferedProtocol):
             self.address,
             self.session.describe() if self.session else "-",
         )
-        self._out.clear()
+        self._out = None
         self.closing = True
         self.transport.write(
             render.error("disconnected: output queue exceeded (you are reading too slowly)")

@@ -69,9 +69,16 @@ class LineFramer:
 
     def __init__(self, max_line: int = 4096) -> None:
         self.max_line = max_line
-        self._buf = bytearray()
+        #: A partial line carried to the next read; None when there is none (most of the
+        #: time: an idle connection holds no buffer).
+        self._buf: bytearray | None = None
         self._discarding = False
         self._telnet = _DATA
+
+    @property
+    def idle(self) -> bool:
+        """Nothing carried between reads: a fresh framer would do the same from here."""
+        return self._buf is None and not self._discarding and self._telnet == _DATA
 
     def feed(self, data: bytes) -> list[FrameEvent]:
         if self._telnet != _DATA or IAC in data:
@@ -93,7 +100,7 @@ class LineFramer:
             if self._buf:
                 self._buf += chunk
                 raw = bytes(self._buf)
-                self._buf.clear()
+                self._buf = None
             else:
                 raw = chunk
             if raw.endswith(b"\r"):
@@ -112,12 +119,15 @@ class LineFramer:
         if self._discarding or not rest:
             return
         # One byte of slack: a trailing CR may be the first half of a CRLF.
-        if len(self._buf) + len(rest) > self.max_line + 1:
-            self._buf.clear()
+        buf = self._buf
+        if (len(buf) if buf else 0) + len(rest) > self.max_line + 1:
+            self._buf = None
             self._discarding = True
             events.append(LineTooLong(self.max_line))
+        elif buf is None:
+            self._buf = bytearray(rest)
         else:
-            self._buf += rest
+            buf += rest
 
     def _strip_telnet(self, data: bytes) -> bytes:
         """Remove telnet sequences. Whole sequences go in C (regexes); the state machine

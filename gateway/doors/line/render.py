@@ -62,7 +62,8 @@ def messages(event: ev.Messages) -> bytes:
 
 def _chat_list(e: ev.ChatList) -> bytes:
     listing = ", ".join(
-        f"#{c.name} ({c.members} member{'s' if c.members != 1 else ''}, {c.online} online)"
+        f"#{c.name} ({c.members} member{'s' if c.members != 1 else ''}, "
+        f"{c.online}{'+' if c.capped else ''} online)"
         for c in e.chats
     )
     more = f" and {e.total - len(e.chats)} more" if e.total > len(e.chats) else ""
@@ -81,8 +82,12 @@ def _backlog_cut(e: ev.BacklogCut) -> bytes:
 
 
 def _online(e: ev.Online) -> bytes:
-    more = f" and {e.total - len(e.names)} more" if e.total > len(e.names) else ""
-    return notice(f"online in #{e.chat} ({e.total}): {', '.join(e.names)}{more}")
+    if e.capped:  # counted up to the bound only
+        total, more = f"{e.total}+", " and more"
+    else:
+        total = str(e.total)
+        more = f" and {e.total - len(e.names)} more" if e.total > len(e.names) else ""
+    return notice(f"online in #{e.chat} ({total}): {', '.join(e.names)}{more}")
 
 
 def _period(seconds: int) -> str:

@@ -1,0 +1,480 @@
+"""The crowd scenarios of bench/run.py: tens of thousands of users in one #general.
+
+    crowd      N users logged in over 3 gateways on one Redis: gateway RSS per connection,
+               Redis memory per user, time until all are logged in
+    broadcast  one message into #general at 1/s and 10/s: time until the last member
+               has each message (p50, p99, max), lost, the gateways' CPU
+    storm      SIGKILL the gateway holding a third of the users; its clients come back as
+               client.py does, with passwords and then with resume tokens: time until all
+               are at `* ready`, and the latency the other gateways' users see meanwhile
+
+The users are spread over load-generator processes (bench/swarm.py), each at most 20,000
+descriptors, connecting from their own loopback addresses (127.0.0.2, ...). Accounts and
+their resume tokens are written to Redis by the real scripts (register.lua,
+token_issue.lua) with one password hash computed once at the gateways' default cost, so
+setting up 50,000 users takes seconds, not 50,000 hashes.
+
+A killed gateway is restarted on its port after 1 s, as scripts/cluster.py does: with
+20,000 descriptors per process two gateways cannot hold 50,000 users, so the third must
+come back (and a full gateway says `! server busy` so that clients move on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis as redis_py
+
+from bench.loadgen import CHAT, Peer, close_all, connect_many
+from bench.swarm import PASSWORD, bench_token
+from gateway.core.names import name_key, name_skeleton
+from gateway.core.passwords import hash_password
+from gateway.core.tokens import token_hash
+from store import keys
+from store.scripts import SCRIPTS
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+__all__ = ["Crowd"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Users per load-generator process: under its 20,000 descriptors with room to spare.
+PER_WORKER = 17_000
+#: Source addresses each worker connects from (each has its own ~28,000 ports).
+SOURCES_PER_WORKER = 3
+PREFIX = "c"
+#: How long after the SIGKILL the bench restarts the gateway (scripts/cluster.py's delay).
+RESTART_DELAY = 1.0
+GATEWAYS = 3
+
+
+class Worker:
+    """One bench/swarm.py process and its JSON-lines channel."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, log: Path) -> Worker:
+        with open(log, "ab") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(ROOT / "bench" / "swarm.py"),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                limit=64 << 20,
+            )
+        return cls(proc)
+
+    async def ask(self, **req: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        async with self._lock:
+            self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load-generator worker exited during {req['op']}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                await asyncio.wait_for(self.ask(op="close"), 5)
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except (TimeoutError, RuntimeError, OSError):
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def wait_port_async(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Like scripts.procs.wait_port without blocking the event loop (the latency probe
+    keeps running while a gateway restarts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway on {port} exited with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+class Crowd:
+    def __init__(self, bench: Bench, users: int, seconds: float, storm_cap: float) -> None:
+        self.bench = bench
+        self.n = users
+        self.seconds = seconds  # each broadcast rate runs this long
+        self.storm_cap = storm_cap  # the password storm is cut off after this
+        self.seed_log_n = 10 if bench.smoke else 14
+        self.workers: list[Worker] = []
+        self.ports: list[int] = []
+        self.gws: list[subprocess.Popen[bytes]] = []
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def start_gateway(self, port: int) -> subprocess.Popen[bytes]:
+        return self.bench.gateway_proc(port, wait=False)
+
+    def redis(self) -> redis_py.Redis:
+        return redis_py.Redis(port=self.bench.redis_port)
+
+    def redis_memory(self) -> int:
+        r = self.redis()
+        try:
+            return int(r.info("memory")["used_memory"])
+        finally:
+            r.close()
+
+    def seed(self) -> float:
+        """Accounts (every one in #general) and a resume token each, by the gateways' own
+        scripts; one password hash at the default cost shared by all. Returns seconds."""
+        began = time.perf_counter()
+        pw = hash_password(PASSWORD, self.seed_log_n)
+        r = self.redis()
+        try:
+            for name in ("register", "token_issue"):
+                r.script_load(SCRIPTS[name].source)
+            reg, tok = SCRIPTS["register"].sha, SCRIPTS["token_issue"].sha
+            ttl_ms = 30 * 86400 * 1000
+            batch = 2000
+            for start in range(0, self.n, batch):
+                pipe = r.pipeline(transaction=False)
+                for i in range(start, min(self.n, start + batch)):
+                    nick = f"{PREFIX}{i}"
+                    u = name_key(nick)
+                    pipe.evalsha(
+                        reg,
+                        8,
+                        keys.user(u),
+                        keys.user_chats(u),
+                        keys.members(keys.GENERAL),
+                        keys.chat(keys.GENERAL),
+                        keys.chat_sizes(),
+                        keys.seen(),
+                        keys.registrations(""),
+                        keys.skeleton(name_skeleton(nick)),
+                        u,
+                        nick,
+                        pw,
+                        keys.GENERAL,
+                        0,
+                    )
+                    pipe.evalsha(
+                        tok, 1, keys.tokens(u), token_hash(bench_token(nick)), ttl_ms, "", 64
+                    )
+                results = pipe.execute()
+                if any(res != 1 for res in results[0::2]):
+                    raise RuntimeError("seeding: an account was not created")
+        finally:
+            r.close()
+        return time.perf_counter() - began
+
+    async def start(self) -> None:
+        self.bench.flush_redis()
+        self.ports = [self.bench.free_port() for _ in range(GATEWAYS)]
+        self.gws = [self.start_gateway(p) for p in self.ports]
+        for port, proc in zip(self.ports, self.gws, strict=True):
+            await wait_port_async(port, proc)
+        n_workers = max(GATEWAYS, math.ceil(self.n / PER_WORKER))
+        self.workers = [
+            await Worker.start(self.bench.workdir / f"swarm{k}.log") for k in range(n_workers)
+        ]
+        for k, w in enumerate(self.workers):
+            first = 2 + SOURCES_PER_WORKER * k
+            sources = [
+                f"127.0.{a // 256}.{a % 256}" for a in range(first, first + SOURCES_PER_WORKER)
+            ]
+            await w.ask(op="setup", prefix=PREFIX, ports=self.ports, sources=sources)
+
+    def slices(self) -> list[tuple[int, int]]:
+        share = math.ceil(self.n / len(self.workers))
+        return [(k * share, min(share, self.n - k * share)) for k in range(len(self.workers))]
+
+    async def ask_all(self, **req: Any) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(w.ask(**req) for w in self.workers)))
+
+    async def stop(self) -> None:
+        for w in self.workers:
+            await w.stop()
+        self.workers = []
+        for proc in self.gws:
+            self.bench.procs.stop(proc)
+        self.gws = []
+
+    def pids(self) -> dict[str, int | None]:
+        pids: dict[str, int | None] = {f"gateway{k + 1}": p.pid for k, p in enumerate(self.gws)}
+        pids["redis"] = self.bench.redis_pid
+        for k, w in enumerate(self.workers):
+            pids[f"loadgen{k + 1}"] = w.proc.pid
+        return pids
+
+    # -- (a) everyone logged in ------------------------------------------------------------
+
+    async def login_all(self) -> None:
+        from bench.run import rss_kb
+
+        redis_before = self.redis_memory()
+        seed_s = self.seed()
+        await asyncio.sleep(1)
+        rss_before = [rss_kb(p.pid) for p in self.gws]
+        began = time.perf_counter()
+        replies = await asyncio.gather(
+            *(
+                w.ask(op="connect", first=first, count=count, parallel=400, timeout=900)
+                for w, (first, count) in zip(self.workers, self.slices(), strict=True)
+            )
+        )
+        took = time.perf_counter() - began
+        ready = sum(r["ready"] for r in replies)
+        await asyncio.sleep(1 if self.bench.smoke else 3)
+        rss_after = [rss_kb(p.pid) for p in self.gws]
+        per_gw = self.n / GATEWAYS
+        redis_after = self.redis_memory()
+        self.bench.row(
+            f"crowd: {self.n} users over {GATEWAYS} gateways, one Redis",
+            "gateway",
+            None,
+            users=self.n,
+            ready=ready,
+            lost=self.n - ready,
+            login_seconds=round(took, 2),
+            logins_per_s=round(ready / took) if took else None,
+            login_method="resume token (nick token), as client.py after its first login",
+            gateway_rss_bytes_per_connection=[
+                round((a - b) * 1024 / per_gw) for a, b in zip(rss_after, rss_before, strict=True)
+            ],
+            gateway_rss_mb=[round(a / 1024, 1) for a in rss_after],
+            redis_bytes_per_user=round((redis_after - redis_before) / self.n),
+            redis_used_mb=round(redis_after / 2**20, 1),
+            seed_seconds=round(seed_s, 2),
+            load_processes=len(self.workers),
+        )
+
+    # -- (b) one message to everyone ------------------------------------------------------
+
+    async def broadcast(self, rate: float, first_seq: int) -> int:
+        from bench.run import CpuMeter
+
+        sender = (
+            await connect_many(
+                "127.0.0.1", self.ports[0], CHAT, 1, prefix=f"bcast{first_seq}_", chat="general"
+            )
+        )[0]
+        await self.ask_all(op="reset")
+        total = max(1, round(rate * self.seconds))
+        sent: dict[int, int] = {}
+        with CpuMeter(self.pids()) as cpu:
+            loop = asyncio.get_running_loop()
+            next_at = loop.time()
+            for k in range(total):
+                seq = first_seq + k
+                sent[seq] = time.monotonic_ns()
+                await sender.write(f"bc{seq}\r\n".encode())
+                next_at += 1 / rate
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+            counts, lasts = await self._wait_arrivals(sent, idle=3 if self.bench.smoke else 15)
+        close_all([sender])
+        expected = self.n * total
+        got = sum(counts.values())
+        ms = [(lasts[s] - t) / 1e6 for s, t in sent.items() if s in lasts]
+        cores = cpu.cores
+        self.bench.row(
+            f"broadcast {rate:g} msg/s into #general of {self.n} for {self.seconds:g} s",
+            "gateway",
+            None,
+            messages=total,
+            members=self.n,
+            expected=expected,
+            delivered=got,
+            lost=expected - got,
+            last_member_p50_ms=round(pct(ms, 0.5), 1),
+            last_member_p99_ms=round(pct(ms, 0.99), 1),
+            last_member_max_ms=round(max(ms), 1) if ms else None,
+            cpu_gateways=round(sum(v for k, v in cores.items() if "gateway" in k), 2),
+            cpu_each_gateway=[v for k, v in cores.items() if "gateway" in k],
+            cpu_redis=cores.get("cpu_redis"),
+            cpu_loadgen=round(sum(v for k, v in cores.items() if "loadgen" in k), 2),
+        )
+        return first_seq + total
+
+    async def _wait_arrivals(
+        self, sent: dict[int, int], idle: float
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """Poll the workers until every member has every message, or nothing more came
+        for `idle` seconds. Per message: how many got it, when the last one did."""
+        want = self.n * len(sent)
+        last_total, changed = -1, time.monotonic()
+        while True:
+            stats = await self.ask_all(op="stats")
+            counts: dict[int, int] = {}
+            lasts: dict[int, int] = {}
+            for st in stats:
+                for seq, (count, last) in st["arrivals"].items():
+                    s = int(seq)
+                    counts[s] = counts.get(s, 0) + count
+                    lasts[s] = max(lasts.get(s, 0), last)
+            total = sum(counts.values())
+            if total >= want:
+                return counts, lasts
+            if total != last_total:
+                last_total, changed = total, time.monotonic()
+            elif time.monotonic() - changed > idle:
+                return counts, lasts
+            await asyncio.sleep(0.25)
+
+    # -- (c) the reconnect storm ------------------------------------------------------------
+
+    async def storm(self) -> None:
+        victim = GATEWAYS - 1  # users i % 3 == 2 are on it
+        on_victim = len(range(victim, self.n, GATEWAYS))
+        probe = await self._probe_users()
+        try:
+            await self.ask_all(op="mode", mode="password")
+            r = await self._kill_and_watch(victim, on_victim, probe, "password", self.storm_cap)
+            self.bench.row(
+                f"reconnect storm: {on_victim} users' gateway SIGKILLed, password logins",
+                "gateway",
+                None,
+                **r,
+            )
+            # the same users on the restarted gateway again, then the storm with tokens
+            await self.ask_all(op="park", group=victim)
+            await asyncio.sleep(1 if self.bench.smoke else 10)  # hash queues drain
+            await self.ask_all(op="mode", mode="token")
+            await self.ask_all(op="unpark", group=victim, parallel=400, timeout=600)
+            await self._wait_ready(self.n, 120)
+            r = await self._kill_and_watch(victim, on_victim, probe, "token", 600)
+            self.bench.row(
+                f"reconnect storm: {on_victim} users' gateway SIGKILLed, resume tokens",
+                "gateway",
+                None,
+                **r,
+            )
+        finally:
+            close_all(probe)
+
+    async def _probe_users(self) -> list[Peer]:
+        """10 users on each surviving gateway in a small chat #probe (samples) and one
+        sender: the latency the other gateways' users see during the storm."""
+        readers: list[Peer] = []
+        for k in range(GATEWAYS - 1):
+            readers += await connect_many(
+                "127.0.0.1", self.ports[k], CHAT, 10, prefix=f"probe{k}_", chat="probe", samples=10
+            )
+        sender = (
+            await connect_many("127.0.0.1", self.ports[0], CHAT, 1, prefix="psend", chat="probe")
+        )[0]
+        return [*readers, sender]
+
+    async def _wait_ready(self, want: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while time.monotonic() < deadline:
+            ready = sum(s["ready"] for s in await self.ask_all(op="stats"))
+            if ready >= want:
+                break
+            await asyncio.sleep(0.25)
+        return ready
+
+    async def _kill_and_watch(
+        self, victim: int, on_victim: int, probe: list[Peer], method: str, cap: float
+    ) -> dict[str, Any]:
+        from bench.run import CpuMeter
+
+        sender, readers = probe[-1], probe[:-1]
+        for p in readers:
+            p.latencies.clear()
+        await self.ask_all(op="reset")
+        done = asyncio.Event()
+
+        async def probing() -> int:
+            sent = 0
+            while not done.is_set():
+                await sender.write(f"t={time.perf_counter_ns()}\r\n".encode())
+                sent += 1
+                await asyncio.sleep(0.05)
+            return sent
+
+        prober = asyncio.create_task(probing())
+        await asyncio.sleep(1)
+        survivors = {k: v for k, v in self.pids().items() if k != f"gateway{victim + 1}"}
+        with CpuMeter(survivors) as cpu:
+            killed_ns = time.monotonic_ns()
+            self.gws[victim].send_signal(signal.SIGKILL)
+            self.gws[victim].wait()
+            await asyncio.sleep(RESTART_DELAY)
+            self.gws[victim] = self.start_gateway(self.ports[victim])
+            await wait_port_async(self.ports[victim], self.gws[victim])
+            deadline = time.monotonic() + cap
+            while True:  # until every user is ready again (the drops seen first)
+                stats = await self.ask_all(op="stats")
+                ready = sum(s["ready"] for s in stats)
+                drops = sum(s["drops"] for s in stats)
+                if (drops >= on_victim and ready >= self.n) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        done.set()
+        probes = await prober
+        await asyncio.sleep(0.5)
+        all_back = ready >= self.n
+        last_ns = max(s["last_ready_ns"] for s in stats)
+        seconds = (
+            (last_ns - killed_ns) / 1e9 if all_back else (time.monotonic_ns() - killed_ns) / 1e9
+        )
+        back = ready - (self.n - on_victim)
+        lat = [x / 1e6 for p in readers for x in p.latencies]
+        expected = probes * len(readers)
+        return {
+            "users_on_killed_gateway": on_victim,
+            "method": method,
+            "all_back": all_back,
+            "seconds_until_all_ready": round(seconds, 2) if all_back else None,
+            "back_after_s": None if all_back else round(seconds, 1),
+            "back": back,
+            "logins_per_s": round(back / seconds, 1) if seconds else None,
+            "busy_refusals": sum(s["busy"] for s in stats),
+            "others_latency_p50_ms": round(pct(lat, 0.5), 2),
+            "others_latency_p99_ms": round(pct(lat, 0.99), 2),
+            "others_latency_max_ms": round(max(lat), 2) if lat else None,
+            "probe_messages": probes,
+            "probe_lost": max(0, expected - len(lat)),
+            "cpu_other_gateways": [v for k, v in cpu.cores.items() if "gateway" in k],
+            "cpu_redis": cpu.cores.get("cpu_redis"),
+            "cpu_loadgen": round(sum(v for k, v in cpu.cores.items() if "loadgen" in k), 2),
+        }
+
+    # -- all three -------------------------------------------------------------------------
+
+    async def run(self, only: set[str]) -> None:
+        try:
+            await self.start()
+            await self.login_all()
+            if "broadcast" in only:
+                seq = await self.broadcast(1, 0)
+                await self.broadcast(10, seq)
+            if "storm" in only:
+                await self.storm()
+        finally:
+            await self.stop()

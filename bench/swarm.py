@@ -1,0 +1,352 @@
+"""A load-generator worker process for the crowd scenarios of bench/run.py.
+
+One process may hold at most 20,000 descriptors, so bench/run.py splits tens of thousands
+of users over several of these, each connecting from its own loopback source addresses
+(127.0.0.2, 127.0.0.3, ...: each address has its own ephemeral ports). A worker speaks
+JSON lines on stdin/stdout: one request in, one reply out (see `Swarm.handle`).
+
+Each user is a bare `asyncio.Protocol`. It logs in as `client.py` does after its first
+login, with `nick token` (the token is derived from the nickname and seeded into Redis by
+bench/run.py), or with the password; a refused token falls back to the password. When its
+connection drops it comes back like `client.py`: after losing a logged-in session the
+first try is at a random moment within `DROP_SPREAD`, then `Backoff` (0.5 s doubling to
+10 s, jittered), each try at the next server of the list; `! server busy` (a full gateway,
+too many logins) counts as a failed try.
+
+Broadcast messages (`bc<seq>`) are counted per sequence number with the time the last of
+this worker's users got each (`time.monotonic_ns`, one clock for every process), so
+bench/run.py can tell when the last of all members had each message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chatclient.link import DROP_SPREAD, Backoff
+
+__all__ = ["PASSWORD", "bench_token"]
+
+PASSWORD = "bench-password"
+#: Descriptors one process may hold (the machine's hard limit).
+MAX_FDS = 20_000
+_READY = b"* ready"
+_BROADCAST = re.compile(rb"> bc(\d+)\r?\n")
+
+
+def bench_token(nick: str) -> str:
+    """The resume token of a bench user: 64 hex characters derived from the nickname
+    (bench/run.py stores its hash as the gateways' `/token` would)."""
+    return hashlib.sha256(f"bench-token:{nick}".encode()).hexdigest()
+
+
+class User(asyncio.Protocol):
+    __slots__ = (
+        "attempt",
+        "head",
+        "index",
+        "nick",
+        "ready",
+        "server",
+        "swarm",
+        "tail",
+        "transport",
+    )
+
+    def __init__(self, swarm: Swarm, index: int) -> None:
+        self.swarm = swarm
+        self.index = index
+        self.nick = f"{swarm.prefix}{index}"
+        self.server = index  # position in the server list: starts at its own gateway
+        self.attempt = 0
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.tail = b""
+        self.ready = False
+
+    # -- the connection --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.head = self.tail = b""
+        self.ready = False
+        if self.swarm.mode == "token":
+            self.swarm.tried["token"] += 1
+            line = f"{self.nick} {bench_token(self.nick)}\r\n"
+        else:
+            self.swarm.tried["password"] += 1
+            line = f"{self.nick}\r\n{PASSWORD}\r\n"
+        self.transport.write(line.encode())
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready:
+            head = self.head + data
+            at = head.find(_READY)
+            end = head.find(b"\n", at) if at >= 0 else -1
+            if end < 0:
+                if b"! " in head:
+                    self._login_error(head)
+                self.head = head[-4096:]
+                return
+            self.ready = True
+            self.attempt = 0
+            self.head = b""
+            self.swarm.became_ready(self)
+            data = head[end + 1 :]
+            if not data:
+                return
+        if self.tail:
+            data, self.tail = self.tail + data, b""
+        if not data.endswith(b"\n"):
+            cut = data.rfind(b"\n")
+            data, self.tail = data[: cut + 1], data[cut + 1 :]
+        if b"> bc" in data:
+            self.swarm.arrived(_BROADCAST.findall(data))
+
+    def _login_error(self, head: bytes) -> None:
+        if b"invalid or expired token" in head:
+            self.head = b""
+            assert self.transport is not None
+            self.transport.write(f"{self.nick}\r\n{PASSWORD}\r\n".encode())
+        elif b"! server busy" in head or b"unavailable" in head or b"timed out" in head:
+            self.swarm.busy += 1
+            assert self.transport is not None
+            self.transport.abort()  # connection_lost retries elsewhere
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        was_ready, self.ready = self.ready, False
+        if was_ready:
+            self.swarm.lost(self)
+        self.swarm.retry(self, was_ready)
+
+
+class Swarm:
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.ports: list[int] = []
+        self.sources: list[str] = ["127.0.0.1"]
+        self.mode = "token"
+        self.users: dict[int, User] = {}
+        self.parked: set[int] = set()
+        self.ready_count = 0
+        self.last_ready_ns = 0
+        self.drops = 0
+        self.busy = 0
+        self.tried = {"token": 0, "password": 0}
+        self.ready_by = {"token": 0, "password": 0}
+        self.arrivals: dict[int, list[int]] = {}  # seq -> [count, last arrival ns]
+        self._source = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- events from users -----------------------------------------------------------------
+
+    def became_ready(self, user: User) -> None:
+        self.ready_count += 1
+        self.ready_by[self.mode] += 1
+        self.last_ready_ns = time.monotonic_ns()
+
+    def lost(self, user: User) -> None:
+        self.ready_count -= 1
+        self.drops += 1
+
+    def arrived(self, seqs: list[bytes]) -> None:
+        now = time.monotonic_ns()
+        arrivals = self.arrivals
+        for raw in seqs:
+            seq = int(raw)
+            slot = arrivals.get(seq)
+            if slot is None:
+                arrivals[seq] = [1, now]
+            else:
+                slot[0] += 1
+                slot[1] = now
+
+    def retry(self, user: User, after_session: bool) -> None:
+        if user.index in self.parked:
+            return
+        if after_session:  # as client.py: spread over DROP_SPREAD, then the envelope
+            wait = DROP_SPREAD * random.random()
+            user.attempt = 1
+        else:
+            backoff = Backoff()
+            backoff.attempt = user.attempt
+            wait = backoff.next()
+            user.attempt += 1
+        user.server += 1  # the next server of the list, as client.py
+        task = asyncio.get_running_loop().create_task(self._reconnect(user, wait))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconnect(self, user: User, wait: float) -> None:
+        await asyncio.sleep(wait)
+        if user.index in self.parked:
+            return
+        try:
+            await self._open(user)
+        except OSError:
+            self.retry(user, False)
+
+    async def _open(self, user: User) -> None:
+        port = self.ports[user.server % len(self.ports)]
+        source = self.sources[self._source % len(self.sources)]
+        self._source += 1
+        await asyncio.get_running_loop().create_connection(
+            lambda: user, "127.0.0.1", port, local_addr=(source, 0)
+        )
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def connect(self, first: int, count: int, parallel: int, timeout: float) -> dict:
+        """Log in users first .. first+count-1, user i at ports[i % len(ports)]; wait until
+        all are ready (or `timeout`)."""
+        gate = asyncio.Semaphore(parallel)
+        began = time.monotonic()
+        failed = 0
+
+        async def one(i: int) -> None:
+            nonlocal failed
+            user = self.users[i] = User(self, i)
+            self.parked.discard(i)
+            async with gate:
+                try:
+                    await self._open(user)
+                except OSError:
+                    failed += 1
+                    self.retry(user, False)
+                    return
+                for _ in range(int(timeout * 20)):
+                    if user.ready:
+                        return
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(one(i) for i in range(first, first + count)))
+        return {
+            "ready": self.ready_count,
+            "seconds": round(time.monotonic() - began, 3),
+            "connect_failed": failed,
+            "last_ready_ns": self.last_ready_ns,
+        }
+
+    def park(self, group: int) -> dict:
+        """Close the users of `group` (index % len(ports)) and keep them closed."""
+        closed = 0
+        for i, user in self.users.items():
+            if i % len(self.ports) == group:
+                self.parked.add(i)
+                if user.transport is not None:
+                    user.transport.abort()
+                    closed += 1
+        return {"closed": closed}
+
+    async def unpark(self, group: int, parallel: int, timeout: float) -> dict:
+        """Log the parked users of `group` in again at their own gateway."""
+        ids = sorted(i for i in self.parked if i % len(self.ports) == group)
+        for i in ids:
+            self.parked.discard(i)
+        gate = asyncio.Semaphore(parallel)
+        began = time.monotonic()
+
+        async def one(i: int) -> None:
+            user = self.users[i]
+            user.server, user.attempt = i, 0
+            async with gate:
+                try:
+                    await self._open(user)
+                except OSError:
+                    self.retry(user, False)
+                    return
+                for _ in range(int(timeout * 20)):
+                    if user.ready:
+                        return
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(one(i) for i in ids))
+        return {"ready": self.ready_count, "seconds": round(time.monotonic() - began, 3)}
+
+    def stats(self) -> dict:
+        return {
+            "users": len(self.users),
+            "ready": self.ready_count,
+            "last_ready_ns": self.last_ready_ns,
+            "drops": self.drops,
+            "busy": self.busy,
+            "tried": self.tried,
+            "ready_by": self.ready_by,
+            "arrivals": {str(k): v for k, v in self.arrivals.items()},
+        }
+
+    async def handle(self, req: dict) -> dict:
+        op = req["op"]
+        if op == "setup":
+            self.prefix, self.ports = req["prefix"], req["ports"]
+            self.sources = req["sources"]
+            self.mode = req.get("mode", "token")
+            return {"ok": True}
+        if op == "connect":
+            return await self.connect(
+                req["first"], req["count"], req.get("parallel", 300), req.get("timeout", 600)
+            )
+        if op == "mode":
+            self.mode = req["mode"]
+            return {"ok": True}
+        if op == "park":
+            return self.park(req["group"])
+        if op == "unpark":
+            return await self.unpark(
+                req["group"], req.get("parallel", 300), req.get("timeout", 600)
+            )
+        if op == "reset":
+            self.arrivals.clear()
+            self.drops = self.busy = 0
+            self.tried = {"token": 0, "password": 0}
+            self.ready_by = {"token": 0, "password": 0}
+            return {"ok": True}
+        if op == "stats":
+            return self.stats()
+        if op == "close":
+            self.parked.update(self.users)
+            for user in self.users.values():
+                if user.transport is not None:
+                    user.transport.abort()
+            return {"ok": True}
+        return {"error": f"unknown op {op!r}"}
+
+
+async def main() -> None:
+    swarm = Swarm()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        req = json.loads(line)
+        reply = await swarm.handle(req)
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        if req["op"] == "close":
+            await asyncio.sleep(0.2)
+            return
+
+
+if __name__ == "__main__":
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, MAX_FDS), hard))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
