@@ -183,6 +183,7 @@ COMPARED: dict[str, tuple[Metric, ...]] = {
 #: How both sides of --baseline are configured: variables every revision reads.
 COMPARE_ENV = {
     "CHAT_WEB_PORT": "0",
+    "CHAT_IRC_PORT": "0",
     "CHAT_RATE": "0",
     "CHAT_MAX_PER_IP": "0",
     "CHAT_MAX_PENDING_LOGINS": "0",
@@ -263,6 +264,8 @@ class Bench:
                 "--log-level",
                 "WARNING",
                 "--web-port",
+                "0",
+                "--irc-port",
                 "0",
                 *extra,
             ],

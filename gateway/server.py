@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server
 
 from gateway.admission import Admission
 from gateway.core.session import Core
+from gateway.doors.irc.connection import IrcConnection, IrcDoor
 from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer
 from gateway.doors.web.server import WebDoor
 from gateway.fanout import Fanout
@@ -106,6 +107,9 @@ class GatewayServer:
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
             set(),
         )
+        self.irc_door = IrcDoor(self.core, self.admission, settings.max_output, set())
+        self._irc: asyncio.Server | None = None
+        self._irc_tls: asyncio.Server | None = None
         self._web: Server | None = None
         #: Open connections, for the shutdown notice; a closed one drops out by itself.
         self.connections: weakref.WeakSet[LineConnection] = weakref.WeakSet()
@@ -115,6 +119,7 @@ class GatewayServer:
 
     async def start(self) -> None:
         tls = self._tls_context()  # a bad file is said before waiting for Redis
+        web_tls = tls if self.settings.tls_port else None
         delay = START_RETRY_FIRST
         while True:
             try:
@@ -126,14 +131,20 @@ class GatewayServer:
                 delay = min(delay * 2, START_RETRY_MAX)
         await self.fanout.start()
         self._server = await self._listen(self._line_connection, self.settings.port, "chat")
-        if tls is not None:
+        if tls is not None and self.settings.tls_port:
             self._tls_server = await self._listen(
                 self._line_connection, self.settings.tls_port, "chat over TLS", tls
+            )
+        if self.settings.irc_port:
+            self._irc = await self._listen(self._irc_connection, self.settings.irc_port, "IRC")
+        if tls is not None and self.settings.irc_tls_port:
+            self._irc_tls = await self._listen(
+                self._irc_connection, self.settings.irc_tls_port, "IRC over TLS", tls
             )
         if self.settings.web_port:
             try:
                 self._web = await self.web_door.start(
-                    self.settings.host, self.settings.web_port, ssl_context=tls
+                    self.settings.host, self.settings.web_port, ssl_context=web_tls
                 )
             except OSError as exc:
                 raise StartupError(self._bind_error("web", self.settings.web_port, exc)) from None
@@ -151,20 +162,21 @@ class GatewayServer:
                     self._bind_error("metrics", port, exc, self.settings.metrics_host)
                 ) from None
         log.info(
-            "event=listening host=%s port=%d web=%s gateway=%s store=%s",
+            "event=listening host=%s port=%d web=%s irc=%s gateway=%s store=%s",
             self.settings.host,
             self.port,
-            f"{'https' if tls else 'http'}://{self.settings.host}:{self.web_port}/"
+            f"{'https' if web_tls else 'http'}://{self.settings.host}:{self.web_port}/"
             if self._web
             else "off",
+            self.irc_port if self._irc else "off",
             self.gateway_id,
             "embedded" if self._embedded else _redacted(self.settings.redis_url),
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        """The server TLS context of --tls-cert/--tls-key, or None without --tls-port."""
+        """The server TLS context of --tls-cert/--tls-key, or None without a TLS port."""
         s = self.settings
-        if not s.tls_port:
+        if not s.tls_port and not s.irc_tls_port:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
@@ -186,6 +198,9 @@ class GatewayServer:
         conn = LineConnection(self.line_door)
         self.connections.add(conn)
         return conn
+
+    def _irc_connection(self) -> IrcConnection:
+        return IrcConnection(self.irc_door)
 
     async def _listen(
         self,
@@ -220,6 +235,11 @@ class GatewayServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
+    def irc_port(self) -> int:
+        assert self._irc is not None
+        return int(self._irc.sockets[0].getsockname()[1])
+
+    @property
     def web_port(self) -> int:
         assert self._web is not None
         return int(next(iter(self._web.sockets)).getsockname()[1])
@@ -229,7 +249,7 @@ class GatewayServer:
     async def shutdown(self) -> None:
         live = [c for c in self.connections if not c.closing]
         log.info("event=shutdown connections=%d", len(live))
-        for server in (self._server, self._tls_server):
+        for server in (self._server, self._tls_server, self._irc, self._irc_tls):
             if server is not None:
                 server.close()
         if self._metrics is not None:
@@ -237,6 +257,10 @@ class GatewayServer:
         if self._web is not None:
             self._web.close(close_connections=False)
         web = list(self.web_door.connections)
+        irc = [c for c in self.irc_door.connections if not c.closing]
+        for i in irc:
+            if i.session is not None:
+                i.session.shutting_down()
         for conn in live:
             if conn.session is not None:
                 conn.session.shutting_down()
@@ -249,6 +273,8 @@ class GatewayServer:
             conn.close()
         for w in web:
             w.close()
+        for i in irc:
+            i.close()
         await asyncio.sleep(SHUTDOWN_GRACE)
         await self.store.close()
         if self._embedded is not None:
