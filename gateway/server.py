@@ -82,7 +82,7 @@ class GatewayServer:
             account_ttl=settings.account_ttl,
         )
         self.coalescer = WriteCoalescer()
-        self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)
+        self.fanout = Fanout(self.store, settings.cursor_flush, self._after_batch)
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip,
@@ -116,6 +116,11 @@ class GatewayServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
+
+    def _after_batch(self) -> None:
+        """Fan-out delivered a batch: send it now, not at the next loop turn."""
+        self.coalescer.flush_now()
+        self.irc_door.flush_now()
 
     async def start(self) -> None:
         tls = self._tls_context()  # a bad file is said before waiting for Redis

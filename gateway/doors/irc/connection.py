@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.admission import Admission, Ticket
@@ -46,8 +46,10 @@ WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 #: Seconds a closing connection may take to send what is queued before it is reset.
 CLOSE_GRACE = 5.0
+#: Consecutive PRIVMSGs to one chat posted together at most (one post_many call).
+MAX_SAY_BATCH = 256
 #: Own messages awaiting their copy from fan-out (to drop it, or echo it) at most.
-MAX_PENDING_ECHO = 64
+MAX_PENDING_ECHO = 4 * MAX_SAY_BATCH
 #: Nicknames answered by one ISON or USERHOST.
 ISON_MAX = 32
 MOTD = (
@@ -61,12 +63,27 @@ _batch_ids = itertools.count(1)
 
 @dataclass(slots=True)
 class IrcDoor:
-    """What every IRC connection of a listener shares."""
+    """What every IRC connection of a listener shares, and the connections written to in
+    this loop turn: flushed once, after the turn or when fan-out ends a batch."""
 
     core: Core
     admission: Admission
     max_output: int
     connections: set[IrcConnection]
+    dirty: list[IrcConnection] = field(default_factory=list)
+    scheduled: bool = False
+
+    def mark(self, conn: IrcConnection) -> None:
+        self.dirty.append(conn)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
 
 
 _last_render: list[Any] = [None, None, b""]  # Messages, Wants, bytes: the last chat burst
@@ -111,8 +128,8 @@ class IrcConnection(asyncio.Protocol):
         self._capture: list[str] | None = None  # lines of a labeled command
         self._online: list[str] | None = None  # ISON: names gathered
         self._pending_echo: deque[tuple[str, str]] = deque()  # (conv target, text)
-        self._history_batch: str | None = None
-        self.wants = irc.Wants()
+        self._more: list[str] = []  # texts of PRIVMSGs batched with the one being handled
+        self.wants = irc.wants_for(False, False, False)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -194,7 +211,9 @@ class IrcConnection(asyncio.Protocol):
                 else:
                     msg = irc.parse(event.text)
                     if msg is not None:
+                        self._more = self._more_texts(msg)
                         await self._handle(msg)
+                        self._more = []
                 if self._read_paused and len(self._queue) < MAX_QUEUED_LINES // 4:
                     self._read_paused = False
                     if self.transport and not self.closing:
@@ -204,6 +223,37 @@ class IrcConnection(asyncio.Protocol):
             self.close()
         finally:
             self._pump = None
+
+    def _more_texts(self, msg: irc.IrcMessage) -> list[str]:
+        """The texts of the PRIVMSGs queued right after `msg` to the same one chat: posted
+        with it as one batch (one Redis call, one publish), as the line door does."""
+        if (
+            msg.command not in ("PRIVMSG", "NOTICE")
+            or not self.registered
+            or msg.tags
+            or len(msg.params) != 2
+            or not msg.params[0].startswith("#")
+            or "," in msg.params[0]
+        ):
+            return []
+        more: list[str] = []
+        queue = self._queue
+        while queue and len(more) < MAX_SAY_BATCH:
+            nxt = queue[0]
+            if not isinstance(nxt, Line):
+                break
+            other = irc.parse(nxt.text)
+            if (
+                other is None
+                or other.command not in ("PRIVMSG", "NOTICE")
+                or other.tags
+                or other.params[:1] != msg.params[:1]
+                or len(other.params) != 2
+            ):
+                break
+            queue.popleft()
+            more.append(other.params[1])
+        return more
 
     async def _handle(self, msg: irc.IrcMessage) -> None:
         label = msg.tags.get("label") if "labeled-response" in self.caps else None
@@ -278,10 +328,8 @@ class IrcConnection(asyncio.Protocol):
             self._line(numeric("410", nick, sub or "*", "Invalid CAP command"))
 
     def _wants_changed(self) -> None:
-        self.wants = irc.Wants(
-            time="server-time" in self.caps,
-            tags="message-tags" in self.caps,
-            account="account-tag" in self.caps,
+        self.wants = irc.wants_for(
+            "server-time" in self.caps, "message-tags" in self.caps, "account-tag" in self.caps
         )
 
     async def _pass(self, msg: irc.IrcMessage) -> None:
@@ -484,29 +532,27 @@ class IrcConnection(asyncio.Protocol):
         if len(msg.params) < 2 or not msg.params[1]:
             self._line(numeric("412", self.nick, "No text to send"))
             return
-        text = msg.params[1]
-        if text.startswith("\x01"):
-            body = text.strip("\x01")
-            if not body.upper().startswith("ACTION "):
-                return  # other CTCP requests have no meaning here
-            text = "* " + body[7:]
-        text = sanitize(text).strip()
-        if not text:
+        texts = [t for t in map(_chat_text, [msg.params[1], *self._more]) if t]
+        if not texts:
             self._line(numeric("412", self.nick, "No text to send"))
             return
         for target in msg.params[0].split(",")[:4]:
             self._target = target
-            before = len(self._pending_echo)
-            self._pending_echo.append((name_key(target), text))
-            if len(self._pending_echo) > MAX_PENDING_ECHO:  # never echoed (changed, lost)
+            key = name_key(target)
+            for text in texts:
+                self._pending_echo.append((key, text))
+            while len(self._pending_echo) > MAX_PENDING_ECHO:  # never echoed (changed, lost)
                 self._pending_echo.popleft()
             errors = self._errors_seen
-            if target.startswith("#"):
-                await self._core(cmd.SendChat(target[1:], text))
+            if not target.startswith("#"):
+                for text in texts:
+                    await self._core(cmd.SendPrivate(target, text))
+            elif len(texts) == 1:
+                await self._core(cmd.SendChat(target[1:], texts[0]))
             else:
-                await self._core(cmd.SendPrivate(target, text))
-            if self._errors_seen != errors and len(self._pending_echo) > before:
-                self._drop_pending(name_key(target), text)
+                await self._core(cmd.SendChatMany(target[1:], tuple(texts)))
+            for text in texts[len(texts) - (self._errors_seen - errors) :]:
+                self._drop_pending(key, text)  # refused (the last ones, as a rate limit does)
 
     def _drop_pending(self, target: str, text: str) -> None:
         try:
@@ -789,8 +835,11 @@ class IrcConnection(asyncio.Protocol):
         pending = self._pending_echo
         for m in messages.items:
             key = (target, m.text)
-            if name_key(m.sender) == me and key in pending:
-                pending.remove(key)
+            if name_key(m.sender) == me and pending and (pending[0] == key or key in pending):
+                if pending[0] == key:  # the usual case: they come back in order
+                    pending.popleft()
+                else:
+                    pending.remove(key)
                 if "echo-message" not in self.caps:
                     continue
             kept.append(m)
@@ -810,7 +859,7 @@ class IrcConnection(asyncio.Protocol):
             return
         if (
             _last_render[0] is messages
-            and _last_render[1] == self.wants
+            and _last_render[1] is self.wants
             and isinstance(where, ev.ChatConv)
         ):
             data = _last_render[2]
@@ -946,7 +995,7 @@ class IrcConnection(asyncio.Protocol):
             return
         if not self._flush_soon:
             self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.door.mark(self)
 
     def flush(self) -> None:
         self._flush_soon = False
@@ -990,6 +1039,16 @@ class IrcConnection(asyncio.Protocol):
     def _abort_if_open(self) -> None:
         if self.transport is not None and not self._lost:
             self.transport.abort()
+
+
+def _chat_text(text: str) -> str:
+    """A PRIVMSG's text as a chat message: CTCP ACTION as `* text`, other CTCP dropped."""
+    if text.startswith("\x01"):
+        body = text.strip("\x01")
+        if not body.upper().startswith("ACTION "):
+            return ""  # other CTCP requests have no meaning here
+        text = "* " + body[7:]
+    return sanitize(text).strip()
 
 
 def _with_tags(line: str, tags: dict[str, str]) -> str:

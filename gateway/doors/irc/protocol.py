@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
 from gateway.core import events as ev
 from gateway.core.names import name_key
@@ -40,6 +41,7 @@ __all__ = [
     "parse_time",
     "split_text",
     "unescape_tag",
+    "wants_for",
 ]
 
 #: The server's name in prefixes and numerics.
@@ -211,6 +213,12 @@ class Wants:
     @property
     def any(self) -> bool:
         return self.time or self.tags or self.account
+
+
+@cache
+def wants_for(time: bool, tags: bool, account: bool) -> Wants:
+    """One shared `Wants` per combination: the render cache compares them by identity."""
+    return Wants(time, tags, account)
 
 
 def source_of(nick: str) -> str:
