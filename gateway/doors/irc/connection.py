@@ -813,17 +813,20 @@ class IrcConnection(asyncio.Protocol):
     def show(self, messages: ev.Messages) -> None:
         if self.closing:
             return
+        shared = True
         if self._pending_echo:
-            messages = self._own_echo(messages)
-            if not messages.items:
+            mine = self._own_echo(messages)
+            if not mine.items:
                 return
+            shared = mine is messages  # a copy of this connection's own: not cached
+            messages = mine
         if not self.registered or (self._early and self._context != "JOIN"):
             self._early.append(messages)
             self._early_bytes += sum(len(m.text) + 64 for m in messages.items)
             if self._early_bytes > self.door.max_output:
                 self.overflow()
             return
-        self._show_now(messages, batch=self._context == "JOIN")
+        self._show_now(messages, batch=self._context == "JOIN", cache=shared)
 
     def _own_echo(self, messages: ev.Messages) -> ev.Messages:
         """Drop (or, with echo-message, keep) this connection's own messages coming back;
@@ -847,7 +850,9 @@ class IrcConnection(asyncio.Protocol):
             return messages
         return ev.Messages(where, tuple(kept))
 
-    def _show_now(self, messages: ev.Messages, batch: bool) -> None:
+    def _show_now(self, messages: ev.Messages, batch: bool, cache: bool = True) -> None:
+        """Write messages now; the bytes of a chat burst are kept for the next reader (the
+        same object reaches every reader), unless they are this connection's own copy."""
         where = messages.where
         if batch and "batch" in self.caps and "draft/chathistory" in self.caps:
             target = "#" + where.name if isinstance(where, ev.ChatConv) else where.name
@@ -857,16 +862,13 @@ class IrcConnection(asyncio.Protocol):
             for line in irc.message_lines(where, messages.items, self.nick, self.wants):
                 self._line(line)
             return
-        if (
-            _last_render[0] is messages
-            and _last_render[1] is self.wants
-            and isinstance(where, ev.ChatConv)
-        ):
+        if _last_render[0] is messages and _last_render[1] is self.wants:
             data = _last_render[2]
         else:
             lines = irc.message_lines(where, messages.items, self.nick, self.wants)
             data = "".join(line + "\r\n" for line in lines).encode()
-            _last_render[0], _last_render[1], _last_render[2] = messages, self.wants, data
+            if cache and isinstance(where, ev.ChatConv):
+                _last_render[0], _last_render[1], _last_render[2] = messages, self.wants, data
         self._write(data)
 
     def _render(self, event: ev.Event) -> None:
