@@ -13,6 +13,7 @@ import base64
 import os
 import re
 import shutil
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_client import Terminal
-from tests.helpers import Client, Gateway, RedisProcess, WebClient, free_port, messages
+from tests.e2e.test_tls_acl import certs  # noqa: F401  # a fixture: a CA and a certificate
+from tests.helpers import (
+    Client,
+    Gateway,
+    RedisProcess,
+    WebClient,
+    free_port,
+    messages,
+    wait_port,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PASSWORD = "secret123"
@@ -419,6 +429,35 @@ async def test_a_gateway_killed_under_the_client(world, irc_clients, clients, tm
         assert ("#general", "tom5", "while you were away") in privmsgs(welcome)
     finally:
         g3.kill()
+
+
+async def test_irc_over_tls_and_slow_down(world, certs, irc_clients, tmp_path) -> None:  # noqa: F811
+    _, _, url = world
+    tls_port = free_port()
+    gw = Gateway(
+        url,
+        tmp_path,
+        "--irc-tls-port",
+        str(tls_port),
+        "--tls-cert",
+        str(certs / "server.pem"),
+        "--tls-key",
+        str(certs / "server.key"),
+        CHAT_RATE="1",
+        CHAT_BURST="1",
+    ).start()
+    try:
+        wait_port(tls_port, proc=gw.proc)
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        reader, writer = await asyncio.open_connection("localhost", tls_port, ssl=ctx)
+        sam = Irc(reader, writer)
+        irc_clients.append(sam)
+        await sam.login("sam8", "standard-replies")
+        await sam.send("PRIVMSG #general :one", "PRIVMSG #general :two")
+        fail = await sam.expect(" FAIL ")
+        assert " FAIL PRIVMSG RATE_LIMITED #general :slow down" in fail
+    finally:
+        gw.kill()
 
 
 def test_the_irc_library_logs_in_and_chats(world) -> None:
