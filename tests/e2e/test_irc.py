@@ -431,6 +431,20 @@ async def test_a_gateway_killed_under_the_client(world, irc_clients, clients, tm
         g3.kill()
 
 
+async def test_own_messages_without_echo_message_show_only_on_other_devices(
+    world, irc_clients
+) -> None:
+    g1, g2, _ = world
+    desk = await irc(irc_clients, g1.irc_port)
+    await desk.login("dev9")
+    phone = await irc(irc_clients, g2.irc_port)
+    await phone.login("dev9")
+    await desk.send("PRIVMSG #general :from the desk 1", "PRIVMSG #general :from the desk 2")
+    mine = [m for m in privmsgs(await phone.lines(0.8)) if m[1] == "dev9"]
+    assert mine == [("#general", "dev9", f"from the desk {i}") for i in (1, 2)]
+    assert "from the desk" not in " ".join(await desk.lines(0.3))
+
+
 async def test_irc_over_tls_and_slow_down(world, certs, irc_clients, tmp_path) -> None:  # noqa: F811
     _, _, url = world
     tls_port = free_port()

@@ -86,7 +86,9 @@ class IrcDoor:
             conn.flush()
 
 
-_last_render: list[Any] = [None, None, b""]  # Messages, Wants, bytes: the last chat burst
+#: The last chat burst rendered: Messages, Wants, its bytes, and (once a sender needed
+#: them) each message's bytes.
+_last_render: list[Any] = [None, None, b"", None]
 
 
 class IrcConnection(asyncio.Protocol):
@@ -813,46 +815,80 @@ class IrcConnection(asyncio.Protocol):
     def show(self, messages: ev.Messages) -> None:
         if self.closing:
             return
-        shared = True
         if self._pending_echo:
-            mine = self._own_echo(messages)
-            if not mine.items:
+            keep = self._own_echo(messages)
+            if keep is not None:
+                if not any(keep):
+                    return
+                self._show_some(messages, keep)
                 return
-            shared = mine is messages  # a copy of this connection's own: not cached
-            messages = mine
         if not self.registered or (self._early and self._context != "JOIN"):
-            self._early.append(messages)
-            self._early_bytes += sum(len(m.text) + 64 for m in messages.items)
-            if self._early_bytes > self.door.max_output:
-                self.overflow()
+            self._hold_early(messages)
             return
-        self._show_now(messages, batch=self._context == "JOIN", cache=shared)
+        self._show_now(messages, batch=self._context == "JOIN")
 
-    def _own_echo(self, messages: ev.Messages) -> ev.Messages:
-        """Drop (or, with echo-message, keep) this connection's own messages coming back;
-        a message from another device of the same user is shown either way."""
-        me = name_key(self.nick)
+    def _hold_early(self, messages: ev.Messages) -> None:
+        self._early.append(messages)
+        self._early_bytes += sum(len(m.text) + 64 for m in messages.items)
+        if self._early_bytes > self.door.max_output:
+            self.overflow()
+
+    def _own_echo(self, messages: ev.Messages) -> list[bool] | None:
+        """Which messages to show, when this connection's own are among them (dropped, or
+        kept with echo-message); None: all. Another device's messages are always shown."""
+        me = self.nick
         where = messages.where
         target = "#" + where.key if isinstance(where, ev.ChatConv) else where.peer
-        kept = []
+        keep: list[bool] | None = None
         pending = self._pending_echo
-        for m in messages.items:
+        echo = "echo-message" in self.caps
+        for i, m in enumerate(messages.items):
+            if m.sender != me or not pending:
+                continue
             key = (target, m.text)
-            if name_key(m.sender) == me and pending and (pending[0] == key or key in pending):
-                if pending[0] == key:  # the usual case: they come back in order
-                    pending.popleft()
-                else:
-                    pending.remove(key)
-                if "echo-message" not in self.caps:
-                    continue
-            kept.append(m)
-        if len(kept) == len(messages.items):
-            return messages
-        return ev.Messages(where, tuple(kept))
+            if pending[0] == key:  # the usual case: they come back in order
+                pending.popleft()
+            elif key in pending:
+                pending.remove(key)
+            else:
+                continue
+            if not echo:
+                if keep is None:
+                    keep = [True] * len(messages.items)
+                keep[i] = False
+        return keep
 
-    def _show_now(self, messages: ev.Messages, batch: bool, cache: bool = True) -> None:
+    def _show_some(self, messages: ev.Messages, keep: list[bool]) -> None:
+        """Some of a burst (a sender's own left out): from the burst's per-message bytes,
+        rendered once for every sender, when it goes out live."""
+        where = messages.where
+        kept = ev.Messages(where, tuple(m for m, k in zip(messages.items, keep, strict=True) if k))
+        if not self.registered or (self._early and self._context != "JOIN"):
+            self._hold_early(kept)
+            return
+        if self._context == "JOIN" or self._capture is not None:
+            self._show_now(kept, batch=self._context == "JOIN")
+            return
+        if not isinstance(where, ev.ChatConv):
+            self._write(self._bytes(kept))
+            return
+        cached = _last_render[0] is messages and _last_render[1] is self.wants
+        pieces = _last_render[3] if cached else None
+        if pieces is None:
+            pieces = [self._bytes(ev.Messages(where, (m,))) for m in messages.items]
+            if not cached:
+                _last_render[0], _last_render[1] = messages, self.wants
+                _last_render[2] = b"".join(pieces)
+            _last_render[3] = pieces
+        self._write(b"".join(p for p, k in zip(pieces, keep, strict=True) if k))
+
+    def _bytes(self, messages: ev.Messages) -> bytes:
+        lines = irc.message_lines(messages.where, messages.items, self.nick, self.wants)
+        return "".join(line + "\r\n" for line in lines).encode()
+
+    def _show_now(self, messages: ev.Messages, batch: bool) -> None:
         """Write messages now; the bytes of a chat burst are kept for the next reader (the
-        same object reaches every reader), unless they are this connection's own copy."""
+        same object reaches every reader)."""
         where = messages.where
         if batch and "batch" in self.caps and "draft/chathistory" in self.caps:
             target = "#" + where.name if isinstance(where, ev.ChatConv) else where.name
@@ -865,10 +901,9 @@ class IrcConnection(asyncio.Protocol):
         if _last_render[0] is messages and _last_render[1] is self.wants:
             data = _last_render[2]
         else:
-            lines = irc.message_lines(where, messages.items, self.nick, self.wants)
-            data = "".join(line + "\r\n" for line in lines).encode()
-            if cache and isinstance(where, ev.ChatConv):
-                _last_render[0], _last_render[1], _last_render[2] = messages, self.wants, data
+            data = self._bytes(messages)
+            if isinstance(where, ev.ChatConv):
+                _last_render[:] = [messages, self.wants, data, None]
         self._write(data)
 
     def _render(self, event: ev.Event) -> None:
