@@ -217,6 +217,7 @@ async def test_registration_caps_numerics_and_a_chat_with_telnet_and_web_on_anot
     assert ("#general", "amy1", "hello from irc") in await web.texts()
     echo = await amy.expect("hello from irc")  # echo-message: the copy comes back once
     assert parts(echo)[1] == "amy1"
+    assert "@label=p1 :chat.gateway ACK" in amy.seen  # labeled-response
     # private messages both ways; an unknown nick is ERR_NOSUCHNICK
     await tom.send("/send amy1 psst from telnet")
     assert privmsgs([await amy.expect("psst")]) == [("amy1", "tom1", "psst from telnet")]
@@ -443,6 +444,14 @@ async def test_own_messages_without_echo_message_show_only_on_other_devices(
     mine = [m for m in privmsgs(await phone.lines(0.8)) if m[1] == "dev9"]
     assert mine == [("#general", "dev9", f"from the desk {i}") for i in (1, 2)]
     assert "from the desk" not in " ".join(await desk.lines(0.3))
+    await desk.send("JOIN #leave9", "PART #leave9", "PART #general")
+    await desk.expect(r"^:dev9!\S+ PART #leave9$")
+    await desk.expect("you cannot leave #general")
+    await phone.expect(r"^:dev9!\S+ JOIN #leave9$")  # done on the desk: shown on the phone
+    await phone.expect(r"^:dev9!\S+ PART #leave9$")
+    await desk.send("QUIT :bye")
+    await desk.expect("^ERROR ")
+    assert await desk.closed()
 
 
 async def test_irc_over_tls_and_slow_down(world, certs, irc_clients, tmp_path) -> None:  # noqa: F811

@@ -46,6 +46,8 @@ WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 #: Seconds a closing connection may take to send what is queued before it is reset.
 CLOSE_GRACE = 5.0
+#: Input lines handled before the pump yields to other tasks (many need no await).
+YIELD_EVERY = 64
 #: Consecutive PRIVMSGs to one chat posted together at most (one post_many call).
 MAX_SAY_BATCH = 256
 #: Own messages awaiting their copy from fan-out (to drop it, or echo it) at most.
@@ -203,8 +205,12 @@ class IrcConnection(asyncio.Protocol):
     # -- input -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        handled = 0
         try:
             while self._queue and not self.closing:
+                handled += 1
+                if handled % YIELD_EVERY == 0:  # a flood of PINGs must not stall the loop
+                    await asyncio.sleep(0)
                 event = self._queue.popleft()
                 if isinstance(event, LineTooLong):
                     self._line(numeric("417", self.nick, "Input line was too long"))
