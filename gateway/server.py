@@ -99,6 +99,7 @@ class GatewayServer:
             settings.max_output,
             (settings.keepalive_idle, settings.keepalive_interval, settings.keepalive_count),
         )
+        self.irc_door = IrcDoor(self.core, self.admission, settings.max_output, set())
         self.web_door = WebDoor(
             self.core,
             self.admission,
@@ -106,8 +107,8 @@ class GatewayServer:
             settings.max_output,
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
             set(),
+            self.irc_door if settings.irc_port or settings.irc_tls_port else None,
         )
-        self.irc_door = IrcDoor(self.core, self.admission, settings.max_output, set())
         self._irc: asyncio.Server | None = None
         self._irc_tls: asyncio.Server | None = None
         self._web: Server | None = None
