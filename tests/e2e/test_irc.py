@@ -600,5 +600,17 @@ async def test_irssi_in_tmux(world, clients, tmp_path: Path) -> None:
         assert messages([await tom.expect("hello from irssi")]) == [
             ("#general", "ivy7", "hello from irssi")
         ]
+        await tom.send("/send ivy7 a private word")  # irssi opens a query window for it
+        term.keys("/window goto tom7", "Enter")
+        await term.wait("a private word")
+        term.keys("/msg tom7 a private answer", "Enter")
+        assert messages([await tom.expect("a private answer")]) == [
+            ("@ivy7", "ivy7", "a private answer")
+        ]
+        await tom.send("/join irssi7")  # history on join, shown in the new window
+        await tom.send("said before ivy joined")
+        await tom.expect("said before ivy joined")
+        term.keys("/join #irssi7", "Enter")
+        await term.wait("said before ivy joined")
     finally:
         term.close()

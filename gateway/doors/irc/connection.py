@@ -94,6 +94,48 @@ _last_render: list[Any] = [None, None, b"", None]
 
 
 class IrcConnection(asyncio.Protocol):
+    __slots__ = (
+        "__weakref__",
+        "_cap_pending",
+        "_capture",
+        "_context",
+        "_drain",
+        "_early",
+        "_early_bytes",
+        "_errors_seen",
+        "_flush_soon",
+        "_login_errors",
+        "_login_key",
+        "_lost",
+        "_more",
+        "_names_mode",
+        "_nick",
+        "_online",
+        "_out",
+        "_password",
+        "_pending_echo",
+        "_pump",
+        "_queue",
+        "_queued",
+        "_read_paused",
+        "_sasl",
+        "_sasl_mech",
+        "_target",
+        "_ticket",
+        "_user",
+        "_write_paused",
+        "address",
+        "caps",
+        "closing",
+        "door",
+        "framer",
+        "nick",
+        "registered",
+        "session",
+        "transport",
+        "wants",
+    )
+
     def __init__(self, door: IrcDoor) -> None:
         self.door = door
         self.transport: asyncio.Transport | None = None
@@ -117,7 +159,7 @@ class IrcConnection(asyncio.Protocol):
         self._nick = ""
         self._user = False
         self._password: str | None = None
-        self._sasl: tuple[str, str] | None = None  # (nick, password) that logged in
+        self._sasl = False  # logged in by SASL
         self._sasl_mech = False
         self._login_errors: list[ev.Error] = []
         self._login_key = ""  # the account a login is under way for
@@ -134,6 +176,7 @@ class IrcConnection(asyncio.Protocol):
         self._pending_echo: deque[tuple[str, str]] = deque()  # (conv target, text)
         self._more: list[str] = []  # texts of PRIVMSGs batched with the one being handled
         self.wants = irc.wants_for(False, False, False)
+        self._errors_seen = 0  # core errors so far: tells a command whether it failed
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -371,7 +414,7 @@ class IrcConnection(asyncio.Protocol):
     async def _authenticate(self, msg: irc.IrcMessage) -> None:
         arg = msg.params[0] if msg.params else ""
         nick = self._nick or "*"
-        if self.registered or self._sasl is not None:
+        if self.registered or self._sasl:
             self._line(numeric("907", nick, "You have already authenticated using SASL"))
             return
         if not self._sasl_mech:
@@ -392,7 +435,7 @@ class IrcConnection(asyncio.Protocol):
             self._line(numeric("904", nick, "SASL authentication failed"))
             return
         if await self._login(authcid, password):
-            self._sasl = (authcid, password)
+            self._sasl = True
             assert self.session is not None
             self._line(
                 numeric(
@@ -460,7 +503,8 @@ class IrcConnection(asyncio.Protocol):
                 self._line(format_line("ERROR", "Password required", source=""))
                 self.close()
                 return
-            if not await self._login(self._nick, self._password):
+            password, self._password = self._password, None  # not kept once used
+            if not await self._login(self._nick, password):
                 if self.closing:
                     return
                 code = "464"
@@ -796,8 +840,6 @@ class IrcConnection(asyncio.Protocol):
             self._line(notice(self.nick, f"{command}: {context[-1]}"))
 
     # -- the core's sink -------------------------------------------------------------------
-
-    _errors_seen = 0
 
     def emit(self, event: ev.Event) -> None:
         if isinstance(event, ev.Error):
