@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.core import events as ev
 from gateway.doors.irc import protocol as irc
 from store.contract import Message
@@ -73,4 +76,36 @@ def test_errors_become_numerics() -> None:
     assert reply(ev.ErrorCode.NOT_MEMBER, "PART", "#x").split()[1] == "442"
     assert reply(ev.ErrorCode.RATE_LIMITED, "PRIVMSG", "#general").startswith(
         ":chat.gateway FAIL PRIVMSG RATE_LIMITED"
+    )
+
+
+@given(st.text(max_size=600))
+def test_parse_takes_any_line_without_raising(line: str) -> None:
+    m = irc.parse(line)
+    assert m is None or (m.command and m.command == m.command.upper())
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
+        .map(lambda t: t.replace(" ", "_").lstrip(":"))
+        .filter(bool),
+        max_size=5,
+    ),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=100),
+)
+def test_format_then_parse_gives_the_parameters_back(middle: list[str], last: str) -> None:
+    m = irc.parse(irc.format_line("PRIVMSG", *middle, last, tags={"msgid": "a b;c"}))
+    assert m is not None
+    assert m.params == (*middle, last) and m.tags == {"msgid": "a b;c"}
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=3000))
+def test_split_pieces_fit_and_lose_only_the_spaces_at_cuts(text: str) -> None:
+    pieces = irc.split_text(text, 100)
+    assert all(len(p.encode()) <= 100 for p in pieces)
+    assert (
+        "".join(pieces) == text.replace(" ", "")
+        or " ".join(pieces) == text
+        or ("".join(pieces).replace(" ", "") == text.replace(" ", ""))
     )

@@ -118,7 +118,7 @@ def parse(line: str) -> IrcMessage | None:
         rest, trailing = rest.split(" :", 1)
     elif rest.startswith(":"):
         rest, trailing = "", rest[1:]
-    words = rest.split()
+    words = [w for w in rest.split(" ") if w]  # only spaces separate (not U+00A0 ...)
     if not words:
         return None
     params = words[1:]
