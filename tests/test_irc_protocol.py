@@ -104,8 +104,4 @@ def test_format_then_parse_gives_the_parameters_back(middle: list[str], last: st
 def test_split_pieces_fit_and_lose_only_the_spaces_at_cuts(text: str) -> None:
     pieces = irc.split_text(text, 100)
     assert all(len(p.encode()) <= 100 for p in pieces)
-    assert (
-        "".join(pieces) == text.replace(" ", "")
-        or " ".join(pieces) == text
-        or ("".join(pieces).replace(" ", "") == text.replace(" ", ""))
-    )
+    assert "".join(pieces).replace(" ", "") == text.replace(" ", "")  # only cut spaces go
