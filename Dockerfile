@@ -23,11 +23,12 @@ COPY chatclient ./chatclient
 ENV CHAT_HOST=0.0.0.0 \
     CHAT_PORT=8000 \
     CHAT_WEB_PORT=8080 \
+    CHAT_IRC_PORT=6667 \
     CHAT_METRICS_PORT=9100 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # The public chat port only; see above for 9100.
-EXPOSE 8000 8080
+EXPOSE 8000 8080 6667
 USER chat
 # The port comes from CHAT_METRICS_PORT, so overriding it moves the probe with it.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=5 \

@@ -273,6 +273,7 @@ class Harness:
         env.pop("REDIS_URL", None)
         env.update({k: v for k, (v, _) in LOOSENED.items()})
         env["PYTHONUNBUFFERED"] = "1"
+        env["CHAT_IRC_PORT"] = "0"
         self.ports: list[int] = []
         self.gw: list[subprocess.Popen[bytes]] = []
         for _ in range(2):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "CHAT",
     "IRC",
+    "IRC_PASS",
     "Dialect",
     "Peer",
     "Result",
@@ -35,27 +36,38 @@ class Dialect:
     # read can never split it (a longer marker split across two reads would go uncounted)
     echoes: bool  # does the sender receive its own message?
 
+    @property
+    def irc(self) -> bool:
+        return self.name.startswith("irc")
+
     def login(self, nick: str, password: str, chat: str) -> bytes:
-        if self.name == "irc":
-            return f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #{chat}\r\n".encode()
+        if self.irc:
+            lines = f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #{chat}\r\n"
+            if self.name == "irc+pass":  # the gateway's IRC door: every nickname an account
+                lines = f"PASS {password}\r\n" + lines
+            return lines.encode()
         lines = f"{nick}\r\n{password}\r\n"
         if chat != "general":
             lines += f"/chats {chat}\r\n"
         return lines.encode()
 
     def ready_marker(self, chat: str) -> bytes:
-        if self.name == "irc":
+        if self.name == "irc+pass":  # #general's NAMES (and its history) come first
+            return f" #{chat} :End of /NAMES".encode()
+        if self.irc:
             return b" 366 "  # end of NAMES: the JOIN is complete
         return b"* ready" if chat == "general" else f"* joined #{chat}".encode()
 
     def say(self, chat: str, text: str) -> bytes:
-        if self.name == "irc":
+        if self.irc:
             return f"PRIVMSG #{chat} :{text}\r\n".encode()
         return f"{text}\r\n".encode()
 
 
 CHAT = Dialect("chat", b"\n", echoes=True)
 IRC = Dialect("irc", b"\n", echoes=False)  # after JOIN only PRIVMSG lines arrive
+#: The gateway's IRC door: the same, logging in with PASS (no echo-message asked).
+IRC_PASS = Dialect("irc+pass", b"\n", echoes=False)
 
 _STAMP = re.compile(rb"t=(\d+)")
 
@@ -81,7 +93,7 @@ class Peer(asyncio.Protocol):
             self._head += data
             at = self._head.find(self.ready_mark)
             if at < 0:
-                if b"PING" in self._head and self.dialect is IRC:
+                if b"PING" in self._head and self.dialect.irc:
                     self._pong(self._head)
                 return
             end = self._head.find(b"\n", at)
@@ -93,7 +105,7 @@ class Peer(asyncio.Protocol):
         if self.sample:
             now = time.perf_counter_ns()
             self.latencies.extend(now - int(m) for m in _STAMP.findall(data))
-        if self.dialect is IRC and b"PING" in data:
+        if self.dialect.irc and b"PING" in data:
             self._pong(data)
 
     def _pong(self, data: bytes) -> None:

@@ -42,6 +42,7 @@ import redis as redis_py  # noqa: E402
 from bench.loadgen import (  # noqa: E402
     CHAT,
     IRC,
+    IRC_PASS,
     Result,
     close_all,
     connect_many,
@@ -157,6 +158,7 @@ class Procs:
 SCENARIOS = (
     "fanout",
     "fanoutweb",
+    "fanoutirc",
     "fanout2",
     "latency",
     "latency20",
@@ -201,6 +203,7 @@ COMPARED: dict[str, tuple[Metric, ...]] = {
 #: How both sides of --baseline are configured: variables every revision reads.
 COMPARE_ENV = {
     "CHAT_WEB_PORT": "0",
+    "CHAT_IRC_PORT": "0",
     "CHAT_RATE": "0",
     "CHAT_MAX_PER_IP": "0",
     "CHAT_MAX_PENDING_LOGINS": "0",
@@ -285,6 +288,8 @@ class Bench:
             "--log-level",
             "WARNING",
             "--web-port",
+            "0",
+            "--irc-port",
             "0",
             *extra,
         ]
@@ -409,7 +414,7 @@ PAM = no
         messages: int,
         meter: CpuMeter | None = None,
     ) -> Result:
-        dialect = CHAT if dialect_name == "chat" else IRC
+        dialect = {"chat": CHAT, "irc+pass": IRC_PASS}.get(dialect_name, IRC)
         chat = "general" if dialect is CHAT else "bench"
         per_port = members // len(ports)
         peers = []
@@ -569,6 +574,22 @@ PAM = no
                 vs_line=round(r.rate / one_gw, 2) if one_gw else None,
                 vs_ngircd=round(r.rate / irc_fanout, 2) if irc and "fanout" in only else None,
             )
+
+        # 1c. the same with every member on the gateway's IRC door, beside ngircd
+        if "fanoutirc" in only:
+            self.flush_redis()
+            irc_port = free_port()
+            _, irc_gw = self.gateway("--scrypt-log-n", "10", "--irc-port", str(irc_port))
+            wait_port(irc_port)
+            r = await self.fanout_one("irc+pass", [irc_port], members, senders, messages)
+            self.row(
+                f"fanout {members} irc readers",
+                "gateway",
+                r,
+                vs_line=round(r.rate / one_gw, 2) if one_gw else None,
+                vs_ngircd=round(r.rate / irc_fanout, 2) if irc and "fanout" in only else None,
+            )
+            self.procs.stop(irc_gw)
 
         # 2. the same over two gateways on one Redis
         if "fanout2" in only:

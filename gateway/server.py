@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server
 
 from gateway.admission import Admission
 from gateway.core.session import Core
+from gateway.doors.irc.connection import IrcConnection, IrcDoor
 from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer, set_keepalive
 from gateway.doors.web.server import WebDoor
 from gateway.fanout import Fanout
@@ -82,7 +83,7 @@ class GatewayServer:
             wait_replica_ms=settings.redis_wait_replica,
         )
         self.coalescer = WriteCoalescer()
-        self.fanout = Fanout(self.store, settings.cursor_flush, self.coalescer.flush_now)
+        self.fanout = Fanout(self.store, settings.cursor_flush, self._after_batch)
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip,
@@ -100,6 +101,7 @@ class GatewayServer:
             settings.max_output,
             (settings.keepalive_idle, settings.keepalive_interval, settings.keepalive_count),
         )
+        self.irc_door = IrcDoor(self.core, self.admission, settings.max_output, set())
         self.web_door = WebDoor(
             self.core,
             self.admission,
@@ -107,7 +109,10 @@ class GatewayServer:
             settings.max_output,
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
             set(),
+            self.irc_door if settings.irc_port or settings.irc_tls_port else None,
         )
+        self._irc: asyncio.Server | None = None
+        self._irc_tls: asyncio.Server | None = None
         self._web: Server | None = None
         #: Open line connections, for the shutdown notice (the door's set: each connection
         #: adds itself when made and leaves when lost; a plain set, not a WeakSet, whose
@@ -117,8 +122,14 @@ class GatewayServer:
         self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
 
+    def _after_batch(self) -> None:
+        """Fan-out delivered a batch: send it now, not at the next loop turn."""
+        self.coalescer.flush_now()
+        self.irc_door.flush_now()
+
     async def start(self) -> None:
         tls = self._tls_context()  # a bad file is said before waiting for Redis
+        web_tls = tls if self.settings.tls_port else None
         delay = START_RETRY_FIRST
         while True:
             try:
@@ -132,14 +143,20 @@ class GatewayServer:
                 delay = min(delay * 2, START_RETRY_MAX)
         await self.fanout.start()
         self._server = await self._listen(self._line_connection, self.settings.port, "chat")
-        if tls is not None:
+        if tls is not None and self.settings.tls_port:
             self._tls_server = await self._listen(
                 self._line_connection, self.settings.tls_port, "chat over TLS", tls
+            )
+        if self.settings.irc_port:
+            self._irc = await self._listen(self._irc_connection, self.settings.irc_port, "IRC")
+        if tls is not None and self.settings.irc_tls_port:
+            self._irc_tls = await self._listen(
+                self._irc_connection, self.settings.irc_tls_port, "IRC over TLS", tls
             )
         if self.settings.web_port:
             try:
                 self._web = await self.web_door.start(
-                    self.settings.host, self.settings.web_port, ssl_context=tls
+                    self.settings.host, self.settings.web_port, ssl_context=web_tls
                 )
             except OSError as exc:
                 raise StartupError(self._bind_error("web", self.settings.web_port, exc)) from None
@@ -157,20 +174,21 @@ class GatewayServer:
                     self._bind_error("metrics", port, exc, self.settings.metrics_host)
                 ) from None
         log.info(
-            "event=listening host=%s port=%d web=%s gateway=%s store=%s",
+            "event=listening host=%s port=%d web=%s irc=%s gateway=%s store=%s",
             self.settings.host,
             self.port,
-            f"{'https' if tls else 'http'}://{self.settings.host}:{self.web_port}/"
+            f"{'https' if web_tls else 'http'}://{self.settings.host}:{self.web_port}/"
             if self._web
             else "off",
+            self.irc_port if self._irc else "off",
             self.gateway_id,
             "embedded" if self._embedded else _redacted(self.settings.redis_url),
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        """The server TLS context of --tls-cert/--tls-key, or None without --tls-port."""
+        """The server TLS context of --tls-cert/--tls-key, or None without a TLS port."""
         s = self.settings
-        if not s.tls_port:
+        if not s.tls_port and not s.irc_tls_port:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
@@ -190,6 +208,9 @@ class GatewayServer:
 
     def _line_connection(self) -> LineConnection:
         return LineConnection(self.line_door)
+
+    def _irc_connection(self) -> IrcConnection:
+        return IrcConnection(self.irc_door)
 
     async def _listen(
         self,
@@ -232,6 +253,11 @@ class GatewayServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
+    def irc_port(self) -> int:
+        assert self._irc is not None
+        return int(self._irc.sockets[0].getsockname()[1])
+
+    @property
     def web_port(self) -> int:
         assert self._web is not None
         return int(next(iter(self._web.sockets)).getsockname()[1])
@@ -241,7 +267,7 @@ class GatewayServer:
     async def shutdown(self) -> None:
         live = [c for c in self.connections if not c.closing]
         log.info("event=shutdown connections=%d", len(live))
-        for server in (self._server, self._tls_server):
+        for server in (self._server, self._tls_server, self._irc, self._irc_tls):
             if server is not None:
                 server.close()
         if self._metrics is not None:
@@ -249,6 +275,10 @@ class GatewayServer:
         if self._web is not None:
             self._web.close(close_connections=False)
         web = list(self.web_door.connections)
+        irc = [c for c in self.irc_door.connections if not c.closing]
+        for i in irc:
+            if i.session is not None:
+                i.session.shutting_down()
         for conn in live:
             if conn.session is not None:
                 conn.session.shutting_down()
@@ -261,6 +291,8 @@ class GatewayServer:
             conn.close()
         for w in web:
             w.close()
+        for i in irc:
+            i.close()
         await asyncio.sleep(SHUTDOWN_GRACE)
         await self.store.close()
         if self._embedded is not None:

@@ -96,6 +96,11 @@ class Settings:
     #: Comma-separated origins allowed to open the WebSocket (e.g. https://chat.example);
     #: empty: only the page's own origin. Browsers send Origin; other clients may omit it.
     web_origins: str = ""
+    #: The IRC door (any IRC client: docs/IRC.md) on this port; 0 turns it off.
+    irc_port: int = 6667
+    #: The IRC door over TLS on this port (0: off; 6697 is usual), with the TLS options
+    #: below (`--tls-cert`, `--tls-key`).
+    irc_tls_port: int = 0
     #: A second port serving the same line protocol over TLS (0: none), with the PEM
     #: certificate chain and key files. TLS costs about 30 KiB of memory per connection
     #: and a handshake (a few ms of one core) per connect.
@@ -211,6 +216,8 @@ class Settings:
         }
         if self.tls_port and not (self.tls_cert and self.tls_key):
             raise SystemExit("invalid setting: --tls-port needs --tls-cert and --tls-key")
+        if self.irc_tls_port and not (self.tls_cert and self.tls_key):
+            raise SystemExit("invalid setting: --irc-tls-port needs --tls-cert and --tls-key")
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise SystemExit(f"invalid setting: {', '.join(bad)}")

@@ -160,12 +160,14 @@ class Gateway(Child):
         web_port: int,
         argv: list[str],
         env: dict[str, str],
+        irc_port: int = 0,
     ) -> None:
         super().__init__(f"gateway {index}", argv, env)
         self.index = index
         self.port = port
         self.metrics_port = metrics_port
         self.web_port = web_port
+        self.irc_port = irc_port
         self.up = False
         self.started_at = 0.0
         self.restart_at: float | None = None
@@ -173,7 +175,7 @@ class Gateway(Child):
         self.launches = 0
 
     def ports(self) -> list[int]:
-        extra = [p for p in (self.metrics_port, self.web_port) if p]
+        extra = [p for p in (self.metrics_port, self.web_port, self.irc_port) if p]
         return [self.port, *extra]
 
     def busy(self) -> str | None:
@@ -228,6 +230,9 @@ def main() -> int:
     parser.add_argument(
         "--web-first-port", type=int, default=8081, help="the web pages; 0: no web door"
     )
+    parser.add_argument(
+        "--irc-first-port", type=int, default=6667, help="the IRC doors; 0: no IRC door"
+    )
     parser.add_argument("--data-dir", default=str(ROOT / "run" / "redis"))
     parser.add_argument(
         "--redis-cluster",
@@ -270,9 +275,12 @@ def main() -> int:
                 str(args.metrics_first_port + i if args.metrics_first_port else 0),
                 "--web-port",
                 str(args.web_first_port + i if args.web_first_port else 0),
+                "--irc-port",
+                str(args.irc_first_port + i if args.irc_first_port else 0),
                 *gateway_args,
             ],
             env,
+            args.irc_first_port + i if args.irc_first_port else 0,
         )
         for i in range(args.gateways)
     ]
@@ -381,6 +389,7 @@ def main() -> int:
                         gw.up = True
                         again = " (restarted)" if gw.launches > 1 else ""
                         web = f", web http://127.0.0.1:{gw.web_port}/" if gw.web_port else ""
+                        web += f", irc 127.0.0.1:{gw.irc_port}" if gw.irc_port else ""
                         say(f"{gw.name}: telnet 127.0.0.1 {gw.port}{web}{again}")
                     elif now - gw.started_at > LISTEN_TIMEOUT:
                         say(

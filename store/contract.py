@@ -484,3 +484,13 @@ class Store(Protocol):
         """Connections from `address` over the live gateways, after counting a change."""
 
     async def forget_unseen(self, limit: int) -> int: ...
+
+    # history ranges and read positions (the IRC door's CHATHISTORY and MARKREAD)
+    async def conv_range(
+        self, conv: str, low: str, high: str, count: int, newest: bool
+    ) -> list[Message]:
+        """At most `count` live messages of `conv` with ids in [low, high] (XRANGE bounds),
+        oldest first; `newest` keeps the newest of the range, else the oldest."""
+
+    async def read_position(self, user: str, conv: str) -> str | None:
+        """The user's stored read position in one conversation (None: never read)."""

@@ -1228,6 +1228,33 @@ class RedisStore:
         infos.sort(key=lambda x: (-x.members, x.name.casefold()))
         return ChatList(infos, int(total))
 
+    # -- history ranges (IRC CHATHISTORY) and one read position --------------------------
+
+    async def conv_range(
+        self, conv: str, low: str, high: str, count: int, newest: bool
+    ) -> list[Message]:
+        """At most `count` live messages of one conversation with ids in [low, high]
+        (XRANGE bounds: `-`, `+`, `(id` exclusive), oldest first; `newest`: the newest
+        of that range, else the oldest. One single-key read."""
+        stream = keys.conv_stream(conv)
+        floor = self._min_id()
+        if low == "-" or id_key(low.removeprefix("(")) < id_key(floor):
+            low = floor
+        if newest:
+            entries = await self._call(self.redis.xrevrange(stream, high, low, count=count))
+            entries = list(reversed(entries))
+        else:
+            entries = await self._call(self.redis.xrange(stream, low, high, count=count))
+        return [
+            Message(mid, id_key(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
+            for mid, f in entries
+        ]
+
+    async def read_position(self, user: str, conv: str) -> str | None:
+        """The user's stored read position (last shown id) in one conversation."""
+        mid = await self._call(self.redis.hget(keys.cursors(user), conv))
+        return str(mid) if mid else None
+
 
 class _Links:
     """The store's `Subscriptions`, chosen when the link starts: fan-out asks for it while

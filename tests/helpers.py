@@ -128,6 +128,7 @@ class Gateway:
                 "CHAT_SCRYPT_LOG_N": "10",
                 "CHAT_RATE": "0",
                 "CHAT_WEB_PORT": "0",  # a test that wants the page gives it a free port
+                "CHAT_IRC_PORT": "0",  # likewise the IRC door (6667 would collide)
                 # tests register and complain at once; tests of the minimum age set it
                 "CHAT_COMPLAINT_MIN_AGE": "0",
                 "PYTHONUNBUFFERED": "1",
@@ -144,12 +145,19 @@ class Gateway:
         wait_port(self.port, proc=self.proc)
         if self.web_port:
             wait_port(self.web_port, proc=self.proc)
+        if self.irc_port:
+            wait_port(self.irc_port, proc=self.proc)
         return self
 
     @property
     def web_port(self) -> int:
         """The web door's port, when the test gave one (CHAT_WEB_PORT); else 0."""
         return int(self.env.get("CHAT_WEB_PORT", "0"))
+
+    @property
+    def irc_port(self) -> int:
+        """The IRC door's port, when the test gave one (CHAT_IRC_PORT); else 0."""
+        return int(self.env.get("CHAT_IRC_PORT", "0"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:

@@ -35,7 +35,13 @@ def test_bench_smoke_runs_and_loses_nothing(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     scenarios = {(r["scenario"], r["server"]) for r in rows}
-    for name in ("fanout 1 server", "fanout 2 gateways", "latency 1000/s", "ingest"):
+    for name in (
+        "fanout 1 server",
+        "fanout 20 irc readers",
+        "fanout 2 gateways",
+        "latency 1000/s",
+        "ingest",
+    ):
         assert (name, "gateway") in scenarios
     for row in rows:
         if row["server"] == "gateway" and "lost" in row:

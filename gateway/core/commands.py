@@ -26,6 +26,7 @@ __all__ = [
     "Rejected",
     "Say",
     "SendChat",
+    "SendChatMany",
     "SendPrivate",
     "Unban",
     "Where",
@@ -62,6 +63,15 @@ class SendPrivate:
 class SendChat:
     chat: str
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendChatMany:
+    """Messages to one named chat, sent in a row (an IRC client's consecutive PRIVMSGs):
+    posted together, like `Say`."""
+
+    chat: str
+    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +168,7 @@ Command = (
     | Say
     | SendPrivate
     | SendChat
+    | SendChatMany
     | Join
     | Leave
     | GetChats

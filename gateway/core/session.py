@@ -584,7 +584,9 @@ class Session:
         chats: tuple[str | None, ...] = ()
         nicks: tuple[str, ...] = ()
         match command:
-            case cmd.SendChat(chat, _) | cmd.Join(chat) | cmd.Leave(chat):
+            case (
+                cmd.SendChat(chat, _) | cmd.SendChatMany(chat, _) | cmd.Join(chat) | cmd.Leave(chat)
+            ):
                 chats = (chat,)
             case cmd.Who(chat):
                 chats = (chat,)
@@ -609,6 +611,8 @@ class Session:
                 await self._send_private(nick, bound_blanks(text))
             case cmd.SendChat(chat, text):
                 await self._say(name_key(chat), [bound_blanks(text)])
+            case cmd.SendChatMany(chat, texts):
+                await self._say(name_key(chat), [bound_blanks(t) for t in texts])
             case cmd.Join(chat):
                 await self._join(chat)
             case cmd.Leave(chat):

@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-#: Listeners named in PROTOCOL.md that the gateway does not have yet. The compose file
-#: already publishes them; when they land in Settings their defaults must match these.
+#: Listeners named in PROTOCOL.md (now in Settings too): their defaults must match these.
 DOORS = {"web_port": 8080, "irc_port": 6667}
 #: What only tests and checks need; the image must not install it.
 DEV_ONLY = ("pytest", "hypothesis", "ruff")

@@ -67,7 +67,7 @@ def test_sigterm_stops_a_gateway_still_waiting_for_redis(tmp_path) -> None:
     dead = free_port()  # nothing listens here
     log = open(tmp_path / "gw.log", "wb")  # noqa: SIM115 - closed below
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    env.update(CHAT_WEB_PORT="0", PYTHONUNBUFFERED="1")
+    env.update(CHAT_WEB_PORT="0", CHAT_IRC_PORT="0", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -104,7 +104,7 @@ def test_a_busy_port_is_one_clear_line_not_a_traceback() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-        env.update(CHAT_WEB_PORT="0")
+        env.update(CHAT_WEB_PORT="0", CHAT_IRC_PORT="0")
         done = subprocess.run(
             [sys.executable, str(ROOT / "server.py"), "--port", str(port)],
             cwd=ROOT,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -25,10 +26,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from gateway.admission import Admission, Ticket
 from gateway.core import events as ev
 from gateway.core.session import Core, Phase, Session
+from gateway.doors.irc.connection import IrcDoor
+from gateway.doors.irc.websocket import SUBPROTOCOLS, serve_irc_websocket
 from gateway.doors.web.protocol import FrameError, encode, error_frame, messages_frame
 from gateway.doors.web.protocol import parse_frame as parse
 from gateway.metrics import METRICS
@@ -71,6 +75,8 @@ class WebDoor:
     max_output: int
     origins: tuple[str, ...]  # empty: the page's own origin only
     connections: set[WebConnection]
+    #: IRC over WebSocket (`text.ircv3.net`, docs/IRC.md) with this door; None: refused.
+    irc: IrcDoor | None = None
 
     async def start(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
@@ -80,7 +86,7 @@ class WebDoor:
         files = _static_files()
 
         def process_request(conn: ServerConnection, request: Request) -> Response | None:
-            if request.path == "/ws":
+            if request.path in ("/ws", "/irc"):
                 origin = request.headers.get("Origin")
                 if origin is not None and not self._origin_ok(origin, request.headers):
                     log.warning("event=refused reason=origin origin=%r", origin)
@@ -98,6 +104,7 @@ class WebDoor:
             process_request=process_request,
             max_size=self.max_line + FRAME_SLACK,
             server_header=None,
+            select_subprotocol=self._subprotocol,
             compression=None,  # per-message deflate costs CPU per reader; lines are small
             ssl=ssl_context,
         )
@@ -108,7 +115,25 @@ class WebDoor:
         host = headers.get("Host", "")
         return origin in (f"http://{host}", f"https://{host}")
 
+    def _subprotocol(
+        self, conn: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        """An IRCv3 WebSocket subprotocol if the client offers one (and IRC is on); the
+        page's JSON protocol asks for none."""
+        if self.irc is None:
+            return None
+        return next((Subprotocol(p) for p in SUBPROTOCOLS if p in offered), None)
+
     async def _handle(self, ws: ServerConnection) -> None:
+        irc = ws.subprotocol in SUBPROTOCOLS or (
+            ws.request is not None and ws.request.path == "/irc"
+        )
+        if irc:
+            if self.irc is None:
+                await ws.close(1008, "IRC is off on this gateway")
+                return
+            await serve_irc_websocket(self.irc, ws)
+            return
         await WebConnection(self, ws).run()
 
 
