@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from scripts.procs import stop_process
-from tests.helpers import ROOT, free_port, messages, wait_port
+from tests.helpers import ROOT, Client, free_port, messages, wait_port
 
 
 def _plain_client(port: int, nick: str, stdin, timeout: float = 30) -> tuple[int, str, str, float]:
@@ -278,6 +278,18 @@ def _gateway_named_redis(out: str, index: int, nodes: list[str]) -> bool:
     )
 
 
+async def _talk(port1: int, port2: int) -> None:
+    a, b = await Client.connect(port1), await Client.connect(port2)
+    try:
+        await a.login("alice")
+        await b.login("bob")
+        await a.send("hello through the cluster")
+        await b.expect("<alice> hello through the cluster", timeout=10)
+    finally:
+        await a.close()
+        await b.close()
+
+
 def test_cluster_with_a_redis_cluster_starts_six_nodes_and_stops_on_sigterm(tmp_path) -> None:
     """--redis-cluster: six cluster nodes that agree, gateways given every node as seeds; a
     killed master is reported (and the script carries on); SIGTERM stops everything.
@@ -319,6 +331,10 @@ def test_cluster_with_a_redis_cluster_starts_six_nodes_and_stops_on_sigterm(tmp_
                     pending.discard(i)
             time.sleep(0.2)
         assert not pending, f"gateways {pending} neither run nor named the Redis:\n{out}"
+        # Users on two of its gateways talk through the cluster.
+        for port in cluster.ports[:2]:
+            wait_port(port, timeout=30)
+        asyncio.run(_talk(cluster.ports[0], cluster.ports[1]))
         # A master dies: said, not fatal.
         master = next(x for x in out.splitlines() if x.startswith("redis: master "))
         master_port = int(master.split()[2].rsplit(":", 1)[1])
