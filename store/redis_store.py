@@ -223,6 +223,12 @@ class RedisStore:
                 f"Redis at {self.url_redacted()} refused the gateway ({exc}); docs/REDIS.md "
                 "gives the ACL a gateway needs"
             ) from exc
+        except ResponseError as exc:  # a renamed or disabled command, say
+            if isinstance(exc, NoScriptError) or _refused(exc) is not None:
+                raise
+            raise StoreUnusable(
+                f"Redis at {self.url_redacted()} cannot serve the gateway: {exc}"
+            ) from exc
 
     async def _probe(self) -> bool:
         """Whether the first seed that answers is a cluster node; raises StoreUnusable for
