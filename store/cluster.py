@@ -63,6 +63,8 @@ class Seeds:
     @classmethod
     def parse(cls, url: str) -> Seeds:
         parts = urlsplit(url)
+        if parts.scheme == "unix":  # one server on a socket: its URL is kept whole
+            return cls(parts.scheme, "", (("", 0),), url, "")
         userinfo, _, hosts = parts.netloc.rpartition("@")
         nodes: list[Addr] = []
         for item in hosts.split(","):
@@ -78,6 +80,8 @@ class Seeds:
 
     def url(self, addr: Addr) -> str:
         """The URL of one node, with this URL's credentials, TLS and options."""
+        if self.scheme == "unix":
+            return self.path
         host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
         netloc = f"{self.userinfo}@{host}:{addr[1]}" if self.userinfo else f"{host}:{addr[1]}"
         path = "" if self.path in ("", "/", "/0") else self.path  # a cluster has db 0 only

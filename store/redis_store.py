@@ -283,6 +283,9 @@ class RedisStore:
         self._node_url = url
 
     def url_redacted(self) -> str:
+        """Where Redis is, without credentials: host:port[,host:port...] or the socket."""
+        if self.seeds.scheme == "unix":
+            return self.seeds.path.split("?", 1)[0]
         return ",".join(f"{h}:{p}" for h, p in self.seeds.nodes)
 
     async def _become_cluster(self) -> None:
