@@ -250,6 +250,8 @@ async def test_registration_caps_numerics_and_a_chat_with_telnet_and_web_on_anot
         await amy.expect(numeric)
     for numeric in (" 302 ", " 376 ", " 331 ", " 306 ", " 305 ", " 324 ", " 421 amy1 FOO "):
         await amy.expect(numeric)
+    await amy.send("HELP")
+    await amy.expect("NOTICE amy1 :/quote COMPLAIN nick")
     # a complaint (the threshold is 1 here) bans: the banned user's post is 404 with the end
     await amy.send("COMPLAIN tom1")
     await amy.expect("complaint about tom1 recorded")

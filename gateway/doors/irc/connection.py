@@ -28,7 +28,7 @@ from gateway.core import events as ev
 from gateway.core import history
 from gateway.core.names import name_key, sanitize
 from gateway.core.session import Core, Phase, Session
-from gateway.core.timefmt import ban_end
+from gateway.core.timefmt import ban_end, parse_duration
 from gateway.core.tokens import looks_like_token
 from gateway.doors.irc import protocol as irc
 from gateway.doors.irc.protocol import SERVER, format_line, notice, numeric
@@ -59,6 +59,14 @@ MOTD = (
     "Chats are channels; #general is joined for you. /quote COMPLAIN <nick> complains",
     "about a user (as /ban on telnet). /quote TOKEN gives a resume token for SASL/PASS.",
     "Messages are kept for a limited time; unread ones are replayed when you connect.",
+)
+#: What HELP answers (as NOTICEs): the commands that are this server's own.
+HELP = (
+    "Chats are channels: /join #name, /part #name, /list; /msg nick text is private.",
+    "/quote COMPLAIN nick: complain about a user (moderators: COMPLAIN nick 2h bans).",
+    "/quote UNBAN nick: a moderator lifts a ban.",
+    "/quote TOKEN: a resume token, usable as the server or SASL password.",
+    "History: CHATHISTORY (IRCv3); unread messages are replayed when you connect.",
 )
 _batch_ids = itertools.count(1)
 
@@ -709,7 +717,22 @@ class IrcConnection(asyncio.Protocol):
         if not msg.params:
             self._line(numeric("461", self.nick, "COMPLAIN", "Not enough parameters"))
             return
-        await self._core(cmd.Ban(msg.params[0]))
+        duration = None
+        if len(msg.params) > 1:  # a moderator's ban for a set time: COMPLAIN nick 2h
+            duration = parse_duration(msg.params[1])
+            if duration is None:
+                self._line(notice(self.nick, "COMPLAIN nick [duration: 90s, 30m, 2h, 7d]"))
+                return
+        await self._core(cmd.Ban(msg.params[0], duration))
+
+    async def _unban(self, msg: irc.IrcMessage) -> None:
+        if not msg.params:
+            self._line(numeric("461", self.nick, "UNBAN", "Not enough parameters"))
+            return
+        await self._core(cmd.Unban(msg.params[0]))
+
+    async def _help(self, msg: irc.IrcMessage) -> None:
+        await self._core(cmd.Help())
 
     async def _token(self, msg: irc.IrcMessage) -> None:
         await self._core(cmd.IssueToken())
@@ -1019,7 +1042,7 @@ class IrcConnection(asyncio.Protocol):
             case ev.WhereNow(chat, chats):
                 self._line(notice(nick, "you are in " + ", ".join("#" + c for c in chats)))
             case ev.HelpWanted():
-                for text in MOTD:
+                for text in HELP:
                     self._line(notice(nick, text))
             case _:  # AskNick, AskPassword, Ready, CurrentChat, NoHistory: nothing on IRC
                 pass
@@ -1185,6 +1208,8 @@ _HANDLERS = {
     "MODE": IrcConnection._mode,
     "COMPLAIN": IrcConnection._complain,
     "TOKEN": IrcConnection._token,
+    "UNBAN": IrcConnection._unban,
+    "HELP": IrcConnection._help,
     "CHATHISTORY": IrcConnection._chathistory,
     "MARKREAD": IrcConnection._markread,
 }
