@@ -375,6 +375,8 @@ async def test_unread_replay_once_read_markers_and_other_devices(
     await desk.send("CHATHISTORY LATEST #general * 1")
     latest = next(line for line in await desk.lines() if "read on the phone" in line)
     assert marker.endswith("timestamp=" + parts(latest)[0]["time"])
+    await desk.send("MARKREAD #general timestamp=2001-01-01T00:00:00.000Z")  # never back
+    assert await desk.expect(" MARKREAD #general ") == marker
     # joins and leaves on another device are JOIN and PART here
     phone = await WebClient.connect(g2.web_port)
     await phone.login("rita3")

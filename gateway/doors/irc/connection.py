@@ -839,12 +839,24 @@ class IrcConnection(asyncio.Protocol):
             return
         if len(msg.params) > 1:
             stamp = msg.params[1]
-            ms = _ms_of(stamp.removeprefix("timestamp=")) if "=" in stamp else None
+            ms = _ms_of(stamp)
             if ms is None:
                 self._fail("MARKREAD", "INVALID_PARAMS", target, "timestamp=... expected")
                 return
-            await history.mark_read(session, found[0], ms)
+            before = await history.read_marker(session, found[0])
+            after = await history.mark_read(session, found[0], ms)
+            if after != before and after is not None and session.user is not None:
+                line = _markread_line(target, after)
+                for other in session.user.sessions:  # the user's other IRC clients here
+                    sink = other.sink
+                    if sink is not self and isinstance(sink, IrcConnection):
+                        sink.read_marker_moved(line)
         await self._markread_reply(target)
+
+    def read_marker_moved(self, line: str) -> None:
+        """Another client of this user on this gateway moved a read marker."""
+        if self.registered and "draft/read-marker" in self.caps:
+            self._line(line)
 
     async def _markread_reply(self, target: str) -> None:
         session = self.session
@@ -853,8 +865,7 @@ class IrcConnection(asyncio.Protocol):
         if found is None:
             return
         mid = await history.read_marker(session, found[0])
-        stamp = "timestamp=" + irc.iso_time(id_key(mid)[0]) if mid else "*"
-        self._line(format_line("MARKREAD", target, stamp))
+        self._line(_markread_line(target, mid))
 
     def _fail(self, command: str, code: str, *context: str) -> None:
         if "standard-replies" in self.caps:
@@ -1147,6 +1158,11 @@ class IrcConnection(asyncio.Protocol):
     def _abort_if_open(self) -> None:
         if self.transport is not None and not self._lost:
             self.transport.abort()
+
+
+def _markread_line(target: str, mid: str | None) -> str:
+    stamp = "timestamp=" + irc.iso_time(id_key(mid)[0]) if mid else "*"
+    return format_line("MARKREAD", target, stamp)
 
 
 def _chat_text(text: str) -> str:
