@@ -777,7 +777,11 @@ class IrcConnection(asyncio.Protocol):
             items = await history.messages(session, conv, "(" + bound, "+", limit, False)
         elif sub == "AROUND":
             assert bound is not None
-            before = await history.messages(session, conv, "-", "(" + bound, limit // 2, True)
+            before = (
+                await history.messages(session, conv, "-", "(" + bound, limit // 2, True)
+                if limit > 1
+                else []
+            )
             after = await history.messages(session, conv, bound, "+", limit - len(before), False)
             items = before + after
         else:
@@ -819,9 +823,7 @@ class IrcConnection(asyncio.Protocol):
             name = "#" + where.name if isinstance(where, ev.ChatConv) else where.name
             tags = {"batch": ref} if batch else None
             self._line(
-                format_line(
-                    "CHATHISTORY", "TARGETS", name, irc.iso_time(m.key[0]), source="", tags=tags
-                )
+                format_line("CHATHISTORY", "TARGETS", name, irc.iso_time(m.key[0]), tags=tags)
             )
         if batch:
             self._line(format_line("BATCH", "-" + ref))
