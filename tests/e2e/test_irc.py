@@ -250,6 +250,8 @@ async def test_registration_caps_numerics_and_a_chat_with_telnet_and_web_on_anot
         await amy.expect(numeric)
     for numeric in (" 302 ", " 376 ", " 331 ", " 306 ", " 305 ", " 324 ", " 421 amy1 FOO "):
         await amy.expect(numeric)
+    await amy.send("HELP")
+    await amy.expect("NOTICE amy1 :/quote COMPLAIN nick")
     # a complaint (the threshold is 1 here) bans: the banned user's post is 404 with the end
     await amy.send("COMPLAIN tom1")
     await amy.expect("complaint about tom1 recorded")
@@ -373,6 +375,8 @@ async def test_unread_replay_once_read_markers_and_other_devices(
     await desk.send("CHATHISTORY LATEST #general * 1")
     latest = next(line for line in await desk.lines() if "read on the phone" in line)
     assert marker.endswith("timestamp=" + parts(latest)[0]["time"])
+    await desk.send("MARKREAD #general timestamp=2001-01-01T00:00:00.000Z")  # never back
+    assert await desk.expect(" MARKREAD #general ") == marker
     # joins and leaves on another device are JOIN and PART here
     phone = await WebClient.connect(g2.web_port)
     await phone.login("rita3")

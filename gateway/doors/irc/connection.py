@@ -28,7 +28,7 @@ from gateway.core import events as ev
 from gateway.core import history
 from gateway.core.names import name_key, sanitize
 from gateway.core.session import Core, Phase, Session
-from gateway.core.timefmt import ban_end
+from gateway.core.timefmt import ban_end, parse_duration
 from gateway.core.tokens import looks_like_token
 from gateway.doors.irc import protocol as irc
 from gateway.doors.irc.protocol import SERVER, format_line, notice, numeric
@@ -59,6 +59,14 @@ MOTD = (
     "Chats are channels; #general is joined for you. /quote COMPLAIN <nick> complains",
     "about a user (as /ban on telnet). /quote TOKEN gives a resume token for SASL/PASS.",
     "Messages are kept for a limited time; unread ones are replayed when you connect.",
+)
+#: What HELP answers (as NOTICEs): the commands that are this server's own.
+HELP = (
+    "Chats are channels: /join #name, /part #name, /list; /msg nick text is private.",
+    "/quote COMPLAIN nick: complain about a user (moderators: COMPLAIN nick 2h bans).",
+    "/quote UNBAN nick: a moderator lifts a ban.",
+    "/quote TOKEN: a resume token, usable as the server or SASL password.",
+    "History: CHATHISTORY (IRCv3); unread messages are replayed when you connect.",
 )
 _batch_ids = itertools.count(1)
 
@@ -709,7 +717,22 @@ class IrcConnection(asyncio.Protocol):
         if not msg.params:
             self._line(numeric("461", self.nick, "COMPLAIN", "Not enough parameters"))
             return
-        await self._core(cmd.Ban(msg.params[0]))
+        duration = None
+        if len(msg.params) > 1:  # a moderator's ban for a set time: COMPLAIN nick 2h
+            duration = parse_duration(msg.params[1])
+            if duration is None:
+                self._line(notice(self.nick, "COMPLAIN nick [duration: 90s, 30m, 2h, 7d]"))
+                return
+        await self._core(cmd.Ban(msg.params[0], duration))
+
+    async def _unban(self, msg: irc.IrcMessage) -> None:
+        if not msg.params:
+            self._line(numeric("461", self.nick, "UNBAN", "Not enough parameters"))
+            return
+        await self._core(cmd.Unban(msg.params[0]))
+
+    async def _help(self, msg: irc.IrcMessage) -> None:
+        await self._core(cmd.Help())
 
     async def _token(self, msg: irc.IrcMessage) -> None:
         await self._core(cmd.IssueToken())
@@ -754,7 +777,11 @@ class IrcConnection(asyncio.Protocol):
             items = await history.messages(session, conv, "(" + bound, "+", limit, False)
         elif sub == "AROUND":
             assert bound is not None
-            before = await history.messages(session, conv, "-", "(" + bound, limit // 2, True)
+            before = (
+                await history.messages(session, conv, "-", "(" + bound, limit // 2, True)
+                if limit > 1
+                else []
+            )
             after = await history.messages(session, conv, bound, "+", limit - len(before), False)
             items = before + after
         else:
@@ -796,9 +823,7 @@ class IrcConnection(asyncio.Protocol):
             name = "#" + where.name if isinstance(where, ev.ChatConv) else where.name
             tags = {"batch": ref} if batch else None
             self._line(
-                format_line(
-                    "CHATHISTORY", "TARGETS", name, irc.iso_time(m.key[0]), source="", tags=tags
-                )
+                format_line("CHATHISTORY", "TARGETS", name, irc.iso_time(m.key[0]), tags=tags)
             )
         if batch:
             self._line(format_line("BATCH", "-" + ref))
@@ -816,12 +841,24 @@ class IrcConnection(asyncio.Protocol):
             return
         if len(msg.params) > 1:
             stamp = msg.params[1]
-            ms = _ms_of(stamp.removeprefix("timestamp=")) if "=" in stamp else None
+            ms = _ms_of(stamp)
             if ms is None:
                 self._fail("MARKREAD", "INVALID_PARAMS", target, "timestamp=... expected")
                 return
-            await history.mark_read(session, found[0], ms)
+            before = await history.read_marker(session, found[0])
+            after = await history.mark_read(session, found[0], ms)
+            if after != before and after is not None and session.user is not None:
+                line = _markread_line(target, after)
+                for other in session.user.sessions:  # the user's other IRC clients here
+                    sink = other.sink
+                    if sink is not self and isinstance(sink, IrcConnection):
+                        sink.read_marker_moved(line)
         await self._markread_reply(target)
+
+    def read_marker_moved(self, line: str) -> None:
+        """Another client of this user on this gateway moved a read marker."""
+        if self.registered and "draft/read-marker" in self.caps:
+            self._line(line)
 
     async def _markread_reply(self, target: str) -> None:
         session = self.session
@@ -830,8 +867,7 @@ class IrcConnection(asyncio.Protocol):
         if found is None:
             return
         mid = await history.read_marker(session, found[0])
-        stamp = "timestamp=" + irc.iso_time(id_key(mid)[0]) if mid else "*"
-        self._line(format_line("MARKREAD", target, stamp))
+        self._line(_markread_line(target, mid))
 
     def _fail(self, command: str, code: str, *context: str) -> None:
         if "standard-replies" in self.caps:
@@ -1019,7 +1055,7 @@ class IrcConnection(asyncio.Protocol):
             case ev.WhereNow(chat, chats):
                 self._line(notice(nick, "you are in " + ", ".join("#" + c for c in chats)))
             case ev.HelpWanted():
-                for text in MOTD:
+                for text in HELP:
                     self._line(notice(nick, text))
             case _:  # AskNick, AskPassword, Ready, CurrentChat, NoHistory: nothing on IRC
                 pass
@@ -1126,6 +1162,11 @@ class IrcConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _markread_line(target: str, mid: str | None) -> str:
+    stamp = "timestamp=" + irc.iso_time(id_key(mid)[0]) if mid else "*"
+    return format_line("MARKREAD", target, stamp)
+
+
 def _chat_text(text: str) -> str:
     """A PRIVMSG's text as a chat message: CTCP ACTION as `* text`, other CTCP dropped."""
     if text.startswith("\x01"):
@@ -1185,6 +1226,8 @@ _HANDLERS = {
     "MODE": IrcConnection._mode,
     "COMPLAIN": IrcConnection._complain,
     "TOKEN": IrcConnection._token,
+    "UNBAN": IrcConnection._unban,
+    "HELP": IrcConnection._help,
     "CHATHISTORY": IrcConnection._chathistory,
     "MARKREAD": IrcConnection._markread,
 }
