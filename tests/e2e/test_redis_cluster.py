@@ -158,7 +158,7 @@ async def test_the_busy_chats_slot_moved_while_users_chat(
 
 @pytest.mark.parametrize(
     ("denied", "said"),
-    [("-info", "no permissions to run the 'info' command"), ("-script", "scripts")],
+    [("-info", "no permissions to run the 'info' command"), ("-script", "'script|load'")],
 )
 def test_a_redis_the_gateway_cannot_use_is_said_in_one_line(
     private_redis, denied: str, said: str
