@@ -16,42 +16,10 @@ from tests.helpers import ROOT
 USUAL = ",".join(s for s in SCENARIOS if s not in CROWD)
 
 
-def test_bench_smoke_runs_and_loses_nothing(tmp_path) -> None:
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--smoke",
-            "--only",
-            USUAL,
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())
-    scenarios = {(r["scenario"], r["server"]) for r in rows}
-    for name in (
-        "fanout 1 server",
-        "fanout 20 irc readers",
-        "fanout 2 gateways",
-        "latency 1000/s",
-        "ingest",
-    ):
-        assert (name, "gateway") in scenarios
-    for row in rows:
-        if row["server"] == "gateway" and "lost" in row:
-            assert row["lost"] == 0, row
-    assert "| scenario | server | result |" in proc.stdout
-
-
 @pytest.mark.timeout(400)
-def test_bench_smoke_baseline_section(tmp_path) -> None:
-    """--baseline exports a commit and compares its gateway with this checkout's."""
+def test_bench_smoke_runs_loses_nothing_and_compares_with_a_baseline(tmp_path) -> None:
+    """Every usual scenario at smoke size (one run: it is the suite's longest), nothing
+    lost; and --baseline exports a commit and compares its gateway with this checkout's."""
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [
@@ -70,14 +38,31 @@ def test_bench_smoke_baseline_section(tmp_path) -> None:
         timeout=380,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| scenario | server | result |" in proc.stdout  # the usual table is still there
+    all_rows = json.loads(out.read_text())
+    scenarios = {(r["scenario"], r["server"]) for r in all_rows}
+    for name in (
+        "fanout 1 server",
+        "fanout 20 irc readers",
+        "fanout 2 gateways",
+        "latency 1000/s",
+        "ingest",
+    ):
+        assert (name, "gateway") in scenarios
+    for server in ("gateway, standalone", "gateway, cluster", "gateway, cluster, WAIT 1"):
+        assert any(sc.startswith("shards ") and sv == server for sc, sv in scenarios), server
+    masters = [r for r in all_rows if str(r["server"]).startswith("master :")]
+    assert len(masters) == 3 and abs(sum(r["share_pct"] for r in masters) - 100) < 1, masters
+    for row in all_rows:
+        if str(row["server"]).startswith("gateway") and "lost" in row:
+            assert row["lost"] == 0, row
+    assert "| scenario | server | result |" in proc.stdout
     assert "### vs baseline HEAD (" in proc.stdout
     headline = re.search(
         r"^vs baseline HEAD: fan-out (\d+\.\d+)x, ingest (\d+\.\d+)x\b", proc.stdout, re.M
     )
     assert headline, proc.stdout[-3000:]
     assert all(float(x) > 0 for x in headline.groups())
-    rows = [r for r in json.loads(out.read_text()) if "ratio" in r]
+    rows = [r for r in all_rows if "ratio" in r]
     keys = {r["key"] for r in rows}
     assert {"fanout", "ingest"} <= keys, keys
     for row in rows:
