@@ -870,10 +870,7 @@ class RedisStore:
             if status is ComplaintStatus.BANNED:
                 till = int(res[2])
                 self._list_ban(pipe, target, till)
-                pipe.zremrangebyscore(keys.held_addresses(), "-inf", now)
-                held = res[4:]
-                if held:
-                    pipe.zadd(keys.held_addresses(), dict.fromkeys(held, till), gt=True)
+                self._hold(pipe, res[4:], till)
             if len(pipe):
                 await self._call(pipe.execute())
         if status is ComplaintStatus.NO_USER:
@@ -885,6 +882,14 @@ class RedisStore:
         if status is ComplaintStatus.BANNED:
             return Complaint(status, count=int(res[1]), until_ms=int(res[2]), name=res[3])
         return Complaint(status, count=int(res[1]), name=res[2])
+
+    @staticmethod
+    def _hold(pipe: Any, addresses: list[str], till: int) -> None:
+        """Queue holding a banned user's recent addresses back from registering until
+        `till` (ms); ended holds go."""
+        pipe.zremrangebyscore(keys.held_addresses(), "-inf", int(time.time() * 1000))
+        if addresses:
+            pipe.zadd(keys.held_addresses(), dict.fromkeys(addresses, till), gt=True)
 
     @staticmethod
     def _list_ban(pipe: Any, user: str, till: int) -> None:
@@ -914,6 +919,7 @@ class RedisStore:
                 keys.user(user),
                 keys.complaints(user),
                 keys.complaint_addresses(user),
+                keys.user_addresses(user),
             ],
             [duration * 1000, keys.user_channel(user), self._publish],
         )
@@ -921,6 +927,7 @@ class RedisStore:
             return None
         pipe = self._pipe()
         self._list_ban(pipe, user, int(res[1]))
+        self._hold(pipe, res[3:], int(res[1]))
         await self._call(pipe.execute())
         return BanInfo(user, str(res[2]), int(res[1]))
 

@@ -148,6 +148,7 @@ def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list
             keys.user(peer),
             keys.complaints(peer),
             keys.complaint_addresses(peer),
+            keys.user_addresses(peer),
             keys.user_channel(peer),
         ],
         "advance": [keys.cursors(user)],
@@ -679,6 +680,7 @@ def mod_ban(r: redis.Redis, target: str, ms: int = 5000) -> list[Any]:
                 keys.user(target),
                 keys.complaints(target),
                 keys.complaint_addresses(target),
+                keys.user_addresses(target),
             ],
             [ms, keys.user_channel(target), "PUBLISH"],
         )
@@ -690,8 +692,10 @@ def test_mod_ban(r: redis.Redis, sub: Any) -> None:
     register(r, "bob")
     complain(r, "ann", threshold=5)
     now = now_ms(r)
-    status, until, name = mod_ban(r, "bob")
+    r.zadd(keys.user_addresses("bob"), {"10.0.0.7": now})
+    status, until, name, *held = mod_ban(r, "bob")
     assert (status, name) == ("ban", "BOB") and now <= int(until) - 5000 <= now + 2000
+    assert held == ["10.0.0.7"]  # the caller holds them back from registering
     assert r.get(keys.ban("bob")) == until and 0 < r.pttl(keys.ban("bob")) <= 5000
     assert not r.exists(keys.complaints("bob"), keys.complaint_addresses("bob"))
     assert published(sub) == [(keys.user_channel("bob"), US.join(["B", until, "m"]))]

@@ -409,11 +409,15 @@ async def test_complaint_age_and_rate(make_store: MakeStore) -> None:
     assert await s.complaints_about("z") == []
 
 
-async def test_ban_unban_and_the_bans_list(store: RedisStore) -> None:
+async def test_ban_unban_and_the_bans_list(make_store: MakeStore) -> None:
+    store = await make_store(ban_address_memory=4)
     await register(store, "ann", "bob")
+    await store.seen("bob", "10.9.9.9")
     assert await store.ban("nobody", 60) is None
     info = await store.ban("bob", 60)
     assert info is not None and (info.key, info.name) == ("bob", "BOB")
+    # a moderator's ban holds the user's addresses back from new accounts, as complaints do
+    assert (await store.new_name("zed", "zed", "10.9.9.9")).held_until_ms == info.until_ms
     assert abs(info.until_ms - (time.time() * 1000 + 60_000)) < 5000
     assert [(b.key, b.name, b.until_ms) for b in await store.bans()] == [
         ("bob", "BOB", info.until_ms)
