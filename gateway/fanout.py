@@ -113,8 +113,11 @@ class Fanout:
         self.presence = Presence(store, self.users, self.epoch.check)
         self.link = store.subscriptions(self.on_events, self._on_reconnect, self._on_link_state)
         self.redis_ok = True
-        self._recovering = False
+        #: Gap fills running (several links may recover at once); live events are held
+        #: while any runs, and everything is released, gaps first, when the last ends.
+        self._recovering = 0
         self._held: list[list[StoreEvent]] = []
+        self._gaps: list[StoreEvent] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -316,11 +319,17 @@ class Fanout:
 
     async def _on_reconnect(self, lost_at: float) -> None:
         """Read from the streams what was published while the link was down (after
-        checking that Redis still has its data)."""
+        checking that Redis still has its data).
+
+        Live events are held from the first await on: one delivered before the gap is
+        read would move a chat's last id past the gap, which would then be dropped as
+        already shown. Gap fills may overlap (one per pub/sub link on a cluster): what
+        they read is kept until the last one ends, then delivered in id order before the
+        held live events (fan-out drops whatever two of them both carry)."""
         METRICS.redis_reconnects.inc()
-        await self.epoch.check()
-        self._recovering = True
+        self._recovering += 1
         try:
+            await self.epoch.check()
             floor = f"{int((lost_at - GAP_SLACK) * 1000)}-0"
             after: dict[str, str] = {}
             for chat in self.readers:
@@ -342,14 +351,18 @@ class Fanout:
                     events.append(ChatPosts(chat, [_with_where(m, where)]))
                 else:
                     events += [PrivatePost(u, m) for u in private_readers.get(m.conv, ())]
-            self._recovering = False
-            self.on_events(events)
+            self._gaps += events
             log.info("event=gap_fill messages=%d", len(messages))
         finally:
-            self._recovering = False
-            held, self._held = self._held, []
-            for batch in held:
-                self.on_events(batch)
+            self._recovering -= 1
+            if not self._recovering:
+                gaps, self._gaps = self._gaps, []
+                gaps = list({_event_id(e): e for e in gaps}.values())  # two gaps overlap
+                gaps.sort(key=_message_key)
+                held, self._held = self._held, []
+                self.on_events(gaps)
+                for batch in held:
+                    self.on_events(batch)
 
     async def _read_gap(self, convs: list[str], after: dict[str, str]) -> list[Message]:
         """The gap, read again after a failure (Redis may flap while it comes back): live
@@ -365,6 +378,25 @@ class Fanout:
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _message_key(event: StoreEvent) -> tuple[int, int]:
+    """The id of the message a gap-fill event carries (one message each)."""
+    if isinstance(event, ChatPosts):
+        return event.messages[0].key
+    if isinstance(event, PrivatePost):
+        return event.message.key
+    return (0, 0)
+
+
+def _event_id(event: StoreEvent) -> tuple[str, str, str]:
+    """What makes a gap-fill event the same as another: reader (private), conversation, id."""
+    if isinstance(event, ChatPosts):
+        m = event.messages[0]
+        return ("", m.conv, m.id)
+    if isinstance(event, PrivatePost):
+        return (event.user, event.message.conv, event.message.id)
+    return ("?", "", str(id(event)))
 
 
 def _with_where(m: Message, where: str) -> Message:
