@@ -169,10 +169,11 @@ async def test_a_gap_fill_that_fails_once_is_read_again(chat: Chat) -> None:
     await alice_session.handle(cmd.Say(("before",)))
     await bob.wait_for(lambda s: s.messages())
     lost_at = time.time()
-    chat.fanout._recovering = True  # the link is "down": live events are only held
+    chat.fanout._recovering = 1  # the link is "down": live events are only held
     await alice_session.handle(cmd.Say(("missed",)))
     await asyncio.sleep(0.3)
     assert ("#general", "alice", "missed") not in bob.messages()
+    chat.fanout._recovering = 0  # back: the gap fill below releases what was held
     real = chat.store.read_after
     calls = 0
 
