@@ -244,9 +244,12 @@ class Batcher:
             for u, posts in senders.items()
         ]
         replies = await self._pipeline.execute(commands)
-        if any(_noscript(r) for r in replies):
+        again = [i for i, r in enumerate(replies) if _noscript(r)]
+        if again:  # only those: the others took their tokens already
             await self._reload()
-            replies = await self._pipeline.execute(commands)
+            redone = await self._pipeline.execute([commands[i] for i in again])
+            for i, reply in zip(again, redone, strict=True):
+                replies[i] = reply
         for posts, reply in zip(senders.values(), replies, strict=True):
             if isinstance(reply, BaseException | hiredis.ReplyError):
                 exc = reply if isinstance(reply, StoreUnavailable) else ResponseError(str(reply))

@@ -27,7 +27,7 @@ import hiredis
 from redis.crc import key_slot
 
 from store.contract import StoreNoReply, StoreUnavailable
-from store.resp import RespPipeline
+from store.resp import RespPipeline, not_replicated
 
 __all__ = [
     "FAILOVER_WAIT",
@@ -127,7 +127,10 @@ class SlotMap:
             await self._refresh()
             fut.set_result(None)
         except BaseException as exc:
-            fut.set_exception(exc)
+            # Others waiting on this refresh get an error they handle, never this task's
+            # cancellation (a post batch waiting on it would be left unresolved).
+            shared = exc if isinstance(exc, Exception) else StoreUnavailable("refresh stopped")
+            fut.set_exception(shared)
             fut.exception()  # retrieved: waiters see it through shield
             raise
         finally:
@@ -224,10 +227,14 @@ class ClusterPipeline:
                 if isinstance(result, StoreUnavailable):  # not sent: the node is down
                     retry += idxs
                     refresh = True
+                    for i in idxs:  # an -ASK target that is down: ask the map again
+                        asking.pop(i, None)
                     continue
                 for i, reply in zip(idxs, result, strict=True):
                     asking.pop(i, None)
                     verdict = _redirect(reply)
+                    if isinstance(reply, StoreNoReply):  # carried out, not replicated
+                        verdict = None
                     if verdict is None:
                         replies[i] = reply
                         progress = True
@@ -278,10 +285,10 @@ class ClusterPipeline:
             out = await self._node(addr).execute(batch)
         except StoreUnavailable as exc:  # StoreNoReply included
             return exc
+        unreplicated = False
         if wait:
             acked = out.pop()
-            if not isinstance(acked, int) or acked < 1:
-                return StoreNoReply(f"no replica of {addr[0]}:{addr[1]} acknowledged in time")
+            unreplicated = not isinstance(acked, int) or acked < 1
         replies: list[Any] = []
         at = 0
         for i in idxs:
@@ -289,7 +296,7 @@ class ClusterPipeline:
                 at += 1  # ASKING's +OK
             replies.append(out[at])
             at += 1
-        return replies
+        return not_replicated(replies) if unreplicated else replies
 
     def close(self) -> None:
         for pipe in self._nodes.values():

@@ -427,6 +427,8 @@ class ShardedLinks:
             self._moved = [c for c in self._moved if c not in set(todo)]
             log.info("event=pubsub_slot_moved channels=%d", len(todo))
             await self._subscribe(todo)
+            if self._moved:  # sent back (-MOVED: the map was behind): not in a tight loop
+                await asyncio.sleep(REHOME_EVERY)
             try:
                 await self._on_reconnect(lost_at - 1)
             except Exception:

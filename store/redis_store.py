@@ -74,7 +74,7 @@ from store.contract import (
 )
 from store.payloads import message_record
 from store.pubsub import PubSubLink, ShardedLinks
-from store.resp import RespPipeline, refusal
+from store.resp import NotReplicated, RespPipeline, refusal
 from store.scripts import SCRIPTS as _SCRIPTS
 
 __all__ = ["GENERAL", "PRESENCE_TTL", "RedisStore"]
@@ -693,9 +693,10 @@ class RedisStore:
         self, user: str, name: str, peer: str, text: str, args: list[Any]
     ) -> PostResult:
         """A private message on a cluster: the recipient (its slot) and the sender's ban
-        and rate (`post_gate.lua`, the sender's slot) first, then the stream (the
-        conversation's slot), then both users' peers and channels (their slots). A
-        gateway that dies between the stream and the publish leaves the message stored
+        and rate (`post_gate.lua`, the sender's slot) first; then both users' peers
+        (their slots) beside the stream write (the conversation's slot), so a stored
+        message is always one the recipient's next login reads; then the publish to both
+        users' channels. A gateway that dies before the publish leaves the message stored
         and unread: the recipient gets it at the next login, not live."""
         recipient, gate = await asyncio.gather(
             self._call(self.redis.hget(keys.user(peer), "name")),
@@ -706,29 +707,46 @@ class RedisStore:
         if gate[0] != "ok":
             return _post_result(gate[0], gate[1])
         conv = keys.dm_conv(user, peer)
-        sha = _SCRIPTS["post_private"].sha
-        command = ("EVALSHA", sha, 1, keys.conv_stream(conv), *args, recipient)
-        (reply,) = await self._pipeline.execute([command], wait=True)
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            await self.load_scripts()
-            (reply,) = await self._pipeline.execute([command], wait=True)
-        if isinstance(reply, StoreNoReply):
+        pipe = self._pipe()
+        for a, b in ((user, peer), (peer, user)):
+            pipe.sadd(keys.user_peers(a), b)
+            pipe.pexpire(keys.user_peers(a), self.ttl_ms)
+        _, reply = await asyncio.gather(
+            self._call(pipe.execute()), self._post_private_stream(conv, [*args, recipient])
+        )
+        result = ACCEPTED
+        if isinstance(reply, NotReplicated):  # stored, not yet on a replica: still shown
+            reply, result = reply.reply, _UNCONFIRMED
+        elif isinstance(reply, StoreNoReply):  # unknown: the next login shows it if stored
             return _UNCONFIRMED
-        if isinstance(reply, BaseException):
-            raise reply
-        if isinstance(reply, hiredis.ReplyError):
-            raise _refused(ResponseError(str(reply))) or ResponseError(str(reply))
         status, mid = reply
         if status != "ok":
             return _post_result(status, mid)
         payload = message_record(mid, conv, name, recipient, text)
         pipe = self._pipe()
-        for a, b in ((user, peer), (peer, user)):
-            pipe.sadd(keys.user_peers(a), b)
-            pipe.pexpire(keys.user_peers(a), self.ttl_ms)
+        for a in (user, peer):
             pipe.execute_command("SPUBLISH", keys.user_channel(a), payload)
-        await self._call(pipe.execute())
-        return ACCEPTED
+        try:
+            await self._call(pipe.execute())
+        except StoreUnavailable as exc:  # stored and listed: shown at the next login
+            log.warning("event=private_publish_failed conv=%s error=%s", conv, exc)
+        return result
+
+    async def _post_private_stream(self, conv: str, args: list[Any]) -> Any:
+        """post_private.lua on the conversation's slot, through the routed pipeline (it
+        waits for a replica when asked): its reply, or a StoreNoReply instance."""
+        command = ("EVALSHA", _SCRIPTS["post_private"].sha, 1, keys.conv_stream(conv), *args)
+        (reply,) = await self._pipeline.execute([command], wait=True)
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self.load_scripts()
+            (reply,) = await self._pipeline.execute([command], wait=True)
+        if isinstance(reply, StoreNoReply):
+            return reply
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(reply, hiredis.ReplyError):
+            raise _refused(ResponseError(str(reply))) or ResponseError(str(reply))
+        return reply
 
     # -- chats ---------------------------------------------------------------------------
 

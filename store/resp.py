@@ -21,6 +21,7 @@ from redis.connection import SSLConnection, parse_url
 from store.contract import StoreNoReply, StoreRefused, StoreUnavailable
 
 __all__ = [
+    "NotReplicated",
     "RespPipeline",
     "auth_command",
     "encode_command",
@@ -35,6 +36,23 @@ __all__ = [
 REFUSALS = ("OOM", "READONLY", "MISCONF", "NOREPLICAS")
 
 P = TypeVar("P", bound=asyncio.Protocol)
+
+
+class NotReplicated(StoreNoReply):
+    """A command Redis carried out (its reply is `reply`) but no replica acknowledged in
+    time (`WAIT`): a failover could still lose what it wrote."""
+
+    def __init__(self, reply: Any) -> None:
+        super().__init__("no replica acknowledged the write in time")
+        self.reply = reply
+
+
+def not_replicated(replies: list[Any]) -> list[Any]:
+    """After a failed WAIT: each reply that is not an error becomes NotReplicated (error
+    replies stay as they are: those commands did nothing, and may be resent)."""
+    return [
+        r if isinstance(r, hiredis.ReplyError | Exception) else NotReplicated(r) for r in replies
+    ]
 
 
 def encode_command(*parts: bytes | str | int | float) -> bytes:
@@ -181,7 +199,8 @@ class RespPipeline:
         Raises `StoreUnavailable` when nothing was sent (no connection), and its subclass
         `StoreNoReply` when the commands were sent but no reply came within the timeout:
         Redis may still carry them out (a stalled server runs them when it wakes). With
-        `wait` and a replica wait set, a batch no replica took in time is `StoreNoReply`."""
+        `wait` and a replica wait set, when no replica took the batch in time each reply
+        that is not an error comes back as a `NotReplicated` instance."""
         if not (wait and self._wait_replica_ms):
             return await self._send(await self._connection(), commands)
         replies = await self._send(
@@ -189,7 +208,7 @@ class RespPipeline:
         )
         acked = replies.pop()
         if not isinstance(acked, int) or acked < 1:
-            raise StoreNoReply("no replica acknowledged the writes in time")
+            return not_replicated(replies)
         return replies
 
     async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import sys
 from collections.abc import Set
 from typing import Any
@@ -11,7 +12,11 @@ from gateway.core.names import name_key
 from store import keys
 from store.contract import Message, UserState, id_key
 
-__all__ = ["LocalUser"]
+__all__ = ["RECENT_PRIVATE", "LocalUser"]
+
+#: Ids remembered per private conversation to drop copies and replays (see fresh_private):
+#: more than private messages of one conversation can arrive out of order at once.
+RECENT_PRIVATE = 16
 
 #: What a user with no private conversation (or none delivered yet) shares: one empty
 #: set object for all of them instead of an empty set (216 bytes) or dict (64) each.
@@ -38,10 +43,10 @@ class LocalUser:
         #: Conversation id -> last message id shown to any session; `dirty` until flushed.
         self.shown: dict[str, str] = {}
         self.dirty = False
-        #: Private conversation id -> last id delivered live (drops the copy published to
-        #: the other user's channel when both users are on this gateway, and replays);
-        #: None until the first private message.
-        self.last_private: dict[str, tuple[int, int]] | None = None
+        #: Private conversation id -> the newest ids delivered live, ascending, at most
+        #: RECENT_PRIVATE (drops the copy published to the other user's channel when both
+        #: users are on this gateway, and replays); None until the first private message.
+        self.last_private: dict[str, list[tuple[int, int]]] | None = None
 
     def add_peer(self, peer: str) -> None:
         if not isinstance(self.peers, set):
@@ -49,14 +54,24 @@ class LocalUser:
         self.peers.add(peer)
 
     def fresh_private(self, conv: str, key: tuple[int, int]) -> bool:
-        """Whether a private message is newer than the last one delivered in its
-        conversation; if so it becomes the last."""
+        """Whether a private message was not delivered yet; if so it is recorded.
+
+        Not just "newer than the last": on a Redis Cluster a private message is published
+        by its sender's gateway after it is stored, so two senders' messages can arrive
+        out of id order, and the older one must still be shown. An id older than the
+        RECENT_PRIVATE newest ones delivered counts as delivered (a replay)."""
         last = self.last_private
         if last is None:
             last = self.last_private = {}
-        elif key <= last.get(conv, (0, 0)):
+        recent = last.get(conv)
+        if recent is None:
+            last[conv] = [key]
+            return True
+        if key in recent or (len(recent) >= RECENT_PRIVATE and key < recent[0]):
             return False
-        last[conv] = key
+        bisect.insort(recent, key)
+        if len(recent) > RECENT_PRIVATE:
+            del recent[0]
         return True
 
     def mark_shown(self, conv: str, mid: str) -> None:

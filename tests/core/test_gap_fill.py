@@ -67,3 +67,19 @@ async def test_two_gap_fills_at_once_show_each_message_once(chat: Chat) -> None:
     await asyncio.gather(first, second)
     texts = [t for _, _, t in alice.messages()]
     assert texts == ["m0", "m1", "m2"]
+
+
+def test_private_messages_out_of_order_are_shown_once_each() -> None:
+    """On a cluster two senders' private messages can be published out of id order: the
+    older one is still shown; a copy or a replay of one already shown is not."""
+    from gateway.core.user import RECENT_PRIVATE, LocalUser
+    from store.contract import UserState
+
+    user = LocalUser("ann", "ann", UserState({}, set(), {}))
+    conv = keys.dm_conv("ann", "bob")
+    assert user.fresh_private(conv, (5, 0))
+    assert user.fresh_private(conv, (3, 0))  # older, but never shown
+    assert not user.fresh_private(conv, (3, 0)) and not user.fresh_private(conv, (5, 0))
+    for ms in range(10, 10 + RECENT_PRIVATE):
+        assert user.fresh_private(conv, (ms, 0))
+    assert not user.fresh_private(conv, (4, 0))  # older than all remembered: a replay
