@@ -109,6 +109,8 @@ class PubSubLink:
         )
         self._on_moved = on_moved
         self.up = False
+        #: Our SUNSUBSCRIBEs not yet answered, per channel (sharded links only).
+        self._unsubscribing: dict[bytes, int] = {}
         self._on_events = on_events
         self._on_reconnect = on_reconnect
         self._on_state = on_state
@@ -161,8 +163,16 @@ class PubSubLink:
                 fut.set_result(None)
 
     def _unsubscribed(self, channel: bytes) -> None:
-        """A sunsubscribe: ours (the channel was removed first), or the server's own when
-        the channel's slot moved to another shard: then it must be subscribed there."""
+        """A sunsubscribe: the reply to ours (counted when sent: the channel may have
+        been added again since), or the server's own when the channel's slot moved to
+        another shard: then it must be subscribed there."""
+        pending = self._unsubscribing.get(channel, 0)
+        if pending:
+            if pending == 1:
+                del self._unsubscribing[channel]
+            else:
+                self._unsubscribing[channel] = pending - 1
+            return
         if channel in self.channels and self._on_moved is not None:
             self.channels.discard(channel)
             self._on_moved(self, [channel])
@@ -203,6 +213,9 @@ class PubSubLink:
         self.channels.difference_update(gone)
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+            if self.sharded:
+                for c in gone:
+                    self._unsubscribing[c] = self._unsubscribing.get(c, 0) + 1
             proto.transport.write(self._commands(self._verbs[1], gone))
 
     async def _connect(self) -> _Protocol:
@@ -249,6 +262,7 @@ class PubSubLink:
                     if not fut.done():
                         fut.set_result(None)
             self._waiting.clear()
+            self._unsubscribing.clear()  # no reply comes on a lost connection
             self._on_state(False)
             log.warning("pubsub link lost; reconnecting")
 

@@ -50,9 +50,7 @@ DEFAULTS: dict[str, Any] = {
 def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":
         return str(request.getfixturevalue("redis_url"))
-    cluster: StoreCluster = request.getfixturevalue("_store_cluster")
-    cluster.flushall()
-    return cluster.url
+    return str(request.getfixturevalue("cluster_url"))
 
 
 @pytest.fixture
@@ -771,3 +769,42 @@ async def test_the_documented_acl_user_on_a_cluster(_store_cluster: StoreCluster
         for r in admins:
             r.execute_command("ACL", "DELUSER", "gw")
             r.close()
+
+
+async def test_a_channel_removed_and_added_again_is_not_taken_for_a_slot_move(
+    cluster_url: str,
+) -> None:
+    """The last local reader leaves and another joins at once: the server's reply to our
+    own SUNSUBSCRIBE arrives after the channel was added again. It is ours, not a slot
+    move: no gap fill (which holds every live delivery), and the channel stays live."""
+    from store.cluster import Seeds, SlotMap
+    from store.pubsub import ShardedLinks
+
+    fills: list[float] = []
+    events: list[Any] = []
+
+    async def on_reconnect(lost_at: float) -> None:
+        fills.append(lost_at)
+
+    links = ShardedLinks(SlotMap(Seeds.parse(cluster_url), 2.0), events.extend, on_reconnect,
+                         lambda up: None)  # fmt: skip
+    await links.start()
+    try:
+        await links.add(chats=["c0"])
+        for _ in range(5):
+            links.remove(chats=["c0"])
+            await links.add(chats=["c0"])
+        await asyncio.sleep(0.5)
+        assert fills == []
+        r = redis.RedisCluster.from_url(cluster_url.split(",")[0], decode_responses=True)
+        try:
+            r.spublish(keys.chat_channel("c0"), "M\x1f1-0\x1fc:c0\x1fann\x1fc0\x1fstill here")
+        finally:
+            r.close()
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.02)
+        assert [m.text for e in events for m in e.messages] == ["still here"]
+    finally:
+        await links.close()
