@@ -144,7 +144,7 @@ class Swarm:
         self.busy = 0
         self.tried = {"token": 0, "password": 0}
         self.ready_by = {"token": 0, "password": 0}
-        self.arrivals: dict[int, list[int]] = {}  # seq -> [count, last arrival ns]
+        self.arrivals: dict[int, list[int]] = {}  # seq -> [count, last ns, first ns]
         self._source = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -166,7 +166,7 @@ class Swarm:
             seq = int(raw)
             slot = arrivals.get(seq)
             if slot is None:
-                arrivals[seq] = [1, now]
+                arrivals[seq] = [1, now, now]
             else:
                 slot[0] += 1
                 slot[1] = now

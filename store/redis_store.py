@@ -90,6 +90,8 @@ ADDRESS_MEMORY = 30 * 86400
 KNOWN_ADDRESSES = 16
 #: Members up to which `who_bounded` reads a chat's members and checks each (exact).
 SMALL_CHAT = 2000
+#: Seconds a chat's display name is cached by `enter`, and how many names are kept.
+CHAT_NAME_TTL, CHAT_NAME_CACHE = 10.0, 10_000
 
 
 _UNCONFIRMED = PostResult(PostStatus.UNCONFIRMED)
@@ -929,6 +931,110 @@ class RedisStore:
             infos.append(ChatInfo(res[step * i] or c, int(count), min(online, cap), online >= cap))
         infos.sort(key=lambda x: (-x.members, x.name.casefold()))
         return ChatList(infos, int(total))
+
+    # -- logins in fewer round trips (a reconnect storm is thousands of them) ---------------
+
+    async def token_login(
+        self, user: str, address: str, limits: LoginLimits, token_hash: str
+    ) -> tuple[LoginCheck, str | None]:
+        """`login_gate(take=True)` and `check_token` in one round trip. The pipeline runs
+        them in order, so the attempt is counted before the token is checked; the token's
+        answer is used only if the gate let the attempt through (checking it costs nothing
+        else: at most an expired token is removed)."""
+        gate, check = _SCRIPTS["login_gate"], _SCRIPTS["token_check"]
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(
+                gate.sha,
+                4,
+                keys.login_fails(user, address),
+                keys.nick_fails(user),
+                keys.address_fails(address),
+                keys.known_addresses(user),
+                user,
+                address,
+                limits.window,
+                limits.per_pair,
+                limits.per_nick,
+                limits.nicks_per_address,
+                ADDRESS_MEMORY * 1000,
+                1,
+            )
+            pipe.evalsha(check.sha, 2, keys.tokens(user), keys.user(user), token_hash)
+            res = await self._call(pipe.execute(raise_on_error=False))
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in res):
+                await self.load_scripts()
+                continue
+            errors = [r for r in res if isinstance(r, Exception)]
+            if errors:
+                raise _refused(errors[0]) or errors[0]
+            (code, wait_ms), name = res
+            return LoginCheck(LoginGate(code), int(wait_ms)), (str(name) if name else None)
+        raise AssertionError("unreachable")
+
+    async def enter(self, user: str, address: str) -> UserState:
+        """`seen` and `load_user` in one round trip, and the chats' display names from a
+        short-lived cache (every user of a 50,000-member #general asked for its name)."""
+        now = int(time.time() * 1000)
+        known = keys.known_addresses(user)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(keys.login_fails(user, address))
+        pipe.zrem(keys.address_fails(address), user)
+        pipe.zadd(known, {address: now})
+        pipe.zremrangebyrank(known, 0, -KNOWN_ADDRESSES - 1)
+        pipe.expire(known, ADDRESS_MEMORY)
+        if self.ban_address_memory:
+            held = keys.user_addresses(user)
+            pipe.zadd(held, {address: now})
+            pipe.zremrangebyrank(held, 0, -self.ban_address_memory - 1)
+            pipe.expire(held, ADDRESS_MEMORY)
+        first = len(pipe)
+        pipe.smembers(keys.user_chats(user))
+        pipe.smembers(keys.user_peers(user))
+        pipe.hgetall(keys.cursors(user))
+        pipe.zadd(keys.seen(), {user: now})
+        pipe.get(keys.ban.__wrapped__(user))
+        res = await self._call(pipe.execute())
+        chat_set, peers, cursors, _, ban = res[first:]
+        return UserState(
+            chats=await self._chat_names(sorted(chat_set)),
+            peers=set(peers),
+            cursors=cursors,
+            banned_until_ms=int(ban) if ban else None,
+        )
+
+    async def _chat_names(self, chats: list[str]) -> dict[str, str]:
+        """Display names of chats, cached for CHAT_NAME_TTL seconds (a name changes only
+        when a chat empties and is created again)."""
+        cache: dict[str, tuple[str, float]] = self.__dict__.setdefault("_names_cache", {})
+        now = time.monotonic()
+        names: dict[str, str] = {}
+        missing = []
+        for c in chats:
+            hit = cache.get(c)
+            if hit is not None and hit[1] > now:
+                names[c] = hit[0]
+            else:
+                missing.append(c)
+        if missing:
+            pipe = self.redis.pipeline(transaction=False)
+            for c in missing:
+                pipe.hget(keys.chat(c), "name")
+            for c, n in zip(missing, await self._call(pipe.execute()), strict=True):
+                names[c] = n or c
+                if n:
+                    if len(cache) >= CHAT_NAME_CACHE:
+                        cache.clear()
+                    cache[c] = (n, now + CHAT_NAME_TTL)
+        return {c: names[c] for c in chats}
+
+    async def set_online_many(self, users: Sequence[str]) -> None:
+        """`set_online` for every user that logged in during one loop turn: one pipeline."""
+        k = keys.gateway_online(self.gateway_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(k, *users)
+        pipe.expire(k, PRESENCE_TTL)
+        await self._call(pipe.execute())
 
 
 def _refused(exc: Exception) -> StoreRefused | None:
