@@ -96,7 +96,11 @@ class Worker:
                 await asyncio.wait_for(self.ask(op="close"), 5)
                 await asyncio.wait_for(self.proc.wait(), 5)
             except (TimeoutError, RuntimeError, OSError):
-                self.proc.kill()
+                if self.proc.returncode is None:
+                    try:
+                        self.proc.kill()
+                    except ProcessLookupError:
+                        pass
                 await self.proc.wait()
 
 
@@ -437,11 +441,22 @@ class Crowd:
             self.gws[victim] = self.start_gateway(self.ports[victim])
             await wait_port_async(self.ports[victim], self.gws[victim])
             deadline = time.monotonic() + cap
+            said = time.monotonic()
+            seen_down = False
             while True:  # until every user is ready again (the drops seen first)
                 stats = await self.ask_all(op="stats")
                 ready = sum(s["ready"] for s in stats)
                 drops = sum(s["drops"] for s in stats)
-                if (drops >= on_victim and ready >= self.n) or time.monotonic() > deadline:
+                seen_down = seen_down or ready < self.n
+                if time.monotonic() - said > 5:
+                    said = time.monotonic()
+                    print(
+                        f"storm ({method}): {ready}/{self.n} ready, {drops} dropped, "
+                        f"{sum(s['busy'] for s in stats)} busy refusals",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if (seen_down and ready >= self.n) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
         done.set()
