@@ -197,12 +197,12 @@ class Fanout:
         same read undoes it in order); False when the user is no longer here."""
         if self.users.get(user.key) is not user:  # every session closed meanwhile
             return False
-        user.chats[chat] = name
+        user.set_chat(chat, name)
         self.readers.setdefault(chat, set()).add(user)
         return True
 
     def remove_chat(self, user: LocalUser, chat: str) -> None:
-        user.chats.pop(chat, None)
+        user.drop_chat(chat)
         readers = self.readers.get(chat)
         if readers is None:
             return
