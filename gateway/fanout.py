@@ -201,6 +201,13 @@ class Fanout:
         self.readers.setdefault(chat, set()).add(user)
         return True
 
+    async def _subscribe_chat(self, chat: str) -> None:
+        """Subscribe to `chat` if it still has a local reader when this task runs: the
+        only one may have closed in between, and its unsubscribe (of a channel not yet
+        subscribed) did nothing, so subscribing now would leave the channel for good."""
+        if self.readers.get(chat):
+            await self.link.add(chats=[chat])
+
     def remove_chat(self, user: LocalUser, chat: str) -> None:
         user.drop_chat(chat)
         readers = self.readers.get(chat)
@@ -265,7 +272,7 @@ class Fanout:
                 user, event.chat, event.name
             )
             if joined and len(self.readers[event.chat]) == 1:  # only the subscribe waits
-                self._spawn(self.link.add(chats=[event.chat]))
+                self._spawn(self._subscribe_chat(event.chat))
             for s in user.sessions:
                 if s.session_id != event.origin:
                     s.joined_elsewhere(event.name)
