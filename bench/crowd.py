@@ -96,7 +96,11 @@ class Worker:
                 await asyncio.wait_for(self.ask(op="close"), 5)
                 await asyncio.wait_for(self.proc.wait(), 5)
             except (TimeoutError, RuntimeError, OSError):
-                self.proc.kill()
+                if self.proc.returncode is None:
+                    try:
+                        self.proc.kill()
+                    except ProcessLookupError:
+                        pass
                 await self.proc.wait()
 
 
@@ -131,6 +135,7 @@ class Crowd:
         self.workers: list[Worker] = []
         self.ports: list[int] = []
         self.gws: list[subprocess.Popen[bytes]] = []
+        self.firsts: dict[int, int] = {}
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -233,19 +238,20 @@ class Crowd:
     # -- (a) everyone logged in ------------------------------------------------------------
 
     async def login_all(self) -> None:
-        from bench.run import rss_kb
+        from bench.run import CpuMeter, rss_kb
 
         redis_before = self.redis_memory()
         seed_s = self.seed()
         await asyncio.sleep(1)
         rss_before = [rss_kb(p.pid) for p in self.gws]
         began = time.perf_counter()
-        replies = await asyncio.gather(
-            *(
-                w.ask(op="connect", first=first, count=count, parallel=400, timeout=900)
-                for w, (first, count) in zip(self.workers, self.slices(), strict=True)
+        with CpuMeter(self.pids()) as cpu:
+            replies = await asyncio.gather(
+                *(
+                    w.ask(op="connect", first=first, count=count, parallel=400, timeout=900)
+                    for w, (first, count) in zip(self.workers, self.slices(), strict=True)
+                )
             )
-        )
         took = time.perf_counter() - began
         ready = sum(r["ready"] for r in replies)
         await asyncio.sleep(1 if self.bench.smoke else 3)
@@ -269,6 +275,9 @@ class Crowd:
             redis_bytes_per_user=round((redis_after - redis_before) / self.n),
             redis_used_mb=round(redis_after / 2**20, 1),
             seed_seconds=round(seed_s, 2),
+            cpu_each_gateway=[v for k, v in cpu.cores.items() if "gateway" in k],
+            cpu_redis=cpu.cores.get("cpu_redis"),
+            cpu_loadgen=round(sum(v for k, v in cpu.cores.items() if "loadgen" in k), 2),
             load_processes=len(self.workers),
         )
 
@@ -299,6 +308,7 @@ class Crowd:
         expected = self.n * total
         got = sum(counts.values())
         ms = [(lasts[s] - t) / 1e6 for s, t in sent.items() if s in lasts]
+        first_ms = [(self.firsts[s] - t) / 1e6 for s, t in sent.items() if s in self.firsts]
         cores = cpu.cores
         self.bench.row(
             f"broadcast {rate:g} msg/s into #general of {self.n} for {self.seconds:g} s",
@@ -312,6 +322,7 @@ class Crowd:
             last_member_p50_ms=round(pct(ms, 0.5), 1),
             last_member_p99_ms=round(pct(ms, 0.99), 1),
             last_member_max_ms=round(max(ms), 1) if ms else None,
+            first_member_p50_ms=round(pct(first_ms, 0.5), 1),
             cpu_gateways=round(sum(v for k, v in cores.items() if "gateway" in k), 2),
             cpu_each_gateway=[v for k, v in cores.items() if "gateway" in k],
             cpu_redis=cores.get("cpu_redis"),
@@ -330,11 +341,13 @@ class Crowd:
             stats = await self.ask_all(op="stats")
             counts: dict[int, int] = {}
             lasts: dict[int, int] = {}
+            firsts = self.firsts = {}
             for st in stats:
-                for seq, (count, last) in st["arrivals"].items():
+                for seq, (count, last, first) in st["arrivals"].items():
                     s = int(seq)
                     counts[s] = counts.get(s, 0) + count
                     lasts[s] = max(lasts.get(s, 0), last)
+                    firsts[s] = min(firsts.get(s, first), first)
             total = sum(counts.values())
             if total >= want:
                 return counts, lasts
@@ -428,11 +441,22 @@ class Crowd:
             self.gws[victim] = self.start_gateway(self.ports[victim])
             await wait_port_async(self.ports[victim], self.gws[victim])
             deadline = time.monotonic() + cap
+            said = time.monotonic()
+            seen_down = False
             while True:  # until every user is ready again (the drops seen first)
                 stats = await self.ask_all(op="stats")
                 ready = sum(s["ready"] for s in stats)
                 drops = sum(s["drops"] for s in stats)
-                if (drops >= on_victim and ready >= self.n) or time.monotonic() > deadline:
+                seen_down = seen_down or ready < self.n
+                if time.monotonic() - said > 5:
+                    said = time.monotonic()
+                    print(
+                        f"storm ({method}): {ready}/{self.n} ready, {drops} dropped, "
+                        f"{sum(s['busy'] for s in stats)} busy refusals",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if (seen_down and ready >= self.n) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
         done.set()

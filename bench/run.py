@@ -963,13 +963,13 @@ def print_compare(rows: list[dict[str, object]], base: Baseline) -> None:
             if row["key"] in headline and row["metric"] in metrics
         )
 
-    rates = summary(("deliveries/s", "accepted/s")) or "nothing compared"
     cpu = summary(("gateway CPU ns per delivery", "gateway CPU ns per message"))
     memory = summary(("RSS bytes per idle connection",))
+    rates = summary(("deliveries/s", "accepted/s")) or ("" if memory else "nothing compared")
     print(
         f"\nvs baseline {base.rev}: {rates}"
         + (f" (gateway CPU per message: {cpu})" if cpu else "")
-        + (f"; RSS per idle connection: {memory}" if memory else "")
+        + (f"{'; ' if rates else ''}RSS per idle connection: {memory}" if memory else "")
     )
 
 

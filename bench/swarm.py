@@ -52,6 +52,7 @@ def bench_token(nick: str) -> str:
 class User(asyncio.Protocol):
     __slots__ = (
         "attempt",
+        "gen",
         "head",
         "index",
         "nick",
@@ -68,6 +69,7 @@ class User(asyncio.Protocol):
         self.nick = f"{swarm.prefix}{index}"
         self.server = index  # position in the server list: starts at its own gateway
         self.attempt = 0
+        self.gen = 0  # bumped by park/unpark: a reconnect planned before is dropped
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.tail = b""
@@ -144,7 +146,7 @@ class Swarm:
         self.busy = 0
         self.tried = {"token": 0, "password": 0}
         self.ready_by = {"token": 0, "password": 0}
-        self.arrivals: dict[int, list[int]] = {}  # seq -> [count, last arrival ns]
+        self.arrivals: dict[int, list[int]] = {}  # seq -> [count, last ns, first ns]
         self._source = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -166,7 +168,7 @@ class Swarm:
             seq = int(raw)
             slot = arrivals.get(seq)
             if slot is None:
-                arrivals[seq] = [1, now]
+                arrivals[seq] = [1, now, now]
             else:
                 slot[0] += 1
                 slot[1] = now
@@ -183,13 +185,13 @@ class Swarm:
             wait = backoff.next()
             user.attempt += 1
         user.server += 1  # the next server of the list, as client.py
-        task = asyncio.get_running_loop().create_task(self._reconnect(user, wait))
+        task = asyncio.get_running_loop().create_task(self._reconnect(user, wait, user.gen))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reconnect(self, user: User, wait: float) -> None:
+    async def _reconnect(self, user: User, wait: float, gen: int) -> None:
         await asyncio.sleep(wait)
-        if user.index in self.parked:
+        if user.index in self.parked or user.gen != gen or user.transport is not None:
             return
         try:
             await self._open(user)
@@ -243,6 +245,7 @@ class Swarm:
         for i, user in self.users.items():
             if i % len(self.ports) == group:
                 self.parked.add(i)
+                user.gen += 1
                 if user.transport is not None:
                     user.transport.abort()
                     closed += 1
@@ -259,6 +262,7 @@ class Swarm:
         async def one(i: int) -> None:
             user = self.users[i]
             user.server, user.attempt = i, 0
+            user.gen += 1
             async with gate:
                 try:
                     await self._open(user)

@@ -200,12 +200,19 @@ class Fanout:
         same read undoes it in order); False when the user is no longer here."""
         if self.users.get(user.key) is not user:  # every session closed meanwhile
             return False
-        user.chats[chat] = name
+        user.set_chat(chat, name)
         self.readers.setdefault(chat, set()).add(user)
         return True
 
+    async def _subscribe_chat(self, chat: str) -> None:
+        """Subscribe to `chat` if it still has a local reader when this task runs: the
+        only one may have closed in between, and its unsubscribe (of a channel not yet
+        subscribed) did nothing, so subscribing now would leave the channel for good."""
+        if self.readers.get(chat):
+            await self.link.add(chats=[chat])
+
     def remove_chat(self, user: LocalUser, chat: str) -> None:
-        user.chats.pop(chat, None)
+        user.drop_chat(chat)
         readers = self.readers.get(chat)
         if readers is None:
             return
@@ -268,7 +275,7 @@ class Fanout:
                 user, event.chat, event.name
             )
             if joined and len(self.readers[event.chat]) == 1:  # only the subscribe waits
-                self._spawn(self._subscribe_read(event.chat))
+                self._spawn(self._subscribe_chat(event.chat))
             for s in user.sessions:
                 if s.session_id != event.origin:
                     s.joined_elsewhere(event.name)
@@ -283,12 +290,6 @@ class Fanout:
         elif isinstance(event, UserKicked):
             for s in list(user.sessions):  # closing a session detaches it from the list
                 s.kicked()
-
-    async def _subscribe_read(self, chat: str) -> None:
-        """Subscribe to a chat if it still has a local reader when the task runs: a
-        session closed in between (its user detached) must leave no subscription."""
-        if self.readers.get(chat):
-            await self.link.add(chats=[chat])
 
     def _private(self, user: LocalUser, m: Message) -> None:
         if not user.fresh_private(m.conv, m.key):

@@ -43,6 +43,10 @@ class Presence:
         #: Gateways whose heartbeat is current, read at every beat (--max-per-ip sums
         #: an address's connections over these).
         self.live_gateways: list[str] = []
+        #: Users marked online during this loop turn, written together (`set_online`).
+        self._batch: set[str] | None = None
+        self._batch_done: asyncio.Future[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.beat()
@@ -89,7 +93,35 @@ class Presence:
             log.warning("event=presence_failed op=heartbeat error=%s", exc)
 
     async def set_online(self, user: str) -> None:
-        await self._mark(user, True)
+        """Mark `user` online; the logins of one loop turn share one write (a reconnect
+        storm is thousands of logins a second)."""
+        done = self._batch_done
+        if self._batch is None or done is None:
+            loop = asyncio.get_running_loop()
+            self._batch, done = set(), loop.create_future()
+            self._batch_done = done
+            loop.call_soon(self._write_batch)
+        self._batch.add(user)
+        await asyncio.shield(done)
+
+    def _write_batch(self) -> None:
+        users, done = self._batch, self._batch_done
+        self._batch = self._batch_done = None
+        assert done is not None
+        task = asyncio.ensure_future(self._write_online(users or set(), done))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_online(self, users: set[str], done: asyncio.Future[None]) -> None:
+        try:
+            present = [u for u in users if u in self._users]  # left meanwhile: not online
+            if present:
+                await self._store.set_online_many(present)
+        except Exception as exc:
+            log.warning("event=presence_failed op=set_online users=%d error=%s", len(users), exc)
+        finally:
+            if not done.done():
+                done.set_result(None)
 
     async def set_offline(self, user: str) -> None:
         await self._mark(user, False)

@@ -429,6 +429,18 @@ class Store(Protocol):
         """The `limit` largest chats and how many exist, each chat's online count
         stopping at `cap`."""
 
+    async def token_login(
+        self, user: str, address: str, limits: LoginLimits, token_hash: str
+    ) -> tuple[LoginCheck, str | None]:
+        """`login_gate(take=True)` then `check_token`, in one round trip; the token's
+        answer counts only if the gate passed."""
+
+    async def enter(self, user: str, address: str) -> UserState:
+        """`seen` then `load_user`, in one round trip where possible."""
+
+    async def set_online_many(self, users: Sequence[str]) -> None:
+        """`set_online(user, True)` for many users at once."""
+
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
 
     # moderation and operators (the admin tool uses these too)

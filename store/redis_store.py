@@ -120,6 +120,8 @@ SCAN_STEP = 1000
 SCAN_LIMIT = 20_000
 #: Members up to which `who_bounded` reads a chat's members and checks each (exact).
 SMALL_CHAT = 2000
+#: Seconds a chat's display name is cached by `enter`, and how many names are kept.
+CHAT_NAME_TTL, CHAT_NAME_CACHE = 10.0, 10_000
 
 
 _UNCONFIRMED = PostResult(PostStatus.UNCONFIRMED)
@@ -454,24 +456,45 @@ class RedisStore:
         self, user: str, address: str, limits: LoginLimits, *, take: bool
     ) -> LoginCheck:
         """The nickname's limits (its slot), then, from an address the nickname never
-        logged in from, the address's limit (`{g}`). An attempt the address refuses after
-        the nickname's counters took it is given back to them."""
-        gate, value = await self._eval(
-            "login_gate",
-            [keys.login_fails(user, address), keys.nick_fails(user), keys.known_addresses(user)],
-            [
-                address,
-                limits.window,
-                limits.per_pair,
-                limits.per_nick,
-                ADDRESS_MEMORY * 1000,
-                1 if take else 0,
-            ],
+        logged in from, the address's limit (`{g}`)."""
+        ((code, value),) = await self._scripts(
+            [self._login_gate_command(user, address, limits, take)]
         )
-        if gate != "ok":
-            return LoginCheck(LoginGate(gate), int(value))
+        if code != "ok":
+            return LoginCheck(LoginGate(code), int(value))
         if int(value) == 1 or not limits.nicks_per_address:  # a known address
             return LoginCheck(LoginGate.OK, 0)
+        return await self._address_gate(user, address, limits, take=take)
+
+    @staticmethod
+    def _login_gate_command(
+        user: str, address: str, limits: LoginLimits, take: bool
+    ) -> tuple[Any, ...]:
+        return (
+            "EVALSHA",
+            _SCRIPTS["login_gate"].sha,
+            3,
+            keys.login_fails(user, address),
+            keys.nick_fails(user),
+            keys.known_addresses(user),
+            address,
+            limits.window,
+            limits.per_pair,
+            limits.per_nick,
+            ADDRESS_MEMORY * 1000,
+            1 if take else 0,
+        )
+
+    @staticmethod
+    def _token_command(user: str, token_hash: str) -> tuple[Any, ...]:
+        return ("EVALSHA", _SCRIPTS["token_check"].sha, 2, keys.tokens(user), keys.user(user),
+                token_hash)  # fmt: skip
+
+    async def _address_gate(
+        self, user: str, address: str, limits: LoginLimits, *, take: bool
+    ) -> LoginCheck:
+        """The distinct-nicknames-per-address limit (`{g}`). An attempt it refuses after
+        the nickname's counters took it is given back to them."""
         gate, wait_ms = await self._eval(
             "address_gate",
             [keys.address_fails(address)],
@@ -1288,6 +1311,94 @@ class RedisStore:
         """The user's stored read position (last shown id) in one conversation."""
         mid = await self._call(self.redis.hget(keys.cursors(user), conv))
         return str(mid) if mid else None
+
+    # -- logins in fewer round trips (a reconnect storm is thousands of them) ---------------
+
+    async def token_login(
+        self, user: str, address: str, limits: LoginLimits, token_hash: str
+    ) -> tuple[LoginCheck, str | None]:
+        """`login_gate(take=True)` and `check_token` in one round trip (both are in the
+        user's slot). They run in order, so the attempt is counted before the token is
+        checked; the token's answer is used only if the gate let the attempt through
+        (checking it costs nothing else: at most an expired token is removed). From an
+        address the nickname never logged in from, the address's limit is one more."""
+        (code, value), name = await self._scripts(
+            [
+                self._login_gate_command(user, address, limits, True),
+                self._token_command(user, token_hash),
+            ]
+        )
+        if code != "ok":
+            return LoginCheck(LoginGate(code), int(value)), None
+        if int(value) != 1 and limits.nicks_per_address:
+            check = await self._address_gate(user, address, limits, take=True)
+            if check.gate is not LoginGate.OK:
+                return check, None
+        return LoginCheck(LoginGate.OK, 0), (str(name) if name else None)
+
+    async def enter(self, user: str, address: str) -> UserState:
+        """`seen` and `load_user` in one round trip, and the chats' display names from a
+        short-lived cache (every user of a 50,000-member #general asked for its name)."""
+        now = int(time.time() * 1000)
+        known = keys.known_addresses(user)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(keys.login_fails(user, address))
+        pipe.zrem(keys.address_fails(address), user)
+        pipe.zadd(known, {address: now})
+        pipe.zremrangebyrank(known, 0, -KNOWN_ADDRESSES - 1)
+        pipe.expire(known, ADDRESS_MEMORY)
+        if self.ban_address_memory:
+            held = keys.user_addresses(user)
+            pipe.zadd(held, {address: now})
+            pipe.zremrangebyrank(held, 0, -self.ban_address_memory - 1)
+            pipe.expire(held, ADDRESS_MEMORY)
+        first = len(pipe)
+        pipe.smembers(keys.user_chats(user))
+        pipe.smembers(keys.user_peers(user))
+        pipe.hgetall(keys.cursors(user))
+        pipe.zadd(keys.seen(), {user: now})
+        pipe.get(keys.ban.__wrapped__(user))
+        res = await self._call(pipe.execute())
+        chat_set, peers, cursors, _, ban = res[first:]
+        return UserState(
+            chats=await self._chat_names(sorted(chat_set)),
+            peers=set(peers),
+            cursors=cursors,
+            banned_until_ms=int(ban) if ban else None,
+        )
+
+    async def _chat_names(self, chats: list[str]) -> dict[str, str]:
+        """Display names of chats, cached for CHAT_NAME_TTL seconds (a name changes only
+        when a chat empties and is created again)."""
+        cache: dict[str, tuple[str, float]] = self.__dict__.setdefault("_names_cache", {})
+        now = time.monotonic()
+        names: dict[str, str] = {}
+        missing = []
+        for c in chats:
+            hit = cache.get(c)
+            if hit is not None and hit[1] > now:
+                names[c] = hit[0]
+            else:
+                missing.append(c)
+        if missing:
+            pipe = self.redis.pipeline(transaction=False)
+            for c in missing:
+                pipe.hget(keys.chat(c), "name")
+            for c, n in zip(missing, await self._call(pipe.execute()), strict=True):
+                names[c] = n or c
+                if n:
+                    if len(cache) >= CHAT_NAME_CACHE:
+                        cache.clear()
+                    cache[c] = (n, now + CHAT_NAME_TTL)
+        return {c: names[c] for c in chats}
+
+    async def set_online_many(self, users: Sequence[str]) -> None:
+        """`set_online` for every user that logged in during one loop turn: one pipeline."""
+        k = keys.gateway_online(self.gateway_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(k, *users)
+        pipe.expire(k, PRESENCE_TTL)
+        await self._call(pipe.execute())
 
 
 class _Links:

@@ -37,6 +37,7 @@ from store.contract import (
     Account,
     ComplaintStatus,
     JoinStatus,
+    LoginCheck,
     LoginGate,
     LoginLimits,
     Message,
@@ -297,11 +298,10 @@ class Session:
         if self._bad_nick(nick):
             return
         key = name_key(nick)
-        if await self._locked_out(key, nick, take=True) or self._gone():
-            return
         hashed = token_hash(token)
-        name = await self.core.store.check_token(key, hashed)
-        if self._gone():
+        address = address_group(self.sink.address)
+        check, name = await self.core.store.token_login(key, address, self._login_limits(), hashed)
+        if self._refused_by_gate(check, key, nick) or self._gone():
             return
         if name is not None:
             self._token = hashed
@@ -340,6 +340,9 @@ class Session:
         the attempt is counted now, before its check (see `Store.login_gate`)."""
         address = address_group(self.sink.address)
         check = await self.core.store.login_gate(key, address, self._login_limits(), take=take)
+        return self._gate_refusal(check, key, name)
+
+    def _gate_refusal(self, check: LoginCheck, key: str, name: str) -> str | None:
         if check.gate is LoginGate.OK:
             return None
         METRICS.login_throttled.inc()
@@ -358,6 +361,16 @@ class Session:
                 "or from where you logged in before"
             )
         return f"too many failed logins from your address; try again in {wait}"
+
+    def _refused_by_gate(self, check: LoginCheck, key: str, name: str) -> bool:
+        """`_locked_out` for a gate answer already in hand (the token login asks the
+        gate and the token in one round trip)."""
+        why = self._gate_refusal(check, key, name)
+        if why is None:
+            return False
+        self._error(ev.ErrorCode.LOCKED_OUT, why)
+        self.sink.close()
+        return True
 
     async def _locked_out(self, key: str, name: str, *, take: bool) -> bool:
         """Refuse (and close) a login attempt over a failure limit; True if refused."""
@@ -452,8 +465,7 @@ class Session:
         self.key, self.name = key, key if name == key else name  # one string if equal
         self._hold()
         store = self.core.store
-        await store.seen(key, address_group(self.sink.address))
-        state = await store.load_user(key)
+        state = await store.enter(key, address_group(self.sink.address))
         user = self.user = await self.core.fanout.attach(self, key, name, state)
         if self._gone():  # the connection went while we waited: no ghost
             self.core.fanout.detach(self, user)

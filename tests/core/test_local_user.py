@@ -1,0 +1,48 @@
+"""Users in the same single chat share one mapping; a join or leave copies it first."""
+
+from __future__ import annotations
+
+from gateway.core.user import LocalUser
+from store.contract import UserState
+
+
+def _state(chats: dict[str, str]) -> UserState:
+    return UserState(chats=dict(chats), peers=set(), cursors={}, banned_until_ms=None)
+
+
+def test_a_join_or_leave_never_changes_another_users_chats() -> None:
+    a = LocalUser("a", "a", _state({"general": "general"}))
+    b = LocalUser("b", "b", _state({"general": "general"}))
+    assert a.chats is b.chats  # one mapping for both: memory per idle user
+    a.set_chat("den", "Den")
+    assert a.chats == {"general": "general", "den": "Den"}
+    assert b.chats == {"general": "general"}
+    b.drop_chat("general")
+    assert b.chats == {} and LocalUser("c", "c", _state({"general": "general"})).chats == {
+        "general": "general"
+    }
+    a.drop_chat("den")
+    assert a.chats == {"general": "general"}
+
+
+async def test_a_bounded_cursor_flush_takes_turns_and_loses_nothing() -> None:
+    from gateway.cursors import Cursors
+
+    written: list[set[str]] = []
+
+    class Store:
+        async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None:
+            written.append(set(updates))
+
+    users = {k: LocalUser(k, k, _state({"general": "general"})) for k in "abcde"}
+    for u in users.values():
+        u.mark_shown("c:general", "1-1")
+    cursors = Cursors(Store(), users, 1.0)  # type: ignore[arg-type]
+    await cursors.flush(2)
+    await cursors.flush(2)
+    await cursors.flush(2)
+    assert written == [{"a", "b"}, {"c", "d"}, {"e"}]  # every user once, in turns
+    for u in users.values():
+        u.mark_shown("c:general", "2-1")
+    await cursors.flush()  # shutdown: all at once
+    assert written[-1] == set("abcde")
