@@ -6,7 +6,7 @@ run:
 cluster:
 	python3 scripts/cluster.py
 test:
-	python3 -m pytest -q
+	python3 -m pytest -q -n 2
 lint:
 	ruff check . && ruff format --check . && mypy
 bench:

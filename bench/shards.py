@@ -83,9 +83,7 @@ async def many_chats(
         close_all(peers)
     await asyncio.sleep(0.3)
     seconds = max(r.seconds for r in results)
-    return Result(
-        sum(r.expected for r in results), sum(r.delivered for r in results), seconds
-    )
+    return Result(sum(r.expected for r in results), sum(r.delivered for r in results), seconds)
 
 
 async def run_shards(bench: Bench) -> None:

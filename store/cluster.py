@@ -212,10 +212,7 @@ class ClusterPipeline:
                 else:
                     groups.setdefault(addr, []).append(i)
             results = await asyncio.gather(
-                *(
-                    self._send(addr, idxs, commands, asking, wait)
-                    for addr, idxs in groups.items()
-                )
+                *(self._send(addr, idxs, commands, asking, wait) for addr, idxs in groups.items())
             )
             retry, refresh, progress = unserved, bool(unserved), False
             for (_addr, idxs), result in zip(groups.items(), results, strict=True):
