@@ -437,9 +437,14 @@ class RedisStore:
         return Registration.CREATED
 
     async def seen(self, user: str, address: str) -> None:
-        now = int(time.time() * 1000)
-        known = keys.known_addresses(user)
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_seen(pipe, user, address, int(time.time() * 1000))
+        await self._call(pipe.execute())
+
+    def _queue_seen(self, pipe: Any, user: str, address: str, now: int) -> None:
+        """Queue what a login at `address` records: its failures forgiven, the address
+        known to the user, and kept among those a ban would hold."""
+        known = keys.known_addresses(user)
         pipe.delete(keys.login_fails(user, address))
         pipe.zrem(keys.address_fails(address), user)
         pipe.zadd(known, {address: now})
@@ -450,7 +455,6 @@ class RedisStore:
             pipe.zadd(key, {address: now})
             pipe.zremrangebyrank(key, 0, -self.ban_address_memory - 1)
             pipe.expire(key, ADDRESS_MEMORY)
-        await self._call(pipe.execute())
 
     async def login_gate(
         self, user: str, address: str, limits: LoginLimits, *, take: bool
@@ -1340,18 +1344,8 @@ class RedisStore:
         """`seen` and `load_user` in one round trip, and the chats' display names from a
         short-lived cache (every user of a 50,000-member #general asked for its name)."""
         now = int(time.time() * 1000)
-        known = keys.known_addresses(user)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(keys.login_fails(user, address))
-        pipe.zrem(keys.address_fails(address), user)
-        pipe.zadd(known, {address: now})
-        pipe.zremrangebyrank(known, 0, -KNOWN_ADDRESSES - 1)
-        pipe.expire(known, ADDRESS_MEMORY)
-        if self.ban_address_memory:
-            held = keys.user_addresses(user)
-            pipe.zadd(held, {address: now})
-            pipe.zremrangebyrank(held, 0, -self.ban_address_memory - 1)
-            pipe.expire(held, ADDRESS_MEMORY)
+        self._queue_seen(pipe, user, address, now)
         first = len(pipe)
         pipe.smembers(keys.user_chats(user))
         pipe.smembers(keys.user_peers(user))
