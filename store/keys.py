@@ -43,6 +43,7 @@ __all__ = [
     "members",
     "moderators",
     "nick_fails",
+    "own_keys",
     "peer_of",
     "rate",
     "registrations",
@@ -150,6 +151,28 @@ def ban(u: str) -> str:
 @lru_cache(maxsize=KEY_CACHE_USERS)
 def rate(u: str) -> str:
     return f"{_user(u)}:rate"
+
+
+def own_keys(u: str) -> list[str]:
+    """Every key of user u's own (all in u's slot), the account hash and the user's chats
+    first: what forgetting the account deletes. (Per-address login counters are left to
+    expire: they are keyed by address too and cannot be listed without a scan.)"""
+    return [
+        user(u),
+        user_chats(u),
+        user_peers(u),
+        cursors(u),
+        ban(u),
+        rate(u),
+        complaints(u),
+        complaint_addresses(u),
+        complaints_by(u),
+        tokens(u),
+        user_addresses(u),
+        known_addresses(u),
+        creations(u),
+        nick_fails(u),
+    ]
 
 
 def chat_conv(c: str) -> str:

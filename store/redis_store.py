@@ -1055,26 +1055,7 @@ class RedisStore:
         seen = await self._call(self.redis.zscore(keys.seen(), u))
         if seen is None or float(seen) > cutoff:
             return 0
-        chats = await self._eval(
-            "forget",
-            [
-                keys.user(u),
-                keys.user_chats(u),
-                keys.user_peers(u),
-                keys.cursors(u),
-                keys.ban(u),
-                keys.rate(u),
-                keys.complaints(u),
-                keys.complaint_addresses(u),
-                keys.complaints_by(u),
-                keys.tokens(u),
-                keys.user_addresses(u),
-                keys.known_addresses(u),
-                keys.creations(u),
-                keys.nick_fails(u),
-            ],
-            [],
-        )
+        chats = await self._eval("forget", keys.own_keys(u), [])
         pipe = self._pipe()
         for chat in chats:
             removed, _, left = await self._eval(
