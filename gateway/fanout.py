@@ -35,6 +35,7 @@ from store.contract import (
     UserBanned,
     UserKicked,
     UserState,
+    UserUnbanned,
 )
 
 __all__ = ["GAP_SLACK", "Fanout", "Reader"]
@@ -69,6 +70,8 @@ class Reader(Protocol):
     def banned(self, until_ms: int, by_moderator: bool = False) -> None: ...
 
     def kicked(self) -> None: ...
+
+    def unbanned(self) -> None: ...
 
     def store_reset(self) -> None: ...
 
@@ -290,6 +293,9 @@ class Fanout:
         elif isinstance(event, UserKicked):
             for s in list(user.sessions):  # closing a session detaches it from the list
                 s.kicked()
+        elif isinstance(event, UserUnbanned):
+            for s in user.sessions:
+                s.unbanned()
 
     def _private(self, user: LocalUser, m: Message) -> None:
         if not user.fresh_private(m.conv, m.key):

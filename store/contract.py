@@ -49,6 +49,7 @@ __all__ = [
     "UserKicked",
     "UserSeen",
     "UserState",
+    "UserUnbanned",
     "id_key",
 ]
 
@@ -322,7 +323,16 @@ class UserKicked:
     user: str
 
 
-StoreEvent = ChatPosts | PrivatePost | MemberJoined | MemberLeft | UserBanned | UserKicked
+@dataclass(frozen=True, slots=True)
+class UserUnbanned:
+    """A moderator or operator lifted the user's ban: their sessions may send again."""
+
+    user: str
+
+
+StoreEvent = (
+    ChatPosts | PrivatePost | MemberJoined | MemberLeft | UserBanned | UserKicked | UserUnbanned
+)
 
 
 class Subscriptions(Protocol):

@@ -4,7 +4,8 @@ the only Python that reads them.
 A payload is records separated by \\x1e (post_many publishes a burst as one payload), each
 record fields separated by \\x1f, the first field its kind:
 `M id conv sender where text` a message, `J chat name origin` joined,
-`L chat name origin` left, `B until_ms [m]` banned (`m`: by a moderator), `K` kicked.
+`L chat name origin` left, `B until_ms [m]` banned (`m`: by a moderator), `K` kicked,
+`U` unbanned.
 Chat channels carry only `M`; user channels carry private `M` records and the user's
 `J`/`L`/`B`/`K`.
 """
@@ -23,6 +24,7 @@ from store.contract import (
     StoreEvent,
     UserBanned,
     UserKicked,
+    UserUnbanned,
     id_key,
 )
 
@@ -77,4 +79,6 @@ def _user_event(user: str, record: str) -> StoreEvent:
         return UserBanned(user, int(until), by == "m")
     if kind == "K":
         return UserKicked(user)
+    if kind == "U":
+        return UserUnbanned(user)
     raise ValueError(f"unknown record kind {kind!r}")

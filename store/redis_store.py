@@ -984,6 +984,10 @@ class RedisStore:
         pipe.delete(keys.complaint_addresses(user))
         pipe.zrem(keys.bans(), user)
         was, *_ = await self._call(pipe.execute())
+        if was:  # the user's sessions are told they may send again
+            await self._call(
+                self.redis.execute_command(self._publish, keys.user_channel(user), "U")
+            )
         return bool(was)
 
     async def kick(self, user: str) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "AskNick",
     "AskPassword",
     "BacklogCut",
+    "BanLifted",
     "BanPlaced",
     "Banned",
     "Bye",
@@ -183,6 +184,11 @@ class KickSent:
 
 
 @dataclass(frozen=True, slots=True)
+class BanLifted:
+    """This user's ban was lifted by a moderator or an operator: they may send again."""
+
+
+@dataclass(frozen=True, slots=True)
 class Kicked:
     """This session is closed by a moderator or an operator."""
 
@@ -271,6 +277,7 @@ Event = (
     | Unbanned
     | KickSent
     | Kicked
+    | BanLifted
     | WhereNow
     | HelpWanted
     | TokenIssued

@@ -575,6 +575,10 @@ class Session:
     def banned(self, until_ms: int, by_moderator: bool = False) -> None:
         self.sink.emit(ev.Banned(until_ms, by_moderator))
 
+    def unbanned(self) -> None:
+        """A moderator or operator lifted this user's ban."""
+        self.sink.emit(ev.BanLifted())
+
     def kicked(self) -> None:
         """A moderator or operator disconnects this user: say so, then close."""
         self.sink.emit(ev.Kicked())

@@ -129,6 +129,8 @@ async def test_moderators_ban_unban_kick_on_two_gateways(shared_url, gateways, c
     assert out.startswith("bob  banned until ")
     code, out, _ = await admin(shared_url, "unban", "bob")
     assert (code, out.strip()) == (0, "bob is no longer banned")
+    for b in (bob, bob2):  # told at once, on both gateways
+        assert await b.expect("^\\* your ban") == "* your ban was lifted: you can send again"
     code, out, _ = await admin(shared_url, "bans")
     assert out == ""
     await bob.send("free again")

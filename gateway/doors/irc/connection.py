@@ -1020,6 +1020,8 @@ class IrcConnection(asyncio.Protocol):
                 self._line(notice(nick, "server shutting down"))
             case ev.Banned():
                 self._line(notice(nick, irc.banned_text(event)))
+            case ev.BanLifted():
+                self._line(notice(nick, "your ban was lifted: you can send again"))
             case ev.BacklogCut(where, shown):
                 name = "#" + where.name if isinstance(where, ev.ChatConv) else where.name
                 self._line(

@@ -139,6 +139,7 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ),
     ev.KickSent: lambda e: notice(f"{e.target} was disconnected (every session)"),
     ev.Kicked: lambda e: error("you were disconnected by a moderator"),
+    ev.BanLifted: lambda e: notice("your ban was lifted: you can send again"),
     ev.WhereNow: lambda e: notice(
         f"current chat is #{e.chat} (you are in {', '.join('#' + c for c in e.chats)})"
     ),

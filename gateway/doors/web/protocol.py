@@ -175,6 +175,7 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.BanPlaced: lambda e: {"type": "ban_placed", "nick": e.target, "until": e.until_ms},
     ev.Unbanned: lambda e: {"type": "unbanned", "nick": e.target, "was_banned": e.was_banned},
     ev.KickSent: lambda e: {"type": "kick_sent", "nick": e.target},
+    ev.BanLifted: lambda e: {"type": "ban_lifted"},
     ev.Kicked: lambda e: {
         "type": "kicked",
         "text": "you were disconnected by a moderator",

@@ -322,6 +322,9 @@ function handle(f) {
     case "kick_sent":
       note(`${f.nick} was disconnected`);
       break;
+    case "ban_lifted":
+      banner("Your ban was lifted: you can send again.", "", 8000);
+      break;
     case "kicked":
       banner("You were disconnected by a moderator.", "error");
       state.kicked = true;
