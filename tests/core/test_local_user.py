@@ -1,4 +1,5 @@
-"""Users in the same single chat share one mapping; a join or leave copies it first."""
+"""Per-user memory and bounded background work: shared chat mappings (copied before a
+join or leave), cursor flushes in turns, password hashes below the event loop."""
 
 from __future__ import annotations
 
@@ -46,3 +47,18 @@ async def test_a_bounded_cursor_flush_takes_turns_and_loses_nothing() -> None:
         u.mark_shown("c:general", "2-1")
     await cursors.flush()  # shutdown: all at once
     assert written[-1] == set("abcde")
+
+
+async def test_password_hashes_run_below_the_event_loops_priority() -> None:
+    """A storm of password logins must not take the CPU from the chat's event loops."""
+    import os
+    import threading
+
+    from gateway.core import hashing
+
+    hasher = hashing.Hasher(1, 4)
+    nice = await hasher._run(
+        lambda: True, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )
+    assert nice >= hashing.HASH_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < hashing.HASH_NICE
