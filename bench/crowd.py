@@ -10,7 +10,7 @@
 
 The users are spread over load-generator processes (bench/swarm.py), each at most 20,000
 descriptors, connecting from their own loopback addresses (127.0.0.2, ...). Accounts and
-their resume tokens are written to Redis by the real scripts (register.lua,
+their resume tokens are written to Redis by the real scripts (register_claim.lua, register.lua,
 token_issue.lua) with one password hash computed once at the gateways' default cost, so
 setting up 50,000 users takes seconds, not 50,000 hashes.
 
@@ -38,6 +38,7 @@ from bench.swarm import PASSWORD, bench_token
 from gateway.core.names import name_key, name_skeleton
 from gateway.core.passwords import hash_password
 from gateway.core.tokens import token_hash
+from scripts.procs import die_with_parent
 from store import keys
 from store.scripts import SCRIPTS
 
@@ -74,6 +75,7 @@ class Worker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 limit=64 << 20,
+                preexec_fn=die_with_parent(),
             )
         return cls(proc)
 
@@ -154,44 +156,43 @@ class Crowd:
 
     def seed(self) -> float:
         """Accounts (every one in #general) and a resume token each, by the gateways' own
-        scripts; one password hash at the default cost shared by all. Returns seconds."""
+        scripts and steps (as `RedisStore.register` makes them: the name's look claimed,
+        the account created, the member added); one password hash at the default cost
+        shared by all. Returns seconds."""
         began = time.perf_counter()
         pw = hash_password(PASSWORD, self.seed_log_n)
         r = self.redis()
         try:
-            for name in ("register", "token_issue"):
+            for name in ("register_claim", "register", "token_issue"):
                 r.script_load(SCRIPTS[name].source)
+            claim = SCRIPTS["register_claim"].sha
             reg, tok = SCRIPTS["register"].sha, SCRIPTS["token_issue"].sha
             ttl_ms = 30 * 86400 * 1000
             batch = 2000
+            now = int(time.time() * 1000)
             for start in range(0, self.n, batch):
                 pipe = r.pipeline(transaction=False)
+                users = []
                 for i in range(start, min(self.n, start + batch)):
                     nick = f"{PREFIX}{i}"
                     u = name_key(nick)
+                    users.append(u)
                     pipe.evalsha(
-                        reg,
-                        8,
-                        keys.user(u),
-                        keys.user_chats(u),
-                        keys.members(keys.GENERAL),
-                        keys.chat(keys.GENERAL),
-                        keys.chat_sizes(),
-                        keys.seen(),
-                        keys.registrations(""),
-                        keys.skeleton(name_skeleton(nick)),
-                        u,
-                        nick,
-                        pw,
-                        keys.GENERAL,
-                        0,
+                        claim, 2, keys.skeleton(name_skeleton(nick)), keys.registrations(""), u, 0
                     )
+                    pipe.evalsha(reg, 2, keys.user(u), keys.user_chats(u), nick, pw, keys.GENERAL)
                     pipe.evalsha(
                         tok, 1, keys.tokens(u), token_hash(bench_token(nick)), ttl_ms, "", 64
                     )
+                pipe.sadd(keys.members(keys.GENERAL), *users)
+                pipe.zadd(keys.seen(), dict.fromkeys(users, now))
                 results = pipe.execute()
-                if any(res != 1 for res in results[0::2]):
+                if any(res != 1 for res in results[0 : 3 * len(users) : 3]) or any(
+                    res != 1 for res in results[1 : 3 * len(users) : 3]
+                ):
                     raise RuntimeError("seeding: an account was not created")
+            r.hsetnx(keys.chat(keys.GENERAL), "name", keys.GENERAL)
+            r.zadd(keys.chat_sizes(), {keys.GENERAL: r.scard(keys.members(keys.GENERAL))})
         finally:
             r.close()
         return time.perf_counter() - began

@@ -51,7 +51,7 @@ from bench.loadgen import (  # noqa: E402
     latency,
 )
 from bench.shards import run_shards  # noqa: E402
-from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
+from scripts.procs import die_with_parent, free_port, stop_process, wait_port  # noqa: E402
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -121,7 +121,9 @@ class Procs:
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         with open(self.workdir / f"{name}.log", "ab") as log:  # the child keeps its copy
-            proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=cwd, env=env)
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=log, cwd=cwd, env=env, preexec_fn=die_with_parent()
+            )
         self.procs.append(proc)
         wait_port(port, proc)
         return proc
@@ -131,7 +133,9 @@ class Procs:
     ) -> subprocess.Popen[bytes]:
         """Start a process without waiting for its port."""
         with open(self.workdir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=ROOT, env=env)
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=log, cwd=ROOT, env=env, preexec_fn=die_with_parent()
+            )
         self.procs.append(proc)
         return proc
 

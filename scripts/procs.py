@@ -3,12 +3,16 @@ benchmarks and the tests."""
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 
-__all__ = ["free_port", "stop_process", "wait_port"]
+__all__ = ["die_with_parent", "free_port", "stop_process", "wait_port"]
 
 
 def free_port() -> int:
@@ -49,3 +53,26 @@ def stop_process(
         except ProcessLookupError:
             proc.wait()
     return proc.returncode
+
+
+try:
+    _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the starting thread's process dies, even
+    by SIGKILL (Linux PR_SET_PDEATHSIG). Looked up before forking: nothing here may take
+    a lock."""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGTERM))
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes a child die with this process (None where Linux's
+    PR_SET_PDEATHSIG is missing). Linux sends it when the forking *thread* ends: use it
+    only from the main thread."""
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return _die_with_parent
