@@ -398,14 +398,9 @@ class Store(Protocol):
         """Keep `token_hash` for `ttl` seconds, revoking `replaces` (that device's previous
         token) and expired tokens; at most `keep` per user (the oldest go)."""
 
-    async def check_token(self, user: str, token_hash: str) -> str | None:
-        """The user's display name if the token is valid (known and not expired)."""
-
     async def revoke_token(self, user: str, token_hash: str) -> None: ...
 
     # a user's state and what they have not seen
-    async def load_user(self, user: str) -> UserState: ...
-
     async def backlog(self, user: str, state: UserState, limit: int) -> Backlog: ...
 
     async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]: ...
@@ -442,11 +437,13 @@ class Store(Protocol):
     async def token_login(
         self, user: str, address: str, limits: LoginLimits, token_hash: str
     ) -> tuple[LoginCheck, str | None]:
-        """`login_gate(take=True)` then `check_token`, in one round trip; the token's
-        answer counts only if the gate passed."""
+        """`login_gate(take=True)`, then whether the resume token is valid (known and
+        not expired; the account's display name if so), in one round trip where possible;
+        the token's answer counts only if the gate passed."""
 
     async def enter(self, user: str, address: str) -> UserState:
-        """`seen` then `load_user`, in one round trip where possible."""
+        """A login: `seen`, the user marked seen now, and their state (chats, peers,
+        cursors, ban), in one round trip where possible."""
 
     async def set_online_many(self, users: Sequence[str]) -> None:
         """`set_online(user, True)` for many users at once."""

@@ -530,35 +530,10 @@ class RedisStore:
             "token_issue", [keys.tokens(user)], [token_hash, ttl * 1000, replaces or "", keep]
         )
 
-    async def check_token(self, user: str, token_hash: str) -> str | None:
-        name = await self._eval("token_check", [keys.tokens(user), keys.user(user)], [token_hash])
-        return str(name) if name else None
-
     async def revoke_token(self, user: str, token_hash: str) -> None:
         await self._call(self.redis.hdel(keys.tokens(user), token_hash))
 
     # -- a user's state ------------------------------------------------------------------
-
-    async def load_user(self, user: str) -> UserState:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.smembers(keys.user_chats(user))
-        pipe.smembers(keys.user_peers(user))
-        pipe.hgetall(keys.cursors(user))
-        pipe.zadd(keys.seen(), {user: int(time.time() * 1000)})  # a login: seen now
-        pipe.get(keys.ban.__wrapped__(user))  # not cached: idle users' logins would fill it
-        chat_set, peers, cursors, _, ban = await self._call(pipe.execute())
-        chat_keys = sorted(chat_set)
-        pipe = self.redis.pipeline(transaction=False)
-        for c in chat_keys:
-            pipe.hget(keys.chat(c), "name")
-        names = await self._call(pipe.execute()) if chat_keys else []
-        chats = {c: (n or c) for c, n in zip(chat_keys, names, strict=False)}
-        return UserState(
-            chats=chats,
-            peers=set(peers),
-            cursors=cursors,
-            banned_until_ms=int(ban) if ban else None,
-        )
 
     async def backlog(self, user: str, state: UserState, limit: int) -> Backlog:
         """The newest `limit` messages of the user's conversations after their cursors,
@@ -1306,8 +1281,8 @@ class RedisStore:
     async def token_login(
         self, user: str, address: str, limits: LoginLimits, token_hash: str
     ) -> tuple[LoginCheck, str | None]:
-        """`login_gate(take=True)` and `check_token` in one round trip (both are in the
-        user's slot). They run in order, so the attempt is counted before the token is
+        """`login_gate(take=True)` and `token_check.lua` in one round trip (both are in
+        the user's slot). They run in order, so the attempt is counted before the token is
         checked; the token's answer is used only if the gate let the attempt through
         (checking it costs nothing else: at most an expired token is removed). From an
         address the nickname never logged in from, the address's limit is one more."""
@@ -1326,7 +1301,7 @@ class RedisStore:
         return LoginCheck(LoginGate.OK, 0), (str(name) if name else None)
 
     async def enter(self, user: str, address: str) -> UserState:
-        """`seen` and `load_user` in one round trip, and the chats' display names from a
+        """`seen` and the user's state in one round trip, and the chats' display names from a
         short-lived cache (every user of a 50,000-member #general asked for its name)."""
         now = int(time.time() * 1000)
         pipe = self.redis.pipeline(transaction=False)

@@ -32,6 +32,7 @@ from store.contract import (
     StoreUnavailable,
     StoreUnusable,
     UserBanned,
+    UserState,
 )
 from store.redis_store import RedisStore
 from tests.store.conftest import StoreCluster
@@ -108,7 +109,7 @@ async def test_register(make_store: MakeStore) -> None:
     account = await s.get_account("alice")
     assert account is not None and (account.name, account.password_hash) == ("Alice", "pw")
     assert await s.get_account("nobody") is None
-    state = await s.load_user("bob")
+    state = await user_state(s, "bob")
     assert state.chats == {keys.GENERAL: keys.GENERAL} and state.banned_until_ms is None
     top = await s.active_chats_bounded(10, 1000)
     assert top.total == 1 and top.chats[0].members == 3
@@ -117,6 +118,17 @@ async def test_register(make_store: MakeStore) -> None:
 
 
 LIMITS = LoginLimits(per_pair=3, per_nick=5, nicks_per_address=2, window=60)
+OPEN = LoginLimits(per_pair=0, per_nick=0, nicks_per_address=0, window=60)
+
+
+async def user_state(s: RedisStore, user: str) -> UserState:
+    """The user's state as a login reads it."""
+    return await s.enter(user, "127.0.0.1")
+
+
+async def token_name(s: RedisStore, user: str, token_hash: str) -> str | None:
+    """The display name a resume token logs in as, or None (no login limit in the way)."""
+    return (await s.token_login(user, "127.0.0.1", OPEN, token_hash))[1]
 
 
 async def gates(s: RedisStore, user: str, address: str, n: int) -> list[LoginGate]:
@@ -185,7 +197,7 @@ async def test_join_leave_and_limits(make_store: MakeStore) -> None:
     assert (left.changed, left.name) == (True, "c3")
     assert not (await s.leave("bob", "c3", "o")).changed
     assert (await s.active_chats_bounded(10, 1000)).total == 3
-    assert set((await s.load_user("bob")).chats) == {keys.GENERAL, "c1"}
+    assert set((await user_state(s, "bob")).chats) == {keys.GENERAL, "c1"}
     assert (await s.join("ann", "c3", "C3", "o")).status is JoinStatus.CREATE_RATE
 
 
@@ -260,7 +272,7 @@ async def test_reassert_writes_back_memberships(store: RedisStore) -> None:
     """After Redis lost its data, a gateway writes back what its users were in."""
     await store.reassert({"ann": {"rust": "Rust", keys.GENERAL: "general"}}, {"ann": {"bob"}})
     assert await store.is_member("ann", "rust")
-    state = await store.load_user("ann")
+    state = await user_state(store, "ann")
     assert state.chats == {"rust": "Rust", keys.GENERAL: "general"}
     assert state.peers == {"bob"}
     chats = await store.active_chats_bounded(10, 1000)
@@ -292,7 +304,7 @@ async def test_post_chat_and_private(make_store: MakeStore) -> None:
     assert [m.key for m in history] == sorted({m.key for m in history})
     now = time.time() * 1000
     assert all(abs(m.key[0] - now) < 10_000 for m in history)  # ids carry the time
-    assert (await s.load_user("ann")).peers == {"bob"}
+    assert (await user_state(s, "ann")).peers == {"bob"}
 
 
 async def test_backlog_and_read_after_keep_the_order_of_sending(store: RedisStore) -> None:
@@ -311,7 +323,7 @@ async def test_backlog_and_read_after_keep_the_order_of_sending(store: RedisStor
         else:
             assert await post(store, "ann", "c1", text) == [OK]
         sent.append(text)
-    state = await store.load_user("bob")
+    state = await user_state(store, "bob")
     backlog = await store.backlog("bob", state, 100)
     assert [m.text for m in backlog.messages] == sent and backlog.cut == {}
     convs = [keys.chat_conv(keys.GENERAL), keys.chat_conv("c1"), keys.dm_conv("ann", "bob")]
@@ -322,12 +334,12 @@ async def test_backlog_and_read_after_keep_the_order_of_sending(store: RedisStor
     first = backlog.messages[0]
     await store.advance_cursors({"bob": {general: backlog.messages[3].id}})
     await store.advance_cursors({"bob": {general: first.id}})  # late, older: ignored
-    state = await store.load_user("bob")
+    state = await user_state(store, "bob")
     assert state.cursors == {general: backlog.messages[3].id}
     assert [m.text for m in (await store.backlog("bob", state, 100)).messages] == sent[1:3] + sent[
         4:
     ]
-    short = await store.backlog("bob", await store.load_user("bob"), 2)
+    short = await store.backlog("bob", await user_state(store, "bob"), 2)
     assert [m.text for m in short.messages] == ["m4", "m5"]
     assert sum(short.cut.values()) == 2
     mid = after[2].id
@@ -390,7 +402,7 @@ async def test_complaints_ban_at_threshold(make_store: MakeStore) -> None:
     assert held.held_until_ms == banned.until_ms  # bob's address may not register meanwhile
     assert (await s.new_name("eve", "eve", "10.0.0.8")).held_until_ms == 0
     assert await post(s, "bob", keys.GENERAL, "x") == [BANNED]
-    assert (await s.load_user("bob")).banned_until_ms == banned.until_ms
+    assert (await user_state(s, "bob")).banned_until_ms == banned.until_ms
     assert await s.complaints_about("bob") == []
 
 
@@ -441,15 +453,15 @@ async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
     assert await store.delete_user("ann", "ann")
     assert not await store.delete_user("ann", "ann")
     assert await store.get_account("ann") is None
-    assert await store.check_token("ann", "h1") is None
-    assert (await store.load_user("bob")).peers == set()
+    assert await token_name(store, "ann", "h1") is None
+    assert (await user_state(store, "bob")).peers == set()
     assert await store.read_after([keys.dm_conv("ann", "bob")], {}) == []
     chats = await store.active_chats_bounded(10, 1000)
     assert [(c.name, c.members) for c in chats.chats] == [("general", 2), ("duo", 1)]
     assert await store.bans() == []
     assert not (await store.new_name("ann", "ann", "1.1.1.1")).look_alike
     assert await store.register("ann", "Ann", "pw", "ann", "") is Registration.CREATED
-    assert (await store.load_user("ann")).banned_until_ms is None  # nothing survives
+    assert (await user_state(store, "ann")).banned_until_ms is None  # nothing survives
     # accounts not seen for the account lifetime go, the oldest first, `limit` at a time
     await store.redis.zadd(keys.seen(), {"bob": 1, "cid": 2})
     assert await store.forget_unseen(1) == 1
@@ -463,18 +475,18 @@ async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
 async def test_tokens(store: RedisStore) -> None:
     await register(store, "ann")
     await store.issue_token("ann", "h1", 60, None, 3)
-    assert await store.check_token("ann", "h1") == "ANN"
-    assert await store.check_token("ann", "h2") is None
+    assert await token_name(store, "ann", "h1") == "ANN"
+    assert await token_name(store, "ann", "h2") is None
     await store.issue_token("ann", "h2", 60, "h1", 3)
-    assert await store.check_token("ann", "h1") is None
-    assert await store.check_token("ann", "h2") == "ANN"
+    assert await token_name(store, "ann", "h1") is None
+    assert await token_name(store, "ann", "h2") == "ANN"
     await store.revoke_token("ann", "h2")
-    assert await store.check_token("ann", "h2") is None
+    assert await token_name(store, "ann", "h2") is None
     for h in ("a", "b", "c", "d"):
         await store.issue_token("ann", h, 60, None, 3)
-    assert [await store.check_token("ann", h) for h in "abcd"] == [None, "ANN", "ANN", "ANN"]
+    assert [await token_name(store, "ann", h) for h in "abcd"] == [None, "ANN", "ANN", "ANN"]
     await store.set_password("ann", "pw2")
-    assert await store.check_token("ann", "d") is None
+    assert await token_name(store, "ann", "d") is None
     assert (await store.get_account("ann")) is not None
 
 
@@ -547,7 +559,7 @@ async def test_concurrent_joins_exceed_the_limit_by_at_most_those_in_flight(
         *((g1 if i % 2 else g2).join("ann", f"x{i}", f"x{i}", "o") for i in range(in_flight))
     )
     joined = sum(m.changed for m in results)
-    chats = len((await g1.load_user("ann")).chats)
+    chats = len((await user_state(g1, "ann")).chats)
     assert 1 <= joined <= in_flight
     assert chats == 3 + joined <= 4 + in_flight - 1
     # once the count is read again, nothing more passes
@@ -611,7 +623,7 @@ async def test_scripts_are_loaded_again_when_redis_lost_them(
         finally:
             r.close()
     await s.advance_cursors({"ann": {keys.chat_conv(keys.GENERAL): "1-0"}})
-    assert (await s.load_user("ann")).cursors == {keys.chat_conv(keys.GENERAL): "1-0"}
+    assert (await user_state(s, "ann")).cursors == {keys.chat_conv(keys.GENERAL): "1-0"}
     assert (await s.join("ann", "rust", "rust", "o")).changed
 
 
