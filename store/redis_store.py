@@ -1147,10 +1147,10 @@ class RedisStore:
 
     async def who_bounded(self, chat: str, limit: int, cap: int) -> OnlineList:
         """At most `limit` online members of `chat` (by name) and how many are online,
-        counted up to `cap`. No union of every online user is built (`who` builds one:
+        counted up to `cap`. No union of every online user is built (that cost
         O(everyone online) per call, about 100 ms of Redis at 50,000): a chat of at most
         SMALL_CHAT members is read and checked against each live gateway's online set
-        (exact); a larger one is counted with SINTERCARD ... LIMIT per gateway and its
+        (exact); a larger one is counted per gateway (`_intercard`) and its
         names are drawn from random online users and random members, checked both ways.
         Users online on two gateways count twice in a large chat's count."""
         live = await self._live_online_keys()
