@@ -9,6 +9,10 @@ ingest near 30k messages/s.
 On a Redis Cluster (`use`), a sender's ban and bucket live in the sender's slot, not the
 chat's: each batch first checks every sender once (`post_gate.lua`, all senders' calls in
 one routed pipeline), then sends only the accepted messages to the chats.
+
+Logins travel together too (`Coalescer`): a reconnect storm is thousands of logins, each a
+few reads and a script call; through redis-py each cost more of the gateway's CPU than the
+rest of the login. Unlike posts, any number of those batches may be in flight.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from store import keys
 from store.contract import StoreNoReply, StoreUnavailable
 from store.resp import refusal
 
-__all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "ScriptLike"]
+__all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "Coalescer", "ScriptLike"]
 
 log = logging.getLogger("chat.store")
 T = TypeVar("T")
@@ -322,6 +326,52 @@ class Batcher:
         if again:  # Redis lost its scripts (restart, SCRIPT FLUSH): load them, once
             await self._reload()
             await self._send(again, retry=False)
+
+
+class Coalescer:
+    """Commands asked for during one event-loop turn, by any number of callers, go to
+    Redis as one pipeline on the hot-path connection. Each caller gets its own replies, in
+    order, error replies included (as `Pipeline.execute` gives them); a batch that fails
+    as a whole fails every caller's future."""
+
+    def __init__(self, pipeline: Callable[[], Pipeline]) -> None:
+        self._pipeline = pipeline  # asked at each flush: the store may switch pipelines
+        self._pending: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[list[Any]]] = set()
+
+    def run(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((commands, fut))
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        commands = [c for cmds, _ in batch for c in cmds]
+        task = asyncio.ensure_future(self._pipeline().execute(commands))
+        self._sending.add(task)
+        task.add_done_callback(lambda t: self._resolve(batch, t))
+
+    def _resolve(
+        self,
+        batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]],
+        task: asyncio.Task[list[Any]],
+    ) -> None:
+        self._sending.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
+            failure = exc or StoreUnavailable("the batch was cancelled")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(failure)
+            return
+        replies, at = task.result(), 0
+        for cmds, fut in batch:
+            if not fut.done():
+                fut.set_result(replies[at : at + len(cmds)])
+            at += len(cmds)
 
 
 def _noscript(reply: Any) -> bool:

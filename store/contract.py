@@ -45,6 +45,7 @@ __all__ = [
     "StoreUnavailable",
     "StoreUnusable",
     "Subscriptions",
+    "TokenLogin",
     "UserBanned",
     "UserKicked",
     "UserSeen",
@@ -175,6 +176,16 @@ class LoginGate(enum.Enum):
 class LoginCheck:
     gate: LoginGate
     wait_ms: int = 0  # refused: when that limit lets one more attempt in
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogin:
+    """A login with a resume token: for a valid one the account's display name and the
+    user's state (the login entered); for a wrong one whether a limit now refuses."""
+
+    check: LoginCheck
+    name: str | None = None
+    state: UserState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,10 +447,11 @@ class Store(Protocol):
 
     async def token_login(
         self, user: str, address: str, limits: LoginLimits, token_hash: str
-    ) -> tuple[LoginCheck, str | None]:
-        """`login_gate(take=True)`, then whether the resume token is valid (known and
-        not expired; the account's display name if so), in one round trip where possible;
-        the token's answer counts only if the gate passed."""
+    ) -> TokenLogin:
+        """A login with a resume token, in one round trip where possible: a valid one (known
+        and not expired) is `enter`ed whatever the failure limits say (a token cannot be
+        guessed); a wrong one counts as a failed attempt, as `login_gate(take=True)` does,
+        and its check says whether a limit now refuses the nickname from this address."""
 
     async def enter(self, user: str, address: str) -> UserState:
         """A login: `seen`, the user marked seen now, and their state (chats, peers,

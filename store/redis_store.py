@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store import keys
-from store.batcher import Batcher, ChatTarget
+from store.batcher import Batcher, ChatTarget, Coalescer
 from store.cluster import ClusterPipeline, Seeds, SlotMap
 from store.contract import (
     ACCEPTED,
@@ -68,6 +68,7 @@ from store.contract import (
     StoreUnavailable,
     StoreUnusable,
     Subscriptions,
+    TokenLogin,
     UserSeen,
     UserState,
     id_key,
@@ -197,6 +198,8 @@ class RedisStore:
             self.seeds.url(self.seeds.nodes[0]), reply_timeout, wait_replica_ms
         )
         self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
+        #: Logins' and reads' commands of one loop turn, one pipeline (a storm is thousands).
+        self._turn = Coalescer(lambda: self._pipeline)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -437,33 +440,37 @@ class RedisStore:
         return Registration.CREATED
 
     async def seen(self, user: str, address: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self._queue_seen(pipe, user, address, int(time.time() * 1000))
-        await self._call(pipe.execute())
+        await self.enter(user, address)
 
-    def _queue_seen(self, pipe: Any, user: str, address: str, now: int) -> None:
-        """Queue what a login at `address` records: its failures forgiven, the address
-        known to the user, and kept among those a ban would hold."""
-        known = keys.known_addresses(user)
-        pipe.delete(keys.login_fails(user, address))
-        pipe.zrem(keys.address_fails(address), user)
-        pipe.zadd(known, {address: now})
-        pipe.zremrangebyrank(known, 0, -KNOWN_ADDRESSES - 1)
-        pipe.expire(known, ADDRESS_MEMORY)
-        if self.ban_address_memory:
-            key = keys.user_addresses(user)
-            pipe.zadd(key, {address: now})
-            pipe.zremrangebyrank(key, 0, -self.ban_address_memory - 1)
-            pipe.expire(key, ADDRESS_MEMORY)
+    def _seen_commands(self, user: str, address: str) -> list[tuple[Any, ...]]:
+        """What a login records outside the user's slot (`{g}`): the address's failures
+        forgiven for this nickname, and when the user was last seen."""
+        return [
+            ("ZREM", keys.address_fails(address), user),
+            ("ZADD", keys.seen(), int(time.time() * 1000), user),
+        ]
+
+    def _enter_args(self, user: str, address: str) -> tuple[list[str], list[Any]]:
+        """enter.lua's keys and arguments (token_login.lua ends with the same step)."""
+        return (
+            [
+                keys.login_fails(user, address),
+                keys.known_addresses(user),
+                keys.user_addresses(user),
+                keys.user_chats(user),
+                keys.user_peers(user),
+                keys.cursors(user),
+                keys.ban(user),
+            ],
+            [address, KNOWN_ADDRESSES, self.ban_address_memory, ADDRESS_MEMORY],
+        )
 
     async def login_gate(
         self, user: str, address: str, limits: LoginLimits, *, take: bool
     ) -> LoginCheck:
         """The nickname's limits (its slot), then, from an address the nickname never
         logged in from, the address's limit (`{g}`)."""
-        ((code, value),) = await self._scripts(
-            [self._login_gate_command(user, address, limits, take)]
-        )
+        ((code, value),) = await self._run([self._login_gate_command(user, address, limits, take)])
         if code != "ok":
             return LoginCheck(LoginGate(code), int(value))
         if int(value) == 1 or not limits.nicks_per_address:  # a known address
@@ -488,11 +495,6 @@ class RedisStore:
             ADDRESS_MEMORY * 1000,
             1 if take else 0,
         )
-
-    @staticmethod
-    def _token_command(user: str, token_hash: str) -> tuple[Any, ...]:
-        return ("EVALSHA", _SCRIPTS["token_check"].sha, 2, keys.tokens(user), keys.user(user),
-                token_hash)  # fmt: skip
 
     async def _address_gate(
         self, user: str, address: str, limits: LoginLimits, *, take: bool
@@ -549,20 +551,17 @@ class RedisStore:
         cut: dict[str, int] = {}
         for at in range(0, len(convs), BACKLOG_GROUP):
             group = convs[at : at + BACKLOG_GROUP]
-            pipe = self.redis.pipeline(transaction=False)
+            commands: list[tuple[Any, ...]] = []
             for conv in group:
                 start = state.cursors.get(conv)
                 low = floor if start is None or id_key(start) < id_key(floor) else "(" + start
-                pipe.xrevrange(keys.conv_stream(conv), "+", low, count=limit + 1)
-            results = await self._call(pipe.execute())
+                commands.append(("XREVRANGE", keys.conv_stream(conv), "+", low, "COUNT", limit + 1))
+            results = await self._run(commands)
             for conv, entries in zip(group, results, strict=False):
                 if len(entries) > limit:  # one more than shown exists: say so
                     cut[conv] = len(entries) - limit
                     entries = entries[:limit]
-                kept += [
-                    Message(mid, id_key(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
-                    for mid, f in entries
-                ]
+                kept += _messages(conv, entries)
             kept.sort(key=lambda m: m.key)
             if len(kept) > limit:
                 for m in kept[: len(kept) - limit]:
@@ -576,29 +575,26 @@ class RedisStore:
         if not convs:
             return []
         floor = self._min_id()
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for conv in convs:
             start = after.get(conv)
             start = floor if start is None or id_key(start) < id_key(floor) else "(" + start
-            pipe.xrange(keys.conv_stream(conv), start, "+")
-        results = await self._call(pipe.execute())
+            commands.append(("XRANGE", keys.conv_stream(conv), start, "+"))
+        results = await self._run(commands)
         out = [
-            Message(mid, id_key(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
+            m
             for conv, entries in zip(convs, results, strict=False)
-            for mid, f in entries
+            for m in _messages(conv, entries)
         ]
         out.sort(key=lambda m: m.key)
         return out
 
     async def history(self, chat: str, name: str, count: int) -> list[Message]:
-        entries = await self._call(
-            self.redis.xrevrange(keys.stream(chat), "+", self._min_id(), count=count)
+        (entries,) = await self._run(
+            [("XREVRANGE", keys.stream(chat), "+", self._min_id(), "COUNT", count)]
         )
-        conv = keys.chat_conv(chat)
-        return [
-            Message(mid, id_key(mid), conv, f.get("n", "?"), name, f.get("t", ""))
-            for mid, f in reversed(entries)
-        ]
+        entries.reverse()
+        return _messages(keys.chat_conv(chat), entries, name)
 
     async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None:
         """Flush shown positions: user -> {conversation: last shown id}, one round trip."""
@@ -611,17 +607,14 @@ class RedisStore:
             for conv, mid in convs.items():
                 args += [conv, mid]
             commands.append(("EVALSHA", sha, 1, keys.cursors(user), *args))
-        await self._scripts(commands)
+        await self._run(commands)
 
-    async def _scripts(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Script calls of any slots in one round trip (on the post path's connection:
-        redis-py's cluster pipeline refuses EVALSHA); NOSCRIPT reloads once. The first
-        error reply is raised."""
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands of any slots, scripts included, on the hot-path connection (redis-py's
+        cluster pipeline refuses EVALSHA), together with everything else asked for in this
+        loop turn; NOSCRIPT reloads once. The first error reply is raised."""
         for attempt in (1, 2):
-            try:
-                results = await self._pipeline.execute(commands)
-            except StoreNoReply:
-                raise
+            results = await self._turn.run(commands)
             errors = [r for r in results if isinstance(r, BaseException | hiredis.ReplyError)]
             if attempt == 1 and any(str(e).startswith("NOSCRIPT") for e in errors):
                 await self.load_scripts()
@@ -1280,46 +1273,72 @@ class RedisStore:
 
     async def token_login(
         self, user: str, address: str, limits: LoginLimits, token_hash: str
-    ) -> tuple[LoginCheck, str | None]:
-        """`login_gate(take=True)` and `token_check.lua` in one round trip (both are in
-        the user's slot). They run in order, so the attempt is counted before the token is
-        checked; the token's answer is used only if the gate let the attempt through
-        (checking it costs nothing else: at most an expired token is removed). From an
-        address the nickname never logged in from, the address's limit is one more."""
-        (code, value), name = await self._scripts(
+    ) -> TokenLogin:
+        """token_login.lua in the user's slot, sent with the other logins of this loop turn:
+        a valid token is the login (no gate: it cannot be guessed), with its records and
+        state; a wrong one is counted as a failed login, at an address new to the nickname
+        by the address's limit too (`{g}`)."""
+        ks, enter_args = self._enter_args(user, address)
+        ks = [ks[0], keys.nick_fails(user), ks[1], keys.tokens(user), keys.user(user), *ks[2:]]
+        head = [address, limits.window, limits.per_pair, limits.per_nick, ADDRESS_MEMORY * 1000]
+        ((verdict, *rest),) = await self._run(
             [
-                self._login_gate_command(user, address, limits, True),
-                self._token_command(user, token_hash),
+                (
+                    "EVALSHA",
+                    _SCRIPTS["token_login"].sha,
+                    len(ks),
+                    *ks,
+                    *head,
+                    token_hash,
+                    *enter_args[1:],
+                )
             ]
         )
-        if code != "ok":
-            return LoginCheck(LoginGate(code), int(value)), None
-        if int(value) != 1 and limits.nicks_per_address:
-            check = await self._address_gate(user, address, limits, take=True)
-            if check.gate is not LoginGate.OK:
-                return check, None
-        return LoginCheck(LoginGate.OK, 0), (str(name) if name else None)
+        if verdict == "ok":
+            name, *state = rest
+            self._recorded(self._turn.run(self._seen_commands(user, address)))
+            return TokenLogin(LoginCheck(LoginGate.OK), str(name), await self._state(state))
+        if verdict != "bad":
+            return TokenLogin(LoginCheck(LoginGate(verdict), int(rest[0])))
+        if int(rest[0]) and limits.nicks_per_address:  # a new address: it counts there too
+            return TokenLogin(await self._address_gate(user, address, limits, take=True))
+        return TokenLogin(LoginCheck(LoginGate.OK))
 
     async def enter(self, user: str, address: str) -> UserState:
-        """`seen` and the user's state in one round trip, and the chats' display names from a
-        short-lived cache (every user of a 50,000-member #general asked for its name)."""
-        now = int(time.time() * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        self._queue_seen(pipe, user, address, now)
-        first = len(pipe)
-        pipe.smembers(keys.user_chats(user))
-        pipe.smembers(keys.user_peers(user))
-        pipe.hgetall(keys.cursors(user))
-        pipe.zadd(keys.seen(), {user: now})
-        pipe.get(keys.ban.__wrapped__(user))
-        res = await self._call(pipe.execute())
-        chat_set, peers, cursors, _, ban = res[first:]
+        """enter.lua in the user's slot and the `{g}` records, with the other logins of
+        this loop turn; the chats' display names from a short-lived cache (every user of a
+        50,000-member #general asked for its name)."""
+        ks, args = self._enter_args(user, address)
+        state, *_ = await self._run(
+            [
+                ("EVALSHA", _SCRIPTS["enter"].sha, len(ks), *ks, *args),
+                *self._seen_commands(user, address),
+            ]
+        )
+        return await self._state(state)
+
+    async def _state(self, reply: list[Any]) -> UserState:
+        """A UserState from enter.lua's reply: chats, peers, cursors (flat), ban."""
+        chats, peers, flat, ban = reply
         return UserState(
-            chats=await self._chat_names(sorted(chat_set)),
+            chats=await self._chat_names(sorted(chats)),
             peers=set(peers),
-            cursors=cursors,
+            cursors=dict(zip(flat[::2], flat[1::2], strict=True)),
             banned_until_ms=int(ban) if ban else None,
         )
+
+    @staticmethod
+    def _recorded(fut: asyncio.Future[list[Any]]) -> None:
+        """Let a write nobody waits for go; a failure is logged (the next login or the
+        presence heartbeat writes the same again)."""
+
+        def done(f: asyncio.Future[list[Any]]) -> None:
+            exc = f.exception()
+            errors = [r for r in ([] if exc else f.result()) if _is_error(r)]
+            if exc or errors:
+                log.warning("event=login_record_failed error=%s", exc or errors[0])
+
+        fut.add_done_callback(done)
 
     async def _chat_names(self, chats: list[str]) -> dict[str, str]:
         """Display names of chats, cached for CHAT_NAME_TTL seconds (a name changes only
@@ -1335,10 +1354,8 @@ class RedisStore:
             else:
                 missing.append(c)
         if missing:
-            pipe = self.redis.pipeline(transaction=False)
-            for c in missing:
-                pipe.hget(keys.chat(c), "name")
-            for c, n in zip(missing, await self._call(pipe.execute()), strict=True):
+            replies = await self._run([("HGET", keys.chat(c), "name") for c in missing])
+            for c, n in zip(missing, replies, strict=True):
                 names[c] = n or c
                 if n:
                     if len(cache) >= CHAT_NAME_CACHE:
@@ -1349,10 +1366,7 @@ class RedisStore:
     async def set_online_many(self, users: Sequence[str]) -> None:
         """`set_online` for every user that logged in during one loop turn: one pipeline."""
         k = keys.gateway_online(self.gateway_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(k, *users)
-        pipe.expire(k, PRESENCE_TTL)
-        await self._call(pipe.execute())
+        await self._run([("SADD", k, *users), ("EXPIRE", k, PRESENCE_TTL)])
 
 
 class _Links:
@@ -1424,4 +1438,18 @@ def _mapped(
                 out.set_exception(err)
 
     raw.add_done_callback(done)
+    return out
+
+
+def _is_error(reply: Any) -> bool:
+    return isinstance(reply, BaseException | hiredis.ReplyError)
+
+
+def _messages(conv: str, entries: list[Any], chat_name: str | None = None) -> list[Message]:
+    """Messages from a raw XRANGE/XREVRANGE reply ([id, [field, value, ...]] each)."""
+    out = []
+    for mid, flat in entries:
+        f = dict(zip(flat[::2], flat[1::2], strict=False))
+        name = chat_name if chat_name is not None else f.get("r", "")
+        out.append(Message(mid, id_key(mid), conv, f.get("n", "?"), name, f.get("t", "")))
     return out

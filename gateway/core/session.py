@@ -300,12 +300,12 @@ class Session:
         key = name_key(nick)
         hashed = token_hash(token)
         address = address_group(self.sink.address)
-        check, name = await self.core.store.token_login(key, address, self._login_limits(), hashed)
-        if self._refused_by_gate(check, key, nick) or self._gone():
+        login = await self.core.store.token_login(key, address, self._login_limits(), hashed)
+        if self._refused_by_gate(login.check, key, nick) or self._gone():
             return
-        if name is not None:
+        if login.name is not None:
             self._token = hashed
-            await self._enter(key, name, first=False, method="token")
+            await self._enter(key, login.name, first=False, method="token", state=login.state)
             return
         refused = ev.Error(ev.ErrorCode.BAD_TOKEN, "invalid or expired token")
         if not self._failed("bad_token", nick, refused):
@@ -458,14 +458,18 @@ class Session:
         self._error(ev.ErrorCode.BUSY, "server busy: too many logins right now, try again")
         self._ask_again()
 
-    async def _enter(self, key: str, name: str, *, first: bool, method: str) -> None:
-        """Logged in: subscribe, show the backlog, then go live."""
+    async def _enter(
+        self, key: str, name: str, *, first: bool, method: str, state: UserState | None = None
+    ) -> None:
+        """Logged in: subscribe, show the backlog, then go live. `state`: the login already
+        entered it in the store (a token login does, in the same call as the check)."""
         self.phase = Phase.LOADING
         self._nick = self._account = None
         self.key, self.name = key, key if name == key else name  # one string if equal
         self._hold()
         store = self.core.store
-        state = await store.enter(key, address_group(self.sink.address))
+        if state is None:
+            state = await store.enter(key, address_group(self.sink.address))
         user = self.user = await self.core.fanout.attach(self, key, name, state)
         if self._gone():  # the connection went while we waited: no ghost
             self.core.fanout.detach(self, user)

@@ -65,11 +65,22 @@ async def test_wrong_tokens_are_refused_and_count_towards_the_lockout(
     c = await clients(gw.port)
     for _ in range(2):
         assert await _resume(c, "bob", "0" * 64) == "! invalid or expired token"
-    assert await _resume(c, "bob", token) == (
+    assert await _resume(c, "bob", "1" * 64) == (
         "! too many failed logins for bob from your address; try again in 15 min"
     )
     assert await c.closed()
     assert "event=bad_token" in gw.output() and token not in gw.output()
+    # the password is locked from here for the window...
+    e = await clients(gw.port)
+    await e.expect("nickname")
+    await e.send("bob")
+    assert "too many failed logins for bob" in await e.line()
+    # ...but the owner's valid token still logs in (256 random bits are not guessed), and
+    # that login forgives the address, as a password login does
+    d = await clients(gw.port)
+    assert (await _resume(d, "bob", token)).startswith("* ready")
+    f = await clients(gw.port)
+    await f.login("bob")
 
 
 async def test_an_expired_token_is_refused(backend, gateways, clients) -> None:

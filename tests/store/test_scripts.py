@@ -58,7 +58,8 @@ def test_every_script_is_composed_with_its_sha() -> None:
             "login_gate",
             "address_gate",
             "token_issue",
-            "token_check",
+            "token_login",
+            "enter",
             "forget",
             "mod_ban",
             "address_count",
@@ -70,7 +71,10 @@ def test_every_script_is_composed_with_its_sha() -> None:
 
 
 def test_shared_pieces() -> None:
-    assert set(PIECES) == {"time", "bucket", "xadd"}  # the global clock is gone
+    assert set(PIECES) == {"time", "bucket", "xadd", "gate", "token", "enter"}  # no clock
+    assert uses(body("login_gate")) == ("gate",)
+    assert uses(body("token_login")) == ("gate", "token", "enter")
+    assert uses(body("enter")) == ("enter",)
     assert uses(body("post_many")) == ("time", "bucket", "xadd")
     assert set(uses(body("post_private"))) == {"time", "bucket", "xadd"}
     assert set(uses(body("post_gate"))) == {"time", "bucket"}
@@ -159,10 +163,30 @@ def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list
         ],
         "address_gate": [keys.address_fails(address)],
         "token_issue": [keys.tokens(user)],
-        "token_check": [keys.tokens(user), keys.user(user)],
+        "token_login": [
+            keys.login_fails(user, address),
+            keys.nick_fails(user),
+            keys.known_addresses(user),
+            keys.tokens(user),
+            keys.user(user),
+            *enter_keys(user, address)[2:],
+        ],
+        "enter": enter_keys(user, address),
         "forget": forget_keys(user),
         "address_count": [keys.address_connections(address)],
     }
+
+
+def enter_keys(u: str, address: str) -> list[str]:
+    return [
+        keys.login_fails(u, address),
+        keys.known_addresses(u),
+        keys.user_addresses(u),
+        keys.user_chats(u),
+        keys.user_peers(u),
+        keys.cursors(u),
+        keys.ban(u),
+    ]
 
 
 def forget_keys(u: str) -> list[str]:
@@ -797,7 +821,9 @@ def test_tokens(r: redis.Redis) -> None:
         return int(call(r, "token_issue", [tk], [h, ttl, replaces, keep]))
 
     def check(h: str) -> Any:
-        return call(r, "token_check", [tk, keys.user("ann")], [h])
+        """The name token h logs in as (token_login.lua), or None."""
+        got = token_login(r, "ann", "10.0.0.1", h)
+        return got[1] if got[0] == "ok" else None
 
     now = now_ms(r)
     assert now + 60_000 <= issue("h1") <= now_ms(r) + 60_000
@@ -813,6 +839,64 @@ def test_tokens(r: redis.Redis) -> None:
     assert check("old") is None and not r.hexists(tk, "old")  # expired: removed on the way
     r.delete(keys.user("ann"))
     assert check("h3") is None  # no account: no name
+
+
+def token_login(
+    r: redis.Redis,
+    nick: str,
+    address: str,
+    token: str,
+    limits: tuple[int, int] = (3, 5),
+    held: int = 2,
+) -> list[Any]:
+    ks = [
+        keys.login_fails(nick, address),
+        keys.nick_fails(nick),
+        keys.known_addresses(nick),
+        keys.tokens(nick),
+        keys.user(nick),
+        *enter_keys(nick, address)[2:],
+    ]
+    args = [address, 60, *limits, 86_400_000, token, 4, held, 600]
+    return list(call(r, "token_login", ks, args))
+
+
+def test_token_login(r: redis.Redis) -> None:
+    """A valid token logs in, in one call: its failed attempts from that address forgiven,
+    the address remembered, the state returned; whatever the counters say. A wrong token is
+    counted as a failed login, and says whether the address is new to the nickname."""
+    register(r, "ann")
+    call(r, "token_issue", [keys.tokens("ann")], ["h1", 60_000, "", 3])
+    r.sadd(keys.user_peers("ann"), "bob")
+    r.hset(keys.cursors("ann"), "c:general", "5-0")
+    assert token_login(r, "ann", "10.0.0.1", "nope") == ["bad", 1]  # new address: say so
+    assert r.get(keys.login_fails("ann", "10.0.0.1")) == "1"
+    assert r.get(keys.nick_fails("ann")) == "1"
+    ok, name, chats, peers, cursors, ban = token_login(r, "ann", "10.0.0.1", "h1")
+    assert (ok, name, chats, peers, cursors, ban) == (
+        "ok", "ANN", ["general"], ["bob"], ["c:general", "5-0"], None
+    )  # fmt: skip
+    assert not r.exists(keys.login_fails("ann", "10.0.0.1"))  # forgiven
+    assert r.zscore(keys.known_addresses("ann"), "10.0.0.1") is not None
+    assert r.zscore(keys.user_addresses("ann"), "10.0.0.1") is not None  # a ban holds it
+    # a known address now: wrong tokens count for the pair only, and the limit refuses
+    for _ in range(3):
+        assert token_login(r, "ann", "10.0.0.1", "wrong") == ["bad", 0]
+    assert r.get(keys.nick_fails("ann")) == "1"
+    refused = token_login(r, "ann", "10.0.0.1", "wrong")
+    assert refused[0] == "pair" and 0 < refused[1] <= 60_000
+    # a valid token is not locked out (it cannot be guessed), and forgives the address
+    assert token_login(r, "ann", "10.0.0.1", "h1")[:2] == ["ok", "ANN"]
+    assert not r.exists(keys.login_fails("ann", "10.0.0.1"))
+    # the held addresses are trimmed to the newest `held`; none kept when held is 0
+    for a in ("10.0.0.2", "10.0.0.3"):
+        token_login(r, "ann", a, "h1")
+    assert r.zcard(keys.user_addresses("ann")) == 2
+    assert token_login(r, "bob", "10.0.0.9", "h1") == ["bad", 1]  # another user's token
+    r.set(keys.ban("ann"), "123")
+    r.delete(keys.user_addresses("ann"))
+    assert token_login(r, "ann", "10.0.0.4", "h1", held=0)[5] == "123"
+    assert not r.exists(keys.user_addresses("ann"))
 
 
 def test_address_count(r: redis.Redis) -> None:

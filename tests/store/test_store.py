@@ -128,7 +128,7 @@ async def user_state(s: RedisStore, user: str) -> UserState:
 
 async def token_name(s: RedisStore, user: str, token_hash: str) -> str | None:
     """The display name a resume token logs in as, or None (no login limit in the way)."""
-    return (await s.token_login(user, "127.0.0.1", OPEN, token_hash))[1]
+    return (await s.token_login(user, "127.0.0.1", OPEN, token_hash)).name
 
 
 async def gates(s: RedisStore, user: str, address: str, n: int) -> list[LoginGate]:
