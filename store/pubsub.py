@@ -442,10 +442,15 @@ class ShardedLinks:
                 continue
             by_node.setdefault(addr, []).append(c)
         links = [(self._link(a), cs) for a, cs in by_node.items()]
-        await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
+        if len(links) == 1:  # a login's channels, most often: no gather's tasks
+            await links[0][0].subscribe(links[0][1])
+        else:
+            await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
         # a link made just now subscribes once connected: wait for that too (bounded), so
         # that what is published after `add` returned arrives, as on a live link
-        await asyncio.gather(*(_connected(link) for link, _ in links))
+        waiting = [link for link, _ in links if not link._ready.is_set()]
+        if waiting:
+            await asyncio.gather(*(_connected(link) for link in waiting))
 
     def _link(self, addr: Addr) -> PubSubLink:
         link = self.links.get(addr)

@@ -634,8 +634,8 @@ async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_sub
 ) -> None:
     """Two logins and a logout of one user in one turn: the writes keep their order (the
     pending SUBSCRIBE goes out before the UNSUBSCRIBE), so the channel ends subscribed;
-    a login and a logout in one turn end unsubscribed (standalone: on a cluster
-    `ShardedLinks.add` reaches its link a step later, after the logout, as before)."""
+    a login and a logout in one turn end unsubscribed (checked on a standalone Redis: on
+    a cluster an `add` over several shards reaches its links a step later, by a gather)."""
     g1, g2 = await make_store(), await make_store()
     events: list[Any] = []
 
