@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import hiredis
 from redis.connection import parse_url
@@ -37,8 +37,8 @@ log = logging.getLogger("chat.pubsub")
 
 Batch = list[tuple[bytes, bytes]]
 
-#: Channels per SUBSCRIBE command when resubscribing after a reconnect: bounds one
-#: command's size (a gateway may hold tens of thousands of channels).
+#: Channels per (UN)SUBSCRIBE command: bounds one command's size (a gateway may hold
+#: tens of thousands of channels, and a reconnect storm asks for thousands in one turn).
 SUBSCRIBE_CHUNK = 500
 #: Seconds to wait for Redis to acknowledge a SUBSCRIBE before going on without it.
 SUBSCRIBE_ACK_TIMEOUT = 5.0
@@ -46,6 +46,57 @@ SUBSCRIBE_ACK_TIMEOUT = 5.0
 START_TIMEOUT = 10.0
 #: Backoff between connection attempts: first delay and cap, in seconds.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 5.0
+
+
+class _Batch:
+    """Channels sent in one write, and the callers waiting until Redis acknowledged them
+    all (or a channel's slot moved, or the link was lost, or SUBSCRIBE_ACK_TIMEOUT passed).
+
+    A login storm subscribes thousands of channels within one event-loop turn: they go
+    out as one write with one timer, not a command, a timer and a gather per caller.
+    Each caller waits on a future of its own, resolved with the batch: a shared future
+    would be cancelled for every caller when one of them is (a client that hung up)."""
+
+    __slots__ = ("chans", "done", "left", "timer", "waiters")
+
+    def __init__(self) -> None:
+        self.chans: list[bytes] = []
+        self.left = 0
+        self.waiters: list[asyncio.Future[None]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+    def wait(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        return fut
+
+    def ack(self) -> None:
+        """One channel acknowledged (or released: moved elsewhere)."""
+        self.left -= 1
+        if self.left <= 0:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self.waiters = []
+
+    def expire(self) -> None:
+        if not self.done:
+            log.warning(
+                "subscribe not acknowledged in time: %d of %d channels",
+                self.left,
+                len(self.chans),
+            )
+            self.finish()
 
 
 class _Protocol(asyncio.Protocol):
@@ -115,7 +166,10 @@ class PubSubLink:
         self._on_reconnect = on_reconnect
         self._on_state = on_state
         self.channels: set[bytes] = set()
-        self._waiting: dict[bytes, deque[asyncio.Future[None]]] = defaultdict(deque)
+        #: Per channel, the batches that sent it and wait for its acknowledgement, in order.
+        self._waiting: dict[bytes, deque[_Batch]] = defaultdict(deque)
+        #: Channels asked for in this event-loop turn, written when the turn ends.
+        self._pending: _Batch | None = None
         self._proto: _Protocol | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -156,11 +210,10 @@ class PubSubLink:
     def _acked(self, channel: bytes) -> None:
         waiting = self._waiting.get(channel)
         if waiting:
-            fut = waiting.popleft()
+            batch = waiting.popleft()
             if not waiting:
                 del self._waiting[channel]
-            if not fut.done():
-                fut.set_result(None)
+            batch.ack()
 
     def _unsubscribed(self, channel: bytes) -> None:
         """A sunsubscribe: the reply to ours (counted when sent: the channel may have
@@ -186,37 +239,66 @@ class PubSubLink:
         slot = int(text.split(" ")[1])
         moved = [c for c in self.channels if slot_of(c) == slot]
         self.channels.difference_update(moved)
-        for c in moved:
-            for fut in self._waiting.pop(c, ()):
-                if not fut.done():
-                    fut.set_result(None)
+        for c in [c for c in self._waiting if slot_of(c) == slot]:
+            for batch in self._waiting.pop(c):
+                batch.ack()
         if moved:
             self._on_moved(self, moved)
 
     async def subscribe(self, channels: list[str] | list[bytes]) -> None:
-        """SUBSCRIBE (channel names are the store's business: fan-out uses `add`)."""
+        """SUBSCRIBE (channel names are the store's business: fan-out uses `add`).
+
+        Returns once Redis acknowledged the channels (or SUBSCRIBE_ACK_TIMEOUT passed),
+        at once when the link is down: the reconnect subscribes them. What every caller
+        asks for in one event-loop turn goes out as one write (`_Batch`)."""
         wanted = [c if isinstance(c, bytes) else c.encode() for c in channels]
-        new = [c for c in wanted if c not in self.channels]
+        new = [c for c in dict.fromkeys(wanted) if c not in self.channels]
         if not new:
             return
         self.channels.update(new)
         proto = self._proto
         if proto is None or proto.transport is None or proto.transport.is_closing():
             return
-        await self._subscribe_on(proto, new)
+        batch = self._pending
+        if batch is None:
+            batch = self._pending = _Batch()
+            asyncio.get_running_loop().call_soon(self._flush)
+        batch.chans += new
+        await batch.wait()
 
     def unsubscribe(self, channels: list[str] | list[bytes]) -> None:
         wanted = [c if isinstance(c, bytes) else c.encode() for c in channels]
-        gone = [c for c in wanted if c in self.channels]
+        gone = [c for c in dict.fromkeys(wanted) if c in self.channels]
         if not gone:
             return
         self.channels.difference_update(gone)
+        # the SUBSCRIBEs asked for before go first: writes stay in call order, so a
+        # channel unsubscribed and subscribed again in one turn ends subscribed
+        self._flush()
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
             if self.sharded:
                 for c in gone:
                     self._unsubscribing[c] = self._unsubscribing.get(c, 0) + 1
             proto.transport.write(self._commands(self._verbs[1], gone))
+
+    def _flush(self) -> None:
+        """Write the SUBSCRIBEs asked for in this turn (if still wanted: a channel's slot
+        may have moved meanwhile); without a link, release their callers."""
+        batch, self._pending = self._pending, None
+        if batch is None:
+            return
+        batch.chans = [c for c in batch.chans if c in self.channels]
+        proto = self._proto
+        if (
+            not batch.chans
+            or proto is None
+            or proto.transport is None
+            or proto.transport.is_closing()
+        ):
+            batch.finish()
+            return
+        self._send(proto, batch)
 
     async def _connect(self) -> _Protocol:
         proto = await open_redis(self._params, lambda: _Protocol(self), 5)
@@ -243,7 +325,11 @@ class PubSubLink:
             if self.channels:
                 chans = list(self.channels)
                 for i in range(0, len(chans), SUBSCRIBE_CHUNK):
-                    await self._subscribe_on(proto, chans[i : i + SUBSCRIBE_CHUNK])
+                    batch = _Batch()
+                    batch.chans = chans[i : i + SUBSCRIBE_CHUNK]
+                    done = batch.wait()
+                    self._send(proto, batch)
+                    await done
             if lost_at is not None:
                 log.info("pubsub reconnected after %.1fs", time.time() - lost_at)
                 try:
@@ -258,38 +344,38 @@ class PubSubLink:
             self._proto = None
             lost_at = time.time()
             for waiting in self._waiting.values():
-                for fut in waiting:
-                    if not fut.done():
-                        fut.set_result(None)
+                for batch in waiting:
+                    batch.finish()
             self._waiting.clear()
             self._unsubscribing.clear()  # no reply comes on a lost connection
             self._on_state(False)
             log.warning("pubsub link lost; reconnecting")
 
-    async def _subscribe_on(self, proto: _Protocol, chans: list[bytes]) -> None:
-        """SUBSCRIBE and wait (a bounded time) for Redis to acknowledge every channel."""
-        loop = asyncio.get_running_loop()
-        futs = []
-        for c in chans:
-            fut = loop.create_future()
-            self._waiting[c].append(fut)
-            futs.append(fut)
+    def _send(self, proto: _Protocol, batch: _Batch) -> None:
+        """SUBSCRIBE the batch's channels in one write; it is done when Redis acknowledged
+        every channel, or after SUBSCRIBE_ACK_TIMEOUT (one timer for the whole batch)."""
+        for c in batch.chans:
+            self._waiting[c].append(batch)
+        batch.left = len(batch.chans)
+        batch.timer = asyncio.get_running_loop().call_later(SUBSCRIBE_ACK_TIMEOUT, batch.expire)
         assert proto.transport is not None
-        proto.transport.write(self._commands(self._verbs[0], chans))
-        try:
-            await asyncio.wait_for(asyncio.gather(*futs), SUBSCRIBE_ACK_TIMEOUT)
-        except TimeoutError:
-            log.warning("subscribe not acknowledged in time: %d channels", len(chans))
+        proto.transport.write(self._commands(self._verbs[0], batch.chans))
 
     def _commands(self, verb: bytes, chans: list[bytes]) -> bytes:
-        """One (UN)SUBSCRIBE for all; sharded, one per slot: a cluster refuses an
-        SSUBSCRIBE or SUNSUBSCRIBE of channels in several slots (CROSSSLOT)."""
+        """One (UN)SUBSCRIBE per SUBSCRIBE_CHUNK channels; sharded, per slot: a cluster
+        refuses an SSUBSCRIBE or SUNSUBSCRIBE of channels in several slots (CROSSSLOT)."""
         if not self.sharded:
-            return encode_command(verb, *chans)
-        by_slot: dict[int, list[bytes]] = defaultdict(list)
-        for c in chans:
-            by_slot[slot_of(c)].append(c)
-        return b"".join(encode_command(verb, *cs) for cs in by_slot.values())
+            groups: Iterable[list[bytes]] = (chans,)
+        else:
+            by_slot: dict[int, list[bytes]] = defaultdict(list)
+            for c in chans:
+                by_slot[slot_of(c)].append(c)
+            groups = by_slot.values()
+        return b"".join(
+            encode_command(verb, *cs[i : i + SUBSCRIBE_CHUNK])
+            for cs in groups
+            for i in range(0, len(cs), SUBSCRIBE_CHUNK)
+        )
 
 
 #: Seconds between looks at the slot map while a lost master's channels have no new home.
@@ -356,10 +442,15 @@ class ShardedLinks:
                 continue
             by_node.setdefault(addr, []).append(c)
         links = [(self._link(a), cs) for a, cs in by_node.items()]
-        await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
+        if len(links) == 1:  # a login's channels, most often: no gather's tasks
+            await links[0][0].subscribe(links[0][1])
+        else:
+            await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
         # a link made just now subscribes once connected: wait for that too (bounded), so
         # that what is published after `add` returned arrives, as on a live link
-        await asyncio.gather(*(_connected(link) for link, _ in links))
+        waiting = [link for link, _ in links if not link._ready.is_set()]
+        if waiting:
+            await asyncio.gather(*(_connected(link) for link in waiting))
 
     def _link(self, addr: Addr) -> PubSubLink:
         link = self.links.get(addr)

@@ -592,6 +592,87 @@ async def test_add_returns_once_subscribed(make_store: MakeStore) -> None:
         await links.close()
 
 
+async def test_a_login_storm_subscribes_in_one_write_and_every_login_is_live(
+    make_store: MakeStore, store_url: str
+) -> None:
+    """Many logins subscribe in one event-loop turn: each `add` returns once acknowledged
+    and what is published afterwards reaches every user. On a standalone Redis the turn's
+    channels went out as SUBSCRIBE_CHUNK-sized SUBSCRIBEs of one write, not one per login."""
+    from store.pubsub import SUBSCRIBE_CHUNK
+
+    g1, g2 = await make_store(), await make_store()
+    events: list[Any] = []
+
+    async def resubscribed(_: float) -> None:
+        return None
+
+    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
+    await links.start()
+    admin = None if g2.cluster else redis.Redis.from_url(store_url, decode_responses=True)
+    try:
+        if admin is not None:
+            admin.config_resetstat()
+        users = [f"storm{i}" for i in range(2 * SUBSCRIBE_CHUNK + 100)]
+        await asyncio.gather(*(links.add(users=[u]) for u in users))
+        if admin is not None:
+            stats = admin.info("commandstats")
+            assert stats["cmdstat_subscribe"]["calls"] == 3  # 1,100 channels, 500 a command
+        await asyncio.gather(*(g1.kick(u) for u in users))
+        for _ in range(100):
+            if len(events) >= len(users):
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(e.user for e in events) == sorted(users)
+    finally:
+        if admin is not None:
+            admin.close()
+        await links.close()
+
+
+async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_subscribed(
+    make_store: MakeStore, store_url: str
+) -> None:
+    """Two logins and a logout of one user in one turn: the writes keep their order (the
+    pending SUBSCRIBE goes out before the UNSUBSCRIBE), so the channel ends subscribed;
+    a login and a logout in one turn end unsubscribed (checked on a standalone Redis: on
+    a cluster an `add` over several shards reaches its links a step later, by a gather)."""
+    g1, g2 = await make_store(), await make_store()
+    events: list[Any] = []
+
+    async def resubscribed(_: float) -> None:
+        return None
+
+    async def remove(user: str) -> None:
+        links.remove(users=[user])
+
+    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
+    await links.start()
+    try:
+        await links.add(users=["other"])  # the links are up (a cluster's made on demand)
+        # gather runs each one's first step in the same turn, in this order
+        await asyncio.gather(links.add(users=["ann"]), remove("ann"), links.add(users=["ann"]))
+        await asyncio.sleep(0.2)  # the UNSUBSCRIBE's reply is in, if one was sent last
+        await g1.kick("ann")
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.02)
+        assert [e.user for e in events] == ["ann"]
+        if not g2.cluster:
+            await asyncio.gather(links.add(users=["bob"]), remove("bob"))
+            await asyncio.sleep(0.2)
+            admin = redis.Redis.from_url(store_url, decode_responses=True)
+            try:
+                subscribed = dict(
+                    admin.pubsub_numsub(*(keys.user_channel(u) for u in ["ann", "bob"]))
+                )
+            finally:
+                admin.close()
+            assert subscribed == {keys.user_channel("ann"): 1, keys.user_channel("bob"): 0}
+    finally:
+        await links.close()
+
+
 async def test_scripts_are_loaded_again_when_redis_lost_them(
     make_store: MakeStore, store_url: str
 ) -> None:
