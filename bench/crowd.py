@@ -365,20 +365,8 @@ class Crowd:
         on_victim = len(range(victim, self.n, GATEWAYS))
         probe = await self._probe_users()
         try:
-            await self.ask_all(op="mode", mode="password")
-            r = await self._kill_and_watch(victim, on_victim, probe, "password", self.storm_cap)
-            self.bench.row(
-                f"reconnect storm: {on_victim} users' gateway SIGKILLed, password logins",
-                "gateway",
-                None,
-                **r,
-            )
-            # the same users on the restarted gateway again, then the storm with tokens
-            await self.ask_all(op="park", group=victim)
-            await asyncio.sleep(1 if self.bench.smoke else 10)  # hash queues drain
-            await self.ask_all(op="mode", mode="token")
-            await self.ask_all(op="unpark", group=victim, parallel=400, timeout=600)
-            await self._wait_ready(self.n, 120)
+            if self.storm_cap > 0:
+                await self._password_storm(victim, on_victim, probe)
             r = await self._kill_and_watch(victim, on_victim, probe, "token", 600)
             self.bench.row(
                 f"reconnect storm: {on_victim} users' gateway SIGKILLed, resume tokens",
@@ -388,6 +376,23 @@ class Crowd:
             )
         finally:
             close_all(probe)
+
+    async def _password_storm(self, victim: int, on_victim: int, probe: list[Peer]) -> None:
+        """The storm with password logins (cut off after storm_cap s), then the same users
+        put back on the restarted gateway for the token storm."""
+        await self.ask_all(op="mode", mode="password")
+        r = await self._kill_and_watch(victim, on_victim, probe, "password", self.storm_cap)
+        self.bench.row(
+            f"reconnect storm: {on_victim} users' gateway SIGKILLed, password logins",
+            "gateway",
+            None,
+            **r,
+        )
+        await self.ask_all(op="park", group=victim)
+        await asyncio.sleep(1 if self.bench.smoke else 10)  # hash queues drain
+        await self.ask_all(op="mode", mode="token")
+        await self.ask_all(op="unpark", group=victim, parallel=400, timeout=600)
+        await self._wait_ready(self.n, 120)
 
     async def _probe_users(self) -> list[Peer]:
         """10 users on each surviving gateway in a small chat #probe (samples) and one
