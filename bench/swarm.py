@@ -8,10 +8,12 @@ JSON lines on stdin/stdout: one request in, one reply out (see `Swarm.handle`).
 Each user is a bare `asyncio.Protocol`. It logs in as `client.py` does after its first
 login, with `nick token` (the token is derived from the nickname and seeded into Redis by
 bench/run.py), or with the password; a refused token falls back to the password. When its
-connection drops it comes back like `client.py`: after losing a logged-in session the
-first try is at a random moment within `DROP_SPREAD`, then `Backoff` (0.5 s doubling to
-10 s, jittered), each try at the next server of the list; `! server busy` (a full gateway,
-too many logins) counts as a failed try.
+connection drops it comes back like `client.py`, by the same `ServerRounds`: after losing
+a logged-in session the first try is at a random moment within `DROP_SPREAD`, at the next
+server of the list; a failed try (refused, `! server busy` from a full gateway or too many
+logins, closed before `* ready`) moves on to the next server at once, and only after every
+server of the list failed in a round comes a `Backoff` wait (0.5 s doubling to 10 s,
+jittered) before the next round.
 
 Broadcast messages (`bc<seq>`) are counted per sequence number with the time the last of
 this worker's users got each (`time.monotonic_ns`, one clock for every process), so
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import re
 import resource
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatclient.link import DROP_SPREAD, Backoff
+from chatclient.link import ServerRounds
 
 __all__ = ["PASSWORD", "bench_token"]
 
@@ -51,13 +52,12 @@ def bench_token(nick: str) -> str:
 
 class User(asyncio.Protocol):
     __slots__ = (
-        "attempt",
         "gen",
         "head",
         "index",
         "nick",
         "ready",
-        "server",
+        "rounds",
         "swarm",
         "tail",
         "transport",
@@ -67,8 +67,7 @@ class User(asyncio.Protocol):
         self.swarm = swarm
         self.index = index
         self.nick = f"{swarm.prefix}{index}"
-        self.server = index  # position in the server list: starts at its own gateway
-        self.attempt = 0
+        self.rounds = ServerRounds(len(swarm.ports), index)  # starts at its own gateway
         self.gen = 0  # bumped by park/unpark: a reconnect planned before is dropped
         self.transport: asyncio.Transport | None = None
         self.head = b""
@@ -100,7 +99,6 @@ class User(asyncio.Protocol):
                 self.head = head[-4096:]
                 return
             self.ready = True
-            self.attempt = 0
             self.head = b""
             self.swarm.became_ready(self)
             data = head[end + 1 :]
@@ -176,15 +174,7 @@ class Swarm:
     def retry(self, user: User, after_session: bool) -> None:
         if user.index in self.parked:
             return
-        if after_session:  # as client.py: spread over DROP_SPREAD, then the envelope
-            wait = DROP_SPREAD * random.random()
-            user.attempt = 1
-        else:
-            backoff = Backoff()
-            backoff.attempt = user.attempt
-            wait = backoff.next()
-            user.attempt += 1
-        user.server += 1  # the next server of the list, as client.py
+        wait = user.rounds.dropped() if after_session else user.rounds.failed()
         task = asyncio.get_running_loop().create_task(self._reconnect(user, wait, user.gen))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -199,7 +189,7 @@ class Swarm:
             self.retry(user, False)
 
     async def _open(self, user: User) -> None:
-        port = self.ports[user.server % len(self.ports)]
+        port = self.ports[user.rounds.next_server()]
         source = self.sources[self._source % len(self.sources)]
         self._source += 1
         await asyncio.get_running_loop().create_connection(
@@ -261,7 +251,7 @@ class Swarm:
 
         async def one(i: int) -> None:
             user = self.users[i]
-            user.server, user.attempt = i, 0
+            user.rounds = ServerRounds(len(self.ports), i)
             user.gen += 1
             async with gate:
                 try:

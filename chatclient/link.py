@@ -1,15 +1,18 @@
-"""The client's connection: tries each server in turn, logs in by itself, reconnects.
+"""The client's connection: tries the servers of its list, logs in by itself, reconnects.
 
-After a drop it waits (`Backoff`: 0.5 s doubling to 10 s, each wait drawn at random from
-the upper half of that envelope so that clients dropped together do not come back in
-lockstep), moves to the next server, logs in again and rejoins the current chat. The first
-wait after losing a logged-in session is drawn from all of [0, DROP_SPREAD] instead: when
-a gateway dies, its thousands of clients arrive at the others spread over 2 s, not within
-the same quarter second. The
-backoff starts again from 0.5 s only after a session that got as far as logging in: a
-server that accepts and drops (Redis down, busy) is retried ever more slowly. What the
-server replays (unread messages, the rejoined chat's history) passes through
-`ReplayFilter`, so nothing is shown twice.
+Which server next, and how long to wait first, is `ServerRounds`: a try that fails before
+login (refused, timed out, `! server busy` or unavailable, closed before `* ready`) moves
+on to the next server of the list at once; only when every server of the list failed in
+this round does the client wait (`Backoff`: 0.5 s doubling to 10 s, each wait drawn at
+random from the upper half of that envelope so that clients turned away together do not
+come back in lockstep) and start a new round. A full gateway is no reason to wait while
+another one may have room. After losing a logged-in session the wait is drawn from all of
+[0, DROP_SPREAD] instead: when a gateway dies, its thousands of clients arrive at the
+others spread over 2 s, not within the same quarter second; a new round then starts at the
+next server. The backoff starts again from 0.5 s only after a session that got as far as
+logging in: a list of servers that all accept and drop (Redis down, busy) is retried ever
+more slowly. What the server replays (unread messages, the rejoined chat's history) passes
+through `ReplayFilter`, so nothing is shown twice.
 
 After its first login it asks the server for a resume token (`/token`), keeps it in memory
 only, and logs in again with `nick token`: a reconnect then costs the server no password
@@ -27,7 +30,15 @@ from collections.abc import Callable
 
 from chatclient.lines import ChatState, Error, Message, Notice, ReplayFilter, ServerLine, classify
 
-__all__ = ["LINE_LIMIT", "Backoff", "ChatLink", "LoginRefused", "read_line"]
+__all__ = [
+    "DROP_SPREAD",
+    "LINE_LIMIT",
+    "Backoff",
+    "ChatLink",
+    "LoginRefused",
+    "ServerRounds",
+    "read_line",
+]
 
 #: Longest server line the client takes (bytes). The server's longest are message lines
 #: (4 KB of text plus a prefix) and bounded lists (/get_chats, /who: a few KB); anything
@@ -56,6 +67,8 @@ class Backoff:
     """Reconnect waits: 0.5, 1, 2, 4, 8, 10, 10 ... s at most, each one uniformly random in
     the upper half of that (jitter), so never longer than the envelope and never 0."""
 
+    __slots__ = ("attempt", "cap", "first", "rng")  # one per user in bench/swarm.py
+
     def __init__(
         self, first: float = 0.5, cap: float = 10.0, rng: Callable[[], float] = random.random
     ) -> None:
@@ -79,6 +92,45 @@ class Backoff:
         self.reset()
         self.attempt = 1
         return spread * self.rng()
+
+
+class ServerRounds:
+    """Which server of a list of `size` to try next, and how long to wait before it.
+
+    A round tries the servers in turn with no wait between them; only when every server
+    of the list failed in this round is there a wait (`Backoff.next`), and the next try
+    starts a new round. With one server that is a backoff before every try. Shared by
+    `ChatLink.run` and the load generator bench/swarm.py, which must behave alike.
+    """
+
+    __slots__ = ("backoff", "failures", "position", "size")
+
+    def __init__(self, size: int, first: int = 0, backoff: Backoff | None = None) -> None:
+        self.size = size
+        self.position = first  # the next server to try (an index into the list, mod size)
+        self.failures = 0  # failed tries in this round
+        self.backoff = backoff if backoff is not None else Backoff()
+
+    def next_server(self) -> int:
+        """The index of the server to try now."""
+        index = self.position % self.size
+        self.position += 1
+        return index
+
+    def failed(self) -> float:
+        """A try failed before login: 0 s while this round has servers left to try,
+        else the backoff's next wait (and a new round begins)."""
+        self.failures += 1
+        if self.failures < self.size:
+            return 0.0
+        self.failures = 0
+        return self.backoff.next()
+
+    def dropped(self) -> float:
+        """A logged-in session was lost: the wait before a new round (within
+        DROP_SPREAD), and the backoff starts over."""
+        self.failures = 0
+        return self.backoff.after_drop()
 
 
 class LoginRefused(Exception):
@@ -142,21 +194,18 @@ class ChatLink:
             self._writer.close()
 
     async def run(self) -> None:
-        backoff = Backoff()
-        index = 0
+        rounds = ServerRounds(len(self.servers))
         first = True
         while not self.closing:
-            host, port = self.servers[index % len(self.servers)]
-            index += 1
+            host, port = self.servers[rounds.next_server()]
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port, ssl=self.tls, limit=LINE_LIMIT), 5
                 )
             except (TimeoutError, OSError) as exc:
-                wait = backoff.next()
+                wait = rounds.failed()
                 self.status(
-                    f"cannot reach {host}:{port} ({exc.__class__.__name__}); "
-                    f"retrying in {wait:.1f} s"
+                    f"cannot reach {host}:{port} ({exc.__class__.__name__}); {_next_try(wait)}"
                 )
                 await asyncio.sleep(wait)
                 continue
@@ -179,12 +228,14 @@ class ChatLink:
                 writer.close()
             if self.closing:
                 return
-            self.status(f"connection to {host}:{port} lost; reconnecting")
             if logged_in:  # it worked: come back quickly, but spread over DROP_SPREAD
                 first = False
-                await asyncio.sleep(backoff.after_drop())
+                wait = rounds.dropped()
+                self.status(f"connection to {host}:{port} lost; reconnecting")
             else:
-                await asyncio.sleep(backoff.next())
+                wait = rounds.failed()
+                self.status(f"connection to {host}:{port} closed before login; {_next_try(wait)}")
+            await asyncio.sleep(wait)
 
     async def _session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rejoin: bool
@@ -290,3 +341,8 @@ class ChatLink:
 
     def _end_replay(self) -> None:
         self.replay.replaying = False
+
+
+def _next_try(wait: float) -> str:
+    """The end of a status line after a failed try."""
+    return "trying the next server" if wait == 0 else f"retrying in {wait:.1f} s"

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,34 @@ async def test_client_reconnects_to_another_gateway_and_shows_what_it_missed(
     finally:
         a.close()
         b.close()
+
+
+async def test_client_skips_a_dead_and_a_full_gateway_without_waiting(
+    redis_url, gateways, clients
+) -> None:
+    """A server list whose first entry is down and second full: the client goes straight
+    on to the third, with no backoff in between (it used to wait 0.25-0.5 s, then 0.5-1 s,
+    before each next server; in a reconnect storm that ladder took tens of seconds)."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    full = gateways(redis_url, "--max-connections", "1")
+    live = gateways(redis_url)
+    holder = await clients(full.port)  # takes the full gateway's only connection
+    await holder.expect("nickname")
+    a = PlainClient(f"127.0.0.1:{dead},127.0.0.1:{full.port},127.0.0.1:{live.port}", "alice")
+    try:
+        await a.expect("* ready")
+    finally:
+        a.close()
+    assert a.proc.stderr is not None
+    status = a.proc.stderr.read().decode().splitlines()
+    assert status[:3] == [
+        f"client: cannot reach 127.0.0.1:{dead} (ConnectionRefusedError); trying the next server",
+        "client: server busy: this gateway is full, try another one",
+        f"client: connection to 127.0.0.1:{full.port} closed before login; trying the next server",
+    ], status
+    assert not any("retrying in" in line for line in status), status
 
 
 class Terminal:
