@@ -106,6 +106,20 @@ class Worker:
                 await self.proc.wait()
 
 
+def listen_overflows() -> int:
+    """The machine's count of connections dropped because a listen queue was full (each
+    such client's SYN is resent after 1 s, then 2 s...): TcpExt ListenOverflows."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -439,6 +453,7 @@ class Crowd:
         prober = asyncio.create_task(probing())
         await asyncio.sleep(1)
         survivors = {k: v for k, v in self.pids().items() if k != f"gateway{victim + 1}"}
+        overflows = listen_overflows()
         with CpuMeter(survivors) as cpu:
             killed_ns = time.monotonic_ns()
             self.gws[victim].send_signal(signal.SIGKILL)
@@ -446,14 +461,18 @@ class Crowd:
             await asyncio.sleep(RESTART_DELAY)
             self.gws[victim] = self.start_gateway(self.ports[victim])
             await wait_port_async(self.ports[victim], self.gws[victim])
+            listening_s = (time.monotonic_ns() - killed_ns) / 1e9
             deadline = time.monotonic() + cap
             said = time.monotonic()
             seen_down = False
+            timeline: list[int] = []  # users back at each whole second after the kill
             while True:  # until every user is ready again (the drops seen first)
                 stats = await self.ask_all(op="stats")
                 ready = sum(s["ready"] for s in stats)
                 drops = sum(s["drops"] for s in stats)
                 seen_down = seen_down or ready < self.n
+                while (time.monotonic_ns() - killed_ns) / 1e9 >= len(timeline) + 1:
+                    timeline.append(ready - (self.n - on_victim))
                 if time.monotonic() - said > 5:
                     said = time.monotonic()
                     print(
@@ -485,6 +504,9 @@ class Crowd:
             "back": back,
             "logins_per_s": round(back / seconds, 1) if seconds else None,
             "busy_refusals": sum(s["busy"] for s in stats),
+            "restarted_gateway_listening_after_s": round(listening_s, 2),
+            "back_at_each_second": timeline,
+            "listen_queue_overflows": listen_overflows() - overflows,
             "others_latency_p50_ms": round(pct(lat, 0.5), 2),
             "others_latency_p99_ms": round(pct(lat, 0.99), 2),
             "others_latency_max_ms": round(max(lat), 2) if lat else None,

@@ -888,6 +888,11 @@ def main() -> int:
     except ImportError:
         pass
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
+        # Gateways start as a deployment's do, from cached bytecode (compiled by the first
+        # start, kept out of the tree): a gateway restarted in a storm compiled every
+        # module again (a second of CPU) where PYTHONDONTWRITEBYTECODE is set.
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         baseline = None
         if args.baseline:
             tree = Path(tmp) / "baseline"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -26,7 +27,12 @@ log = logging.getLogger("chat.admission")
 #: the address's connections on every live gateway after the change.
 GlobalCount = Callable[[str, int], Awaitable[int]]
 
-__all__ = ["FULL", "Admission", "Ticket"]
+__all__ = ["FULL", "REFUSAL_LOG_EVERY", "Admission", "Ticket"]
+
+#: Seconds between two `event=refused` lines: a full gateway in a reconnect storm refuses
+#: thousands of connections a second, and writing each line cost a third of the refusal.
+#: The line after a quiet spell says how many were not logged (`suppressed=`).
+REFUSAL_LOG_EVERY = 1.0
 
 #: Why a connection over `max_connections` is refused; "busy" tells clients (client.py,
 #: the load generator) to try another server.
@@ -85,6 +91,24 @@ class Admission:
         self.per_address: Counter[str] = Counter()
         self.pending_per_address: Counter[str] = Counter()
         self.pending = 0
+        self._refusal_log_at = 0.0  # monotonic time the next refusal may be logged
+        self._refusals_unlogged = 0
+
+    def log_refused(self, reason: str, peer: str, door: str = "line") -> None:
+        """Log a refused connection, at most once a REFUSAL_LOG_EVERY (see there)."""
+        now = time.monotonic()
+        if now < self._refusal_log_at:
+            self._refusals_unlogged += 1
+            return
+        log.warning(
+            "event=refused door=%s reason=%r peer=%s suppressed=%d",
+            door,
+            reason,
+            peer,
+            self._refusals_unlogged,
+        )
+        self._refusals_unlogged = 0
+        self._refusal_log_at = now + REFUSAL_LOG_EVERY
 
     def admit(
         self,

@@ -1,3 +1,5 @@
+import string
+
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -114,3 +116,13 @@ def test_a_skeleton_is_its_own_skeleton(name: str) -> None:
     # Only names that can exist are compared (arbitrary text such as '%' maps in steps).
     assume(name_error(name) is None)
     assert name_skeleton(name) == name_skeleton(name_skeleton(name))
+
+
+def test_plain_names_pass_the_unicode_checks_they_skip() -> None:
+    """name_error accepts ASCII letters, digits and `_-.` without the Unicode checks; each
+    of those characters passes them, and a name of them is of one script at most."""
+    from gateway.core import names
+
+    plain = string.ascii_letters + string.digits + "_-."
+    assert all(names._name_char_ok(ch) and not names._ignorable(ch) for ch in plain)
+    assert names.scripts_of(plain) <= {"LATIN"}

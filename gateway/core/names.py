@@ -84,12 +84,18 @@ def _ignorable(ch: str) -> bool:
     return any(lo <= cp <= hi for lo, hi in _IGNORABLE)
 
 
+#: A name of ASCII letters, digits and `_-.` only: valid without the Unicode checks.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
 def name_error(name: str) -> str | None:
     """Why `name` is not a valid nickname or chat name, or None when it is."""
     if not name:
         return "a name needs at least 1 character"
     if len(name) > MAX_NAME:
         return f"a name has at most {MAX_NAME} characters"
+    if _PLAIN_NAME.fullmatch(name):  # most names: ASCII, one script, nothing to look up
+        return None
     if any(_ignorable(ch) for ch in name):
         return "a name may not contain invisible characters or fillers"
     if not all(_name_char_ok(ch) for ch in name):

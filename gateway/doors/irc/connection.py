@@ -196,7 +196,7 @@ class IrcConnection(asyncio.Protocol):
         self.address = peer[0] if isinstance(peer, tuple) else str(peer)
         ticket = self.door.admission.admit(self.address, self._login_deadline, self._refused)
         if isinstance(ticket, str):
-            log.warning("event=refused door=irc reason=%r peer=%s", ticket, self.address)
+            self.door.admission.log_refused(ticket, self.address, "irc")
             self._line(format_line("ERROR", ticket, source=""))
             self.close()
             return

@@ -160,7 +160,7 @@ class LineConnection(asyncio.BufferedProtocol):
         self.address = sys.intern(peer[0] if isinstance(peer, tuple) else str(peer))
         ticket = self.door.admission.admit(self.address, self._login_deadline, self._refused)
         if isinstance(ticket, str):
-            log.warning("event=refused reason=%r peer=%s", ticket, self.address)
+            self.door.admission.log_refused(ticket, self.address)
             self.write(render.error(ticket))
             self.close()
             return

@@ -193,7 +193,7 @@ class WebConnection:
     async def run(self) -> None:
         ticket = self.door.admission.admit(self.address, self._login_deadline, self._refused)
         if isinstance(ticket, str):
-            log.warning("event=refused reason=%r peer=%s", ticket, self.address)
+            self.door.admission.log_refused(ticket, self.address, "web")
             await self.ws.send(error_frame("busy", ticket))
             await self.ws.close(1013, ticket[:120])
             return
