@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,11 +153,29 @@ class Crowd:
         self.ports: list[int] = []
         self.gws: list[subprocess.Popen[bytes]] = []
         self.firsts: dict[int, int] = {}
+        self.metrics_ports: dict[int, int] = {}  # gateway port -> its --metrics-port
 
     # -- set-up --------------------------------------------------------------------------
 
     def start_gateway(self, port: int) -> subprocess.Popen[bytes]:
-        return self.bench.gateway_proc(port, wait=False)
+        mport = self.metrics_ports.setdefault(port, self.bench.free_port())
+        return self.bench.gateway_proc(port, "--metrics-port", str(mport), wait=False)
+
+    def gc_full_pauses(self, port: int) -> tuple[float, int]:
+        """Seconds the gateway on `port` spent in full garbage collections so far, and how
+        many (its `chat_gc_pause_seconds{generation="2"}`)."""
+        url = f"http://127.0.0.1:{self.metrics_ports[port]}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = r.read().decode()
+        except OSError:
+            return 0.0, 0
+        got = {"sum": 0.0, "count": 0.0}
+        for line in body.splitlines():
+            for k in got:
+                if line.startswith(f'chat_gc_pause_seconds_{k}{{generation="2"}}'):
+                    got[k] = float(line.split()[-1])
+        return got["sum"], int(got["count"])
 
     def redis(self) -> redis_py.Redis:
         return redis_py.Redis(port=self.bench.redis_port)
@@ -454,6 +473,8 @@ class Crowd:
         await asyncio.sleep(1)
         survivors = {k: v for k, v in self.pids().items() if k != f"gateway{victim + 1}"}
         overflows = listen_overflows()
+        others = [p for k, p in enumerate(self.ports) if k != victim]
+        gc_before = [self.gc_full_pauses(p) for p in others]
         with CpuMeter(survivors) as cpu:
             killed_ns = time.monotonic_ns()
             self.gws[victim].send_signal(signal.SIGKILL)
@@ -513,6 +534,15 @@ class Crowd:
             "probe_messages": probes,
             "probe_lost": max(0, expected - len(lat)),
             "cpu_other_gateways": [v for k, v in cpu.cores.items() if "gateway" in k],
+            "restarted_gateway_full_gc": "{1} in {0:.2f} s".format(
+                *self.gc_full_pauses(self.ports[victim])
+            ),
+            "other_gateways_full_gc": [
+                f"{after[1] - before[1]} in {after[0] - before[0]:.2f} s"
+                for before, after in zip(
+                    gc_before, [self.gc_full_pauses(p) for p in others], strict=True
+                )
+            ],
             "cpu_redis": cpu.cores.get("cpu_redis"),
             "cpu_loadgen": round(sum(v for k, v in cpu.cores.items() if "loadgen" in k), 2),
         }

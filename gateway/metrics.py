@@ -60,6 +60,22 @@ class _Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
         )
 
+        self.gc_pause = Histogram(
+            "chat_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector, by generation (2: a full collection)",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+        )
+        self._gc_started = 0.0
+
+    def watch_gc(self, info_phase: str, info: dict[str, int]) -> None:
+        """A `gc.callbacks` entry: every collection's pause goes to `gc_pause`."""
+        if info_phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._gc_started
+            self.gc_pause.labels(str(info["generation"])).observe(pause)
+
     def observe_delivery(self, oldest_ms: int, messages: int, readers: int) -> None:
         """One burst delivered: latency of its oldest message (the worst in the burst)."""
         self.latency.observe(max(0.0, time.time() - oldest_ms / 1000))

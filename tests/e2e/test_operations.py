@@ -104,6 +104,8 @@ async def test_metrics_and_health(redis_url, gateways, clients) -> None:
     assert values["chat_message_lines_out_total"] == 1
     assert values["chat_redis_up"] == 1
     assert values["chat_delivery_latency_seconds_count"] == 1
+    # the collector's pauses are measured, from the full collection made once serving
+    assert values['chat_gc_pause_seconds_count{generation="2"}'] >= 1
 
 
 async def test_health_fails_while_redis_is_down(private_redis, gateways) -> None:
