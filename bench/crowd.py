@@ -56,6 +56,7 @@ SOURCES_PER_WORKER = 3
 PREFIX = "c"
 #: How long after the SIGKILL the bench restarts the gateway (scripts/cluster.py's delay).
 RESTART_DELAY = 1.0
+#: Gateways the crowd is spread over (`--crowd-gateways`).
 GATEWAYS = 3
 
 
@@ -143,8 +144,11 @@ async def wait_port_async(port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 
 class Crowd:
-    def __init__(self, bench: Bench, users: int, seconds: float, storm_cap: float) -> None:
+    def __init__(
+        self, bench: Bench, users: int, seconds: float, storm_cap: float, gateways: int = GATEWAYS
+    ) -> None:
         self.bench = bench
+        self.gateways = gateways
         self.n = users
         self.seconds = seconds  # each broadcast rate runs this long
         self.storm_cap = storm_cap  # the password storm is cut off after this
@@ -232,11 +236,11 @@ class Crowd:
 
     async def start(self) -> None:
         self.bench.flush_redis()
-        self.ports = [self.bench.free_port() for _ in range(GATEWAYS)]
+        self.ports = [self.bench.free_port() for _ in range(self.gateways)]
         self.gws = [self.start_gateway(p) for p in self.ports]
         for port, proc in zip(self.ports, self.gws, strict=True):
             await wait_port_async(port, proc)
-        n_workers = max(GATEWAYS, math.ceil(self.n / PER_WORKER))
+        n_workers = max(self.gateways, math.ceil(self.n / PER_WORKER))
         self.workers = [
             await Worker.start(self.bench.workdir / f"swarm{k}.log") for k in range(n_workers)
         ]
@@ -290,10 +294,10 @@ class Crowd:
         ready = sum(r["ready"] for r in replies)
         await asyncio.sleep(1 if self.bench.smoke else 3)
         rss_after = [rss_kb(p.pid) for p in self.gws]
-        per_gw = self.n / GATEWAYS
+        per_gw = self.n / self.gateways
         redis_after = self.redis_memory()
         self.bench.row(
-            f"crowd: {self.n} users over {GATEWAYS} gateways, one Redis",
+            f"crowd: {self.n} users over {self.gateways} gateways, one Redis",
             "gateway",
             None,
             users=self.n,
@@ -394,8 +398,8 @@ class Crowd:
     # -- (c) the reconnect storm ------------------------------------------------------------
 
     async def storm(self) -> None:
-        victim = GATEWAYS - 1  # users i % 3 == 2 are on it
-        on_victim = len(range(victim, self.n, GATEWAYS))
+        victim = self.gateways - 1  # users i % gateways == gateways - 1 are on it
+        on_victim = len(range(victim, self.n, self.gateways))
         probe = await self._probe_users()
         try:
             if self.storm_cap > 0:
@@ -431,7 +435,7 @@ class Crowd:
         """10 users on each surviving gateway in a small chat #probe (samples) and one
         sender: the latency the other gateways' users see during the storm."""
         readers: list[Peer] = []
-        for k in range(GATEWAYS - 1):
+        for k in range(self.gateways - 1):
             readers += await connect_many(
                 "127.0.0.1", self.ports[k], CHAT, 10, prefix=f"probe{k}_", chat="probe", samples=10
             )

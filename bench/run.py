@@ -237,11 +237,13 @@ class Bench:
         users: int = 50_000,
         crowd_seconds: float = 30.0,
         storm_cap: float = 60.0,
+        crowd_gateways: int = 3,
     ) -> None:
         self.smoke = smoke
         self.users = users
         self.crowd_seconds = crowd_seconds
         self.storm_cap = storm_cap
+        self.crowd_gateways = crowd_gateways
         self.workdir = workdir
         self.only = set(SCENARIOS) if only is None else only
         self.baseline = baseline
@@ -536,7 +538,9 @@ PAM = no
         if self.only & set(CROWD):
             from bench.crowd import Crowd
 
-            await Crowd(self, self.users, self.crowd_seconds, self.storm_cap).run(self.only)
+            await Crowd(
+                self, self.users, self.crowd_seconds, self.storm_cap, self.crowd_gateways
+            ).run(self.only)
         if self.baseline is not None:
             await self.compare(self.baseline)
 
@@ -863,6 +867,12 @@ def main() -> int:
         "its rate reported (default 60, with --smoke 30; 0: only the resume-token storm)",
     )
     parser.add_argument(
+        "--crowd-gateways",
+        type=int,
+        default=3,
+        help="crowd, broadcast, storm: gateways the users are spread over (default 3)",
+    )
+    parser.add_argument(
         "--reps",
         type=int,
         help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
@@ -906,6 +916,7 @@ def main() -> int:
             users=args.users or (300 if args.smoke else 50_000),
             crowd_seconds=args.crowd_seconds or (2.0 if args.smoke else 30.0),
             storm_cap=(30.0 if args.smoke else 60.0) if args.storm_cap is None else args.storm_cap,
+            crowd_gateways=args.crowd_gateways,
         )
         try:
             asyncio.run(bench.run())
