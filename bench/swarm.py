@@ -9,8 +9,8 @@ Each user is a bare `asyncio.Protocol`. It logs in as `client.py` does after its
 login, with `nick token` (the token is derived from the nickname and seeded into Redis by
 bench/run.py), or with the password; a refused token falls back to the password. When its
 connection drops it comes back like `client.py`, by the same `ServerRounds`: after losing
-a logged-in session the first try is at a random moment within `DROP_SPREAD`, at the next
-server of the list; a failed try (refused, `! server busy` from a full gateway or too many
+a logged-in session the first try is at a random moment within `DROP_SPREAD`, at a random
+one of the other servers; a failed try (refused, `! server busy` from a full gateway or too many
 logins, closed before `* ready`) moves on to the next server at once, and only after every
 server of the list failed in a round comes a `Backoff` wait (0.5 s doubling to 10 s,
 jittered) before the next round.

@@ -1,18 +1,19 @@
 """The client's connection: tries the servers of its list, logs in by itself, reconnects.
 
 Which server next, and how long to wait first, is `ServerRounds`: a try that fails before
-login (refused, timed out, `! server busy` or unavailable, closed before `* ready`) moves
-on to the next server of the list at once; only when every server of the list failed in
-this round does the client wait (`Backoff`: 0.5 s doubling to 10 s, each wait drawn at
-random from the upper half of that envelope so that clients turned away together do not
-come back in lockstep) and start a new round. A full gateway is no reason to wait while
-another one may have room. After losing a logged-in session the wait is drawn from all of
-[0, DROP_SPREAD] instead: when a gateway dies, its thousands of clients arrive at the
-others spread over 2 s, not within the same quarter second; a new round then starts at the
-next server. The backoff starts again from 0.5 s only after a session that got as far as
-logging in: a list of servers that all accept and drop (Redis down, busy) is retried ever
-more slowly. What the server replays (unread messages, the rejoined chat's history) passes
-through `ReplayFilter`, so nothing is shown twice.
+login (refused, timed out, `! server busy` or unavailable, closed before `* ready`) moves on
+to the next server of the list at once; only when every server of the list failed in this
+round does the client wait (`Backoff`: 0.5 s doubling to 10 s, each wait drawn at random
+from the upper half of that envelope so that clients turned away together do not come back
+in lockstep) and start a new round. A full gateway is no reason to wait while another one
+may have room. After losing a logged-in session the wait is drawn from all of [0,
+DROP_SPREAD] instead: when a gateway dies, its thousands of clients arrive at the others
+spread over 2 s, not within the same quarter second; a new round then starts at a random one
+of the other servers, so they spread over those too. The backoff starts again from 0.5 s
+only after a session that got as far as logging in: a list of servers that all accept and
+drop (Redis down, busy) is retried ever more slowly. What the server replays (unread
+messages, the rejoined chat's history) passes through `ReplayFilter`, so nothing is shown
+twice.
 
 After its first login it asks the server for a resume token (`/token`), keeps it in memory
 only, and logs in again with `nick token`: a reconnect then costs the server no password
@@ -128,9 +129,16 @@ class ServerRounds:
 
     def dropped(self) -> float:
         """A logged-in session was lost: the wait before a new round (within
-        DROP_SPREAD), and the backoff starts over."""
+        DROP_SPREAD), and the backoff starts over. The new round begins at a random one of
+        the other servers, so a dead gateway's clients spread over the others rather than
+        all trying the next one of the list first (and filling it)."""
         self.failures = 0
-        return self.backoff.after_drop()
+        wait = self.backoff.after_drop()
+        if self.size > 1:
+            lost = (self.position - 1) % self.size
+            skip = min(int(self.backoff.rng() * (self.size - 1)), self.size - 2)
+            self.position = lost + 1 + skip
+        return wait
 
 
 class LoginRefused(Exception):

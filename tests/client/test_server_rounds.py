@@ -49,11 +49,28 @@ def test_a_lost_session_waits_within_the_drop_spread_then_starts_a_fresh_round()
     assert rounds.next_server() == 1  # logged in here, then the session is lost
     assert rounds.dropped() == 0.9 * 2.0  # anywhere in [0, DROP_SPREAD]
     jitter[0] = 1.0
-    # the new round begins at the next server and gets the whole list without a wait
-    # (the count of the round cut short by the login is gone); the envelope continues
-    # from 1 s, as after any drop
+    # the new round begins at one of the other servers (0.9 of the way: the second after
+    # the lost one) and gets the whole list without a wait (the count of the round cut
+    # short by the login is gone); the envelope continues from 1 s, as after any drop
     assert [(rounds.next_server(), rounds.failed()) for _ in range(3)] == [
-        (2, 0.0),
         (0, 0.0),
-        (1, 1.0),
+        (1, 0.0),
+        (2, 1.0),
     ]
+
+
+def test_after_a_drop_the_clients_of_one_server_spread_over_the_others() -> None:
+    """A dead gateway's clients do not all try the next one of the list first."""
+    firsts = []
+    for _ in range(3000):
+        rounds = ServerRounds(4, 2)  # connected to server 2, which dies
+        assert rounds.next_server() == 2
+        rounds.dropped()
+        firsts.append(rounds.next_server())
+    counts = {s: firsts.count(s) for s in range(4)}
+    assert counts[2] == 0
+    assert all(800 < counts[s] < 1200 for s in (0, 1, 3)), counts
+    one = ServerRounds(1)
+    one.next_server()
+    one.dropped()
+    assert one.next_server() == 0
