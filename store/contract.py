@@ -399,6 +399,12 @@ class Store(Protocol):
         attempt is counted as failed at once (atomically with the check), so parallel
         attempts cannot all pass; `seen` forgives it if the login succeeds."""
 
+    async def give_back_attempt(self, user: str, address: str) -> None:
+        """An attempt `login_gate(take=True)` counted but that was never checked (its
+        connection closed, or the hasher was full, before the password was hashed): it no
+        longer counts toward the (nickname, address) limit. Without this, clients that
+        give up while their password waits in a storm lock their owner out."""
+
     async def set_password(self, user: str, password_hash: str) -> None:
         """Replace the password hash and revoke every resume token of the user, at once."""
 

@@ -517,6 +517,12 @@ class RedisStore:
                 await self._call(self.redis.delete(key))
         return LoginCheck(LoginGate(gate), int(wait_ms))
 
+    async def give_back_attempt(self, user: str, address: str) -> None:
+        key = keys.login_fails(user, address)
+        (left,) = await self._run([("DECR", key)])
+        if int(left) <= 0:  # the last one, or expired meanwhile (DECR made it -1, no TTL)
+            await self._run([("DEL", key)])
+
     async def set_password(self, user: str, password_hash: str) -> None:
         pipe = self._pipe(transaction=True)
         pipe.hset(keys.user(user), "pw", password_hash)

@@ -428,11 +428,16 @@ class Session:
             self._account = account
             self._hash_refused(HashBusy())
             return
-        if await self._locked_out(key, account.name, take=True) or self._gone():
+        if await self._locked_out(key, account.name, take=True):
+            return
+        address = address_group(self.sink.address)
+        if self._gone():  # counted, never checked
+            await self.core.store.give_back_attempt(key, address)
             return
         try:
             ok = await hasher.verify(password, account.password_hash, alive)
         except (HashBusy, HashGone) as exc:
+            await self.core.store.give_back_attempt(key, address)  # never checked
             self._account = account
             self._hash_refused(exc)
             return
@@ -966,6 +971,7 @@ class Session:
         try:  # through the bounded hasher like every login: no unbounded scrypt queue
             ok = await hasher.verify(old, account.password_hash, self._alive)
         except (HashBusy, HashGone) as exc:
+            await self.core.store.give_back_attempt(self.key, address_group(self.sink.address))
             self._hash_refused(exc)
             return
         if not ok:

@@ -187,3 +187,45 @@ async def test_unused_accounts_expire_with_their_keys_and_memberships(
     await c.expect("nickname")
     await c.send("alice")
     await c.expect("New nickname alice")
+
+
+async def test_a_password_never_checked_does_not_count_toward_the_lockout(
+    redis_url, gateways, clients
+) -> None:
+    """In a password storm clients give up while their password waits for the hasher; an
+    attempt counted before its check but never checked is given back, so the owner is
+    not locked out by their own retries. One slow hash at a time (scrypt N = 2^16)."""
+    gw = gateways(redis_url, "--hash-threads", "1", "--scrypt-log-n", "16")
+    owner = await clients(gw.port)
+    await owner.login("slowpoke", "right-password")
+    await owner.close()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    fails = keys.login_fails("slowpoke", "127.0.0.1")
+    r.delete(fails)
+    checked = await clients(gw.port)  # its wrong password is hashed first
+    await checked.expect("nickname")
+    await checked.send("slowpoke")
+    await checked.expect("(?i)password")
+    await checked.send("wrong-password-1")
+    quitters = []
+    for n in range(4):  # queued behind it, each counted, then gone before its turn
+        c = await clients(gw.port)
+        await c.expect("nickname")
+        await c.send("slowpoke")
+        await c.expect("(?i)password")
+        await c.send(f"wrong-password-{n + 2}")
+        quitters.append(c)
+    for _ in range(100):  # every attempt taken before its hash
+        if int(r.get(fails) or 0) == 5:
+            break
+        await asyncio.sleep(0.02)
+    assert r.get(fails) == "5"
+    for c in quitters:
+        await c.close()
+    assert "wrong password" in await checked.expect("wrong password", timeout=20)
+    for _ in range(200):  # the queue drains: each quitter's turn finds it gone
+        if r.get(fails) == "1":
+            break
+        await asyncio.sleep(0.05)
+    assert r.get(fails) == "1"  # only the password that was checked
+    r.close()
