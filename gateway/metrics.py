@@ -19,7 +19,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["METRICS", "serve_metrics"]
@@ -60,21 +60,20 @@ class _Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
         )
 
-        self.gc_pause = Histogram(
-            "chat_gc_pause_seconds",
-            "Pauses of the cyclic garbage collector, by generation (2: a full collection)",
-            ["generation"],
-            buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
-        )
+        # Plain numbers, not a prometheus Histogram: a collection may start while this
+        # thread holds that metric's lock (during a scrape), and its callback would then
+        # wait for the lock forever. Exported on scrape by `_HotCounters`.
+        self.gc_pauses: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
         self._gc_started = 0.0
 
     def watch_gc(self, info_phase: str, info: dict[str, int]) -> None:
-        """A `gc.callbacks` entry: every collection's pause goes to `gc_pause`."""
+        """A `gc.callbacks` entry: every collection's pause, by generation."""
         if info_phase == "start":
             self._gc_started = time.perf_counter()
         else:
-            pause = time.perf_counter() - self._gc_started
-            self.gc_pause.labels(str(info["generation"])).observe(pause)
+            slot = self.gc_pauses[info["generation"]]
+            slot[0] += 1
+            slot[1] += time.perf_counter() - self._gc_started
 
     def observe_delivery(self, oldest_ms: int, messages: int, readers: int) -> None:
         """One burst delivered: latency of its oldest message (the worst in the burst)."""
@@ -87,6 +86,14 @@ METRICS = _Metrics()
 
 class _HotCounters(Collector):
     def collect(self):  # type: ignore[no-untyped-def]
+        pauses = SummaryMetricFamily(
+            "chat_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector, by generation (2: a full collection)",
+            labels=["generation"],
+        )
+        for generation, (count, seconds) in METRICS.gc_pauses.items():
+            pauses.add_metric([str(generation)], count_value=int(count), sum_value=seconds)
+        yield pauses
         yield CounterMetricFamily(
             "chat_messages_in", "Messages accepted from users", value=METRICS.messages_in
         )

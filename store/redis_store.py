@@ -17,6 +17,7 @@ that cannot be abused).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import time
@@ -200,6 +201,7 @@ class RedisStore:
         self._batcher = Batcher(self._pipeline, _SCRIPTS["post_many"], self.load_scripts)
         #: Logins' and reads' commands of one loop turn, one pipeline (a storm is thousands).
         self._turn = Coalescer(lambda: self._pipeline)
+        self._reloading: asyncio.Future[None] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -518,10 +520,9 @@ class RedisStore:
         return LoginCheck(LoginGate(gate), int(wait_ms))
 
     async def give_back_attempt(self, user: str, address: str) -> None:
-        key = keys.login_fails(user, address)
-        (left,) = await self._run([("DECR", key)])
-        if int(left) <= 0:  # the last one, or expired meanwhile (DECR made it -1, no TTL)
-            await self._run([("DEL", key)])
+        await self._run(
+            [("EVALSHA", _SCRIPTS["give_back"].sha, 1, keys.login_fails(user, address))]
+        )
 
     async def set_password(self, user: str, password_hash: str) -> None:
         pipe = self._pipe(transaction=True)
@@ -621,17 +622,21 @@ class RedisStore:
         loop turn; NOSCRIPT reloads once. The first error reply is raised."""
         for attempt in (1, 2):
             results = await self._turn.run(commands)
-            errors = [r for r in results if isinstance(r, BaseException | hiredis.ReplyError)]
+            errors = [r for r in results if _is_error(r)]
             if attempt == 1 and any(str(e).startswith("NOSCRIPT") for e in errors):
-                await self.load_scripts()
+                await self._reload_scripts()
                 continue
             if errors:
-                first = errors[0]
-                if isinstance(first, BaseException):
-                    raise first
-                raise _refused(ResponseError(str(first))) or ResponseError(str(first))
+                raise _raised(errors[0])
             return results
         raise AssertionError("unreachable")
+
+    async def _reload_scripts(self) -> None:
+        """One SCRIPT LOAD round for every caller that met NOSCRIPT at once (a Redis that
+        restarted fails a whole loop turn's logins together)."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.ensure_future(self.load_scripts())
+        await asyncio.shield(self._reloading)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -1449,6 +1454,24 @@ def _mapped(
 
 def _is_error(reply: Any) -> bool:
     return isinstance(reply, BaseException | hiredis.ReplyError)
+
+
+#: Error replies that mean Redis cannot serve right now (loading its data, a script
+#: running too long, no master): the contract's StoreUnavailable, as redis-py mapped them.
+_NOT_NOW = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _raised(error: Any) -> Exception:
+    """What a caller raises for an error reply of the hot-path connection: a refusal to
+    write or a Redis that cannot serve now as the contract's errors, anything else as a
+    ResponseError; an exception instance (a cluster node lost) as a copy of its own, so
+    that the callers of one batch do not share one traceback."""
+    if isinstance(error, hiredis.ReplyError):
+        text = str(error)
+        if text.startswith(_NOT_NOW):
+            return StoreUnavailable(text)
+        return refusal(text) or ResponseError(text)
+    return copy.copy(error) if isinstance(error, Exception) else StoreUnavailable(str(error))
 
 
 def _messages(conv: str, entries: list[Any], chat_name: str | None = None) -> list[Message]:

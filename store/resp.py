@@ -214,9 +214,12 @@ class RespPipeline:
     async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
         if proto.transport is None:
             raise StoreUnavailable("connection lost")
+        # Encoded before it is queued: a command that cannot be encoded fails this batch
+        # alone, and leaves no entry that would take the replies of the batches after it.
+        data = b"".join(encode_command(*c) for c in commands)
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         proto.pending.append([len(commands), [], fut])
-        proto.transport.write(b"".join(encode_command(*c) for c in commands))
+        proto.transport.write(data)
         try:
             return await asyncio.wait_for(fut, self._timeout)
         except TimeoutError as exc:

@@ -35,6 +35,7 @@ NAMES: Final = (
     "token_issue",
     "token_login",
     "enter",
+    "give_back",
     "forget",
     "address_count",
     "mod_ban",

@@ -203,13 +203,14 @@ def chat_arg(arg: str) -> str:
 
 def sanitize(text: str) -> str:
     """Remove what could drive another user's terminal: C0/C1 controls (TAB kept), DEL,
-    Unicode line separators and bidi overrides."""
+    Unicode line separators and bidi overrides; and lone surrogates (no UTF-8 form)."""
     if text.isprintable() and text.isascii():
         return text
     return "".join(
         ch
         for ch in text
-        if ch == "\t" or not (unicodedata.category(ch) == "Cc" or ch in _BIDI or ch in _LINE_BREAKS)
+        if ch == "\t"
+        or not (unicodedata.category(ch) in ("Cc", "Cs") or ch in _BIDI or ch in _LINE_BREAKS)
     )
 
 

@@ -996,8 +996,9 @@ class Session:
 
     # -- the end -----------------------------------------------------------------------------
 
-    def closed(self) -> None:
-        """The door's connection is gone: detach from fan-out (idempotent)."""
+    def closed(self, how: str = "") -> None:
+        """The door's connection is gone: detach from fan-out (idempotent). `how`: who
+        ended it, as the door tells (logged)."""
         if self.phase is Phase.CLOSED:
             return
         was = self.phase
@@ -1007,10 +1008,11 @@ class Session:
         if self.user is not None:
             self.core.fanout.detach(self, self.user)
         log.info(
-            "event=disconnect peer=%s session=%s state=%s",
+            "event=disconnect peer=%s session=%s state=%s by=%s",
             self.sink.address,
             self.describe(),
             was.value,
+            how or "-",
         )
 
 

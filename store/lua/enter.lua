@@ -14,4 +14,4 @@ local address, known_keep = ARGV[1], tonumber(ARGV[2])
 local held_keep, memory_s = tonumber(ARGV[3]), tonumber(ARGV[4])
 
 return enter(pair_key, known_key, held_key, chats_key, peers_key, cursors_key, ban_key,
-             address, known_keep, held_keep, memory_s)
+             address, known_keep, held_keep, memory_s, true)

@@ -1,7 +1,8 @@
 -- token_login: a login with a resume token in one call (a reconnect storm is thousands).
 -- The token is looked at first: 256 random bits are not guessed, so a valid one logs in
 -- whatever the failure counters say (an attacker behind the owner's address cannot lock
--- a token out), and is entered as enter.lua does. A wrong one counts as a failed login,
+-- a token out), and is entered as enter.lua does, except that the address's failures are
+-- forgiven only while under the limit. A wrong one counts as a failed login,
 -- by the nickname's limits (login_gate.lua's); the address's own limit is another slot
 -- (address_gate.lua): the reply says when the caller must count it there too.
 -- uses: gate, token, enter
@@ -25,8 +26,12 @@ local known_keep, held_keep, memory_s = tonumber(ARGV[7]), tonumber(ARGV[8]), to
 
 local name = token_name(tokens_key, account_key, token_hash)
 if name then
+  -- forgiven only below the limit: a token login must not reopen the password guessing
+  -- of someone behind the same address who reached it
+  local failed = tonumber(redis.call('GET', pair_key) or '0')
+  local forgive = pair_limit == 0 or failed < pair_limit
   local state = enter(pair_key, known_key, held_key, chats_key, peers_key, cursors_key,
-                      ban_key, address, known_keep, held_keep, memory_s)
+                      ban_key, address, known_keep, held_keep, memory_s, forgive)
   return {'ok', name, state[1], state[2], state[3], state[4]}
 end
 local verdict = login_gate(pair_key, nick_key, known_key, address, window_s, pair_limit,

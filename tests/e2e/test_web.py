@@ -82,6 +82,30 @@ async def test_bad_frames_get_error_frames_and_change_nothing(backend, gateways)
     assert err["code"] == "bad_name"
 
 
+async def test_a_lone_surrogate_is_refused_and_stalls_nobody(backend, gateways, clients) -> None:
+    """JSON's `\\ud800` escape decodes to text with no UTF-8 form. It used to reach the
+    store's encoder, which failed after queueing the batch: every later login on that
+    gateway then waited 10 s for replies that went to the wrong callers."""
+    gw = web_gateway(gateways, backend)
+    web = await WebClient.connect(gw.web_port)
+    await web.login("wendy")
+    for frame in (
+        {"type": "say", "text": "hi \ud800"},
+        {"type": "send", "to": "tom", "text": "\udfff"},
+        {"type": "command", "line": "/chats \ud800x"},
+    ):
+        await web.send(frame)
+        err = await web.expect("error")
+        assert err["code"] == "bad_input" and "valid Unicode" in err["text"]
+    tom = await clients(gw.port)
+    started = asyncio.get_running_loop().time()
+    await tom.login("tom")
+    assert asyncio.get_running_loop().time() - started < 3
+    await web.send({"type": "say", "text": "still here"})
+    assert messages([await tom.expect("still here")]) == [("#general", "wendy", "still here")]
+    await web.close()
+
+
 async def test_foreign_origin_is_refused(backend, gateways) -> None:
     gw = web_gateway(gateways, backend)
     with pytest.raises(InvalidStatus) as refused:

@@ -60,6 +60,7 @@ def test_every_script_is_composed_with_its_sha() -> None:
             "token_issue",
             "token_login",
             "enter",
+            "give_back",
             "forget",
             "mod_ban",
             "address_count",
@@ -172,6 +173,7 @@ def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list
             *enter_keys(user, address)[2:],
         ],
         "enter": enter_keys(user, address),
+        "give_back": [keys.login_fails(user, address)],
         "forget": forget_keys(user),
         "address_count": [keys.address_connections(address)],
     }
@@ -885,9 +887,10 @@ def test_token_login(r: redis.Redis) -> None:
     assert r.get(keys.nick_fails("ann")) == "1"
     refused = token_login(r, "ann", "10.0.0.1", "wrong")
     assert refused[0] == "pair" and 0 < refused[1] <= 60_000
-    # a valid token is not locked out (it cannot be guessed), and forgives the address
+    # a valid token is not locked out (it cannot be guessed), but does not reopen the
+    # password guessing of someone else behind that address either
     assert token_login(r, "ann", "10.0.0.1", "h1")[:2] == ["ok", "ANN"]
-    assert not r.exists(keys.login_fails("ann", "10.0.0.1"))
+    assert r.get(keys.login_fails("ann", "10.0.0.1")) == "3"
     # the held addresses are trimmed to the newest `held`; none kept when held is 0
     for a in ("10.0.0.2", "10.0.0.3"):
         token_login(r, "ann", a, "h1")
@@ -897,6 +900,18 @@ def test_token_login(r: redis.Redis) -> None:
     r.delete(keys.user_addresses("ann"))
     assert token_login(r, "ann", "10.0.0.4", "h1", held=0)[5] == "123"
     assert not r.exists(keys.user_addresses("ann"))
+
+
+def test_give_back(r: redis.Redis) -> None:
+    """An attempt counted but never checked is given back in one step; never below 0."""
+    k = keys.login_fails("ann", "10.0.0.1")
+    r.set(k, 2, ex=60)
+    assert call(r, "give_back", [k], []) == 1
+    assert r.get(k) == "1" and 0 < r.ttl(k) <= 60
+    assert call(r, "give_back", [k], []) == 0
+    assert not r.exists(k)
+    assert call(r, "give_back", [k], []) == 0  # expired meanwhile: no -1 left behind
+    assert not r.exists(k)
 
 
 def test_address_count(r: redis.Redis) -> None:

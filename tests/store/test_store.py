@@ -29,6 +29,7 @@ from store.contract import (
     PostStatus,
     PrivatePost,
     Registration,
+    StoreRefused,
     StoreUnavailable,
     StoreUnusable,
     UserBanned,
@@ -901,3 +902,29 @@ async def test_a_channel_removed_and_added_again_is_not_taken_for_a_slot_move(
         assert [m.text for e in events for m in e.messages] == ["still here"]
     finally:
         await links.close()
+
+
+async def test_a_redis_that_refuses_writes_is_unavailable_to_a_login(redis_url: str) -> None:
+    """An error reply on the logins' pipeline (here OOM under noeviction) reaches the
+    session as the contract's StoreUnavailable (a refusal), not as a raw reply error the
+    session would call an internal error; the logins of one turn each get their own."""
+    store = RedisStore(redis_url, **{**DEFAULTS, "gateway_id": "gw-oom"})
+    await store.start()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await register(store, "ann", "bob")
+        r.config_set("maxmemory", 1)
+        try:
+            results = await asyncio.gather(
+                store.enter("ann", "10.0.0.1"),
+                store.enter("bob", "10.0.0.1"),
+                return_exceptions=True,
+            )
+        finally:
+            r.config_set("maxmemory", 0)
+        assert all(isinstance(e, StoreRefused) for e in results), results
+        assert results[0] is not results[1]
+        assert (await store.enter("ann", "10.0.0.1")).chats == {"general": "general"}
+    finally:
+        r.close()
+        await store.close()

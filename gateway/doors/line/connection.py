@@ -205,6 +205,9 @@ class LineConnection(asyncio.BufferedProtocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Who ended it, for the disconnect line: this side (a close it asked for), the
+        # peer (end of stream), or an error (a reset, a timeout).
+        how = "gateway" if self.closing else ("peer" if exc is None else f"error:{exc!r}")
         self.closing = True
         self._lost = True
         self._out = None
@@ -215,7 +218,7 @@ class LineConnection(asyncio.BufferedProtocol):
         if self._ticket is not None:
             self._ticket.release()
         if self.session is not None:
-            self.session.closed()
+            self.session.closed(how)
 
     def pause_writing(self) -> None:
         self._write_paused = True

@@ -44,6 +44,16 @@ class FrameError(ValueError):
     """A frame the door cannot take; its text is sent back as an error frame."""
 
 
+def _unpaired(text: str) -> bool:
+    """Whether JSON's escapes left a lone surrogate in `text`: it has no UTF-8 form, so no
+    store, hash or other door could take it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _text(frame: dict[str, Any], field: str) -> str:
     value = frame.get(field)
     if not isinstance(value, str) or not value.strip():
@@ -61,6 +71,8 @@ def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
         raise FrameError("a frame must be one JSON object") from None
     if not isinstance(frame, dict):
         raise FrameError("a frame must be one JSON object")
+    if any(isinstance(v, str) and _unpaired(v) for v in frame.values()):
+        raise FrameError("text must be valid Unicode (a \\ud800-\\udfff escape must be a pair)")
     if frame.get("v", VERSION) != VERSION:
         raise FrameError(f"unsupported version {frame.get('v')!r}; this server speaks 1")
     kind = frame.get("type")
