@@ -188,21 +188,42 @@ async def test_too_many_waiting_hashes_get_server_busy_and_may_retry(
         await c.expect("^\\* ready", timeout=20)
 
 
-async def test_accepted_sockets_have_tcp_keepalive(backend, gateways, clients) -> None:
-    gw = gateways(backend, "--keepalive-idle", "45", "--keepalive-interval", "7")
-    c = await clients(gw.port)
-    await c.expect("nickname")
-    local = c.writer.get_extra_info("sockname")[1]
+def _keepalive_timers(ports: list[int]) -> list[float]:
+    """Seconds left on the gateway's keepalive timer of each connection from `ports`."""
     out = subprocess.run(
-        ["ss", "-tno", "state", "established", f"( dport = :{local} )"],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["ss", "-tno", "state", "established"], capture_output=True, text=True, check=True
     ).stdout
-    # the gateway's end shows a keepalive timer counting down from at most the idle time
-    timer = re.search(r"timer:\(keepalive,(\d+)(?:\.\d+)?(m?s|min)", out)
-    assert timer, out
-    assert timer.group(2) in ("sec", "s", "ms") or int(timer.group(1)) < 1
+    left = []
+    for line in out.splitlines():
+        peer = line.split()[3] if len(line.split()) > 3 else ""
+        m = re.search(r"timer:\(keepalive,([^,]+),", line)
+        if not m or not any(peer.endswith(f":{p}") for p in ports):
+            continue
+        text, seconds = m.group(1), 0.0
+        for amount, unit in re.findall(r"([\d.]+)(min|sec|ms)", text):
+            seconds += float(amount) * {"min": 60, "sec": 1, "ms": 0.001}[unit]
+        left.append(seconds)
+    return left
+
+
+async def test_accepted_sockets_have_tcp_keepalive_spread_over_connections(
+    backend, gateways, clients
+) -> None:
+    """Each accepted socket has a keepalive timer, from an idle time between the setting
+    and half again as long, drawn per connection: a big chat's members all go idle at its
+    last message, and one idle time sent all their probes at once."""
+    gw = gateways(
+        backend,
+        "--keepalive-idle", "40", "--keepalive-interval", "7",
+        "--max-per-ip", "0", "--max-pending-per-ip", "0", "--max-pending-logins", "0",
+    )  # fmt: skip
+    conns = [await clients(gw.port) for _ in range(24)]
+    for c in conns:
+        await c.expect("nickname")
+    timers = _keepalive_timers([c.writer.get_extra_info("sockname")[1] for c in conns])
+    assert len(timers) == 24, timers
+    assert all(0 < t <= 60 for t in timers), timers
+    assert max(timers) - min(timers) > 5, timers  # not one idle time for all
 
 
 async def test_metrics_bind_loopback_even_when_chat_is_public(backend, gateways) -> None:

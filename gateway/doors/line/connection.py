@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import struct
 import sys
@@ -27,7 +28,7 @@ from gateway.doors.line.framing import BadEncoding, FrameEvent, Line, LineFramer
 from gateway.doors.line.parse import parse_line, plain_text
 from gateway.metrics import METRICS
 
-__all__ = ["LineConnection", "LineDoor", "WriteCoalescer", "set_keepalive"]
+__all__ = ["LineConnection", "LineDoor", "WriteCoalescer", "set_keepalive", "spread_keepalive"]
 
 log = logging.getLogger("chat.conn")
 
@@ -91,11 +92,29 @@ class LineDoor:
     max_line: int
     max_output: int
     #: TCP keepalive (idle s, interval s, probes); idle 0: off. Set on the listening
-    #: sockets by the server (accepted ones inherit it), not per connection.
+    #: sockets by the server (accepted ones inherit it); each accepted connection then
+    #: gets its own idle time, up to half again as long (`spread_keepalive`).
     keepalive: tuple[int, int, int] = (0, 0, 0)
     #: The open connections (for the shutdown notice): each adds itself when made and
     #: leaves when lost.
     connections: set[LineConnection] = field(default_factory=set)
+
+
+def spread_keepalive(transport: asyncio.BaseTransport, idle: int) -> None:
+    """Give one connection a random keepalive idle time in [idle, 1.5 idle]. Every member
+    of a big chat goes idle at the same moment (its last message), so with one idle time
+    a gateway sent all its keepalive probes at once, and again after each interval:
+    16,667 probes at a time met loopback's 1,000-packet input queue in the 50,000-user
+    bench, and connections whose probes were all dropped were closed (ETIMEDOUT)."""
+    jitter = random.randint(0, idle // 2)
+    sock = (
+        transport.get_extra_info("socket") if jitter and hasattr(socket, "TCP_KEEPIDLE") else None
+    )
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle + jitter)
+        except OSError:
+            pass  # the inherited idle time still holds
 
 
 def set_keepalive(sock: socket.socket, idle: int, interval: int, count: int) -> None:
@@ -165,6 +184,8 @@ class LineConnection(asyncio.BufferedProtocol):
             self.close()
             return
         self._ticket = ticket
+        if self.door.keepalive[0]:
+            spread_keepalive(tcp, self.door.keepalive[0])
         self.session = self.door.core.session(self)
         log.info("event=connect peer=%s session=%s", self.address, self.session.session_id)
         self.session.start()
