@@ -188,16 +188,20 @@ async def test_too_many_waiting_hashes_get_server_busy_and_may_retry(
         await c.expect("^\\* ready", timeout=20)
 
 
-def _keepalive_timers(ports: list[int]) -> list[float]:
-    """Seconds left on the gateway's keepalive timer of each connection from `ports`."""
+def _keepalive_timers(server: int, ports: list[int]) -> list[float]:
+    """Seconds left on the keepalive timer of each of the gateway's (local port `server`)
+    connections from the client ports `ports`."""
     out = subprocess.run(
         ["ss", "-tno", "state", "established"], capture_output=True, text=True, check=True
     ).stdout
     left = []
     for line in out.splitlines():
-        peer = line.split()[3] if len(line.split()) > 3 else ""
+        cols = line.split()
+        local, peer = (cols[2], cols[3]) if len(cols) > 3 else ("", "")
         m = re.search(r"timer:\(keepalive,([^,]+),", line)
-        if not m or not any(peer.endswith(f":{p}") for p in ports):
+        if not m or not local.endswith(f":{server}"):
+            continue
+        if not any(peer.endswith(f":{p}") for p in ports):
             continue
         text, seconds = m.group(1), 0.0
         for amount, unit in re.findall(r"([\d.]+)(min|sec|ms)", text):
@@ -220,7 +224,7 @@ async def test_accepted_sockets_have_tcp_keepalive_spread_over_connections(
     conns = [await clients(gw.port) for _ in range(24)]
     for c in conns:
         await c.expect("nickname")
-    timers = _keepalive_timers([c.writer.get_extra_info("sockname")[1] for c in conns])
+    timers = _keepalive_timers(gw.port, [c.writer.get_extra_info("sockname")[1] for c in conns])
     assert len(timers) == 24, timers
     assert all(0 < t <= 60 for t in timers), timers
     assert max(timers) - min(timers) > 5, timers  # not one idle time for all
