@@ -480,23 +480,19 @@ class RedisStore:
         return await self._address_gate(user, address, limits, take=take)
 
     @staticmethod
-    def _login_gate_command(
-        user: str, address: str, limits: LoginLimits, take: bool
-    ) -> tuple[Any, ...]:
+    def _gate_parts(user: str, address: str, limits: LoginLimits) -> tuple[list[str], list[Any]]:
+        """login_gate.lua's keys and arguments but `take` (token_login.lua starts with the
+        same ones)."""
         return (
-            "EVALSHA",
-            _SCRIPTS["login_gate"].sha,
-            3,
-            keys.login_fails(user, address),
-            keys.nick_fails(user),
-            keys.known_addresses(user),
-            address,
-            limits.window,
-            limits.per_pair,
-            limits.per_nick,
-            ADDRESS_MEMORY * 1000,
-            1 if take else 0,
+            [keys.login_fails(user, address), keys.nick_fails(user), keys.known_addresses(user)],
+            [address, limits.window, limits.per_pair, limits.per_nick, ADDRESS_MEMORY * 1000],
         )
+
+    def _login_gate_command(
+        self, user: str, address: str, limits: LoginLimits, take: bool
+    ) -> tuple[Any, ...]:
+        ks, args = self._gate_parts(user, address, limits)
+        return ("EVALSHA", _SCRIPTS["login_gate"].sha, len(ks), *ks, *args, 1 if take else 0)
 
     async def _address_gate(
         self, user: str, address: str, limits: LoginLimits, *, take: bool
@@ -1289,22 +1285,14 @@ class RedisStore:
         a valid token is the login (no gate: it cannot be guessed), with its records and
         state; a wrong one is counted as a failed login, at an address new to the nickname
         by the address's limit too (`{g}`)."""
-        ks, enter_args = self._enter_args(user, address)
-        ks = [ks[0], keys.nick_fails(user), ks[1], keys.tokens(user), keys.user(user), *ks[2:]]
-        head = [address, limits.window, limits.per_pair, limits.per_nick, ADDRESS_MEMORY * 1000]
-        ((verdict, *rest),) = await self._run(
-            [
-                (
-                    "EVALSHA",
-                    _SCRIPTS["token_login"].sha,
-                    len(ks),
-                    *ks,
-                    *head,
-                    token_hash,
-                    *enter_args[1:],
-                )
-            ]
-        )
+        # token_login.lua's keys and arguments: the gate's, the token's, then enter.lua's
+        # less those the gate already named (the pair counter, known addresses, address)
+        gate_keys, gate_args = self._gate_parts(user, address, limits)
+        enter_keys, enter_args = self._enter_args(user, address)
+        ks = [*gate_keys, keys.tokens(user), keys.user(user), *enter_keys[2:]]
+        args = [*gate_args, token_hash, *enter_args[1:]]
+        sha = _SCRIPTS["token_login"].sha
+        ((verdict, *rest),) = await self._run([("EVALSHA", sha, len(ks), *ks, *args)])
         if verdict == "ok":
             name, *state = rest
             self._recorded(self._turn.run(self._seen_commands(user, address)))
