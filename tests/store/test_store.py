@@ -10,6 +10,7 @@ racing the chat limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ from store.contract import (
     StoreRefused,
     StoreUnavailable,
     StoreUnusable,
+    Subscriptions,
     UserBanned,
     UserState,
 )
@@ -88,6 +90,30 @@ async def post(s: RedisStore, user: str, chat: str, *texts: str) -> list[PostSta
 
 
 OK, RATE, BANNED = PostStatus.OK, PostStatus.RATE, PostStatus.BANNED
+
+
+@contextlib.asynccontextmanager
+async def listening(store: RedisStore) -> AsyncIterator[tuple[Subscriptions, list[Any]]]:
+    """`store`'s pub/sub links, started; every event they deliver is appended to the list."""
+    events: list[Any] = []
+
+    async def resubscribed(_: float) -> None:
+        return None
+
+    links = store.subscriptions(events.extend, resubscribed, lambda _: None)
+    await links.start()
+    try:
+        yield links, events
+    finally:
+        await links.close()
+
+
+async def until_events(events: list[Any], want: int, tries: int, every: float) -> None:
+    """Wait (at most tries x every seconds) until `events` holds `want` of them."""
+    for _ in range(tries):
+        if len(events) >= want:
+            return
+        await asyncio.sleep(every)
 
 
 def test_the_mode_is_detected(store: RedisStore, store_url: str, request: Any) -> None:
@@ -207,14 +233,7 @@ async def test_events_reach_the_subscribed_gateway(make_store: MakeStore) -> Non
     of each channel's slot (chats, users), through one link per shard."""
     g1, g2 = await make_store(), await make_store()
     await register(g1, "ann", "bob")
-    events: list[Any] = []
-
-    async def resubscribed(_: float) -> None:
-        return None
-
-    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
-    await links.start()
-    try:
+    async with listening(g2) as (links, events):
         await links.add(chats=[keys.GENERAL, "rust"], users=["ann", "bob"])
         await g1.join("ann", "rust", "Rust", "s1")
         assert await post(g1, "ann", "rust", "r1", "r2") == [OK, OK]
@@ -223,10 +242,7 @@ async def test_events_reach_the_subscribed_gateway(make_store: MakeStore) -> Non
         await g1.ban("bob", 60)
         await g1.kick("bob")
         want = 7  # joined, the chat's posts, the private message twice, left, ban, kick
-        for _ in range(100):
-            if len(events) >= want:
-                break
-            await asyncio.sleep(0.02)
+        await until_events(events, want, tries=100, every=0.02)
         kinds = [type(e).__name__ for e in events]
         assert sorted(kinds) == sorted(
             [
@@ -246,8 +262,6 @@ async def test_events_reach_the_subscribed_gateway(make_store: MakeStore) -> Non
         assert {e.message.text for e in dms} == {"psst"}
         banned = next(e for e in events if isinstance(e, UserBanned))
         assert banned.user == "bob" and banned.by_moderator
-    finally:
-        await links.close()
 
 
 async def test_operator_records(make_store: MakeStore) -> None:
@@ -572,25 +586,13 @@ async def test_add_returns_once_subscribed(make_store: MakeStore) -> None:
     """A gateway subscribes, then reads the backlog: what is published after `add`
     returned must arrive, also on a shard the gateway had no link to yet."""
     g1, g2 = await make_store(), await make_store()
-    events: list[Any] = []
-
-    async def resubscribed(_: float) -> None:
-        return None
-
-    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
-    await links.start()
-    try:
+    async with listening(g2) as (links, events):
         users = [f"u{i}" for i in range(12)]  # on every shard, most likely
         await links.add(users=users)
         for u in users:
             await g1.kick(u)
-        for _ in range(50):
-            if len(events) >= len(users):
-                break
-            await asyncio.sleep(0.02)
+        await until_events(events, len(users), tries=50, every=0.02)
         assert sorted(e.user for e in events) == sorted(users)
-    finally:
-        await links.close()
 
 
 async def test_a_login_storm_subscribes_in_one_write_and_every_login_is_live(
@@ -602,32 +604,22 @@ async def test_a_login_storm_subscribes_in_one_write_and_every_login_is_live(
     from store.pubsub import SUBSCRIBE_CHUNK
 
     g1, g2 = await make_store(), await make_store()
-    events: list[Any] = []
-
-    async def resubscribed(_: float) -> None:
-        return None
-
-    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
-    await links.start()
     admin = None if g2.cluster else redis.Redis.from_url(store_url, decode_responses=True)
-    try:
-        if admin is not None:
-            admin.config_resetstat()
-        users = [f"storm{i}" for i in range(2 * SUBSCRIBE_CHUNK + 100)]
-        await asyncio.gather(*(links.add(users=[u]) for u in users))
-        if admin is not None:
-            stats = admin.info("commandstats")
-            assert stats["cmdstat_subscribe"]["calls"] == 3  # 1,100 channels, 500 a command
-        await asyncio.gather(*(g1.kick(u) for u in users))
-        for _ in range(100):
-            if len(events) >= len(users):
-                break
-            await asyncio.sleep(0.05)
-        assert sorted(e.user for e in events) == sorted(users)
-    finally:
-        if admin is not None:
-            admin.close()
-        await links.close()
+    async with listening(g2) as (links, events):
+        try:
+            if admin is not None:
+                admin.config_resetstat()
+            users = [f"storm{i}" for i in range(2 * SUBSCRIBE_CHUNK + 100)]
+            await asyncio.gather(*(links.add(users=[u]) for u in users))
+            if admin is not None:
+                stats = admin.info("commandstats")
+                assert stats["cmdstat_subscribe"]["calls"] == 3  # 1,100 channels, 500 a command
+            await asyncio.gather(*(g1.kick(u) for u in users))
+            await until_events(events, len(users), tries=100, every=0.05)
+            assert sorted(e.user for e in events) == sorted(users)
+        finally:
+            if admin is not None:
+                admin.close()
 
 
 async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_subscribed(
@@ -638,26 +630,17 @@ async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_sub
     a login and a logout in one turn end unsubscribed (checked on a standalone Redis: on
     a cluster an `add` over several shards reaches its links a step later, by a gather)."""
     g1, g2 = await make_store(), await make_store()
-    events: list[Any] = []
-
-    async def resubscribed(_: float) -> None:
-        return None
 
     async def remove(user: str) -> None:
         links.remove(users=[user])
 
-    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
-    await links.start()
-    try:
+    async with listening(g2) as (links, events):
         await links.add(users=["other"])  # the links are up (a cluster's made on demand)
         # gather runs each one's first step in the same turn, in this order
         await asyncio.gather(links.add(users=["ann"]), remove("ann"), links.add(users=["ann"]))
         await asyncio.sleep(0.2)  # the UNSUBSCRIBE's reply is in, if one was sent last
         await g1.kick("ann")
-        for _ in range(100):
-            if events:
-                break
-            await asyncio.sleep(0.02)
+        await until_events(events, 1, tries=100, every=0.02)
         assert [e.user for e in events] == ["ann"]
         if not g2.cluster:
             await asyncio.gather(links.add(users=["bob"]), remove("bob"))
@@ -670,8 +653,6 @@ async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_sub
             finally:
                 admin.close()
             assert subscribed == {keys.user_channel("ann"): 1, keys.user_channel("bob"): 0}
-    finally:
-        await links.close()
 
 
 async def test_scripts_are_loaded_again_when_redis_lost_them(
@@ -785,14 +766,7 @@ async def test_concurrent_complaints(make_store: MakeStore) -> None:
 async def test_remove_then_add_again(make_store: MakeStore) -> None:
     """Unsubscribing channels of several slots at once, then subscribing them again."""
     g1, g2 = await make_store(), await make_store()
-    events: list[Any] = []
-
-    async def resubscribed(_: float) -> None:
-        return None
-
-    links = g2.subscriptions(events.extend, resubscribed, lambda _: None)
-    await links.start()
-    try:
+    async with listening(g2) as (links, events):
         users = [f"u{i}" for i in range(8)]
         await links.add(users=users)
         links.remove(users=users[:6])
@@ -806,13 +780,8 @@ async def test_remove_then_add_again(make_store: MakeStore) -> None:
         await links.add(users=users[:3])
         for u in users[:3]:
             await g1.kick(u)
-        for _ in range(50):
-            if len(events) >= 3:
-                break
-            await asyncio.sleep(0.02)
+        await until_events(events, 3, tries=50, every=0.02)
         assert sorted(e.user for e in events) == users[:3]
-    finally:
-        await links.close()
 
 
 async def test_the_documented_acl_user_on_a_cluster(_store_cluster: StoreCluster) -> None:
@@ -895,10 +864,7 @@ async def test_a_channel_removed_and_added_again_is_not_taken_for_a_slot_move(
             r.spublish(keys.chat_channel("c0"), "M\x1f1-0\x1fc:c0\x1fann\x1fc0\x1fstill here")
         finally:
             r.close()
-        for _ in range(100):
-            if events:
-                break
-            await asyncio.sleep(0.02)
+        await until_events(events, 1, tries=100, every=0.02)
         assert [m.text for e in events for m in e.messages] == ["still here"]
     finally:
         await links.close()
