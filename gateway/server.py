@@ -19,14 +19,24 @@ import sys
 import uuid
 from collections.abc import Callable
 
-from websockets.asyncio.server import Server
-
-from gateway.admission import Admission
 from gateway.core.session import Core
 from gateway.doors.irc.connection import IrcConnection, IrcDoor
-from gateway.doors.line.connection import LineConnection, LineDoor, WriteCoalescer, set_keepalive
-from gateway.doors.web.server import WebDoor
+from gateway.doors.line.codec import LineCodec
+from gateway.doors.web.codec import JsonCodec
+from gateway.doors.web.page import (
+    FRAME_SLACK,
+    JSON_ROUTE,
+    PageCodec,
+    Route,
+    Site,
+    local_names,
+    static_files,
+)
 from gateway.fanout import Fanout
+from gateway.kit.admission import Admission
+from gateway.kit.codec import Codec
+from gateway.kit.render_once import RenderOnce
+from gateway.kit.shell import Coalescer, Connection, Door, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
 from store.contract import StoreUnavailable, StoreUnusable
@@ -47,6 +57,9 @@ START_RETRY_FIRST, START_RETRY_MAX = 0.2, 5.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds the shutdown leaves for the kernel to send the last lines before closing.
 SHUTDOWN_GRACE = 0.05
+#: Seconds a connection to the web port has to send its request (a file, or the
+#: WebSocket upgrade); admission counts it from its accept.
+WEB_REQUEST_TIMEOUT = 10.0
 
 
 class StartupError(Exception):
@@ -85,7 +98,7 @@ class GatewayServer:
             account_ttl=settings.account_ttl,
             wait_replica_ms=settings.redis_wait_replica,
         )
-        self.coalescer = WriteCoalescer()
+        self.coalescer = Coalescer()
         self.fanout = Fanout(self.store, settings.cursor_flush, self._after_batch)
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
@@ -96,34 +109,43 @@ class GatewayServer:
             count=self._count_address,
             max_connections=connection_limit(settings.max_connections),
         )
-        self.line_door = LineDoor(
-            self.core,
-            self.admission,
-            self.coalescer,
-            settings.max_line,
-            settings.max_output,
-            (settings.keepalive_idle, settings.keepalive_interval, settings.keepalive_count),
+        #: (idle s, interval s, probes) of TCP keepalive; idle 0: off.
+        self.keepalive = (
+            settings.keepalive_idle,
+            settings.keepalive_interval,
+            settings.keepalive_count,
         )
+        line_cache = RenderOnce()
+        self.line_door = self._door("line", lambda: LineCodec(settings.max_line, line_cache))
         self.irc_door = IrcDoor(self.core, self.admission, settings.max_output, set())
-        self.web_door = WebDoor(
-            self.core,
-            self.admission,
-            settings.max_line,
-            settings.max_output,
+        routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce())}
+        site = Site(
+            static_files(),
+            routes,
+            settings.max_line + FRAME_SLACK,
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
-            set(),
-            self.irc_door if settings.irc_port or settings.irc_tls_port else None,
+            local_names(settings.host),
         )
+        self.web_door = self._door("web", lambda: PageCodec(site), WEB_REQUEST_TIMEOUT)
         self._irc: asyncio.Server | None = None
         self._irc_tls: asyncio.Server | None = None
-        self._web: Server | None = None
-        #: Open line connections, for the shutdown notice (the door's set: each connection
-        #: adds itself when made and leaves when lost; a plain set, not a WeakSet, whose
-        #: weak references cost about 230 bytes per connection).
-        self.connections = self.line_door.connections
+        self._web: asyncio.Server | None = None
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
+
+    def _door(self, name: str, codec: Callable[[], Codec], upgrade_timeout: float = 0.0) -> Door:
+        s = self.settings
+        return Door(
+            name,
+            self.core,
+            self.admission,
+            self.coalescer,
+            s.max_output,
+            codec,
+            keepalive_idle=s.keepalive_idle,
+            upgrade_timeout=upgrade_timeout,
+        )
 
     def _after_batch(self) -> None:
         """Fan-out delivered a batch: send it now, not at the next loop turn."""
@@ -145,10 +167,10 @@ class GatewayServer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, START_RETRY_MAX)
         await self.fanout.start()
-        self._server = await self._listen(self._line_connection, self.settings.port, "chat")
+        self._server = await self._listen(self.line_door, self.settings.port, "chat")
         if tls is not None and self.settings.tls_port:
             self._tls_server = await self._listen(
-                self._line_connection, self.settings.tls_port, "chat over TLS", tls
+                self.line_door, self.settings.tls_port, "chat over TLS", tls
             )
         if self.settings.irc_port:
             self._irc = await self._listen(self._irc_connection, self.settings.irc_port, "IRC")
@@ -157,12 +179,7 @@ class GatewayServer:
                 self._irc_connection, self.settings.irc_tls_port, "IRC over TLS", tls
             )
         if self.settings.web_port:
-            try:
-                self._web = await self.web_door.start(
-                    self.settings.host, self.settings.web_port, ssl_context=web_tls
-                )
-            except OSError as exc:
-                raise StartupError(self._bind_error("web", self.settings.web_port, exc)) from None
+            self._web = await self._listen(self.web_door, self.settings.web_port, "web", web_tls)
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
         METRICS.channels.set_function(lambda: self.fanout.link.count)
         METRICS.local_users.set_function(lambda: len(self.fanout.users))
@@ -209,19 +226,23 @@ class GatewayServer:
     def _healthy(self) -> bool:
         return self.fanout.redis_ok and self.fanout.presence.ok
 
-    def _line_connection(self) -> LineConnection:
-        return LineConnection(self.line_door)
-
     def _irc_connection(self) -> IrcConnection:
         return IrcConnection(self.irc_door)
 
     async def _listen(
         self,
-        factory: Callable[[], asyncio.BaseProtocol],
+        door: Door | Callable[[], asyncio.BaseProtocol],
         port: int,
         what: str,
         tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
+        if isinstance(door, Door):
+            kit_door = door
+
+            def factory() -> asyncio.BaseProtocol:
+                return Connection(kit_door)
+        else:
+            factory = door
         try:
             server = await asyncio.get_running_loop().create_server(
                 factory,
@@ -234,7 +255,7 @@ class GatewayServer:
             )
         except OSError as exc:
             raise StartupError(self._bind_error(what, port, exc)) from None
-        idle, interval, count = self.line_door.keepalive
+        idle, interval, count = self.keepalive
         if idle:  # accepted sockets inherit it (Linux): no per-connection system calls
             for sock in server.sockets:
                 try:
@@ -263,22 +284,20 @@ class GatewayServer:
     @property
     def web_port(self) -> int:
         assert self._web is not None
-        return int(next(iter(self._web.sockets)).getsockname()[1])
+        return int(self._web.sockets[0].getsockname()[1])
 
     # -- shutdown ----------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        live = [c for c in self.connections if not c.closing]
-        log.info("event=shutdown connections=%d", len(live))
-        for server in (self._server, self._tls_server, self._irc, self._irc_tls):
+        doors = (self.line_door, self.web_door)
+        live = [c for d in doors for c in d.connections if not c.closing]
+        irc = [c for c in self.irc_door.connections if not c.closing]
+        log.info("event=shutdown connections=%d", len(live) + len(irc))
+        for server in (self._server, self._tls_server, self._irc, self._irc_tls, self._web):
             if server is not None:
                 server.close()
         if self._metrics is not None:
             self._metrics.close()
-        if self._web is not None:
-            self._web.close(close_connections=False)
-        web = list(self.web_door.connections)
-        irc = [c for c in self.irc_door.connections if not c.closing]
         for i in irc:
             if i.session is not None:
                 i.session.shutting_down()
@@ -286,14 +305,9 @@ class GatewayServer:
             if conn.session is not None:
                 conn.session.shutting_down()
             conn.flush()
-        for w in web:
-            if w.session is not None:
-                w.session.shutting_down()
         await self.fanout.stop()
         for conn in live:
             conn.close()
-        for w in web:
-            w.close()
         for i in irc:
             i.close()
         await asyncio.sleep(SHUTDOWN_GRACE)

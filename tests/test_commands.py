@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core import commands as c
-from gateway.doors.line.parse import CHAT_RULES, HELP_LINES, parse
+from gateway.core.slash import CHAT_RULES, HELP_LINES, parse
 
 
 def test_plain_text_is_a_message() -> None:

@@ -1,5 +1,6 @@
 """Every core event has a rendering in every door: adding an event without one fails
-here, not in front of a user."""
+here, not in front of a user. A door that shows nothing for an event says so explicitly
+(an entry that renders to b""), so a missing one is a KeyError, never a silent drop."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.doors.line.framing import BadEncoding, Line, LineFramer, LineTooLong
+from gateway.kit.lines import BadEncoding, Line, LineFramer, LineTooLong
 
 
 def feed_all(framer: LineFramer, *chunks: bytes) -> list:

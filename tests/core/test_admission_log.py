@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from gateway import admission
-from gateway.admission import FULL, Admission
+from gateway.kit import admission
+from gateway.kit.admission import FULL, Admission
 
 
 def test_refusals_are_logged_at_most_once_a_second(

@@ -22,7 +22,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.admission import Admission, Ticket
 from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core import history
@@ -32,7 +31,8 @@ from gateway.core.timefmt import ban_end, parse_duration
 from gateway.core.tokens import looks_like_token
 from gateway.doors.irc import protocol as irc
 from gateway.doors.irc.protocol import SERVER, format_line, notice, numeric
-from gateway.doors.line.framing import BadEncoding, Line, LineFramer, LineTooLong
+from gateway.kit.admission import Admission, Ticket
+from gateway.kit.lines import BadEncoding, Line, LineFramer, LineTooLong
 from gateway.metrics import METRICS
 from store.contract import Message, id_key
 

@@ -1,8 +1,8 @@
 """Core events -> the exact bytes of the contract: message, notice and error lines.
 
-Pure. Fan-out hands the same `Messages` object to every reader of a chat, so the last one
-rendered is kept: the 199 readers after the first get the same bytes for one identity
-check.
+Pure. Fan-out hands the same `Messages` object to every reader of a chat; the kit keeps
+the bytes of the last burst rendered (gateway/kit/render_once.py), so the readers after
+the first get them for one identity check.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.core import events as ev
+from gateway.core.slash import HELP_LINES
 from gateway.core.timefmt import ban_end
-from gateway.doors.line.parse import HELP_LINES
 
 __all__ = ["clock", "error", "message", "messages", "notice", "render"]
 
@@ -47,17 +47,10 @@ def error(text: str) -> bytes:
     return f"! {text}\r\n".encode()
 
 
-_last: list[Any] = [None, b""]  # the last Messages rendered, and its bytes
-
-
 def messages(event: ev.Messages) -> bytes:
-    if event is _last[0]:
-        return _last[1]  # type: ignore[no-any-return]
     where = event.where
     prefix = ("#" if isinstance(where, ev.ChatConv) else "@") + where.name
-    data = b"".join(message(m.key[0], prefix, m.sender, m.text) for m in event.items)
-    _last[0], _last[1] = event, data
-    return data
+    return b"".join(message(m.key[0], prefix, m.sender, m.text) for m in event.items)
 
 
 def _chat_list(e: ev.ChatList) -> bytes:

@@ -15,7 +15,7 @@ from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.names import sanitize
 from gateway.core.session import Phase
-from gateway.doors.line.parse import HELP_LINES, parse
+from gateway.core.slash import HELP_LINES, parse
 
 __all__ = ["CLIENT_FRAMES", "VERSION", "FrameError", "encode", "messages_frame", "parse_frame"]
 
@@ -67,7 +67,7 @@ def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
         raise FrameError("binary frames are not accepted; send JSON text")
     try:
         frame = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep is not a chat frame either
         raise FrameError("a frame must be one JSON object") from None
     if not isinstance(frame, dict):
         raise FrameError("a frame must be one JSON object")
@@ -129,14 +129,9 @@ def _conv(where: ev.Conversation) -> dict[str, str]:
     return {"kind": "private", "id": "@" + where.peer, "name": where.name}
 
 
-_last: list[Any] = [None, ""]  # the last Messages encoded, and its frame
-
-
 def messages_frame(event: ev.Messages) -> str:
-    """Fan-out hands the same object to every reader: encode it once."""
-    if event is _last[0]:
-        return str(_last[1])
-    frame = json.dumps(
+    """A burst's frame (the kit renders it once for every page reading it)."""
+    return json.dumps(
         {
             "v": VERSION,
             "type": "messages",
@@ -147,8 +142,6 @@ def messages_frame(event: ev.Messages) -> str:
         },
         ensure_ascii=False,
     )
-    _last[0], _last[1] = event, frame
-    return frame
 
 
 _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {

@@ -1,0 +1,55 @@
+"""The page's JSON frames as a kit codec (inside the kit's WebSocket codec).
+
+One JSON object per text message both ways (docs/WEBSOCKET.md; protocol.py parses and
+encodes them). Binary messages get an error frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.core import events as ev
+from gateway.core.session import Phase
+from gateway.doors.web.protocol import FrameError, encode, error_frame, messages_frame, parse_frame
+from gateway.kit.codec import Codec, Step, Unit
+
+__all__ = ["JsonCodec"]
+
+_BINARY = object()  # a binary message: refused
+_ACROSS = error_frame("bad_input", "binary frames are not accepted; send JSON text").encode()
+
+
+class JsonCodec(Codec):
+    __slots__ = ()
+
+    door = "web"
+
+    def __init__(self) -> None:
+        super().__init__(None)  # the WebSocket codec caches the framed bytes
+
+    def feed_message(self, payload: bytes, text: bool) -> list[Unit]:
+        return [payload.decode() if text else _BINARY]
+
+    def decode(self, unit: Unit, phase: Phase | None) -> Sequence[Step]:
+        if unit is _BINARY:
+            return (_ACROSS,)
+        assert phase is not None
+        try:
+            return parse_frame(unit, phase)
+        except FrameError as exc:
+            return (error_frame(ev.ErrorCode.BAD_INPUT.value, str(exc)).encode(),)
+
+    def encode(self, event: ev.Event) -> bytes:
+        return encode(event).encode()
+
+    def show(self, messages: ev.Messages) -> bytes:
+        return messages_frame(messages).encode()
+
+    def refused(self, reason: str) -> bytes:
+        return error_frame("busy", reason).encode()
+
+    def timed_out(self, text: str) -> bytes:
+        return error_frame("timeout", text).encode()
+
+    def overflowed(self) -> bytes:
+        return b""
