@@ -36,7 +36,7 @@ from gateway.fanout import Fanout
 from gateway.kit.admission import Admission
 from gateway.kit.codec import Codec
 from gateway.kit.render_once import RenderOnce
-from gateway.kit.shell import Coalescer, Connection, Door, set_keepalive
+from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
 from store.contract import StoreUnavailable, StoreUnusable
@@ -238,9 +238,12 @@ class GatewayServer:
         tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         if isinstance(door, Door):
-            kit_door = door
+            kit_door, context = door, tls
+            tls = None  # the kit does TLS itself, after admission (TlsConnection)
 
             def factory() -> asyncio.BaseProtocol:
+                if context is not None:
+                    return TlsConnection(kit_door, context)
                 return Connection(kit_door)
         else:
             factory = door

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -52,6 +53,7 @@ __all__ = [
     "Coalescer",
     "Connection",
     "Door",
+    "TlsConnection",
     "set_keepalive",
     "spread_keepalive",
 ]
@@ -252,6 +254,10 @@ class Connection(asyncio.BufferedProtocol):
             spread_keepalive(tcp, door.keepalive_idle)
         if door.upgrade_timeout:
             asyncio.get_running_loop().call_later(door.upgrade_timeout, self._upgrade_deadline)
+        self._admitted()
+
+    def _admitted(self) -> None:
+        """Admission let the connection in: start its session now if its codec wants one."""
         if self.codec.session_at_accept:
             self._start_session()
 
@@ -560,8 +566,13 @@ class Connection(asyncio.BufferedProtocol):
         self.flush()
         self.closing = True
         if not (say_goodbye and self.codec.awaits_peer_close):
-            self.transport.close()
+            self._end()
         asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_if_open)
+
+    def _end(self) -> None:
+        """Close the socket once what is queued is sent."""
+        if self.transport is not None:
+            self.transport.close()
 
     def _abort_if_open(self) -> None:
         if self.transport is not None and not self._lost:
@@ -572,4 +583,120 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is not None and not self._lost:
             self.flush()
             self.closing = True
-            self.transport.close()
+            self._end()
+
+
+#: Seconds a TLS client has to finish its handshake (it counts against admission meanwhile).
+TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Plaintext taken from the TLS layer per step (a TLS record is at most 16 KiB).
+_TLS_READ = 16 * 1024
+
+
+class TlsConnection(Connection):
+    """A `Connection` that speaks TLS itself (ssl.SSLObject over memory BIOs), so the
+    handshake happens after admission, like any other protocol work: a TLS port cannot be
+    filled with half-made handshakes from one address (asyncio's own TLS made the
+    connection only after its handshake, uncounted), and the handshake has a deadline."""
+
+    __slots__ = ("_handshaking", "_in", "_out_bio", "_tls")
+
+    def __init__(self, door: Door, context: ssl.SSLContext) -> None:
+        super().__init__(door)
+        self._in = ssl.MemoryBIO()
+        self._out_bio = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._in, self._out_bio, server_side=True)
+        self._handshaking = True
+
+    def _admitted(self) -> None:
+        # The session (and its first prompt) waits for the handshake.
+        asyncio.get_running_loop().call_later(TLS_HANDSHAKE_TIMEOUT, self._handshake_late)
+
+    def _handshake_late(self) -> None:
+        if self._handshaking and not self._lost and self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if nbytes == READ_CHUNK and self.transport is not None and not self._read_paused:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._resume_after_turn)
+        if self._lost:
+            return
+        self._in.write(_READ_VIEW[:nbytes])
+        if self._handshaking and not self._handshake():
+            return
+        plain = bytearray()
+        ended = False
+        try:
+            while True:
+                chunk = self._tls.read(_TLS_READ)
+                if not chunk:  # the peer's close_notify (SSLObject says so with b"")
+                    ended = True
+                    break
+                plain += chunk
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:  # the peer's close_notify: answer it and close
+            ended = True
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+            return
+        if plain:
+            self.data_received(bytes(plain))
+        if ended and not self._lost:
+            self.flush()
+            self.closing = True
+            self._end()
+
+    def _handshake(self) -> bool:
+        """Go on with the handshake; True once it is done (and the session started)."""
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._send_tls()
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            self._tls_failed(exc)
+            return False
+        self._handshaking = False
+        self._send_tls()
+        if self.codec.session_at_accept and self.session is None and not self.closing:
+            self._start_session()
+        return True
+
+    def _tls_failed(self, exc: Exception) -> None:
+        log.info("event=tls_failed door=%s peer=%s error=%s", self.door.name, self.address, exc)
+        self.closing = True
+        if self.transport is not None:
+            self._send_tls()
+            self.transport.abort()
+
+    def _send_tls(self) -> None:
+        data = self._out_bio.read()
+        if data and self.transport is not None and not self._lost:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        out = self._out
+        transport = self.transport
+        if out is None or transport is None or self._lost or self._handshaking:
+            return
+        self._out = None
+        self._queued = 0
+        try:
+            self._tls.write(b"".join(out) if type(out) is list else out)  # type: ignore[arg-type]
+        except ssl.SSLError as exc:
+            self._tls_failed(exc)
+            return
+        self._send_tls()
+        if transport.get_write_buffer_size() > self.door.max_output:
+            self.overflow()
+
+    def _end(self) -> None:
+        if not self._handshaking and not self._lost:
+            try:
+                self._tls.unwrap()  # close_notify, best effort
+            except ssl.SSLError:
+                pass
+            self._send_tls()
+        super()._end()
