@@ -1271,6 +1271,22 @@ class RedisStore:
             for mid, f in entries
         ]
 
+    async def latest_many(self, convs: Sequence[str]) -> list[Message | None]:
+        """The newest live message of each conversation, one pipeline for all of them
+        (CHATHISTORY TARGETS: one read per conversation would queue every other store
+        call behind thousands of round trips)."""
+        if not convs:
+            return []
+        floor = self._min_id()
+        results = await self._run(
+            [("XREVRANGE", keys.conv_stream(c), "+", floor, "COUNT", 1) for c in convs]
+        )
+        out: list[Message | None] = []
+        for c, entries in zip(convs, results, strict=True):
+            found = _messages(c, entries)
+            out.append(found[0] if found else None)
+        return out
+
     async def read_position(self, user: str, conv: str) -> str | None:
         """The user's stored read position (last shown id) in one conversation."""
         mid = await self._call(self.redis.hget(keys.cursors(user), conv))
