@@ -1379,9 +1379,20 @@ class RedisStore:
         return {c: names[c] for c in chats}
 
     async def set_online_many(self, users: Sequence[str]) -> None:
-        """`set_online` for every user that logged in during one loop turn: one pipeline."""
-        k = keys.gateway_online(self.gateway_id)
-        await self._run([("SADD", k, *users), ("EXPIRE", k, PRESENCE_TTL)])
+        """`set_online` for every user that logged in during one loop turn: one pipeline.
+        The gateway's own live mark is renewed if it is missing (a store emptied under a
+        running gateway): users who log in count as online at once, not only after the
+        next heartbeat."""
+        gw = self.gateway_id
+        k = keys.gateway_online(gw)
+        await self._run(
+            [
+                ("SADD", k, *users),
+                ("EXPIRE", k, PRESENCE_TTL),
+                ("SADD", keys.gateways(), gw),
+                ("SET", keys.gateway_alive(gw), str(int(time.time())), "EX", PRESENCE_TTL, "NX"),
+            ]
+        )
 
 
 class _Links:
