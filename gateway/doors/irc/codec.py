@@ -72,6 +72,7 @@ class IrcCodec(Codec):
         "chat_keys",
         "chats",
         "command",
+        "deferred",
         "errors",
         "history_sub",
         "history_target",
@@ -131,6 +132,10 @@ class IrcCodec(Codec):
         self.part_reason = ""
         self.who_mask = "*"
         self.quitting: bool = False
+        #: A PONG held until this connection's own messages are echoed (echo-message):
+        #: a client that syncs with PING sees its echoes first, as it would on a server
+        #: that delivers them before reading on.
+        self.deferred = ""
 
     # -- output helpers (handlers and renderers) ----------------------------------------
 
@@ -199,6 +204,15 @@ class IrcCodec(Codec):
         if self._held_size > self.shared.max_output:
             self.release()
 
+    def expect_echo(self, target: str, text: str) -> None:
+        """A message this connection sent: its copy from fan-out is left out (without
+        echo-message) or awaited before a PONG (with it)."""
+        pending = self.pending
+        pending.append((target, text))
+        if len(pending) > MAX_PENDING_ECHO:  # never came back (lost, or changed)
+            pending.popleft()
+        self.cache = None
+
     def at(self, phase: Phase) -> bool:
         """Whether the core session is in `phase` (as its events told; read afresh after
         each command a handler yields)."""
@@ -243,6 +257,9 @@ class IrcCodec(Codec):
         return _Lazy(self._unit(unit))
 
     def _unit(self, unit: Unit) -> Iterator[Step]:
+        if self.deferred:  # the client went on: its echo is late or lost
+            self.line(self.deferred)
+            self.deferred = ""
         if isinstance(unit, LineTooLong):
             self.numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
         elif isinstance(unit, BadEncoding):
@@ -296,8 +313,7 @@ class IrcCodec(Codec):
         text = chat_text(msg.params[1])
         if not text:
             return None
-        if "echo-message" not in self.caps:
-            self.pending.append(("#" + name_key(chat), text))
+        self.expect_echo("#" + name_key(chat), text)
         self.batched.append(text)
         return text
 
@@ -324,17 +340,24 @@ class IrcCodec(Codec):
         if self.pending:
             kept = self._without_own(messages)
             if kept is None:
-                return b""
+                return self._after_echo(b"")
             messages = kept
         if self.capture is not None:
             self.message_lines(messages)
             return b""
         lines = irc.message_lines(messages.where, messages.items, self.nick, self.wants)
-        return "".join(t + "\r\n" for t in lines).encode()
+        return self._after_echo("".join(t + "\r\n" for t in lines).encode())
+
+    def _after_echo(self, data: bytes) -> bytes:
+        if self.deferred and not self.pending:
+            data += self.deferred.encode() + b"\r\n"
+            self.deferred = ""
+        return data
 
     def _without_own(self, messages: ev.Messages) -> ev.Messages | None:
-        """The burst less this connection's own messages (their echo is not wanted);
+        """The burst less this connection's own messages unless it wants their echo;
         None when nothing is left. Another device's messages are always shown."""
+        echo = "echo-message" in self.caps
         where = messages.where
         target = "#" + where.key if isinstance(where, ev.ChatConv) else where.peer
         pending = self.pending
@@ -352,7 +375,8 @@ class IrcCodec(Codec):
                         pending.popleft()
                     else:
                         pending.remove(key)
-                    continue
+                    if not echo:
+                        continue
             kept.append(m)
         if not pending:
             self.recache()

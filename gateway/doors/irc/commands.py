@@ -231,7 +231,11 @@ def _ping(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     if not msg.params or not msg.params[0]:
         c.numeric(n.ERR_NEEDMOREPARAMS, "PING", "Not enough parameters")
         return
-    c.line(format_line("PONG", SERVER, msg.params[0]))
+    pong = format_line("PONG", SERVER, msg.params[0])
+    if c.pending and "echo-message" in c.caps and c.reg.registered:
+        c.deferred = pong  # after the echo of what was just sent
+    else:
+        c.line(pong)
     yield from ()
 
 
@@ -260,19 +264,16 @@ def _privmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         if not msg.params[1].startswith("\x01"):
             c.numeric(n.ERR_NOTEXTTOSEND, "No text to send")
         return
-    echo = "echo-message" in c.caps
     for target in msg.params[0].split(",")[:MAX_TARGETS]:
         c.target = target
         chat = target.startswith("#")
         key = "#" + name_key(target[1:]) if chat else name_key(target)
         c.batched = [text]
-        if not echo:
-            c.pending.append((key, text))
-            c.recache()
+        c.expect_echo(key, text)
         errors = c.errors
         yield cmd.SendChat(target[1:], text) if chat else cmd.SendPrivate(target, text)
         refused = c.errors - errors
-        if refused and not echo:  # refused ones (the last, as a rate limit does): no echo
+        if refused:  # refused ones (the last, as a rate limit does): no echo
             for t in c.batched[len(c.batched) - refused :]:
                 if (key, t) in c.pending:
                     c.pending.remove((key, t))
