@@ -152,10 +152,9 @@ class IrcCodec(Codec):
         self.line(format_line("NOTICE", self.nick or "*", text))
 
     def fail(self, command: str, code: str, *context: str) -> None:
-        if "standard-replies" in self.caps:
-            self.line(format_line("FAIL", command, code, *context))
-        else:
-            self.notice(f"{command}: {context[-1]}")
+        """A standard reply (sent whether or not `standard-replies` was asked for: the
+        IRCv3 specifications of CHATHISTORY and MARKREAD use them)."""
+        self.line(format_line("FAIL", command, code, *context))
 
     def take(self) -> bytes:
         if not self._lines:

@@ -73,6 +73,8 @@ CAPS: dict[str, str] = {
     "draft/chathistory": "",
     "draft/read-marker": "",
     "standard-replies": "",
+    "multi-prefix": "",  # chats have no prefixes: nothing to add
+    "userhost-in-names": "",
 }
 #: Messages returned by one CHATHISTORY request at most (ISUPPORT CHATHISTORY=).
 CHATHISTORY_MAX = 100

@@ -182,6 +182,8 @@ def _online(c: IrcCodec, e: ev.Online) -> None:
                 _who_line(c, "*", name)
         return
     names = list(e.names)
+    if "userhost-in-names" in c.caps:
+        names = [source_of(x) for x in names]
     for i in range(0, len(names), NAMES_PER_LINE):
         c.numeric(n.RPL_NAMREPLY, "=", "#" + e.chat, " ".join(names[i : i + NAMES_PER_LINE]))
     if e.total > len(names):
