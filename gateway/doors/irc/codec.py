@@ -256,13 +256,15 @@ class IrcCodec(Codec):
         return _Lazy(self._unit(unit))
 
     def _unit(self, unit: Unit) -> Iterator[Step]:
+        if self.capture is not None:  # a label still waiting for its echo: late or lost
+            self._close_label()
         if self.deferred:  # the client went on: its echo is late or lost
             self.line(self.deferred)
             self.deferred = ""
         if isinstance(unit, LineTooLong):
             self.numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
-        elif isinstance(unit, BadEncoding):
-            self.notice("line is not valid UTF-8, discarded")
+        elif isinstance(unit, BadEncoding):  # UTF8ONLY: refused, as IRCv3 says
+            self.line(format_line("FAIL", "*", "INVALID_UTF8", "line is not valid UTF-8, discarded"))
         else:
             assert isinstance(unit, Line)
             msg = irc.parse(unit.text)
@@ -320,11 +322,16 @@ class IrcCodec(Codec):
         self.command = self.target = ""
         if self.capture is None:
             return b""
-        captured, self.capture = self.capture, None
+        if self.pending and "echo-message" in self.caps:
+            return b""  # the echo of the labeled message is still to come: it ends it
+        self._close_label()
+        return self.take()
+
+    def _close_label(self) -> None:
+        captured, self.capture = self.capture or [], None
         label, self.label = self.label, ""
         render.labeled(self, label, captured)
         self.recache()
-        return self.take()
 
     # -- output ------------------------------------------------------------------------
 
@@ -343,11 +350,14 @@ class IrcCodec(Codec):
             messages = kept
         if self.capture is not None:
             self.message_lines(messages)
-            return b""
+            return self._after_echo(b"")
         lines = irc.message_lines(messages.where, messages.items, self.nick, self.wants)
         return self._after_echo("".join(t + "\r\n" for t in lines).encode())
 
     def _after_echo(self, data: bytes) -> bytes:
+        if self.capture is not None and not self.pending and not self.command:
+            self._close_label()  # the echo that a labeled command waited for came
+            data = self.take()
         if self.deferred and not self.pending:
             data += self.deferred.encode() + b"\r\n"
             self.deferred = ""
