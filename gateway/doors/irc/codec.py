@@ -264,7 +264,7 @@ class IrcCodec(Codec):
         if isinstance(unit, LineTooLong):
             self.numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
         elif isinstance(unit, BadEncoding):  # UTF8ONLY: refused, as IRCv3 says
-            self.line(format_line("FAIL", "*", "INVALID_UTF8", "line is not valid UTF-8, discarded"))
+            self.line(format_line("FAIL", "*", "INVALID_UTF8", "line is not UTF-8, discarded"))
         else:
             assert isinstance(unit, Line)
             msg = irc.parse(unit.text)

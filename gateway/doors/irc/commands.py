@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from gateway.core import commands as cmd
 from gateway.core.names import name_key, sanitize
 from gateway.core.session import Phase
 from gateway.core.timefmt import parse_duration
-from gateway.doors.irc import history
+from gateway.doors.irc import history, queries
 from gateway.doors.irc import numerics as n
 from gateway.doors.irc.protocol import (
     CAPS,
@@ -41,8 +40,6 @@ __all__ = ["COMMANDS", "Entry", "chat_text", "plain_post", "welcome"]
 Handler = Callable[["IrcCodec", IrcMessage], Iterator[Step]]
 #: Targets one PRIVMSG, JOIN, PART or NAMES takes at most.
 MAX_TARGETS = 10
-#: Nicknames answered by one ISON or USERHOST.
-ISON_MAX = 32
 MOTD = (
     "Welcome to the chat gateway's IRC door.",
     "Chats are channels; #general is joined for you. /quote COMPLAIN <nick> complains",
@@ -317,109 +314,8 @@ def _list(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     yield cmd.GetChats()
 
 
-def _names(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    if not msg.params:
-        c.numeric(n.RPL_ENDOFNAMES, "*", "End of /NAMES list.")
-        return
-    for target in msg.params[0].split(",")[:MAX_TARGETS]:
-        c.target = target
-        if not target.startswith("#") or name_key(target[1:]) not in c.member_of():
-            c.numeric(n.RPL_ENDOFNAMES, target, "End of /NAMES list.")
-            continue
-        c.names_mode = "names"
-        yield cmd.Who(target[1:])
-
-
-def _who(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    mask = msg.params[0] if msg.params else "*"
-    fields = msg.params[1] if len(msg.params) > 1 else ""
-    c.whox = fields[1:] if fields.startswith("%") else ""
-    c.who_mask = mask
-    if mask.startswith("#"):
-        if name_key(mask[1:]) in c.member_of():
-            c.names_mode = "who"
-            yield cmd.Who(mask[1:])
-    else:  # a nickname or a mask: among who is online in #general (bounded)
-        c.names_mode = "who_mask"
-        yield cmd.Who("general")
-    c.numeric(n.RPL_ENDOFWHO, mask, "End of WHO list.")
-    c.whox = ""
-
-
-def mask_matches(mask: str, nick: str) -> bool:
-    return fnmatch.fnmatchcase(name_key(nick), name_key(mask)) if mask != "*" else True
-
-
-def _whois(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    target = msg.params[-1]
-    info = c.shared.users.get(name_key(target))
-    user, real = (info.username, info.realname) if info else (target, target)
-    c.numeric(n.RPL_WHOISUSER, target, user, SERVER, "*", real)
-    c.numeric(n.RPL_WHOISSERVER, target, SERVER, "chat gateway")
-    if info is not None and info.away:
-        c.numeric(n.RPL_AWAY, target, info.away)
-    c.numeric(n.RPL_ENDOFWHOIS, target, "End of /WHOIS list.")
-    yield from ()
-
-
 def _motd_cmd(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     _motd(c)
-    yield from ()
-
-
-def _away(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    c.away = msg.params[0] if msg.params else ""
-    info = c.shared.users.get(c.key)
-    if info is not None:
-        info.away = c.away
-    if c.away:
-        c.numeric(n.RPL_NOWAWAY, "You have been marked as being away")
-    else:
-        c.numeric(n.RPL_UNAWAY, "You are no longer marked as being away")
-    yield from ()
-
-
-def _ison(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    asked = " ".join(msg.params).split()[:ISON_MAX]
-    c.online = []
-    c.names_mode = "ison"
-    yield cmd.Who("general")
-    online = {name_key(x) for x in c.online or ()}
-    c.online = None
-    c.numeric(n.RPL_ISON, " ".join(x for x in asked if name_key(x) in online))
-
-
-def _userhost(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    asked = " ".join(msg.params).split()[:5]
-    c.numeric(n.RPL_USERHOST, " ".join(f"{x}=+{x}@{SERVER}" for x in asked))
-    yield from ()
-
-
-def _topic(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    target = msg.params[0]
-    if len(msg.params) > 1:
-        c.numeric(n.ERR_CHANOPRIVSNEEDED, target, "Topics are read-only here")
-    else:
-        c.numeric(n.RPL_NOTOPIC, target, "No topic is set")
-    yield from ()
-
-
-def _mode(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    target = msg.params[0]
-    if target.startswith("#"):
-        if len(msg.params) > 1:
-            if msg.params[1].lstrip("+") in ("b", ""):
-                c.numeric(n.RPL_BANLIST_END, target, "End of channel ban list")
-            else:
-                c.numeric(n.ERR_CHANOPRIVSNEEDED, target, "Channel modes are fixed here")
-        else:
-            c.numeric(n.RPL_CHANNELMODEIS, target, "+nt")
-    elif name_key(target) != c.key:
-        c.numeric(n.ERR_USERSDONTMATCH, "Cannot change mode for other users")
-    elif len(msg.params) > 1:
-        c.numeric(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
-    else:
-        c.numeric(n.RPL_UMODEIS, "+i")
     yield from ()
 
 
@@ -460,15 +356,15 @@ COMMANDS: dict[str, Entry] = {
     "JOIN": E(_join, 1),
     "PART": E(_part, 1),
     "LIST": E(_list),
-    "NAMES": E(_names),
-    "WHO": E(_who),
-    "WHOIS": E(_whois, 1),
+    "NAMES": E(queries.names),
+    "WHO": E(queries.who),
+    "WHOIS": E(queries.whois, 1),
     "MOTD": E(_motd_cmd),
-    "AWAY": E(_away),
-    "ISON": E(_ison, 1),
-    "USERHOST": E(_userhost, 1),
-    "TOPIC": E(_topic, 1),
-    "MODE": E(_mode, 1),
+    "AWAY": E(queries.away),
+    "ISON": E(queries.ison, 1),
+    "USERHOST": E(queries.userhost, 1),
+    "TOPIC": E(queries.topic, 1),
+    "MODE": E(queries.mode, 1),
     "COMPLAIN": E(_complain, 1),
     "UNBAN": E(_unban, 1),
     "HELP": E(_help),

@@ -19,6 +19,7 @@ from gateway.core.timefmt import ban_end
 from gateway.doors.irc import numerics as n
 from gateway.doors.irc import protocol as irc
 from gateway.doors.irc.protocol import SERVER, format_line, source_of
+from gateway.doors.irc.queries import mask_matches
 from store.contract import Message
 
 if TYPE_CHECKING:
@@ -175,8 +176,6 @@ def _online(c: IrcCodec, e: ev.Online) -> None:
             _who_line(c, "#" + e.chat, name)
         return
     if mode == "who_mask":
-        from gateway.doors.irc.commands import mask_matches
-
         for name in e.names:
             if mask_matches(c.who_mask, name):
                 _who_line(c, "*", name)
