@@ -108,9 +108,14 @@ REGISTRY.register(_HotCounters())
 async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            path = request.split(b" ")[1] if request.count(b" ") >= 2 else b"/"
-            if path.startswith(b"/metrics"):
+            try:
+                request = await asyncio.wait_for(reader.readline(), 5)
+            except (ValueError, asyncio.LimitOverrunError):  # a request line over 64 KiB
+                request = None
+            path = request.split(b" ")[1] if request and request.count(b" ") >= 2 else b""
+            if request is None:
+                status, body, ctype = b"431 Request Header Fields Too Large", b"", b"text/plain"
+            elif path.startswith(b"/metrics"):
                 status, body, ctype = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
             elif path.startswith(b"/healthz"):
                 ok = healthy()
@@ -127,7 +132,7 @@ async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> as
                 + body
             )
             await writer.drain()
-        except (TimeoutError, OSError, IndexError):
+        except (TimeoutError, OSError):
             pass
         finally:
             writer.close()

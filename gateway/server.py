@@ -130,7 +130,8 @@ class GatewayServer:
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
             local_names(settings.host),
         )
-        self.web_door = self._door("web", lambda: PageCodec(site), WEB_REQUEST_TIMEOUT)
+        request_timeout = min(WEB_REQUEST_TIMEOUT, settings.login_timeout)
+        self.web_door = self._door("web", lambda: PageCodec(site), request_timeout)
         self._irc: asyncio.Server | None = None
         self._irc_tls: asyncio.Server | None = None
         self._web: asyncio.Server | None = None

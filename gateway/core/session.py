@@ -21,6 +21,7 @@ from gateway.core import events as ev
 from gateway.core import history
 from gateway.core.addresses import address_group
 from gateway.core.audit import record
+from gateway.core.budget import Budget
 from gateway.core.hashing import HashBusy, Hasher, HashGone
 from gateway.core.names import (
     bound_blanks,
@@ -757,8 +758,10 @@ class Session:
             self.sink.emit(ev.Joined(joined.name, already=not joined.changed))
             if moved:  # a telnet user sees which chat plain lines now go to
                 self.sink.emit(ev.CurrentChat(joined.name))
-            messages = await self.core.store.history(chat, joined.name, self.core.settings.history)
-            shown = await self._show_stored(messages)
+            count = self.core.settings.history
+            if self._history_allowed(count, "its last messages are not shown"):
+                messages = await self.core.store.history(chat, joined.name, count)
+                shown = await self._show_stored(messages)
         finally:
             self._release(shown)
 
@@ -813,6 +816,8 @@ class Session:
             self.current = GENERAL
             self.sink.emit(ev.CurrentChat(GENERAL))
             return
+        if not self._history_allowed(count, "not shown"):
+            return
         self._hold()
         shown: dict[str, tuple[int, int]] = {}
         try:
@@ -822,6 +827,27 @@ class Session:
                 self.sink.emit(ev.NoHistory(name, self.core.settings.message_ttl))
         finally:
             self._release(shown)
+
+    def _history_allowed(self, count: int, refused: str) -> bool:
+        """Whether this user may read `count` more stored messages now (core/budget.py);
+        if not, says so (`refused`: what happens instead) and when to ask again."""
+        per_minute = self.core.settings.history_per_minute
+        user = self.user
+        if not per_minute or user is None:
+            return True
+        budget = user.history_budget
+        if budget is None:
+            budget = user.history_budget = Budget(per_minute)
+        wait = budget.take(count, per_minute)
+        if not wait:
+            return True
+        METRICS.rate_limited.inc()
+        self._error(
+            ev.ErrorCode.RATE_LIMITED,
+            f"slow down: history {refused} (at most {per_minute} messages a minute; "
+            f"try again in {wait_for(int(wait * 1000))})",
+        )
+        return False
 
     async def _audit(self, action: str, target: str, **detail: str) -> None:
         """One audit entry for what this session's user did (see gateway/core/audit.py)."""

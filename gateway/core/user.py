@@ -7,6 +7,7 @@ import sys
 from collections.abc import Set
 from typing import Any
 
+from gateway.core.budget import Budget
 from gateway.core.events import ChatConv, Conversation, PrivateConv
 from gateway.core.names import name_key
 from store import keys
@@ -52,7 +53,17 @@ def _shared_chats(chats: dict[str, str]) -> dict[str, str]:
 class LocalUser:
     """Shared by all of one user's sessions on this gateway; fan-out owns the registry."""
 
-    __slots__ = ("chats", "dirty", "key", "last_private", "name", "peers", "sessions", "shown")
+    __slots__ = (
+        "chats",
+        "dirty",
+        "history_budget",
+        "key",
+        "last_private",
+        "name",
+        "peers",
+        "sessions",
+        "shown",
+    )
 
     def __init__(self, key: str, name: str, state: UserState, first: Any = None) -> None:
         self.key = key
@@ -74,6 +85,9 @@ class LocalUser:
         #: RECENT_PRIVATE (drops the copy published to the other user's channel when both
         #: users are on this gateway, and replays); None until the first private message.
         self.last_private: dict[str, list[tuple[int, int]]] | None = None
+        #: History messages this user may still read this minute (core/budget.py), shared
+        #: by their sessions here; None until their first history request.
+        self.history_budget: Budget | None = None
 
     def set_chat(self, chat: str, name: str) -> None:
         chats = self.chats

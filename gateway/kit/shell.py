@@ -32,6 +32,7 @@ import random
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ MAX_QUEUED_UNITS = 256
 #: Seconds a closing connection may take to send what is queued (and, on a WebSocket,
 #: to answer the close) before it is reset.
 CLOSE_GRACE = 5.0
+#: Seconds a reader may take no bytes at all while the core waits to show it more stored
+#: messages (a backlog, a history) before it is dropped: what it asked for stays in memory
+#: while it waits, so a reader that never reads must not hold it for good.
+DRAIN_TIMEOUT = 60.0
 #: Plain messages posted together at most: bounds one batch (and one post_many group).
 MAX_SAY_BATCH = 256
 #: Units handled without awaiting anything before the pump yields to other tasks, so a
@@ -79,6 +84,36 @@ READ_CHUNK = 8 * 1024
 #: One read buffer for every connection: a read is framed before the next one happens.
 _READ_BUFFER = bytearray(READ_CHUNK)
 _READ_VIEW = memoryview(_READ_BUFFER)
+
+
+class _ErrorLog:
+    """`event=protocol_error` lines, at most one a second with how many were not logged:
+    a client that reconnects to break the protocol again must not buy a log line each
+    time (writing one cost more than refusing it)."""
+
+    __slots__ = ("_at", "_unlogged")
+
+    def __init__(self) -> None:
+        self._at = 0.0
+        self._unlogged = 0
+
+    def log(self, door: str, peer: str, reason: str) -> None:
+        now = time.monotonic()
+        if now < self._at:
+            self._unlogged += 1
+            return
+        log.warning(
+            "event=protocol_error door=%s peer=%s reason=%r suppressed=%d",
+            door,
+            peer,
+            reason,
+            self._unlogged,
+        )
+        self._unlogged = 0
+        self._at = now + 1.0
+
+
+_PROTOCOL_ERRORS = _ErrorLog()
 
 
 class Coalescer:
@@ -219,8 +254,6 @@ class Connection(asyncio.BufferedProtocol):
             asyncio.get_running_loop().call_later(door.upgrade_timeout, self._upgrade_deadline)
         if self.codec.session_at_accept:
             self._start_session()
-        else:
-            log.info("event=connect door=%s peer=%s", door.name, self.address)
 
     def _start_session(self) -> None:
         session = self.session = self.door.core.session(self)
@@ -284,8 +317,6 @@ class Connection(asyncio.BufferedProtocol):
             self._ticket.release()
         if self.session is not None:
             self.session.closed(how)
-        elif self._ticket is not None:
-            log.info("event=disconnect door=%s peer=%s by=%s", self.door.name, self.address, how)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -409,9 +440,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.closing:  # the peer answered our goodbye (or broke off): close now
             self.peer_closed()
             return
-        log.warning(
-            "event=protocol_error door=%s peer=%s reason=%r", self.door.name, self.address, drop
-        )
+        _PROTOCOL_ERRORS.log(self.door.name, self.address, drop.reason)
         if drop.farewell:
             self.write(drop.farewell)
         self.close(say_goodbye=False)
@@ -480,11 +509,17 @@ class Connection(asyncio.BufferedProtocol):
             self.overflow()
 
     async def drain(self) -> None:
-        """Wait until the socket has taken most of what was written (used for backlogs)."""
+        """Wait until the socket has taken most of what was written (used for backlogs);
+        a reader that takes nothing for DRAIN_TIMEOUT seconds is dropped."""
         self.flush()
         if self._write_paused and not self.closing:
-            self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
+            loop = asyncio.get_running_loop()
+            self._drain = loop.create_future()
+            timer = loop.call_later(DRAIN_TIMEOUT, self.overflow)
+            try:
+                await self._drain
+            finally:
+                timer.cancel()
 
     def overflow(self) -> None:
         """The reader fell `max_output` bytes behind: drop it, not everyone's memory. The

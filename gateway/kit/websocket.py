@@ -115,11 +115,15 @@ class _Budget:
         self.rate, self.burst, self.tokens = rate, burst, burst
         self.at = time.monotonic()
 
-    def take(self, n: int) -> bool:
+    def room(self) -> float:
+        """What may be taken now."""
         now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - n
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        return self.tokens >= 0
+        return self.tokens
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
 
 
 class WebSocketCodec(Codec):
@@ -182,6 +186,10 @@ class WebSocketCodec(Codec):
         units: list[Unit] = []
         i, n = 0, len(data)
         frames = controls = 0
+        # The budget is checked as frames are cut, so one read costs at most a burst's
+        # worth of frames whatever it holds (8 KiB could be 1,365 empty pings).
+        frame_room = self._room(False)
+        control_room = self._room(True)
         while n - i >= 2:
             b0, b1 = data[i], data[i + 1]
             if b0 & 0x70:
@@ -211,8 +219,12 @@ class WebSocketCodec(Codec):
             payload = _unmask(data[j + 4 : j + 4 + length], data[j : j + 4])
             i = j + 4 + length
             frames += 1
+            if frames > frame_room:
+                raise _violation(1008, "too many frames")
             if op >= 8:
                 controls += 1
+                if controls > control_room:
+                    raise _violation(1008, "too many control frames")
                 unit = self._control(op, payload)
                 if unit is not None:
                     units.append(unit)
@@ -227,17 +239,22 @@ class WebSocketCodec(Codec):
         self._spend(frames, controls)
         return units
 
+    def _room(self, control: bool) -> float:
+        """Frames (or control frames) the budget allows now."""
+        budget = self._controls if control else self._frames
+        if budget is None:
+            return CONTROL_BURST if control else FRAME_BURST
+        return budget.room()
+
     def _spend(self, frames: int, controls: int) -> None:
         if frames:
             budget = self._frames or _Budget(FRAME_RATE, FRAME_BURST)
             self._frames = budget
-            if not budget.take(frames):
-                raise _violation(1008, "too many frames")
+            budget.take(frames)
         if controls:
             budget = self._controls or _Budget(CONTROL_RATE, CONTROL_BURST)
             self._controls = budget
-            if not budget.take(controls):
-                raise _violation(1008, "too many control frames")
+            budget.take(controls)
 
     def _control(self, op: int, payload: bytes) -> Unit | None:
         if op == OP_PING:
