@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from gateway.core.session import Core
-from gateway.doors.irc.connection import IrcConnection, IrcDoor
+from gateway.doors.irc.codec import IrcCodec, IrcShared
 from gateway.doors.line.codec import LineCodec
 from gateway.doors.web.codec import JsonCodec
 from gateway.doors.web.page import (
@@ -53,8 +53,6 @@ log = logging.getLogger("chat.server")
 LISTEN_BACKLOG = 65535
 #: Backoff while Redis is unreachable at start: first delay and cap, in seconds.
 START_RETRY_FIRST, START_RETRY_MAX = 0.2, 5.0
-#: Seconds a TLS client has to finish its handshake (it is not yet counted by admission).
-TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Seconds the shutdown leaves for the kernel to send the last lines before closing.
 SHUTDOWN_GRACE = 0.05
 #: Seconds a connection to the web port has to send its request (a file, or the
@@ -117,8 +115,12 @@ class GatewayServer:
         )
         line_cache = RenderOnce()
         self.line_door = self._door("line", lambda: LineCodec(settings.max_line, line_cache))
-        self.irc_door = IrcDoor(self.core, self.admission, settings.max_output, set())
+        irc = IrcShared(settings.max_output)
+        self.irc_door = self._door("irc", lambda: IrcCodec(irc))
         routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce())}
+        if settings.irc_port or settings.irc_tls_port:  # IRC over WebSocket too
+            routes["text.ircv3.net"] = Route(lambda: IrcCodec(irc), lines=True)
+            routes["binary.ircv3.net"] = Route(lambda: IrcCodec(irc), lines=True, binary=True)
         site = Site(
             static_files(),
             routes,
@@ -151,7 +153,6 @@ class GatewayServer:
     def _after_batch(self) -> None:
         """Fan-out delivered a batch: send it now, not at the next loop turn."""
         self.coalescer.flush_now()
-        self.irc_door.flush_now()
 
     async def start(self) -> None:
         tls = self._tls_context()  # a bad file is said before waiting for Redis
@@ -174,10 +175,10 @@ class GatewayServer:
                 self.line_door, self.settings.tls_port, "chat over TLS", tls
             )
         if self.settings.irc_port:
-            self._irc = await self._listen(self._irc_connection, self.settings.irc_port, "IRC")
+            self._irc = await self._listen(self.irc_door, self.settings.irc_port, "IRC")
         if tls is not None and self.settings.irc_tls_port:
             self._irc_tls = await self._listen(
-                self._irc_connection, self.settings.irc_tls_port, "IRC over TLS", tls
+                self.irc_door, self.settings.irc_tls_port, "IRC over TLS", tls
             )
         if self.settings.web_port:
             self._web = await self._listen(self.web_door, self.settings.web_port, "web", web_tls)
@@ -227,26 +228,14 @@ class GatewayServer:
     def _healthy(self) -> bool:
         return self.fanout.redis_ok and self.fanout.presence.ok
 
-    def _irc_connection(self) -> IrcConnection:
-        return IrcConnection(self.irc_door)
-
     async def _listen(
-        self,
-        door: Door | Callable[[], asyncio.BaseProtocol],
-        port: int,
-        what: str,
-        tls: ssl.SSLContext | None = None,
+        self, door: Door, port: int, what: str, tls: ssl.SSLContext | None = None
     ) -> asyncio.Server:
-        if isinstance(door, Door):
-            kit_door, context = door, tls
-            tls = None  # the kit does TLS itself, after admission (TlsConnection)
+        def factory() -> asyncio.BaseProtocol:
+            if tls is not None:  # the kit does TLS itself, after admission (TlsConnection)
+                return TlsConnection(door, tls)
+            return Connection(door)
 
-            def factory() -> asyncio.BaseProtocol:
-                if context is not None:
-                    return TlsConnection(kit_door, context)
-                return Connection(kit_door)
-        else:
-            factory = door
         try:
             server = await asyncio.get_running_loop().create_server(
                 factory,
@@ -254,8 +243,6 @@ class GatewayServer:
                 port,
                 reuse_address=True,
                 backlog=LISTEN_BACKLOG,
-                ssl=tls,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls is not None else None,
             )
         except OSError as exc:
             raise StartupError(self._bind_error(what, port, exc)) from None
@@ -293,18 +280,14 @@ class GatewayServer:
     # -- shutdown ----------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        doors = (self.line_door, self.web_door)
+        doors = (self.line_door, self.irc_door, self.web_door)
         live = [c for d in doors for c in d.connections if not c.closing]
-        irc = [c for c in self.irc_door.connections if not c.closing]
-        log.info("event=shutdown connections=%d", len(live) + len(irc))
+        log.info("event=shutdown connections=%d", len(live))
         for server in (self._server, self._tls_server, self._irc, self._irc_tls, self._web):
             if server is not None:
                 server.close()
         if self._metrics is not None:
             self._metrics.close()
-        for i in irc:
-            if i.session is not None:
-                i.session.shutting_down()
         for conn in live:
             if conn.session is not None:
                 conn.session.shutting_down()
@@ -312,8 +295,6 @@ class GatewayServer:
         await self.fanout.stop()
         for conn in live:
             conn.close()
-        for i in irc:
-            i.close()
         await asyncio.sleep(SHUTDOWN_GRACE)
         await self.store.close()
         if self._embedded is not None:

@@ -529,5 +529,8 @@ class Store(Protocol):
         """At most `count` live messages of `conv` with ids in [low, high] (XRANGE bounds),
         oldest first; `newest` keeps the newest of the range, else the oldest."""
 
+    async def latest_many(self, convs: Sequence[str]) -> list[Message | None]:
+        """The newest live message of each conversation (None: none), in one round trip."""
+
     async def read_position(self, user: str, conv: str) -> str | None:
         """The user's stored read position in one conversation (None: never read)."""

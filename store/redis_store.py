@@ -1271,6 +1271,22 @@ class RedisStore:
             for mid, f in entries
         ]
 
+    async def latest_many(self, convs: Sequence[str]) -> list[Message | None]:
+        """The newest live message of each conversation, one pipeline for all of them
+        (CHATHISTORY TARGETS: one read per conversation would queue every other store
+        call behind thousands of round trips)."""
+        if not convs:
+            return []
+        floor = self._min_id()
+        results = await self._run(
+            [("XREVRANGE", keys.conv_stream(c), "+", floor, "COUNT", 1) for c in convs]
+        )
+        out: list[Message | None] = []
+        for c, entries in zip(convs, results, strict=True):
+            found = _messages(c, entries)
+            out.append(found[0] if found else None)
+        return out
+
     async def read_position(self, user: str, conv: str) -> str | None:
         """The user's stored read position (last shown id) in one conversation."""
         mid = await self._call(self.redis.hget(keys.cursors(user), conv))
@@ -1363,9 +1379,20 @@ class RedisStore:
         return {c: names[c] for c in chats}
 
     async def set_online_many(self, users: Sequence[str]) -> None:
-        """`set_online` for every user that logged in during one loop turn: one pipeline."""
-        k = keys.gateway_online(self.gateway_id)
-        await self._run([("SADD", k, *users), ("EXPIRE", k, PRESENCE_TTL)])
+        """`set_online` for every user that logged in during one loop turn: one pipeline.
+        The gateway's own live mark is renewed if it is missing (a store emptied under a
+        running gateway): users who log in count as online at once, not only after the
+        next heartbeat."""
+        gw = self.gateway_id
+        k = keys.gateway_online(gw)
+        await self._run(
+            [
+                ("SADD", k, *users),
+                ("EXPIRE", k, PRESENCE_TTL),
+                ("SADD", keys.gateways(), gw),
+                ("SET", keys.gateway_alive(gw), str(int(time.time())), "EX", PRESENCE_TTL, "NX"),
+            ]
+        )
 
 
 class _Links:

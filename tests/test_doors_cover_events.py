@@ -1,20 +1,42 @@
 """Every core event has a rendering in every door: adding an event without one fails
 here, not in front of a user. A door that shows nothing for an event says so explicitly
-(an entry that renders to b""), so a missing one is a KeyError, never a silent drop."""
+(an entry that renders to b"", or the web's SILENT set), so a missing one is a KeyError,
+never a silent drop."""
 
 from __future__ import annotations
 
+import ast
 import typing
+from pathlib import Path
 
 from gateway.core import events as ev
+from gateway.doors.irc import render as irc_render
 from gateway.doors.line import render
 from gateway.doors.web import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_event_is_rendered_by_every_door() -> None:
     kinds = set(typing.get_args(ev.Event))
     assert len(kinds) > 15
     line = set(render._RENDER)
-    web = set(protocol._FRAMES) | {ev.Messages}
+    web = set(protocol._FRAMES) | {ev.Messages} | protocol.SILENT
+    irc = set(irc_render.RENDER)
     assert kinds - line == set(), "line door lacks a rendering"
     assert kinds - web == set(), "web door lacks a frame"
+    assert kinds - irc == set(), "IRC door lacks a rendering"
+
+
+def test_no_door_drops_an_event_it_does_not_know() -> None:
+    """A `case _: pass` (or `else: pass`) in a renderer is how the IRC door used to drop
+    events silently; the doors dispatch through their tables instead."""
+    for path in (ROOT / "gateway" / "doors").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.match_case)
+                and isinstance(node.pattern, ast.MatchAs)
+                and node.pattern.pattern is None
+                and all(isinstance(s, ast.Pass) for s in node.body)
+            ):
+                raise AssertionError(f"{path}: `case _: pass` drops what it matches")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core.history import conv_tag
 from gateway.doors.irc import protocol as irc
 from store.contract import Message
 
@@ -34,12 +39,32 @@ def test_time_and_msgid() -> None:
     ms = 1_700_000_000_123
     assert irc.iso_time(ms) == "2023-11-14T22:13:20.123Z"
     assert irc.parse_time(irc.iso_time(ms)) == ms
-    mid = irc.msgid("c:general", "1700000000123-4")
-    assert irc.parse_msgid(mid) == ("c:general", "1700000000123-4")
-    assert irc.parse_msgid(mid + "~2") == ("c:general", "1700000000123-4")  # a split piece
-    assert irc.parse_msgid("garbage") is None
-    # the same stream id in two conversations: two msgids
-    assert irc.msgid("c:a", "1-0") != irc.msgid("c:b", "1-0")
+    assert irc.parse_time("not-a-timestamp") is None and irc.parse_time("*") is None
+    m = Message("1700000000123-4", (1700000000123, 4), "c:general", "tom", "general", "hi")
+    tag = conv_tag(ev.ChatConv("general", "general"), "amy")
+    mid = irc.msgid(m, tag)
+    assert "general" not in mid  # opaque: never the store's conversation id
+    assert irc.parse_msgid(mid) == cmd.MessageAt(1700000000123, 4, tag)
+    assert irc.parse_msgid(mid + "~2") == cmd.MessageAt(1700000000123, 4, tag)  # a piece
+    assert irc.parse_msgid("garbage") is None and irc.parse_msgid("1-2") is None
+    # the same position in two conversations: two msgids; a private one alike both sides
+    assert conv_tag(ev.ChatConv("a", "a"), "amy") != conv_tag(ev.ChatConv("b", "b"), "amy")
+    assert conv_tag(ev.PrivateConv("tom", "tom"), "amy") == conv_tag(
+        ev.PrivateConv("amy", "amy"), "tom"
+    )
+
+
+def test_timestamps_are_utc_whatever_the_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mktime() - time.timezone was an hour off under daylight saving time."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        ms = irc.parse_time("2026-07-01T12:00:00.000Z")
+        assert ms is not None and irc.iso_time(ms) == "2026-07-01T12:00:00.000Z"
+        assert irc.parse_time("2026-01-01T12:00:00Z") == 1767268800000
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_long_messages_are_split_into_512_byte_lines_losing_nothing() -> None:
@@ -53,7 +78,8 @@ def test_long_messages_are_split_into_512_byte_lines_losing_nothing() -> None:
         ev.ChatConv("general", "general"), [m], "amy", irc.Wants(time=True, tags=True)
     )
     ids = [line.split("msgid=")[1].split(" ")[0] for line in tagged]
-    assert ids[0] == "5-0~c:general" and ids[1] == "5-0~c:general~2" and len(set(ids)) == len(ids)
+    tag = conv_tag(ev.ChatConv("general", "general"), "amy")
+    assert ids[0] == f"5-0-{tag}" and ids[1] == f"5-0-{tag}~2" and len(set(ids)) == len(ids)
     # no space at all: cut at a character boundary
     assert "".join(irc.split_text("é" * 400, 101)) == "é" * 400
 
@@ -65,18 +91,6 @@ def test_private_messages_are_addressed_from_the_readers_side() -> None:
     mine = Message("6-0", (6, 0), "p:amy|tom", "amy", "tom", "hi")
     (line,) = irc.message_lines(ev.PrivateConv("tom", "tom"), [mine], "amy", irc.Wants())
     assert line == ":amy!amy@chat.gateway PRIVMSG tom hi"
-
-
-def test_errors_become_numerics() -> None:
-    def reply(code: ev.ErrorCode, context: str, target: str) -> str:
-        return irc.error_numeric(ev.Error(code, "why"), "amy", context, target)
-
-    assert reply(ev.ErrorCode.BANNED, "PRIVMSG", "#general").split()[1] == "404"
-    assert reply(ev.ErrorCode.NO_SUCH_USER, "PRIVMSG", "zed").split()[1] == "401"
-    assert reply(ev.ErrorCode.NOT_MEMBER, "PART", "#x").split()[1] == "442"
-    assert reply(ev.ErrorCode.RATE_LIMITED, "PRIVMSG", "#general").startswith(
-        ":chat.gateway FAIL PRIVMSG RATE_LIMITED"
-    )
 
 
 @given(st.text(max_size=600))

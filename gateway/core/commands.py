@@ -20,14 +20,20 @@ __all__ = [
     "Kick",
     "Leave",
     "Logout",
+    "MarkRead",
+    "MessageAt",
     "Nick",
     "Password",
+    "Point",
     "Quit",
+    "ReadHistory",
+    "RecentTargets",
     "Rejected",
     "Say",
     "SendChat",
     "SendChatMany",
     "SendPrivate",
+    "TimeAt",
     "Unban",
     "Where",
     "Who",
@@ -162,6 +168,61 @@ class Rejected:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class MessageAt:
+    """A message as a door showed it: its time (ms), its sequence within that ms, and the
+    digest of its conversation (`history.conv_tag`), so a message of another conversation
+    is never taken for it."""
+
+    ms: int
+    seq: int
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimeAt:
+    """A moment (ms since the epoch): a bound between the messages before and after it."""
+
+    ms: int
+
+
+Point = MessageAt | TimeAt
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHistory:
+    """Stored messages of one conversation (`#chat`, or a nickname: the private one)
+    strictly between `after` and `before` (None: unbounded), at most `count`: the newest
+    of that span when `newest`, else the oldest. With `around`, the messages nearest to
+    it on both sides (about half before, the rest from it on). Answered by `HistoryPage`."""
+
+    target: str
+    count: int
+    after: Point | None = None
+    before: Point | None = None
+    newest: bool = False
+    around: Point | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecentTargets:
+    """The user's conversations whose newest message is strictly between two moments,
+    at most `count`, newest first. Answered by `Targets`."""
+
+    after_ms: int
+    before_ms: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """Where the user's read marker of a conversation is (`ReadMarker`); with `ms`,
+    first move it to that moment (never back), telling the user's other sessions."""
+
+    target: str
+    ms: int | None = None
+
+
 Command = (
     Nick
     | Password
@@ -183,5 +244,8 @@ Command = (
     | IssueToken
     | Logout
     | ChangePassword
+    | ReadHistory
+    | RecentTargets
+    | MarkRead
     | Rejected
 )

@@ -31,6 +31,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "HelpWanted",
+    "HistoryPage",
     "Joined",
     "KickSent",
     "Kicked",
@@ -40,6 +41,7 @@ __all__ = [
     "Online",
     "PasswordChanged",
     "PrivateConv",
+    "ReadMarker",
     "Ready",
     "ShuttingDown",
     "TokenIssued",
@@ -234,6 +236,32 @@ class StoreReset:
     """Redis lost its data; memberships were restored, recent history may be gone."""
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Stored messages a `ReadHistory` asked for, oldest first (possibly none)."""
+
+    where: Conversation
+    items: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """`RecentTargets`: conversations and the time (ms) of the newest message of each,
+    newest first."""
+
+    items: tuple[tuple[Conversation, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMarker:
+    """Where the user's read marker of a conversation is: everything up to `ms` is read
+    (None: nothing yet). `moved`: set by another session of the user, not asked for."""
+
+    where: Conversation
+    ms: int | None
+    moved: bool = False
+
+
 class ErrorCode(enum.Enum):
     BAD_INPUT = "bad_input"  # a line or frame the door could not take
     BAD_NAME = "bad_name"
@@ -285,5 +313,8 @@ Event = (
     | Bye
     | ShuttingDown
     | StoreReset
+    | HistoryPage
+    | Targets
+    | ReadMarker
     | Error
 )

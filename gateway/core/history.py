@@ -1,71 +1,149 @@
-"""Stored messages on request and read positions, for doors that ask by range (IRC's
+"""Stored messages on request and read markers, for doors that ask by range (IRC's
 CHATHISTORY and MARKREAD): which conversation a target is, whether the user may read it,
 and the same read positions the other doors advance (a message shown anywhere is read).
 
-Functions of a logged-in `Session`; they read the store and never change what fan-out
-delivers, so a door may call them between commands.
+The commands (`ReadHistory`, `RecentTargets`, `MarkRead`) speak of messages and moments
+(`MessageAt`, `TimeAt`); only this module turns them into the store's reads. They never
+change what fan-out delivers, so a door may send them between other commands.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
+from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.names import name_error, name_key
-from gateway.core.session import Session
 from store import keys
 from store.contract import Message, id_key
 
-__all__ = ["conversation", "latest", "mark_read", "messages", "read_marker"]
+if TYPE_CHECKING:
+    from gateway.core.session import Session
+
+__all__ = [
+    "MAX_TARGETS",
+    "conv_tag",
+    "mark_read",
+    "read_history",
+    "recent_targets",
+]
+
+#: Conversations one `RecentTargets` considers at most (the chats first, then private
+#: peers): each costs one stream read, and a user can have thousands of peers. The reads
+#: go to the store in one pipeline.
+MAX_TARGETS = 500
+#: The largest sequence number within one ms: a read marker set to a moment stands for
+#: "every message up to and including that ms".
+_SEQ_MAX = 2**64 - 1
 
 
-def conversation(session: Session, target: str) -> tuple[str, ev.Conversation] | None:
-    """(conversation id, how the user sees it) for `#chat` or a nickname; None if the
-    user may not read it (not a member of the chat, a bad name, themselves)."""
+@lru_cache(maxsize=8192)
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+
+
+def conv_tag(where: ev.Conversation, me: str) -> str:
+    """A short digest of a conversation, the same for every reader (`me`: the reader's
+    user key): doors put it in message ids so that one names one conversation's message."""
+    if isinstance(where, ev.ChatConv):
+        return _digest("#" + where.key)
+    a, b = sorted((me, where.peer))
+    return _digest(f"{a} {b}")
+
+
+def _conversation(session: Session, target: str) -> tuple[str, ev.Conversation] | ev.Error:
+    """(the store's conversation, how the user sees it) for `#chat` or a nickname, or why
+    the user may not read it."""
     user = session.user
-    if user is None:
-        return None
+    assert user is not None
     if target.startswith("#"):
         chat = name_key(target[1:])
         if chat not in user.chats:
-            return None
+            return ev.Error(ev.ErrorCode.NOT_MEMBER, f"you are not in {target}")
         return keys.chat_conv(chat), ev.ChatConv(chat, user.chats[chat])
-    if name_error(target) is not None:
-        return None
+    err = name_error(target)
+    if err is not None:
+        return ev.Error(ev.ErrorCode.BAD_NAME, f"bad nickname {target!r}: {err}")
     peer = name_key(target)
     if peer == session.key:
-        return None
+        return ev.Error(ev.ErrorCode.REFUSED, "no private conversation with yourself")
     return keys.dm_conv(session.key, peer), ev.PrivateConv(peer, target)
 
 
-async def messages(
-    session: Session, conv: str, low: str, high: str, count: int, newest: bool
-) -> list[Message]:
-    """At most `count` messages of `conv` between two XRANGE bounds (see
-    `Store.conv_range`), oldest first; chat names filled in as the user sees them."""
-    found = await session.core.store.conv_range(conv, low, high, count, newest)
-    if session.user is not None and keys.is_chat(conv):
-        name = session.user.chats.get(keys.chat_of(conv), keys.chat_of(conv))
-        found = [m._replace(where=name) for m in found]
-    return found
+def _after(p: cmd.Point) -> str:
+    """An XRANGE start just after `p`."""
+    if isinstance(p, cmd.MessageAt):
+        return f"({p.ms}-{p.seq}"
+    return f"({p.ms}-{_SEQ_MAX}"
 
 
-async def latest(session: Session, count: int) -> list[tuple[ev.Conversation, Message]]:
-    """The newest message of each of the user's conversations (chats and private ones),
-    newest first, at most `count`."""
-    user = session.user
-    if user is None:
-        return []
-    convs = [keys.chat_conv(c) for c in user.chats]
-    convs += [keys.dm_conv(session.key, p) for p in user.peers]
+def _before(p: cmd.Point) -> str | None:
+    """An XRANGE end just before `p` (None: nothing is before it)."""
+    if isinstance(p, cmd.MessageAt):
+        return f"({p.ms}-{p.seq}" if p.ms or p.seq else None
+    return f"({p.ms}-0" if p.ms > 0 else None
+
+
+def _from(p: cmd.Point) -> str:
+    """An XRANGE start at `p` (a moment: its first message on)."""
+    if isinstance(p, cmd.MessageAt):
+        return f"{p.ms}-{p.seq}"
+    return f"{p.ms}-0"
+
+
+async def read_history(session: Session, c: cmd.ReadHistory) -> None:
+    found = _conversation(session, c.target)
+    if isinstance(found, ev.Error):
+        session.sink.emit(found)
+        return
+    conv, where = found
+    me = session.key
+    for p in (c.after, c.before, c.around):
+        if isinstance(p, cmd.MessageAt) and p.tag != conv_tag(where, me):
+            session.sink.emit(
+                ev.Error(ev.ErrorCode.BAD_INPUT, f"that message is not in {c.target}")
+            )
+            return
     store = session.core.store
-    found = await asyncio.gather(*(store.conv_range(c, "-", "+", 1, True) for c in convs))
-    last = [(user.view(ms[0]), ms[0]) for ms in found if ms]
-    last.sort(key=lambda pair: pair[1].key, reverse=True)
-    return last[:count]
+    count = max(1, c.count)
+    items: list[Message]
+    if c.around is not None:
+        high = _before(c.around)
+        before = (
+            await store.conv_range(conv, "-", high, count // 2, True)
+            if count > 1 and high is not None
+            else []
+        )
+        after = await store.conv_range(conv, _from(c.around), "+", count - len(before), False)
+        items = before + after
+    else:
+        low = _after(c.after) if c.after is not None else "-"
+        high = _before(c.before) if c.before is not None else "+"
+        items = [] if high is None else await store.conv_range(conv, low, high, count, c.newest)
+    if keys.is_chat(conv):
+        items = [m._replace(where=where.name) for m in items]
+    session.sink.emit(ev.HistoryPage(where, tuple(items)))
 
 
-async def read_marker(session: Session, conv: str) -> str | None:
+async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
+    """The newest message of each conversation, read in one pipeline."""
+    user = session.user
+    assert user is not None
+    convs = [keys.chat_conv(chat) for chat in user.chats]
+    convs += [keys.dm_conv(session.key, p) for p in user.peers]
+    convs = convs[:MAX_TARGETS]
+    newest = await session.core.store.latest_many(convs)
+    found = [(user.view(m), m.ms) for m in newest if m is not None]
+    lo, hi = sorted((c.after_ms, c.before_ms))
+    found = [(w, ms) for w, ms in found if lo < ms < hi]
+    found.sort(key=lambda pair: pair[1], reverse=True)
+    session.sink.emit(ev.Targets(tuple(found[: max(0, c.count)])))
+
+
+async def _marker(session: Session, conv: str) -> str | None:
     """The user's read position in `conv`: the newer of this gateway's and the store's."""
     user = session.user
     stored = await session.core.store.read_position(session.key, conv)
@@ -75,9 +153,32 @@ async def read_marker(session: Session, conv: str) -> str | None:
     return stored
 
 
-async def mark_read(session: Session, conv: str, ms: int) -> str | None:
-    """Mark read everything in `conv` up to `ms` (never moves back); the position after."""
-    last = await session.core.store.conv_range(conv, "-", str(ms), 1, True)
-    if last and session.user is not None:
-        session.user.mark_shown(conv, last[-1].id)
-    return await read_marker(session, conv)
+async def mark_read(session: Session, c: cmd.MarkRead) -> None:
+    """A read marker, asked for or moved. A marker set to a moment marks every message
+    up to it read (on every door: the next login replays nothing older); a moment in
+    the future counts as now, so messages not yet sent are never marked read."""
+    found = _conversation(session, c.target)
+    user = session.user
+    assert user is not None
+    if isinstance(found, ev.Error):
+        if c.ms is not None:
+            session.sink.emit(found)
+        else:  # nothing readable there: no marker
+            where: ev.Conversation = ev.ChatConv(name_key(c.target[1:]), c.target[1:])
+            if not c.target.startswith("#"):
+                where = ev.PrivateConv(name_key(c.target), c.target)
+            session.sink.emit(ev.ReadMarker(where, None))
+        return
+    conv, where = found
+    before = await _marker(session, conv)
+    if c.ms is not None:
+        ms = min(c.ms, int(time.time() * 1000))
+        if before is None or id_key(before)[0] < ms:
+            user.mark_shown(conv, f"{ms}-{_SEQ_MAX}")
+    after = await _marker(session, conv)
+    at = id_key(after)[0] if after is not None else None
+    session.sink.emit(ev.ReadMarker(where, at))
+    if after != before and at is not None:
+        for other in user.sessions:
+            if other is not session:
+                other.sink.emit(ev.ReadMarker(where, at, moved=True))

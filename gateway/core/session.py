@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core import history
 from gateway.core.addresses import address_group
 from gateway.core.audit import record
 from gateway.core.budget import Budget
@@ -673,6 +674,12 @@ class Session:
                 await self._logout()
             case cmd.ChangePassword(old, new):
                 await self._change_password(old, new)
+            case cmd.ReadHistory():
+                await history.read_history(self, command)
+            case cmd.RecentTargets():
+                await history.recent_targets(self, command)
+            case cmd.MarkRead():
+                await history.mark_read(self, command)
             case cmd.Quit():
                 self.sink.emit(ev.Bye())
                 self.sink.close()

@@ -21,7 +21,7 @@ import base64
 import hashlib
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.core import events as ev
@@ -312,7 +312,8 @@ class WebSocketCodec(Codec):
             code = unit.code if 1000 <= unit.code < 5000 and unit.code not in (1005, 1006) else 1000
             self._closed = _CLOSED  # answered here: no goodbye of ours follows
             return (close_frame(code), CLOSE)
-        return [self._wrap(s) if type(s) is bytes else s for s in self.inner.decode(unit, phase)]
+        # lazily: the inner codec may make each step after the one before has run
+        return _Wrapped(self, self.inner.decode(unit, phase))
 
     def take_post(self, unit: Unit, phase: Phase | None, chat: str | None) -> str | None:
         if type(unit) is _Ping or type(unit) is _Closed:
@@ -366,3 +367,25 @@ class WebSocketCodec(Codec):
     @property
     def awaits_peer_close(self) -> bool:
         return self._closed == _CLOSING
+
+
+class _Wrapped(Sequence[Step]):
+    """The inner codec's steps, bytes framed, made as the kit asks for each (IRC's
+    handlers make a step after the command before it has run)."""
+
+    __slots__ = ("_codec", "_steps")
+
+    def __init__(self, codec: WebSocketCodec, steps: Sequence[Step]) -> None:
+        self._codec, self._steps = codec, steps
+
+    def __iter__(self) -> Iterator[Step]:
+        wrap = self._codec._wrap
+        for s in self._steps:
+            yield wrap(s) if type(s) is bytes else s
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __getitem__(self, i: int) -> Step:  # type: ignore[override]
+        s = self._steps[i]
+        return self._codec._wrap(s) if type(s) is bytes else s

@@ -1,8 +1,8 @@
-"""The IRC door's wire format, pure: a line in -> `IrcMessage`; messages and events -> lines.
+"""The IRC door's wire format, pure: a line in -> `IrcMessage`; messages -> lines.
 
 No sockets and no asyncio: every rule here (tag escaping, the 512-byte limit, how a long
-chat message is split, which numeric an error becomes) is tested by calling functions.
-`docs/IRC.md` documents the mapping for client authors and operators.
+chat message is split, what a msgid is) is tested by calling functions. `docs/IRC.md`
+documents the mapping for client authors and operators.
 
 Splitting rule: a line is at most 512 bytes with its CRLF, not counting the tags (IRCv3).
 A chat message too long for one PRIVMSG (texts from telnet or the web may be up to
@@ -10,18 +10,25 @@ A chat message too long for one PRIVMSG (texts from telnet or the web may be up 
 in the limit (or, with no space in the second half, at a character boundary); every piece
 carries the same `time`, the first the message's `msgid` and the others `msgid` + `~2`,
 `~3`... Nothing is truncated.
+
+A msgid is opaque to clients: the message's position in its conversation and a short
+digest of the conversation (`<ms>-<seq>-<digest>`), so equal positions in two
+conversations never share one; the core checks the digest when a client names a message.
 """
 
 from __future__ import annotations
 
+import calendar
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
+from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core.history import conv_tag
 from gateway.core.names import name_key
-from gateway.core.timefmt import ban_end
 from store.contract import Message
 
 __all__ = [
@@ -30,6 +37,7 @@ __all__ = [
     "MAX_TAGS_IN",
     "SERVER",
     "IrcMessage",
+    "LocalIrcUser",
     "Wants",
     "escape_tag",
     "format_line",
@@ -39,6 +47,7 @@ __all__ = [
     "parse",
     "parse_msgid",
     "parse_time",
+    "source_of",
     "split_text",
     "unescape_tag",
     "wants_for",
@@ -50,6 +59,8 @@ SERVER = "chat.gateway"
 MAX_LINE = 512
 #: Bytes of tags a client may send (IRCv3: 4094 plus `@` and a space).
 MAX_TAGS_IN = 4096
+#: Bytes of client-only tags (`+name`) a client may send (IRCv3: 4094 with `@` and ` `).
+MAX_CLIENT_TAGS = 4094
 #: Capabilities offered by `CAP LS` (values after `=` with `CAP LS 302`).
 CAPS: dict[str, str] = {
     "sasl": "PLAIN",
@@ -62,12 +73,25 @@ CAPS: dict[str, str] = {
     "draft/chathistory": "",
     "draft/read-marker": "",
     "standard-replies": "",
+    "multi-prefix": "",  # chats have no prefixes: nothing to add
+    "userhost-in-names": "",
 }
 #: Messages returned by one CHATHISTORY request at most (ISUPPORT CHATHISTORY=).
 CHATHISTORY_MAX = 100
 
 _TAG_ESCAPES = {";": r"\:", " ": r"\s", "\\": r"\\", "\r": r"\r", "\n": r"\n"}
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z?")
+
+
+@dataclass(slots=True)
+class LocalIrcUser:
+    """What WHO and WHOIS show of an IRC user connected to this gateway (of other users
+    their nickname stands for their user and real name)."""
+
+    username: str
+    realname: str
+    away: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +100,13 @@ class IrcMessage:
     params: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    #: Bytes of the tag section as sent (417 past MAX_TAGS_IN).
+    tag_bytes: int = 0
 
 
 def unescape_tag(value: str) -> str:
+    if "\\" not in value:
+        return value
     out = []
     i = 0
     while i < len(value):
@@ -102,8 +130,10 @@ def parse(line: str) -> IrcMessage | None:
     """One client line (without CRLF); None for a line with no command."""
     tags: dict[str, str] = {}
     rest = line
+    tag_bytes = 0
     if rest.startswith("@"):
         raw, _, rest = rest[1:].partition(" ")
+        tag_bytes = len(raw.encode()) + 2
         for item in raw.split(";"):
             if item:
                 k, _, v = item.partition("=")
@@ -124,7 +154,7 @@ def parse(line: str) -> IrcMessage | None:
     params = words[1:]
     if trailing is not None:
         params.append(trailing)
-    return IrcMessage(words[0].upper(), tuple(params), tags, source)
+    return IrcMessage(words[0].upper(), tuple(params), tags, source, tag_bytes)
 
 
 def format_line(
@@ -155,29 +185,33 @@ def iso_time(ms: int) -> str:
 
 
 def parse_time(text: str) -> int | None:
-    """An IRCv3 timestamp as ms since the epoch; None if it is not one."""
+    """An IRCv3 timestamp (UTC, whatever the gateway's time zone) as ms since the epoch;
+    None if it is not one."""
+    m = _TIME.fullmatch(text)
+    if m is None:
+        return None
     try:
-        head, _, frac = text.rstrip("Z").partition(".")
-        sec = time.mktime(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        ms = int((frac + "000")[:3]) if frac else 0
+        fields = tuple(int(g) for g in m.groups()[:6])
+        sec = calendar.timegm((*fields, 0, 0, 0))
+        time.gmtime(sec)  # in range
     except (ValueError, OverflowError):
         return None
-    return int(sec) * 1000 + ms
+    frac = m.group(7) or ""
+    return sec * 1000 + int((frac + "000")[:3])
 
 
-def msgid(conv: str, mid: str) -> str:
-    """A message's IRC msgid: the stream id and its conversation, so unique everywhere."""
-    return f"{mid}~{conv}"
+def msgid(m: Message, tag: str) -> str:
+    """A message's IRC msgid: its position and its conversation's digest."""
+    return f"{m.id}-{tag}"
 
 
-def parse_msgid(text: str) -> tuple[str, str] | None:
-    """(conversation, stream id) of a msgid (a split piece's suffix is ignored)."""
-    mid, _, rest = text.partition("~")
-    conv = rest.split("~", 1)[0] if rest else ""
-    ms, _, seq = mid.partition("-")
-    if not conv or not ms.isdigit() or not seq.isdigit():
+def parse_msgid(text: str) -> cmd.MessageAt | None:
+    """The message a msgid names (a split piece's `~n` suffix is ignored)."""
+    ms, _, rest = text.split("~", 1)[0].partition("-")
+    seq, _, tag = rest.partition("-")
+    if not (ms.isdigit() and seq.isdigit() and ms.isascii() and seq.isascii()) or not tag:
         return None
-    return conv, mid
+    return cmd.MessageAt(int(ms), int(seq), tag)
 
 
 def split_text(text: str, budget: int) -> list[str]:
@@ -217,7 +251,7 @@ class Wants:
 
 @cache
 def wants_for(time: bool, tags: bool, account: bool) -> Wants:
-    """One shared `Wants` per combination: the render cache compares them by identity."""
+    """One shared `Wants` per combination: each has its own render cache."""
     return Wants(time, tags, account)
 
 
@@ -231,68 +265,33 @@ def message_lines(
     me: str,
     wants: Wants,
     extra: dict[str, str] | None = None,
+    command: str = "PRIVMSG",
 ) -> list[str]:
     """The PRIVMSG lines of messages of one conversation, as user `me` sees them."""
     me_key = name_key(me)
+    chat = isinstance(where, ev.ChatConv)
+    tag = conv_tag(where, me_key) if wants.tags else ""
     out = []
     for m in items:
-        if isinstance(where, ev.ChatConv):
+        if chat:
             target = "#" + where.name
         elif name_key(m.sender) == me_key:  # my own private message: to the peer
             target = where.name
         else:
             target = me
         src = source_of(m.sender)
-        budget = MAX_LINE - 2 - len(f":{src} PRIVMSG {target} :".encode())
+        budget = MAX_LINE - 2 - len(f":{src} {command} {target} :".encode())
         pieces = split_text(m.text, budget) if m.text else [""]
         for i, piece in enumerate(pieces):
             tags: dict[str, str] = {}
             if extra:
                 tags.update(extra)
             if wants.time:
-                tags["time"] = iso_time(m.key[0])
+                tags["time"] = iso_time(m.ms)
             if wants.tags:
-                base = msgid(m.conv, m.id)
+                base = msgid(m, tag)
                 tags["msgid"] = base if i == 0 else f"{base}~{i + 1}"
             if wants.account:
                 tags["account"] = m.sender
-            out.append(format_line("PRIVMSG", target, piece, source=src, tags=tags))
+            out.append(format_line(command, target, piece, source=src, tags=tags))
     return out
-
-
-def numeric(code: str, nick: str, *params: str) -> str:
-    return format_line(code, nick or "*", *params)
-
-
-def notice(nick: str, text: str) -> str:
-    return format_line("NOTICE", nick or "*", text)
-
-
-def error_numeric(err: ev.Error, nick: str, context: str, target: str) -> str:
-    """The reply to an error of the core, by its code and the IRC command that caused it.
-
-    `context` is the IRC command being handled, `target` its first parameter."""
-    code = err.code
-    text = err.text
-    if code is ev.ErrorCode.BANNED:
-        return numeric("404", nick, target or "*", text)  # ERR_CANNOTSENDTOCHAN
-    if code is ev.ErrorCode.NO_SUCH_USER:
-        return numeric("401", nick, target or "*", text)  # ERR_NOSUCHNICK
-    if code is ev.ErrorCode.NOT_MEMBER:
-        if context in ("PRIVMSG", "NOTICE"):
-            return numeric("404", nick, target or "*", text)
-        return numeric("442", nick, target or "*", text)  # ERR_NOTONCHANNEL
-    if code is ev.ErrorCode.BAD_NAME:
-        if target.startswith("#"):
-            return numeric("403", nick, target, text)  # ERR_NOSUCHCHANNEL
-        return numeric("401", nick, target or "*", text)
-    if code is ev.ErrorCode.RATE_LIMITED:
-        return format_line("FAIL", context or "*", "RATE_LIMITED", target or "*", text)
-    return notice(nick, text)
-
-
-def banned_text(e: ev.Banned) -> str:
-    who = {True: " by a moderator", False: " after complaints from other users", None: ""}[
-        e.by_moderator
-    ]
-    return f"you are banned until {ban_end(e.until_ms)}{who}: you can read but not send"

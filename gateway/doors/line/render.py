@@ -144,6 +144,11 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.Bye: lambda e: notice("bye"),
     ev.ShuttingDown: lambda e: notice("server shutting down"),
     ev.StoreReset: lambda e: notice("the chat store was reset; recent history may be missing"),
+    # Asked for by range only on IRC (CHATHISTORY, MARKREAD): nothing on this door, where
+    # another device's read marker is not shown either.
+    ev.HistoryPage: lambda e: b"",
+    ev.Targets: lambda e: b"",
+    ev.ReadMarker: lambda e: b"",
 }
 
 

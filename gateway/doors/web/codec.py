@@ -40,7 +40,7 @@ class JsonCodec(Codec):
             return (error_frame(ev.ErrorCode.BAD_INPUT.value, str(exc)).encode(),)
 
     def encode(self, event: ev.Event) -> bytes:
-        return encode(event).encode()
+        return encode(event).encode()  # b"" for the silent ones
 
     def show(self, messages: ev.Messages) -> bytes:
         return messages_frame(messages).encode()

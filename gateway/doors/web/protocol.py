@@ -17,7 +17,15 @@ from gateway.core.names import sanitize
 from gateway.core.session import Phase
 from gateway.core.slash import HELP_LINES, parse
 
-__all__ = ["CLIENT_FRAMES", "VERSION", "FrameError", "encode", "messages_frame", "parse_frame"]
+__all__ = [
+    "CLIENT_FRAMES",
+    "SILENT",
+    "VERSION",
+    "FrameError",
+    "encode",
+    "messages_frame",
+    "parse_frame",
+]
 
 VERSION = 1
 #: Every frame type a client may send (docs/WEBSOCKET.md).
@@ -201,8 +209,15 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
 }
 
 
+#: Events the page never asks for (IRC's history by range and read markers, which another
+#: device of the user may move): no frame.
+SILENT = frozenset((ev.HistoryPage, ev.Targets, ev.ReadMarker))
+
+
 def encode(event: ev.Event) -> str:
-    """The frame of any core event."""
+    """The frame of any core event ("" for the `SILENT` ones)."""
+    if type(event) in SILENT:
+        return ""
     if isinstance(event, ev.Messages):
         return messages_frame(event)
     frame = _FRAMES[type(event)](event)

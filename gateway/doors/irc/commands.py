@@ -1,0 +1,374 @@
+"""The IRC commands this door takes: a table (`COMMANDS`) of handler, minimum parameters
+and whether a command is usable before registration, and the handlers.
+
+A handler is a generator: it writes lines through the codec and yields the core commands
+(or kit instructions) it needs, one at a time; the kit runs each before asking for the
+next, so a handler reads what the command did (an error counted, a join that happened).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.core import commands as cmd
+from gateway.core.names import name_key, sanitize
+from gateway.core.session import Phase
+from gateway.core.timefmt import parse_duration
+from gateway.doors.irc import history, queries
+from gateway.doors.irc import numerics as n
+from gateway.doors.irc.protocol import (
+    CAPS,
+    CHATHISTORY_MAX,
+    SERVER,
+    IrcMessage,
+    LocalIrcUser,
+    format_line,
+    source_of,
+)
+from gateway.doors.irc.registration import Input, Stage, login, try_register
+from gateway.kit.codec import CLOSE, Step
+
+if TYPE_CHECKING:
+    from gateway.doors.irc.codec import IrcCodec
+
+__all__ = ["COMMANDS", "Entry", "chat_text", "plain_post", "welcome"]
+
+Handler = Callable[["IrcCodec", IrcMessage], Iterator[Step]]
+#: Targets one PRIVMSG, JOIN, PART or NAMES takes at most.
+MAX_TARGETS = 10
+MOTD = (
+    "Welcome to the chat gateway's IRC door.",
+    "Chats are channels; #general is joined for you. /quote COMPLAIN <nick> complains",
+    "about a user (as /ban on telnet). /quote TOKEN gives a resume token for SASL/PASS.",
+    "Messages are kept for a limited time; unread ones are replayed when you connect.",
+)
+ISUPPORT = (
+    "CASEMAPPING=rfc8265",
+    "CHANTYPES=#",
+    "PREFIX=",
+    "NETWORK=chat",
+    "NICKLEN=32",
+    "CHANNELLEN=33",
+    "UTF8ONLY",
+    "WHOX",
+    f"CHATHISTORY={CHATHISTORY_MAX}",
+    "MSGREFTYPES=msgid,timestamp",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    handler: Handler
+    min_params: int = 0
+    before_registration: bool = False
+
+
+def chat_text(text: str) -> str:
+    """A PRIVMSG's text as a chat message: CTCP ACTION as `* text`, other CTCP dropped."""
+    if text.startswith("\x01"):
+        body = text.strip("\x01")
+        if not body.upper().startswith("ACTION "):
+            return ""  # other CTCP requests have no meaning here
+        text = "* " + body[7:]
+    return sanitize(text).strip()
+
+
+def plain_post(msg: IrcMessage, chat: str) -> bool:
+    """Whether `msg` is a plain PRIVMSG to `chat` alone, postable with the one before."""
+    return (
+        msg.command == "PRIVMSG"
+        and not msg.tags
+        and len(msg.params) == 2
+        and msg.params[0].startswith("#")
+        and name_key(msg.params[0][1:]) == name_key(chat)
+    )
+
+
+# -- registration ---------------------------------------------------------------------
+
+
+def _cap(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    sub = msg.params[0].upper()
+    nick = c.nick or c.reg.nick or "*"
+    if sub in ("LS", "REQ") and c.reg.allows(Input.CAP):
+        c.reg.on(Input.CAP)
+    if sub == "LS":
+        v302 = len(msg.params) > 1 and msg.params[1].isdigit() and int(msg.params[1]) >= 302
+        caps = " ".join(f"{k}={v}" if v and v302 else k for k, v in CAPS.items())
+        c.line(format_line("CAP", nick, "LS", caps))
+    elif sub == "LIST":
+        c.line(format_line("CAP", nick, "LIST", " ".join(sorted(c.caps))))
+    elif sub == "REQ":
+        asked = msg.params[1].split() if len(msg.params) > 1 else []
+        if asked and all(a.removeprefix("-") in CAPS for a in asked):
+            now = set(c.caps)
+            for a in asked:
+                if a.startswith("-"):
+                    now.discard(a[1:])
+                else:
+                    now.add(a)
+            c.set_caps(now)
+            c.line(format_line("CAP", nick, "ACK", " ".join(asked)))
+        else:
+            c.line(format_line("CAP", nick, "NAK", " ".join(asked)))
+    elif sub == "END":
+        if c.reg.allows(Input.CAP_END):
+            c.reg.on(Input.CAP_END)
+            yield from try_register(c)
+    else:
+        c.numeric(n.ERR_INVALIDCAPCMD, sub, "Invalid CAP command")
+
+
+def _pass(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    if c.reg.registered:
+        c.numeric(n.ERR_ALREADYREGISTRED, "You may not reregister")
+    else:
+        c.reg.password = msg.params[0]
+    yield from ()
+
+
+def _nick(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    wanted = msg.params[0] if msg.params else ""
+    if not wanted:
+        c.numeric(n.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    if c.reg.registered:
+        if name_key(wanted) != c.key:
+            c.numeric(n.ERR_ERRONEUSNICKNAME, wanted, "nickname changes are not supported here")
+        return
+    c.reg.nick = wanted
+    yield from try_register(c)
+
+
+def _user(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    if c.reg.registered:
+        c.numeric(n.ERR_ALREADYREGISTRED, "You may not reregister")
+        return
+    if not msg.params[0] or not msg.params[3]:
+        c.numeric(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+        return
+    c.reg.username = sanitize(msg.params[0])[:16] or "user"
+    c.reg.realname = sanitize(msg.params[3])[:64]
+    c.reg.user_given = True
+    yield from try_register(c)
+
+
+def _authenticate(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    arg = msg.params[0]
+    reg = c.reg
+    if reg.registered or c.at(Phase.READY):
+        c.numeric(n.ERR_SASLALREADY, "You have already authenticated using SASL")
+        return
+    if reg.stage is not Stage.SASL:
+        if arg.upper() != "PLAIN" or not reg.allows(Input.SASL_START):
+            c.numeric(n.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+            c.numeric(n.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        reg.on(Input.SASL_START)
+        c.line(format_line("AUTHENTICATE", "+", source=""))
+        return
+    reg.on(Input.SASL_DONE)
+    if arg == "*":
+        c.numeric(n.ERR_SASLABORTED, "SASL authentication aborted")
+        return
+    try:
+        _, authcid, password = base64.b64decode(arg, validate=True).decode().split("\0")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        c.numeric(n.ERR_SASLFAIL, "SASL authentication failed")
+        return
+    yield from login(c, authcid, password)
+    if c.at(Phase.READY):
+        c.numeric(n.RPL_LOGGEDIN, source_of(c.nick), c.nick, f"You are now logged in as {c.nick}")
+        c.numeric(n.RPL_SASLSUCCESS, "SASL authentication successful")
+    elif not c.at(Phase.CLOSED):
+        c.numeric(n.ERR_SASLFAIL, reg.failure())
+
+
+def welcome(c: IrcCodec) -> Iterator[Step]:
+    """001 to 005, the MOTD, a JOIN and NAMES per chat, then the backlog and whatever
+    came meanwhile, in order; then live."""
+    nick = c.nick
+    c.shared.users[c.key] = _who_info(c)
+    c.numeric(n.RPL_WELCOME, f"Welcome to the chat, {source_of(nick)}")
+    c.numeric(n.RPL_YOURHOST, f"Your host is {SERVER}, a chat gateway")
+    c.numeric(n.RPL_CREATED, "This server keeps its state in Redis")
+    c.numeric(n.RPL_MYINFO, SERVER, "chat-gateway", "i", "nt")
+    c.numeric(n.RPL_ISUPPORT, *ISUPPORT, "are supported by this server")
+    _motd(c)
+    for name in c.chats:
+        c.line(format_line("JOIN", "#" + name, source=source_of(nick)))
+    for name in c.chats:
+        c.names_mode = "names"
+        yield cmd.Who(name)
+    c.release()
+    if "draft/read-marker" in c.caps:
+        for name in c.chats:
+            yield cmd.MarkRead("#" + name)
+
+
+def _who_info(c: IrcCodec) -> LocalIrcUser:
+    return LocalIrcUser(c.reg.username or c.nick, c.reg.realname or c.nick, c.away)
+
+
+def _motd(c: IrcCodec) -> None:
+    c.numeric(n.RPL_MOTDSTART, f"- {SERVER} Message of the day -")
+    for text in MOTD:
+        c.numeric(n.RPL_MOTD, "- " + text)
+    c.numeric(n.RPL_ENDOFMOTD, "End of /MOTD command.")
+
+
+# -- after registration ---------------------------------------------------------------
+
+
+def _ping(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    if not msg.params or not msg.params[0]:
+        c.numeric(n.ERR_NEEDMOREPARAMS, "PING", "Not enough parameters")
+        return
+    pong = format_line("PONG", SERVER, msg.params[0])
+    if c.pending and "echo-message" in c.caps and c.reg.registered:
+        c.deferred = pong  # after the echo of what was just sent
+    else:
+        c.line(pong)
+    yield from ()
+
+
+def _nothing(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    yield from ()
+
+
+def _quit(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    c.reg.on(Input.QUIT)
+    reason = msg.params[0] if msg.params else "Client quit"
+    c.line(format_line("ERROR", f"Closing link: {reason}", source=""))
+    c.quitting = True
+    yield cmd.Quit()
+    yield CLOSE
+
+
+def _privmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    if not msg.params or not msg.params[0]:
+        c.numeric(n.ERR_NORECIPIENT, f"No recipient given ({msg.command})")
+        return
+    if len(msg.params) < 2 or not msg.params[1]:
+        c.numeric(n.ERR_NOTEXTTOSEND, "No text to send")
+        return
+    text = chat_text(msg.params[1])
+    if not text:
+        if not msg.params[1].startswith("\x01"):
+            c.numeric(n.ERR_NOTEXTTOSEND, "No text to send")
+        return
+    for target in msg.params[0].split(",")[:MAX_TARGETS]:
+        c.target = target
+        chat = target.startswith("#")
+        key = "#" + name_key(target[1:]) if chat else name_key(target)
+        c.batched = [text]
+        c.expect_echo(key, text)
+        errors = c.errors
+        yield cmd.SendChat(target[1:], text) if chat else cmd.SendPrivate(target, text)
+        refused = c.errors - errors
+        if refused:  # refused ones (the last, as a rate limit does): no echo
+            for t in c.batched[len(c.batched) - refused :]:
+                if (key, t) in c.pending:
+                    c.pending.remove((key, t))
+            c.recache()
+    c.batched = []
+
+
+def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    if msg.params[0] == "0":
+        return
+    for target in msg.params[0].split(",")[:MAX_TARGETS]:
+        c.target = target
+        if not target.startswith("#") or len(target) < 2:
+            c.numeric(n.ERR_NOSUCHCHANNEL, target, "No such channel")
+            continue
+        errors = c.errors
+        c.hold()
+        yield cmd.Join(target[1:])
+        if c.errors != errors or c.joined_already:
+            c.release()
+            continue
+        if "draft/read-marker" in c.caps:
+            yield cmd.MarkRead(target)
+        c.names_mode = "names"
+        yield cmd.Who(target[1:])
+        c.release()
+
+
+def _part(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    c.part_reason = msg.params[1] if len(msg.params) > 1 else ""
+    for target in msg.params[0].split(",")[:MAX_TARGETS]:
+        c.target = target
+        if not target.startswith("#"):
+            c.numeric(n.ERR_NOSUCHCHANNEL, target, "No such channel")
+            continue
+        yield cmd.Leave(target[1:])
+    c.part_reason = ""
+
+
+def _list(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    yield cmd.GetChats()
+
+
+def _motd_cmd(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    _motd(c)
+    yield from ()
+
+
+def _complain(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    duration = None
+    if len(msg.params) > 1:  # a moderator's ban for a set time: COMPLAIN nick 2h
+        duration = parse_duration(msg.params[1])
+        if duration is None:
+            c.notice("COMPLAIN nick [duration: 90s, 30m, 2h, 7d]")
+            return
+    yield cmd.Ban(msg.params[0], duration)
+
+
+def _unban(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    yield cmd.Unban(msg.params[0])
+
+
+def _help(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    yield cmd.Help()
+
+
+def _token(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    yield cmd.IssueToken()
+
+
+E = Entry
+COMMANDS: dict[str, Entry] = {
+    "CAP": E(_cap, 1, True),
+    "PASS": E(_pass, 1, True),
+    "NICK": E(_nick, 0, True),
+    "USER": E(_user, 4, True),
+    "AUTHENTICATE": E(_authenticate, 1, True),
+    "PING": E(_ping, 0, True),
+    "PONG": E(_nothing, 0, True),
+    "QUIT": E(_quit, 0, True),
+    "PRIVMSG": E(_privmsg),
+    "NOTICE": E(_privmsg),
+    "JOIN": E(_join, 1),
+    "PART": E(_part, 1),
+    "LIST": E(_list),
+    "NAMES": E(queries.names),
+    "WHO": E(queries.who),
+    "WHOIS": E(queries.whois, 1),
+    "MOTD": E(_motd_cmd),
+    "AWAY": E(queries.away),
+    "ISON": E(queries.ison, 1),
+    "USERHOST": E(queries.userhost, 1),
+    "TOPIC": E(queries.topic, 1),
+    "MODE": E(queries.mode, 1),
+    "COMPLAIN": E(_complain, 1),
+    "UNBAN": E(_unban, 1),
+    "HELP": E(_help),
+    "TOKEN": E(_token),
+    "CHATHISTORY": E(history.chathistory, 1),
+    "MARKREAD": E(history.markread),
+}
