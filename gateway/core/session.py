@@ -11,6 +11,7 @@ showed: no message is shown twice or out of order.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Iterable
@@ -48,6 +49,7 @@ from store.contract import (
     StoreRefused,
     StoreUnavailable,
     UserState,
+    id_key,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ WHO_SHOWN = 200
 #: of one reply stays bounded in a chat of 50,000 (counting them all, with the union of
 #: everyone online, took about 100 ms of Redis per /who).
 ONLINE_COUNTED = 1000
+#: Private conversations a login lists (`Ready.privates`), the most recent: a user's
+#: peers are not bounded, and each listed one may cost a read of the other's name.
+PRIVATES_LISTED = 100
 #: Bytes of stored messages rendered before the session waits for the door to drain, so a
 #: long backlog never sits in memory whole.
 BACKLOG_CHUNK = 64 * 1024
@@ -493,6 +498,7 @@ class Session:
             messages = backlog.messages
             for conv in backlog.cut:  # before the messages they precede
                 self.sink.emit(ev.BacklogCut(user.where(conv), limit))
+        privates = () if first else await self._privates(state, messages)
         shown = await self._show_stored(messages)
         METRICS.logins.inc()
         log.info(
@@ -503,11 +509,44 @@ class Session:
             len(messages),
         )
         chats = sorted(user.chats.values(), key=lambda n: (name_key(n) != GENERAL, n.casefold()))
-        self.sink.emit(ev.Ready(name, GENERAL, tuple(chats)))
+        self.sink.emit(ev.Ready(name, GENERAL, tuple(chats), privates))
         if state.banned_until_ms:  # a ban older than this session: said at once
             self.sink.emit(ev.Banned(state.banned_until_ms, None))
         self.phase = Phase.READY
         self._release(shown)
+
+    async def _privates(
+        self, state: UserState, messages: list[Message]
+    ) -> tuple[ev.PrivateConv, ...]:
+        """The user's private conversations for `Ready`: the PRIVATES_LISTED most recent
+        (by the newest message in the backlog, else the read position), named as the
+        backlog names them, else by the other user's account (a deleted one is left out)."""
+        user = self.user
+        if not state.peers or user is None:
+            return ()
+        newest: dict[str, tuple[int, int]] = {}
+        names: dict[str, str] = {}
+        for m in messages:  # oldest first: the last one seen is the newest
+            if not keys.is_chat(m.conv):
+                where = user.view(m)
+                assert isinstance(where, ev.PrivateConv)
+                newest[where.peer] = m.key
+                names[where.peer] = where.name
+
+        def recency(peer: str) -> tuple[tuple[int, int], str]:
+            at = newest.get(peer)
+            if at is None:
+                read = state.cursors.get(keys.dm_conv(self.key, peer))
+                at = id_key(read) if read else _ZERO
+            return at, peer
+
+        chosen = sorted(state.peers, key=recency, reverse=True)[:PRIVATES_LISTED]
+        unnamed = [p for p in chosen if p not in names]
+        accounts = await asyncio.gather(*(self.core.store.get_account(p) for p in unnamed))
+        for peer, account in zip(unnamed, accounts, strict=True):
+            if account is not None:
+                names[peer] = account.name
+        return tuple(ev.PrivateConv(p, names[p]) for p in chosen if p in names)
 
     def _abort_login(self) -> None:
         self._error(ev.ErrorCode.STORE_DOWN, "login failed; please reconnect")
@@ -615,6 +654,9 @@ class Session:
                 chats = (chat,)
             case cmd.Who(chat):
                 chats = (chat,)
+            case cmd.History(_, chat, peer):
+                chats = (chat,)
+                nicks = (peer,) if peer is not None else ()
             case cmd.SendPrivate(nick, _) | cmd.Ban(nick, _) | cmd.Unban(nick) | cmd.Kick(nick):
                 nicks = (nick,)
         for what, name in [("chat name", c) for c in chats if c is not None] + [
@@ -649,8 +691,12 @@ class Session:
                 self.sink.emit(ev.ChatList(tuple(listed.chats), listed.total))
             case cmd.Who(chat):
                 await self._who(chat)
-            case cmd.History(count):
-                await self._history(self.current, count or self.core.settings.history)
+            case cmd.History(count, chat, peer):
+                count = count or self.core.settings.history
+                if peer is not None:
+                    await self._private_history(peer, count)
+                else:
+                    await self._history(self.current if chat is None else name_key(chat), count)
             case cmd.Ban(nick, duration):
                 await self._ban(nick, duration)
             case cmd.Unban(nick):
@@ -803,8 +849,9 @@ class Session:
         name = self.user.chats.get(chat, chat)
         if not await self.core.store.is_member(self.key, chat):  # left on another device
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{name}")
-            self.current = GENERAL
-            self.sink.emit(ev.CurrentChat(GENERAL))
+            if chat == self.current:
+                self.current = GENERAL
+                self.sink.emit(ev.CurrentChat(GENERAL))
             return
         self._hold()
         shown: dict[str, tuple[int, int]] = {}
@@ -813,6 +860,31 @@ class Session:
             shown = await self._show_stored(messages)
             if not messages:
                 self.sink.emit(ev.NoHistory(name, self.core.settings.message_ttl))
+        finally:
+            self._release(shown)
+
+    async def _private_history(self, typed: str, count: int) -> None:
+        """The last `count` messages with another user: only ever the user's own
+        conversation (its id is built from both keys), held and released like a chat's."""
+        assert self.user is not None
+        peer = name_key(typed)
+        if peer == self.key:
+            self._error(ev.ErrorCode.REFUSED, "you have no private conversation with yourself")
+            return
+        self._hold()
+        shown: dict[str, tuple[int, int]] = {}
+        try:
+            conv = keys.dm_conv(self.key, peer)
+            messages = await self.core.store.conv_range(conv, "-", "+", count, newest=True)
+            shown = await self._show_stored(messages)
+            if not messages:
+                account = await self.core.store.get_account(peer)
+                if account is None:
+                    self._error(ev.ErrorCode.NO_SUCH_USER, f"no such user {typed}")
+                else:
+                    where = ev.PrivateConv(peer, account.name)
+                    ttl = self.core.settings.message_ttl
+                    self.sink.emit(ev.NoHistory(account.name, ttl, where))
         finally:
             self._release(shown)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core import session as session_module
 from gateway.core.session import Phase
 from store.contract import Message, StoreUnavailable, id_key
 from tests.core.conftest import Chat
@@ -93,8 +96,69 @@ async def test_unread_messages_replay_once_at_the_next_login(chat: Chat) -> None
         ("#general", "alice", "while you were out"),
         ("@alice", "alice", "and privately"),
     ]
-    ready = bob.events.index(ev.Ready("bob", "general", ("general",)))
+    alice_conv = ev.PrivateConv("alice", "alice")
+    ready = bob.events.index(ev.Ready("bob", "general", ("general",), (alice_conv,)))
     assert all(not isinstance(e, ev.Messages) for e in bob.events[ready:])
+
+
+async def test_a_login_lists_private_conversations_the_most_recent_first(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice_session, _ = await chat.login("alice")
+    bob_session, _ = await chat.login("Bob")
+    carol_session, _ = await chat.login("Carol")
+    await bob_session.handle(cmd.SendPrivate("alice", "from bob"))
+    await carol_session.handle(cmd.SendPrivate("alice", "from carol"))
+    await alice_session.handle(cmd.SendPrivate("bob", "back to bob"))
+    _, phone = await chat.login("alice")  # another device: named as accounts name them
+    (ready,) = phone.of(ev.Ready)
+    assert ready.privates == (ev.PrivateConv("bob", "Bob"), ev.PrivateConv("carol", "Carol"))
+    monkeypatch.setattr(session_module, "PRIVATES_LISTED", 1)  # bounded: the newest only
+    _, tablet = await chat.login("alice")
+    (ready,) = tablet.of(ev.Ready)
+    assert ready.privates == (ev.PrivateConv("bob", "Bob"),)
+
+
+async def test_history_of_a_private_conversation_is_only_the_users_own(chat: Chat) -> None:
+    alice_session, alice = await chat.login("alice")
+    bob_session, _ = await chat.login("Bob")
+    await chat.login("carol")
+    for text in ("one", "two", "three"):
+        await bob_session.handle(cmd.SendPrivate("alice", text))
+    await alice.wait_for(lambda s: len(s.messages()) == 3)
+    alice.events.clear()
+    await alice_session.handle(cmd.History(2, peer="BOB"))
+    assert alice.messages() == [("@Bob", "Bob", "two"), ("@Bob", "Bob", "three")]
+    alice.events.clear()
+    await alice_session.handle(cmd.History(None, peer="carol"))
+    assert alice.events == [ev.NoHistory("carol", 3600, ev.PrivateConv("carol", "carol"))]
+    alice.events.clear()
+    await alice_session.handle(cmd.History(None, peer="alice"))
+    await alice_session.handle(cmd.History(None, peer="nobody"))
+    await alice_session.handle(cmd.History(None, peer="no body"))
+    codes = [e.code for e in alice.of(ev.Error)]  # type: ignore[attr-defined]
+    assert codes == [ev.ErrorCode.REFUSED, ev.ErrorCode.NO_SUCH_USER, ev.ErrorCode.BAD_NAME]
+    assert not alice.messages()
+
+
+async def test_history_of_a_named_chat_needs_membership_and_keeps_the_current_chat(
+    chat: Chat,
+) -> None:
+    alice_session, alice = await chat.login("alice")
+    bob_session, _ = await chat.login("bob")
+    await bob_session.handle(cmd.Join("den"))
+    await bob_session.handle(cmd.Say(("in the den",)))
+    await alice_session.handle(cmd.Join("lounge"))
+    alice.events.clear()
+    await alice_session.handle(cmd.History(None, chat="den"))
+    assert alice.events == [ev.Error(ev.ErrorCode.NOT_MEMBER, "you are not in #den")]
+    assert alice_session.current == "lounge"  # a named chat's refusal moves nothing
+    await alice_session.handle(cmd.Join("Den"))
+    await alice_session.handle(cmd.Join("lounge"))
+    alice.events.clear()
+    await alice_session.handle(cmd.History(5, chat="DEN"))
+    assert alice.messages() == [("#den", "bob", "in the den")]
+    assert alice_session.current == "lounge"
 
 
 async def test_held_messages_already_shown_by_a_stored_read_are_dropped(chat: Chat) -> None:

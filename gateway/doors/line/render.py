@@ -124,7 +124,11 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.ChatList: _chat_list,
     ev.Online: _online,
     ev.BacklogCut: _backlog_cut,
-    ev.NoHistory: lambda e: notice(f"no messages in #{e.chat} in the last {e.seconds} s"),
+    ev.NoHistory: lambda e: notice(
+        f"no messages with {e.chat} in the last {e.seconds} s"
+        if e.private
+        else f"no messages in #{e.chat} in the last {e.seconds} s"
+    ),
     ev.Complained: _complained,
     ev.Banned: lambda e: notice(
         f"you are banned until {ban_end(e.until_ms)}"
