@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -233,6 +234,16 @@ async def shown(page, count: int, timeout: float = 10_000) -> list[str]:  # type
     return await texts(page)
 
 
+async def gone(gw, nick: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the gateway saw `nick`'s last connection close, then until it wrote what
+    they were shown (on the next loop turns; --cursor-flush is the bound)."""
+    for _ in range(100):
+        if re.search(rf"event=disconnect .*user={nick} ", gw.output()):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+
+
 async def open_conv(page, list_id: str, label: str) -> None:  # type: ignore[no-untyped-def]
     await page.locator(f"#{list_id} button", has_text=label).click()
     await page.locator("#title", has_text=label).wait_for()
@@ -258,7 +269,7 @@ async def test_missed_messages_follow_the_older_ones_in_every_chat_after_coming_
     assert await shown(page, 3) == [f"old general {i}" for i in (1, 2, 3)]
     url = page.url
     await page.goto("about:blank")  # away: the gateway writes what nora was shown
-    await asyncio.sleep(1.5)
+    await gone(gw, "nora")
     for i in (1, 2):
         await otto.send(f"new den {i}")
         await otto.send(f"/send #general new general {i}")
@@ -295,7 +306,7 @@ async def test_a_private_conversation_is_listed_and_shown_on_a_second_device(
     await say(first, "four")
     await fred.expect("four")
     await first.context.close()  # the first device goes; what it showed is read
-    await asyncio.sleep(1.5)
+    await gone(gw, "pia")
     await fred.send("/send pia five while away")
     await fred.send("/where")
     await fred.expect("current chat")

@@ -447,7 +447,8 @@ function handle(f) {
       const c = f.conv ? conv(f.conv.id, f.conv.kind, f.conv.name)
         : state.convs.get(state.current);
       const where = f.conv && f.conv.kind === "private" ? `with ${f.conv.name}` : `in ${f.chat}`;
-      if (c) addItems(c, [{ note: "notice", text: `no messages ${where} in the last ${f.seconds} s` }]);
+      const text = `no messages ${where} in the last ${f.seconds} s`;
+      if (c) addItems(c, [{ note: "notice", text }]);
       break;
     }
     case "complained":
