@@ -424,6 +424,10 @@ class Store(Protocol):
 
     async def history(self, chat: str, name: str, count: int) -> list[Message]: ...
 
+    async def names(self, users: Sequence[str]) -> list[str | None]:
+        """Accounts' display names, in order (None: no such account), in one round trip
+        (a login names the private conversations it lists)."""
+
     async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None: ...
 
     # posting

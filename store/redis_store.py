@@ -599,6 +599,13 @@ class RedisStore:
         entries.reverse()
         return _messages(keys.chat_conv(chat), entries, name)
 
+    async def names(self, users: Sequence[str]) -> list[str | None]:
+        """One HGET per account, all in one pipeline with the rest of the loop turn."""
+        if not users:
+            return []
+        replies = await self._run([("HGET", keys.user(u), "name") for u in users])
+        return [str(n) if n else None for n in replies]
+
     async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None:
         """Flush shown positions: user -> {conversation: last shown id}, one round trip."""
         if not updates:

@@ -11,7 +11,6 @@ showed: no message is shown twice or out of order.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Iterable
@@ -72,7 +71,7 @@ WHO_SHOWN = 200
 #: everyone online, took about 100 ms of Redis per /who).
 ONLINE_COUNTED = 1000
 #: Private conversations a login lists (`Ready.privates`), the most recent: a user's
-#: peers are not bounded, and each listed one may cost a read of the other's name.
+#: peers are not bounded, and a listed one may need the other's name read.
 PRIVATES_LISTED = 100
 #: Bytes of stored messages rendered before the session waits for the door to drain, so a
 #: long backlog never sits in memory whole.
@@ -542,10 +541,9 @@ class Session:
 
         chosen = sorted(state.peers, key=recency, reverse=True)[:PRIVATES_LISTED]
         unnamed = [p for p in chosen if p not in names]
-        accounts = await asyncio.gather(*(self.core.store.get_account(p) for p in unnamed))
-        for peer, account in zip(unnamed, accounts, strict=True):
-            if account is not None:
-                names[peer] = account.name
+        for peer, name in zip(unnamed, await self.core.store.names(unnamed), strict=True):
+            if name is not None:
+                names[peer] = name
         return tuple(ev.PrivateConv(p, names[p]) for p in chosen if p in names)
 
     def _abort_login(self) -> None:

@@ -136,6 +136,8 @@ async def test_register(make_store: MakeStore) -> None:
     account = await s.get_account("alice")
     assert account is not None and (account.name, account.password_hash) == ("Alice", "pw")
     assert await s.get_account("nobody") is None
+    assert await s.names(["bob", "nobody", "alice"]) == ["Bob", None, "Alice"]  # any slots
+    assert await s.names([]) == []
     state = await user_state(s, "bob")
     assert state.chats == {keys.GENERAL: keys.GENERAL} and state.banned_until_ms is None
     top = await s.active_chats_bounded(10, 1000)
