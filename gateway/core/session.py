@@ -32,15 +32,17 @@ from gateway.core.timefmt import ban_end, wait_for
 from gateway.core.tokens import new_token, token_hash
 from gateway.metrics import METRICS
 from gateway.settings import Settings
-from store import keys
 from store.contract import (
+    GENERAL,
     Account,
     ComplaintStatus,
+    Conv,
     JoinStatus,
     LoginCheck,
     LoginGate,
     LoginLimits,
     Message,
+    Position,
     PostResult,
     PostStatus,
     Registration,
@@ -56,8 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["Core", "Phase", "Readers", "Session", "Sink"]
 
 log = logging.getLogger("chat.session")
-GENERAL = keys.GENERAL
-_ZERO = (0, 0)
+_ZERO = Position(0, 0)
 #: Wrong passwords on one connection before it is closed (the contract says 3).
 MAX_WRONG_PASSWORDS = 3
 #: Resume tokens kept per user: a device's token beyond this revokes the one that expires
@@ -484,8 +485,7 @@ class Session:
                 GENERAL, user.chats.get(GENERAL, GENERAL), self.core.settings.history
             )
         else:
-            for conv, mid in user.shown.items():  # this gateway may know newer positions
-                state.cursors[conv] = mid
+            state.cursors.update(user.shown_all())  # this gateway may know newer positions
             state.peers |= user.peers
             state.chats = dict(user.chats)
             limit = self.core.settings.max_backlog
@@ -515,13 +515,13 @@ class Session:
 
     # -- stored messages, hold and release -------------------------------------------------
 
-    async def _show_stored(self, messages: list[Message]) -> dict[str, tuple[int, int]]:
+    async def _show_stored(self, messages: list[Message]) -> dict[Conv, Position]:
         """Show stored messages in order, at most BACKLOG_CHUNK bytes at a time, waiting
         for the door to take each chunk; a message counts as shown only once handed to a
         connection that is still open. Returns the last id shown per conversation."""
         user = self.user
         assert user is not None
-        shown: dict[str, tuple[int, int]] = {}
+        shown: dict[Conv, Position] = {}
         for run in _runs(messages):
             where = user.view(run[0])
             start = 0
@@ -535,8 +535,8 @@ class Session:
                 if self._gone():  # dropped (or closed) before taking it: not shown
                     return shown
                 last = run[end - 1]
-                shown[last.conv] = last.key
-                user.mark_shown(last.conv, last.id)
+                shown[last.conv] = last.pos
+                user.mark_shown(last.conv, last.pos)
                 start = end
         return shown
 
@@ -555,20 +555,20 @@ class Session:
         self._holding = True
         self.live = False
 
-    def _release(self, shown: dict[str, tuple[int, int]]) -> None:
+    def _release(self, shown: dict[Conv, Position]) -> None:
         self._holding = False
         self.live = self.phase is Phase.READY
         held, self._held, self._held_bytes = self._held, None, 0
         for messages in held or ():
             conv = messages.items[0].conv
             after = shown.get(conv, _ZERO)
-            fresh = tuple(m for m in messages.items if m.key > after)
+            fresh = tuple(m for m in messages.items if m.pos > after)
             if not fresh:
                 continue
             whole = len(fresh) == len(messages.items)
             self.sink.show(messages if whole else ev.Messages(messages.where, fresh))
             if self.user is not None:
-                self.user.mark_shown(conv, fresh[-1].id)
+                self.user.mark_shown(conv, fresh[-1].pos)
 
     # -- what other devices and users did (called by fan-out) ------------------------------
 
@@ -736,7 +736,7 @@ class Session:
         assert self.user is not None
         chat = name_key(typed)
         self._hold()
-        shown: dict[str, tuple[int, int]] = {}
+        shown: dict[Conv, Position] = {}
         try:
             joined = await self.core.store.join(self.key, chat, typed, self.session_id)
             if self._gone():  # closed meanwhile: fan-out already let this user go
@@ -807,7 +807,7 @@ class Session:
             self.sink.emit(ev.CurrentChat(GENERAL))
             return
         self._hold()
-        shown: dict[str, tuple[int, int]] = {}
+        shown: dict[Conv, Position] = {}
         try:
             messages = await self.core.store.history(chat, name, count)
             shown = await self._show_stored(messages)

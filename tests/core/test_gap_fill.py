@@ -10,16 +10,14 @@ import time
 
 from gateway.core import commands as cmd
 from store import keys
-from store.contract import ChatPosts, Message, id_key
+from store.contract import GENERAL, ChatPosts, Conv, Message
 from tests.core.conftest import Chat
-
-GENERAL = keys.GENERAL
 
 
 async def _stored(chat: Chat, text: str) -> Message:
     """A message in #general's stream that no link delivered."""
     mid = await chat.store.redis.xadd(keys.stream(GENERAL), {"n": "bob", "t": text})
-    return Message(mid, id_key(mid), keys.chat_conv(GENERAL), "bob", GENERAL, text)
+    return Message(keys.position(mid), Conv.of_chat(GENERAL), "bob", GENERAL, text)
 
 
 async def _scene(chat: Chat):  # type: ignore[no-untyped-def]
@@ -52,12 +50,12 @@ async def test_two_gap_fills_at_once_show_each_message_once(chat: Chat) -> None:
     read = chat.store.read_after
     calls = 0
 
-    async def slow_read(convs, after):  # type: ignore[no-untyped-def]
+    async def slow_read(after):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 1:
             await asyncio.sleep(0.2)  # one link's read is slower than the other's
-        return await read(convs, after)
+        return await read(after)
 
     chat.store.read_after = slow_read  # type: ignore[method-assign]
     first = asyncio.create_task(chat.fanout._on_reconnect(time.time() - 5))
@@ -73,13 +71,14 @@ def test_private_messages_out_of_order_are_shown_once_each() -> None:
     """On a cluster two senders' private messages can be published out of id order: the
     older one is still shown; a copy or a replay of one already shown is not."""
     from gateway.core.user import RECENT_PRIVATE, LocalUser
+    from store.contract import Position as P
     from store.contract import UserState
 
     user = LocalUser("ann", "ann", UserState({}, set(), {}))
-    conv = keys.dm_conv("ann", "bob")
-    assert user.fresh_private(conv, (5, 0))
-    assert user.fresh_private(conv, (3, 0))  # older, but never shown
-    assert not user.fresh_private(conv, (3, 0)) and not user.fresh_private(conv, (5, 0))
+    conv = Conv.private("ann", "bob")
+    assert user.fresh_private(conv, P(5, 0))
+    assert user.fresh_private(conv, P(3, 0))  # older, but never shown
+    assert not user.fresh_private(conv, P(3, 0)) and not user.fresh_private(conv, P(5, 0))
     for ms in range(10, 10 + RECENT_PRIVATE):
-        assert user.fresh_private(conv, (ms, 0))
-    assert not user.fresh_private(conv, (4, 0))  # older than all remembered: a replay
+        assert user.fresh_private(conv, P(ms, 0))
+    assert not user.fresh_private(conv, P(4, 0))  # older than all remembered: a replay

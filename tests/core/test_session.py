@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.session import Phase
-from store.contract import Message, StoreUnavailable, id_key
+from store.contract import Conv, Message, Position, StoreUnavailable
 from tests.core.conftest import Chat
 
 
@@ -100,12 +100,13 @@ async def test_unread_messages_replay_once_at_the_next_login(chat: Chat) -> None
 async def test_held_messages_already_shown_by_a_stored_read_are_dropped(chat: Chat) -> None:
     session, sink = await chat.login("dave")
     chat_conv = ev.ChatConv("general", "general")
-    old = Message("5-0", id_key("5-0"), "c:general", "x", "general", "old")
-    new = Message("7-0", id_key("7-0"), "c:general", "x", "general", "new")
+    general = Conv.of_chat("general")
+    old = Message(Position(5, 0), general, "x", "general", "old")
+    new = Message(Position(7, 0), general, "x", "general", "new")
     session._hold()
     session.hold(ev.Messages(chat_conv, (old, new)))
     assert not sink.messages()  # held, not shown
-    session._release({"c:general": (5, 0)})
+    session._release({general: Position(5, 0)})
     assert sink.messages() == [("#general", "x", "new")]
 
 
@@ -177,12 +178,12 @@ async def test_a_gap_fill_that_fails_once_is_read_again(chat: Chat) -> None:
     real = chat.store.read_after
     calls = 0
 
-    async def flaky(convs, after):  # type: ignore[no-untyped-def]
+    async def flaky(after):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 1:
             raise StoreUnavailable("still coming back")
-        return await real(convs, after)
+        return await real(after)
 
     chat.store.read_after = flaky  # type: ignore[method-assign]
     await chat.fanout._on_reconnect(lost_at)

@@ -21,11 +21,14 @@ import redis
 from scripts.procs import free_port
 from store import keys
 from store.contract import (
+    GENERAL,
     ChatPosts,
     ComplaintStatus,
+    Conv,
     JoinStatus,
     LoginGate,
     LoginLimits,
+    Position,
     PostResult,
     PostStatus,
     PrivatePost,
@@ -316,9 +319,9 @@ async def test_post_chat_and_private(make_store: MakeStore) -> None:
     assert (dm.status, dm.until_ms) == (BANNED, info.until_ms)
     history = await s.history(keys.GENERAL, "general", 10)
     assert [m.text for m in history] == ["1", "2", "3"]
-    assert [m.key for m in history] == sorted({m.key for m in history})
+    assert [m.pos for m in history] == sorted({m.pos for m in history})
     now = time.time() * 1000
-    assert all(abs(m.key[0] - now) < 10_000 for m in history)  # ids carry the time
+    assert all(abs(m.ms - now) < 10_000 for m in history)  # ids carry the time
     assert (await user_state(s, "ann")).peers == {"bob"}
 
 
@@ -341,24 +344,24 @@ async def test_backlog_and_read_after_keep_the_order_of_sending(store: RedisStor
     state = await user_state(store, "bob")
     backlog = await store.backlog("bob", state, 100)
     assert [m.text for m in backlog.messages] == sent and backlog.cut == {}
-    convs = [keys.chat_conv(keys.GENERAL), keys.chat_conv("c1"), keys.dm_conv("ann", "bob")]
-    after = await store.read_after(convs, {})
+    convs = [Conv.of_chat(GENERAL), Conv.of_chat("c1"), Conv.private("ann", "bob")]
+    after = await store.read_after(dict.fromkeys(convs))
     assert [m.text for m in after] == sent
     # cursors move forward only, and the backlog starts after them
-    general = keys.chat_conv(keys.GENERAL)
+    general = Conv.of_chat(GENERAL)
     first = backlog.messages[0]
-    await store.advance_cursors({"bob": {general: backlog.messages[3].id}})
-    await store.advance_cursors({"bob": {general: first.id}})  # late, older: ignored
+    await store.advance_cursors({"bob": {general: backlog.messages[3].pos}})
+    await store.advance_cursors({"bob": {general: first.pos}})  # late, older: ignored
     state = await user_state(store, "bob")
-    assert state.cursors == {general: backlog.messages[3].id}
+    assert state.cursors == {general: backlog.messages[3].pos}
     assert [m.text for m in (await store.backlog("bob", state, 100)).messages] == sent[1:3] + sent[
         4:
     ]
     short = await store.backlog("bob", await user_state(store, "bob"), 2)
     assert [m.text for m in short.messages] == ["m4", "m5"]
     assert sum(short.cut.values()) == 2
-    mid = after[2].id
-    assert [m.text for m in await store.read_after(convs, {keys.chat_conv("c1"): mid})] == [
+    mid = after[2].pos
+    assert [m.text for m in await store.read_after({**dict.fromkeys(convs), convs[1]: mid})] == [
         "m0",
         "m1",
         "m3",
@@ -470,7 +473,7 @@ async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
     assert await store.get_account("ann") is None
     assert await token_name(store, "ann", "h1") is None
     assert (await user_state(store, "bob")).peers == set()
-    assert await store.read_after([keys.dm_conv("ann", "bob")], {}) == []
+    assert await store.read_after({Conv.private("ann", "bob"): None}) == []
     chats = await store.active_chats_bounded(10, 1000)
     assert [(c.name, c.members) for c in chats.chats] == [("general", 2), ("duo", 1)]
     assert await store.bans() == []
@@ -685,8 +688,8 @@ async def test_scripts_are_loaded_again_when_redis_lost_them(
             r.script_flush()
         finally:
             r.close()
-    await s.advance_cursors({"ann": {keys.chat_conv(keys.GENERAL): "1-0"}})
-    assert (await user_state(s, "ann")).cursors == {keys.chat_conv(keys.GENERAL): "1-0"}
+    await s.advance_cursors({"ann": {Conv.of_chat(GENERAL): Position(1, 0)}})
+    assert (await user_state(s, "ann")).cursors == {Conv.of_chat(GENERAL): Position(1, 0)}
     assert (await s.join("ann", "rust", "rust", "o")).changed
 
 
