@@ -31,6 +31,8 @@ class Recorder:
     events: list[ev.Event] = field(default_factory=list)
     closed: bool = False
     overflowed: bool = False
+    #: Seconds to keep waiting after the loop turns: a real Redis takes real time.
+    patience: float = 0.0
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)
@@ -64,6 +66,11 @@ class Recorder:
             if predicate(self):
                 return
             await asyncio.sleep(0)
+        deadline = asyncio.get_running_loop().time() + self.patience
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+            if predicate(self):
+                return
         raise AssertionError(f"not after {turns} loop turns; events: {self.events!r}")
 
 
@@ -75,7 +82,7 @@ class Chat:
     clock: FakeClock  # the memory store's; a real Redis keeps its own time
 
     async def connect(self, address: str = "127.0.0.1") -> tuple[Session, Recorder]:
-        sink = Recorder(address)
+        sink = Recorder(address, patience=0.0 if isinstance(self.store, MemoryStore) else 3.0)
         session = self.core.session(sink)
         session.start()
         return session, sink
@@ -115,6 +122,19 @@ async def chat() -> AsyncIterator[Chat]:
     """The core on the memory store, its clock a FakeClock."""
     clock = FakeClock()
     async for made in _chat(MemoryStore(MemoryServer(clock), **POLICY), clock):
+        yield made
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def either_chat(request: pytest.FixtureRequest) -> AsyncIterator[Chat]:
+    """The core on the memory store, then on a real Redis: for the few tests whose point
+    is the real thing too (pub/sub through a real link, cursors through the scripts)."""
+    if request.param == "memory":
+        clock = FakeClock()
+        store: Any = MemoryStore(MemoryServer(clock), **POLICY)
+    else:
+        clock, store = FakeClock(), RedisStore(request.getfixturevalue("redis_url"), **POLICY)
+    async for made in _chat(store, clock):
         yield made
 
 
