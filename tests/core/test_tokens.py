@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from gateway.core import commands as cmd
+from gateway.core import credentials, hashing
 from gateway.core import events as ev
-from gateway.core import hashing
-from gateway.core import session as session_mod
 from gateway.core.session import Phase, Session
 from gateway.doors.line.parse import parse_line
 from store import keys
@@ -205,7 +204,7 @@ async def test_failures_elsewhere_do_not_lock_the_owners_address(chat: Chat) -> 
 
 
 async def test_a_users_tokens_are_bounded(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_mod, "MAX_TOKENS", 3)
+    monkeypatch.setattr(credentials, "MAX_TOKENS", 3)
     sessions = [await chat.login("ivy") for _ in range(5)]
     tokens = [await _token(s, sink) for s, sink in sessions]
     assert len(await _hashes(chat, "ivy")) == 3
