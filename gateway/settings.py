@@ -86,7 +86,7 @@ class Settings:
     #: scrypt cost as log2(N); 14 is 16 MiB and about 80 ms of one core per login.
     scrypt_log_n: int = 14
     #: Seconds a resume token (/token) is valid: its holder logs in without the password
-    #: until then. Each costs one ~100-byte field in Redis (at most `session.MAX_TOKENS`
+    #: until then. Each costs one ~100-byte field in Redis (at most `credentials.MAX_TOKENS`
     #: per user).
     token_ttl: int = 30 * 86400
     #: Seconds between cursor flushes to Redis (the most a crash can show twice).

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from gateway.core import events as ev
 from gateway.doors.irc import protocol as irc
-from store.contract import Message
+from store.contract import Conv, Message, Position
 
 
 def test_parse_tags_source_and_trailing() -> None:
@@ -34,17 +34,21 @@ def test_time_and_msgid() -> None:
     ms = 1_700_000_000_123
     assert irc.iso_time(ms) == "2023-11-14T22:13:20.123Z"
     assert irc.parse_time(irc.iso_time(ms)) == ms
-    mid = irc.msgid("c:general", "1700000000123-4")
-    assert irc.parse_msgid(mid) == ("c:general", "1700000000123-4")
-    assert irc.parse_msgid(mid + "~2") == ("c:general", "1700000000123-4")  # a split piece
+    general, pos = Conv.of_chat("general"), Position(1700000000123, 4)
+    mid = irc.msgid(general, pos)
+    assert mid == "1700000000123-4~c:general"  # the wire form clients already hold
+    assert irc.parse_msgid(mid) == (general, pos)
+    assert irc.parse_msgid(mid + "~2") == (general, pos)  # a split piece
     assert irc.parse_msgid("garbage") is None
-    # the same stream id in two conversations: two msgids
-    assert irc.msgid("c:a", "1-0") != irc.msgid("c:b", "1-0")
+    assert irc.parse_msgid("1-0~p:amy|tom") == (Conv.private("tom", "amy"), Position(1, 0))
+    # the same id in two conversations: two msgids
+    first = Position(1, 0)
+    assert irc.msgid(Conv.of_chat("a"), first) != irc.msgid(Conv.of_chat("b"), first)
 
 
 def test_long_messages_are_split_into_512_byte_lines_losing_nothing() -> None:
     text = " ".join(f"wörd{i}" for i in range(600))  # about 4 KB, multi-byte characters
-    m = Message("5-0", (5, 0), "c:general", "tom", "general", text)
+    m = Message(Position(5, 0), Conv.of_chat("general"), "tom", "general", text)
     lines = irc.message_lines(ev.ChatConv("general", "general"), [m], "amy", irc.Wants())
     assert len(lines) > 7
     assert all(len(line.encode()) + 2 <= irc.MAX_LINE for line in lines)
@@ -59,10 +63,10 @@ def test_long_messages_are_split_into_512_byte_lines_losing_nothing() -> None:
 
 
 def test_private_messages_are_addressed_from_the_readers_side() -> None:
-    m = Message("5-0", (5, 0), "p:amy|tom", "tom", "amy", "psst")
+    m = Message(Position(5, 0), Conv.private("amy", "tom"), "tom", "amy", "psst")
     (line,) = irc.message_lines(ev.PrivateConv("tom", "tom"), [m], "amy", irc.Wants())
     assert line == ":tom!tom@chat.gateway PRIVMSG amy psst"
-    mine = Message("6-0", (6, 0), "p:amy|tom", "amy", "tom", "hi")
+    mine = Message(Position(6, 0), Conv.private("amy", "tom"), "amy", "tom", "hi")
     (line,) = irc.message_lines(ev.PrivateConv("tom", "tom"), [mine], "amy", irc.Wants())
     assert line == ":amy!amy@chat.gateway PRIVMSG tom hi"
 

@@ -18,7 +18,7 @@ import redis
 from redis.crc import key_slot
 
 from store import keys
-from store.contract import id_key
+from store.keys import position as id_key
 from store.scripts import LUA_DIR, NAMES, SCRIPTS, Script, compose, pieces, uses
 
 TTL = 60_000
@@ -72,14 +72,20 @@ def test_every_script_is_composed_with_its_sha() -> None:
 
 
 def test_shared_pieces() -> None:
-    assert set(PIECES) == {"time", "bucket", "xadd", "gate", "token", "enter"}  # no clock
+    assert set(PIECES) == {"time", "bucket", "xadd", "gate", "token", "enter", "payload"}
     assert uses(body("login_gate")) == ("gate",)
     assert uses(body("token_login")) == ("gate", "token", "enter")
     assert uses(body("enter")) == ("enter",)
-    assert uses(body("post_many")) == ("time", "bucket", "xadd")
-    assert set(uses(body("post_private"))) == {"time", "bucket", "xadd"}
+    assert uses(body("post_many")) == ("time", "bucket", "xadd", "payload")
+    assert set(uses(body("post_private"))) == {"time", "bucket", "xadd", "payload"}
     assert set(uses(body("post_gate"))) == {"time", "bucket"}
-    assert uses(body("complain")) == ("time",)
+    assert uses(body("complain")) == ("time", "payload")
+    # every script that publishes writes its records with the payload piece only
+    for name in NAMES:
+        text = body(name)
+        if "publish" in text.lower().replace("-- publishes", ""):
+            assert "payload" in uses(text), name
+            assert "'\\31'" not in text and "'\\30'" not in text, name
     assert not any("chat:clock" in s.source or "clock" in uses(body(n)) for n, s in SCRIPTS.items())
 
 

@@ -34,7 +34,7 @@ from gateway.doors.irc import protocol as irc
 from gateway.doors.irc.protocol import SERVER, format_line, notice, numeric
 from gateway.doors.line.framing import BadEncoding, Line, LineFramer, LineTooLong
 from gateway.metrics import METRICS
-from store.contract import Message, id_key
+from store.contract import Conv, Message, Position, Range
 
 __all__ = ["IrcConnection", "IrcDoor"]
 
@@ -767,30 +767,29 @@ class IrcConnection(asyncio.Protocol):
             return
         items: list[Message]
         if sub == "LATEST":
-            low = "(" + bound if bound else "-"
-            items = await history.messages(session, conv, low, "+", limit, True)
+            items = await history.messages(session, conv, Range(limit, after=bound, newest=True))
         elif sub == "BEFORE":
             assert bound is not None
-            items = await history.messages(session, conv, "-", "(" + bound, limit, True)
+            items = await history.messages(session, conv, Range(limit, before=bound, newest=True))
         elif sub == "AFTER":
             assert bound is not None
-            items = await history.messages(session, conv, "(" + bound, "+", limit, False)
+            items = await history.messages(session, conv, Range(limit, after=bound))
         elif sub == "AROUND":
             assert bound is not None
             before = (
-                await history.messages(session, conv, "-", "(" + bound, limit // 2, True)
+                await history.messages(session, conv, Range(limit // 2, before=bound, newest=True))
                 if limit > 1
                 else []
             )
-            after = await history.messages(session, conv, bound, "+", limit - len(before), False)
-            items = before + after
+            at_or_after = Range(limit - len(before), after=bound.previous())
+            items = before + await history.messages(session, conv, at_or_after)
         else:
             other = _bound(p[3], conv)
             if other is None or bound is None:
                 self._fail("CHATHISTORY", "INVALID_MSGREFTYPE", sub, target, "bad reference")
                 return
-            lo, hi = sorted((bound, other), key=id_key)
-            items = await history.messages(session, conv, "(" + lo, "(" + hi, limit, False)
+            lo, hi = sorted((bound, other))
+            items = await history.messages(session, conv, Range(limit, after=lo, before=hi))
         self._history_out(where, target, items)
 
     def _history_out(self, where: ev.Conversation, target: str, items: list[Message]) -> None:
@@ -818,13 +817,11 @@ class IrcConnection(asyncio.Protocol):
         if batch:
             self._line(format_line("BATCH", "+" + ref, "draft/chathistory-targets"))
         for where, m in latest:
-            if not lo <= m.key[0] <= hi:
+            if not lo <= m.ms <= hi:
                 continue
             name = "#" + where.name if isinstance(where, ev.ChatConv) else where.name
             tags = {"batch": ref} if batch else None
-            self._line(
-                format_line("CHATHISTORY", "TARGETS", name, irc.iso_time(m.key[0]), tags=tags)
-            )
+            self._line(format_line("CHATHISTORY", "TARGETS", name, irc.iso_time(m.ms), tags=tags))
         if batch:
             self._line(format_line("BATCH", "-" + ref))
 
@@ -1164,8 +1161,8 @@ class IrcConnection(asyncio.Protocol):
             self.transport.abort()
 
 
-def _markread_line(target: str, mid: str | None) -> str:
-    stamp = "timestamp=" + irc.iso_time(id_key(mid)[0]) if mid else "*"
+def _markread_line(target: str, mid: Position | None) -> str:
+    stamp = "timestamp=" + irc.iso_time(mid.ms) if mid else "*"
     return format_line("MARKREAD", target, stamp)
 
 
@@ -1192,15 +1189,16 @@ def _ms_of(ref: str) -> int | None:
     return None
 
 
-def _bound(ref: str, conv: str) -> str | None:
-    """A CHATHISTORY reference as a stream id in `conv` (a timestamp: its millisecond)."""
+def _bound(ref: str, conv: Conv) -> Position | None:
+    """A CHATHISTORY reference as a position in `conv` (a timestamp: its millisecond's
+    first)."""
     if ref.startswith("msgid="):
         found = irc.parse_msgid(ref[len("msgid=") :])
         if found is None or found[0] != conv:
             return None
         return found[1]
     ms = _ms_of(ref)
-    return f"{ms}-0" if ms is not None else None
+    return Position(ms, 0) if ms is not None else None
 
 
 _HANDLERS = {

@@ -22,7 +22,7 @@ from functools import cache
 from gateway.core import events as ev
 from gateway.core.names import name_key
 from gateway.core.timefmt import ban_end
-from store.contract import Message
+from store.contract import Conv, Message, Position
 
 __all__ = [
     "CAPS",
@@ -165,19 +165,19 @@ def parse_time(text: str) -> int | None:
     return int(sec) * 1000 + ms
 
 
-def msgid(conv: str, mid: str) -> str:
-    """A message's IRC msgid: the stream id and its conversation, so unique everywhere."""
-    return f"{mid}~{conv}"
+def msgid(conv: Conv, pos: Position) -> str:
+    """A message's IRC msgid: its id and its conversation's, so unique everywhere."""
+    return f"{pos}~{conv}"
 
 
-def parse_msgid(text: str) -> tuple[str, str] | None:
-    """(conversation, stream id) of a msgid (a split piece's suffix is ignored)."""
+def parse_msgid(text: str) -> tuple[Conv, Position] | None:
+    """(conversation, position) of a msgid (a split piece's suffix is ignored)."""
     mid, _, rest = text.partition("~")
-    conv = rest.split("~", 1)[0] if rest else ""
-    ms, _, seq = mid.partition("-")
-    if not conv or not ms.isdigit() or not seq.isdigit():
+    conv = Conv.parse(rest.split("~", 1)[0]) if rest else None
+    pos = Position.parse(mid)
+    if conv is None or pos is None:
         return None
-    return conv, mid
+    return conv, pos
 
 
 def split_text(text: str, budget: int) -> list[str]:
@@ -250,9 +250,9 @@ def message_lines(
             if extra:
                 tags.update(extra)
             if wants.time:
-                tags["time"] = iso_time(m.key[0])
+                tags["time"] = iso_time(m.ms)
             if wants.tags:
-                base = msgid(m.conv, m.id)
+                base = msgid(m.conv, m.pos)
                 tags["msgid"] = base if i == 0 else f"{base}~{i + 1}"
             if wants.account:
                 tags["account"] = m.sender

@@ -55,7 +55,7 @@ def messages(event: ev.Messages) -> bytes:
         return _last[1]  # type: ignore[no-any-return]
     where = event.where
     prefix = ("#" if isinstance(where, ev.ChatConv) else "@") + where.name
-    data = b"".join(message(m.key[0], prefix, m.sender, m.text) for m in event.items)
+    data = b"".join(message(m.ms, prefix, m.sender, m.text) for m in event.items)
     _last[0], _last[1] = event, data
     return data
 

@@ -160,7 +160,7 @@ def messages_frame(event: ev.Messages) -> str:
             "type": "messages",
             "conv": _conv(event.where),
             "items": [
-                {"id": m.id, "ts": m.key[0], "from": m.sender, "text": m.text} for m in event.items
+                {"id": m.id, "ts": m.ms, "from": m.sender, "text": m.text} for m in event.items
             ],
         },
         ensure_ascii=False,
