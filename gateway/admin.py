@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import os
 import socket
 import sys
 import time
 
+from gateway.core.addresses import address_group
 from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
@@ -52,6 +54,23 @@ def _since(text: str) -> int:
         except ValueError:
             continue
     raise AdminError(f"bad --since {text!r}: use 2h, 7d, unix ms or YYYY-MM-DD[THH:MM]")
+
+
+def _address(text: str) -> str:
+    """An address as holds name it: IPv4 itself, IPv6 as its /64 (an address in it or the
+    /64 as `admin bans` prints it)."""
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+            if net.version == 6 and net.prefixlen == 64:
+                return str(net)
+            raise ValueError("a network must be an IPv6 /64")
+        return address_group(str(ipaddress.ip_address(text.strip())))
+    except ValueError:
+        raise AdminError(
+            f"bad address {text!r}: give an IPv4 or IPv6 address, or an IPv6 /64 as "
+            "`bans` prints it"
+        ) from None
 
 
 def _new_password() -> str:
@@ -118,8 +137,15 @@ class Admin:
         self.out.append(f"deleted {name}: account, private history and memberships")
 
     async def bans(self) -> None:
+        """The bans, then every address held back from new accounts, with why."""
         for b in await self.store.bans():
             self.out.append(f"{b.name}  banned until {ban_end(b.until_ms)}")
+        for h in await self.store.holds():
+            why = ", ".join(f"{b.name} banned after complaints" for b in h.bans)
+            self.out.append(
+                f"{h.address}  no new accounts until {ban_end(h.until_ms)}"
+                f" ({why or 'reason not recorded'})"
+            )
 
     async def ban(self, nick: str, duration: int) -> None:
         key, _ = await self._account(nick)
@@ -130,11 +156,25 @@ class Admin:
         self.out.append(f"{placed.name} banned until {ban_end(placed.until_ms)}")
 
     async def unban(self, nick: str) -> None:
+        """Lift the ban and the address holds it made (said, so the operator knows)."""
         key, name = await self._account(nick)
+        held = [h.address for h in await self.store.holds() if any(b.key == key for b in h.bans)]
         if not await self.store.unban(key):
             raise AdminError(f"{name} is not banned")
         await self._audit("unban", name)
         self.out.append(f"{name} is no longer banned")
+        free = {h.address for h in await self.store.holds()}
+        for address in held:
+            if address not in free:
+                self.out.append(f"{address} may register new accounts again")
+
+    async def unhold(self, text: str) -> None:
+        """Let one address register again, whatever ban holds it."""
+        address = _address(text)
+        if not await self.store.lift_hold(address):
+            raise AdminError(f"{address} is not held")
+        await self._audit("unhold", address)
+        self.out.append(f"{address} may register new accounts again")
 
     async def complaints(self, nick: str | None, since_ms: int) -> None:
         if nick is not None:
@@ -183,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (
         ("reset-password", "set a new password (CHAT_NEW_PASSWORD, stdin, or asked)"),
         ("delete-user", "delete the account, its private history and memberships"),
-        ("unban", "lift a ban"),
+        ("unban", "lift a ban and the address holds it made"),
         ("mod", "make a moderator"),
         ("unmod", "no longer a moderator"),
         ("kick", "disconnect every session of the user on every gateway"),
@@ -192,7 +232,12 @@ def _parser() -> argparse.ArgumentParser:
     ban = sub.add_parser("ban", help="ban at once (default: the ban duration)")
     ban.add_argument("nick")
     ban.add_argument("time", nargs="?", help="90s, 30m, 2h, 7d")
-    sub.add_parser("bans", help="users banned now")
+    sub.add_parser(
+        "bans", help="users banned now, and the addresses held back from new accounts"
+    )
+    sub.add_parser(
+        "unhold", help="let an address (as `bans` lists it) register new accounts again"
+    ).add_argument("address")
     complaints = sub.add_parser("complaints", help="pending complaints about NICK, or all")
     complaints.add_argument("nick", nargs="?")
     complaints.add_argument("--since", default="1d")
@@ -235,6 +280,8 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
             await admin.ban(ns.nick, seconds)
         elif c == "unban":
             await admin.unban(ns.nick)
+        elif c == "unhold":
+            await admin.unhold(ns.address)
         elif c == "complaints":
             await admin.complaints(ns.nick, _since(ns.since))
         elif c in ("mod", "unmod"):

@@ -441,8 +441,9 @@ async def test_ban_unban_and_the_bans_list(make_store: MakeStore) -> None:
     assert await store.ban("nobody", 60) is None
     info = await store.ban("bob", 60)
     assert info is not None and (info.key, info.name) == ("bob", "BOB")
-    # a moderator's ban holds the user's addresses back from new accounts, as complaints do
-    assert (await store.new_name("zed", "zed", "10.9.9.9")).held_until_ms == info.until_ms
+    # a moderator's ban holds no address back from new accounts (only complaints do)
+    assert (await store.new_name("zed", "zed", "10.9.9.9")).held_until_ms == 0
+    assert await store.holds() == []
     assert abs(info.until_ms - (time.time() * 1000 + 60_000)) < 5000
     assert [(b.key, b.name, b.until_ms) for b in await store.bans()] == [
         ("bob", "BOB", info.until_ms)
@@ -455,6 +456,35 @@ async def test_ban_unban_and_the_bans_list(make_store: MakeStore) -> None:
     assert await post(store, "bob", keys.GENERAL, "x") == [OK]
     assert await store.set_moderator("ann", True) and await store.is_moderator("ann")
     assert not await store.set_moderator("nobody", True)
+
+
+async def test_holds_of_bans_after_complaints_are_listed_and_lifted(
+    make_store: MakeStore,
+) -> None:
+    s = await make_store(ban_threshold=1, ban_address_memory=4, complaints_per_address=0)
+    await register(s, "ann", "bob", "cid")
+    await s.seen("bob", "10.0.0.1")
+    await s.seen("bob", "10.0.0.2")
+    await s.seen("cid", "10.0.0.2")  # cid shares one of bob's addresses
+    bob = await s.complain("ann", "bob", "1.1.1.1")
+    cid = await s.complain("ann", "cid", "1.1.1.1")
+    assert bob.status is cid.status is ComplaintStatus.BANNED
+    held = {h.address: h for h in await s.holds()}
+    assert set(held) == {"10.0.0.1", "10.0.0.2"}
+    assert [(b.key, b.name) for b in held["10.0.0.2"].bans] == [("bob", "BOB"), ("cid", "CID")]
+    assert held["10.0.0.1"].until_ms == bob.until_ms
+    # lifting bob's ban frees the address only he held; cid's ban still holds the other
+    assert await s.unban("bob")
+    assert (await s.new_name("x", "x", "10.0.0.1")).held_until_ms == 0
+    assert (await s.new_name("x", "x", "10.0.0.2")).held_until_ms == cid.until_ms
+    assert [(h.address, [b.key for b in h.bans]) for h in await s.holds()] == [
+        ("10.0.0.2", ["cid"])
+    ]
+    assert await s.lift_hold("10.0.0.2")  # an operator's choice, whatever holds it
+    assert not await s.lift_hold("10.0.0.2")
+    assert await s.holds() == []
+    assert (await s.new_name("x", "x", "10.0.0.2")).held_until_ms == 0
+    assert [b.key for b in await s.bans()] == ["cid"]  # the ban itself stays
 
 
 async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
