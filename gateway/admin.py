@@ -232,9 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     ban = sub.add_parser("ban", help="ban at once (default: the ban duration)")
     ban.add_argument("nick")
     ban.add_argument("time", nargs="?", help="90s, 30m, 2h, 7d")
-    sub.add_parser(
-        "bans", help="users banned now, and the addresses held back from new accounts"
-    )
+    sub.add_parser("bans", help="users banned now, and the addresses held back from new accounts")
     sub.add_parser(
         "unhold", help="let an address (as `bans` lists it) register new accounts again"
     ).add_argument("address")
