@@ -104,4 +104,3 @@ async def chat() -> AsyncIterator[Chat]:
         await fanout.stop()
         await store.close()
         server.shutdown()
-        server.server_close()
