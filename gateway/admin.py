@@ -1,8 +1,9 @@
 """The operator's tool: `python3 -m gateway.admin [--redis-url URL] COMMAND ...`.
 
-It works on the same Redis as the gateways (standalone; the embedded store lives inside
-one gateway process and cannot be reached from outside) through the store contract only,
-and writes every action it takes to the audit trail, as the gateways do.
+It works on the same Redis as the gateways, a single Redis or a Redis Cluster (the
+embedded store lives inside one gateway process and cannot be reached from outside),
+through the store contract only, and writes every action it takes to the audit trail, as
+the gateways do.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import os
 import socket
 import sys
 import time
+from typing import NoReturn
 
 from gateway.core.addresses import address_group
 from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
 from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
-from gateway.settings import Settings
+from gateway.settings import Settings, check_redis_url
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
 
@@ -214,12 +216,55 @@ class Admin:
             self.out.append(f"{_when(e.ms)}  {format_fields(e.fields)}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"admin: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
+    return value
+
+
+def _url(text: str) -> str:
+    try:
+        return check_redis_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m gateway.admin", description=__doc__)
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="env REDIS_URL")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(
+        prog="python3 -m gateway.admin",
+        description=__doc__,
+        epilog="Exit status: 0 done, 1 refused (no such user, ...), 2 a usage error or no "
+        "Redis. It reads the gateways' CHAT_* variables (ban duration, audit size, ...).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--redis-url",
+        type=_url,
+        default=os.environ.get("REDIS_URL"),
+        metavar="URL",
+        help="the gateways' Redis: redis://[user:password@]host:port/db, rediss:// for TLS, "
+        "or Redis Cluster seeds redis://h1:p1,h2:p2 (env REDIS_URL, checked the same way)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     users = sub.add_parser("users", help="accounts, most recently seen first")
-    users.add_argument("--limit", type=int, default=USERS_LISTED)
+    users.add_argument(
+        "--limit",
+        type=_limit,
+        default=USERS_LISTED,
+        help=f"at most this many (default {USERS_LISTED})",
+    )
     for name, what in (
         ("reset-password", "set a new password (CHAT_NEW_PASSWORD, stdin, or asked)"),
         ("delete-user", "delete the account, its private history and memberships"),
@@ -241,7 +286,12 @@ def _parser() -> argparse.ArgumentParser:
     complaints.add_argument("--since", default="1d")
     audit = sub.add_parser("audit", help="the audit trail, oldest first")
     audit.add_argument("--since", default="1d", help="2h, 7d, unix ms, YYYY-MM-DD[THH:MM]")
-    audit.add_argument("--limit", type=int, default=AUDIT_SHOWN)
+    audit.add_argument(
+        "--limit",
+        type=_limit,
+        default=AUDIT_SHOWN,
+        help=f"the newest this many (default {AUDIT_SHOWN})",
+    )
     return p
 
 
@@ -293,7 +343,8 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    parser = _parser()
+    ns = parser.parse_args(argv)
     if not ns.redis_url:
         print(
             "admin: no --redis-url or REDIS_URL: the tool needs the gateways' Redis (a "
