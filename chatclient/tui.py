@@ -189,9 +189,13 @@ async def run_tui(link: ChatLink) -> int:
         except (EOFError, KeyboardInterrupt):
             pass
         finally:
-            question.answer(None)
+            left = not runner.done()  # the user left (rather than the link ending)
             await link.quit()
+            question.answer(None)
             runner.cancel()
+    if left:
+        print("bye")
+        return 0
     if link.ended:
         print(f"{link.ended}; not reconnecting (run client.py again to log in)")
         return 1
