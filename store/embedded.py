@@ -201,8 +201,9 @@ class Embedded:
                     log.warning("event=data_save_failed file=%s error=%s", self.data, exc)
 
     def _save(self) -> None:
-        """One snapshot, under the server's lock (it pauses the store meanwhile: about
-        0.1 s for 50,000 stored messages), written atomically."""
+        """One snapshot, under the server's lock (it pauses the store, and with the GIL
+        the gateway, meanwhile: 0.1-0.2 s for 50,000 stored messages), written
+        atomically."""
         assert self.data is not None
         fake = self.server.fake_server
         with fake.lock:
