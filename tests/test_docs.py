@@ -47,4 +47,5 @@ def test_the_readme_counts_the_tests_about_right() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     collected = int(re.search(r"(\d+) tests? collected", out).group(1))  # type: ignore[union-attr]
-    assert abs(int(said.group(1)) - collected) <= collected * 0.1, (said.group(0), collected)
+    # "about": rounded, within 3 % (main said "about 530" with 555 collected: 4.5 % off)
+    assert abs(int(said.group(1)) - collected) <= collected * 0.03, (said.group(0), collected)
