@@ -20,6 +20,7 @@ __all__ = [
     "GENERAL",
     "SEQ_MAX",
     "Account",
+    "AddressHold",
     "AuditEntry",
     "Backlog",
     "BanInfo",
@@ -370,6 +371,16 @@ class BanInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class AddressHold:
+    """An address that may not register new accounts until `until_ms`, and the bans after
+    complaints that hold it (each with its own end; empty where no reason was recorded)."""
+
+    address: str
+    until_ms: int
+    bans: tuple[BanInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One line of the audit trail: when (the stream id's ms) and its key=value fields."""
 
@@ -580,12 +591,20 @@ class Store(Protocol):
         """Ban at once for `duration` seconds (no complaints); None if no such account."""
 
     async def unban(self, user: str) -> bool:
-        """Lift a ban (and pending complaints); False if the user was not banned."""
+        """Lift a ban, its pending complaints and the address holds it made; False if the
+        user was not banned."""
 
     async def kick(self, user: str) -> None:
         """Tell every gateway to close every session of the user."""
 
     async def bans(self) -> list[BanInfo]: ...
+
+    async def holds(self) -> list[AddressHold]:
+        """Every address held back from registering now (by a ban after complaints)."""
+
+    async def lift_hold(self, address: str) -> bool:
+        """Let the address register again now, whatever holds it; False if it was not
+        held."""
 
     async def complaints_about(self, user: str) -> list[tuple[str, int]]:
         """Pending complaints about the user: (complainer's name, ms), oldest first."""

@@ -39,6 +39,7 @@ __all__ = [
     "gateway_online",
     "gateways",
     "held_addresses",
+    "held_reasons",
     "known_addresses",
     "login_fails",
     "members",
@@ -247,6 +248,12 @@ def epoch() -> str:
 def held_addresses() -> str:
     """Addresses that may not register new accounts (address -> ms the hold ends)."""
     return f"{_GLOBAL}:held"
+
+
+def held_reasons() -> str:
+    """Why each address is held: `address|user` -> ms the hold for that user's ban ends
+    (an address may be held for several banned users; it is free when none is left)."""
+    return f"{_GLOBAL}:held:by"
 
 
 def skeleton(s: str) -> str:

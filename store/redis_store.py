@@ -46,6 +46,7 @@ from store.contract import (
     ACCEPTED,
     GENERAL,
     Account,
+    AddressHold,
     AuditEntry,
     Backlog,
     BanInfo,
@@ -906,7 +907,7 @@ class RedisStore:
             if status is ComplaintStatus.BANNED:
                 till = int(res[2])
                 self._list_ban(pipe, target, till)
-                self._hold(pipe, res[4:], till)
+                self._hold(pipe, target, res[4:], till)
             if len(pipe):
                 await self._call(pipe.execute())
         if status is ComplaintStatus.NO_USER:
@@ -920,12 +921,16 @@ class RedisStore:
         return Complaint(status, count=int(res[1]), name=res[2])
 
     @staticmethod
-    def _hold(pipe: Any, addresses: list[str], till: int) -> None:
-        """Queue holding a banned user's recent addresses back from registering until
-        `till` (ms); ended holds go."""
-        pipe.zremrangebyscore(keys.held_addresses(), "-inf", int(time.time() * 1000))
+    def _hold(pipe: Any, user: str, addresses: list[str], till: int) -> None:
+        """Queue holding a user's recent addresses back from registering until `till`
+        (ms), for their ban after complaints (the reason kept, so that lifting the ban
+        lifts them); ended holds go."""
+        now = int(time.time() * 1000)
+        pipe.zremrangebyscore(keys.held_addresses(), "-inf", now)
+        pipe.zremrangebyscore(keys.held_reasons(), "-inf", now)
         if addresses:
             pipe.zadd(keys.held_addresses(), dict.fromkeys(addresses, till), gt=True)
+            pipe.zadd(keys.held_reasons(), {f"{a}|{user}": till for a in addresses}, gt=True)
 
     @staticmethod
     def _list_ban(pipe: Any, user: str, till: int) -> None:
@@ -955,7 +960,6 @@ class RedisStore:
                 keys.user(user),
                 keys.complaints(user),
                 keys.complaint_addresses(user),
-                keys.user_addresses(user),
             ],
             [duration * 1000, keys.user_channel(user), self._publish],
         )
@@ -963,7 +967,6 @@ class RedisStore:
             return None
         pipe = self._pipe()
         self._list_ban(pipe, user, int(res[1]))
-        self._hold(pipe, res[3:], int(res[1]))
         await self._call(pipe.execute())
         return BanInfo(user, str(res[2]), int(res[1]))
 
@@ -975,6 +978,7 @@ class RedisStore:
         pipe.delete(keys.complaint_addresses(user))
         pipe.zrem(keys.bans(), user)
         was, *_ = await self._call(pipe.execute())
+        await self._lift_holds("user", user)
         if was:  # the user's sessions are told they may send again
             await self._call(
                 self.redis.execute_command(
@@ -998,6 +1002,36 @@ class RedisStore:
         _, found = await self._call(pipe.execute())
         names = await self._names([u for u, _ in found])
         return [BanInfo(u, names[u], int(ms)) for u, ms in found]
+
+    async def holds(self) -> list[AddressHold]:
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(keys.held_addresses(), now, "+inf", withscores=True)
+        pipe.zrangebyscore(keys.held_reasons(), now, "+inf", withscores=True)
+        held, reasons = await self._call(pipe.execute())
+        why: dict[str, list[tuple[str, int]]] = {}
+        for member, ms in reasons:
+            address, _, user = str(member).rpartition("|")
+            why.setdefault(address, []).append((user, int(ms)))
+        names = await self._names(sorted({u for found in why.values() for u, _ in found}))
+        return [
+            AddressHold(
+                str(address),
+                int(ms),
+                tuple(BanInfo(u, names[u], t) for u, t in sorted(why.get(address, []))),
+            )
+            for address, ms in held
+        ]
+
+    async def lift_hold(self, address: str) -> bool:
+        return bool(await self._lift_holds("address", address))
+
+    async def _lift_holds(self, by: str, value: str) -> list[str]:
+        """lift_holds.lua: the addresses freed (see there)."""
+        freed = await self._eval(
+            "lift_holds", [keys.held_addresses(), keys.held_reasons()], [by, value]
+        )
+        return [str(a) for a in freed]
 
     async def _names(self, users: list[str]) -> dict[str, str]:
         """Display names of user keys (the key itself where the account is gone)."""

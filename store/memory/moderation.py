@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from store.contract import (
+    AddressHold,
     BanInfo,
     Complaint,
     ComplaintStatus,
@@ -30,15 +31,67 @@ class Moderation(Base):
         return sorted(self._scores(("addrs", user)), key=lambda a: self._scores(("addrs", user))[a])
 
     def _list_ban(self, user: str, till: int, addresses: Iterable[str], now: int) -> None:
-        """The ban listed for operators, and the user's addresses held back till then."""
+        """The ban listed for operators, and (a ban after complaints) the user's addresses
+        held back till then, each with the ban that holds it."""
         bans = self._map(("bans",))
         self._drop_below(bans, now)
         bans[user] = till
         held = self._map(("held",))
+        reasons = self._map(("heldby",))
         self._drop_below(held, now)
+        self._drop_below(reasons, now)
         for address in addresses:
             held[address] = max(held.get(address, 0), till)
+            reasons[f"{address}|{user}"] = max(reasons.get(f"{address}|{user}", 0), till)
         self.k.tidy(("held",))
+        self.k.tidy(("heldby",))
+
+    def _lift_holds(self, by: str, value: str) -> list[str]:
+        """lift_holds.lua: free the holds one user's ban made, or one address's."""
+        now = self.server.now()
+        held = self._map(("held",))
+        reasons = self._map(("heldby",))
+        self._drop_below(held, now)
+        self._drop_below(reasons, now)
+        freed: list[str] = []
+        if by == "address":
+            for member in [m for m in reasons if m.rpartition("|")[0] == value]:
+                del reasons[member]
+            if held.pop(value, None) is not None:
+                freed.append(value)
+        else:
+            touched = [m.rpartition("|")[0] for m in reasons if m.rpartition("|")[2] == value]
+            for address in touched:
+                del reasons[f"{address}|{value}"]
+                left = [ms for m, ms in reasons.items() if m.rpartition("|")[0] == address]
+                if left:
+                    held[address] = max(left)
+                elif held.pop(address, None) is not None:
+                    freed.append(address)
+        self.k.tidy(("held",))
+        self.k.tidy(("heldby",))
+        return freed
+
+    async def holds(self) -> list[AddressHold]:
+        now = self.server.now()
+        held = self._scores(("held",))
+        why: dict[str, list[tuple[str, int]]] = {}
+        for member, ms in self._scores(("heldby",)).items():
+            if ms > now:
+                address, _, user = member.rpartition("|")
+                why.setdefault(address, []).append((user, int(ms)))
+        live = sorted(((ms, a) for a, ms in held.items() if ms > now))
+        return [
+            AddressHold(
+                a,
+                int(ms),
+                tuple(BanInfo(u, self._name(u) or u, t) for u, t in sorted(why.get(a, []))),
+            )
+            for ms, a in live
+        ]
+
+    async def lift_hold(self, address: str) -> bool:
+        return bool(self._lift_holds("address", address))
 
     async def complain(self, user: str, target: str, address: str) -> Complaint:
         now = self.server.now()
@@ -114,7 +167,7 @@ class Moderation(Base):
         self.k.put(("ban", user), till, duration * 1000)
         self.k.delete(("complaints", user), ("complaintaddrs", user))
         self._user_channel(user, UserBanned(user, till, True))
-        self._list_ban(user, till, self._held_addresses(user), now)
+        self._list_ban(user, till, (), now)  # a moderator's ban holds no address back
         return BanInfo(user, name, till)
 
     async def unban(self, user: str) -> bool:
@@ -122,6 +175,7 @@ class Moderation(Base):
         was = self.k.has(("ban", user))
         self.k.delete(("ban", user), ("complaints", user), ("complaintaddrs", user))
         self._map(("bans",)).pop(user, None)
+        self._lift_holds("user", user)
         if was:
             self._user_channel(user, UserUnbanned(user))
         return was

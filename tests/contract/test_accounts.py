@@ -224,6 +224,33 @@ async def test_complaint_age_and_rate(make_store: MakeStore) -> None:
     assert await s.complaints_about("z") == []
 
 
+async def test_holds_of_bans_after_complaints_are_listed_and_lifted(backend: Backend) -> None:
+    s = await backend.make(ban_threshold=1, ban_address_memory=4, complaints_per_address=0)
+    await register(s, "ann", "bob", "cid")
+    await s.seen("bob", "10.0.0.1")
+    await s.seen("bob", "10.0.0.2")
+    await s.seen("cid", "10.0.0.2")  # cid shares one of bob's addresses
+    bob = await s.complain("ann", "bob", "1.1.1.1")
+    cid = await s.complain("ann", "cid", "1.1.1.1")
+    assert bob.status is cid.status is ComplaintStatus.BANNED
+    held = {h.address: h for h in await s.holds()}
+    assert set(held) == {"10.0.0.1", "10.0.0.2"}
+    assert [(b.key, b.name) for b in held["10.0.0.2"].bans] == [("bob", "BOB"), ("cid", "CID")]
+    assert held["10.0.0.1"].until_ms == bob.until_ms
+    # lifting bob's ban frees the address only he held; cid's ban still holds the other
+    assert await s.unban("bob")
+    assert (await s.new_name("x", "x", "10.0.0.1")).held_until_ms == 0
+    assert (await s.new_name("x", "x", "10.0.0.2")).held_until_ms == cid.until_ms
+    assert [(h.address, [b.key for b in h.bans]) for h in await s.holds()] == [
+        ("10.0.0.2", ["cid"])
+    ]
+    assert await s.lift_hold("10.0.0.2")  # an operator's choice, whatever holds it
+    assert not await s.lift_hold("10.0.0.2")
+    assert await s.holds() == []
+    assert (await s.new_name("x", "x", "10.0.0.2")).held_until_ms == 0
+    assert [b.key for b in await s.bans()] == ["cid"]  # the ban itself stays
+
+
 async def test_ban_unban_kick_and_the_bans_list(backend: Backend) -> None:
     store = await backend.make(ban_address_memory=4)
     await register(store, "ann", "bob")
@@ -234,8 +261,9 @@ async def test_ban_unban_kick_and_the_bans_list(backend: Backend) -> None:
         info = await store.ban("bob", 60)
         assert info is not None and (info.key, info.name) == ("bob", "BOB")
         assert abs(info.until_ms - (backend.now_ms() + 60_000)) < 5000
-        # a moderator's ban holds the user's addresses back from new accounts
-        assert (await store.new_name("zed", "zed", "10.9.9.9")).held_until_ms == info.until_ms
+        # a moderator's ban holds no address back from new accounts (only complaints do)
+        assert (await store.new_name("zed", "zed", "10.9.9.9")).held_until_ms == 0
+        assert await store.holds() == []
         assert [(b.key, b.name, b.until_ms) for b in await store.bans()] == [
             ("bob", "BOB", info.until_ms)
         ]
