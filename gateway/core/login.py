@@ -73,6 +73,8 @@ class Login(SessionBase):
             return
         if account is not None and await self._locked_out(key, account.name, take=False):
             return  # said now, not after the password is typed (checked again before it)
+        if self._gone():  # the connection went while the store answered
+            return
         self._nick = (key, account.name if account else nick)
         self._account = account
         self._move(Move.NICK_TAKEN)
@@ -172,6 +174,8 @@ class Login(SessionBase):
             outcome = await self.core.store.register(
                 key, nick, hashed, name_skeleton(nick), self.sink.address
             )
+            if self._gone() and outcome is not Registration.CREATED:
+                return  # nobody to ask again (a created account is logged below)
             if outcome is Registration.LIMITED:
                 self._error(ev.ErrorCode.REFUSED, _REGISTRATIONS_LIMITED)
                 self._nick = None

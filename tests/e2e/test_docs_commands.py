@@ -127,6 +127,8 @@ def kind(c: Command) -> str:
         return "redis-cli"
     if p[0] == "pip" and "-r" in p:
         return "checked:pip install of a requirements file"
+    if p[:3] == ["npm", "ci", "--prefix"]:
+        return "checked:npm ci of a pinned lock file (.ci/run runs it; the a11y test needs it)"
     if p[0] == "apt-get":
         return "checked:system packages (.ci/run installs them)"
     if p[0] == "make":
