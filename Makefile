@@ -1,6 +1,7 @@
 .PHONY: install run cluster test lint bench
 install:
 	python3 -m pip install -r requirements-dev.txt
+	npm ci --prefix tests/a11y --no-audit --no-fund
 run:
 	python3 server.py
 cluster:

@@ -1,8 +1,9 @@
 """Terminal chat client: `python3 client.py [--server HOST:PORT ...] [--nick NICK] [--tls]`.
 
-Interactive on a terminal; with stdin not a terminal (or --plain) it reads lines from
-stdin and prints server lines to stdout, for scripts. The password comes from a hidden
-prompt, or from CHAT_PASSWORD in plain mode.
+Interactive on a terminal: it connects first, then asks the nickname (unless --nick) and
+the password (hidden, unless CHAT_PASSWORD) when the server asks for them. With stdin not
+a terminal (or --plain) it reads lines from stdin and prints server lines to stdout, for
+scripts (CHAT_PASSWORD and --nick needed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import os
 import ssl
 import sys
@@ -53,20 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     plain = args.plain or not sys.stdin.isatty()
-    nick = args.nick
-    password = os.environ.get("CHAT_PASSWORD")
-    try:
-        if plain:
-            if not nick or not password:
-                parser.error("plain mode needs --nick (or CHAT_NICK) and CHAT_PASSWORD")
-        else:
-            while not nick:
-                nick = input("nickname: ").strip()
-            while not password:
-                password = getpass.getpass(f"password for {nick}: ")
-    except (EOFError, KeyboardInterrupt):
-        print()
-        return 130
+    nick = args.nick or None
+    password = os.environ.get("CHAT_PASSWORD") or None
+    if plain and (not nick or not password):
+        parser.error("plain mode needs --nick (or CHAT_NICK) and CHAT_PASSWORD")
+    # Interactive: connect first; the nickname and password are asked on the prompt when
+    # a server asks for them (so nobody types a password for a server that is not there).
     link = ChatLink(servers, nick, password, show=lambda _: None, status=lambda _: None, tls=tls)
     with contextlib.suppress(KeyboardInterrupt):
         if plain:

@@ -30,6 +30,7 @@ MESSAGE_RE = re.compile(r"^\[([^\]]+)\] ([#@]\S+) <([^>]+)> (.*)$")
 COMMANDS = (
     "/send",
     "/chats",
+    "/where",
     "/get_chats",
     "/ban",
     "/leave",
@@ -39,6 +40,8 @@ COMMANDS = (
     "/token",
     "/password",
     "/logout",
+    "/unban",
+    "/kick",
     "/quit",
 )
 LOCAL_HELP = (
@@ -46,14 +49,20 @@ LOCAL_HELP = (
     "/send <nick> <text>    private message",
     "/send #<chat> <text>   message to a chat you are in",
     "/chats <name>          join or create a chat and make it current",
+    "/where                 which chat is current, and the chats you are in",
     "/get_chats             list active chats",
     "/leave <#chat>         leave a chat",
     "/who [#chat]           who is online",
     "/history [n]           last n messages of the current chat",
-    "/ban <nick>            complain about a user",
+    "/ban <nick>            complain about a user (enough complaints ban them)",
+    "/token                 a resume token for this device (the client keeps its own)",
     "/password <old> <new>  change your password (other devices must log in again)",
     "/logout                forget this device's login token and leave",
     "/quit, Ctrl+D, Ctrl+C  leave",
+    "moderators also:",
+    "/ban <nick> [time]     ban at once, for time like 30m, 2h, 1d (default: the ban duration)",
+    "/unban <nick>          lift a ban",
+    "/kick <nick>           disconnect every session of nick",
     "Tab completes commands, nicknames and chats; Up/Down walk your input history.",
 )
 

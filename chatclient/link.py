@@ -18,6 +18,13 @@ twice.
 After its first login it asks the server for a resume token (`/token`), keeps it in memory
 only, and logs in again with `nick token`: a reconnect then costs the server no password
 hash. A refused token (expired, revoked) falls back to the password.
+
+What the client cannot decide alone it asks the user (`ask`, given by the terminal UI; a
+script has nobody to ask, so there it stops with the reason): the nickname and password
+when none was given, the password again after a wrong one, and whether to register the
+nickname anew when an account it had logged in to is gone from the server (deleted by an
+operator, or expired), rather than registering it silently. A moderator's kick is final:
+the client says so and stops, it does not log in again behind the moderator's back.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import contextlib
 import random
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from chatclient.lines import ChatState, Error, Message, Notice, ReplayFilter, ServerLine, classify
 
 __all__ = [
     "DROP_SPREAD",
+    "KICKED",
     "LINE_LIMIT",
+    "Ask",
     "Backoff",
     "ChatLink",
     "LoginRefused",
@@ -145,21 +154,33 @@ class LoginRefused(Exception):
     """The server refused the nickname or password: retrying would not help."""
 
 
+#: Ask the user: (question, secret) -> the answer, or None when there is no answer (the
+#: user left, or nobody is there to ask).
+Ask = Callable[[str, bool], Awaitable[str | None]]
+#: The server's line to a session a moderator (or operator) disconnected.
+KICKED = "you were disconnected by a moderator"
+
+
 class ChatLink:
     def __init__(
         self,
         servers: list[tuple[str, int]],
-        nick: str,
-        password: str,
+        nick: str | None,
+        password: str | None,
         show: Callable[[ServerLine], None],
         status: Callable[[str], None],
         tls: ssl.SSLContext | None = None,
+        ask: Ask | None = None,
     ) -> None:
         self.servers = servers
         #: TLS for every server (certificate and host name checked), or None: plain TCP.
         self.tls = tls
+        #: None: asked (`ask`) when the server wants it.
         self.nick = nick
         self.password = password
+        self.ask = ask
+        #: Why the server ended the session for good (a moderator's kick), or None.
+        self.ended: str | None = None
         self.show = show
         self.status = status
         self.state = ChatState()
@@ -265,15 +286,14 @@ class ChatLink:
             line = classify(text)
             if not logged_in:
                 if isinstance(line, Notice) and "password" in line.text.lower():
-                    if wrong:
-                        raise LoginRefused("wrong password")
-                    if line.text.startswith("New nickname"):
-                        self.status(f"registering the new nickname {self.nick}")
-                    writer.write(self.password.encode() + b"\r\n")
+                    password = await self._password(line.text, wrong)
+                    wrong = False
+                    writer.write(password.encode() + b"\r\n")
                     continue
                 if isinstance(line, Notice) and "nickname" in line.text:
+                    nick = await self._nick()
                     method = "token" if self.token else "password"
-                    login = f"{self.nick} {self.token}" if self.token else self.nick
+                    login = f"{nick} {self.token}" if self.token else nick
                     writer.write(login.encode() + b"\r\n")
                     continue
                 if isinstance(line, Error):
@@ -281,12 +301,20 @@ class ChatLink:
                         self.token = None  # the server asks for the nickname again
                         self.status("resume token refused; logging in with the password")
                         continue
-                    if "wrong password" in line.text:
+                    if "wrong password" in line.text and "too many" not in line.text:
                         wrong = True
                         continue
                     if "unavailable" in line.text or "busy" in line.text:
                         self.status(line.text)
                         raise ConnectionError(line.text)
+                    if self.ask is not None and line.text.startswith("bad nickname"):
+                        self.show(line)  # said, and the nickname asked again
+                        self.nick = None
+                        continue
+                    if self.ask is not None and line.text.startswith("bad password"):
+                        self.show(line)
+                        self.password = None
+                        continue
                     raise LoginRefused(line.text)
                 if isinstance(line, Notice) and line.text.startswith("ready"):
                     logged_in = True
@@ -310,6 +338,11 @@ class ChatLink:
                     continue
             if isinstance(line, Notice) and self._token_line(line, writer):
                 continue
+            if isinstance(line, Error) and line.text == KICKED:
+                self.ended = line.text  # final: not undone by logging in again
+                self.closing = True
+                self.show(line)
+                return
             self.state.seen(line)
             if isinstance(line, Message) and not self.replay.show(line):
                 continue
@@ -320,6 +353,50 @@ class ChatLink:
             ):
                 continue
             self.show(line)
+
+    async def _nick(self) -> str:
+        """The nickname to log in with: given, or asked."""
+        while not self.nick:
+            answer = await self._ask("nickname: ", secret=False)
+            self.nick = answer.strip()
+        return self.nick
+
+    async def _password(self, prompt: str, wrong: bool) -> str:
+        """The password for the server's prompt: known, or asked; after a wrong one asked
+        again (or refused where nobody can be asked). A new-nickname prompt after this
+        client logged in before means the account is gone: asked, never silently."""
+        nick = self.nick or ""
+        if prompt.startswith("New nickname") and self.logins:
+            gone = (
+                f"the account {nick} no longer exists on the server (deleted by an operator, "
+                "or expired)"
+            )
+            if self.ask is None:
+                raise LoginRefused(f"{gone}; not registering it again")
+            self.status(gone)
+            answer = await self._ask(f"register {nick} again as a new account? [y/N] ", False)
+            if answer.strip().lower() not in ("y", "yes"):
+                raise LoginRefused(f"{gone}; not registered again")
+            self.logins.clear()  # asked once: what follows is a first login again
+        if wrong:
+            if self.ask is None:
+                raise LoginRefused("wrong password")
+            self.status("wrong password")
+            self.password = None
+        if self.password is None:
+            new = prompt.startswith("New nickname")
+            question = f"new nickname {nick}: choose a password: " if new else ""
+            self.password = await self._ask(question or f"password for {nick}: ", secret=True)
+        elif prompt.startswith("New nickname"):
+            self.status(f"registering the new nickname {nick}")
+        return self.password
+
+    async def _ask(self, question: str, secret: bool) -> str:
+        """The user's answer; LoginRefused when there is none."""
+        answer = await self.ask(question, secret) if self.ask is not None else None
+        if answer is None:
+            raise LoginRefused("no answer")
+        return answer
 
     def _ask_token(self, writer: asyncio.StreamWriter) -> None:
         self._want_token = True

@@ -36,7 +36,12 @@ async def run_plain(link: ChatLink, linger: float = 1.0) -> int:
             [runner, asyncio.create_task(link.ready.wait())], return_when=asyncio.FIRST_COMPLETED
         )
         while not runner.done():
-            raw = await reader.readline()
+            reading = asyncio.ensure_future(reader.readline())
+            await asyncio.wait([runner, reading], return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():  # the link ended (a kick, a refusal): so does the client
+                reading.cancel()
+                break
+            raw = reading.result()
             if not raw:
                 break
             text = raw.decode(errors="replace").rstrip("\r\n")
@@ -47,6 +52,9 @@ async def run_plain(link: ChatLink, linger: float = 1.0) -> int:
             await link.quit()
     finally:
         runner.cancel()
+    if link.ended:
+        status(f"{link.ended}; not reconnecting")
+        return 1
     if link.fatal:
         status(f"login refused: {link.fatal}")
         return 1

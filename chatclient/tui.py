@@ -8,12 +8,14 @@ shows the server and the connection state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
@@ -31,7 +33,10 @@ from chatclient.lines import (
 )
 from chatclient.link import ChatLink
 
-__all__ = ["ChatCompleter", "format_line", "run_tui"]
+__all__ = ["CHAT_COMMANDS", "ChatCompleter", "format_line", "run_tui"]
+
+#: Commands whose first argument is a chat (its # optional): Tab completes chats there.
+CHAT_COMMANDS = ("/chats", "/leave", "/who")
 
 
 class ChatCompleter(Completer):
@@ -52,11 +57,14 @@ class ChatCompleter(Completer):
                 if c.startswith(word.lower()):
                     yield Completion(c + " ", start_position=-len(word))
             return
-        if word.startswith("#"):
+        head = before[: len(before) - len(word)].split()  # the words before this one
+        chat_arg = len(head) == 1 and head[0].lower() in CHAT_COMMANDS
+        if word.startswith("#") or chat_arg:  # `/chats ru<Tab>` too: the # is optional
+            hash_ = "#" if word.startswith("#") else ""
             for chat in sorted(self.state.chats, key=str.casefold):
-                if chat.casefold().startswith(word[1:].casefold()):
+                if chat.casefold().startswith(word.removeprefix("#").casefold()):
                     yield Completion(
-                        "#" + chat + " ", start_position=-len(word), display="#" + chat
+                        hash_ + chat + " ", start_position=-len(word), display="#" + chat
                     )
             return
         for nick in sorted(self.state.nicks, key=str.casefold):
@@ -80,12 +88,45 @@ def format_line(line: ServerLine) -> FormattedText:
     return FormattedText([("ansibrightblack italic", line.raw)])
 
 
+class Question:
+    """What the link asks the user (nickname, password, yes/no), answered on the prompt:
+    while one is open the prompt shows it, the typed line is its answer (hidden for a
+    password, never sent, never in the input history)."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.secret = False
+        self._answer: asyncio.Future[str | None] | None = None
+
+    async def ask(self, text: str, secret: bool) -> str | None:
+        self.text, self.secret = text, secret
+        self._answer = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(Exception):
+            get_app().invalidate()
+        try:
+            return await self._answer
+        finally:
+            self.text, self.secret, self._answer = None, False, None
+
+    @property
+    def open(self) -> bool:
+        return self._answer is not None and not self._answer.done()
+
+    def answer(self, text: str | None) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(text)
+
+
 async def run_tui(link: ChatLink) -> int:
     """One prompt for the whole session: Enter sends and clears the line but never leaves
-    the prompt, so the terminal stays in raw mode and no keystroke is ever echoed raw."""
+    the prompt, so the terminal stays in raw mode and no keystroke is ever echoed raw.
+    The client connects first; the nickname and password are asked on this same prompt
+    when the server wants them."""
     state = link.state
     bindings = KeyBindings()
     pending: set[asyncio.Task[None]] = set()
+    question = Question()
+    link.ask = question.ask
 
     async def handle(text: str) -> None:
         if text.lower() == "/help":
@@ -99,6 +140,13 @@ async def run_tui(link: ChatLink) -> int:
     @bindings.add("enter", eager=True)
     def _send(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
+        if question.open:  # an answer: taken as typed, never sent nor kept in the history
+            answer = buffer.text
+            buffer.reset(append_to_history=False)
+            shown = "" if question.secret else answer.strip()  # a password stays hidden
+            print_formatted_text(FormattedText([("", f"{question.text}{shown}")]))
+            question.answer(answer)
+            return
         text = buffer.text.strip()
         buffer.reset(append_to_history=bool(text))
         if text:
@@ -118,7 +166,12 @@ async def run_tui(link: ChatLink) -> int:
         event.app.exit()
 
     session: PromptSession[str] = PromptSession(
-        lambda: FormattedText([("bold", f"#{state.current}"), ("", "> ")]),
+        lambda: (
+            FormattedText([("bold", question.text)])
+            if question.text
+            else FormattedText([("bold", f"#{state.current}"), ("", "> ")])
+        ),
+        is_password=Condition(lambda: question.secret),
         history=InMemoryHistory(),
         completer=ChatCompleter(state),
         complete_while_typing=False,
@@ -136,8 +189,16 @@ async def run_tui(link: ChatLink) -> int:
         except (EOFError, KeyboardInterrupt):
             pass
         finally:
+            left = not runner.done()  # the user left (rather than the link ending)
             await link.quit()
+            question.answer(None)
             runner.cancel()
+    if left:
+        print("bye")
+        return 0
+    if link.ended:
+        print(f"{link.ended}; not reconnecting (run client.py again to log in)")
+        return 1
     if link.fatal:
         print(f"login refused: {link.fatal}")
         return 1
@@ -148,13 +209,16 @@ async def run_tui(link: ChatLink) -> int:
 def _toolbar(link: ChatLink) -> FormattedText:
     server = f"{link.server[0]}:{link.server[1]}" if link.server else "-"
     up = link.ready.is_set()
+    if up:
+        state = " connected "
+    elif link.logins:
+        state = " reconnecting "
+    else:
+        state = " logging in " if link.server else " connecting "
     return FormattedText(
         [
-            ("", f" {link.state.nick or link.nick} @ {server}  "),
-            (
-                "bg:ansigreen ansiblack" if up else "bg:ansired ansiwhite",
-                " connected " if up else " reconnecting ",
-            ),
+            ("", f" {link.state.nick or link.nick or ''} @ {server}  "),
+            ("bg:ansigreen ansiblack" if up else "bg:ansired ansiwhite", state),
             ("", f"  current chat #{link.state.current}  Tab completes, /help"),
         ]
     )

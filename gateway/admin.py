@@ -1,8 +1,9 @@
 """The operator's tool: `python3 -m gateway.admin [--redis-url URL] COMMAND ...`.
 
-It works on the same Redis as the gateways (standalone; the embedded store lives inside
-one gateway process and cannot be reached from outside) through the store contract only,
-and writes every action it takes to the audit trail, as the gateways do.
+It works on the same Redis as the gateways, a single Redis or a Redis Cluster (the
+embedded store lives inside one gateway process and cannot be reached from outside),
+through the store contract only, and writes every action it takes to the audit trail, as
+the gateways do.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import os
 import socket
 import sys
 import time
+from typing import NoReturn
 
+from gateway.core.addresses import address_group
 from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
 from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
-from gateway.settings import Settings
+from gateway.settings import Settings, check_redis_url
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
 
@@ -52,6 +56,23 @@ def _since(text: str) -> int:
         except ValueError:
             continue
     raise AdminError(f"bad --since {text!r}: use 2h, 7d, unix ms or YYYY-MM-DD[THH:MM]")
+
+
+def _address(text: str) -> str:
+    """An address as holds name it: IPv4 itself, IPv6 as its /64 (an address in it or the
+    /64 as `admin bans` prints it)."""
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+            if net.version == 6 and net.prefixlen == 64:
+                return str(net)
+            raise ValueError("a network must be an IPv6 /64")
+        return address_group(str(ipaddress.ip_address(text.strip())))
+    except ValueError:
+        raise AdminError(
+            f"bad address {text!r}: give an IPv4 or IPv6 address, or an IPv6 /64 as "
+            "`bans` prints it"
+        ) from None
 
 
 def _new_password() -> str:
@@ -118,8 +139,15 @@ class Admin:
         self.out.append(f"deleted {name}: account, private history and memberships")
 
     async def bans(self) -> None:
+        """The bans, then every address held back from new accounts, with why."""
         for b in await self.store.bans():
             self.out.append(f"{b.name}  banned until {ban_end(b.until_ms)}")
+        for h in await self.store.holds():
+            why = ", ".join(f"{b.name} banned after complaints" for b in h.bans)
+            self.out.append(
+                f"{h.address}  no new accounts until {ban_end(h.until_ms)}"
+                f" ({why or 'reason not recorded'})"
+            )
 
     async def ban(self, nick: str, duration: int) -> None:
         key, _ = await self._account(nick)
@@ -130,11 +158,25 @@ class Admin:
         self.out.append(f"{placed.name} banned until {ban_end(placed.until_ms)}")
 
     async def unban(self, nick: str) -> None:
+        """Lift the ban and the address holds it made (said, so the operator knows)."""
         key, name = await self._account(nick)
+        held = [h.address for h in await self.store.holds() if any(b.key == key for b in h.bans)]
         if not await self.store.unban(key):
             raise AdminError(f"{name} is not banned")
         await self._audit("unban", name)
         self.out.append(f"{name} is no longer banned")
+        free = {h.address for h in await self.store.holds()}
+        for address in held:
+            if address not in free:
+                self.out.append(f"{address} may register new accounts again")
+
+    async def unhold(self, text: str) -> None:
+        """Let one address register again, whatever ban holds it."""
+        address = _address(text)
+        if not await self.store.lift_hold(address):
+            raise AdminError(f"{address} is not held")
+        await self._audit("unhold", address)
+        self.out.append(f"{address} may register new accounts again")
 
     async def complaints(self, nick: str | None, since_ms: int) -> None:
         if nick is not None:
@@ -174,16 +216,59 @@ class Admin:
             self.out.append(f"{_when(e.ms)}  {format_fields(e.fields)}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"admin: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
+    return value
+
+
+def _url(text: str) -> str:
+    try:
+        return check_redis_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m gateway.admin", description=__doc__)
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="env REDIS_URL")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(
+        prog="python3 -m gateway.admin",
+        description=__doc__,
+        epilog="Exit status: 0 done, 1 refused (no such user, ...), 2 a usage error or no "
+        "Redis. It reads the gateways' CHAT_* variables (ban duration, audit size, ...).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--redis-url",
+        type=_url,
+        default=os.environ.get("REDIS_URL"),
+        metavar="URL",
+        help="the gateways' Redis: redis://[user:password@]host:port/db, rediss:// for TLS, "
+        "or Redis Cluster seeds redis://h1:p1,h2:p2 (env REDIS_URL, checked the same way)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     users = sub.add_parser("users", help="accounts, most recently seen first")
-    users.add_argument("--limit", type=int, default=USERS_LISTED)
+    users.add_argument(
+        "--limit",
+        type=_limit,
+        default=USERS_LISTED,
+        help=f"at most this many (default {USERS_LISTED})",
+    )
     for name, what in (
         ("reset-password", "set a new password (CHAT_NEW_PASSWORD, stdin, or asked)"),
         ("delete-user", "delete the account, its private history and memberships"),
-        ("unban", "lift a ban"),
+        ("unban", "lift a ban and the address holds it made"),
         ("mod", "make a moderator"),
         ("unmod", "no longer a moderator"),
         ("kick", "disconnect every session of the user on every gateway"),
@@ -192,13 +277,21 @@ def _parser() -> argparse.ArgumentParser:
     ban = sub.add_parser("ban", help="ban at once (default: the ban duration)")
     ban.add_argument("nick")
     ban.add_argument("time", nargs="?", help="90s, 30m, 2h, 7d")
-    sub.add_parser("bans", help="users banned now")
+    sub.add_parser("bans", help="users banned now, and the addresses held back from new accounts")
+    sub.add_parser(
+        "unhold", help="let an address (as `bans` lists it) register new accounts again"
+    ).add_argument("address")
     complaints = sub.add_parser("complaints", help="pending complaints about NICK, or all")
     complaints.add_argument("nick", nargs="?")
     complaints.add_argument("--since", default="1d")
     audit = sub.add_parser("audit", help="the audit trail, oldest first")
     audit.add_argument("--since", default="1d", help="2h, 7d, unix ms, YYYY-MM-DD[THH:MM]")
-    audit.add_argument("--limit", type=int, default=AUDIT_SHOWN)
+    audit.add_argument(
+        "--limit",
+        type=_limit,
+        default=AUDIT_SHOWN,
+        help=f"the newest this many (default {AUDIT_SHOWN})",
+    )
     return p
 
 
@@ -235,6 +328,8 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
             await admin.ban(ns.nick, seconds)
         elif c == "unban":
             await admin.unban(ns.nick)
+        elif c == "unhold":
+            await admin.unhold(ns.address)
         elif c == "complaints":
             await admin.complaints(ns.nick, _since(ns.since))
         elif c in ("mod", "unmod"):
@@ -248,7 +343,8 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    parser = _parser()
+    ns = parser.parse_args(argv)
     if not ns.redis_url:
         print(
             "admin: no --redis-url or REDIS_URL: the tool needs the gateways' Redis (a "

@@ -1,6 +1,6 @@
 """Shown positions, flushed: what each local user was shown reaches the store.
 
-Positions are kept per user in memory (`LocalUser.shown`) and written every `interval`
+Positions are kept per user in memory (`LocalUser.mark_shown`) and written every `interval`
 seconds, when a user's last session on this gateway closes, and on shutdown. A failed
 write is tried again on the next tick, whatever the error was: one bad reply must not stop
 every later flush.
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from gateway.core.user import LocalUser
 from gateway.metrics import METRICS
-from store.contract import Store
+from store.contract import Conv, Position, Store
 
 __all__ = ["Cursors"]
 
@@ -34,7 +34,7 @@ class Cursors:
         self._users = users
         self._interval = interval
         #: Positions of users who left this gateway, not yet written.
-        self._gone: dict[str, dict[str, str]] = {}
+        self._gone: dict[str, dict[Conv, Position]] = {}
         self._task: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self._start = 0  # where the next bounded flush starts in the users' order
@@ -51,9 +51,9 @@ class Cursors:
 
     def flush_gone(self, user: LocalUser) -> None:
         """The user's last session here closed: write their positions soon."""
-        if user.dirty:
-            user.dirty = False
-            self._gone[user.key] = dict(user.shown)
+        shown = user.flushed()
+        if shown is not None:
+            self._gone[user.key] = shown
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
     def _flush_soon(self) -> None:
@@ -76,9 +76,9 @@ class Cursors:
         taken = 0
         for k in range(count):
             user = users[(start + k) % count]
-            if user.dirty:
-                user.dirty = False
-                updates[user.key] = dict(user.shown)
+            shown = user.flushed()
+            if shown is not None:
+                updates[user.key] = shown
                 taken += 1
                 if limit is not None and taken >= limit:
                     self._start = start + k + 1
@@ -93,6 +93,6 @@ class Cursors:
             for key, shown in updates.items():
                 still = self._users.get(key)
                 if still is not None:
-                    still.dirty = True
+                    still.flush_failed()
                 else:
                     self._gone.setdefault(key, shown)

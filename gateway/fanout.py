@@ -23,12 +23,13 @@ from gateway.cursors import Cursors
 from gateway.epoch import Epoch
 from gateway.metrics import METRICS
 from gateway.presence import Presence
-from store import keys
 from store.contract import (
     ChatPosts,
+    Conv,
     MemberJoined,
     MemberLeft,
     Message,
+    Position,
     PrivatePost,
     Store,
     StoreEvent,
@@ -41,7 +42,7 @@ from store.contract import (
 __all__ = ["GAP_SLACK", "Fanout", "Reader"]
 
 log = logging.getLogger("chat.fanout")
-_ZERO = (0, 0)
+_ZERO = Position(0, 0)
 #: Seconds before the link was lost from which a gap fill reads conversations that had no
 #: delivery yet: covers messages published just before the loss was noticed.
 GAP_SLACK = 5.0
@@ -82,7 +83,7 @@ def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
     conversation, so the shown position is assigned without comparing (advance.lua never
     moves a cursor back)."""
     conv = messages.items[0].conv
-    mid = messages.items[-1].id
+    last = messages.items[-1].pos
     for user in users:
         wrote = False
         for s in user.sessions:
@@ -95,8 +96,7 @@ def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
             except Exception:
                 log.exception("event=deliver_failed session=%s", s.session_id)
         if wrote:
-            user.shown[conv] = mid
-            user.dirty = True
+            user.shown_live(conv, last)
 
 
 class Fanout:
@@ -110,7 +110,7 @@ class Fanout:
         self.after_batch = after_batch
         self.users: dict[str, LocalUser] = {}
         self.readers: dict[str, set[LocalUser]] = {}  # chat key -> local members
-        self.last_chat: dict[str, tuple[int, int]] = {}  # chat key -> last id delivered
+        self.last_chat: dict[str, Position] = {}  # chat key -> last position delivered
         self.cursors = Cursors(store, self.users, cursor_flush)
         self.epoch = Epoch(store, self._store_reset)
         self.presence = Presence(store, self.users, self.epoch.check)
@@ -259,11 +259,11 @@ class Fanout:
         if not readers:
             return
         last = self.last_chat.get(chat, _ZERO)
-        if burst[0].key <= last:  # a replay or a duplicate: keep only what is new
-            burst = [m for m in burst if m.key > last]
+        if burst[0].pos <= last:  # a replay or a duplicate: keep only what is new
+            burst = [m for m in burst if m.pos > last]
             if not burst:
                 return
-        self.last_chat[chat] = burst[-1].key
+        self.last_chat[chat] = burst[-1].pos
         METRICS.observe_delivery(burst[0].ms, len(burst), len(readers))
         deliver(readers, ev.Messages(ev.ChatConv(chat, burst[0].where), tuple(burst)))
 
@@ -298,9 +298,9 @@ class Fanout:
                 s.unbanned()
 
     def _private(self, user: LocalUser, m: Message) -> None:
-        if not user.fresh_private(m.conv, m.key):
+        if not user.fresh_private(m.conv, m.pos):
             return
-        user.add_peer(keys.peer_of(m.conv, user.key))
+        user.add_peer(m.conv.peer_of(user.key))
         METRICS.observe_delivery(m.ms, 1, 1)
         deliver((user,), ev.Messages(user.view(m), (m,)))
 
@@ -318,7 +318,7 @@ class Fanout:
         await self.store.heartbeat(set(self.users))
         METRICS.store_resets.inc()
         for user in users:
-            user.dirty = True
+            user.flush_failed()  # written again at the next flush
             for s in user.sessions:
                 s.store_reset()
         if self.after_batch is not None:
@@ -337,22 +337,21 @@ class Fanout:
         self._recovering += 1
         try:
             await self.epoch.check()
-            floor = f"{int((lost_at - GAP_SLACK) * 1000)}-0"
-            after: dict[str, str] = {}
+            floor = Position(max(0, int((lost_at - GAP_SLACK) * 1000)), 0)
+            after: dict[Conv, Position | None] = {}
             for chat in self.readers:
-                last = self.last_chat.get(chat)
-                after[keys.chat_conv(chat)] = f"{last[0]}-{last[1]}" if last else floor
-            private_readers: dict[str, list[str]] = {}
+                after[Conv.of_chat(chat)] = self.last_chat.get(chat) or floor
+            private_readers: dict[Conv, list[str]] = {}
             for user in self.users.values():
                 for peer in user.peers:
-                    conv = keys.dm_conv(user.key, peer)
+                    conv = Conv.private(user.key, peer)
                     private_readers.setdefault(conv, []).append(user.key)
                     after.setdefault(conv, floor)
-            messages = await self._read_gap(list(after), after)
+            messages = await self._read_gap(after)
             events: list[StoreEvent] = []
             for m in messages:
-                if keys.is_chat(m.conv):
-                    chat = keys.chat_of(m.conv)
+                if m.conv.is_chat:
+                    chat = m.conv.chat
                     member = next(iter(self.readers.get(chat, ())), None)
                     where = member.chats.get(chat, chat) if member else chat
                     events.append(ChatPosts(chat, [_with_where(m, where)]))
@@ -371,13 +370,13 @@ class Fanout:
                 for batch in held:
                     self.on_events(batch)
 
-    async def _read_gap(self, convs: list[str], after: dict[str, str]) -> list[Message]:
+    async def _read_gap(self, after: dict[Conv, Position | None]) -> list[Message]:
         """The gap, read again after a failure (Redis may flap while it comes back): live
         deliveries are held meanwhile, so giving up early would lose messages for good."""
         delay = GAP_RETRY_FIRST
         for attempt in range(1, GAP_RETRIES + 1):
             try:
-                return await self.store.read_after(convs, after)
+                return await self.store.read_after(after)
             except Exception as exc:
                 if attempt == GAP_RETRIES:
                     raise
@@ -387,25 +386,26 @@ class Fanout:
         raise AssertionError("unreachable")
 
 
-def _message_key(event: StoreEvent) -> tuple[int, int]:
-    """The id of the message a gap-fill event carries (one message each)."""
+def _message_key(event: StoreEvent) -> Position:
+    """The position of the message a gap-fill event carries (one message each)."""
     if isinstance(event, ChatPosts):
-        return event.messages[0].key
+        return event.messages[0].pos
     if isinstance(event, PrivatePost):
-        return event.message.key
-    return (0, 0)
+        return event.message.pos
+    return _ZERO
 
 
-def _event_id(event: StoreEvent) -> tuple[str, str, str]:
-    """What makes a gap-fill event the same as another: reader (private), conversation, id."""
+def _event_id(event: StoreEvent) -> tuple[str, Conv | None, Position | int]:
+    """What makes a gap-fill event the same as another: reader (private), conversation,
+    position."""
     if isinstance(event, ChatPosts):
         m = event.messages[0]
-        return ("", m.conv, m.id)
+        return ("", m.conv, m.pos)
     if isinstance(event, PrivatePost):
-        return (event.user, event.message.conv, event.message.id)
-    return ("?", "", str(id(event)))
+        return (event.user, event.message.conv, event.message.pos)
+    return ("?", None, id(event))
 
 
 def _with_where(m: Message, where: str) -> Message:
     """A stored chat message carries no chat name; live ones do."""
-    return Message(m.id, m.key, m.conv, m.sender, where, m.text)
+    return Message(m.pos, m.conv, m.sender, where, m.text)

@@ -8,6 +8,7 @@ signal is honoured at any point, including while it still waits for Redis at sta
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -18,6 +19,7 @@ import ssl
 import sys
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.core.session import Core
 from gateway.doors.irc.codec import IrcCodec, IrcShared
@@ -39,9 +41,13 @@ from gateway.kit.render_once import RenderOnce
 from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
+from store.cluster import Seeds
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
 from store.resp import with_ca
+
+if TYPE_CHECKING:
+    from store.embedded import Embedded
 
 __all__ = ["GatewayServer", "StartupError", "run"]
 
@@ -68,12 +74,25 @@ class GatewayServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._embedded = None
+        self._embedded: Embedded | None = None
+        self.data_file = settings.data_file() if settings.redis_url is None else None
         url = settings.redis_url
         if url is None:
-            from store.embedded import start_embedded  # fakeredis is heavy: only when asked
+            from store.embedded import DataFileError, start_embedded  # fakeredis is heavy
 
-            url, self._embedded = start_embedded()
+            try:
+                url, self._embedded = start_embedded(self.data_file)
+            except DataFileError as exc:
+                if exc.busy and not settings.data:  # the default file: one per host:port
+                    hint = (
+                        f"is another gateway running on {settings.host}:{settings.port}? "
+                        "choose another port with --port (each port keeps its own data)"
+                    )
+                elif exc.busy:
+                    hint = "is another gateway running with it? choose another with --data"
+                else:
+                    hint = "--data FILE chooses another file, --data none keeps nothing"
+                raise StartupError(f"{exc} ({hint})") from None
         url = with_ca(url, settings.redis_ca)
         self.store = RedisStore(
             url,
@@ -136,6 +155,7 @@ class GatewayServer:
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._metrics: asyncio.Server | None = None
+        self._fanout_started = False
 
     def _door(self, name: str, codec: Callable[[], Codec], upgrade_timeout: float = 0.0) -> Door:
         s = self.settings
@@ -165,23 +185,33 @@ class GatewayServer:
             except StoreUnusable as exc:  # waiting will not help: say what to change
                 raise StartupError(str(exc)) from None
             except StoreUnavailable as exc:
-                log.warning("event=redis_unavailable error=%s retry_in=%.1f", exc, delay)
+                if delay == START_RETRY_FIRST:  # the first time: what to do about it
+                    log.warning(
+                        "event=redis_unavailable error=%s retry_in=%.1f hint=%r",
+                        exc,
+                        delay,
+                        _redis_hint(self.settings.redis_url),
+                    )
+                else:
+                    log.warning("event=redis_unavailable error=%s retry_in=%.1f", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, START_RETRY_MAX)
         await self.fanout.start()
-        self._server = await self._listen(self.line_door, self.settings.port, "chat")
-        if tls is not None and self.settings.tls_port:
+        self._fanout_started = True
+        s = self.settings
+        self._server = await self._listen(self.line_door, s.port, "chat", "--port")
+        if tls is not None and s.tls_port:
             self._tls_server = await self._listen(
-                self.line_door, self.settings.tls_port, "chat over TLS", tls
+                self.line_door, s.tls_port, "chat over TLS", "--tls-port", tls
             )
-        if self.settings.irc_port:
-            self._irc = await self._listen(self.irc_door, self.settings.irc_port, "IRC")
-        if tls is not None and self.settings.irc_tls_port:
+        if s.irc_port:
+            self._irc = await self._listen(self.irc_door, s.irc_port, "IRC", "--irc-port")
+        if tls is not None and s.irc_tls_port:
             self._irc_tls = await self._listen(
-                self.irc_door, self.settings.irc_tls_port, "IRC over TLS", tls
+                self.irc_door, s.irc_tls_port, "IRC over TLS", "--irc-tls-port", tls
             )
-        if self.settings.web_port:
-            self._web = await self._listen(self.web_door, self.settings.web_port, "web", web_tls)
+        if s.web_port:
+            self._web = await self._listen(self.web_door, s.web_port, "web", "--web-port", web_tls)
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
         METRICS.channels.set_function(lambda: self.fanout.link.count)
         METRICS.local_users.set_function(lambda: len(self.fanout.users))
@@ -193,7 +223,9 @@ class GatewayServer:
             except OSError as exc:
                 port = self.settings.metrics_port
                 raise StartupError(
-                    self._bind_error("metrics", port, exc, self.settings.metrics_host)
+                    self._bind_error(
+                        "metrics", port, exc, "--metrics-port", self.settings.metrics_host
+                    )
                 ) from None
         log.info(
             "event=listening host=%s port=%d web=%s irc=%s gateway=%s store=%s",
@@ -204,7 +236,9 @@ class GatewayServer:
             else "off",
             self.irc_port if self._irc else "off",
             self.gateway_id,
-            "embedded" if self._embedded else _redacted(self.settings.redis_url),
+            _redacted(self.settings.redis_url)
+            if self._embedded is None
+            else f"embedded data={self.data_file or 'none'}",
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -229,7 +263,12 @@ class GatewayServer:
         return self.fanout.redis_ok and self.fanout.presence.ok
 
     async def _listen(
-        self, door: Door, port: int, what: str, tls: ssl.SSLContext | None = None
+        self,
+        door: Door,
+        port: int,
+        what: str,
+        option: str,
+        tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         def factory() -> asyncio.BaseProtocol:
             if tls is not None:  # the kit does TLS itself, after admission (TlsConnection)
@@ -245,7 +284,7 @@ class GatewayServer:
                 backlog=LISTEN_BACKLOG,
             )
         except OSError as exc:
-            raise StartupError(self._bind_error(what, port, exc)) from None
+            raise StartupError(self._bind_error(what, port, exc, option)) from None
         idle, interval, count = self.keepalive
         if idle:  # accepted sockets inherit it (Linux): no per-connection system calls
             for sock in server.sockets:
@@ -255,12 +294,24 @@ class GatewayServer:
                     log.warning("event=keepalive_failed port=%d error=%s", port, exc)
         return server
 
-    def _bind_error(self, what: str, port: int, exc: OSError, host: str | None = None) -> str:
-        return (
-            f"cannot listen for {what} on {host or self.settings.host}:{port}: "
-            f"{exc.strerror or exc}"
-            " (is another gateway running there? choose another port)"
-        )
+    def _bind_error(
+        self, what: str, port: int, exc: OSError, option: str, host: str | None = None
+    ) -> str:
+        """One line: what could not listen where, why, and which option to change."""
+        host_option = "--metrics-host" if option == "--metrics-port" else "--host"
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"is another gateway running there? choose another port with {option}"
+        elif exc.errno == errno.EACCES:
+            hint = f"ports below 1024 need privileges; choose another port with {option}"
+        elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+            hint = f"is {host_option} an address of this machine?"
+        else:
+            hint = f"choose another port with {option} or another address with {host_option}"
+        if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+            why = os.strerror(exc.errno)  # asyncio's text repeats the address
+        else:
+            why = exc.strerror or str(exc)
+        return f"cannot listen for {what} on {host or self.settings.host}:{port}: {why} ({hint})"
 
     @property
     def port(self) -> int:
@@ -283,6 +334,7 @@ class GatewayServer:
         doors = (self.line_door, self.irc_door, self.web_door)
         live = [c for d in doors for c in d.connections if not c.closing]
         log.info("event=shutdown connections=%d", len(live))
+        self.admission.stop_counting()  # nothing is counted in a store about to close
         for server in (self._server, self._tls_server, self._irc, self._irc_tls, self._web):
             if server is not None:
                 server.close()
@@ -296,9 +348,25 @@ class GatewayServer:
         for conn in live:
             conn.close()
         await asyncio.sleep(SHUTDOWN_GRACE)
+        await self.close_store()
+
+    async def abort(self) -> None:
+        """Start-up failed or was stopped: undo what it did (nothing listens yet)."""
+        for server in (self._server, self._tls_server, self._irc, self._irc_tls, self._metrics):
+            if server is not None:
+                server.close()
+        if self._web is not None:
+            self._web.close()
+        if self._fanout_started:
+            await self.fanout.stop()
+        await self.close_store()
+
+    async def close_store(self) -> None:
+        """Let go of Redis; the embedded store, last, writes its data file."""
         await self.store.close()
         if self._embedded is not None:
-            self._embedded.shutdown()
+            embedded, self._embedded = self._embedded, None
+            await asyncio.to_thread(embedded.shutdown)
 
 
 #: Descriptors kept free of client connections by the automatic --max-connections: Redis
@@ -316,6 +384,21 @@ def connection_limit(setting: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return 0
     return max(1, soft - FD_RESERVE)
+
+
+def _redis_hint(url: str | None) -> str:
+    """What to check when the Redis of `url` does not answer at start."""
+    seeds = Seeds.parse(url or "")
+    start = "redis-server"
+    if not seeds.several and seeds.scheme != "unix":
+        host, port = seeds.nodes[0]
+        start = f"redis-server --port {port}" + (
+            "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
+        )
+    return (
+        f"is Redis running at {_redacted(url)}? start it with `{start}`, or leave out "
+        "--redis-url for the embedded store; retrying until it answers"
+    )
 
 
 def _redacted(url: str | None) -> str:
@@ -356,14 +439,19 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = GatewayServer(settings)
+    try:
+        server = GatewayServer(settings)
+    except StartupError as exc:
+        log.error("event=startup_failed error=%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     starting = asyncio.ensure_future(server.start())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():  # stopped while still waiting for Redis
         starting.cancel()
         log.info("event=stopped_before_start")
-        await server.store.close()
+        await server.abort()
         return 0
     stopping.cancel()
     try:
@@ -371,7 +459,7 @@ async def run(settings: Settings) -> int:
     except StartupError as exc:
         log.error("event=startup_failed error=%s", exc)
         print(f"error: {exc}", file=sys.stderr)
-        await server.store.close()
+        await server.abort()
         return 1
     tune_gc()
     await stop.wait()

@@ -13,11 +13,13 @@ Ctrl+C, SIGTERM or SIGHUP (the terminal closed) stops the gateways (each says
 `* server shutting down`), then Redis, and exits 0; a busy port fails the start clearly.
 
 With --redis-cluster, Redis is a local Redis Cluster (scripts/rediscluster.py): six
-`redis-server --cluster-enabled yes` nodes on free loopback ports (and their bus ports,
-port + 10000), without persistence, in <data-dir>/cluster (emptied at start; a log per
-node). The gateways get every node as seeds (`--redis-url redis://h:p,h:p,...`). A node
-that dies is reported and not restarted: its replica takes over (kill a master to watch a
-failover); only when every node is gone does everything stop.
+`redis-server --cluster-enabled yes` nodes on --redis-port and the five ports after it
+(6390-6395; their cluster bus ports are each + 10000), with append-only persistence, in
+<data-dir>/cluster (a directory and a log per node). The next run with the same data dir
+brings the same cluster back, data included (on the same ports). The gateways get every
+node as seeds (`--redis-url redis://h:p,h:p,...`). A node that dies is reported and not
+restarted: its replica takes over (kill a master to watch a failover); only when every
+node is gone does everything stop.
 """
 
 from __future__ import annotations
@@ -35,18 +37,61 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.procs import stop_process, wait_port  # noqa: E402
-from scripts.rediscluster import ClusterError, LocalRedisCluster, RedisNode  # noqa: E402
+from scripts.rediscluster import (  # noqa: E402
+    BUS_OFFSET,
+    ClusterError,
+    LocalRedisCluster,
+    RedisNode,
+)
 
 RESTART_DELAY = 1.0  # first restart delay; doubles while a gateway crashes soon after start
 RESTART_MAX_DELAY = 30.0
 STABLE_AFTER = 10.0  # a gateway up this long that then crashes restarts after RESTART_DELAY
 LISTEN_TIMEOUT = 20.0
+DEFAULT_REDIS_PORT = 6390
+CLUSTER_NODES = 6  # 3 masters with one replica each
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        say(f"cluster: error: {message} (see python3 scripts/cluster.py --help)", err=True)
+        raise SystemExit(2)
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0-65535)")
+    return value
+
+
+def _count(low: int) -> Callable[[str], int]:
+    """argparse type: a whole number of at least `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: give {low} or more")
+        return value
+
+    return parse
 
 
 def say(text: str, err: bool = False) -> None:
@@ -217,34 +262,94 @@ def _cluster_alive(rc: LocalRedisCluster, reported: set[int]) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+    parser = _Parser(
+        prog="python3 scripts/cluster.py",
+        description=__doc__.split("\n\n")[0],
         epilog="Other options are passed to every gateway (see python3 server.py --help).",
-    )
-    parser.add_argument("--gateways", type=int, default=3)
-    parser.add_argument("--first-port", type=int, default=8001)
-    parser.add_argument("--redis-port", type=int, default=6390)
-    parser.add_argument(
-        "--metrics-first-port", type=int, default=9101, help="0: no metrics endpoints"
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--web-first-port", type=int, default=8081, help="the web pages; 0: no web door"
+        "--gateways", type=_count(1), default=3, metavar="N", help="gateway processes to run"
     )
     parser.add_argument(
-        "--irc-first-port", type=int, default=6667, help="the IRC doors; 0: no IRC door"
+        "--first-port",
+        type=_port,
+        metavar="PORT",
+        default=8001,
+        help="the first gateway's telnet port; the others count up from it",
     )
-    parser.add_argument("--data-dir", default=str(ROOT / "run" / "redis"))
+    parser.add_argument(
+        "--redis-port",
+        type=_port,
+        default=argparse.SUPPRESS,  # its default depends on the mode: said in the help
+        metavar="PORT",
+        help=f"redis-server's port (default: {DEFAULT_REDIS_PORT}); with --redis-cluster the "
+        f"first of the six nodes' ports (default: {DEFAULT_REDIS_PORT}, or the kept "
+        "cluster's)",
+    )
+    parser.add_argument(
+        "--metrics-first-port",
+        type=_port,
+        metavar="PORT",
+        default=9101,
+        help="the first gateway's /metrics and /healthz port; 0: none",
+    )
+    parser.add_argument(
+        "--web-first-port",
+        type=_port,
+        default=8081,
+        metavar="PORT",
+        help="the first web page's port; 0: none",
+    )
+    parser.add_argument(
+        "--irc-first-port",
+        type=_port,
+        default=6667,
+        metavar="PORT",
+        help="the first IRC door's port; 0: none",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(ROOT / "run" / "redis"),
+        metavar="DIR",
+        help="where Redis keeps its data (append-only file; the cluster in DIR/cluster)",
+    )
     parser.add_argument(
         "--redis-cluster",
         action="store_true",
         help="a local 3-master, 3-replica Redis Cluster instead of one redis-server",
     )
     args, gateway_args = parser.parse_known_args()
+    args.redis_port = getattr(args, "redis_port", None)
 
     redis_exe = shutil.which("redis-server")
     if redis_exe is None:
         raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
-    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--data-dir {args.data_dir}: {exc.strerror or exc}")
+    cluster_dir = Path(args.data_dir) / "cluster"
+    cluster_ports: list[int] = []
+    if args.redis_cluster:
+        kept = LocalRedisCluster.existing_ports(cluster_dir)
+        if args.redis_port is None:
+            args.redis_port = kept[0] if kept else DEFAULT_REDIS_PORT
+        cluster_ports = [args.redis_port + i for i in range(CLUSTER_NODES)]
+        if cluster_ports[-1] + BUS_OFFSET > 65535:
+            parser.error(
+                f"--redis-port {args.redis_port}: the cluster's nodes use it and the "
+                f"{CLUSTER_NODES - 1} ports after it, and their bus ports are each + "
+                f"{BUS_OFFSET}: give at most {65535 - BUS_OFFSET - CLUSTER_NODES + 1}"
+            )
+        if kept and kept != cluster_ports:
+            parser.error(
+                f"--redis-port {args.redis_port}: the Redis Cluster kept in {cluster_dir} runs "
+                f"on ports {kept[0]}-{kept[-1]}; give --redis-port {kept[0]} (or leave it "
+                "out), or another --data-dir for a new cluster"
+            )
+    elif args.redis_port is None:
+        args.redis_port = DEFAULT_REDIS_PORT
 
     # Handlers first, so a signal during start-up also stops cleanly.
     stopping: list[str] = []
@@ -285,11 +390,9 @@ def main() -> int:
         for i in range(args.gateways)
     ]
     # A busy port fails the start: otherwise an old cluster's orphan would answer for it.
-    busy = (
-        [f"redis: port {args.redis_port} is busy ({why})"]
-        if not args.redis_cluster and (why := port_busy(args.redis_port))
-        else []
-    )
+    redis_ports = [args.redis_port] if not args.redis_cluster else list(cluster_ports)
+    redis_ports += [p + BUS_OFFSET for p in cluster_ports]
+    busy = [f"redis: port {p} is busy ({why})" for p in redis_ports if (why := port_busy(p))]
     busy += [f"{gw.name}: {why}" for gw in gateways if (why := gw.busy())]
     if busy:
         for line in busy:
@@ -315,19 +418,26 @@ def main() -> int:
             "",
         ],
     )
-    cluster_dir = Path(args.data_dir) / "cluster"
-    redis_cluster = LocalRedisCluster(cluster_dir) if args.redis_cluster else None
+    redis_cluster = (
+        LocalRedisCluster(cluster_dir, ports=cluster_ports, persist=True)
+        if args.redis_cluster
+        else None
+    )
     reported: set[int] = set()  # cluster nodes whose exit was said
     code = 0
     try:
         if redis_cluster is not None:
-            # No persistence: the directory holds only old nodes.conf files and logs.
-            shutil.rmtree(cluster_dir, ignore_errors=True)
-            say("redis: starting a Redis Cluster of 3 masters with 1 replica each")
+            resuming = LocalRedisCluster.existing_ports(cluster_dir) is not None
+            say(
+                f"redis: bringing back the Redis Cluster kept in {cluster_dir}"
+                if resuming
+                else "redis: starting a Redis Cluster of 3 masters with 1 replica each"
+            )
             try:
                 redis_cluster.start()
             except (ClusterError, OSError) as exc:
-                say(f"cluster: the Redis Cluster did not start: {exc}", err=True)
+                again = f" (remove {cluster_dir} to start a new, empty one)" if resuming else ""
+                say(f"cluster: the Redis Cluster did not start: {exc}{again}", err=True)
                 return 1
             url = redis_cluster.seed_url
             for gw in gateways:

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,14 @@ from redis.crc import key_slot
 
 from scripts.procs import stop_process, wait_port
 
-__all__ = ["ClusterError", "LocalRedisCluster", "RedisNode", "free_cluster_port"]
+__all__ = [
+    "BUS_OFFSET",
+    "ClusterError",
+    "LocalRedisCluster",
+    "RedisNode",
+    "free_cluster_port",
+    "free_cluster_ports",
+]
 
 HOST = "127.0.0.1"
 BUS_OFFSET = 10000  # Redis's fixed cluster bus offset (cluster-port 0)
@@ -90,6 +97,18 @@ def free_cluster_port(taken: set[int] | None = None) -> int:
         if _bindable(port) and _bindable(bus):
             return port
     raise ClusterError("no free port pair (port, port + 10000) found")
+
+
+def free_cluster_ports(n: int) -> int:
+    """The first of `n` consecutive loopback ports free together with their bus ports
+    (what `scripts/cluster.py --redis-cluster --redis-port P` takes)."""
+    rnd = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(500):
+        first = rnd.randrange(PORT_RANGE[0], PORT_RANGE[1] - n)
+        ports = [p for q in range(first, first + n) for p in (q, q + BUS_OFFSET)]
+        if not any(p in AVOID for p in ports) and all(_bindable(p) for p in ports):
+            return first
+    raise ClusterError(f"no {n} consecutive free port pairs (port, port + 10000) found")
 
 
 class RedisNode:
@@ -188,14 +207,27 @@ class LocalRedisCluster:
         node_timeout_ms: int = 2000,
         start_timeout: float = 30.0,
         require_full_coverage: bool = True,
+        ports: Sequence[int] | None = None,
+        persist: bool = False,
     ) -> None:
         """`require_full_coverage` is Redis's default (yes): from the moment a dead master
         is flagged FAIL until its replica is promoted (about 1 s with a 2 s node timeout)
         every master answers -CLUSTERDOWN, for every slot; with False the other shards
-        keep serving."""
+        keep serving.
+
+        `ports`: the nodes' ports (one each; their bus ports are port + 10000), instead of
+        free ones drawn at random. `persist`: each node keeps its data (append-only file,
+        fsync every second) and its nodes.conf in `workdir`, and start() resumes the
+        cluster found there (same ports) instead of creating a new one."""
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        if ports is not None and len(ports) != masters * (1 + replicas):
+            raise ValueError(f"{masters * (1 + replicas)} ports needed, {len(ports)} given")
         self.workdir = Path(workdir)
+        self.ports = list(ports) if ports is not None else None
+        self.persist = persist
+        #: start() found a cluster in workdir and brought it back (persist only).
+        self.resumed = False
         self.n_masters = masters
         self.n_replicas = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -225,7 +257,11 @@ class LocalRedisCluster:
             "--cluster-require-full-coverage", "yes" if self.require_full_coverage else "no",
             "--dir", str(workdir),
             "--save", "",
-            "--appendonly", "no",
+            *(
+                ("--appendonly", "yes", "--appendfsync", "everysec")
+                if self.persist
+                else ("--appendonly", "no")
+            ),
             "--daemonize", "no",
             "--logfile", str(workdir / "redis.log"),
             "--loglevel", "notice",
@@ -253,7 +289,28 @@ class LocalRedisCluster:
         deadline = time.monotonic() + self.start_timeout
         taken: set[int] = set()
         total = self.n_masters * (1 + self.n_replicas)
+        found = self.existing_ports(self.workdir) if self.persist else None
+        if found is not None and self.ports is not None and found != self.ports:
+            raise ClusterError(
+                f"the Redis Cluster kept in {self.workdir} runs on ports "
+                f"{found[0]}-{found[-1]}, not {self.ports[0]}-{self.ports[-1]}"
+            )
         try:
+            if found is not None:  # bring the kept cluster back: same nodes, same data
+                self.ports = found
+                for i in range(total):
+                    self.nodes.append(self._spawn_node(exe, i, taken))
+                for node in self.nodes:
+                    assert node.proc is not None
+                    try:
+                        wait_port(node.port, node.proc, max(0.5, deadline - time.monotonic()))
+                    except (RuntimeError, TimeoutError) as exc:
+                        raise ClusterError(
+                            f"redis node {node.addr} did not come back:\n{node.tail()}"
+                        ) from exc
+                self.wait_stable(max(1.0, deadline - time.monotonic()))
+                self.resumed = True
+                return
             for i in range(total):
                 self.nodes.append(self._spawn_node(exe, i, taken))
             for node in self.nodes:
@@ -268,8 +325,25 @@ class LocalRedisCluster:
             self.stop()
             raise
 
+    @staticmethod
+    def existing_ports(workdir: Path | str) -> list[int] | None:
+        """The ports of a cluster kept in `workdir` (every node's directory with its
+        nodes.conf), in node order, or None if there is none."""
+        found: dict[int, int] = {}
+        root = Path(workdir)
+        if not root.is_dir():
+            return None
+        for d in root.iterdir():
+            index, sep, port = d.name.removeprefix("node").partition("-")
+            named = d.name.startswith("node") and sep and index.isdigit() and port.isdigit()
+            if named and (d / "nodes.conf").exists():
+                found[int(index)] = int(port)
+        if not found or sorted(found) != list(range(len(found))):
+            return None
+        return [found[i] for i in range(len(found))]
+
     def _spawn_node(self, exe: str, index: int, taken: set[int]) -> RedisNode:
-        port = free_cluster_port(taken)
+        port = self.ports[index] if self.ports is not None else free_cluster_port(taken)
         taken.update((port, port + BUS_OFFSET))
         workdir = self.workdir / f"node{index}-{port}"
         node = RedisNode(port, workdir, self._argv(exe, port, workdir))
@@ -286,7 +360,7 @@ class LocalRedisCluster:
                 return
             except RuntimeError as exc:
                 tail = node.tail()
-                if "in use" not in tail or attempt == 4:
+                if "in use" not in tail or attempt == 4 or self.ports is not None:
                     raise ClusterError(f"redis node {node.addr} died at start:\n{tail}") from exc
             except TimeoutError as exc:
                 raise ClusterError(

@@ -1,21 +1,26 @@
-"""The store contract: every operation the chat core and fan-out need, with typed results.
+"""The store contract: every operation the chat core and fan-out need, in the chat's words.
 
-`RedisStore` implements it for standalone Redis and the embedded store; nothing above
-`store/` sees a Redis type, a key name, a channel or a script's reply layout. Pub/sub
-payloads are decoded inside `store/` into the events at the bottom of this module.
+`RedisStore` implements it on Redis (standalone, a cluster, or the embedded store) and
+`MemoryStore` in plain Python; nothing above `store/` sees a Redis type, a key name, a
+channel, a stream id or a script's reply layout. A conversation is a `Conv`, a message's
+place in it a `Position`, a read of stored messages a `Range`. Pub/sub payloads are decoded
+inside `store/` into the events at the bottom of this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 __all__ = [
     "ACCEPTED",
+    "GENERAL",
+    "SEQ_MAX",
     "Account",
+    "AddressHold",
     "AuditEntry",
     "Backlog",
     "BanInfo",
@@ -24,6 +29,7 @@ __all__ = [
     "ChatPosts",
     "Complaint",
     "ComplaintStatus",
+    "Conv",
     "JoinStatus",
     "LoginCheck",
     "LoginGate",
@@ -34,9 +40,11 @@ __all__ = [
     "Message",
     "NewName",
     "OnlineList",
+    "Position",
     "PostResult",
     "PostStatus",
     "PrivatePost",
+    "Range",
     "Registration",
     "Store",
     "StoreEvent",
@@ -51,8 +59,10 @@ __all__ = [
     "UserSeen",
     "UserState",
     "UserUnbanned",
-    "id_key",
 ]
+
+#: The chat every account is in from its registration on, and can never leave.
+GENERAL = "general"
 
 
 class StoreUnavailable(Exception):
@@ -73,10 +83,90 @@ class StoreNoReply(StoreUnavailable):
     """The request was sent but no reply came in time: it may or may not have been done."""
 
 
-def id_key(stream_id: str) -> tuple[int, int]:
-    """A message id ("ms-seq") as a tuple that orders like the ids do."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+class Position(NamedTuple):
+    """Where a message is in its conversation: the store's clock in ms when it was stored,
+    and a sequence number within that ms. Positions order like the messages of one
+    conversation (across conversations, like the times they were stored). `str()` gives the
+    message id a door shows ("<ms>-<seq>"); `parse` reads one back."""
+
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position | None:
+        """A message id as `str()` writes it; None for anything else."""
+        ms, dash, seq = text.partition("-")
+        if not dash or not (ms + seq).isascii() or not ms.isdigit() or not seq.isdigit():
+            return None
+        return cls(int(ms), int(seq))
+
+    def previous(self) -> Position | None:
+        """The last position before this one (an inclusive bound made exclusive)."""
+        if self.seq > 0:
+            return Position(self.ms, self.seq - 1)
+        return Position(self.ms - 1, SEQ_MAX) if self.ms > 0 else None
+
+
+#: The largest sequence number within one ms.
+SEQ_MAX = 2**64 - 1
+
+
+class Conv(NamedTuple):
+    """A conversation: a chat (`chat` is its key) or the private conversation of two users
+    (`chat` is empty; `low` <= `high` are their keys, so both users name it alike).
+    `str()` gives its id as doors show it ("c:<chat>", "p:<low>|<high>"); `parse` reads one.
+    User and chat keys never contain `:` or `|` (see gateway.core.names)."""
+
+    chat: str
+    low: str = ""
+    high: str = ""
+
+    @classmethod
+    def of_chat(cls, chat: str) -> Conv:
+        return cls(chat)
+
+    @classmethod
+    def private(cls, a: str, b: str) -> Conv:
+        """The private conversation of users `a` and `b` (in either order)."""
+        return cls("", a, b) if a <= b else cls("", b, a)
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(self.chat)
+
+    def peer_of(self, user: str) -> str:
+        """The other user of a private conversation, seen from `user`."""
+        return self.high if self.low == user else self.low
+
+    def __str__(self) -> str:
+        return f"c:{self.chat}" if self.chat else f"p:{self.low}|{self.high}"
+
+    @classmethod
+    def parse(cls, text: str) -> Conv | None:
+        """A conversation id as `str()` writes it; None for anything else."""
+        kind, rest = text[:2], text[2:]
+        if kind == "c:" and rest and "|" not in rest:
+            return cls(rest)
+        if kind == "p:":
+            a, bar, b = rest.partition("|")
+            if bar and a and b and "|" not in b:
+                return cls.private(a, b)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Which stored messages of a conversation to read: those after `after` and before
+    `before` (both exclusive; None: unbounded), at most `count` of them, the newest of
+    that span when `newest`, else the oldest. Messages come back oldest first."""
+
+    count: int
+    after: Position | None = None
+    before: Position | None = None
+    newest: bool = False
 
 
 class Message(NamedTuple):
@@ -87,16 +177,20 @@ class Message(NamedTuple):
     tuple, not a dataclass: one is built per message per gateway on the fan-out path, and
     a frozen dataclass costs several times as much to build."""
 
-    id: str
-    key: tuple[int, int]
-    conv: str
+    pos: Position
+    conv: Conv
     sender: str
     where: str
     text: str
 
     @property
     def ms(self) -> int:
-        return self.key[0]
+        return self.pos[0]
+
+    @property
+    def id(self) -> str:
+        """The message id doors show (see `Position`)."""
+        return str(self.pos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +205,7 @@ class UserState:
 
     chats: dict[str, str]  # chat key -> display name
     peers: set[str]  # user keys with a live private conversation
-    cursors: dict[str, str]  # conversation id -> last shown message id
+    cursors: dict[Conv, Position]  # the last message shown to any of the user's sessions
     banned_until_ms: int | None = None  # the user is banned until then (ms)
 
 
@@ -255,7 +349,7 @@ class Backlog:
     left older unread messages out, at least how many (counting stops at what was read)."""
 
     messages: list[Message]
-    cut: dict[str, int]
+    cut: dict[Conv, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +368,16 @@ class BanInfo:
     key: str
     name: str
     until_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressHold:
+    """An address that may not register new accounts until `until_ms`, and the bans after
+    complaints that hold it (each with its own end; empty where no reason was recorded)."""
+
+    address: str
+    until_ms: int
+    bans: tuple[BanInfo, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,11 +524,20 @@ class Store(Protocol):
     # a user's state and what they have not seen
     async def backlog(self, user: str, state: UserState, limit: int) -> Backlog: ...
 
-    async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]: ...
+    async def read_after(self, after: Mapping[Conv, Position | None]) -> list[Message]:
+        """Every live message of each conversation after its position (all live ones for
+        None), merged in position order (a gap after a lost link)."""
 
-    async def history(self, chat: str, name: str, count: int) -> list[Message]: ...
+    async def history(self, chat: str, name: str, count: int) -> list[Message]:
+        """The newest `count` live messages of a chat, oldest first, `where` set to `name`."""
 
-    async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None: ...
+    async def names(self, users: Sequence[str]) -> list[str | None]:
+        """Accounts' display names, in order (None: no such account), in one round trip
+        (a login names the private conversations it lists)."""
+
+    async def advance_cursors(self, updates: Mapping[str, Mapping[Conv, Position]]) -> None:
+        """Record what users were shown: user -> {conversation: last position shown}. A
+        position never moves back (gateways may flush out of order)."""
 
     # posting
     def post_chat(
@@ -478,12 +591,20 @@ class Store(Protocol):
         """Ban at once for `duration` seconds (no complaints); None if no such account."""
 
     async def unban(self, user: str) -> bool:
-        """Lift a ban (and pending complaints); False if the user was not banned."""
+        """Lift a ban, its pending complaints and the address holds it made; False if the
+        user was not banned."""
 
     async def kick(self, user: str) -> None:
         """Tell every gateway to close every session of the user."""
 
     async def bans(self) -> list[BanInfo]: ...
+
+    async def holds(self) -> list[AddressHold]:
+        """Every address held back from registering now (by a ban after complaints)."""
+
+    async def lift_hold(self, address: str) -> bool:
+        """Let the address register again now, whatever holds it; False if it was not
+        held."""
 
     async def complaints_about(self, user: str) -> list[tuple[str, int]]:
         """Pending complaints about the user: (complainer's name, ms), oldest first."""
@@ -523,14 +644,13 @@ class Store(Protocol):
     async def forget_unseen(self, limit: int) -> int: ...
 
     # history ranges and read positions (the IRC door's CHATHISTORY and MARKREAD)
-    async def conv_range(
-        self, conv: str, low: str, high: str, count: int, newest: bool
-    ) -> list[Message]:
-        """At most `count` live messages of `conv` with ids in [low, high] (XRANGE bounds),
-        oldest first; `newest` keeps the newest of the range, else the oldest."""
+    async def read_range(self, conv: Conv, want: Range) -> list[Message]:
+        """Live messages of `conv` in the range `want` asks for, oldest first. A private
+        conversation's `where` is the recipient's name; a chat's is empty (the reader
+        knows the chat's name)."""
 
-    async def latest_many(self, convs: Sequence[str]) -> list[Message | None]:
+    async def latest_many(self, convs: Sequence[Conv]) -> list[Message | None]:
         """The newest live message of each conversation (None: none), in one round trip."""
 
-    async def read_position(self, user: str, conv: str) -> str | None:
+    async def read_position(self, user: str, conv: Conv) -> Position | None:
         """The user's stored read position in one conversation (None: never read)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from store.contract import GENERAL, Conv, Position
+
 __all__ = [
     "CHAT_CHANNEL",
     "GENERAL",
@@ -22,12 +24,12 @@ __all__ = [
     "chat",
     "chat_channel",
     "chat_conv",
-    "chat_of",
     "chat_sizes",
     "chats",
     "complaint_addresses",
     "complaints",
     "complaints_by",
+    "conv_id",
     "conv_stream",
     "creations",
     "cursors",
@@ -37,19 +39,20 @@ __all__ = [
     "gateway_online",
     "gateways",
     "held_addresses",
-    "is_chat",
+    "held_reasons",
     "known_addresses",
     "login_fails",
     "members",
     "moderators",
     "nick_fails",
     "own_keys",
-    "peer_of",
+    "position",
     "rate",
     "registrations",
     "seen",
     "skeleton",
     "stream",
+    "stream_id",
     "tokens",
     "user",
     "user_addresses",
@@ -59,7 +62,6 @@ __all__ = [
 ]
 
 PREFIX = "chat:"
-GENERAL = "general"
 
 # Hash tags (the part in braces picks a Redis Cluster slot): everything of one user shares
 # the slot of `{u:<user>}`, everything of one conversation the slot of its id (`{c:<chat>}`
@@ -176,7 +178,8 @@ def own_keys(u: str) -> list[str]:
 
 
 def chat_conv(c: str) -> str:
-    """The conversation id of a chat: a cursor field and the hash tag of its keys."""
+    """The conversation id of a chat (`str(Conv.of_chat(c))`): a cursor field, the hash
+    tag of its keys, the `conv` field of its payload records."""
     return f"c:{c}"
 
 
@@ -185,19 +188,19 @@ def dm_conv(a: str, b: str) -> str:
     return f"p:{a}|{b}" if a <= b else f"p:{b}|{a}"
 
 
-def is_chat(conv: str) -> bool:
-    return conv.startswith("c:")
+def conv_id(conv: Conv) -> str:
+    return str(conv)
 
 
-def chat_of(conv: str) -> str:
-    """The chat key of a chat conversation id."""
-    return conv[2:]
+def stream_id(pos: Position) -> str:
+    """A position as the id of its stream entry ("<ms>-<seq>")."""
+    return f"{pos[0]}-{pos[1]}"
 
 
-def peer_of(conv: str, user: str) -> str:
-    """The other user of a private conversation id, seen from `user`."""
-    a, _, b = conv[2:].partition("|")
-    return b if a == user else a
+def position(stream_id: str) -> Position:
+    """The position of a stream entry's id (raises ValueError for anything else)."""
+    ms, _, seq = stream_id.partition("-")
+    return Position(int(ms), int(seq))
 
 
 def chat(c: str) -> str:
@@ -208,8 +211,9 @@ def members(c: str) -> str:
     return f"{_conv(chat_conv(c))}:members"
 
 
-def conv_stream(conv: str) -> str:
-    return f"{_conv(conv)}:msgs"
+def conv_stream(conv: Conv | str) -> str:
+    """A conversation's stream (`conv`: a Conv, or its id)."""
+    return f"{_conv(str(conv))}:msgs"
 
 
 def stream(c: str) -> str:
@@ -244,6 +248,12 @@ def epoch() -> str:
 def held_addresses() -> str:
     """Addresses that may not register new accounts (address -> ms the hold ends)."""
     return f"{_GLOBAL}:held"
+
+
+def held_reasons() -> str:
+    """Why each address is held: `address|user` -> ms the hold for that user's ban ends
+    (an address may be held for several banned users; it is free when none is left)."""
+    return f"{_GLOBAL}:held:by"
 
 
 def skeleton(s: str) -> str:

@@ -21,7 +21,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import hiredis
@@ -44,7 +44,9 @@ from store.batcher import Batcher, ChatTarget, Coalescer
 from store.cluster import ClusterPipeline, Seeds, SlotMap
 from store.contract import (
     ACCEPTED,
+    GENERAL,
     Account,
+    AddressHold,
     AuditEntry,
     Backlog,
     BanInfo,
@@ -52,6 +54,7 @@ from store.contract import (
     ChatList,
     Complaint,
     ComplaintStatus,
+    Conv,
     JoinStatus,
     LoginCheck,
     LoginGate,
@@ -60,8 +63,10 @@ from store.contract import (
     Message,
     NewName,
     OnlineList,
+    Position,
     PostResult,
     PostStatus,
+    Range,
     Registration,
     StoreEvent,
     StoreNoReply,
@@ -72,9 +77,15 @@ from store.contract import (
     TokenLogin,
     UserSeen,
     UserState,
-    id_key,
 )
-from store.payloads import message_record
+from store.payloads import (
+    joined_record,
+    kicked_record,
+    left_record,
+    message_record,
+    payload,
+    unbanned_record,
+)
 from store.pubsub import PubSubLink, ShardedLinks
 from store.resp import NotReplicated, RespPipeline, refusal
 from store.scripts import SCRIPTS as _SCRIPTS
@@ -82,7 +93,6 @@ from store.scripts import SCRIPTS as _SCRIPTS
 __all__ = ["GENERAL", "PRESENCE_TTL", "RedisStore"]
 
 log = logging.getLogger("chat.store")
-GENERAL = keys.GENERAL
 T = TypeVar("T")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -387,8 +397,12 @@ class RedisStore:
         self._pipeline.close()
         await self.redis.aclose()
 
+    def _floor(self) -> Position:
+        """The oldest position a live message can have (older ones are past the lifetime)."""
+        return Position(max(0, int(time.time() * 1000) - self.ttl_ms), 0)
+
     def _min_id(self) -> str:
-        return f"{max(0, int(time.time() * 1000) - self.ttl_ms)}-0"
+        return keys.stream_id(self._floor())
 
     # -- accounts ------------------------------------------------------------------------
 
@@ -547,17 +561,16 @@ class RedisStore:
         Each conversation is read newest first with COUNT limit + 1, BACKLOG_GROUP
         conversations at a time, keeping only the newest `limit` overall: memory stays
         bounded whatever was missed."""
-        convs = [keys.chat_conv(c) for c in state.chats]
-        convs += [keys.dm_conv(user, p) for p in state.peers]
-        floor = self._min_id()
+        convs = [Conv.of_chat(c) for c in state.chats]
+        convs += [Conv.private(user, p) for p in state.peers]
+        floor = self._floor()
         kept: list[Message] = []
-        cut: dict[str, int] = {}
+        cut: dict[Conv, int] = {}
         for at in range(0, len(convs), BACKLOG_GROUP):
             group = convs[at : at + BACKLOG_GROUP]
             commands: list[tuple[Any, ...]] = []
             for conv in group:
-                start = state.cursors.get(conv)
-                low = floor if start is None or id_key(start) < id_key(floor) else "(" + start
+                low = _low(floor, state.cursors.get(conv))
                 commands.append(("XREVRANGE", keys.conv_stream(conv), "+", low, "COUNT", limit + 1))
             results = await self._run(commands)
             for conv, entries in zip(group, results, strict=False):
@@ -565,31 +578,28 @@ class RedisStore:
                     cut[conv] = len(entries) - limit
                     entries = entries[:limit]
                 kept += _messages(conv, entries)
-            kept.sort(key=lambda m: m.key)
+            kept.sort(key=lambda m: m.pos)
             if len(kept) > limit:
                 for m in kept[: len(kept) - limit]:
                     cut[m.conv] = cut.get(m.conv, 0) + 1
                 kept = kept[len(kept) - limit :]
         return Backlog(kept, cut)
 
-    async def read_after(self, convs: list[str], after: dict[str, str]) -> list[Message]:
-        """Messages of each conversation after the given id (all live ones if none), merged
-        in id order."""
-        if not convs:
+    async def read_after(self, after: Mapping[Conv, Position | None]) -> list[Message]:
+        if not after:
             return []
-        floor = self._min_id()
-        commands: list[tuple[Any, ...]] = []
-        for conv in convs:
-            start = after.get(conv)
-            start = floor if start is None or id_key(start) < id_key(floor) else "(" + start
-            commands.append(("XRANGE", keys.conv_stream(conv), start, "+"))
+        floor = self._floor()
+        convs = list(after)
+        commands: list[tuple[Any, ...]] = [
+            ("XRANGE", keys.conv_stream(conv), _low(floor, after[conv]), "+") for conv in convs
+        ]
         results = await self._run(commands)
         out = [
             m
             for conv, entries in zip(convs, results, strict=False)
             for m in _messages(conv, entries)
         ]
-        out.sort(key=lambda m: m.key)
+        out.sort(key=lambda m: m.pos)
         return out
 
     async def history(self, chat: str, name: str, count: int) -> list[Message]:
@@ -597,18 +607,25 @@ class RedisStore:
             [("XREVRANGE", keys.stream(chat), "+", self._min_id(), "COUNT", count)]
         )
         entries.reverse()
-        return _messages(keys.chat_conv(chat), entries, name)
+        return _messages(Conv.of_chat(chat), entries, name)
 
-    async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None:
-        """Flush shown positions: user -> {conversation: last shown id}, one round trip."""
+    async def names(self, users: Sequence[str]) -> list[str | None]:
+        """One HGET per account, all in one pipeline with the rest of the loop turn."""
+        if not users:
+            return []
+        replies = await self._run([("HGET", keys.user(u), "name") for u in users])
+        return [str(n) if n else None for n in replies]
+
+    async def advance_cursors(self, updates: Mapping[str, Mapping[Conv, Position]]) -> None:
+        """Flush shown positions in one round trip (advance.lua never moves one back)."""
         if not updates:
             return
         sha = _SCRIPTS["advance"].sha
         commands: list[tuple[Any, ...]] = []
         for user, convs in updates.items():
             args: list[Any] = [self.ttl_ms]
-            for conv, mid in convs.items():
-                args += [conv, mid]
+            for conv, pos in convs.items():
+                args += [keys.conv_id(conv), keys.stream_id(pos)]
             commands.append(("EVALSHA", sha, 1, keys.cursors(user), *args))
         await self._run(commands)
 
@@ -724,10 +741,10 @@ class RedisStore:
         status, mid = reply
         if status != "ok":
             return _post_result(status, mid)
-        payload = message_record(mid, conv, name, recipient, text)
+        record = payload([message_record(mid, conv, name, recipient, text)])
         pipe = self._pipe()
         for a in (user, peer):
-            pipe.execute_command("SPUBLISH", keys.user_channel(a), payload)
+            pipe.execute_command("SPUBLISH", keys.user_channel(a), record)
         try:
             await self._call(pipe.execute())
         except StoreUnavailable as exc:  # stored and listed: shown at the next login
@@ -783,7 +800,7 @@ class RedisStore:
                 pipe.incr(keys.creations(user))
                 pipe.expire(keys.creations(user), 3600, nx=True)
             pipe.zadd(keys.chat_sizes(), {chat: int(count)})
-            self._publish_on(pipe, keys.user_channel(user), f"J\x1f{chat}\x1f{name}\x1f{origin}")
+            self._publish_on(pipe, keys.user_channel(user), joined_record(chat, name, origin))
         await self._call(pipe.execute())
         return Membership(status != "already", name)
 
@@ -800,7 +817,7 @@ class RedisStore:
                 pipe.zrem(keys.chat_sizes(), chat)
             else:
                 pipe.zadd(keys.chat_sizes(), {chat: int(left)})
-            self._publish_on(pipe, keys.user_channel(user), f"L\x1f{chat}\x1f{name}\x1f{origin}")
+            self._publish_on(pipe, keys.user_channel(user), left_record(chat, name, origin))
         await self._call(pipe.execute())
         return Membership(bool(removed), name)
 
@@ -890,7 +907,7 @@ class RedisStore:
             if status is ComplaintStatus.BANNED:
                 till = int(res[2])
                 self._list_ban(pipe, target, till)
-                self._hold(pipe, res[4:], till)
+                self._hold(pipe, target, res[4:], till)
             if len(pipe):
                 await self._call(pipe.execute())
         if status is ComplaintStatus.NO_USER:
@@ -904,12 +921,16 @@ class RedisStore:
         return Complaint(status, count=int(res[1]), name=res[2])
 
     @staticmethod
-    def _hold(pipe: Any, addresses: list[str], till: int) -> None:
-        """Queue holding a banned user's recent addresses back from registering until
-        `till` (ms); ended holds go."""
-        pipe.zremrangebyscore(keys.held_addresses(), "-inf", int(time.time() * 1000))
+    def _hold(pipe: Any, user: str, addresses: list[str], till: int) -> None:
+        """Queue holding a user's recent addresses back from registering until `till`
+        (ms), for their ban after complaints (the reason kept, so that lifting the ban
+        lifts them); ended holds go."""
+        now = int(time.time() * 1000)
+        pipe.zremrangebyscore(keys.held_addresses(), "-inf", now)
+        pipe.zremrangebyscore(keys.held_reasons(), "-inf", now)
         if addresses:
             pipe.zadd(keys.held_addresses(), dict.fromkeys(addresses, till), gt=True)
+            pipe.zadd(keys.held_reasons(), {f"{a}|{user}": till for a in addresses}, gt=True)
 
     @staticmethod
     def _list_ban(pipe: Any, user: str, till: int) -> None:
@@ -939,7 +960,6 @@ class RedisStore:
                 keys.user(user),
                 keys.complaints(user),
                 keys.complaint_addresses(user),
-                keys.user_addresses(user),
             ],
             [duration * 1000, keys.user_channel(user), self._publish],
         )
@@ -947,7 +967,6 @@ class RedisStore:
             return None
         pipe = self._pipe()
         self._list_ban(pipe, user, int(res[1]))
-        self._hold(pipe, res[3:], int(res[1]))
         await self._call(pipe.execute())
         return BanInfo(user, str(res[2]), int(res[1]))
 
@@ -959,14 +978,21 @@ class RedisStore:
         pipe.delete(keys.complaint_addresses(user))
         pipe.zrem(keys.bans(), user)
         was, *_ = await self._call(pipe.execute())
+        await self._lift_holds("user", user)
         if was:  # the user's sessions are told they may send again
             await self._call(
-                self.redis.execute_command(self._publish, keys.user_channel(user), "U")
+                self.redis.execute_command(
+                    self._publish, keys.user_channel(user), payload([unbanned_record()])
+                )
             )
         return bool(was)
 
     async def kick(self, user: str) -> None:
-        await self._call(self.redis.execute_command(self._publish, keys.user_channel(user), "K"))
+        await self._call(
+            self.redis.execute_command(
+                self._publish, keys.user_channel(user), payload([kicked_record()])
+            )
+        )
 
     async def bans(self) -> list[BanInfo]:
         now = int(time.time() * 1000)
@@ -976,6 +1002,36 @@ class RedisStore:
         _, found = await self._call(pipe.execute())
         names = await self._names([u for u, _ in found])
         return [BanInfo(u, names[u], int(ms)) for u, ms in found]
+
+    async def holds(self) -> list[AddressHold]:
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(keys.held_addresses(), now, "+inf", withscores=True)
+        pipe.zrangebyscore(keys.held_reasons(), now, "+inf", withscores=True)
+        held, reasons = await self._call(pipe.execute())
+        why: dict[str, list[tuple[str, int]]] = {}
+        for member, ms in reasons:
+            address, _, user = str(member).rpartition("|")
+            why.setdefault(address, []).append((user, int(ms)))
+        names = await self._names(sorted({u for found in why.values() for u, _ in found}))
+        return [
+            AddressHold(
+                str(address),
+                int(ms),
+                tuple(BanInfo(u, names[u], t) for u, t in sorted(why.get(address, []))),
+            )
+            for address, ms in held
+        ]
+
+    async def lift_hold(self, address: str) -> bool:
+        return bool(await self._lift_holds("address", address))
+
+    async def _lift_holds(self, by: str, value: str) -> list[str]:
+        """lift_holds.lua: the addresses freed (see there)."""
+        freed = await self._eval(
+            "lift_holds", [keys.held_addresses(), keys.held_reasons()], [by, value]
+        )
+        return [str(a) for a in freed]
 
     async def _names(self, users: list[str]) -> dict[str, str]:
         """Display names of user keys (the key itself where the account is gone)."""
@@ -1057,7 +1113,7 @@ class RedisStore:
         entries = await self._call(
             self.redis.xrevrange(keys.audit(), "+", f"{since_ms}-0", count=limit)
         )
-        return [AuditEntry(mid, id_key(mid)[0], dict(f)) for mid, f in reversed(entries)]
+        return [AuditEntry(mid, keys.position(mid).ms, dict(f)) for mid, f in reversed(entries)]
 
     # -- after Redis lost its data ---------------------------------------------------------
 
@@ -1251,27 +1307,23 @@ class RedisStore:
 
     # -- history ranges (IRC CHATHISTORY) and one read position --------------------------
 
-    async def conv_range(
-        self, conv: str, low: str, high: str, count: int, newest: bool
-    ) -> list[Message]:
-        """At most `count` live messages of one conversation with ids in [low, high]
-        (XRANGE bounds: `-`, `+`, `(id` exclusive), oldest first; `newest`: the newest
-        of that range, else the oldest. One single-key read."""
+    async def read_range(self, conv: Conv, want: Range) -> list[Message]:
+        """One single-key read: XRANGE for the oldest of the range, XREVRANGE for the
+        newest; an `after` older than the lifetime reads from the oldest live message."""
         stream = keys.conv_stream(conv)
-        floor = self._min_id()
-        if low == "-" or id_key(low.removeprefix("(")) < id_key(floor):
-            low = floor
-        if newest:
-            entries = await self._call(self.redis.xrevrange(stream, high, low, count=count))
+        low = _low(self._floor(), want.after)
+        high = "+" if want.before is None else "(" + keys.stream_id(want.before)
+        if want.newest:
+            entries = await self._call(self.redis.xrevrange(stream, high, low, count=want.count))
             entries = list(reversed(entries))
         else:
-            entries = await self._call(self.redis.xrange(stream, low, high, count=count))
+            entries = await self._call(self.redis.xrange(stream, low, high, count=want.count))
         return [
-            Message(mid, id_key(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
+            Message(keys.position(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
             for mid, f in entries
         ]
 
-    async def latest_many(self, convs: Sequence[str]) -> list[Message | None]:
+    async def latest_many(self, convs: Sequence[Conv]) -> list[Message | None]:
         """The newest live message of each conversation, one pipeline for all of them
         (CHATHISTORY TARGETS: one read per conversation would queue every other store
         call behind thousands of round trips)."""
@@ -1287,10 +1339,10 @@ class RedisStore:
             out.append(found[0] if found else None)
         return out
 
-    async def read_position(self, user: str, conv: str) -> str | None:
-        """The user's stored read position (last shown id) in one conversation."""
-        mid = await self._call(self.redis.hget(keys.cursors(user), conv))
-        return str(mid) if mid else None
+    async def read_position(self, user: str, conv: Conv) -> Position | None:
+        """The user's stored read position (last shown) in one conversation."""
+        mid = await self._call(self.redis.hget(keys.cursors(user), keys.conv_id(conv)))
+        return _position_or_none(mid)
 
     # -- logins in fewer round trips (a reconnect storm is thousands of them) ---------------
 
@@ -1338,7 +1390,7 @@ class RedisStore:
         return UserState(
             chats=await self._chat_names(sorted(chats)),
             peers=set(peers),
-            cursors=dict(zip(flat[::2], flat[1::2], strict=True)),
+            cursors=_cursors(flat),
             banned_until_ms=int(ban) if ban else None,
         )
 
@@ -1489,11 +1541,36 @@ def _raised(error: Any) -> Exception:
     return copy.copy(error) if isinstance(error, Exception) else StoreUnavailable(str(error))
 
 
-def _messages(conv: str, entries: list[Any], chat_name: str | None = None) -> list[Message]:
+def _messages(conv: Conv, entries: list[Any], chat_name: str | None = None) -> list[Message]:
     """Messages from a raw XRANGE/XREVRANGE reply ([id, [field, value, ...]] each)."""
     out = []
     for mid, flat in entries:
         f = dict(zip(flat[::2], flat[1::2], strict=False))
         name = chat_name if chat_name is not None else f.get("r", "")
-        out.append(Message(mid, id_key(mid), conv, f.get("n", "?"), name, f.get("t", "")))
+        out.append(Message(keys.position(mid), conv, f.get("n", "?"), name, f.get("t", "")))
+    return out
+
+
+def _low(floor: Position, after: Position | None) -> str:
+    """The low XRANGE bound for messages after `after` (exclusive) that are still live."""
+    if after is None or after < floor:
+        return keys.stream_id(floor)
+    return "(" + keys.stream_id(after)
+
+
+def _position_or_none(mid: Any) -> Position | None:
+    try:
+        return keys.position(mid) if mid else None
+    except ValueError:
+        return None
+
+
+def _cursors(flat: list[str]) -> dict[Conv, Position]:
+    """A cursor hash (conversation id -> stream id, flat) as positions; a field that is
+    not a conversation's, or a value that is not an id, is skipped."""
+    out: dict[Conv, Position] = {}
+    for field, mid in zip(flat[::2], flat[1::2], strict=True):
+        conv, pos = Conv.parse(field), _position_or_none(mid)
+        if conv is not None and pos is not None:
+            out[conv] = pos
     return out

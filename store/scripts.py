@@ -39,6 +39,7 @@ NAMES: Final = (
     "forget",
     "address_count",
     "mod_ban",
+    "lift_holds",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

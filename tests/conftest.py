@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -28,11 +29,20 @@ from tests.helpers import REDIS_MISSING, Client, Gateway, RedisProcess
 # "AST constructor recursion depth mismatch" bug (gh-106905) after the core tests ran.
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: $XDG_DATA_HOME of this test run (see pytest_sessionstart), removed at its end.
+_DATA_HOME = tempfile.mkdtemp(prefix="chat-test-data-")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if IN_CI and shutil.which("redis-server") is None:
         pytest.exit(REDIS_MISSING, returncode=1)
+    # Gateways a test starts without --redis-url and without --data keep their embedded
+    # store's file under $XDG_DATA_HOME: a directory of this run, never the user's own.
+    os.environ["XDG_DATA_HOME"] = _DATA_HOME
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(_DATA_HOME, ignore_errors=True)
 
 
 def require_redis_server() -> str:

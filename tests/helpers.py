@@ -135,6 +135,9 @@ class Gateway:
             }
         )
         env.setdefault("CHAT_MAX_REGISTRATIONS", "0")  # tests register many from 127.0.0.1
+        # an embedded store keeps nothing unless the test gives it a file: no test sees
+        # another's (or an earlier run's) accounts through the default data file
+        env.setdefault("CHAT_DATA", "none")
         env.update(self.env)
         args = [sys.executable, str(ROOT / "server.py"), "--port", str(self.port)]
         if self.redis_url:

@@ -12,7 +12,7 @@ from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.history import conv_tag
 from gateway.doors.irc import protocol as irc
-from store.contract import Message
+from store.contract import Conv, Message, Position
 
 
 def test_parse_tags_source_and_trailing() -> None:
@@ -40,7 +40,7 @@ def test_time_and_msgid() -> None:
     assert irc.iso_time(ms) == "2023-11-14T22:13:20.123Z"
     assert irc.parse_time(irc.iso_time(ms)) == ms
     assert irc.parse_time("not-a-timestamp") is None and irc.parse_time("*") is None
-    m = Message("1700000000123-4", (1700000000123, 4), "c:general", "tom", "general", "hi")
+    m = Message(Position(1700000000123, 4), Conv.of_chat("general"), "tom", "general", "hi")
     tag = conv_tag(ev.ChatConv("general", "general"), "amy")
     mid = irc.msgid(m, tag)
     assert "general" not in mid  # opaque: never the store's conversation id
@@ -69,7 +69,7 @@ def test_timestamps_are_utc_whatever_the_time_zone(monkeypatch: pytest.MonkeyPat
 
 def test_long_messages_are_split_into_512_byte_lines_losing_nothing() -> None:
     text = " ".join(f"wörd{i}" for i in range(600))  # about 4 KB, multi-byte characters
-    m = Message("5-0", (5, 0), "c:general", "tom", "general", text)
+    m = Message(Position(5, 0), Conv.of_chat("general"), "tom", "general", text)
     lines = irc.message_lines(ev.ChatConv("general", "general"), [m], "amy", irc.Wants())
     assert len(lines) > 7
     assert all(len(line.encode()) + 2 <= irc.MAX_LINE for line in lines)
@@ -85,10 +85,10 @@ def test_long_messages_are_split_into_512_byte_lines_losing_nothing() -> None:
 
 
 def test_private_messages_are_addressed_from_the_readers_side() -> None:
-    m = Message("5-0", (5, 0), "p:amy|tom", "tom", "amy", "psst")
+    m = Message(Position(5, 0), Conv.private("amy", "tom"), "tom", "amy", "psst")
     (line,) = irc.message_lines(ev.PrivateConv("tom", "tom"), [m], "amy", irc.Wants())
     assert line == ":tom!tom@chat.gateway PRIVMSG amy psst"
-    mine = Message("6-0", (6, 0), "p:amy|tom", "amy", "tom", "hi")
+    mine = Message(Position(6, 0), Conv.private("amy", "tom"), "amy", "tom", "hi")
     (line,) = irc.message_lines(ev.PrivateConv("tom", "tom"), [mine], "amy", irc.Wants())
     assert line == ":amy!amy@chat.gateway PRIVMSG tom hi"
 

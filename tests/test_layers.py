@@ -13,30 +13,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PACKAGES = ("gateway", "store")
 
+#: What only the store may know: its Redis stack, its key and stream-id formats, its payloads.
+STORE_INSIDE = (
+    "store.redis_store",
+    "store.pubsub",
+    "store.resp",
+    "store.batcher",
+    "store.cluster",
+    "store.keys",
+    "store.payloads",
+    "store.scripts",
+    "redis",
+    "hiredis",
+)
+
 #: module prefix -> prefixes it must never import
 FORBIDDEN = {
     "store": ("gateway",),
-    "gateway.core": (
-        "gateway.doors",
-        "gateway.fanout",
-        "gateway.server",
-        "store.redis_store",
-        "store.pubsub",
-        "store.resp",
-        "store.batcher",
-        "redis",
-        "hiredis",
-    ),
-    "gateway.doors": (
-        "store.redis_store",
-        "store.pubsub",
-        "store.resp",
-        "store.batcher",
-        "gateway.fanout",
-        "gateway.server",
-        "redis",
-    ),
-    "gateway.fanout": ("gateway.doors", "gateway.server", "store.redis_store"),
+    "gateway.core": ("gateway.doors", "gateway.fanout", "gateway.server", *STORE_INSIDE),
+    "gateway.doors": ("gateway.fanout", "gateway.server", *STORE_INSIDE),
+    "gateway.fanout": ("gateway.doors", "gateway.server", *STORE_INSIDE),
+    "gateway.cursors": ("gateway.doors", "gateway.server", *STORE_INSIDE),
+    "gateway.presence": ("gateway.doors", "gateway.server", *STORE_INSIDE),
+    "gateway.epoch": ("gateway.doors", "gateway.server", *STORE_INSIDE),
 }
 
 

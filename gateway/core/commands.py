@@ -102,7 +102,12 @@ class Who:
 
 @dataclass(frozen=True, slots=True)
 class History:
+    """The last `count` messages of a conversation: a named chat the user is in, the
+    private conversation with `peer` (a nickname), or with neither the current chat."""
+
     count: int | None  # None: the configured default
+    chat: str | None = None
+    peer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

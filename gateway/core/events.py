@@ -97,6 +97,9 @@ class Ready:
     nick: str
     chat: str
     chats: tuple[str, ...] = ()  # every chat the user is in, #general first
+    #: The user's private conversations, the most recent first, at most PRIVATES_LISTED
+    #: (a door that lists conversations shows them at once, on every device).
+    privates: tuple[PrivateConv, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +144,10 @@ class Online:
 
 @dataclass(frozen=True, slots=True)
 class NoHistory:
-    chat: str
+    chat: str  # the chat's display name, or the other user's for a private conversation
     seconds: int
+    #: A private conversation (then `chat` is the other user's name); None: a chat.
+    private: PrivateConv | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@ CHATHISTORY and MARKREAD): which conversation a target is, whether the user may 
 and the same read positions the other doors advance (a message shown anywhere is read).
 
 The commands (`ReadHistory`, `RecentTargets`, `MarkRead`) speak of messages and moments
-(`MessageAt`, `TimeAt`); only this module turns them into the store's reads. They never
-change what fan-out delivers, so a door may send them between other commands.
+(`MessageAt`, `TimeAt`); this module turns them into the store's typed reads (`Range`).
+They never change what fan-out delivers, so a door may send them between other commands.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.names import name_error, name_key
-from store import keys
-from store.contract import Message, id_key
+from store.contract import SEQ_MAX, Conv, Message, Position, Range
 
 if TYPE_CHECKING:
     from gateway.core.session import Session
@@ -35,9 +34,6 @@ __all__ = [
 #: peers): each costs one stream read, and a user can have thousands of peers. The reads
 #: go to the store in one pipeline.
 MAX_TARGETS = 500
-#: The largest sequence number within one ms: a read marker set to a moment stands for
-#: "every message up to and including that ms".
-_SEQ_MAX = 2**64 - 1
 
 
 @lru_cache(maxsize=8192)
@@ -54,44 +50,37 @@ def conv_tag(where: ev.Conversation, me: str) -> str:
     return _digest(f"{a} {b}")
 
 
-def _conversation(session: Session, target: str) -> tuple[str, ev.Conversation] | ev.Error:
-    """(the store's conversation, how the user sees it) for `#chat` or a nickname, or why
-    the user may not read it."""
+def _conversation(session: Session, target: str) -> tuple[Conv, ev.Conversation] | ev.Error:
+    """(the conversation, how the user sees it) for `#chat` or a nickname, or why the user
+    may not read it."""
     user = session.user
     assert user is not None
     if target.startswith("#"):
         chat = name_key(target[1:])
         if chat not in user.chats:
             return ev.Error(ev.ErrorCode.NOT_MEMBER, f"you are not in {target}")
-        return keys.chat_conv(chat), ev.ChatConv(chat, user.chats[chat])
+        return Conv.of_chat(chat), ev.ChatConv(chat, user.chats[chat])
     err = name_error(target)
     if err is not None:
         return ev.Error(ev.ErrorCode.BAD_NAME, f"bad nickname {target!r}: {err}")
     peer = name_key(target)
     if peer == session.key:
         return ev.Error(ev.ErrorCode.REFUSED, "no private conversation with yourself")
-    return keys.dm_conv(session.key, peer), ev.PrivateConv(peer, target)
+    return Conv.private(session.key, peer), ev.PrivateConv(peer, target)
 
 
-def _after(p: cmd.Point) -> str:
-    """An XRANGE start just after `p`."""
+def _after(p: cmd.Point) -> Position:
+    """The last position a read after `p` excludes (a moment: every message of its ms)."""
     if isinstance(p, cmd.MessageAt):
-        return f"({p.ms}-{p.seq}"
-    return f"({p.ms}-{_SEQ_MAX}"
+        return Position(p.ms, p.seq)
+    return Position(p.ms, SEQ_MAX)
 
 
-def _before(p: cmd.Point) -> str | None:
-    """An XRANGE end just before `p` (None: nothing is before it)."""
+def _before(p: cmd.Point) -> Position:
+    """The first position a read before `p` excludes (a moment: its first message on)."""
     if isinstance(p, cmd.MessageAt):
-        return f"({p.ms}-{p.seq}" if p.ms or p.seq else None
-    return f"({p.ms}-0" if p.ms > 0 else None
-
-
-def _from(p: cmd.Point) -> str:
-    """An XRANGE start at `p` (a moment: its first message on)."""
-    if isinstance(p, cmd.MessageAt):
-        return f"{p.ms}-{p.seq}"
-    return f"{p.ms}-0"
+        return Position(p.ms, p.seq)
+    return Position(p.ms, 0)
 
 
 async def read_history(session: Session, c: cmd.ReadHistory) -> None:
@@ -107,23 +96,22 @@ async def read_history(session: Session, c: cmd.ReadHistory) -> None:
                 ev.Error(ev.ErrorCode.BAD_INPUT, f"that message is not in {c.target}")
             )
             return
-    store = session.core.store
     count = max(1, c.count)
+    if not session._history_allowed(count, "not shown"):
+        return
+    store = session.core.store
     items: list[Message]
     if c.around is not None:
-        high = _before(c.around)
-        before = (
-            await store.conv_range(conv, "-", high, count // 2, True)
-            if count > 1 and high is not None
-            else []
-        )
-        after = await store.conv_range(conv, _from(c.around), "+", count - len(before), False)
-        items = before + after
+        at = _before(c.around)
+        half = count // 2 if count > 1 else 0
+        early = await store.read_range(conv, Range(half, before=at, newest=True)) if half else []
+        late = await store.read_range(conv, Range(count - len(early), after=at.previous()))
+        items = early + late
     else:
-        low = _after(c.after) if c.after is not None else "-"
-        high = _before(c.before) if c.before is not None else "+"
-        items = [] if high is None else await store.conv_range(conv, low, high, count, c.newest)
-    if keys.is_chat(conv):
+        low = _after(c.after) if c.after is not None else None
+        high = _before(c.before) if c.before is not None else None
+        items = await store.read_range(conv, Range(count, low, high, c.newest))
+    if conv.is_chat:
         items = [m._replace(where=where.name) for m in items]
     session.sink.emit(ev.HistoryPage(where, tuple(items)))
 
@@ -132,8 +120,8 @@ async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
     """The newest message of each conversation, read in one pipeline."""
     user = session.user
     assert user is not None
-    convs = [keys.chat_conv(chat) for chat in user.chats]
-    convs += [keys.dm_conv(session.key, p) for p in user.peers]
+    convs = [Conv.of_chat(chat) for chat in user.chats]
+    convs += [Conv.private(session.key, p) for p in user.peers]
     convs = convs[:MAX_TARGETS]
     newest = await session.core.store.latest_many(convs)
     found = [(user.view(m), m.ms) for m in newest if m is not None]
@@ -143,12 +131,12 @@ async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
     session.sink.emit(ev.Targets(tuple(found[: max(0, c.count)])))
 
 
-async def _marker(session: Session, conv: str) -> str | None:
+async def _marker(session: Session, conv: Conv) -> Position | None:
     """The user's read position in `conv`: the newer of this gateway's and the store's."""
     user = session.user
     stored = await session.core.store.read_position(session.key, conv)
-    here = user.shown.get(conv) if user is not None else None
-    if stored is None or (here is not None and id_key(here) > id_key(stored)):
+    here = user.shown(conv) if user is not None else None
+    if stored is None or (here is not None and here > stored):
         return here
     return stored
 
@@ -173,10 +161,10 @@ async def mark_read(session: Session, c: cmd.MarkRead) -> None:
     before = await _marker(session, conv)
     if c.ms is not None:
         ms = min(c.ms, int(time.time() * 1000))
-        if before is None or id_key(before)[0] < ms:
-            user.mark_shown(conv, f"{ms}-{_SEQ_MAX}")
+        if before is None or before.ms < ms:
+            user.mark_shown(conv, Position(ms, SEQ_MAX))
     after = await _marker(session, conv)
-    at = id_key(after)[0] if after is not None else None
+    at = after.ms if after is not None else None
     session.sink.emit(ev.ReadMarker(where, at))
     if after != before and at is not None:
         for other in user.sessions:

@@ -10,8 +10,7 @@ from typing import Any
 from gateway.core.budget import Budget
 from gateway.core.events import ChatConv, Conversation, PrivateConv
 from gateway.core.names import name_key
-from store import keys
-from store.contract import Message, UserState, id_key
+from store.contract import Conv, Message, Position, UserState
 
 __all__ = ["RECENT_PRIVATE", "LocalUser"]
 
@@ -54,15 +53,15 @@ class LocalUser:
     """Shared by all of one user's sessions on this gateway; fan-out owns the registry."""
 
     __slots__ = (
+        "_dirty",
+        "_shown",
         "chats",
-        "dirty",
         "history_budget",
         "key",
         "last_private",
         "name",
         "peers",
         "sessions",
-        "shown",
     )
 
     def __init__(self, key: str, name: str, state: UserState, first: Any = None) -> None:
@@ -78,13 +77,14 @@ class LocalUser:
         self.chats: dict[str, str] = _shared_chats(state.chats)
         #: Private peers: a shared empty set until the first one (see `add_peer`).
         self.peers: Set[str] = set(state.peers) if state.peers else _NO_PEERS
-        #: Conversation id -> last message id shown to any session; `dirty` until flushed.
-        self.shown: dict[str, str] = {}
-        self.dirty = False
-        #: Private conversation id -> the newest ids delivered live, ascending, at most
+        #: The last position shown to any session, per conversation; `_dirty` until the
+        #: store has it (see `flushed`).
+        self._shown: dict[Conv, Position] = {}
+        self._dirty = False
+        #: Private conversation -> the newest positions delivered live, ascending, at most
         #: RECENT_PRIVATE (drops the copy published to the other user's channel when both
         #: users are on this gateway, and replays); None until the first private message.
-        self.last_private: dict[str, list[tuple[int, int]]] | None = None
+        self.last_private: dict[Conv, list[Position]] | None = None
         #: History messages this user may still read this minute (core/budget.py), shared
         #: by their sessions here; None until their first history request.
         self.history_budget: Budget | None = None
@@ -110,7 +110,7 @@ class LocalUser:
             self.peers = set()
         self.peers.add(peer)
 
-    def fresh_private(self, conv: str, key: tuple[int, int]) -> bool:
+    def fresh_private(self, conv: Conv, key: Position) -> bool:
         """Whether a private message was not delivered yet; if so it is recorded.
 
         Not just "newer than the last": on a Redis Cluster a private message is published
@@ -131,24 +131,54 @@ class LocalUser:
             del recent[0]
         return True
 
-    def mark_shown(self, conv: str, mid: str) -> None:
-        old = self.shown.get(conv)
-        if old is None or id_key(mid) > id_key(old):
-            self.shown[conv] = mid
-            self.dirty = True
+    # -- what the user was shown (fan-out and the session report it; cursors flush it) ---
 
-    def where(self, conv: str) -> Conversation:
-        """A conversation id, from this user's side (the peer's key stands for its name)."""
-        if keys.is_chat(conv):
-            chat = keys.chat_of(conv)
-            return ChatConv(chat, self.chats.get(chat, chat))
-        peer = keys.peer_of(conv, self.key)
+    def shown(self, conv: Conv) -> Position | None:
+        """The last position shown to any of the user's sessions here in `conv`."""
+        return self._shown.get(conv)
+
+    def shown_all(self) -> dict[Conv, Position]:
+        """Every conversation's last shown position (a copy)."""
+        return dict(self._shown)
+
+    def mark_shown(self, conv: Conv, pos: Position) -> None:
+        """`pos` was shown to a session (never moves back)."""
+        old = self._shown.get(conv)
+        if old is None or pos > old:
+            self._shown[conv] = pos
+            self._dirty = True
+
+    def shown_live(self, conv: Conv, pos: Position) -> None:
+        """Fan-out's hot path: a live burst ending at `pos` was shown. Live positions only
+        grow per conversation (fan-out drops replays first), so there is no comparison."""
+        self._shown[conv] = pos
+        self._dirty = True
+
+    def flushed(self) -> dict[Conv, Position] | None:
+        """What the store has not been told yet (then counted as told), or None."""
+        if not self._dirty:
+            return None
+        self._dirty = False
+        return dict(self._shown)
+
+    def flush_failed(self) -> None:
+        """The store did not take what `flushed` gave: flush it again next time (also after
+        the store lost its data: every position is written again)."""
+        self._dirty = True
+
+    # -- a conversation from this user's side ----------------------------------------------
+
+    def where(self, conv: Conv) -> Conversation:
+        """A conversation, from this user's side (the peer's key stands for its name)."""
+        if conv.chat:
+            return ChatConv(conv.chat, self.chats.get(conv.chat, conv.chat))
+        peer = conv.peer_of(self.key)
         return PrivateConv(peer, peer)
 
     def view(self, m: Message) -> Conversation:
         """The conversation of a stored message, from this user's side."""
-        if keys.is_chat(m.conv):
-            chat = keys.chat_of(m.conv)
-            return ChatConv(chat, self.chats.get(chat, m.where or chat))
-        peer = keys.peer_of(m.conv, self.key)
+        conv = m.conv
+        if conv.chat:
+            return ChatConv(conv.chat, self.chats.get(conv.chat, m.where or conv.chat))
+        peer = conv.peer_of(self.key)
         return PrivateConv(peer, m.where if name_key(m.sender) == self.key else m.sender)

@@ -165,6 +165,14 @@ class Admission:
         except Exception as exc:
             log.warning("event=address_count_failed peer=%s error=%s", address, exc)
 
+    def stop_counting(self) -> None:
+        """The gateway is shutting down: count nothing more in the store (it leaves the
+        live list, so its counts stop counting anyway) and drop the counts in flight, so
+        none of them meets the store closing under it."""
+        self._count = None
+        for task in list(self._tasks):
+            task.cancel()
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -6,7 +6,7 @@
 -- the complainer's age and allowance first and passes the waits, and afterwards records
 -- the complaint in the complainer's allowance and, on a ban, lists the ban and holds the
 -- returned addresses back from registering until it ends.
--- uses: time
+-- uses: time, payload
 --
 -- KEYS[1] complaints zset (complainer -> ms)  KEYS[2] ban  KEYS[3] target's account hash
 -- KEYS[4] complaint addresses hash (address -> count)  KEYS[5] target's addresses (addr -> ms)
@@ -15,7 +15,7 @@
 -- (0: it is)  ARGV[7] ms until the complainer may complain again this hour (0: now)
 -- ARGV[8] complaints counted per address per target (0: no limit)
 -- ARGV[9] publish command: PUBLISH (standalone) or SPUBLISH (cluster)
--- Publishes, on a ban, to the target channel: B \31 until_ms
+-- Publishes, on a ban, to the target channel a B record (payload_fn.lua): until_ms
 -- Returns {'nouser'} | {'banned', until_ms} | {'again', count} | {'ok', count}
 --       | {'ban', count, until_ms} | {'young', wait_ms} | {'rate', wait_ms}
 --       | {'address', count}; the target's display name is appended to all but nouser,
@@ -53,7 +53,7 @@ if count >= threshold then
   local till = string.format('%d', now + duration)
   redis.call('SET', ban_key, till, 'PX', duration)
   redis.call('DEL', complaints_key, addresses_key)
-  redis.call(publish, target_channel, table.concat({'B', till}, '\31'))
+  redis.call(publish, target_channel, payload({banned_record(till, false)}))
   local out = {'ban', count, till, name}
   for _, held in ipairs(redis.call('ZRANGE', target_addresses_key, 0, -1)) do
     out[#out + 1] = held

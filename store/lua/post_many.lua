@@ -8,7 +8,7 @@
 -- per sender; each sender's bucket is read once and written back once, at the end.
 -- On a Redis Cluster the senders' ban and bucket live in their own slots: the gateway
 -- checks them first with post_gate.lua and passes no sender keys here.
--- uses: time, bucket, xadd
+-- uses: time, bucket, xadd, payload
 --
 -- KEYS[1] stream  KEYS[2] members
 -- then, when senders are checked here, for message i (1-based): KEYS[1 + 2i] sender's ban,
@@ -17,8 +17,8 @@
 -- ARGV[5] conversation id  ARGV[6] channel  ARGV[7] messages kept per conversation
 -- ARGV[8] publish command: PUBLISH (standalone) or SPUBLISH (cluster)
 -- then for message i: ARGV[6 + 3i] sender key, ARGV[7 + 3i] sender name, ARGV[8 + 3i] text
--- Publishes (when any message was accepted) to the channel one record per accepted message,
--- records joined by \30, fields by \31: M, id, conversation id, sender name, chat name, text.
+-- Publishes (when any message was accepted) to the channel one payload, an M record per
+-- accepted message (payload_fn.lua): id, conversation id, sender name, chat name, text.
 -- Returns a flat list, a status and a value per message, in order:
 --   'ok', id | 'banned', until_ms | 'rate', retry_ms | 'nomember', ''
 local stream_key, members_key = KEYS[1], KEYS[2]
@@ -63,7 +63,7 @@ for i = 1, n do
   end
   if ok then
     local id = xadd_timed(stream_key, 'n', name, 't', text)
-    records[#records + 1] = table.concat({'M', id, conv, name, chat_name, text}, '\31')
+    records[#records + 1] = message_record(id, conv, name, chat_name, text)
     out[#out + 1], out[#out + 2] = 'ok', id
   end
 end
@@ -72,7 +72,7 @@ if #records > 0 then
   redis.call('XTRIM', stream_key, 'MINID', string.format('%d', now - ttl))
   redis.call('XTRIM', stream_key, 'MAXLEN', max_stored)
   redis.call('PEXPIRE', stream_key, ttl)
-  redis.call(publish, channel, table.concat(records, '\30'))
+  redis.call(publish, channel, payload(records))
 end
 for _, bucket in pairs(buckets) do
   bucket_save(bucket)

@@ -5,7 +5,7 @@
 -- Redis Cluster those keys live in the users' own slots: the gateway checks with
 -- post_gate.lua first, passes only the stream here, and records and publishes after.
 -- The id comes from the server clock (xadd_fn.lua). (Chat messages go through post_many.lua.)
--- uses: time, bucket, xadd
+-- uses: time, bucket, xadd, payload
 --
 -- KEYS[1] stream; when checked here: KEYS[2] sender's ban  KEYS[3] sender's rate bucket
 -- KEYS[4] recipient's account hash  KEYS[5] sender's peers  KEYS[6] recipient's peers
@@ -14,8 +14,8 @@
 -- ARGV[8] conversation id   ARGV[9] sender's channel   ARGV[10] recipient's channel
 -- ARGV[11] messages kept per conversation
 -- ARGV[12] recipient's display name (when not checked here: the gateway read it)
--- Publishes (when checked here) to both channels, fields joined by \31:
---   M, id, conversation id, sender name, recipient's display name, text
+-- Publishes (when checked here) to both channels an M record (payload_fn.lua):
+--   id, conversation id, sender name, recipient's display name, text
 -- Returns {'ok', id} | {'banned', until_ms} | {'rate', retry_ms} | {'nouser'}
 local stream_key = KEYS[1]
 local sender, sender_name, recipient, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -49,8 +49,8 @@ if checked then
   redis.call('PEXPIRE', sender_peers_key, ttl)
   redis.call('SADD', recipient_peers_key, sender)
   redis.call('PEXPIRE', recipient_peers_key, ttl)
-  local payload = table.concat({'M', id, conv, sender_name, recipient_name, text}, '\31')
-  redis.call('PUBLISH', sender_channel, payload)
-  redis.call('PUBLISH', recipient_channel, payload)
+  local record = payload({message_record(id, conv, sender_name, recipient_name, text)})
+  redis.call('PUBLISH', sender_channel, record)
+  redis.call('PUBLISH', recipient_channel, record)
 end
 return {'ok', id}

@@ -6,20 +6,27 @@ stream directly, so only the gap read can show them."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from gateway.core import commands as cmd
-from store import keys
-from store.contract import ChatPosts, Message, id_key
+from store.contract import ACCEPTED, GENERAL, ChatPosts, Conv, Message, Range
 from tests.core.conftest import Chat
-
-GENERAL = keys.GENERAL
 
 
 async def _stored(chat: Chat, text: str) -> Message:
-    """A message in #general's stream that no link delivered."""
-    mid = await chat.store.redis.xadd(keys.stream(GENERAL), {"n": "bob", "t": text})
-    return Message(mid, id_key(mid), keys.chat_conv(GENERAL), "bob", GENERAL, text)
+    """A message in #general's stream that no link delivered (published to nobody)."""
+    server = chat.store.server
+    links, server.links = server.links, set()
+    try:
+        assert await chat.store.post_chat("bob", "bob", GENERAL, GENERAL, [text]) == [ACCEPTED]
+    finally:
+        server.links = links
+    (m,) = await chat.store.read_range(Conv.of_chat(GENERAL), Range(1, newest=True))
+    return m._replace(where=GENERAL)
+
+
+async def _turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 async def _scene(chat: Chat):  # type: ignore[no-untyped-def]
@@ -41,7 +48,7 @@ async def test_a_live_message_during_the_gap_read_does_not_hide_the_gap(chat: Ch
         await check()
 
     chat.fanout.epoch.check = slow_check  # type: ignore[method-assign]
-    await chat.fanout._on_reconnect(time.time() - 5)
+    await chat.fanout._on_reconnect(chat.clock.now_ms() / 1000 - 5)
     texts = [t for _, _, t in alice.messages()]
     assert texts == ["m0", "m1", "m2", "m3"]
 
@@ -51,19 +58,23 @@ async def test_two_gap_fills_at_once_show_each_message_once(chat: Chat) -> None:
     await _stored(chat, "m1")
     read = chat.store.read_after
     calls = 0
+    slow = asyncio.Event()
 
-    async def slow_read(convs, after):  # type: ignore[no-untyped-def]
+    async def slow_read(after):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 1:
-            await asyncio.sleep(0.2)  # one link's read is slower than the other's
-        return await read(convs, after)
+            await slow.wait()  # one link's read is slower than the other's
+        return await read(after)
 
     chat.store.read_after = slow_read  # type: ignore[method-assign]
-    first = asyncio.create_task(chat.fanout._on_reconnect(time.time() - 5))
-    second = asyncio.create_task(chat.fanout._on_reconnect(time.time() - 5))
-    await asyncio.sleep(0.05)
+    lost_at = chat.clock.now_ms() / 1000 - 5
+    first = asyncio.create_task(chat.fanout._on_reconnect(lost_at))
+    second = asyncio.create_task(chat.fanout._on_reconnect(lost_at))
+    await _turns()
+    assert calls == 2 and not first.done() and second.done()
     chat.fanout.on_events([ChatPosts(GENERAL, [await _stored(chat, "m2")])])  # live, held
+    slow.set()
     await asyncio.gather(first, second)
     texts = [t for _, _, t in alice.messages()]
     assert texts == ["m0", "m1", "m2"]
@@ -73,13 +84,14 @@ def test_private_messages_out_of_order_are_shown_once_each() -> None:
     """On a cluster two senders' private messages can be published out of id order: the
     older one is still shown; a copy or a replay of one already shown is not."""
     from gateway.core.user import RECENT_PRIVATE, LocalUser
+    from store.contract import Position as P
     from store.contract import UserState
 
     user = LocalUser("ann", "ann", UserState({}, set(), {}))
-    conv = keys.dm_conv("ann", "bob")
-    assert user.fresh_private(conv, (5, 0))
-    assert user.fresh_private(conv, (3, 0))  # older, but never shown
-    assert not user.fresh_private(conv, (3, 0)) and not user.fresh_private(conv, (5, 0))
+    conv = Conv.private("ann", "bob")
+    assert user.fresh_private(conv, P(5, 0))
+    assert user.fresh_private(conv, P(3, 0))  # older, but never shown
+    assert not user.fresh_private(conv, P(3, 0)) and not user.fresh_private(conv, P(5, 0))
     for ms in range(10, 10 + RECENT_PRIVATE):
-        assert user.fresh_private(conv, (ms, 0))
-    assert not user.fresh_private(conv, (4, 0))  # older than all remembered: a replay
+        assert user.fresh_private(conv, P(ms, 0))
+    assert not user.fresh_private(conv, P(4, 0))  # older than all remembered: a replay

@@ -4,7 +4,7 @@ join or leave), cursor flushes in turns, password hashes below the event loop.""
 from __future__ import annotations
 
 from gateway.core.user import LocalUser
-from store.contract import UserState
+from store.contract import Conv, Position, UserState
 
 
 def _state(chats: dict[str, str]) -> UserState:
@@ -32,19 +32,19 @@ async def test_a_bounded_cursor_flush_takes_turns_and_loses_nothing() -> None:
     written: list[set[str]] = []
 
     class Store:
-        async def advance_cursors(self, updates: dict[str, dict[str, str]]) -> None:
+        async def advance_cursors(self, updates: dict[str, dict[Conv, Position]]) -> None:
             written.append(set(updates))
 
     users = {k: LocalUser(k, k, _state({"general": "general"})) for k in "abcde"}
     for u in users.values():
-        u.mark_shown("c:general", "1-1")
+        u.mark_shown(Conv.of_chat("general"), Position(1, 1))
     cursors = Cursors(Store(), users, 1.0)  # type: ignore[arg-type]
     await cursors.flush(2)
     await cursors.flush(2)
     await cursors.flush(2)
     assert written == [{"a", "b"}, {"c", "d"}, {"e"}]  # every user once, in turns
     for u in users.values():
-        u.mark_shown("c:general", "2-1")
+        u.mark_shown(Conv.of_chat("general"), Position(2, 1))
     await cursors.flush()  # shutdown: all at once
     assert written[-1] == set("abcde")
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from gateway import fanout
 from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core import login as login_module
 from gateway.core.session import Phase
-from store.contract import Message, StoreUnavailable, id_key
+from store.contract import Conv, Message, Position, StoreUnavailable
 from tests.core.conftest import Chat
 
 
@@ -43,7 +47,8 @@ async def test_three_wrong_passwords_close_the_session(chat: Chat) -> None:
     assert sink.closed and session.phase is Phase.PASSWORD
 
 
-async def test_messages_reach_every_member_once_across_sessions(chat: Chat) -> None:
+async def test_messages_reach_every_member_once_across_sessions(either_chat: Chat) -> None:
+    chat = either_chat
     _, alice = await chat.login("alice")
     bob_session, bob = await chat.login("bob")
     _, bob_phone = await chat.login("bob")
@@ -81,7 +86,8 @@ async def test_join_and_leave_reach_the_users_other_sessions(chat: Chat) -> None
     assert a1.events[-1] == ev.Error(ev.ErrorCode.REFUSED, "you cannot leave #general")
 
 
-async def test_unread_messages_replay_once_at_the_next_login(chat: Chat) -> None:
+async def test_unread_messages_replay_once_at_the_next_login(either_chat: Chat) -> None:
+    chat = either_chat
     alice_session, _ = await chat.login("alice")
     bob_session, bob = await chat.login("bob")
     bob_session.closed()
@@ -93,19 +99,81 @@ async def test_unread_messages_replay_once_at_the_next_login(chat: Chat) -> None
         ("#general", "alice", "while you were out"),
         ("@alice", "alice", "and privately"),
     ]
-    ready = bob.events.index(ev.Ready("bob", "general", ("general",)))
+    alice_conv = ev.PrivateConv("alice", "alice")
+    ready = bob.events.index(ev.Ready("bob", "general", ("general",), (alice_conv,)))
     assert all(not isinstance(e, ev.Messages) for e in bob.events[ready:])
+
+
+async def test_a_login_lists_private_conversations_the_most_recent_first(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice_session, _ = await chat.login("alice")
+    bob_session, _ = await chat.login("Bob")
+    carol_session, _ = await chat.login("Carol")
+    await bob_session.handle(cmd.SendPrivate("alice", "from bob"))
+    await carol_session.handle(cmd.SendPrivate("alice", "from carol"))
+    await alice_session.handle(cmd.SendPrivate("bob", "back to bob"))
+    _, phone = await chat.login("alice")  # another device: named as accounts name them
+    (ready,) = phone.of(ev.Ready)
+    assert ready.privates == (ev.PrivateConv("bob", "Bob"), ev.PrivateConv("carol", "Carol"))
+    monkeypatch.setattr(login_module, "PRIVATES_LISTED", 1)  # bounded: the newest only
+    _, tablet = await chat.login("alice")
+    (ready,) = tablet.of(ev.Ready)
+    assert ready.privates == (ev.PrivateConv("bob", "Bob"),)
+
+
+async def test_history_of_a_private_conversation_is_only_the_users_own(chat: Chat) -> None:
+    alice_session, alice = await chat.login("alice")
+    bob_session, _ = await chat.login("Bob")
+    await chat.login("carol")
+    for text in ("one", "two", "three"):
+        await bob_session.handle(cmd.SendPrivate("alice", text))
+    await alice.wait_for(lambda s: len(s.messages()) == 3)
+    alice.events.clear()
+    await alice_session.handle(cmd.History(2, peer="BOB"))
+    assert alice.messages() == [("@Bob", "Bob", "two"), ("@Bob", "Bob", "three")]
+    alice.events.clear()
+    await alice_session.handle(cmd.History(None, peer="carol"))
+    assert alice.events == [ev.NoHistory("carol", 3600, ev.PrivateConv("carol", "carol"))]
+    alice.events.clear()
+    await alice_session.handle(cmd.History(None, peer="alice"))
+    await alice_session.handle(cmd.History(None, peer="nobody"))
+    await alice_session.handle(cmd.History(None, peer="no body"))
+    codes = [e.code for e in alice.of(ev.Error)]  # type: ignore[attr-defined]
+    assert codes == [ev.ErrorCode.REFUSED, ev.ErrorCode.NO_SUCH_USER, ev.ErrorCode.BAD_NAME]
+    assert not alice.messages()
+
+
+async def test_history_of_a_named_chat_needs_membership_and_keeps_the_current_chat(
+    chat: Chat,
+) -> None:
+    alice_session, alice = await chat.login("alice")
+    bob_session, _ = await chat.login("bob")
+    await bob_session.handle(cmd.Join("den"))
+    await bob_session.handle(cmd.Say(("in the den",)))
+    await alice_session.handle(cmd.Join("lounge"))
+    alice.events.clear()
+    await alice_session.handle(cmd.History(None, chat="den"))
+    assert alice.events == [ev.Error(ev.ErrorCode.NOT_MEMBER, "you are not in #den")]
+    assert alice_session.current == "lounge"  # a named chat's refusal moves nothing
+    await alice_session.handle(cmd.Join("Den"))
+    await alice_session.handle(cmd.Join("lounge"))
+    alice.events.clear()
+    await alice_session.handle(cmd.History(5, chat="DEN"))
+    assert alice.messages() == [("#den", "bob", "in the den")]
+    assert alice_session.current == "lounge"
 
 
 async def test_held_messages_already_shown_by_a_stored_read_are_dropped(chat: Chat) -> None:
     session, sink = await chat.login("dave")
     chat_conv = ev.ChatConv("general", "general")
-    old = Message("5-0", id_key("5-0"), "c:general", "x", "general", "old")
-    new = Message("7-0", id_key("7-0"), "c:general", "x", "general", "new")
+    general = Conv.of_chat("general")
+    old = Message(Position(5, 0), general, "x", "general", "old")
+    new = Message(Position(7, 0), general, "x", "general", "new")
     session._hold()
     session.hold(ev.Messages(chat_conv, (old, new)))
     assert not sink.messages()  # held, not shown
-    session._release({"c:general": (5, 0)})
+    session._release({general: Position(5, 0)})
     assert sink.messages() == [("#general", "x", "new")]
 
 
@@ -160,29 +228,29 @@ async def test_a_banned_user_is_told_at_login(chat: Chat) -> None:
     assert banned.until_ms > 0
 
 
-async def test_a_gap_fill_that_fails_once_is_read_again(chat: Chat) -> None:
-    import asyncio
-    import time
-
+async def test_a_gap_fill_that_fails_once_is_read_again(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fanout, "GAP_RETRY_FIRST", 0)  # read again at once
     alice_session, _ = await chat.login("alice")
     _, bob = await chat.login("bob")
     await alice_session.handle(cmd.Say(("before",)))
     await bob.wait_for(lambda s: s.messages())
-    lost_at = time.time()
+    lost_at = chat.clock.now_ms() / 1000
     chat.fanout._recovering = 1  # the link is "down": live events are only held
     await alice_session.handle(cmd.Say(("missed",)))
-    await asyncio.sleep(0.3)
-    assert ("#general", "alice", "missed") not in bob.messages()
+    with pytest.raises(AssertionError):  # held: not shown, however long one waits
+        await bob.wait_for(lambda s: ("#general", "alice", "missed") in s.messages())
     chat.fanout._recovering = 0  # back: the gap fill below releases what was held
     real = chat.store.read_after
     calls = 0
 
-    async def flaky(convs, after):  # type: ignore[no-untyped-def]
+    async def flaky(after):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 1:
             raise StoreUnavailable("still coming back")
-        return await real(convs, after)
+        return await real(after)
 
     chat.store.read_after = flaky  # type: ignore[method-assign]
     await chat.fanout._on_reconnect(lost_at)

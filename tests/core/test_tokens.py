@@ -1,8 +1,8 @@
-"""Resume tokens, /logout and /password in the core, on the embedded store."""
+"""Resume tokens, /logout and /password in the core, on the memory store (what the store
+keeps is read from its keys); how Redis keeps tokens is checked on a real Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 from typing import Any
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from gateway.core import commands as cmd
+from gateway.core import credentials, hashing
 from gateway.core import events as ev
-from gateway.core import hashing
-from gateway.core import session as session_mod
 from gateway.core.session import Phase, Session
 from gateway.doors.line.parse import parse_line
 from store import keys
+from store.redis_store import RedisStore
 from tests.core.conftest import Chat, Recorder
 
 BAD_TOKEN = ev.Error(ev.ErrorCode.BAD_TOKEN, "invalid or expired token")
@@ -34,8 +34,15 @@ async def _with_token(chat: Chat, nick: str, token: str) -> tuple[Session, Recor
     return session, sink
 
 
-async def _hashes(chat: Chat, user: str) -> dict[str, str]:
-    return await chat.store.redis.hgetall(keys.tokens(user))  # type: ignore[no-any-return]
+async def _hashes(chat: Chat, user: str) -> dict[str, int]:
+    """The user's tokens as the store keeps them: hash -> expiry (ms)."""
+    return dict(chat.store.server.keys.get(("tokens", user), {}))
+
+
+def _fails(chat: Chat, user: str, address: str = "127.0.0.1") -> int | None:
+    """Login attempts at `user` from `address` the store counts (None: none)."""
+    found = chat.store.server.keys.get(("fails", user, address))
+    return None if found is None else int(found)
 
 
 async def test_a_token_logs_in_without_a_password_hash(
@@ -57,10 +64,13 @@ async def test_a_token_logs_in_without_a_password_hash(
     assert not any(isinstance(e, ev.AskPassword) for e in phone_sink.events)
 
 
-async def test_tokens_are_stored_only_as_hashes_with_an_expiry(chat: Chat) -> None:
+async def test_tokens_are_stored_only_as_hashes_with_an_expiry(redis_chat: Chat) -> None:
+    """On a real Redis: the token is kept only as its hash, in a key that expires."""
+    chat = redis_chat
     session, sink = await chat.login("bob")
     token = await _token(session, sink)
-    stored = await _hashes(chat, "bob")
+    assert isinstance(chat.store, RedisStore)
+    stored = await chat.store.redis.hgetall(keys.tokens("bob"))
     assert list(stored) == [hashlib.sha256(token.encode()).hexdigest()]
     dump = repr(await chat.store.redis.hgetall(keys.user("bob"))) + repr(stored)
     assert token not in dump
@@ -91,7 +101,7 @@ async def test_wrong_tokens_count_as_failed_logins_and_lock_out(chat: Chat) -> N
     codes = [e.code for e in sink.of(ev.Error)]  # type: ignore[attr-defined]
     assert codes == [ev.ErrorCode.BAD_TOKEN] * 3 + [ev.ErrorCode.LOCKED_OUT]
     assert sink.closed
-    assert await chat.store.redis.get(keys.login_fails("dave", "127.0.0.1")) == "3"
+    assert _fails(chat, "dave") == 3
     # the lockout of this address refuses passwords, but a valid token still logs in (it
     # cannot be guessed); the lockout stays for passwords
     chat.core.settings = dataclasses.replace(chat.core.settings, max_login_failures=3)
@@ -100,14 +110,16 @@ async def test_wrong_tokens_count_as_failed_logins_and_lock_out(chat: Chat) -> N
     assert refused_sink.of(ev.Error)[-1].code is ev.ErrorCode.LOCKED_OUT  # type: ignore[attr-defined]
     late, _ = await _with_token(chat, "dave", token)
     assert late.phase is Phase.READY
-    assert await chat.store.redis.get(keys.login_fails("dave", "127.0.0.1")) == "3"
+    assert _fails(chat, "dave") == 3
 
 
 async def test_an_expired_token_is_refused(chat: Chat) -> None:
     chat.core.settings = dataclasses.replace(chat.core.settings, token_ttl=1)
     session, sink = await chat.login("erin")
     token = await _token(session, sink)
-    await asyncio.sleep(1.1)
+    chat.clock.advance(0.999)
+    assert len(await _hashes(chat, "erin")) == 1  # not yet
+    chat.clock.advance(ms=1)
     late, late_sink = await _with_token(chat, "erin", token)
     assert late_sink.events[-2:] == [BAD_TOKEN, ev.AskNick(first=False)]
     assert late.phase is Phase.NICK
@@ -134,13 +146,12 @@ async def test_password_change_revokes_every_token_and_the_old_password(chat: Ch
     tokens = [await _token(a, a_sink), await _token(b, b_sink)]
     await a.handle(cmd.ChangePassword("not-it", "second-pass"))
     assert a_sink.events[-1] == ev.Error(ev.ErrorCode.WRONG_PASSWORD, "wrong password")
-    fails = keys.login_fails("gina", "127.0.0.1")
-    assert await chat.store.redis.get(fails) == "1"
+    assert _fails(chat, "gina") == 1
     await a.handle(cmd.ChangePassword("first-pass", "short"))
     assert a_sink.events[-1].code is ev.ErrorCode.BAD_PASSWORD  # type: ignore[union-attr]
     await a.handle(cmd.ChangePassword("first-pass", "second-pass"))
     assert a_sink.events[-1] == ev.PasswordChanged()
-    assert await chat.store.redis.get(fails) is None  # the right old password forgave it
+    assert _fails(chat, "gina") is None  # the right old password forgave it
     assert await _hashes(chat, "gina") == {}
     for token in tokens:
         _, sink = await _with_token(chat, "gina", token)
@@ -193,7 +204,7 @@ async def test_failures_elsewhere_do_not_lock_the_owners_address(chat: Chat) -> 
 
 
 async def test_a_users_tokens_are_bounded(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_mod, "MAX_TOKENS", 3)
+    monkeypatch.setattr(credentials, "MAX_TOKENS", 3)
     sessions = [await chat.login("ivy") for _ in range(5)]
     tokens = [await _token(s, sink) for s, sink in sessions]
     assert len(await _hashes(chat, "ivy")) == 3

@@ -230,7 +230,7 @@ async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
     )
     run, screen, wait_screen, name = term.run, term.screen, term.wait, term.name
     try:
-        await wait_screen("password for carol")
+        await wait_screen("new nickname carol: choose a password:")  # asked once connected
         run("send-keys", "-t", name, "carol-pass", "Enter")
         await wait_screen("ready: logged in as carol")
         assert "carol-pass" not in screen()  # never echoed
@@ -281,7 +281,7 @@ async def test_terminal_ui_ctrl_c_leaves_cleanly(backend, gateways, tmp_path) ->
         f"127.0.0.1:{gw.port} --nick dora; echo exit=$?; sleep 30",
     )
     try:
-        await term.wait("password for dora")
+        await term.wait("new nickname dora: choose a password:")
         term.keys("dora-pass", "Enter")
         await term.wait("ready: logged in as dora")
         term.keys("C-c")

@@ -352,9 +352,7 @@ async def test_history_requests_are_bounded_per_user(redis_url, gateways, client
     assert "you are in #general" in await alice.expect("#general")
 
 
-async def test_deeply_nested_json_gets_an_error_frame_not_a_traceback(
-    redis_url, gateways
-) -> None:
+async def test_deeply_nested_json_gets_an_error_frame_not_a_traceback(redis_url, gateways) -> None:
     gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
     ws = RawWebSocket(gw.web_port)
     ws.sock.sendall(_masked(0x1, b"[" * 2500 + b"]" * 2500))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from scripts.procs import stop_process
+from scripts.rediscluster import free_cluster_ports
 from tests.helpers import ROOT, Client, free_port, messages, wait_port
 
 
@@ -113,10 +114,15 @@ def _alive(pid: int) -> bool:
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, gateways: int, *extra: str) -> None:
+    def __init__(
+        self, tmp_path: Path, gateways: int, *extra: str, redis_port: int | None = None
+    ) -> None:
         self.first = _consecutive_free_ports(gateways)
         self.ports = list(range(self.first, self.first + gateways))
-        self.redis_port = free_port()
+        # a Redis Cluster takes six ports from --redis-port on, and their bus ports
+        if redis_port is None:
+            redis_port = free_cluster_ports(6) if "--redis-cluster" in extra else free_port()
+        self.redis_port = redis_port
         self.log_path = tmp_path / "cluster.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(

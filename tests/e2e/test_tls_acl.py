@@ -162,14 +162,25 @@ async def test_a_tls_gateway_serves_the_same_chat(certs, redis_url, gateways, cl
 
 
 def test_bad_certificate_files_are_a_clear_startup_error(certs, redis_url, tmp_path) -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "--redis-url", redis_url, "--port",
-         str(free_port()), "--tls-port", str(free_port()), "--tls-cert",
-         str(certs / "server.pem"), "--tls-key", str(tmp_path / "missing.key")],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    def start(key: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "--redis-url", redis_url, "--port",
+             str(free_port()), "--tls-port", str(free_port()), "--tls-cert",
+             str(certs / "server.pem"), "--tls-key", str(key)],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    out = start(tmp_path / "missing.key")  # a usage error: said before anything starts
+    assert out.returncode == 2
+    missing = tmp_path / "missing.key"
+    assert (
+        out.stderr == f"error: --tls-key {missing}: no such file (see python3 server.py --help)\n"
+    )
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("not a key\n")
+    out = start(garbage)
     assert out.returncode == 1
-    assert "cannot use TLS certificate" in out.stderr and "missing.key" in out.stderr
+    assert "cannot use TLS certificate" in out.stderr and "garbage.key" in out.stderr
 
 
 async def test_a_gateway_on_rediss(certs, redis_procs, gateways, tmp_path) -> None:

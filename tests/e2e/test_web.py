@@ -237,3 +237,49 @@ async def test_a_web_reader_that_does_not_read_is_dropped_and_others_are_not(
         await asyncio.sleep(0.1)
     assert "event=sendq_exceeded door=web" in gw.output()
     slow.transport.abort()
+
+
+async def test_private_conversations_are_listed_at_login_and_their_history_fetched(
+    backend, gateways, clients
+) -> None:
+    gw = web_gateway(gateways, backend)
+    laptop = await WebClient.connect(gw.web_port)
+    await laptop.login("pam")
+    frank = await clients(gw.port)
+    await frank.login("Frank")
+    gus = await clients(gw.port)
+    await gus.login("gus")
+    for word in ("one", "two", "three"):
+        await frank.send(f"/send pam {word}")
+    assert [t for _, _, t in await laptop.texts()] == ["one", "two", "three"]
+    phone = await WebClient.connect(gw.web_port)  # another device: nothing unread
+    assert web_texts(await phone.login("pam")) == []
+    assert phone.seen[-1]["privates"] == [{"kind": "private", "id": "@frank", "name": "Frank"}]
+    await phone.send({"type": "history", "conv": "@frank", "count": 2})
+    assert await phone.texts() == [("@frank", "Frank", "two"), ("@frank", "Frank", "three")]
+    await phone.send({"type": "history", "conv": "@FRANK"})
+    assert [t for _, _, t in await phone.texts()] == ["one", "two", "three"]
+    await phone.send({"type": "history", "conv": "@gus"})
+    assert await phone.expect("no_history") == {
+        "v": 1,
+        "type": "no_history",
+        "conv": {"kind": "private", "id": "@gus", "name": "gus"},
+        "seconds": 3600,
+    }
+    await phone.send({"type": "history", "conv": "#general"})
+    quiet = await phone.expect("no_history")
+    assert quiet["chat"] == "#general" and quiet["conv"]["id"] == "#general"
+    await phone.send({"type": "history", "conv": "@nobody"})
+    assert (await phone.expect("error"))["code"] == "no_such_user"
+    await phone.send({"type": "history", "conv": "#den"})
+    assert (await phone.expect("error"))["code"] == "not_member"
+    for bad in (
+        {},
+        {"conv": "frank"},
+        {"conv": "@frank", "count": 0},
+        {"conv": "@x", "count": "5"},
+    ):
+        await phone.send({"type": "history", **bad})
+        assert (await phone.expect("error"))["code"] == "bad_input", bad
+    await phone.send({"type": "say", "text": "still fine"})
+    assert messages([await frank.expect("still fine")]) == [("#general", "pam", "still fine")]

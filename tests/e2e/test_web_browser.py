@@ -6,10 +6,14 @@ Screenshots of each run go to the test's temporary folder (`screenshots` below).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -212,4 +216,231 @@ async def test_phone_width_layout_and_labels(browser, redis_url, gateways, tmp_p
     focused = await page.evaluate("document.activeElement && document.activeElement.tagName")
     assert focused in ("BUTTON", "INPUT")
     await page.screenshot(path=str(tmp_path / "phone.png"))  # docs/web-phone.png is one
+    assert page.problems == []
+
+
+# -- history in order, private conversations on every device ---------------------------------
+
+
+async def shown(page, count: int, timeout: float = 10_000) -> list[str]:  # type: ignore[no-untyped-def]
+    """The message texts of the open conversation once at least `count` are there (and
+    nothing more arrives for a moment: a late, misplaced history would show up)."""
+    await page.wait_for_function(
+        "n => document.querySelectorAll('#messages li .text').length >= n",
+        arg=count,
+        timeout=timeout,
+    )
+    await page.wait_for_timeout(400)
+    return await texts(page)
+
+
+async def gone(gw, nick: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the gateway saw `nick`'s last connection close, then until it wrote what
+    they were shown (on the next loop turns; --cursor-flush is the bound)."""
+    for _ in range(100):
+        if re.search(rf"event=disconnect .*user={nick} ", gw.output()):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+
+
+async def open_conv(page, list_id: str, label: str) -> None:  # type: ignore[no-untyped-def]
+    await page.locator(f"#{list_id} button", has_text=label).click()
+    await page.locator("#title", has_text=label).wait_for()
+
+
+async def test_missed_messages_follow_the_older_ones_in_every_chat_after_coming_back(
+    browser, redis_url, gateways, clients
+) -> None:
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "nora")
+    await page.get_by_label("Join or create a chat").fill("den")
+    await page.get_by_label("Join or create a chat").press("Enter")
+    await page.locator("#title", has_text="#den").wait_for()
+    otto = await clients(gw.port)
+    await otto.login("otto")
+    await otto.send("/chats den")
+    for i in (1, 2, 3):
+        await otto.send(f"old den {i}")
+        await otto.send(f"/send #general old general {i}")
+    assert await shown(page, 3) == ["old den 1", "old den 2", "old den 3"]
+    await open_conv(page, "chats", "#general")
+    assert await shown(page, 3) == [f"old general {i}" for i in (1, 2, 3)]
+    url = page.url
+    await page.goto("about:blank")  # away: the gateway writes what nora was shown
+    await gone(gw, "nora")
+    for i in (1, 2):
+        await otto.send(f"new den {i}")
+        await otto.send(f"/send #general new general {i}")
+    await otto.send("/where")
+    await otto.expect("current chat")
+    await page.goto(url)  # back, with unread messages in two chats
+    general = [f"old general {i}" for i in (1, 2, 3)] + ["new general 1", "new general 2"]
+    den = [f"old den {i}" for i in (1, 2, 3)] + ["new den 1", "new den 2"]
+    assert await shown(page, 5) == general  # the new ones after the old, once each
+    unread = page.locator("#chats button", has_text="#den").locator(".unread")
+    assert await unread.inner_text() == "2"
+    await open_conv(page, "chats", "#den")
+    assert await shown(page, 5) == den
+    await page.reload()
+    await page.get_by_role("textbox", name="Message").wait_for()
+    assert await shown(page, 5) == den
+    await open_conv(page, "chats", "#general")
+    assert await shown(page, 5) == general
+    assert page.problems == []
+
+
+async def test_a_private_conversation_is_listed_and_shown_on_a_second_device(
+    browser, redis_url, gateways, clients
+) -> None:
+    gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()), CHAT_HISTORY="2")
+    first = await page_of(browser, gw.web_port)
+    await log_in(first, "pia")
+    fred = await clients(gw.port)
+    await fred.login("Fred")
+    for word in ("one", "two", "three"):
+        await fred.send(f"/send pia {word}")
+    await open_conv(first, "privates", "Fred")
+    assert await shown(first, 3) == ["one", "two", "three"]
+    await say(first, "four")
+    await fred.expect("four")
+    await first.context.close()  # the first device goes; what it showed is read
+    await gone(gw, "pia")
+    await fred.send("/send pia five while away")
+    await fred.send("/where")
+    await fred.expect("current chat")
+
+    second = await page_of(browser, gw.web_port)  # a second device: another browser context
+    await log_in(second, "pia")
+    listed = second.locator("#privates button", has_text="Fred")
+    await listed.wait_for()
+    assert await listed.locator(".unread").inner_text() == "1"
+    await open_conv(second, "privates", "Fred")
+    assert await shown(second, 2) == ["four", "five while away"]  # the last 2 (--history)
+    await say(second, "/history 10")
+    assert await shown(second, 5) == ["one", "two", "three", "four", "five while away"]
+    await second.reload()  # after a reload: still listed, its history shown
+    await second.get_by_role("textbox", name="Message").wait_for()
+    await listed.wait_for()
+    await open_conv(second, "privates", "Fred")
+    assert await shown(second, 2) == ["four", "five while away"]
+    assert second.problems == []
+
+
+# -- the clock, the phone layout, accessibility -------------------------------------------------
+
+
+async def test_times_are_24_hour_in_the_readers_time_zone(browser, redis_url, gateways) -> None:
+    gw = web_gw(gateways, redis_url)
+    context = await browser.new_context(locale="en-US", timezone_id="America/New_York")
+    page = await context.new_page()
+    await page.goto(f"http://127.0.0.1:{gw.web_port}/")
+    await log_in(page, "tina")
+    await say(page, "what time is it")
+    await wait_text(page, "what time is it")
+    stamp = page.locator("#messages li time").last
+    shown_as = await stamp.inner_text()
+    sent = datetime.fromisoformat((await stamp.get_attribute("datetime")).replace("Z", "+00:00"))
+    assert shown_as == sent.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M")
+    await context.close()
+
+
+async def test_the_sidebar_collapses_at_phone_width(browser, redis_url, gateways, clients) -> None:
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port, width=390, height=844)
+    await log_in(page, "phoebe")
+    toggle = page.get_by_role("button", name="Conversations")
+    assert await toggle.get_attribute("aria-expanded") == "false"
+    assert await page.locator("#sidebar").is_hidden()
+    log = await page.get_by_role("log", name="Messages").bounding_box()
+    assert log is not None and log["height"] > 0.6 * 844, log  # the messages get the screen
+    other = await clients(gw.port)
+    await other.login("quinn")
+    await other.send("/send phoebe psst")
+    await page.locator("#menu-unread", has_text="1").wait_for()  # unread, though collapsed
+    await toggle.focus()
+    await page.keyboard.press("Enter")  # keyboard alone: open, walk the list, pick one
+    assert await toggle.get_attribute("aria-expanded") == "true"
+    await page.locator("#privates button", has_text="quinn").wait_for()
+    await page.keyboard.press("Escape")
+    assert await toggle.get_attribute("aria-expanded") == "false"
+    assert await page.evaluate("document.activeElement.id") == "menu-toggle"
+    await page.keyboard.press("Enter")
+    for _ in range(12):
+        if await page.evaluate("document.activeElement.textContent.trim().startsWith('quinn')"):
+            break
+        await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    await page.locator("#title", has_text="@quinn").wait_for()
+    await wait_text(page, "psst")
+    assert await toggle.get_attribute("aria-expanded") == "false"
+    assert await page.locator("#sidebar").is_hidden()
+    assert await page.evaluate("document.activeElement.id") == "message"
+    assert page.problems == []
+
+
+AXE = Path(__file__).parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def serious_violations(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """axe-core's serious and critical findings on the page as it is now (injected through
+    the debugging protocol: the page's CSP stays on)."""
+    if not AXE.exists():
+        message = f"axe-core is missing at {AXE}: npm ci --prefix tests/a11y"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    await page.evaluate(AXE.read_text())
+    found = await page.evaluate(
+        """async () => (await axe.run(document)).violations
+            .filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => `${v.id} (${v.impact}): ` +
+                v.nodes.map(n => n.target.join(' ')).join(', '))"""
+    )
+    return list(found)
+
+
+async def test_login_and_chat_views_have_no_serious_accessibility_violation(
+    browser, redis_url, gateways, clients
+) -> None:
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    assert await serious_violations(page) == [], "login view"
+    await log_in(page, "ada")
+    other = await clients(gw.port)
+    await other.login("bert")
+    await other.send("hello ada, see https://example.org/x")
+    await other.send("/send ada a private word")
+    await wait_text(page, "hello ada")
+    await page.locator("#privates button", has_text="bert").wait_for()
+    await page.get_by_role("button", name="List active chats").click()
+    await page.locator("#chat-list li").first.wait_for()
+    await page.get_by_role("button", name="Who is online").click()
+    await page.locator("#online", has_text="Online in").wait_for()
+    assert await serious_violations(page) == [], "chat view"
+    await page.locator("#messages .from", has_text="bert").first.click()
+    await page.get_by_role("dialog", name="bert").wait_for()
+    assert await serious_violations(page) == [], "chat view with the person menu"
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.get_by_role("button", name="Conversations").click()
+    assert await serious_violations(page) == [], "chat view at phone width"
+    assert page.problems == []
+
+
+async def test_a_chat_named_with_capitals_is_one_conversation(
+    browser, redis_url, gateways, clients
+) -> None:
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "gil")
+    await page.get_by_label("Join or create a chat").fill("Garden")
+    await page.get_by_label("Join or create a chat").press("Enter")
+    await page.locator("#title", has_text="#Garden").wait_for()
+    other = await clients(gw.port)
+    await other.login("hal")
+    await other.send("/chats garden")
+    await other.send("in the garden")
+    await wait_text(page, "in the garden")  # shown in the open chat
+    assert await page.locator("#chats button").all_inner_texts() == ["#general", "#Garden"]
     assert page.problems == []

@@ -18,7 +18,7 @@ import redis
 from redis.crc import key_slot
 
 from store import keys
-from store.contract import id_key
+from store.keys import position as id_key
 from store.scripts import LUA_DIR, NAMES, SCRIPTS, Script, compose, pieces, uses
 
 TTL = 60_000
@@ -64,6 +64,7 @@ def test_every_script_is_composed_with_its_sha() -> None:
             "forget",
             "mod_ban",
             "address_count",
+            "lift_holds",
         }
     )
     for name, script in SCRIPTS.items():
@@ -72,14 +73,20 @@ def test_every_script_is_composed_with_its_sha() -> None:
 
 
 def test_shared_pieces() -> None:
-    assert set(PIECES) == {"time", "bucket", "xadd", "gate", "token", "enter"}  # no clock
+    assert set(PIECES) == {"time", "bucket", "xadd", "gate", "token", "enter", "payload"}
     assert uses(body("login_gate")) == ("gate",)
     assert uses(body("token_login")) == ("gate", "token", "enter")
     assert uses(body("enter")) == ("enter",)
-    assert uses(body("post_many")) == ("time", "bucket", "xadd")
-    assert set(uses(body("post_private"))) == {"time", "bucket", "xadd"}
+    assert uses(body("post_many")) == ("time", "bucket", "xadd", "payload")
+    assert set(uses(body("post_private"))) == {"time", "bucket", "xadd", "payload"}
     assert set(uses(body("post_gate"))) == {"time", "bucket"}
-    assert uses(body("complain")) == ("time",)
+    assert uses(body("complain")) == ("time", "payload")
+    # every script that publishes writes its records with the payload piece only
+    for name in NAMES:
+        text = body(name)
+        if "publish" in text.lower().replace("-- publishes", ""):
+            assert "payload" in uses(text), name
+            assert "'\\31'" not in text and "'\\30'" not in text, name
     assert not any("chat:clock" in s.source or "clock" in uses(body(n)) for n, s in SCRIPTS.items())
 
 
@@ -153,9 +160,9 @@ def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list
             keys.user(peer),
             keys.complaints(peer),
             keys.complaint_addresses(peer),
-            keys.user_addresses(peer),
             keys.user_channel(peer),
         ],
+        "lift_holds": [keys.held_addresses(), keys.held_reasons()],
         "advance": [keys.cursors(user)],
         "login_gate": [
             keys.login_fails(user, address),
@@ -706,7 +713,6 @@ def mod_ban(r: redis.Redis, target: str, ms: int = 5000) -> list[Any]:
                 keys.user(target),
                 keys.complaints(target),
                 keys.complaint_addresses(target),
-                keys.user_addresses(target),
             ],
             [ms, keys.user_channel(target), "PUBLISH"],
         )
@@ -721,10 +727,36 @@ def test_mod_ban(r: redis.Redis, sub: Any) -> None:
     r.zadd(keys.user_addresses("bob"), {"10.0.0.7": now})
     status, until, name, *held = mod_ban(r, "bob")
     assert (status, name) == ("ban", "BOB") and now <= int(until) - 5000 <= now + 2000
-    assert held == ["10.0.0.7"]  # the caller holds them back from registering
+    assert held == []  # a moderator's ban holds no address back (only complaints do)
     assert r.get(keys.ban("bob")) == until and 0 < r.pttl(keys.ban("bob")) <= 5000
     assert not r.exists(keys.complaints("bob"), keys.complaint_addresses("bob"))
     assert published(sub) == [(keys.user_channel("bob"), US.join(["B", until, "m"]))]
+
+
+def lift_holds(r: redis.Redis, by: str, value: str) -> list[Any]:
+    return list(call(r, "lift_holds", [keys.held_addresses(), keys.held_reasons()], [by, value]))
+
+
+def test_lift_holds(r: redis.Redis) -> None:
+    now = now_ms(r)
+    r.zadd(keys.held_addresses(), {"10.0.0.1": now + 9000, "10.0.0.2": now + 9000})
+    r.zadd(keys.held_addresses(), {"10.0.0.3": now + 9000, "10.0.0.9": now - 1})
+    r.zadd(
+        keys.held_reasons(),
+        {"10.0.0.1|bob": now + 5000, "10.0.0.2|bob": now + 5000, "10.0.0.2|cid": now + 9000},
+    )
+    assert lift_holds(r, "user", "nobody") == []
+    # bob's holds go; .2 stays held for cid until cid's end; .3 has no recorded reason
+    assert lift_holds(r, "user", "bob") == ["10.0.0.1"]
+    assert r.zrange(keys.held_addresses(), 0, -1, withscores=True) == [
+        ("10.0.0.2", now + 9000),
+        ("10.0.0.3", now + 9000),
+    ]
+    assert r.zrange(keys.held_reasons(), 0, -1) == ["10.0.0.2|cid"]
+    assert lift_holds(r, "address", "10.0.0.2") == ["10.0.0.2"]
+    assert lift_holds(r, "address", "10.0.0.2") == []
+    assert lift_holds(r, "address", "10.0.0.3") == ["10.0.0.3"]
+    assert not r.exists(keys.held_addresses(), keys.held_reasons())
 
 
 # -- accounts -------------------------------------------------------------------------------

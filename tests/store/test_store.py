@@ -1,5 +1,6 @@
-"""The store's contract (store.redis_store.RedisStore) on a standalone Redis and on a
-Redis Cluster of 3 masters and 3 replicas: every test runs on both.
+"""What only the Redis store has (store.redis_store.RedisStore), on a standalone Redis and
+on a Redis Cluster of 3 masters and 3 replicas: every test runs on both. The contract's
+behaviour, the same on every store, is tested in tests/contract/ (memory, Redis, cluster).
 
 `start()` finds out by itself which one the URL names. On the cluster every operation
 of several slots is a few steps (docs/REDIS.md); the race tests at the end check that
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,20 +21,20 @@ import redis
 from scripts.procs import free_port
 from store import keys
 from store.contract import (
-    ChatPosts,
+    GENERAL,
     ComplaintStatus,
+    Conv,
     JoinStatus,
     LoginGate,
     LoginLimits,
+    Position,
     PostResult,
     PostStatus,
-    PrivatePost,
     Registration,
     StoreRefused,
     StoreUnavailable,
     StoreUnusable,
     Subscriptions,
-    UserBanned,
     UserState,
 )
 from store.redis_store import RedisStore
@@ -123,27 +123,6 @@ def test_the_mode_is_detected(store: RedisStore, store_url: str, request: Any) -
 # -- accounts --------------------------------------------------------------------------------
 
 
-async def test_register(make_store: MakeStore) -> None:
-    s = await make_store(max_registrations=2)
-    assert await s.register("alice", "Alice", "pw", "a1ice", "9.9.9.9") is Registration.CREATED
-    assert await s.register("alice", "ALICE", "pw2", "a1ice", "8.8.8.8") is Registration.TAKEN
-    assert await s.register("aiice", "AIice", "pw", "a1ice", "8.8.8.8") is Registration.LOOK_ALIKE
-    assert (await s.new_name("aiice", "a1ice", "8.8.8.8")).look_alike
-    assert not (await s.new_name("alice", "a1ice", "8.8.8.8")).look_alike
-    assert await s.register("bob", "Bob", "pw", "bob", "9.9.9.9") is Registration.CREATED
-    assert await s.register("cid", "Cid", "pw", "cid", "9.9.9.9") is Registration.LIMITED
-    assert await s.register("cid", "Cid", "pw", "cid", "") is Registration.CREATED  # no address
-    account = await s.get_account("alice")
-    assert account is not None and (account.name, account.password_hash) == ("Alice", "pw")
-    assert await s.get_account("nobody") is None
-    state = await user_state(s, "bob")
-    assert state.chats == {keys.GENERAL: keys.GENERAL} and state.banned_until_ms is None
-    top = await s.active_chats_bounded(10, 1000)
-    assert top.total == 1 and top.chats[0].members == 3
-    seen = [u.key for u in await s.users(10)]
-    assert sorted(seen) == ["alice", "bob", "cid"]
-
-
 LIMITS = LoginLimits(per_pair=3, per_nick=5, nicks_per_address=2, window=60)
 OPEN = LoginLimits(per_pair=0, per_nick=0, nicks_per_address=0, window=60)
 
@@ -162,347 +141,13 @@ async def gates(s: RedisStore, user: str, address: str, n: int) -> list[LoginGat
     return [(await s.login_gate(user, address, LIMITS, take=True)).gate for _ in range(n)]
 
 
-async def test_login_gate_pair_and_nick(store: RedisStore) -> None:
-    G = LoginGate
-    assert await gates(store, "ann", "10.0.0.1", 4) == [G.OK, G.OK, G.OK, G.PAIR]
-    peek = await store.login_gate("ann", "10.0.0.2", LIMITS, take=False)
-    assert peek.gate is G.OK
-    assert await gates(store, "ann", "10.0.0.2", 3) == [G.OK, G.OK, G.NICK]
-    refused = await store.login_gate("ann", "10.0.0.5", LIMITS, take=True)
-    assert refused.gate is G.NICK and 0 < refused.wait_ms <= 60_000
-    # a success forgives that address's attempts, and makes it known: exempt from the
-    # nickname's limit (an attacker elsewhere cannot lock the owner out)
-    await store.seen("ann", "10.0.0.1")
-    assert await gates(store, "ann", "10.0.0.1", 4) == [G.OK, G.OK, G.OK, G.PAIR]
-
-
-async def test_login_gate_address_limit(store: RedisStore) -> None:
-    G = LoginGate
-    assert await gates(store, "ann", "10.0.0.9", 2) == [G.OK, G.OK]  # one nickname, once
-    assert await gates(store, "bob", "10.0.0.9", 1) == [G.OK]
-    refused = await store.login_gate("cid", "10.0.0.9", LIMITS, take=True)
-    assert refused.gate is G.ADDRESS and 0 < refused.wait_ms <= 60_000
-    # refusals by the address limit are given back to the nickname's counters: many of
-    # them leave cid's own limits untouched
-    for _ in range(8):
-        assert (await store.login_gate("cid", "10.0.0.9", LIMITS, take=True)).gate is G.ADDRESS
-    assert await gates(store, "cid", "10.0.0.7", 3) == [G.OK] * 3
-    assert await gates(store, "cid", "10.0.0.8", 3) == [G.OK, G.OK, G.NICK]
-    # a nickname that logged in from the address before is not limited by it
-    await store.seen("dan", "10.0.0.9")
-    assert await gates(store, "dan", "10.0.0.9", 3) == [G.OK] * 3
-
-
 # -- chats ---------------------------------------------------------------------------------
-
-
-async def test_join_leave_and_limits(make_store: MakeStore) -> None:
-    s = await make_store(max_user_chats=3, max_chats=4, chat_creations=2)
-    await register(s, "ann", "bob", "cid")
-    m = await s.join("ann", "c1", "C1", "o")
-    assert (m.changed, m.name, m.status) == (True, "C1", JoinStatus.OK)
-    assert (await s.join("ann", "c1", "c1", "o")).changed is False
-    assert (await s.join("ann", "c2", "c2", "o")).changed
-    assert (await s.join("bob", "c3", "c3", "o")).changed
-    assert (await s.join("ann", "c3", "c3", "o")).status is JoinStatus.USER_LIMIT  # 3 chats
-    assert (await s.join("bob", "c1", "c1", "o")).changed  # joining is no creation
-    assert (await s.leave("ann", "c2", "o")).changed  # c2 is empty now: deleted
-    assert not await s.is_member("ann", "c2")
-    assert (await s.join("ann", "c4", "c4", "o")).status is JoinStatus.CREATE_RATE  # made 2
-    assert (await s.join("bob", "c5", "c5", "o")).status is JoinStatus.USER_LIMIT
-    assert (await s.join("cid", "c5", "c5", "o")).changed  # general, c1, c3, c5: 4 chats
-    assert (await s.join("cid", "c6", "c6", "o")).status is JoinStatus.CHAT_LIMIT
-    chats = await s.active_chats_bounded(10, 1000)
-    assert chats.total == 4
-    assert [(c.name, c.members) for c in chats.chats] == [
-        ("general", 3),
-        ("C1", 2),
-        ("c3", 1),
-        ("c5", 1),
-    ]
-    left = await s.leave("bob", "c3", "o")
-    assert (left.changed, left.name) == (True, "c3")
-    assert not (await s.leave("bob", "c3", "o")).changed
-    assert (await s.active_chats_bounded(10, 1000)).total == 3
-    assert set((await user_state(s, "bob")).chats) == {keys.GENERAL, "c1"}
-    assert (await s.join("ann", "c3", "C3", "o")).status is JoinStatus.CREATE_RATE
-
-
-async def test_events_reach_the_subscribed_gateway(make_store: MakeStore) -> None:
-    """What one gateway does reaches another's links: on a cluster by SPUBLISH on the shard
-    of each channel's slot (chats, users), through one link per shard."""
-    g1, g2 = await make_store(), await make_store()
-    await register(g1, "ann", "bob")
-    async with listening(g2) as (links, events):
-        await links.add(chats=[keys.GENERAL, "rust"], users=["ann", "bob"])
-        await g1.join("ann", "rust", "Rust", "s1")
-        assert await post(g1, "ann", "rust", "r1", "r2") == [OK, OK]
-        assert (await g1.post_private("ann", "ANN", "bob", "psst")).status is OK
-        await g1.leave("ann", "rust", "s2")
-        await g1.ban("bob", 60)
-        await g1.kick("bob")
-        want = 7  # joined, the chat's posts, the private message twice, left, ban, kick
-        await until_events(events, want, tries=100, every=0.02)
-        kinds = [type(e).__name__ for e in events]
-        assert sorted(kinds) == sorted(
-            [
-                "MemberJoined",
-                "ChatPosts",
-                "PrivatePost",
-                "PrivatePost",
-                "MemberLeft",
-                "UserBanned",
-                "UserKicked",
-            ]
-        ), events
-        chat = next(e for e in events if isinstance(e, ChatPosts))
-        assert [m.text for m in chat.messages] == ["r1", "r2"] and chat.chat == "rust"
-        dms = [e for e in events if isinstance(e, PrivatePost)]
-        assert {e.user for e in dms} == {"ann", "bob"}
-        assert {e.message.text for e in dms} == {"psst"}
-        banned = next(e for e in events if isinstance(e, UserBanned))
-        assert banned.user == "bob" and banned.by_moderator
-
-
-async def test_operator_records(make_store: MakeStore) -> None:
-    g1, g2 = await make_store(), await make_store()
-    await g1.audit({"op": "ban", "user": "bob"}, 100)
-    await g1.audit({"op": "unban", "user": "bob"}, 100)
-    log = await g2.audit_log(0, 10)
-    assert [e.fields["op"] for e in log] == ["ban", "unban"]
-    assert abs(log[0].ms - time.time() * 1000) < 10_000
-    assert await g1.claim_epoch("e1") == "e1"
-    assert await g2.claim_epoch("e2") == "e1"  # the first claim holds
-    await g1.heartbeat(set())
-    await g2.heartbeat(set())
-    assert await g1.live_gateways() == ["gw0", "gw1"]
-    assert await g1.count_address("10.0.0.1", 1, ["gw0", "gw1"]) == 1
-    assert await g2.count_address("10.0.0.1", 1, ["gw0", "gw1"]) == 2
-    await g2.gateway_gone()
-    assert await g1.live_gateways() == ["gw0"]
-    assert await g1.count_address("10.0.0.1", 1, ["gw0"]) == 2
-
-
-async def test_reassert_writes_back_memberships(store: RedisStore) -> None:
-    """After Redis lost its data, a gateway writes back what its users were in."""
-    await store.reassert({"ann": {"rust": "Rust", keys.GENERAL: "general"}}, {"ann": {"bob"}})
-    assert await store.is_member("ann", "rust")
-    state = await user_state(store, "ann")
-    assert state.chats == {"rust": "Rust", keys.GENERAL: "general"}
-    assert state.peers == {"bob"}
-    chats = await store.active_chats_bounded(10, 1000)
-    assert sorted((c.name, c.members) for c in chats.chats) == [("Rust", 1), ("general", 1)]
 
 
 # -- messages ------------------------------------------------------------------------------
 
 
-async def test_post_chat_and_private(make_store: MakeStore) -> None:
-    s = await make_store(rate=1, burst=3)
-    await register(s, "ann", "bob")
-    assert await post(s, "ann", keys.GENERAL, "1", "2", "3", "4") == [OK, OK, OK, RATE]
-    again = await s.post_chat("ann", "ANN", keys.GENERAL, "general", ["5"])
-    assert again[0].status is RATE and 0 < again[0].retry_ms <= 1000
-    assert await post(s, "bob", "nowhere", "x") == [PostStatus.NOT_MEMBER]
-    assert (await s.post_private("bob", "BOB", "nobody", "x")).status is PostStatus.NO_USER
-    assert (await s.post_private("bob", "BOB", "ann", "hi")).status is OK
-    assert (await s.post_private("ann", "ANN", "bob", "hi")).status is RATE  # one bucket
-    info = await s.ban("bob", 60)
-    assert info is not None
-    refused = await s.post_chat("bob", "BOB", keys.GENERAL, "general", ["x", "y"])
-    assert [r.until_ms for r in refused] == [info.until_ms] * 2
-    assert refused[0].status is BANNED
-    dm = await s.post_private("bob", "BOB", "ann", "x")
-    assert (dm.status, dm.until_ms) == (BANNED, info.until_ms)
-    history = await s.history(keys.GENERAL, "general", 10)
-    assert [m.text for m in history] == ["1", "2", "3"]
-    assert [m.key for m in history] == sorted({m.key for m in history})
-    now = time.time() * 1000
-    assert all(abs(m.key[0] - now) < 10_000 for m in history)  # ids carry the time
-    assert (await user_state(s, "ann")).peers == {"bob"}
-
-
-async def test_backlog_and_read_after_keep_the_order_of_sending(store: RedisStore) -> None:
-    """Messages in three conversations (on a cluster, three slots, likely three shards)
-    come back in the order they were sent."""
-    await register(store, "ann", "bob")
-    await store.join("ann", "c1", "c1", "o")
-    await store.join("bob", "c1", "c1", "o")
-    sent: list[str] = []
-    for i in range(6):
-        text = f"m{i}"
-        if i % 3 == 0:
-            assert await post(store, "ann", keys.GENERAL, text) == [OK]
-        elif i % 3 == 1:
-            assert (await store.post_private("ann", "ANN", "bob", text)).status is OK
-        else:
-            assert await post(store, "ann", "c1", text) == [OK]
-        sent.append(text)
-    state = await user_state(store, "bob")
-    backlog = await store.backlog("bob", state, 100)
-    assert [m.text for m in backlog.messages] == sent and backlog.cut == {}
-    convs = [keys.chat_conv(keys.GENERAL), keys.chat_conv("c1"), keys.dm_conv("ann", "bob")]
-    after = await store.read_after(convs, {})
-    assert [m.text for m in after] == sent
-    # cursors move forward only, and the backlog starts after them
-    general = keys.chat_conv(keys.GENERAL)
-    first = backlog.messages[0]
-    await store.advance_cursors({"bob": {general: backlog.messages[3].id}})
-    await store.advance_cursors({"bob": {general: first.id}})  # late, older: ignored
-    state = await user_state(store, "bob")
-    assert state.cursors == {general: backlog.messages[3].id}
-    assert [m.text for m in (await store.backlog("bob", state, 100)).messages] == sent[1:3] + sent[
-        4:
-    ]
-    short = await store.backlog("bob", await user_state(store, "bob"), 2)
-    assert [m.text for m in short.messages] == ["m4", "m5"]
-    assert sum(short.cut.values()) == 2
-    mid = after[2].id
-    assert [m.text for m in await store.read_after(convs, {keys.chat_conv("c1"): mid})] == [
-        "m0",
-        "m1",
-        "m3",
-        "m4",
-        "m5",
-    ]
-
-
-async def test_who_and_online_counts(make_store: MakeStore) -> None:
-    s1, s2 = await make_store(), await make_store()
-    await register(s1, "ann", "bob", "cid", "dan")
-    await s1.join("ann", "c1", "c1", "o")
-    await s1.join("cid", "c1", "c1", "o")
-    await s1.heartbeat({"ann", "bob"})
-    await s2.heartbeat(set())
-    await s2.set_online("cid", True)
-    who = await s1.who_bounded(keys.GENERAL, 10, 1000)
-    assert (who.names, who.total) == (["ANN", "BOB", "CID"], 3)
-    some = await s2.who_bounded(keys.GENERAL, 2, 1000)
-    assert len(some.names) == 2 and some.total == 3
-    assert (await s1.who_bounded("c1", 10, 1000)).names == ["ANN", "CID"]
-    chats = await s1.active_chats_bounded(10, 1000)
-    assert [(c.name, c.members, c.online) for c in chats.chats] == [
-        ("general", 4, 3),
-        ("c1", 2, 2),
-    ]
-    await s2.set_online("cid", False)
-    assert (await s1.who_bounded("c1", 10, 1000)).names == ["ANN"]
-    await s1.gateway_gone()
-    await s2.gateway_gone()
-    assert (await s1.who_bounded(keys.GENERAL, 10, 1000)).total == 0
-    assert (await s1.active_chats_bounded(10, 1000)).chats[0].online == 0
-
-
 # -- complaints and bans -------------------------------------------------------------------
-
-
-async def test_complaints_ban_at_threshold(make_store: MakeStore) -> None:
-    s = await make_store(
-        ban_threshold=2, complaints_per_address=1, ban_address_memory=4, complaints_per_hour=5
-    )
-    await register(s, "ann", "bob", "cid", "dan")
-    await s.seen("bob", "10.0.0.9")
-    assert (await s.complain("ann", "nobody", "1.1.1.1")).status is ComplaintStatus.NO_USER
-    c = await s.complain("ann", "bob", "1.1.1.1")
-    assert (c.status, c.count, c.name) == (ComplaintStatus.RECORDED, 1, "BOB")
-    assert (await s.complain("ann", "bob", "1.1.1.2")).status is ComplaintStatus.AGAIN
-    assert (await s.complain("cid", "bob", "1.1.1.1")).status is ComplaintStatus.ADDRESS
-    assert [n for n, _ in await s.complaints_about("bob")] == ["ANN"]
-    banned = await s.complain("cid", "bob", "2.2.2.2")
-    assert (banned.status, banned.count) == (ComplaintStatus.BANNED, 2)
-    assert banned.until_ms > time.time() * 1000 + 50_000
-    assert (await s.complain("dan", "bob", "3.3.3.3")).status is ComplaintStatus.ALREADY_BANNED
-    assert [(b.key, b.until_ms) for b in await s.bans()] == [("bob", banned.until_ms)]
-    held = await s.new_name("eve", "eve", "10.0.0.9")
-    assert held.held_until_ms == banned.until_ms  # bob's address may not register meanwhile
-    assert (await s.new_name("eve", "eve", "10.0.0.8")).held_until_ms == 0
-    assert await post(s, "bob", keys.GENERAL, "x") == [BANNED]
-    assert (await user_state(s, "bob")).banned_until_ms == banned.until_ms
-    assert await s.complaints_about("bob") == []
-
-
-async def test_complaint_age_and_rate(make_store: MakeStore) -> None:
-    s = await make_store(complaint_min_age=3600, complaints_per_hour=2)
-    await register(s, "ann", "x", "y", "z")
-    young = await s.complain("ann", "x", "1.1.1.1")
-    assert young.status is ComplaintStatus.TOO_NEW and 3_590_000 < young.wait_ms <= 3_600_000
-    s = await make_store(complaints_per_hour=2)
-    assert (await s.complain("ann", "x", "1.1.1.1")).status is ComplaintStatus.RECORDED
-    assert (await s.complain("ann", "y", "1.1.1.1")).status is ComplaintStatus.RECORDED
-    rate = await s.complain("ann", "z", "1.1.1.1")
-    assert rate.status is ComplaintStatus.RATE and 3_590_000 < rate.wait_ms <= 3_600_000
-    assert await s.complaints_about("z") == []
-
-
-async def test_ban_unban_and_the_bans_list(make_store: MakeStore) -> None:
-    store = await make_store(ban_address_memory=4)
-    await register(store, "ann", "bob")
-    await store.seen("bob", "10.9.9.9")
-    assert await store.ban("nobody", 60) is None
-    info = await store.ban("bob", 60)
-    assert info is not None and (info.key, info.name) == ("bob", "BOB")
-    # a moderator's ban holds the user's addresses back from new accounts, as complaints do
-    assert (await store.new_name("zed", "zed", "10.9.9.9")).held_until_ms == info.until_ms
-    assert abs(info.until_ms - (time.time() * 1000 + 60_000)) < 5000
-    assert [(b.key, b.name, b.until_ms) for b in await store.bans()] == [
-        ("bob", "BOB", info.until_ms)
-    ]
-    assert [u.banned_until_ms for u in await store.users(10) if u.key == "bob"] == [info.until_ms]
-    assert await post(store, "bob", keys.GENERAL, "x") == [BANNED]
-    assert await store.unban("bob")
-    assert not await store.unban("bob")
-    assert await store.bans() == []
-    assert await post(store, "bob", keys.GENERAL, "x") == [OK]
-    assert await store.set_moderator("ann", True) and await store.is_moderator("ann")
-    assert not await store.set_moderator("nobody", True)
-
-
-async def test_delete_user_and_forget_unseen(store: RedisStore) -> None:
-    await register(store, "ann", "bob", "cid")
-    await store.join("ann", "solo", "solo", "o")
-    await store.join("ann", "duo", "duo", "o")
-    await store.join("bob", "duo", "duo", "o")
-    assert (await store.post_private("ann", "ANN", "bob", "hi")).status is OK
-    await store.issue_token("ann", "h1", 60, None, 5)
-    await store.ban("ann", 60)
-    assert await store.delete_user("ann", "ann")
-    assert not await store.delete_user("ann", "ann")
-    assert await store.get_account("ann") is None
-    assert await token_name(store, "ann", "h1") is None
-    assert (await user_state(store, "bob")).peers == set()
-    assert await store.read_after([keys.dm_conv("ann", "bob")], {}) == []
-    chats = await store.active_chats_bounded(10, 1000)
-    assert [(c.name, c.members) for c in chats.chats] == [("general", 2), ("duo", 1)]
-    assert await store.bans() == []
-    assert not (await store.new_name("ann", "ann", "1.1.1.1")).look_alike
-    assert await store.register("ann", "Ann", "pw", "ann", "") is Registration.CREATED
-    assert (await user_state(store, "ann")).banned_until_ms is None  # nothing survives
-    # accounts not seen for the account lifetime go, the oldest first, `limit` at a time
-    await store.redis.zadd(keys.seen(), {"bob": 1, "cid": 2})
-    assert await store.forget_unseen(1) == 1
-    assert await store.get_account("bob") is None and await store.get_account("cid")
-    assert await store.forget_unseen(10) == 1
-    assert await store.forget_unseen(10) == 0
-    listed = await store.active_chats_bounded(10, 1000)
-    assert [(c.name, c.members) for c in listed.chats] == [("general", 1)]
-
-
-async def test_tokens(store: RedisStore) -> None:
-    await register(store, "ann")
-    await store.issue_token("ann", "h1", 60, None, 3)
-    assert await token_name(store, "ann", "h1") == "ANN"
-    assert await token_name(store, "ann", "h2") is None
-    await store.issue_token("ann", "h2", 60, "h1", 3)
-    assert await token_name(store, "ann", "h1") is None
-    assert await token_name(store, "ann", "h2") == "ANN"
-    await store.revoke_token("ann", "h2")
-    assert await token_name(store, "ann", "h2") is None
-    for h in ("a", "b", "c", "d"):
-        await store.issue_token("ann", h, 60, None, 3)
-    assert [await token_name(store, "ann", h) for h in "abcd"] == [None, "ANN", "ANN", "ANN"]
-    await store.set_password("ann", "pw2")
-    assert await token_name(store, "ann", "d") is None
-    assert (await store.get_account("ann")) is not None
 
 
 # -- races: two gateways at once ------------------------------------------------------------
@@ -685,8 +330,8 @@ async def test_scripts_are_loaded_again_when_redis_lost_them(
             r.script_flush()
         finally:
             r.close()
-    await s.advance_cursors({"ann": {keys.chat_conv(keys.GENERAL): "1-0"}})
-    assert (await user_state(s, "ann")).cursors == {keys.chat_conv(keys.GENERAL): "1-0"}
+    await s.advance_cursors({"ann": {Conv.of_chat(GENERAL): Position(1, 0)}})
+    assert (await user_state(s, "ann")).cursors == {Conv.of_chat(GENERAL): Position(1, 0)}
     assert (await s.join("ann", "rust", "rust", "o")).changed
 
 

@@ -50,7 +50,7 @@ def error(text: str) -> bytes:
 def messages(event: ev.Messages) -> bytes:
     where = event.where
     prefix = ("#" if isinstance(where, ev.ChatConv) else "@") + where.name
-    return b"".join(message(m.key[0], prefix, m.sender, m.text) for m in event.items)
+    return b"".join(message(m.ms, prefix, m.sender, m.text) for m in event.items)
 
 
 def _chat_list(e: ev.ChatList) -> bytes:
@@ -117,7 +117,11 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.ChatList: _chat_list,
     ev.Online: _online,
     ev.BacklogCut: _backlog_cut,
-    ev.NoHistory: lambda e: notice(f"no messages in #{e.chat} in the last {e.seconds} s"),
+    ev.NoHistory: lambda e: notice(
+        f"no messages with {e.chat} in the last {e.seconds} s"
+        if e.private
+        else f"no messages in #{e.chat} in the last {e.seconds} s"
+    ),
     ev.Complained: _complained,
     ev.Banned: lambda e: notice(
         f"you are banned until {ban_end(e.until_ms)}"

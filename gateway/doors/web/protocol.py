@@ -13,9 +13,9 @@ from typing import Any
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
-from gateway.core.names import sanitize
+from gateway.core.names import name_key, sanitize
 from gateway.core.session import Phase
-from gateway.core.slash import HELP_LINES, parse
+from gateway.core.slash import HELP_LINES, MAX_HISTORY, parse
 
 __all__ = [
     "CLIENT_FRAMES",
@@ -44,6 +44,7 @@ CLIENT_FRAMES = frozenset(
         "token",
         "logout",
         "password",
+        "history",
     )
 )
 
@@ -125,10 +126,27 @@ def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
         return [cmd.Who(chat.removeprefix("#") if isinstance(chat, str) and chat else None)]
     if kind == "complain":
         return [cmd.Ban(_text(frame, "nick"))]
+    if kind == "history":
+        return [_history(frame)]
     if kind == "command":  # a line typed in the composer: the line protocol's words
         command = parse(sanitize(_text(frame, "line")))
         return [command] if command is not None else []
     raise FrameError(f"unknown frame type {kind!r}")
+
+
+def _history(frame: dict[str, Any]) -> cmd.History:
+    """`conv` is `#chat` or `@nick`; `count` at most what `/history n` allows."""
+    conv = _text(frame, "conv")
+    count = frame.get("count")
+    if count is not None and (
+        not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_HISTORY
+    ):
+        raise FrameError(f"'history' count must be a whole number from 1 to {MAX_HISTORY}")
+    if conv.startswith("#"):
+        return cmd.History(count, chat=conv[1:])
+    if conv.startswith("@"):
+        return cmd.History(count, peer=conv[1:])
+    raise FrameError("'history' needs conv '#chat' or '@nick'")
 
 
 def _conv(where: ev.Conversation) -> dict[str, str]:
@@ -145,7 +163,7 @@ def messages_frame(event: ev.Messages) -> str:
             "type": "messages",
             "conv": _conv(event.where),
             "items": [
-                {"id": m.id, "ts": m.key[0], "from": m.sender, "text": m.text} for m in event.items
+                {"id": m.id, "ts": m.ms, "from": m.sender, "text": m.text} for m in event.items
             ],
         },
         ensure_ascii=False,
@@ -160,6 +178,7 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
         "nick": e.nick,
         "chat": "#" + e.chat,
         "chats": ["#" + c for c in e.chats],
+        "privates": [_conv(p) for p in e.privates],
     },
     ev.Joined: lambda e: {"type": "joined", "chat": "#" + e.chat, "already": e.already},
     ev.Left: lambda e: {"type": "left", "chat": "#" + e.chat},
@@ -176,7 +195,16 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
         "names": list(e.names),
         "total": e.total,
     },
-    ev.NoHistory: lambda e: {"type": "no_history", "chat": "#" + e.chat, "seconds": e.seconds},
+    ev.NoHistory: lambda e: (
+        {"type": "no_history", "conv": _conv(e.private), "seconds": e.seconds}
+        if e.private
+        else {
+            "type": "no_history",
+            "chat": "#" + e.chat,
+            "conv": {"kind": "chat", "id": "#" + name_key(e.chat), "name": e.chat},
+            "seconds": e.seconds,
+        }
+    ),
     ev.Complained: lambda e: {
         "type": "complained",
         "nick": e.target,

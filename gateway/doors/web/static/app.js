@@ -6,14 +6,32 @@ const $ = (id) => document.getElementById(id);
 const STORE_KEY = "chat.resume"; // {nick, token}: a resume token, never the password
 
 const state = {
-  ws: null, nick: "", loggedIn: false, current: "#general", convs: new Map(),
+  ws: null, nick: "", loggedIn: false, convs: new Map(),
+  // the conversation shown: kept across a reload, so its backlog is not counted unread
+  current: sessionStorage.getItem("chat.current") || "#general",
   backoff: 500, reconnecting: false, wantToken: false, password: null, pending: null,
   outbox: [], // what the user sent while disconnected: sent after the next `ready`
 };
 const MAX_LINE_BYTES = 4096; // the server's --max-line default: a longer text is refused
+// What the user typed or clicked: kept while reconnecting and sent after the next `ready`.
 const USER_FRAMES = new Set(["say", "send", "command", "join", "leave", "complain"]);
+const LOGIN_FRAMES = new Set(["login", "resume"]); // the only frames before `ready`
 
-function key(name) { return name.normalize("NFKC").toLowerCase(); }
+// A name's identity, as the server's (NFKC, then case folded): `Alice` and `alice` are one.
+// toLowerCase leaves the two letters apart that case folding maps to others (ß, ς).
+function key(name) {
+  return name.normalize("NFKC").toLowerCase().replace(/ß/g, "ss").replace(/ς/g, "σ");
+}
+// A chat's conversation id, as `messages` frames give it: `#` + the chat's key.
+function chatId(name) { return "#" + key(name.replace(/^#/, "")); }
+
+// Times in 24-hour HH:MM, the reader's time zone (telnet shows 24-hour too; README).
+const two = (n) => String(n).padStart(2, "0");
+function clock(d) { return `${two(d.getHours())}:${two(d.getMinutes())}`; }
+function dateTime(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${clock(d)}`;
+}
 
 // -- banners ---------------------------------------------------------------------------
 let bannerTimer = null;
@@ -48,6 +66,10 @@ function renderSidebar() {
   fillList($("privates"), privates, (c) => c.name);
   const total = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
   document.title = total ? `(${total}) Chat` : "Chat";
+  const badge = $("menu-unread");
+  badge.hidden = !total;
+  badge.textContent = String(total);
+  badge.setAttribute("aria-label", `${total} unread`);
   const cur = state.convs.get(state.current);
   $("title").textContent = cur ? (cur.kind === "chat" ? "#" + cur.name : "@" + cur.name) : "";
   $("leave").hidden = !cur || cur.kind !== "chat" || cur.id === "#general";
@@ -83,11 +105,22 @@ function open(id) {
   sessionStorage.setItem("chat.current", id);
   c.unread = 0;
   $("online").textContent = "";
-  if (c.kind === "chat") send({ type: "join", chat: c.id }); // current chat + last messages
+  // a chat becomes the session's current one and its last messages follow; a private
+  // conversation's last messages are asked for (both placed by id among those shown)
+  if (c.kind === "chat") send({ type: "join", chat: c.id });
+  else send({ type: "history", conv: c.id });
   renderMessages();
   renderSidebar();
+  showSidebar(false);
   $("message").focus();
 }
+
+// -- the sidebar at phone width: collapsed under a button, opened on demand -------------------
+function showSidebar(open) {
+  $("chat-view").classList.toggle("sidebar-open", open);
+  $("menu-toggle").setAttribute("aria-expanded", String(open));
+}
+function narrow() { return window.matchMedia("(max-width: 640px)").matches; }
 
 // -- messages ------------------------------------------------------------------------------
 const URL_RE = /\bhttps?:\/\/[^\s<>"']+/g;
@@ -127,7 +160,8 @@ function messageItem(item) {
   const t = document.createElement("time");
   const when = new Date(item.ts);
   t.dateTime = when.toISOString();
-  t.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  t.textContent = clock(when);
+  t.title = dateTime(item.ts);
   const from = document.createElement("button");
   from.type = "button";
   from.className = "from";
@@ -146,20 +180,59 @@ function renderMessages() {
   scrollDown();
 }
 
-function scrollDown() { const m = $("messages"); m.scrollTop = m.scrollHeight; }
+function scrollDown() { const m = $("log"); m.scrollTop = m.scrollHeight; }
 
-function addItems(c, items) {
-  const fresh = items.filter((i) => !i.id || !c.seen.has(i.id));
-  for (const i of fresh) {
-    if (i.id) c.seen.add(i.id);
-    c.items.push(i);
+// Where an item goes in its conversation. A message: its id (`ms-seq`, increasing within a
+// conversation), so a backlog, a history and live messages interleave in time order
+// whatever order they arrive in. A notice: right after what was there when it was made.
+let notices = 0;
+function place(c, item) {
+  if (item.id) {
+    const [ms, seq] = item.id.split("-");
+    return [Number(ms), Number(seq || 0), 0];
   }
-  if (c.items.length > 500) c.items.splice(0, c.items.length - 500);
+  const last = c.items[c.items.length - 1];
+  return last ? [last.at[0], last.at[1], ++notices] : [0, 0, ++notices];
+}
+function before(a, b) {
+  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return false;
+}
+
+const KEPT = 500; // items kept per conversation: the newest
+function addItems(c, items) {
+  const fresh = [];
+  for (const i of items) {
+    if (i.id) {
+      if (c.seen.has(i.id)) continue; // each message once, however often it arrives
+      c.seen.add(i.id);
+    } else {
+      const last = c.items[c.items.length - 1];
+      if (last && !last.id && last.note === i.note && last.text === i.text) continue;
+    }
+    i.at = place(c, i);
+    fresh.push(i);
+  }
   if (!fresh.length) return;
+  let appended = true;
+  for (const i of fresh) {
+    let at = c.items.length;
+    while (at > 0 && before(i.at, c.items[at - 1].at)) at--;
+    if (at !== c.items.length) appended = false;
+    c.items.splice(at, 0, i);
+  }
+  if (c.items.length > KEPT) {
+    c.items.splice(0, c.items.length - KEPT);
+    appended = false;
+  }
   if (c.id === state.current) {
-    const list = $("messages");
-    for (const i of fresh) list.append(messageItem(i));
-    scrollDown();
+    if (appended) {
+      const list = $("messages");
+      for (const i of fresh) list.append(messageItem(i));
+      scrollDown();
+    } else {
+      renderMessages();
+    }
   } else {
     c.unread += fresh.filter((i) => !i.note && key(i.from) !== key(state.nick)).length;
   }
@@ -179,19 +252,19 @@ function personMenu(nick) {
   $("person-private").hidden = key(nick) === key(state.nick);
   $("person-complain").hidden = key(nick) === key(state.nick);
   $("person-menu").hidden = false;
-  $("person-private").focus();
+  (key(nick) === key(state.nick) ? $("person-close") : $("person-private")).focus();
 }
 function closeMenu() { $("person-menu").hidden = true; $("message").focus(); }
 
 // -- the connection ---------------------------------------------------------------------------
 function send(frame) {
   if (state.ws && state.ws.readyState === WebSocket.OPEN && (state.loggedIn ||
-      !USER_FRAMES.has(frame.type))) {
+      LOGIN_FRAMES.has(frame.type))) {
     state.ws.send(JSON.stringify({ v: 1, ...frame }));
   } else if (USER_FRAMES.has(frame.type) && state.everReady) {
     state.outbox.push(frame); // typed while reconnecting: not lost
     note("not connected: will be sent after reconnecting");
-  }
+  } // anything else (a history, who) is asked again when `ready` opens the conversation
 }
 
 function connect(first) {
@@ -227,6 +300,7 @@ function resume() {
   const saved = loadSaved();
   if (saved) {
     state.reconnecting = true;
+    state.nick = state.nick || saved.nick; // the backlog's own messages are not unread
     send({ type: "resume", nick: saved.nick, token: saved.token });
   } else if (state.pending) {
     send({ type: "login", nick: state.pending.nick, password: state.pending.password });
@@ -256,16 +330,17 @@ function handle(f) {
       state.reconnecting = false;
       state.nick = f.nick;
       $("me").textContent = f.nick;
-      for (const name of f.chats || []) conv(name, "chat", name.slice(1));
+      for (const name of f.chats || []) conv(chatId(name), "chat", name.slice(1));
       conv("#general", "chat", "general");
+      for (const p of f.privates || []) conv(p.id, "private", p.name);
       $("login-view").hidden = true;
       $("chat-view").hidden = false;
       if (wasReconnect) banner("Reconnected", "ok", 3000); else banner("");
-      if (f.chats) renderSidebar();
+      renderSidebar();
       if (!loadSaved()) send({ type: "token" });
       const place = sessionStorage.getItem("chat.current");
       if (place && !state.convs.has(place) && place.startsWith("@")) {
-        conv(place, "private", place.slice(1));
+        conv(place, "private", place.slice(1)); // written to, but no message yet
       }
       const target = state.convs.has(state.current) && state.current !== "#general"
         ? state.current : (place && state.convs.has(place) ? place : "#general");
@@ -284,10 +359,10 @@ function handle(f) {
       break;
     }
     case "joined": {
-      const c = conv(f.chat, "chat", f.chat.slice(1));
+      const c = conv(chatId(f.chat), "chat", f.chat.slice(1));
       if (!f.already) note(`joined ${f.chat}`);
       renderSidebar();
-      if (state.wantJoin && key(state.wantJoin) === key(f.chat)) {
+      if (state.wantJoin && chatId(state.wantJoin) === c.id) {
         state.wantJoin = null;
         state.current = c.id;
         renderMessages();
@@ -296,13 +371,13 @@ function handle(f) {
       break;
     }
     case "left":
-      state.convs.delete(f.chat);
-      if (key(state.current) === key(f.chat)) { state.current = "#general"; renderMessages(); }
+      state.convs.delete(chatId(f.chat));
+      if (state.current === chatId(f.chat)) { state.current = "#general"; renderMessages(); }
       note(`left ${f.chat}`);
       renderSidebar();
       break;
     case "current_chat": {
-      const c = conv(f.chat, "chat", f.chat.slice(1));
+      const c = conv(chatId(f.chat), "chat", f.chat.slice(1));
       if (state.current !== c.id) {
         state.current = c.id;
         renderMessages();
@@ -314,7 +389,7 @@ function handle(f) {
       note(`current chat ${f.chat}; your chats: ${f.chats.join(", ")}`);
       break;
     case "ban_placed":
-      note(`${f.nick} is banned until ${new Date(f.until).toLocaleString()}`);
+      note(`${f.nick} is banned until ${dateTime(f.until)}`);
       break;
     case "unbanned":
       note(f.was_banned ? `${f.nick} is no longer banned` : `${f.nick} was not banned`);
@@ -343,10 +418,14 @@ function handle(f) {
         b.setAttribute("aria-label", `Join ${c.name}`);
         b.addEventListener("click", () => join(c.name));
         li.append(label);
-        if (!state.convs.has(c.name)) li.append(b); // no Join for a chat you are in
+        if (!state.convs.has(chatId(c.name))) li.append(b); // no Join for a chat you are in
         return li;
       }));
-      if (!f.chats.length) ul.textContent = "No active chats.";
+      if (!f.chats.length) {
+        const li = document.createElement("li");
+        li.textContent = "No active chats.";
+        ul.replaceChildren(li);
+      }
       break;
     }
     case "online": {
@@ -364,17 +443,22 @@ function handle(f) {
       if (f.total > f.names.length) p.append(` and ${f.total - f.names.length} more`);
       break;
     }
-    case "no_history":
-      note(`no messages in ${f.chat} in the last ${f.seconds} s`);
+    case "no_history": {
+      const c = f.conv ? conv(f.conv.id, f.conv.kind, f.conv.name)
+        : state.convs.get(state.current);
+      const where = f.conv && f.conv.kind === "private" ? `with ${f.conv.name}` : `in ${f.chat}`;
+      const text = `no messages ${where} in the last ${f.seconds} s`;
+      if (c) addItems(c, [{ note: "notice", text }]);
       break;
+    }
     case "complained":
       note(`complaint about ${f.nick} recorded (${f.count}/${f.threshold})` +
-        (f.banned_until ? `: ${f.nick} is banned until ${new Date(f.banned_until).toLocaleString()}` : ""));
+        (f.banned_until ? `: ${f.nick} is banned until ${dateTime(f.banned_until)}` : ""));
       break;
     case "banned": {
       const why = f.by_moderator === true ? " by a moderator"
         : f.by_moderator === false ? " after complaints" : "";
-      banner(`You are banned until ${new Date(f.until).toLocaleString()}${why}: ` +
+      banner(`You are banned until ${dateTime(f.until)}${why}: ` +
         "you can read but not send.", "error");
       break;
     }
@@ -445,6 +529,8 @@ function logOut(tellServer) {
   $("privates").replaceChildren();
   $("online").textContent = "";
   $("me").textContent = "";
+  $("menu-unread").hidden = true;
+  showSidebar(false);
   document.title = "Chat";
   const ws = state.ws;
   state.ws = null;
@@ -466,6 +552,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const password = $("password").value;
     $("login-error").textContent = "";
     state.pending = { nick, password };
+    state.nick = nick;
     $("password").value = "";
     const go = () => send({ type: "login", nick, password });
     if (state.ws && state.ws.readyState === WebSocket.OPEN) go(); else connect(go);
@@ -481,7 +568,10 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     input.value = "";
     const c = state.convs.get(state.current);
-    if (text.startsWith("/")) send({ type: "command", line: text });
+    const history = /^\/history(?:\s+(\d+))?$/i.exec(text);
+    if (history && c) { // this conversation's, chat or private (the server checks n)
+      send({ type: "history", conv: c.id, ...(history[1] ? { count: Number(history[1]) } : {}) });
+    } else if (text.startsWith("/")) send({ type: "command", line: text });
     else if (c && c.kind === "private") send({ type: "send", to: c.name, text });
     else send({ type: "say", chat: state.current, text });
   });
@@ -505,8 +595,18 @@ document.addEventListener("DOMContentLoaded", () => {
     closeMenu();
   });
   $("person-close").addEventListener("click", closeMenu);
+  $("menu-toggle").addEventListener("click", () => {
+    const open = $("menu-toggle").getAttribute("aria-expanded") !== "true";
+    showSidebar(open);
+    if (open) ($("sidebar").querySelector("button.current") || $("logout")).focus();
+  });
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && !$("person-menu").hidden) closeMenu();
+    if (e.key !== "Escape") return;
+    if (!$("person-menu").hidden) closeMenu();
+    else if (narrow() && $("chat-view").classList.contains("sidebar-open")) {
+      showSidebar(false);
+      $("menu-toggle").focus();
+    }
   });
   if (loadSaved()) connect(resume); else showLogin();
 });

@@ -1,0 +1,279 @@
+"""What every part of a session shares: the door's `Sink`, fan-out's `Readers`, the
+gateway's `Core`, and `SessionBase` (its state, its phase moves, holding and releasing live
+messages around stored ones). The parts: `login.py` (nickname, password, registration,
+tokens at login), `moderation.py` (complaints, bans, kicks), `credentials.py` (/token,
+/logout, /password), and `session.py` (the commands and what fan-out tells a session)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.core import events as ev
+from gateway.core.addresses import address_group
+from gateway.core.audit import record
+from gateway.core.hashing import HashGone
+from gateway.core.phases import Move, Phase, next_phase
+from gateway.core.timefmt import wait_for
+from gateway.metrics import METRICS
+from store.contract import (
+    GENERAL,
+    Account,
+    Conv,
+    LoginCheck,
+    LoginGate,
+    LoginLimits,
+    Message,
+    Position,
+    UserState,
+)
+
+if TYPE_CHECKING:
+    from gateway.core.session import Core, Session
+    from gateway.core.user import LocalUser
+
+__all__ = ["BACKLOG_CHUNK", "Readers", "SessionBase", "Sink"]
+
+log = logging.getLogger("chat.session")
+_ZERO = Position(0, 0)
+#: Bytes of stored messages rendered before the session waits for the door to drain, so a
+#: long backlog never sits in memory whole.
+BACKLOG_CHUNK = 64 * 1024
+#: What one held message is counted as, beyond its text, against the output bound.
+_HELD_OVERHEAD = 64
+
+
+class Sink(Protocol):
+    """What the core needs of a door's connection."""
+
+    @property
+    def address(self) -> str: ...
+
+    def emit(self, event: ev.Event) -> None:
+        """Queue an event for the peer (never blocks; the door bounds its own output)."""
+
+    def show(self, messages: ev.Messages) -> None:
+        """Queue messages (the fan-out hot path: the same object for every reader)."""
+
+    async def drain(self) -> None:
+        """Wait until the peer has taken most of what was queued."""
+
+    def close(self) -> None:
+        """Send what is queued, then close."""
+
+    def overflow(self) -> None:
+        """The peer fell too far behind: drop it."""
+
+
+class Readers(Protocol):
+    """What the core needs of fan-out: who on this gateway reads what."""
+
+    async def attach(self, session: Session, key: str, name: str, state: UserState) -> LocalUser:
+        """From now on the user's conversations reach `session`."""
+
+    def detach(self, session: Session, user: LocalUser) -> None: ...
+
+    async def add_chat(self, user: LocalUser, chat: str, name: str) -> None: ...
+
+    def remove_chat(self, user: LocalUser, chat: str) -> None: ...
+
+
+class SessionBase:
+    """A session's state and the steps its parts share; `Session` is the whole."""
+
+    __slots__ = (
+        "_account",
+        "_held",
+        "_held_bytes",
+        "_holding",
+        "_nick",
+        "_number",
+        "_token",
+        "_wrong",
+        "core",
+        "current",
+        "key",
+        "live",
+        "name",
+        "phase",
+        "sink",
+        "user",
+    )
+
+    def __init__(self, core: Core, sink: Sink, number: int) -> None:
+        self.core = core
+        self.sink = sink
+        self._number = number
+        self.phase = Phase.NICK
+        #: READY and not holding: fan-out may show live messages straight to the sink.
+        self.live = False
+        self.current = GENERAL
+        self.key = ""
+        self.name = ""
+        self.user: LocalUser | None = None
+        self._holding = False
+        self._held: list[ev.Messages] | None = None  # created when something is held
+        self._held_bytes = 0
+        self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
+        self._account: Account | None = None
+        self._wrong = 0
+        #: The hash of this device's resume token: the one it logged in with or was issued.
+        self._token: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        """`gateway:number`, built when asked (logs, join and leave origins): an idle
+        session keeps an int, not a string."""
+        return f"{self.core.gateway_id}:{self._number}"
+
+    def _gone(self) -> bool:
+        """Whether the door's connection closed (checked after every await of login)."""
+        return self.phase is Phase.CLOSED
+
+    def describe(self) -> str:
+        return f"{self.session_id} user={self.name or '-'}"
+
+    def start(self) -> None:
+        self.sink.emit(ev.AskNick(first=True))
+
+    def _error(self, code: ev.ErrorCode, text: str) -> None:
+        self.sink.emit(ev.Error(code, text))
+
+    def _ask_again(self) -> None:
+        if self.phase is Phase.NICK:
+            self.sink.emit(ev.AskNick(first=False))
+        elif self.phase is Phase.PASSWORD and self._nick is not None:
+            self.sink.emit(ev.AskPassword(self._nick[1], new=self._account is None))
+
+    def _move(self, move: Move) -> None:
+        """Change phase, as the table in phases.py allows (PhaseError otherwise)."""
+        self.phase = next_phase(self.phase, move)
+
+    def _alive(self) -> bool:
+        return self.phase is not Phase.CLOSED
+
+    def _login_limits(self) -> LoginLimits:
+        s = self.core.settings
+        return LoginLimits(
+            s.max_login_failures,
+            s.max_login_failures_per_nick,
+            s.max_failed_nicks_per_ip,
+            s.login_fail_window,
+        )
+
+    async def _refused_attempt(self, key: str, name: str, *, take: bool) -> str | None:
+        """Why a login attempt at `key` from here may not be checked, or None. With `take`
+        the attempt is counted now, before its check (see `Store.login_gate`)."""
+        address = address_group(self.sink.address)
+        check = await self.core.store.login_gate(key, address, self._login_limits(), take=take)
+        return self._gate_refusal(check, key, name)
+
+    def _gate_refusal(self, check: LoginCheck, key: str, name: str) -> str | None:
+        if check.gate is LoginGate.OK:
+            return None
+        METRICS.login_throttled.inc()
+        log.warning(
+            "event=login_throttled peer=%s nick=%s limit=%s",
+            self.sink.address,
+            key,
+            check.gate.value,
+        )
+        wait = wait_for(check.wait_ms)
+        if check.gate is LoginGate.PAIR:
+            return f"too many failed logins for {name} from your address; try again in {wait}"
+        if check.gate is LoginGate.NICK:
+            return (
+                f"too many failed logins for {name} from new addresses; try again in {wait}, "
+                "or from where you logged in before"
+            )
+        return f"too many failed logins from your address; try again in {wait}"
+
+    def _hash_refused(self, exc: Exception) -> None:
+        """The hasher is full (say so; the same prompt again) or the connection is gone."""
+        if isinstance(exc, HashGone) or self._gone():
+            return
+        METRICS.hash_busy.inc()
+        self._error(ev.ErrorCode.BUSY, "server busy: too many logins right now, try again")
+        self._ask_again()
+
+    # -- stored messages, hold and release -------------------------------------------------
+
+    async def _show_stored(self, messages: list[Message]) -> dict[Conv, Position]:
+        """Show stored messages in order, at most BACKLOG_CHUNK bytes at a time, waiting
+        for the door to take each chunk; a message counts as shown only once handed to a
+        connection that is still open. Returns the last id shown per conversation."""
+        user = self.user
+        assert user is not None
+        shown: dict[Conv, Position] = {}
+        for run in _runs(messages):
+            where = user.view(run[0])
+            start = 0
+            while start < len(run):
+                size, end = 0, start
+                while end < len(run) and (end == start or size < BACKLOG_CHUNK):
+                    size += len(run[end].text) + _HELD_OVERHEAD
+                    end += 1
+                self.sink.show(ev.Messages(where, tuple(run[start:end])))
+                await self.sink.drain()
+                if self._gone():  # dropped (or closed) before taking it: not shown
+                    return shown
+                last = run[end - 1]
+                shown[last.conv] = last.pos
+                user.mark_shown(last.conv, last.pos)
+                start = end
+        return shown
+
+    def hold(self, messages: ev.Messages) -> None:
+        """Fan-out's delivery while this session is not live: keep them for `_release`."""
+        if not self._holding or self.phase is Phase.CLOSED:
+            return
+        if self._held is None:
+            self._held = []
+        self._held.append(messages)
+        self._held_bytes += sum(len(m.text) + _HELD_OVERHEAD for m in messages.items)
+        if self._held_bytes > self.core.settings.max_output:
+            self.sink.overflow()
+
+    def _hold(self) -> None:
+        self._holding = True
+        self.live = False
+
+    def _release(self, shown: dict[Conv, Position]) -> None:
+        self._holding = False
+        self.live = self.phase is Phase.READY
+        held, self._held, self._held_bytes = self._held, None, 0
+        for messages in held or ():
+            conv = messages.items[0].conv
+            after = shown.get(conv, _ZERO)
+            fresh = tuple(m for m in messages.items if m.pos > after)
+            if not fresh:
+                continue
+            whole = len(fresh) == len(messages.items)
+            self.sink.show(messages if whole else ev.Messages(messages.where, fresh))
+            if self.user is not None:
+                self.user.mark_shown(conv, fresh[-1].pos)
+
+    async def _audit(self, action: str, target: str, **detail: str) -> None:
+        """One audit entry for what this session's user did (see gateway/core/audit.py)."""
+        await record(
+            self.core.store,
+            self.core.settings.audit_keep,
+            action,
+            self.name,
+            target,
+            f"gateway:{self.core.gateway_id}",
+            peer=self.sink.address,
+            **detail,
+        )
+
+
+def _runs(messages: Iterable[Message]) -> list[list[Message]]:
+    """Consecutive messages of the same conversation, grouped."""
+    runs: list[list[Message]] = []
+    for m in messages:
+        if runs and runs[-1][0].conv == m.conv:
+            runs[-1].append(m)
+        else:
+            runs.append([m])
+    return runs

@@ -1,0 +1,158 @@
+"""The embedded store (server.py without --redis-url) keeps its data across restarts, in a
+file of its own per host and port: accounts, chats, history, read positions and resume
+tokens are there after Ctrl+C, and after a crash all but about the last second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+from tests.helpers import ROOT, free_port, messages
+
+
+async def test_accounts_chats_history_positions_and_tokens_survive_a_restart(
+    gateways, clients, tmp_path
+) -> None:
+    data = str(tmp_path / "chat.data")
+    gw = gateways(None, "--data", data)
+    alice, bob = await clients(gw.port), await clients(gw.port)
+    await alice.login("alice", "alice-pass")
+    await bob.login("bob", "bob-pass")
+    await alice.send("/token")
+    token = (await alice.expect("^\\* token: ")).split()[2]
+    await alice.send("/chats den")
+    await alice.expect("current chat is now #den")
+    await bob.send("/chats den")
+    await bob.expect("joined #den")
+    await alice.send("seen by bob before the restart")
+    await bob.expect("seen by bob before the restart")
+    await bob.close()
+    await alice.send("unread by bob")
+    await alice.send("/send bob private, unread")
+    await alice.expect("private, unread")
+    await asyncio.sleep(1.5)  # the cursor flush, then a snapshot
+    assert gw.stop(signal.SIGTERM) == 0
+
+    again = gateways(None, "--data", data)
+    bob = await clients(again.port)
+    await bob.expect("nickname")
+    await bob.send("bob")
+    assert await bob.line() == "* Password for bob:"  # not "New nickname": the account is kept
+    await bob.send("bob-pass")
+    backlog = []
+    while not (line := await bob.line()).startswith("* ready"):
+        backlog.append(line)
+    # only what bob had not been shown, once: read positions survived too
+    assert messages(backlog) == [
+        ("#den", "alice", "unread by bob"),
+        ("@alice", "alice", "private, unread"),
+    ]
+    await bob.send("/chats den")
+    texts = [t for *_, t in messages(await bob.lines())]
+    assert texts == ["seen by bob before the restart", "unread by bob"]  # #den's history
+    alice = await clients(again.port)
+    await alice.expect("nickname")
+    await alice.send(f"alice {token}")  # the resume token still logs in
+    await alice.expect("^\\* ready")
+    assert "store=embedded data=" in again.output()
+
+
+async def test_a_crash_loses_at_most_about_a_second(gateways, clients, tmp_path) -> None:
+    data = str(tmp_path / "chat.data")
+    gw = gateways(None, "--data", data)
+    carol = await clients(gw.port)
+    await carol.login("carol")
+    await carol.send("written before the crash")
+    await carol.expect("written before the crash")
+    await asyncio.sleep(1.6)
+    gw.kill()  # SIGKILL: no shutdown, no last snapshot
+    again = gateways(None, "--data", data)
+    dave = await clients(again.port)
+    await dave.login("dave")
+    await dave.send("/history 5")
+    assert ("#general", "carol", "written before the crash") in messages(await dave.lines())
+    c = await clients(again.port)
+    await c.expect("nickname")
+    await c.send("carol")
+    assert await c.line() == "* Password for carol:"
+
+
+async def test_each_host_and_port_has_its_own_file_and_one_gateway_per_file(
+    gateways, clients, tmp_path
+) -> None:
+    home = tmp_path / "xdg"
+    first = gateways(None, XDG_DATA_HOME=str(home), CHAT_DATA="")
+    a = await clients(first.port)
+    await a.login("erin")
+    second = gateways(None, XDG_DATA_HOME=str(home), CHAT_DATA="")  # another port
+    b = await clients(second.port)
+    await b.expect("nickname")
+    await b.send("erin")
+    assert (await b.line()).startswith("* New nickname erin")  # a separate chat
+    await asyncio.sleep(1.3)
+    files = sorted(p.name for p in (home / "chat-gateway").iterdir())
+    assert files == sorted(
+        f"127.0.0.1-{p}.chat{s}" for p in (first.port, second.port) for s in ("", ".lock")
+    ), files
+    assert oct((home / "chat-gateway").stat().st_mode & 0o777) == "0o700"
+    assert oct((home / "chat-gateway" / f"127.0.0.1-{first.port}.chat").stat().st_mode & 0o777) == (
+        "0o600"
+    )
+
+    # a second gateway on the first one's file is refused with one line, the file untouched
+    before = (home / "chat-gateway" / f"127.0.0.1-{first.port}.chat").read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(XDG_DATA_HOME=str(home), CHAT_WEB_PORT="0", CHAT_IRC_PORT="0")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--port", str(first.port)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is in use by gateway pid" in errors[0], done.stderr
+    assert "choose another port with --port" in errors[0]
+    assert "Traceback" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+    assert (home / "chat-gateway" / f"127.0.0.1-{first.port}.chat").read_bytes() == before
+    await a.send("still served")
+    await a.expect("still served")
+
+
+async def test_data_none_keeps_nothing_and_a_bad_file_is_one_line(
+    gateways, clients, tmp_path
+) -> None:
+    gw = gateways(None, "--data", "none", XDG_DATA_HOME=str(tmp_path / "xdg"))
+    c = await clients(gw.port)
+    await c.login("frank")
+    await asyncio.sleep(1.3)
+    assert gw.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "xdg").exists()
+
+    bad = tmp_path / "bad.data"
+    bad.write_bytes(b"not a snapshot")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(CHAT_WEB_PORT="0", CHAT_IRC_PORT="0")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--port", str(free_port()), "--data", str(bad)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"cannot read the data file {bad}" in errors[0], done.stderr
+    assert "--data" in errors[0] and "Traceback" not in done.stderr
+    assert bad.read_bytes() == b"not a snapshot"  # never overwritten
+    for where in (tmp_path, tmp_path / "dir"):
+        where.mkdir(exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "--data", str(where)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith("error: --data "), done.stderr
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--redis-url", "redis://127.0.0.1:1/0",
+         "--data", str(bad)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--data is the embedded store's file" in done.stderr
