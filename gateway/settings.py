@@ -393,7 +393,6 @@ class Settings:
         "doors' history requests, this many at once (the login backlog never counts); "
         "0: no limit",
         _int(0),
-        "MESSAGES",
     )
     #: Seconds a message lives; streams are trimmed exactly to this.
     message_ttl: int = _opt(
