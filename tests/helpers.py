@@ -10,8 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from scripts.procs import free_port, stop_process, wait_port
 
@@ -21,6 +23,9 @@ __all__ = [
     "Gateway",
     "RedisProcess",
     "WebClient",
+    "assert_quiet",
+    "eventually",
+    "eventually_sync",
     "free_port",
     "messages",
     "wait_port",
@@ -30,6 +35,66 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_MISSING = "redis-server not on PATH: apt-get install redis-server"
 MESSAGE_RE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")
+#: How often `eventually` looks again: short next to any deadline, long next to a look.
+POLL = 0.02
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], what: str, timeout: float = 5.0) -> T:
+    """Look at `check()` (a function, or a coroutine function) until it returns something
+    truthy, and return that. For a state another process reaches in its own time (a key
+    written, a log line, a count, a file): the test goes on as soon as it holds, fails
+    after `timeout` saying `what` it waited for, and never guesses a duration."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = check()
+        if isinstance(got, Awaitable):
+            got = await got
+        if got:
+            return got  # type: ignore[return-value]
+        if loop.time() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what} (last: {got!r})")
+        await asyncio.sleep(POLL)
+
+
+def eventually_sync(check: Callable[[], T], what: str, timeout: float = 5.0) -> T:
+    """`eventually` for a test without an event loop."""
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what} (last: {got!r})")
+        time.sleep(POLL)
+    return got
+
+
+async def assert_quiet(source: Any, seconds: float, why: str) -> None:
+    """Assert that nothing arrives from `source` for `seconds`: the one way this suite waits
+    out a quiet period. Nothing shows that a line will never come but a time without it,
+    so this must wait, and `seconds` must outlast whatever could still send it (a timer, a
+    backoff, a reply in flight): `why` names that at the call, and a failure repeats it.
+
+    `source`: a `Client` (no line), a `WebClient` (no frame), or a function whose value
+    must not change meanwhile (a count of events, a log's length, a metric)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    if isinstance(source, Client | WebClient):
+        got: list[Any] = []
+        while (left := deadline - loop.time()) > 0:
+            try:
+                got.append(
+                    await (source.line(left) if isinstance(source, Client) else source.frame(left))
+                )
+            except TimeoutError:
+                break
+        assert not got, f"arrived within {seconds} s ({why}): {got!r}"
+        return
+    first = source()
+    while loop.time() < deadline:
+        await asyncio.sleep(min(POLL * 5, seconds))
+        now = source()
+        assert now == first, f"changed within {seconds} s ({why}): {first!r} -> {now!r}"
 
 
 def redis_client(url: str) -> Any:
@@ -172,6 +237,14 @@ class Gateway:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    async def logged(self, text: str, count: int = 1, timeout: float = 5.0) -> str:
+        """Wait until the gateway's log holds `text` (at least `count` times); the log."""
+        return await eventually(
+            lambda: (out := self.output()).count(text) >= count and out,
+            f"{text!r} x{count} in the gateway's log",
+            timeout,
+        )
 
 
 class Client:
