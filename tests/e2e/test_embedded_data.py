@@ -4,13 +4,14 @@ tokens are there after Ctrl+C, and after a crash all but about the last second."
 
 from __future__ import annotations
 
-import asyncio
 import os
+import pickle
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.helpers import ROOT, free_port, messages
+from tests.helpers import ROOT, assert_quiet, eventually, free_port, messages
 
 
 async def test_accounts_chats_history_positions_and_tokens_survive_a_restart(
@@ -33,7 +34,7 @@ async def test_accounts_chats_history_positions_and_tokens_survive_a_restart(
     await alice.send("unread by bob")
     await alice.send("/send bob private, unread")
     await alice.expect("private, unread")
-    await asyncio.sleep(1.5)  # the cursor flush, then a snapshot
+    # no waiting: a clean stop writes the read positions, then the last snapshot
     assert gw.stop(signal.SIGTERM) == 0
 
     again = gateways(None, "--data", data)
@@ -67,7 +68,12 @@ async def test_a_crash_loses_at_most_about_a_second(gateways, clients, tmp_path)
     await carol.login("carol")
     await carol.send("written before the crash")
     await carol.expect("written before the crash")
-    await asyncio.sleep(1.6)
+    # a snapshot at most a second after a change (and the look at the file itself slack)
+    await eventually(
+        lambda: os.path.exists(data) and b"written before the crash" in Path(data).read_bytes(),
+        "a snapshot that holds carol's message",
+        timeout=2.0,
+    )
     gw.kill()  # SIGKILL: no shutdown, no last snapshot
     again = gateways(None, "--data", data)
     dave = await clients(again.port)
@@ -92,18 +98,22 @@ async def test_each_host_and_port_has_its_own_file_and_one_gateway_per_file(
     await b.expect("nickname")
     await b.send("erin")
     assert (await b.line()).startswith("* New nickname erin")  # a separate chat
-    await asyncio.sleep(1.3)
-    files = sorted(p.name for p in (home / "chat-gateway").iterdir())
-    assert files == sorted(
+    want = sorted(
         f"127.0.0.1-{p}.chat{s}" for p in (first.port, second.port) for s in ("", ".lock")
-    ), files
+    )
+    await eventually(  # each writes its first snapshot within a second of a change
+        lambda: sorted(p.name for p in (home / "chat-gateway").iterdir()) == want,
+        f"the files {want}",
+    )
     assert oct((home / "chat-gateway").stat().st_mode & 0o777) == "0o700"
     assert oct((home / "chat-gateway" / f"127.0.0.1-{first.port}.chat").stat().st_mode & 0o777) == (
         "0o600"
     )
 
     # a second gateway on the first one's file is refused with one line, the file untouched
-    before = (home / "chat-gateway" / f"127.0.0.1-{first.port}.chat").read_bytes()
+    # (the first one may snapshot meanwhile: what must hold is erin's account in it)
+    first_file = home / "chat-gateway" / f"127.0.0.1-{first.port}.chat"
+    await eventually(lambda: b"erin" in first_file.read_bytes(), "erin's account in the file")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     env.update(XDG_DATA_HOME=str(home), CHAT_WEB_PORT="0", CHAT_IRC_PORT="0")
     done = subprocess.run(
@@ -115,7 +125,8 @@ async def test_each_host_and_port_has_its_own_file_and_one_gateway_per_file(
     assert len(errors) == 1 and "is in use by gateway pid" in errors[0], done.stderr
     assert "choose another port with --port" in errors[0]
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr, done.stderr
-    assert (home / "chat-gateway" / f"127.0.0.1-{first.port}.chat").read_bytes() == before
+    kept = pickle.loads(first_file.read_bytes())
+    assert kept["format"] == 1 and any(b"erin" in k for k in kept["keys"]), kept
     await a.send("still served")
     await a.expect("still served")
 
@@ -126,7 +137,9 @@ async def test_data_none_keeps_nothing_and_a_bad_file_is_one_line(
     gw = gateways(None, "--data", "none", XDG_DATA_HOME=str(tmp_path / "xdg"))
     c = await clients(gw.port)
     await c.login("frank")
-    await asyncio.sleep(1.3)
+    await assert_quiet(
+        lambda: (tmp_path / "xdg").exists(), 1.3, "a snapshot is due a second after a change"
+    )
     assert gw.stop(signal.SIGTERM) == 0
     assert not (tmp_path / "xdg").exists()
 
