@@ -28,6 +28,7 @@ __all__ = [
     "eventually_sync",
     "free_port",
     "messages",
+    "shown_recorded",
     "wait_port",
     "web_texts",
 ]
@@ -116,6 +117,29 @@ def redis_client(url: str) -> Any:
     return RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in seeds.nodes], decode_responses=True
     )
+
+
+async def shown_recorded(url: str, user: str, *convs: str, timeout: float = 5.0) -> None:
+    """Wait until the store at `url` records that `user` was shown the newest message of
+    each of `convs` (conversation ids: "c:general", "p:alice|bob"). A gateway writes shown
+    positions every --cursor-flush seconds, when the user's last session there closes, and
+    at shutdown: a test that kills a gateway waits for this, not for a flush period."""
+    from store import keys
+
+    r = redis_client(url)
+
+    def caught_up() -> bool:
+        cursor = r.hgetall(keys.cursors(user))
+        for conv in convs:
+            newest = r.xrevrange(keys.conv_stream(conv), count=1)
+            if not newest or cursor.get(conv) != newest[0][0]:
+                return False
+        return True
+
+    try:
+        await eventually(caught_up, f"{user} shown the newest of {convs}, recorded", timeout)
+    finally:
+        r.close()
 
 
 class RedisProcess:

@@ -15,7 +15,7 @@ import pytest
 
 from scripts.procs import stop_process
 from tests.conftest import IN_CI
-from tests.helpers import ROOT, messages
+from tests.helpers import ROOT, messages, shown_recorded
 
 
 class PlainClient:
@@ -126,7 +126,7 @@ async def test_client_reconnects_to_another_gateway_and_shows_what_it_missed(
         await b.expect("joined #ops")
         b.send("before the crash")
         await a.expect("before the crash")
-        await asyncio.sleep(1.3)  # let the cursor flush
+        await shown_recorded(redis_url, "alice", "c:ops")
         g1.kill()
         for i in range(3):
             b.send(f"missed {i}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from tests.helpers import Client, Gateway, messages
+from tests.helpers import Client, Gateway, messages, shown_recorded
 
 
 async def test_sigterm_says_goodbye_records_cursors_and_exits_0(
@@ -34,7 +34,7 @@ async def test_sigkill_of_a_gateway_loses_no_message(redis_url, two_gateways, cl
     for i in range(5):
         await b.send(f"before {i}")
     await a.expect("before 4")
-    await asyncio.sleep(1.3)  # one cursor flush: what was shown is recorded
+    await shown_recorded(redis_url, "alice", "c:general")
     g1.kill()
     assert await a.closed()
     for i in range(5):

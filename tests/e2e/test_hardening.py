@@ -12,7 +12,7 @@ import time
 
 import redis as redis_py
 
-from tests.helpers import ROOT, Client, WebClient, free_port, messages, web_texts
+from tests.helpers import ROOT, Client, WebClient, free_port, messages, shown_recorded, web_texts
 
 
 async def test_hit_and_run_registrations_leave_no_ghost_sessions(redis_url, gateways) -> None:
@@ -130,7 +130,7 @@ async def test_a_message_read_in_the_page_is_not_unread_on_telnet(redis_url, gat
     texts = await web.texts(quiet=0.8)
     assert ("#general", "sol", "seen in the page") in texts
     assert ("@sol", "sol", "privately, also seen") in texts
-    await asyncio.sleep(1.5)  # the page's shown position reaches Redis (--cursor-flush)
+    await shown_recorded(redis_url, "pia", "c:general", "p:pia|sol")
     tel = await Client.connect(other.port)
     assert messages(await tel.login("pia")) == []  # nothing replayed as unread
     await web.close()

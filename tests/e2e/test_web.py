@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.helpers import WebClient, free_port, messages, web_texts
+from tests.helpers import WebClient, free_port, messages, shown_recorded, web_texts
 
 
 def web_gateway(gateways, backend, **env):  # type: ignore[no-untyped-def]
@@ -141,7 +141,7 @@ async def test_web_and_telnet_across_gateways_and_replay_after_a_kill(
     await telnet.send("across gateways")
     frame = await web.expect("messages")
     assert (frame["items"][0]["from"], frame["items"][0]["text"]) == ("theo", "across gateways")
-    await asyncio.sleep(1.5)  # the shown position reaches Redis (--cursor-flush 1 s)
+    await shown_recorded(redis_url, "wanda", "c:general")
     g1.kill()
     for i in range(3):
         await telnet.send(f"while you were away {i}")
