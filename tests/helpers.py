@@ -28,6 +28,7 @@ __all__ = [
     "eventually_sync",
     "free_port",
     "messages",
+    "metrics",
     "shown_recorded",
     "wait_port",
     "web_texts",
@@ -76,8 +77,10 @@ async def assert_quiet(source: Any, seconds: float, why: str) -> None:
     so this must wait, and `seconds` must outlast whatever could still send it (a timer, a
     backoff, a reply in flight): `why` names that at the call, and a failure repeats it.
 
-    `source`: a `Client` (no line), a `WebClient` (no frame), or a function whose value
-    must not change meanwhile (a count of events, a log's length, a metric)."""
+    `source`: a `Client` (no line), a `WebClient` (no frame), or a function (or coroutine
+    function) whose value must not change meanwhile (a count, a log's length, a metric).
+    A state that may take a moment to settle is waited for first (`eventually`), then
+    held quiet."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     if isinstance(source, Client | WebClient):
@@ -91,10 +94,15 @@ async def assert_quiet(source: Any, seconds: float, why: str) -> None:
                 break
         assert not got, f"arrived within {seconds} s ({why}): {got!r}"
         return
-    first = source()
+
+    async def look() -> Any:
+        got = source()
+        return await got if isinstance(got, Awaitable) else got
+
+    first = await look()
     while loop.time() < deadline:
         await asyncio.sleep(min(POLL * 5, seconds))
-        now = source()
+        now = await look()
         assert now == first, f"changed within {seconds} s ({why}): {first!r} -> {now!r}"
 
 
@@ -117,6 +125,19 @@ def redis_client(url: str) -> Any:
     return RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in seeds.nodes], decode_responses=True
     )
+
+
+def metrics(port: int) -> dict[str, float]:
+    """A gateway's metrics (--metrics-port), unlabelled and labelled lines alike."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        body = r.read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 async def shown_recorded(url: str, user: str, *convs: str, timeout: float = 5.0) -> None:

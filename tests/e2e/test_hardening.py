@@ -12,7 +12,24 @@ import time
 
 import redis as redis_py
 
-from tests.helpers import ROOT, Client, WebClient, free_port, messages, shown_recorded, web_texts
+from tests.helpers import (
+    ROOT,
+    Client,
+    WebClient,
+    assert_quiet,
+    eventually,
+    free_port,
+    messages,
+    shown_recorded,
+    web_texts,
+)
+
+
+async def not_online(client: Client, nick: str) -> bool:
+    """Whether /who, asked by `client`, no longer lists `nick` in #general."""
+    await client.send("/who")
+    line = await client.expect("online in #general")
+    return nick not in line.split(":", 1)[1].replace(",", " ").split()
 
 
 async def test_hit_and_run_registrations_leave_no_ghost_sessions(redis_url, gateways) -> None:
@@ -23,17 +40,22 @@ async def test_hit_and_run_registrations_leave_no_ghost_sessions(redis_url, gate
         _, w = await asyncio.open_connection("127.0.0.1", gw.port)
         w.write(f"ghost{i}\r\nsecret123\r\n".encode())
         await w.drain()
-        await asyncio.sleep(0.02 * i)
+        await asyncio.sleep(0.02 * i)  # the scene: closed before, during, after its hash
         w.transport.abort()
-    await asyncio.sleep(3)  # every hash done, every registration stored
-    alice = await Client.connect(gw.port)
+    # "Every hash done, every registration stored", shown by two logins in a row: hashes
+    # start in the order asked (one queue, equal cost), so alice's starts after every
+    # ghost's started, and bea's after alice's ended: every ghost's ended a hash ago.
+    alice, bea = await Client.connect(gw.port), await Client.connect(gw.port)
     await alice.login("alice")
+    await bea.login("bea")
     await alice.send("/who")
-    assert (await alice.expect("online in #general")).startswith("* online in #general (1): alice")
+    assert (await alice.expect("online in #general")).startswith(
+        "* online in #general (2): alice, bea"
+    )
     r = redis_py.Redis.from_url(redis_url, decode_responses=True)
     try:
         channels = set(r.pubsub_channels("chat:ch:{u:*"))
-        assert channels == {"chat:ch:{u:alice}"}, channels  # no one subscribed for a ghost
+        assert channels == {"chat:ch:{u:alice}", "chat:ch:{u:bea}"}, channels  # no ghost's
     finally:
         r.close()
     registered = []
@@ -135,9 +157,9 @@ async def test_a_message_read_in_the_page_is_not_unread_on_telnet(redis_url, gat
     assert messages(await tel.login("pia")) == []  # nothing replayed as unread
     await web.close()
     await tel.close()
-    await asyncio.sleep(0.5)
+    await eventually(lambda: not_online(sender, "pia"), "pia offline on every device")
     await sender.send("while every device is away")
-    await asyncio.sleep(0.5)
+    await sender.expect("while every device is away")  # stored
     again = await WebClient.connect(gw.web_port)
     assert web_texts(await again.login("pia")) == [
         ("#general", "sol", "while every device is away")
@@ -146,8 +168,7 @@ async def test_a_message_read_in_the_page_is_not_unread_on_telnet(redis_url, gat
 
 async def test_max_per_ip_holds_over_all_gateways(redis_url, gateways, clients) -> None:
     g1 = gateways(redis_url, CHAT_MAX_PER_IP="3")
-    g2 = gateways(redis_url, CHAT_MAX_PER_IP="3")
-    await asyncio.sleep(0.3)  # both have beaten once: each knows the other is alive
+    g2 = gateways(redis_url, CHAT_MAX_PER_IP="3")  # its first beat, before it listens, saw g1
     here = "127.0.0.7"
     held = [await clients(g1.port, here), await clients(g1.port, here)]
     await held[0].expect("nickname")
@@ -160,7 +181,14 @@ async def test_max_per_ip_holds_over_all_gateways(redis_url, gateways, clients) 
     elsewhere = await clients(g2.port, "127.0.0.8")  # another address is not affected
     await elsewhere.login("elsewhere")
     await held[0].close()
-    await asyncio.sleep(0.3)  # its count is taken back
+    r = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await eventually(  # its count is taken back
+            lambda: sum(map(int, r.hvals(f"chat:{{g}}:addr:{here}:conns"))) == 2,
+            "2 connections counted from the address",
+        )
+    finally:
+        r.close()
     again = await clients(g2.port, here)
     await again.login("again")
 
@@ -195,9 +223,9 @@ async def test_a_long_backlog_is_shown_whole_without_dropping_the_reader(
     erin = await clients(gw.port)
     await erin.login("erin")
     await erin.close()
-    await asyncio.sleep(0.3)
     bob = await clients(gw.port)
     await bob.login("bob")
+    await eventually(lambda: not_online(bob, "erin"), "erin away: what follows is her backlog")
     for i in range(300):  # about 1.2 MB while erin is away: more than --max-output
         await bob.send(f"{i:03} " + "y" * 4000)
     await bob.expect("299 ")
@@ -216,11 +244,14 @@ async def test_a_connection_closed_during_a_join_leaves_no_subscription(
         await c.login(f"hasty{i}")
         await c.send(f"/chats leak{i}")
         c.writer.transport.abort()
-    await asyncio.sleep(1.0)
     r = redis_py.Redis.from_url(redis_url, decode_responses=True)
+
+    def channels() -> list[str]:
+        return r.pubsub_channels("chat:ch:{c:leak*") + r.pubsub_channels("chat:ch:{u:*")
+
     try:
-        assert r.pubsub_channels("chat:ch:{c:leak*") == []
-        assert r.pubsub_channels("chat:ch:{u:*") == []
+        await eventually(lambda: channels() == [], "no channel left subscribed")
+        await assert_quiet(channels, 1.0, "a join in flight when its connection closed")
     finally:
         r.close()
 
@@ -239,6 +270,13 @@ async def test_a_web_login_closed_at_once_is_not_left_online(redis_url, gateways
     await again.expect("login_required")
     await again.send({"type": "login", "nick": "wally", "password": "secret123"})
     again.ws.transport.abort()  # gone at once, before its backlog is shown
-    await asyncio.sleep(1.0)
-    await bob.send("/who")
-    assert (await bob.expect("online in #general")).startswith("* online in #general (1): bob")
+
+    async def online() -> str:
+        await bob.send("/who")
+        return await bob.expect("online in #general")
+
+    async def bob_alone() -> bool:
+        return (await online()).startswith("* online in #general (1): bob")
+
+    await eventually(bob_alone, "bob alone online")
+    await assert_quiet(online, 1.0, "wally's login, cut at once, may end a moment later")
