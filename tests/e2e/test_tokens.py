@@ -9,7 +9,7 @@ import re
 import redis
 
 from tests.e2e.test_client import PlainClient
-from tests.helpers import Client
+from tests.helpers import Client, eventually
 
 TOKEN_RE = re.compile(r"^\* token: ([0-9a-f]{64}) \(valid for (.+); /logout revokes it\)$")
 
@@ -174,12 +174,12 @@ async def test_client_reconnects_to_another_gateway_with_its_token(
     client = PlainClient(f"127.0.0.1:{g1.port},127.0.0.1:{g2.port}", "gina")
     try:
         await client.expect("* ready")
-        await asyncio.sleep(0.3)  # the client asks for its token right after ready
-        assert "event=token_issued" in g1.output()
+        await g1.logged("event=token_issued")  # asked for right after ready
         g1.kill()
         watcher = await clients(g2.port)
         await watcher.login("watcher")
-        await asyncio.sleep(2.5)  # the client's backoff: 0.5 s, then 1 s
+        # back after its backoff (0.5 s, then 1 s), on g2, with its token
+        await g2.logged("user=gina method=token", timeout=10)
         client.send("back again")
         await watcher.expect("<gina> back again", timeout=10)
         assert _logins(g2.output(), "gina") == ["token"]  # no scrypt on the reconnect
@@ -203,10 +203,9 @@ async def test_client_falls_back_to_the_password_when_its_token_is_refused(
     runner = asyncio.create_task(link.run())
     try:
         await asyncio.wait_for(link.ready.wait(), 10)
-        for _ in range(50):  # the client then asks for a fresh token
-            if link.token not in (None, "ab" * 32):
-                break
-            await asyncio.sleep(0.05)
+        await eventually(  # the client then asks for a fresh token
+            lambda: link.token not in (None, "ab" * 32), "a fresh token", timeout=2.5
+        )
         assert link.logins == ["password"] and link.fatal is None
         assert link.token is not None and re.fullmatch("[0-9a-f]{64}", link.token)
     finally:
