@@ -12,13 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from gateway.settings import GROUPS, Settings, env_var
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, eventually_sync, free_port
 
 FIELDS = dataclasses.fields(Settings)
 #: Wrong values of each kind, by what the option takes (its metavar).
@@ -149,8 +149,10 @@ def _certs(d: Path) -> tuple[Path, Path]:
 
 def test_a_busy_listener_names_the_option_to_change(tmp_path: Path) -> None:
     cert, key = _certs(tmp_path)
-    for option in ("--port", "--web-port", "--irc-port", "--tls-port", "--irc-tls-port",
-                   "--metrics-port"):  # fmt: skip
+
+    def start_on_a_busy(
+        option: str,
+    ) -> tuple[str, dict[str, int], subprocess.CompletedProcess[str]]:
         ports = {o: free_port() for o in ("--port", "--web-port", "--irc-port")}
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
@@ -161,6 +163,13 @@ def test_a_busy_listener_names_the_option_to_change(tmp_path: Path) -> None:
                 "server.py", *argv, "--data", "none", "--tls-cert", str(cert), "--tls-key",
                 str(key),
             )  # fmt: skip
+        return option, ports, done
+
+    options = ("--port", "--web-port", "--irc-port", "--tls-port", "--irc-tls-port",
+               "--metrics-port")  # fmt: skip
+    with ThreadPoolExecutor(len(options)) as pool:  # six start-ups at once: independent
+        results = list(pool.map(start_on_a_busy, options))
+    for option, ports, done in results:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode == 1 and len(errors) == 1, done.stderr
         assert f":{ports[option]}: Address already in use" in errors[0], errors
@@ -179,10 +188,11 @@ def test_a_redis_that_does_not_answer_gets_a_hint_once(tmp_path: Path) -> None:
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 15
-            while log.read_text().count("event=redis_unavailable") < 3:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+            eventually_sync(
+                lambda: log.read_text().count("event=redis_unavailable") >= 3,
+                "three tries said in the log",
+                timeout=15,
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
         finally:
