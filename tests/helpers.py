@@ -29,6 +29,7 @@ __all__ = [
     "free_port",
     "messages",
     "metrics",
+    "not_online",
     "shown_recorded",
     "wait_port",
     "web_texts",
@@ -125,6 +126,14 @@ def redis_client(url: str) -> Any:
     return RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in seeds.nodes], decode_responses=True
     )
+
+
+async def not_online(client: Client, nick: str) -> bool:
+    """Whether /who, asked by `client` (logged in, on the line door), no longer lists `nick`
+    in #general: the sign that all of `nick`'s sessions have ended."""
+    await client.send("/who")
+    line = await client.expect("online in #general")
+    return nick not in line.split(":", 1)[1].replace(",", " ").split()
 
 
 def metrics(port: int) -> dict[str, float]:

@@ -21,16 +21,10 @@ from tests.helpers import (
     eventually_sync,
     free_port,
     messages,
+    not_online,
     shown_recorded,
     web_texts,
 )
-
-
-async def not_online(client: Client, nick: str) -> bool:
-    """Whether /who, asked by `client`, no longer lists `nick` in #general."""
-    await client.send("/who")
-    line = await client.expect("online in #general")
-    return nick not in line.split(":", 1)[1].replace(",", " ").split()
 
 
 async def test_hit_and_run_registrations_leave_no_ghost_sessions(redis_url, gateways) -> None:

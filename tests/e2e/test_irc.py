@@ -27,8 +27,11 @@ from tests.helpers import (
     Gateway,
     RedisProcess,
     WebClient,
+    eventually,
     free_port,
     messages,
+    not_online,
+    shown_recorded,
     wait_port,
 )
 
@@ -336,14 +339,14 @@ async def test_history_on_join_chathistory_and_resume_token(world, irc_clients, 
 async def test_unread_replay_once_read_markers_and_other_devices(
     world, irc_clients, clients
 ) -> None:
-    g1, g2, _ = world
+    g1, g2, url = world
     caps = "server-time message-tags batch draft/chathistory draft/read-marker"
     rita = await irc(irc_clients, g1.irc_port)
     await rita.login("rita3", caps)
     await rita.close()
-    await asyncio.sleep(0.5)  # the last session's position is written when it closes
     tom = await clients(g2.port)
     await tom.login("tom3")
+    await eventually(lambda: not_online(tom, "rita3"), "rita away: what follows is unread")
     for i in range(3):
         await tom.send(f"unread {i}")
     await tom.expect("unread 2")
@@ -356,20 +359,20 @@ async def test_unread_replay_once_read_markers_and_other_devices(
     marker = next(line for line in welcome if " MARKREAD #general " in line)
     assert "timestamp=" in marker
     await back.close()
-    await asyncio.sleep(0.5)
+    await shown_recorded(url, "rita3", "c:general")  # written when the last session closes
     once = await irc(irc_clients, g1.irc_port)
     assert not [m for m in privmsgs(await once.login("rita3", caps) + await once.lines())
                 if m[2].startswith("unread")]  # fmt: skip
     # read on another device (the web) while no IRC client is connected: not replayed, and
     # MARKREAD says where it was read
     await once.close()
-    await asyncio.sleep(0.5)
+    await eventually(lambda: not_online(tom, "rita3"), "rita away from IRC")
     phone = await WebClient.connect(g2.web_port)
     await phone.login("rita3")
     await tom.send("read on the phone")
     assert ("#general", "tom3", "read on the phone") in await phone.texts(quiet=0.5)
     await phone.close()
-    await asyncio.sleep(0.6)
+    await shown_recorded(url, "rita3", "c:general")
     desk = await irc(irc_clients, g1.irc_port)
     welcome = await desk.login("rita3", caps) + await desk.lines()
     assert "read on the phone" not in " ".join(welcome)
