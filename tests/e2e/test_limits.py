@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from tests.helpers import messages
+from tests.helpers import Client, assert_quiet, eventually, messages, not_online
 
 
 async def test_rate_limit_is_shared_by_all_devices(redis_url, gateways, clients) -> None:
@@ -39,7 +39,11 @@ async def test_slow_reader_is_disconnected_and_others_unaffected(
     a, b = await clients(gw.port), await clients(gw.port)
     await a.login("alice")
     await b.login("bob")
-    await asyncio.sleep(0.5)
+
+    async def slowpoke_in() -> bool:
+        return not await not_online(a, "slowpoke")
+
+    await eventually(slowpoke_in, "slowpoke logged in: a reader of #general")
     payload = "x" * 2000
     total = 4000
 
@@ -55,11 +59,10 @@ async def test_slow_reader_is_disconnected_and_others_unaffected(
     readers = [asyncio.create_task(count(n, c)) for n, c in (("a", a), ("b", b))]
     for i in range(0, total, 20):
         await a.send("".join(f"{j} {payload}\r\n" for j in range(i, i + 20)).encode())
-        for _ in range(500):  # lockstep with a normal reader: only the slow one falls behind
-            if counts["b"] >= i + 20:
-                break
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.5)
+        await eventually(  # lockstep with a normal reader: only the slow one falls behind
+            lambda n=i + 20: counts["b"] >= n, f"bob shown message {i + 19}"
+        )
+    await eventually(lambda: counts == {"a": total, "b": total}, "both got every message")
     for task in readers:
         task.cancel()
     assert counts == {"a": total, "b": total}  # normal readers get everything
@@ -84,7 +87,7 @@ async def test_login_timeout_closes_idle_unauthenticated_connections(
     await logged.login("alice")
     assert await idle.expect("timed out", timeout=5)
     assert await idle.closed()
-    await asyncio.sleep(1.2)
+    await assert_quiet(logged, 1.2, "the 1 s login timeout must not cut a logged-in user")
     await logged.send("still here")  # logged-in users may idle
     await logged.expect("still here")
 
@@ -136,9 +139,16 @@ async def test_a_full_gateway_says_so_and_sends_clients_elsewhere(
     assert await extra.line() == "! server busy: this gateway is full, try another one"
     assert await extra.closed()
     waiting.writer.close()
-    await asyncio.sleep(0.3)
-    late = await clients(gw.port)
-    await late.login("bob")
+
+    async def room() -> Client | None:
+        c = await clients(gw.port)
+        if (await c.line()).startswith("! server busy"):
+            return None
+        return c
+
+    late = await eventually(room, "a place freed by the closed connection")
+    await late.send("bob")
+    await late.expect("(?i)password")
 
 
 async def test_connections_still_logging_in_are_limited(backend, gateways, clients) -> None:
