@@ -9,7 +9,7 @@ import urllib.request
 
 import redis as redis_py
 
-from tests.helpers import free_port, messages
+from tests.helpers import assert_quiet, free_port, messages
 
 RESET = "* the chat store was reset; recent history may be missing"
 
@@ -44,7 +44,9 @@ async def test_redis_restarted_empty_users_keep_chatting_without_reconnecting(
     assert "after reset in general" in await a.expect("after reset in general")
     await a.send("/who #room")
     assert "(2)" in await a.expect("online in #room")
-    await asyncio.sleep(1.5)  # heartbeats and reconnect checks must not say it again
+    await b.expect("after reset in general")  # its own echo
+    why = "a heartbeat or reconnect check that would say the reset again"
+    await asyncio.gather(assert_quiet(a, 1.5, why), assert_quiet(b, 1.5, why))
     await a.send("/help")
     await b.send("/help")
     rest = await a.lines() + await b.lines()
@@ -100,8 +102,7 @@ async def test_redis_out_of_memory_is_said_clearly_and_everything_recovers(
     status = await _until(lambda: loop.run_in_executor(None, _health, metrics), lambda s: s == 503)
     assert status == 503  # the heartbeat fails: the load balancer should know
 
-    redis.cli("CONFIG", "SET", "maxmemory", "0")
-    await asyncio.sleep(0.5)
+    redis.cli("CONFIG", "SET", "maxmemory", "0")  # what follows waits until it shows
 
     # The heartbeat was only failing, not dead: /who counts both users again.
     async def who() -> str:

@@ -145,7 +145,7 @@ async def test_web_and_telnet_across_gateways_and_replay_after_a_kill(
     g1.kill()
     for i in range(3):
         await telnet.send(f"while you were away {i}")
-    await asyncio.sleep(0.3)
+    await telnet.expect("while you were away 2")  # stored
     web2 = await WebClient.connect(g2.web_port)
     backlog = web_texts(await web2.login("wanda"))
     assert backlog == [("#general", "theo", f"while you were away {i}") for i in range(3)]
@@ -232,10 +232,7 @@ async def test_a_web_reader_that_does_not_read_is_dropped_and_others_are_not(
         await asyncio.sleep(0.002)
     await asyncio.wait_for(reader, 60)
     assert got == 8000  # the reader that reads gets everything
-    deadline = asyncio.get_running_loop().time() + 10
-    while asyncio.get_running_loop().time() < deadline and "sendq_exceeded" not in gw.output():
-        await asyncio.sleep(0.1)
-    assert "event=sendq_exceeded door=web" in gw.output()
+    await gw.logged("event=sendq_exceeded door=web", timeout=10)
     slow.transport.abort()
 
 
