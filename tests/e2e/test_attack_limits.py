@@ -4,13 +4,14 @@ that never expire, and a "not sent" that was sent. Real gateways on real Redis."
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
 import redis
 
 from store import keys
-from tests.helpers import Client, messages
+from tests.helpers import Client, eventually, messages
 
 
 async def _probe(client: Client, stop: asyncio.Event) -> list[float]:
@@ -23,6 +24,18 @@ async def _probe(client: Client, stop: asyncio.Event) -> list[float]:
         rtts.append((time.perf_counter() - t0) * 1000)
         await asyncio.sleep(0.02)
     return rtts
+
+
+def _stalled(port: int) -> bool:
+    """Whether Redis leaves a PING unanswered for 50 ms (DEBUG SLEEP under way). A raw
+    socket: redis-py would retry a timed-out command until the stall ends."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.settimeout(0.05)
+        s.sendall(b"PING\r\n")
+        try:
+            return not s.recv(16)
+        except TimeoutError:
+            return True
 
 
 def _flood_chats(url: str, chats: int, online: int) -> None:
@@ -134,7 +147,7 @@ async def test_a_stalled_store_says_may_have_been_delivered_not_not_sent(
     await b.expect("before")
     stall = threading.Thread(target=store.cli, args=("DEBUG", "SLEEP", "3"))
     stall.start()  # Redis stalls 3 s, then carries on with what it was sent
-    await asyncio.sleep(0.3)
+    await eventually(lambda: _stalled(store.port), "Redis stalled by DEBUG SLEEP")
     await a.send("during the stall")
     answer = await a.expect("^!", timeout=5)
     assert "did not confirm your message in time; it may have been delivered" in answer
@@ -173,10 +186,9 @@ async def test_unused_accounts_expire_with_their_keys_and_memberships(
     await b.login("bob")
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     r.zadd(keys.seen(), {"alice": int(time.time() * 1000) - 61_000})  # 61 s unused
-    for _ in range(80):  # the sweep runs on the 5 s heartbeat
-        if not r.exists(keys.user("alice")):
-            break
-        await asyncio.sleep(0.1)
+    await eventually(  # the sweep runs on the 5 s heartbeat
+        lambda: not r.exists(keys.user("alice")), "alice's account swept", timeout=8
+    )
     assert not r.exists(keys.user("alice"), keys.user_chats("alice"))
     assert r.smembers(keys.members(keys.GENERAL)) == {"bob"}
     assert not r.exists(keys.members("alone"), keys.chat("alone"))
@@ -215,17 +227,13 @@ async def test_a_password_never_checked_does_not_count_toward_the_lockout(
         await c.expect("(?i)password")
         await c.send(f"wrong-password-{n + 2}")
         quitters.append(c)
-    for _ in range(100):  # every attempt taken before its hash
-        if int(r.get(fails) or 0) == 5:
-            break
-        await asyncio.sleep(0.02)
-    assert r.get(fails) == "5"
+    await eventually(  # every attempt taken before its hash
+        lambda: r.get(fails) == "5", "5 failed attempts counted", timeout=2
+    )
     for c in quitters:
         await c.close()
     assert "wrong password" in await checked.expect("wrong password", timeout=20)
-    for _ in range(200):  # the queue drains: each quitter's turn finds it gone
-        if r.get(fails) == "1":
-            break
-        await asyncio.sleep(0.05)
-    assert r.get(fails) == "1"  # only the password that was checked
+    await eventually(  # the queue drains: each quitter's turn finds it gone
+        lambda: r.get(fails) == "1", "only the password that was checked counted", timeout=10
+    )
     r.close()

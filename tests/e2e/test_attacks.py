@@ -157,7 +157,7 @@ async def test_hashes_for_closed_connections_are_never_computed(redis_url, gatew
     await asyncio.sleep(0.3)
     for c in ghosts:
         c.writer.transport.abort()
-    await asyncio.sleep(0.2)
+    await gw.logged("event=disconnect", count=40)  # every close seen
     user = await clients(gw.port)
     start = time.monotonic()
     await user.login("alice")

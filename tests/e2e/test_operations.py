@@ -12,7 +12,7 @@ import urllib.request
 import yaml
 
 from scripts.procs import stop_process
-from tests.helpers import ROOT, free_port, messages, wait_port
+from tests.helpers import ROOT, eventually, free_port, messages, wait_port
 
 
 def _two_consecutive_free_ports() -> list[int]:
@@ -113,12 +113,11 @@ async def test_health_fails_while_redis_is_down(private_redis, gateways) -> None
     mport = free_port()
     gateways(redis.url, "--metrics-port", str(mport))
     redis.stop()
-    for _ in range(50):
-        status, _ = await asyncio.to_thread(_get, mport, "/healthz")
-        if status == 503:
-            break
-        await asyncio.sleep(0.1)
-    assert status == 503
+
+    async def unhealthy() -> bool:
+        return (await asyncio.to_thread(_get, mport, "/healthz"))[0] == 503
+
+    await eventually(unhealthy, "/healthz answering 503")
 
 
 async def test_logs_have_connection_events_and_never_a_password(backend, gateways, clients) -> None:
@@ -133,8 +132,7 @@ async def test_logs_have_connection_events_and_never_a_password(backend, gateway
     await b.expect("wrong password")
     await a.send("/quit")
     await a.expect("bye")
-    await asyncio.sleep(0.2)
-    log = gw.output()
+    log = await gw.logged("event=disconnect")
     for event in ("event=connect", "event=login", "event=wrong_password", "event=disconnect"):
         assert event in log
     assert "hunter2-secret" not in log and "wrong-guess-123" not in log
