@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tests.e2e.test_attacks import PROBE_BOUND, _help_lines, _probe
-from tests.helpers import Client, free_port
+from tests.helpers import Client, assert_quiet, eventually, free_port
 
 _KEY = base64.b64encode(os.urandom(16)).decode()
 
@@ -252,7 +252,6 @@ async def test_a_websocket_that_never_logs_in_is_cut_at_the_deadline_even_if_it_
     start = time.monotonic()
     # never read: the login prompt and the timeout's goodbye sit in the buffers; the
     # deadline must still end the connection (closing grace: 5 s)
-    time.sleep(0.2)
     assert ws.closed_by_server(10)
     assert time.monotonic() - start < 8
     ws.close()
@@ -273,28 +272,37 @@ async def test_half_open_web_requests_count_against_the_address_limit_from_accep
             s.settimeout(5)
             s.connect(("127.0.0.1", gw.web_port))
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        await asyncio.sleep(1.0)
-        answers = [_answer(s) for s in socks]
-        refused = sum(a.startswith(b"HTTP/1.1 503") for a in answers)
-        assert refused >= 40, f"only {refused} of 60 half-open requests were refused"
+        answers = [b""] * len(socks)
+
+        def answered(which: list[int]) -> list[bytes]:
+            for k in which:
+                answers[k] = answers[k] or _answer_now(socks[k])
+            return [answers[k] for k in which]
+
+        def refused() -> int:
+            return sum(a.startswith(b"HTTP/1.1 503") for a in answered(list(range(60))))
+
+        await eventually(lambda: refused() >= 40, "40 of 60 half-open requests refused", 1.0)
+        held = [k for k, a in enumerate(answers) if a == b""]
         # somebody else still gets in at once
         user = await clients(gw.port)
         await user.expect("nickname", timeout=2)
-        await asyncio.sleep(2.5)  # past the request deadline: the 20 held ones are cut too
-        held = [s for s, a in zip(socks, answers, strict=True) if a == b""]
-        late = [_answer(s) for s in held]
+        # the request deadline (2 s) cuts the 20 held ones too
+        await eventually(lambda: all(answered(held)), "an answer to every held request", 3.5)
+        late = answered(held)
         assert all(a.startswith(b"HTTP/1.1 408") for a in late), late
     finally:
         for s in socks:
             s.close()
 
 
-def _answer(s: socket.socket) -> bytes:
-    """What the server sent so far (b"" if nothing yet; b"closed" if it hung up)."""
-    s.settimeout(0.05)
+def _answer_now(s: socket.socket) -> bytes:
+    """What the server sent so far, without waiting (b"" if nothing yet; b"closed" if it
+    hung up)."""
+    s.setblocking(False)
     try:
         data = s.recv(4096)
-    except TimeoutError:
+    except BlockingIOError:
         return b""
     except OSError:
         return b"closed"
@@ -321,9 +329,7 @@ async def test_web_readers_that_stop_reading_are_dropped_past_the_output_bound(
     for i in range(2000):  # 8 MB into #general: twice what a socket's kernel buffers hold
         await alice.send(f"{i} " + "x" * 4000)
     await alice.expect("1999 x", timeout=60)
-    deadline = time.monotonic() + 10
-    while gw.output().count("sendq_exceeded door=web") < 10 and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await gw.logged("sendq_exceeded door=web", count=10, timeout=10)
     dropped = gw.output().count("sendq_exceeded door=web")
     start = _cpu_seconds(gw.proc.pid)
     await asyncio.sleep(2)
@@ -372,7 +378,9 @@ async def test_a_huge_request_line_to_the_metrics_port_leaves_no_traceback(
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 431")
-    await asyncio.sleep(0.2)
+    await assert_quiet(
+        lambda: "Traceback" in gw.output(), 0.2, "a traceback is logged as the request ends"
+    )
     assert "Traceback" not in gw.output()
 
 
