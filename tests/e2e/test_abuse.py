@@ -8,7 +8,7 @@ import random
 import re
 import urllib.request
 
-from tests.helpers import Client, free_port, messages
+from tests.helpers import Client, eventually, free_port, messages
 
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -189,19 +189,23 @@ async def test_soak_memory_tasks_and_subscriptions_return(redis_url, gateways) -
         until = asyncio.get_running_loop().time() + length
         return sum(await asyncio.gather(*(user(n, until) for n in range(users))))
 
+    async def settled(tasks: float = float("inf")) -> dict[str, float]:
+        """The metrics once every user has gone (and the tasks are down to `tasks`)."""
+        m = await asyncio.to_thread(_metrics, mport)
+        gone = m["chat_connections"] == m["chat_local_users"] == m["chat_pubsub_channels"] == 0
+        return m if gone and m["chat_asyncio_tasks"] <= tasks else {}
+
     await round_of(200, min(10.0, seconds / 4))  # warm up: caches, arenas, scripts
-    await asyncio.sleep(2)
-    base = await asyncio.to_thread(_metrics, mport)
+    base = await eventually(settled, "the warm-up's users all gone", timeout=10)
     base_rss = _rss_kb(gw.proc.pid)
     sent = await round_of(300, seconds)
-    await asyncio.sleep(2)
-    after = await asyncio.to_thread(_metrics, mport)
+    after = await eventually(  # within the 2 s the soak always allowed
+        lambda: settled(base["chat_asyncio_tasks"]),
+        "connections, users, channels at 0 and tasks back to the warm-up's",
+        timeout=2,
+    )
     after_rss = _rss_kb(gw.proc.pid)
     assert sent > 1000
-    assert after["chat_connections"] == 0
-    assert after["chat_local_users"] == 0
-    assert after["chat_pubsub_channels"] == 0
-    assert after["chat_asyncio_tasks"] <= base["chat_asyncio_tasks"]
     assert after_rss - base_rss < 20_000, (base_rss, after_rss)  # KiB
     print(
         f"soak: {sent} messages, rss {base_rss} -> {after_rss} KiB, tasks "
