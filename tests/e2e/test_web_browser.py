@@ -6,7 +6,6 @@ Screenshots of each run go to the test's temporary folder (`screenshots` below).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import IN_CI
-from tests.helpers import free_port, messages
+from tests.helpers import assert_quiet, eventually, free_port, messages, shown_recorded
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -230,18 +229,19 @@ async def shown(page, count: int, timeout: float = 10_000) -> list[str]:  # type
         arg=count,
         timeout=timeout,
     )
-    await page.wait_for_timeout(400)
+    await assert_quiet(lambda: texts(page), 0.4, "a late, misplaced history would show up")
     return await texts(page)
 
 
-async def gone(gw, nick: str) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the gateway saw `nick`'s last connection close, then until it wrote what
-    they were shown (on the next loop turns; --cursor-flush is the bound)."""
-    for _ in range(100):
-        if re.search(rf"event=disconnect .*user={nick} ", gw.output()):
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
+async def gone(gw, nick: str, *convs: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the gateway saw `nick`'s last connection close, then until the store
+    records that they were shown the newest message of each of `convs`."""
+    await eventually(
+        lambda: re.search(rf"event=disconnect .*user={nick} ", gw.output()),
+        f"{nick}'s disconnect logged",
+        timeout=10,
+    )
+    await shown_recorded(gw.redis_url, nick, *convs)
 
 
 async def open_conv(page, list_id: str, label: str) -> None:  # type: ignore[no-untyped-def]
@@ -269,7 +269,7 @@ async def test_missed_messages_follow_the_older_ones_in_every_chat_after_coming_
     assert await shown(page, 3) == [f"old general {i}" for i in (1, 2, 3)]
     url = page.url
     await page.goto("about:blank")  # away: the gateway writes what nora was shown
-    await gone(gw, "nora")
+    await gone(gw, "nora", "c:den", "c:general")
     for i in (1, 2):
         await otto.send(f"new den {i}")
         await otto.send(f"/send #general new general {i}")
@@ -306,7 +306,7 @@ async def test_a_private_conversation_is_listed_and_shown_on_a_second_device(
     await say(first, "four")
     await fred.expect("four")
     await first.context.close()  # the first device goes; what it showed is read
-    await gone(gw, "pia")
+    await gone(gw, "pia", "p:fred|pia")
     await fred.send("/send pia five while away")
     await fred.send("/where")
     await fred.expect("current chat")
