@@ -4,7 +4,6 @@ advertises the case mapping it folds names with."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ async def test_targets_reads_a_capped_set_of_conversations_in_one_round_trip(
         await amy.send("PASS secret123", "NICK amy", "USER a 0 * :a")
         await amy.expect(" 001 amy ")
         await amy.send("QUIT")
-        await asyncio.sleep(0.3)
+        await gateway.logged("event=disconnect")
         # thousands of private peers, as many private messages would leave
         r.sadd(keys.user_peers("amy"), *(f"peer{i}" for i in range(PEERS)))
         amy = await Irc.connect(irc_port)

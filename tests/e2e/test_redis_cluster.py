@@ -22,7 +22,7 @@ import pytest
 
 from scripts.rediscluster import LocalRedisCluster
 from store import keys
-from tests.helpers import ROOT, Client
+from tests.helpers import ROOT, Client, assert_quiet, eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,12 +83,14 @@ async def _chat_through(
     while time.monotonic() < until:
         await post(n)
         n += 1
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (
-        not own.seen or own.seen[-1] != n - 1 or any(r.seen[-1:] != [n - 1] for r in readers)
-    ):
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(0.5)  # anything shown twice would show up by now
+    await eventually(
+        lambda: own.seen[-1:] == [n - 1] and all(r.seen[-1:] == [n - 1] for r in readers),
+        f"n{n - 1}, the last, shown to everyone",
+        timeout=20,
+    )
+    await assert_quiet(  # a message shown twice would arrive right after the last
+        lambda: [len(r.seen) for r in (own, *readers)], 0.5, "a message shown twice"
+    )
     for r in (own, *readers):
         r.stop()
     assert g1.proc.poll() is None and g2.proc.poll() is None, "a gateway died"
