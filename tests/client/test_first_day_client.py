@@ -16,6 +16,7 @@ from prompt_toolkit.shortcuts import PromptSession
 from chatclient.lines import ChatState
 from chatclient.link import Backoff, ChatLink
 from chatclient.tui import ChatCompleter
+from tests.helpers import eventually
 
 
 def _state() -> ChatState:
@@ -48,9 +49,15 @@ async def test_tab_then_typing_separates_nick_from_text() -> None:
             (("/chats #ra\t", "now\r"), "/chats #random now"),
         ):
             answer = asyncio.ensure_future(session.prompt_async())
-            for chunk in keys:  # as typed: Tab's completion runs before the next keys
-                await asyncio.sleep(0.3)
-                pipe.send_text(chunk)
+            await eventually(lambda: session.app.is_running, "the prompt running")
+            typed, completed = keys
+            head = want.rsplit(" ", 1)[0]
+            pipe.send_text(typed)
+            await eventually(  # as typed: Tab's completion runs before the next keys
+                lambda head=head: session.default_buffer.text.startswith(head),
+                f"{typed!r} completed",
+            )
+            pipe.send_text(completed)
             assert await asyncio.wait_for(answer, 5) == want
 
 
@@ -145,15 +152,14 @@ async def test_a_server_that_drops_before_login_is_retried_ever_more_slowly() ->
     gw = await FakeGateway(refuse_login=True).start()
     link = _link(gw.port, "alice")
     runner = asyncio.create_task(link.run())
-    try:
-        await asyncio.sleep(4.2)
+    try:  # waits at most 0.5, 1, 2 s, at least half that: four connections in 4.2 s
+        await eventually(lambda: len(gw.accepted) >= 4, "four connections", timeout=4.2)
     finally:
         link.closing = True
         runner.cancel()
         await gw.close()
     gaps = [b - a for a, b in itertools.pairwise(gw.accepted)]
-    # waits at most 0.5, 1, 2 then 4 s, at least half that: 3 to 5 connections in 4.2 s
-    assert 3 <= len(gw.accepted) <= 5, gaps
+    assert len(gw.accepted) in (4, 5), gaps
     for k, gap in enumerate(gaps):
         top = min(0.5 * 2**k, 10)
         assert top / 2 - 0.05 <= gap <= top + 0.3, (k, gaps)
@@ -168,7 +174,7 @@ async def test_clients_dropped_together_do_not_reconnect_in_lockstep() -> None:
         gw.accepted.clear()
         dropped = time.monotonic()
         gw.drop_all()  # the gateway dies under all of them at once
-        await asyncio.sleep(2.3)
+        await eventually(lambda: len(gw.accepted) >= 30, "all 30 back", timeout=2.3)
         back = sorted(t - dropped for t in gw.accepted)
         assert len(back) == 30, back
         assert all(0 <= t <= 2.15 for t in back), back  # inside the 2 s window
@@ -208,11 +214,9 @@ async def test_an_overlong_server_line_is_skipped_and_the_link_lives() -> None:
         [("127.0.0.1", port)], "ann", "secret123", lambda ln: shown.append(str(ln)), status.append
     )
     task = asyncio.create_task(link.run())
-    for _ in range(50):
-        if any("after the long line" in s for s in shown):
-            break
-        await asyncio.sleep(0.1)
-    assert any("after the long line" in s for s in shown), (shown, status)
+    await eventually(
+        lambda: any("after the long line" in s for s in shown), "the line after the long one"
+    )
     assert any("skipped a server line longer than" in s for s in status)
     assert not task.done()
     await link.quit()

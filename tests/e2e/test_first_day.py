@@ -218,7 +218,7 @@ async def test_cluster_restarts_a_killed_gateway_and_keeps_the_others(tmp_path, 
         bob = await clients(p3)
         await bob.login("bob")
         os.kill(pids[p2], signal.SIGKILL)
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(cluster.wait_output, f"gateway 2 (port {p2}) exited")
         assert cluster.proc.poll() is None, cluster.output()  # the supervisor carries on
         await asyncio.to_thread(wait_port, p2, cluster.proc, 15)  # restarted, listening again
         out = await asyncio.to_thread(cluster.wait_output, f"telnet 127.0.0.1 {p2} (restarted)")
