@@ -27,12 +27,14 @@ from tests.helpers import (
     Gateway,
     RedisProcess,
     WebClient,
+    assert_quiet,
     eventually,
     free_port,
     messages,
     not_online,
     shown_recorded,
     wait_port,
+    web_texts,
 )
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -418,10 +420,21 @@ async def test_line_web_and_irc_doors_see_one_conversation_identically(
     for i in range(3):
         for send in senders:
             await send(i)
-    await asyncio.sleep(1.0)
-    seen_tel = [(s, t) for w, s, t in messages(await tel.lines()) if w == "#same4"]
-    seen_web = [(s, t) for c, s, t in await web.texts() if c == "#same4"]
-    seen_irc = [(s, t) for w, s, t in privmsgs(await ircc.lines()) if w == "#same4"]
+
+    async def nine(read, pick) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+        got: list[tuple[str, str]] = []
+        while len(got) < 9:
+            got += [(s, t) for w, s, t in pick([await read()]) if w == "#same4"]
+        return got
+
+    seen_tel = await nine(tel.line, messages)
+    seen_web = await nine(web.frame, web_texts)
+    seen_irc = await nine(ircc.line, privmsgs)
+    why = "a message shown twice would follow the ninth"
+    twice, *_ = await asyncio.gather(
+        ircc.lines(quiet=0.5), assert_quiet(tel, 0.5, why), assert_quiet(web, 0.5, why)
+    )
+    assert not [m for m in privmsgs(twice) if m[0] == "#same4"], twice
     assert len(seen_tel) == 9 and len(set(seen_tel)) == 9
     assert seen_tel == seen_web == seen_irc
     await web.close()
@@ -535,9 +548,10 @@ def test_the_irc_library_logs_in_and_chats(world) -> None:
     g1, g2, _ = world
     reactor = irc.client.Reactor()
     got: list[tuple[str, str, str]] = []
-    welcomed = threading.Event()
+    welcomed, joined = threading.Event(), threading.Event()
     conn = reactor.server().connect("127.0.0.1", g1.irc_port, "lib6", password=PASSWORD)
     conn.add_global_handler("welcome", lambda c, e: welcomed.set())
+    conn.add_global_handler("join", lambda c, e: joined.set())  # its #general
     reactor.add_global_handler(
         "pubmsg", lambda c, e: got.append((e.target, e.source.nick, e.arguments[0]))
     )
@@ -548,7 +562,7 @@ def test_the_irc_library_logs_in_and_chats(world) -> None:
     async def telnet_side() -> list[str]:
         tom = await Client.connect(g2.port)
         await tom.login("tom6")
-        await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(joined.wait, 10), "the bot never joined #general"
         await tom.send("to the bot")
         await tom.send("/send lib6 private to the bot")
         line = await tom.expect("from the bot")
