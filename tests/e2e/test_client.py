@@ -15,7 +15,7 @@ import pytest
 
 from scripts.procs import stop_process
 from tests.conftest import IN_CI
-from tests.helpers import ROOT, messages, shown_recorded
+from tests.helpers import ROOT, eventually, messages, shown_recorded
 
 
 class PlainClient:
@@ -262,13 +262,7 @@ async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
         run("send-keys", "-t", name, "/help", "Enter")
         await wait_screen("Up/Down walk your input history")  # answered by the client itself
         run("send-keys", "-t", name, "C-d")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if not term.alive():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("client did not exit on Ctrl+D")
+        await eventually(lambda: not term.alive(), "the client exiting on Ctrl+D", timeout=10)
     finally:
         term.close()
 

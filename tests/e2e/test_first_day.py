@@ -14,7 +14,15 @@ from pathlib import Path
 
 from scripts.procs import stop_process
 from scripts.rediscluster import free_cluster_ports
-from tests.helpers import ROOT, Client, free_port, messages, shown_recorded, wait_port
+from tests.helpers import (
+    ROOT,
+    Client,
+    eventually_sync,
+    free_port,
+    messages,
+    shown_recorded,
+    wait_port,
+)
 
 
 def _plain_client(port: int, nick: str, stdin, timeout: float = 30) -> tuple[int, str, str, float]:
@@ -200,10 +208,9 @@ def test_cluster_sighup_leaves_no_child_process(tmp_path) -> None:
         assert len(children) == 3, children  # redis-server and two gateways
         cluster.proc.send_signal(signal.SIGHUP)  # what closing its terminal sends
         assert cluster.proc.wait(30) == 0, cluster.output()
-        deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [children[p] for p in children if _alive(p)], cluster.output()
+        eventually_sync(
+            lambda: not any(_alive(pid) for pid in children), f"no child left of {children}"
+        )
         assert "SIGHUP" in cluster.output()
     finally:
         cluster.close()
@@ -356,10 +363,9 @@ def test_cluster_with_a_redis_cluster_starts_six_nodes_and_stops_on_sigterm(tmp_
         children = cluster.children()
         cluster.proc.send_signal(signal.SIGTERM)
         assert cluster.proc.wait(40) == 0, cluster.output()
-        deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [children[p] for p in children if _alive(p)], cluster.output()
+        eventually_sync(
+            lambda: not any(_alive(pid) for pid in children), f"no child left of {children}"
+        )
         assert not [p for p in redis_pids if _alive(p)], cluster.output()
         out = cluster.output()
         assert "SIGTERM" in out and out.rstrip().endswith("stopped"), out

@@ -23,7 +23,7 @@ async def test_rate_limit_is_shared_by_all_devices(redis_url, gateways, clients)
     assert len(got) == 3  # the burst of 3 is shared by both devices
     refused = [line for c in (a1, a2) for line in await c.lines(quiet=0.2) if line.startswith("!")]
     assert len(refused) == 1 and refused[0].startswith("! slow down")
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(1.1)  # a second refills one message of the rate: only time does
     await a1.send("five")
     await b.expect("five")
 

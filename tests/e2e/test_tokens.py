@@ -91,7 +91,7 @@ async def test_an_expired_token_is_refused(backend, gateways, clients) -> None:
     await a.login("carol")
     token = await _token(a)
     assert TOKEN_RE.match(a.seen[-1]).group(2) == "1 second"  # type: ignore[union-attr]
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # past the token's 1 s lifetime: only time expires it
     b = await clients(gw.port)
     assert await _resume(b, "carol", token) == "! invalid or expired token"
     assert (await b.line()).endswith("Enter your nickname:")
