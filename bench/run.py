@@ -681,7 +681,7 @@ PAM = no
             self.row("ingest 2 gateways", "gateway", r, accepted_per_s=round(r.rate))
 
         # 5. idle memory: logged-in idle connections on a fresh gateway, per door
-        line_idle = None
+        line_idle: float | None = None
         for key, door in (("idle", "line"), ("idleweb", "web"), ("idleirc", "irc")):
             if key not in only:
                 continue
