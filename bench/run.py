@@ -693,8 +693,8 @@ PAM = no
             if opt:
                 wait_port(door_port)
             m = await self.idle_one(door_port if opt else g3, g3proc.pid, n_idle, door)
-            per = m["bytes_per_connection"]
-            line_idle = per if door == "line" else line_idle
+            per_conn = m["bytes_per_connection"]
+            line_idle = per_conn if door == "line" else line_idle
             self.row(
                 "idle memory" + ("" if door == "line" else f" ({door} door)"),
                 "gateway",
@@ -702,8 +702,8 @@ PAM = no
                 connections=n_idle,
                 rss_before_kb=m["rss_before_kb"],
                 rss_after_kb=m["rss_after_kb"],
-                bytes_per_connection=round(per),
-                vs_line=round(per / line_idle, 2) if line_idle and door != "line" else None,
+                bytes_per_connection=round(per_conn),
+                vs_line=round(per_conn / line_idle, 2) if line_idle and door != "line" else None,
             )
             self.procs.stop(g3proc)
 
