@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -169,6 +170,8 @@ SCENARIOS = (
     "ingest",
     "ingest2",
     "idle",
+    "idleweb",
+    "idleirc",
     "login",
     "shards",
     "crowd",
@@ -203,6 +206,10 @@ COMPARED: dict[str, tuple[Metric, ...]] = {
     "ingest2": _INGEST_CPU,
     "latency": (Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
     "idle": (Metric("bytes_per_connection", "RSS bytes per idle connection", False),),
+    "fanoutweb": _RATE_CPU,
+    "fanoutirc": _RATE_CPU,
+    "idleweb": (Metric("bytes_per_connection", "RSS bytes per idle connection", False),),
+    "idleirc": (Metric("bytes_per_connection", "RSS bytes per idle connection", False),),
 }
 #: How both sides of --baseline are configured: variables every revision reads.
 COMPARE_ENV = {
@@ -397,7 +404,13 @@ PAM = no
         print(json.dumps(row), flush=True)
 
     async def fanout_web(
-        self, port: int, web_port: int, members: int, senders: int, messages: int
+        self,
+        port: int,
+        web_port: int,
+        members: int,
+        senders: int,
+        messages: int,
+        meter: CpuMeter | None = None,
     ) -> Result:
         """Fan-out with `senders` line-protocol members sending and every other member a
         web-door reader: the web door's delivery cost beside the line door's."""
@@ -406,7 +419,11 @@ PAM = no
         )
         readers = await connect_ws_many("127.0.0.1", web_port, members - senders, prefix="fwr")
         await asyncio.sleep(0.5)
-        result = await fanout(sending, [*sending, *readers], "general", messages)
+        if meter is None:
+            result = await fanout(sending, [*sending, *readers], "general", messages)
+        else:
+            with meter:
+                result = await fanout(sending, [*sending, *readers], "general", messages)
         close_all([*sending, *readers])
         await asyncio.sleep(0.5)
         return result
@@ -498,13 +515,23 @@ PAM = no
         await asyncio.sleep(0.5)
         return r
 
-    async def idle_one(self, port: int, pid: int, n_idle: int) -> dict[str, float]:
-        """RSS of gateway `pid` before and after `n_idle` users log in and stay idle."""
+    async def idle_one(
+        self, port: int, pid: int, n_idle: int, door: str = "line"
+    ) -> dict[str, float]:
+        """RSS of gateway `pid` before and after `n_idle` users log in on `door` (`port` is
+        that door's port) and stay idle."""
         await asyncio.sleep(1)
         before = rss_kb(pid)
-        peers = await connect_many(
-            "127.0.0.1", port, CHAT, n_idle, prefix="idle", chat="general", parallel=500
-        )
+        peers: list[Any]
+        if door == "web":
+            peers = await connect_ws_many("127.0.0.1", port, n_idle, prefix="idlew", parallel=500)
+        else:
+            dialect = IRC_PASS if door == "irc" else CHAT
+            chat = "bench" if door == "irc" else "general"
+            peers = await connect_many(
+                "127.0.0.1", port, dialect, n_idle, prefix=f"idle{door[0]}", chat=chat,
+                parallel=500,
+            )  # fmt: skip
         await asyncio.sleep(2)
         after = rss_kb(pid)
         close_all(peers)
@@ -653,20 +680,30 @@ PAM = no
             r = await self.ingest_one([g1, g2], ["ia", "ib"], n_senders, per, CpuMeter(pids))
             self.row("ingest 2 gateways", "gateway", r, accepted_per_s=round(r.rate))
 
-        # 5. idle memory: logged-in idle connections on a fresh gateway
-        if "idle" in only:
+        # 5. idle memory: logged-in idle connections on a fresh gateway, per door
+        line_idle: float | None = None
+        for key, door in (("idle", "line"), ("idleweb", "web"), ("idleirc", "irc")):
+            if key not in only:
+                continue
             self.flush_redis()
             n_idle = self.idle_size()
-            g3, g3proc = self.gateway("--scrypt-log-n", "4")
-            m = await self.idle_one(g3, g3proc.pid, n_idle)
+            door_port = free_port()
+            opt = {"line": [], "web": ["--web-port"], "irc": ["--irc-port"]}[door]
+            g3, g3proc = self.gateway("--scrypt-log-n", "4", *opt, *([str(door_port)] * len(opt)))
+            if opt:
+                wait_port(door_port)
+            m = await self.idle_one(door_port if opt else g3, g3proc.pid, n_idle, door)
+            per_conn = m["bytes_per_connection"]
+            line_idle = per_conn if door == "line" else line_idle
             self.row(
-                "idle memory",
+                "idle memory" + ("" if door == "line" else f" ({door} door)"),
                 "gateway",
                 None,
                 connections=n_idle,
                 rss_before_kb=m["rss_before_kb"],
                 rss_after_kb=m["rss_after_kb"],
-                bytes_per_connection=round(m["bytes_per_connection"]),
+                bytes_per_connection=round(per_conn),
+                vs_line=round(per_conn / line_idle, 2) if line_idle and door != "line" else None,
             )
             self.procs.stop(g3proc)
 
@@ -721,25 +758,46 @@ PAM = no
             "ingest2": f"ingest {n_senders}x{per} two gateways",
             "latency": f"latency {rate}/s {members} members one gateway",
             "idle": f"idle memory {self.idle_size()} connections one gateway",
+            "idleweb": f"idle memory {self.idle_size()} web connections one gateway",
+            "idleirc": f"idle memory {self.idle_size()} irc connections one gateway",
+            "fanoutweb": f"fan-out {members - senders} web + {senders} line readers one gateway",
+            "fanoutirc": f"fan-out {members} irc readers one gateway",
         }[key]
 
     async def compare_once(self, key: str, tree: Path, side: str) -> dict[str, float]:
         """One run of scenario `key` on fresh gateway(s) from `tree`; its metrics."""
         self.flush_redis()
-        if key == "idle":  # cheap hashes: the logins are not what is measured
-            port, proc = self.gateway_at(tree, side, CHAT_SCRYPT_LOG_N="4")
+        door = {"idleweb": "web", "fanoutweb": "web", "idleirc": "irc", "fanoutirc": "irc"}
+        door_port = free_port()
+        env = {}
+        if door.get(key) == "web":
+            env["CHAT_WEB_PORT"] = str(door_port)
+        elif door.get(key) == "irc":
+            env["CHAT_IRC_PORT"] = str(door_port)
+        if key.startswith("idle"):  # cheap hashes: the logins are not what is measured
+            port, proc = self.gateway_at(tree, side, CHAT_SCRYPT_LOG_N="4", **env)
             try:
-                return await self.idle_one(port, proc.pid, self.idle_size())
+                if key in door:
+                    wait_port(door_port)
+                    port = door_port
+                return await self.idle_one(port, proc.pid, self.idle_size(), door.get(key, "line"))
             finally:
                 self.procs.stop(proc)
-        gateways = [self.gateway_at(tree, side) for _ in range(2 if key.endswith("2") else 1)]
+        count = 2 if key.endswith("2") else 1
+        gateways = [self.gateway_at(tree, side, **env) for _ in range(count)]
         ports = [port for port, _ in gateways]
         pids: dict[str, int | None] = {
             f"gateway{k}": proc.pid for k, (_, proc) in enumerate(gateways, 1)
         }
         meter = CpuMeter({**pids, "redis": self.redis_pid, "loadgen": None})
         try:
-            if key.startswith("fanout"):
+            if key == "fanoutweb":
+                wait_port(door_port)
+                r = await self.fanout_web(ports[0], door_port, *self.sizes(), meter=meter)
+            elif key == "fanoutirc":
+                wait_port(door_port)
+                r = await self.fanout_one("irc+pass", [door_port], *self.sizes(), meter=meter)
+            elif key.startswith("fanout"):
                 r = await self.fanout_one("chat", ports, *self.sizes(), meter=meter)
             elif key.startswith("ingest"):
                 prefixes = ["ia", "ib"][: len(ports)]
