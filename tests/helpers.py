@@ -350,7 +350,9 @@ class Client:
             skipped.append(text)
 
     async def lines(self, quiet: float = 0.4, timeout: float = 10.0) -> list[str]:
-        """Every line until nothing arrives for `quiet` seconds."""
+        """Every line until nothing arrives for `quiet` seconds: for an answer whose length
+        is not known (a /history, a backlog), which only a quiet moment ends. To show that
+        nothing comes, use `assert_quiet`."""
         out: list[str] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -451,7 +453,7 @@ class WebClient:
             before.append(f)
 
     async def texts(self, quiet: float = 0.4) -> list[tuple[str, str, str]]:
-        """(conversation, sender, text) of every message until quiet."""
+        """(conversation, sender, text) of every message until quiet (as `Client.lines`)."""
         out = []
         while True:
             try:
