@@ -219,6 +219,7 @@ class GatewayServer:
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
         METRICS.channels.set_function(lambda: self.fanout.link.count)
         METRICS.local_users.set_function(lambda: len(self.fanout.users))
+        METRICS.unprotected_shards = self.store.unprotected_shards
         if self.metrics_port:
             try:
                 self._metrics = await serve_metrics(

@@ -392,8 +392,9 @@ class Settings:
     #: Milliseconds a post waits for one replica to have it (`WAIT 1 <ms>`) before the
     #: sender's echo; 0: no wait. Redis replicates asynchronously, so without it a master
     #: that dies may take its last acknowledged messages with it; with it, an echoed
-    #: message survives a failover, and one no replica took in time is reported to the
-    #: sender as possibly not stored. Costs each post about a replica round trip.
+    #: message survives a failover, and one no attached replica took in time is reported
+    #: to the sender as possibly not stored. A master with no replica at all is not waited
+    #: for (store/replicas.py). Costs each post about a replica round trip.
     redis_wait_replica: int = _opt(
         0,
         "store",
