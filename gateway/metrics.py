@@ -8,6 +8,7 @@ whether Redis is reachable.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -126,7 +127,15 @@ class _HotCounters(Collector):
 REGISTRY.register(_HotCounters())
 
 
-async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> asyncio.Server:
+async def serve_metrics(
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+    debug: dict[bytes, Callable[[], object]] | None = None,
+) -> asyncio.Server:
+    """/metrics, /healthz, and each `debug` path (e.g. /debug/fanout) as JSON."""
+    debug = debug or {}
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
@@ -138,6 +147,9 @@ async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> as
                 status, body, ctype = b"431 Request Header Fields Too Large", b"", b"text/plain"
             elif path.startswith(b"/metrics"):
                 status, body, ctype = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
+            elif path in debug:
+                body = json.dumps(debug[path]()).encode()
+                status, ctype = b"200 OK", b"application/json"
             elif path.startswith(b"/healthz"):
                 ok = healthy()
                 status = b"200 OK" if ok else b"503 Service Unavailable"

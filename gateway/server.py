@@ -223,7 +223,10 @@ class GatewayServer:
         if self.metrics_port:
             try:
                 self._metrics = await serve_metrics(
-                    self.settings.metrics_host, self.metrics_port, self._healthy
+                    self.settings.metrics_host,
+                    self.metrics_port,
+                    self._healthy,
+                    {b"/debug/fanout": self.fanout.timing.report},
                 )
             except OSError as exc:
                 port = self.metrics_port
