@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "BigChats", "Timing"]
 
-#: Readers written per event-loop turn; chats with more local readers go through here.
+#: Readers written per event-loop turn; chats with more local readers go through here
+#: (--fanout-chunk).
 CHUNK = 1000
 #: Arrivals remembered for /debug/fanout.
 KEPT = 4096
@@ -96,7 +97,9 @@ class BigChats:
         deliver: Callable[[Iterable[LocalUser], ev.Messages], None],
         flush: Callable[[], None],
         timing: Timing,
+        chunk: int = CHUNK,
     ) -> None:
+        self.chunk = chunk
         self._readers = readers
         self._deliver = deliver
         self._flush = flush
@@ -144,7 +147,7 @@ class BigChats:
         self._scheduled = False
         timing = self._timing
         began = time.monotonic_ns()
-        budget = CHUNK
+        budget = self.chunk
         completed: list[list[int]] = []
         for chat, state in list(self._chats.items()):
             members = self._readers.get(chat, set())

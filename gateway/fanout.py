@@ -107,6 +107,7 @@ class Fanout:
         store: Store,
         cursor_flush: float = 1.0,
         after_batch: Callable[[], None] | None = None,
+        chunk: int = CHUNK,
     ) -> None:
         self.store = store
         self.after_batch = after_batch
@@ -127,8 +128,10 @@ class Fanout:
         self._stopping = False
         #: How long deliveries take (the metrics port's /debug/fanout).
         self.timing = Timing()
-        #: Chats with more than CHUNK local readers are written in chunks (bigchat.py).
-        self.big = BigChats(self.readers, deliver, self._flush, self.timing)
+        #: Chats with more than `chunk` local readers are written `chunk` readers per loop
+        #: turn (bigchat.py); 0: every chat at once.
+        self.chunk = chunk
+        self.big = BigChats(self.readers, deliver, self._flush, self.timing, chunk)
         self._began = 0  # when the read being delivered arrived (monotonic ns)
         self._small: list[list[int]] = []  # its bursts delivered at once (timing records)
 
@@ -291,7 +294,7 @@ class Fanout:
         messages = ev.Messages(ev.ChatConv(chat, burst[0].where), tuple(burst))
         age = int(time.time() * 1000) - burst[0].ms
         record = [self._began, 0, len(burst), len(burst) * len(readers), age, 0]
-        if len(readers) > CHUNK or self.big.busy(chat):
+        if self.chunk and (len(readers) > self.chunk or self.big.busy(chat)):
             self.big.add(chat, messages, record)
         else:
             deliver(readers, messages)

@@ -120,7 +120,9 @@ class GatewayServer:
             wait_replica_ms=settings.redis_wait_replica,
         )
         self.coalescer = Coalescer()
-        self.fanout = Fanout(self.store, settings.cursor_flush, self._after_batch)
+        self.fanout = Fanout(
+            self.store, settings.cursor_flush, self._after_batch, settings.fanout_chunk
+        )
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip,

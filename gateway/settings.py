@@ -700,6 +700,16 @@ class Settings:
         _float(0, 60, above=True),
         "SECONDS",
     )
+    #: Readers of one chat written per event-loop turn (gateway/bigchat.py): a chat with
+    #: more local readers is written in chunks, a message arriving meanwhile joins the
+    #: pass, and logins and input run between chunks. 0: every chat at once (a big chat's
+    #: pass then holds the gateway, and a message arriving during it waits for the next).
+    fanout_chunk: int = _opt(
+        1000,
+        "performance",
+        "readers of a big chat written per event-loop turn (each chunk a few ms); 0: all at once",
+        _int(0, 1_000_000),
+    )
     #: Gateway processes sharing this gateway's ports (SO_REUSEPORT: the kernel spreads new
     #: connections over them), so one host's cores all serve; each is a whole gateway to
     #: Redis, restarted by the first process if it dies (gateway/workers.py). Needs

@@ -9,7 +9,6 @@ import asyncio
 
 import pytest
 
-from gateway import bigchat, fanout
 from gateway.core import events as ev
 from store.contract import GENERAL, ChatPosts, Conv, Message, Position
 from tests.core.conftest import Chat, Recorder
@@ -17,10 +16,11 @@ from tests.core.conftest import Chat, Recorder
 CHUNK = 3
 
 
-@pytest.fixture(autouse=True)
-def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fanout, "CHUNK", CHUNK)
-    monkeypatch.setattr(bigchat, "CHUNK", CHUNK)
+@pytest.fixture
+def chat(chat: Chat) -> Chat:
+    """The core's chat with chunks of CHUNK readers (--fanout-chunk)."""
+    chat.fanout.chunk = chat.fanout.big.chunk = CHUNK
+    return chat
 
 
 def _post(n: int) -> ChatPosts:
@@ -98,3 +98,11 @@ async def test_other_work_runs_between_chunks(chat: Chat) -> None:
     await other()
     assert ran == [0, CHUNK, 2 * CHUNK]
     await _until_idle(chat)
+
+
+async def test_fanout_chunk_0_writes_every_reader_at_once(chat: Chat) -> None:
+    sinks = [(await chat.login(f"u{i}"))[1] for i in range(9)]
+    chat.fanout.chunk = 0
+    chat.fanout.on_events([_post(0)])
+    assert not chat.fanout.big.busy(GENERAL)
+    assert all(_texts(s) == ["m0"] for s in sinks)
