@@ -164,7 +164,9 @@ class Crowd:
 
     def start_gateway(self, port: int) -> subprocess.Popen[bytes]:
         mport = self.metrics_ports.setdefault(port, self.bench.free_port())
-        return self.bench.gateway_proc(port, "--metrics-port", str(mport), wait=False)
+        return self.bench.gateway_proc(
+            port, "--metrics-port", str(mport), *self.bench.crowd_args, wait=False
+        )
 
     def gc_full_pauses(self, port: int) -> tuple[float, int]:
         """Seconds the gateway on `port` spent in full garbage collections so far, and how

@@ -250,12 +250,14 @@ class Bench:
         crowd_seconds: float = 30.0,
         storm_cap: float = 60.0,
         crowd_gateways: int = 3,
+        crowd_args: tuple[str, ...] = (),
     ) -> None:
         self.smoke = smoke
         self.users = users
         self.crowd_seconds = crowd_seconds
         self.storm_cap = storm_cap
         self.crowd_gateways = crowd_gateways
+        self.crowd_args = crowd_args
         self.workdir = workdir
         self.only = set(SCENARIOS) if only is None else only
         self.baseline = baseline
@@ -943,6 +945,13 @@ def main() -> int:
         help="crowd, broadcast, storm: gateways the users are spread over (default 3)",
     )
     parser.add_argument(
+        "--crowd-args",
+        default="",
+        metavar="ARGS",
+        help="crowd, broadcast, storm: more options for each of their gateways, e.g. "
+        "'--fanout-chunk 0' (one string)",
+    )
+    parser.add_argument(
         "--reps",
         type=int,
         help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
@@ -987,6 +996,7 @@ def main() -> int:
             crowd_seconds=args.crowd_seconds or (2.0 if args.smoke else 30.0),
             storm_cap=(30.0 if args.smoke else 60.0) if args.storm_cap is None else args.storm_cap,
             crowd_gateways=args.crowd_gateways,
+            crowd_args=tuple(args.crowd_args.split()),
         )
         try:
             asyncio.run(bench.run())
