@@ -46,6 +46,9 @@ def test_bench_smoke_runs_loses_nothing_and_compares_with_a_baseline(tmp_path) -
         "fanout 2 gateways",
         "latency 1000/s",
         "ingest",
+        "fanout 1 gateway, --workers 1",
+        "fanout 1 gateway, --workers 2",
+        "ingest 1 gateway, --workers 2",
     ):
         assert (name, "gateway") in scenarios
     for server in ("gateway, standalone", "gateway, cluster", "gateway, cluster, WAIT 1"):
@@ -101,6 +104,10 @@ def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
         row = rows[rate]
         assert row["lost"] == 0 and row["delivered"] == row["expected"] > 0, row
         assert row["last_member_max_ms"] is not None, row
+        # the breakdown: every message found in the gateways' /debug/fanout
+        assert None not in row["fanout_ms_p50_p99"] + row["to_gateway_ms_p50_p99"], row
+        assert len(row["queue_write_us_per_reader_write_and_writes"]) == 3, row
+        assert row["machine_cores"], row
     storms = [r for r in json.loads(out.read_text()) if r["scenario"].startswith("reconnect")]
     assert [r["method"] for r in storms] == ["password", "token"], storms
     for row in storms:
