@@ -133,12 +133,23 @@ async def _spread(w: Workers, clients, want: int = 2) -> dict[int, list[Client]]
     return by_pid
 
 
+def _listeners(port: int) -> set[int]:
+    """The pids listening on `port`."""
+    out = subprocess.run(
+        ["ss", "-tlnpH", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+
 async def test_one_port_is_served_by_every_worker_and_their_users_chat(
     workers, clients, redis_url: str, tmp_path: Path
 ) -> None:
-    w = workers(2)
+    web, irc = free_port(), free_port()
+    w = workers(2, "--web-port", str(web), "--irc-port", str(irc))
     pids = w.pids()
     assert len(pids) == 2
+    for port in (w.port, web, irc):  # every door's port, in every worker
+        assert _listeners(port) == pids, port
     by_pid = await _spread(w, clients)
     assert set(by_pid) == pids, "connections to the one port did not reach both workers"
     (_, [alice, *_]), (_, [bob, *_]) = sorted(by_pid.items())
