@@ -78,9 +78,9 @@ def test_bench_smoke_runs_loses_nothing_and_compares_with_a_baseline(tmp_path) -
 
 def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
     """The 50,000-user scenarios at 300 users over 3 gateways and 3 load-generator
-    processes: all log in by token, every broadcast reaches every member exactly once (written
-    in chunks, as a big chat is), and after a
-    SIGKILL every user of that gateway is back at `* ready`, with passwords and tokens."""
+    processes: all log in by token, every broadcast reaches every member exactly once
+    (written in chunks, as a big chat is), and after a SIGKILL every user of that gateway
+    is back at `* ready`, with passwords and tokens."""
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [
