@@ -93,6 +93,7 @@ async def test_a_master_left_without_replica_is_said_once_to_operators_not_per_l
     assert f'chat_store_shard_unprotected_since_seconds{{master="{promoted.addr}",' in text
     # the sender: at most the line in flight when the master died, not one per line
     notices = [t for t in own.lines if NOTICE in t]
+    print(f"\nfailover, WAIT 1 200: {len(notices)} notice(s) for {n} lines; {said}")
     assert len(notices) <= 1, notices
     # lines still travel at their usual pace: no 200 ms WAIT per batch
     before = len(seen.numbers())
