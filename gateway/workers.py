@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -211,7 +211,6 @@ class _Child:
     restart_at: float | None = None
     delay: float = RESTART_DELAY
     launches: int = 0
-    pids: list[int] = field(default_factory=list)
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -258,7 +257,6 @@ class _Child:
         self.restart_at = None
         self.started_at = time.monotonic()
         self.launches += 1
-        self.pids.append(self.proc.pid)
 
 
 class Supervisor:
