@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis as redis_py
 
+from bench.breakdown import MachineCpu, fanout_report, stages
 from bench.loadgen import CHAT, Peer, close_all, connect_many
 from bench.swarm import PASSWORD, bench_token
 from gateway.core.names import name_key, name_skeleton
@@ -163,7 +164,9 @@ class Crowd:
 
     def start_gateway(self, port: int) -> subprocess.Popen[bytes]:
         mport = self.metrics_ports.setdefault(port, self.bench.free_port())
-        return self.bench.gateway_proc(port, "--metrics-port", str(mport), wait=False)
+        return self.bench.gateway_proc(
+            port, "--metrics-port", str(mport), *self.bench.crowd_args, wait=False
+        )
 
     def gc_full_pauses(self, port: int) -> tuple[float, int]:
         """Seconds the gateway on `port` spent in full garbage collections so far, and how
@@ -332,7 +335,8 @@ class Crowd:
         await self.ask_all(op="reset")
         total = max(1, round(rate * self.seconds))
         sent: dict[int, int] = {}
-        with CpuMeter(self.pids()) as cpu:
+        before = [fanout_report(self.metrics_ports[port]) for port in self.ports]
+        with CpuMeter(self.pids()) as cpu, MachineCpu() as machine:
             loop = asyncio.get_running_loop()
             next_at = loop.time()
             for k in range(total):
@@ -343,6 +347,7 @@ class Crowd:
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
             counts, lasts = await self._wait_arrivals(sent, idle=3 if self.bench.smoke else 15)
         close_all([sender])
+        after = [fanout_report(self.metrics_ports[port]) for port in self.ports]
         expected = self.n * total
         got = sum(counts.values())
         ms = [(lasts[s] - t) / 1e6 for s, t in sent.items() if s in lasts]
@@ -365,6 +370,8 @@ class Crowd:
             cpu_each_gateway=[v for k, v in cores.items() if "gateway" in k],
             cpu_redis=cores.get("cpu_redis"),
             cpu_loadgen=round(sum(v for k, v in cores.items() if "loadgen" in k), 2),
+            machine_cores=machine.cores,
+            **stages(sent, lasts, before, after),
         )
         return first_seq + total
 
