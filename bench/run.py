@@ -189,10 +189,11 @@ SCENARIOS = (
     "crowd",
     "broadcast",
     "storm",
+    "broadcastdoors",
 )
 #: The crowd scenarios (bench/crowd.py): they share one set-up of N users; broadcast and
 #: storm need crowd's logins, so asking for either runs it too.
-CROWD = ("crowd", "broadcast", "storm")
+CROWD = ("crowd", "broadcast", "storm", "broadcastdoors")
 
 
 @dataclass(frozen=True)
@@ -630,11 +631,18 @@ PAM = no
         self.start_redis()
         if self.only - set(CROWD):
             await self.run_scenarios()
-        if self.only & set(CROWD):
+        if self.only & {"crowd", "broadcast", "storm"}:
             from bench.crowd import Crowd
 
             await Crowd(
                 self, self.users, self.crowd_seconds, self.storm_cap, self.crowd_gateways
+            ).run(self.only)
+        if "broadcastdoors" in self.only:  # a crowd of its own: a third on each door
+            from bench.crowd import Crowd
+
+            self.flush_redis()
+            await Crowd(
+                self, self.users, self.crowd_seconds, 0, self.crowd_gateways, doors=True
             ).run(self.only)
         if self.baseline is not None:
             await self.compare(self.baseline)
