@@ -1,4 +1,6 @@
-"""Start one chat gateway: `python3 server.py --help` lists every option."""
+"""Start one chat gateway: `python3 server.py --help` lists every option. With
+`--workers N` this process supervises N gateway processes on the same ports
+(gateway/workers.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ import logging
 import resource
 import sys
 
-from gateway.server import run
 from gateway.settings import Settings
+from gateway.workers import Worker, supervise
 
 
 def _raise_fd_limit() -> None:
@@ -19,18 +21,26 @@ def _raise_fd_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    worker = Worker.take()  # set when a supervisor started this process
     settings = Settings.from_args(argv)
-    _raise_fd_limit()
+    who = f"worker={worker.number} " if worker is not None else ""
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s {who}%(message)s",
     )
+    if worker is None and settings.workers > 1:
+        return supervise(sys.argv[1:] if argv is None else argv, settings)
+    if worker is not None and worker.orphaned():
+        return 0  # the supervisor died while this process started: nobody to serve for
+    _raise_fd_limit()
+    from gateway.server import run  # not in the supervisor: it only starts processes
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is in requirements.txt
-        return asyncio.run(run(settings))
-    return uvloop.run(run(settings))
+        return asyncio.run(run(settings, worker))
+    return uvloop.run(run(settings, worker))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis as redis_py
 
+from bench.breakdown import MachineCpu, fanout_report, stages
 from bench.loadgen import CHAT, Peer, close_all, connect_many
 from bench.swarm import PASSWORD, bench_token
 from gateway.core.names import name_key, name_skeleton
@@ -145,9 +146,18 @@ async def wait_port_async(port: int, proc: subprocess.Popen[bytes], timeout: flo
 
 class Crowd:
     def __init__(
-        self, bench: Bench, users: int, seconds: float, storm_cap: float, gateways: int = GATEWAYS
+        self,
+        bench: Bench,
+        users: int,
+        seconds: float,
+        storm_cap: float,
+        gateways: int = GATEWAYS,
+        doors: bool = False,
     ) -> None:
         self.bench = bench
+        #: A third of the users on each door (line, web, IRC) instead of all on the line door.
+        self.doors = doors
+        self.door_ports: dict[int, tuple[int, int]] = {}  # gateway port -> (web, irc)
         self.gateways = gateways
         self.n = users
         self.seconds = seconds  # each broadcast rate runs this long
@@ -163,7 +173,15 @@ class Crowd:
 
     def start_gateway(self, port: int) -> subprocess.Popen[bytes]:
         mport = self.metrics_ports.setdefault(port, self.bench.free_port())
-        return self.bench.gateway_proc(port, "--metrics-port", str(mport), wait=False)
+        doors: list[str] = []
+        if self.doors:
+            web, irc = self.door_ports.setdefault(
+                port, (self.bench.free_port(), self.bench.free_port())
+            )
+            doors = ["--web-port", str(web), "--irc-port", str(irc)]
+        return self.bench.gateway_proc(
+            port, "--metrics-port", str(mport), *doors, *self.bench.crowd_args, wait=False
+        )
 
     def gc_full_pauses(self, port: int) -> tuple[float, int]:
         """Seconds the gateway on `port` spent in full garbage collections so far, and how
@@ -240,6 +258,8 @@ class Crowd:
         self.gws = [self.start_gateway(p) for p in self.ports]
         for port, proc in zip(self.ports, self.gws, strict=True):
             await wait_port_async(port, proc)
+            for door_port in self.door_ports.get(port, ()):
+                await wait_port_async(door_port, proc)
         n_workers = max(self.gateways, math.ceil(self.n / PER_WORKER))
         self.workers = [
             await Worker.start(self.bench.workdir / f"swarm{k}.log") for k in range(n_workers)
@@ -249,7 +269,17 @@ class Crowd:
             sources = [
                 f"127.0.{a // 256}.{a % 256}" for a in range(first, first + SOURCES_PER_WORKER)
             ]
-            await w.ask(op="setup", prefix=PREFIX, ports=self.ports, sources=sources)
+            door_ports = (
+                {
+                    "web": [self.door_ports[p][0] for p in self.ports],
+                    "irc": [self.door_ports[p][1] for p in self.ports],
+                }
+                if self.doors
+                else {}
+            )
+            await w.ask(
+                op="setup", prefix=PREFIX, ports=self.ports, sources=sources, door_ports=door_ports
+            )
 
     def slices(self) -> list[tuple[int, int]]:
         share = math.ceil(self.n / len(self.workers))
@@ -297,7 +327,8 @@ class Crowd:
         per_gw = self.n / self.gateways
         redis_after = self.redis_memory()
         self.bench.row(
-            f"crowd: {self.n} users over {self.gateways} gateways, one Redis",
+            f"crowd: {self.n} users over {self.gateways} gateways, one Redis"
+            + (", a third on each door (line, web, IRC)" if self.doors else ""),
             "gateway",
             None,
             users=self.n,
@@ -332,7 +363,8 @@ class Crowd:
         await self.ask_all(op="reset")
         total = max(1, round(rate * self.seconds))
         sent: dict[int, int] = {}
-        with CpuMeter(self.pids()) as cpu:
+        before = [fanout_report(self.metrics_ports[port]) for port in self.ports]
+        with CpuMeter(self.pids()) as cpu, MachineCpu() as machine:
             loop = asyncio.get_running_loop()
             next_at = loop.time()
             for k in range(total):
@@ -343,13 +375,15 @@ class Crowd:
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
             counts, lasts = await self._wait_arrivals(sent, idle=3 if self.bench.smoke else 15)
         close_all([sender])
+        after = [fanout_report(self.metrics_ports[port]) for port in self.ports]
         expected = self.n * total
         got = sum(counts.values())
         ms = [(lasts[s] - t) / 1e6 for s, t in sent.items() if s in lasts]
         first_ms = [(self.firsts[s] - t) / 1e6 for s, t in sent.items() if s in self.firsts]
         cores = cpu.cores
         self.bench.row(
-            f"broadcast {rate:g} msg/s into #general of {self.n} for {self.seconds:g} s",
+            f"broadcast {rate:g} msg/s into #general of {self.n} for {self.seconds:g} s"
+            + (", a third on each door (line, web, IRC)" if self.doors else ""),
             "gateway",
             None,
             messages=total,
@@ -365,6 +399,8 @@ class Crowd:
             cpu_each_gateway=[v for k, v in cores.items() if "gateway" in k],
             cpu_redis=cores.get("cpu_redis"),
             cpu_loadgen=round(sum(v for k, v in cores.items() if "loadgen" in k), 2),
+            machine_cores=machine.cores,
+            **stages(sent, lasts, before, after),
         )
         return first_seq + total
 
@@ -557,6 +593,9 @@ class Crowd:
         try:
             await self.start()
             await self.login_all()
+            if self.doors:  # the doors' row: the busy rate only
+                await self.broadcast(10, 0)
+                return
             if "broadcast" in only:
                 seq = await self.broadcast(1, 0)
                 await self.broadcast(10, seq)

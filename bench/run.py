@@ -55,6 +55,17 @@ from bench.shards import run_shards  # noqa: E402
 from scripts.procs import die_with_parent, free_port, stop_process, wait_port  # noqa: E402
 
 
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds used so far by a process (this one if pid is None)."""
     if pid is None:
@@ -169,6 +180,7 @@ SCENARIOS = (
     "latency20",
     "ingest",
     "ingest2",
+    "workers",
     "idle",
     "idleweb",
     "idleirc",
@@ -177,10 +189,11 @@ SCENARIOS = (
     "crowd",
     "broadcast",
     "storm",
+    "broadcastdoors",
 )
 #: The crowd scenarios (bench/crowd.py): they share one set-up of N users; broadcast and
 #: storm need crowd's logins, so asking for either runs it too.
-CROWD = ("crowd", "broadcast", "storm")
+CROWD = ("crowd", "broadcast", "storm", "broadcastdoors")
 
 
 @dataclass(frozen=True)
@@ -245,12 +258,14 @@ class Bench:
         crowd_seconds: float = 30.0,
         storm_cap: float = 60.0,
         crowd_gateways: int = 3,
+        crowd_args: tuple[str, ...] = (),
     ) -> None:
         self.smoke = smoke
         self.users = users
         self.crowd_seconds = crowd_seconds
         self.storm_cap = storm_cap
         self.crowd_gateways = crowd_gateways
+        self.crowd_args = crowd_args
         self.workdir = workdir
         self.only = set(SCENARIOS) if only is None else only
         self.baseline = baseline
@@ -543,6 +558,60 @@ PAM = no
             "lost": 0.0,
         }
 
+    def gateway_workers(self, workers: int) -> tuple[int, subprocess.Popen[bytes], list[int]]:
+        """One gateway of `workers` processes on one port; once each listens: its port,
+        the supervisor and the workers' pids."""
+        port = free_port()
+        metrics = free_port()
+        while any(not _bindable(metrics + i) for i in range(workers)):
+            metrics = free_port()
+        args = self.gateway_args(
+            port, "--scrypt-log-n", "10", "--workers", str(workers), "--metrics-port", str(metrics)
+        )
+        proc = self.procs.start(args, port, f"workers{workers}-{port}")
+        for i in range(workers):
+            wait_port(metrics + i, proc)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        return port, proc, [int(c) for c in children] if workers > 1 else [proc.pid]
+
+    async def workers_rows(
+        self, members: int, senders: int, messages: int, n_senders: int, per: int
+    ) -> None:
+        """Fan-out and ingest through one port served by --workers 1, then --workers 2."""
+        rates: dict[str, dict[int, float]] = {"fanout": {}, "ingest": {}}
+        for workers in (1, 2):
+            port, proc, pids = self.gateway_workers(workers)
+            named: dict[str, int | None] = {f"worker{k + 1}": p for k, p in enumerate(pids)}
+            named.update(redis=self.redis_pid, loadgen=None)
+            self.flush_redis()
+            meter = CpuMeter(named)
+            r = await self.fanout_one("chat", [port], members, senders, messages, meter)
+            rates["fanout"][workers] = r.rate
+            self.row(
+                f"fanout 1 gateway, --workers {workers}",
+                "gateway",
+                r,
+                workers=workers,
+                cpu_workers=round(sum(v for k, v in meter.cores.items() if "worker" in k), 2),
+                cpu_redis=meter.cores.get("cpu_redis"),
+                cpu_loadgen=meter.cores.get("cpu_loadgen"),
+                vs_1_worker=round(r.rate / rates["fanout"][1], 2) if workers > 1 else None,
+            )
+            self.flush_redis()
+            meter = CpuMeter(named)
+            r = await self.ingest_one([port], [f"w{workers}i"], n_senders, per, meter)
+            rates["ingest"][workers] = r.rate
+            self.row(
+                f"ingest 1 gateway, --workers {workers}",
+                "gateway",
+                r,
+                workers=workers,
+                accepted_per_s=round(r.rate),
+                cpu_workers=round(sum(v for k, v in meter.cores.items() if "worker" in k), 2),
+                vs_1_worker=round(r.rate / rates["ingest"][1], 2) if workers > 1 else None,
+            )
+            self.procs.stop(proc)
+
     def idle_size(self) -> int:
         return 300 if self.smoke else 10_000
 
@@ -562,11 +631,18 @@ PAM = no
         self.start_redis()
         if self.only - set(CROWD):
             await self.run_scenarios()
-        if self.only & set(CROWD):
+        if self.only & {"crowd", "broadcast", "storm"}:
             from bench.crowd import Crowd
 
             await Crowd(
                 self, self.users, self.crowd_seconds, self.storm_cap, self.crowd_gateways
+            ).run(self.only)
+        if "broadcastdoors" in self.only:  # a crowd of its own: a third on each door
+            from bench.crowd import Crowd
+
+            self.flush_redis()
+            await Crowd(
+                self, self.users, self.crowd_seconds, 0, self.crowd_gateways, doors=True
             ).run(self.only)
         if self.baseline is not None:
             await self.compare(self.baseline)
@@ -679,6 +755,10 @@ PAM = no
             }
             r = await self.ingest_one([g1, g2], ["ia", "ib"], n_senders, per, CpuMeter(pids))
             self.row("ingest 2 gateways", "gateway", r, accepted_per_s=round(r.rate))
+
+        # 4c. fan-out and ingest on one gateway of --workers 1, then --workers 2 (one port)
+        if "workers" in only:
+            await self.workers_rows(members, senders, messages, n_senders, per)
 
         # 5. idle memory: logged-in idle connections on a fresh gateway, per door
         line_idle: float | None = None
@@ -931,6 +1011,13 @@ def main() -> int:
         help="crowd, broadcast, storm: gateways the users are spread over (default 3)",
     )
     parser.add_argument(
+        "--crowd-args",
+        default="",
+        metavar="ARGS",
+        help="crowd, broadcast, storm: more options for each of their gateways, e.g. "
+        "'--fanout-chunk 0' (one string)",
+    )
+    parser.add_argument(
         "--reps",
         type=int,
         help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
@@ -975,6 +1062,7 @@ def main() -> int:
             crowd_seconds=args.crowd_seconds or (2.0 if args.smoke else 30.0),
             storm_cap=(30.0 if args.smoke else 60.0) if args.storm_cap is None else args.storm_cap,
             crowd_gateways=args.crowd_gateways,
+            crowd_args=tuple(args.crowd_args.split()),
         )
         try:
             asyncio.run(bench.run())

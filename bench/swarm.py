@@ -45,6 +45,21 @@ _READY = b"* ready"
 #: Linux's IP_BIND_ADDRESS_NO_PORT (Python names it from 3.12 on some builds only).
 BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _BROADCAST = re.compile(rb"> bc(\d+)\r?\n")
+#: Each door's ready marker, broadcast pattern, and what a broadcast line contains.
+_DOORS = {
+    "line": (_READY, _BROADCAST, b"> bc"),
+    "irc": (b" 001 ", re.compile(rb"PRIVMSG #general :?bc(\d+)\r?\n"), b"#general"),
+    "web": (b'"type": "ready"', re.compile(rb'"text": "bc(\d+)"'), b'"bc'),
+}
+#: The doors users are spread over with `doors`: user i's is DOOR_ORDER[(i // gateways) % 3].
+DOOR_ORDER = ("line", "web", "irc")
+
+
+def _masked_text(payload: bytes) -> bytes:
+    """A client's WebSocket text frame (masked with a zero key: the bytes stay as they are)."""
+    n = len(payload)
+    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2)
+    return head + b"\x00\x00\x00\x00" + payload
 
 
 def bench_token(nick: str) -> str:
@@ -55,6 +70,7 @@ def bench_token(nick: str) -> str:
 
 class User(asyncio.Protocol):
     __slots__ = (
+        "door",
         "gen",
         "head",
         "index",
@@ -64,6 +80,7 @@ class User(asyncio.Protocol):
         "swarm",
         "tail",
         "transport",
+        "upgraded",
     )
 
     def __init__(self, swarm: Swarm, index: int) -> None:
@@ -76,28 +93,63 @@ class User(asyncio.Protocol):
         self.head = b""
         self.tail = b""
         self.ready = False
+        #: This user's door: the line protocol, IRC, or the web page's WebSocket.
+        self.door = swarm.door_of(index)
+        self.upgraded = False
 
     # -- the connection --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.head = self.tail = b""
-        self.ready = False
-        if self.swarm.mode == "token":
-            self.swarm.tried["token"] += 1
-            line = f"{self.nick} {bench_token(self.nick)}\r\n"
+        self.ready = self.upgraded = False
+        token = self.swarm.mode == "token"
+        self.swarm.tried["token" if token else "password"] += 1
+        secret = bench_token(self.nick) if token else PASSWORD
+        if self.door == "irc":
+            data = f"PASS {secret}\r\nNICK {self.nick}\r\nUSER {self.nick} 0 * :bench\r\n"
+        elif self.door == "web":
+            data = (
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+        elif token:
+            data = f"{self.nick} {secret}\r\n"
         else:
-            self.swarm.tried["password"] += 1
-            line = f"{self.nick}\r\n{PASSWORD}\r\n"
-        self.transport.write(line.encode())
+            data = f"{self.nick}\r\n{PASSWORD}\r\n"
+        self.transport.write(data.encode())
+
+    def _web_login(self, token: bool) -> None:
+        assert self.transport is not None
+        frame = (
+            {"type": "resume", "nick": self.nick, "token": bench_token(self.nick)}
+            if token
+            else {"type": "login", "nick": self.nick, "password": PASSWORD}
+        )
+        self.transport.write(_masked_text(json.dumps(frame).encode()))
 
     def data_received(self, data: bytes) -> None:
         if not self.ready:
             head = self.head + data
-            at = head.find(_READY)
-            end = head.find(b"\n", at) if at >= 0 else -1
+            if self.door == "web" and not self.upgraded:
+                end = head.find(b"\r\n\r\n")
+                if end < 0:
+                    self.head = head[-4096:]
+                    return
+                if not head.startswith(b"HTTP/1.1 101"):
+                    self.swarm.busy += 1
+                    assert self.transport is not None
+                    self.transport.abort()
+                    return
+                self.upgraded = True
+                head = head[end + 4 :]
+                self._web_login(self.swarm.mode == "token")
+            ready_marker = _DOORS[self.door][0]
+            at = head.find(ready_marker)
+            end = head.find(b"\n", at) if at >= 0 and self.door != "web" else at
             if end < 0:
-                if b"! " in head:
+                if b"! " in head or b"ERROR :" in head or b'"type": "error"' in head:
                     self._login_error(head)
                 self.head = head[-4096:]
                 return
@@ -109,18 +161,39 @@ class User(asyncio.Protocol):
                 return
         if self.tail:
             data, self.tail = self.tail + data, b""
+        _, pattern, marker = _DOORS[self.door]
+        if self.door == "web":  # frames: keep what follows the last match, which may be cut
+            if marker not in data:
+                self.tail = data[-64:]
+                return
+            seqs, end = [], 0
+            for m in pattern.finditer(data):
+                seqs.append(m.group(1))
+                end = m.end()
+            self.tail = data[end:][-64:]
+            if seqs:
+                self.swarm.arrived(seqs)
+            return
         if not data.endswith(b"\n"):
             cut = data.rfind(b"\n")
             data, self.tail = data[: cut + 1], data[cut + 1 :]
-        if b"> bc" in data:
-            self.swarm.arrived(_BROADCAST.findall(data))
+        if marker in data:
+            self.swarm.arrived(pattern.findall(data))
 
     def _login_error(self, head: bytes) -> None:
         if b"invalid or expired token" in head:
             self.head = b""
             assert self.transport is not None
-            self.transport.write(f"{self.nick}\r\n{PASSWORD}\r\n".encode())
-        elif b"! server busy" in head or b"unavailable" in head or b"timed out" in head:
+            if self.door == "web":
+                self._web_login(False)
+            else:
+                self.transport.write(f"{self.nick}\r\n{PASSWORD}\r\n".encode())
+        elif (
+            b"server busy" in head
+            or b"unavailable" in head
+            or b"timed out" in head
+            or b"ERROR :" in head
+        ):
             self.swarm.busy += 1
             assert self.transport is not None
             self.transport.abort()  # connection_lost retries elsewhere
@@ -137,6 +210,8 @@ class Swarm:
     def __init__(self) -> None:
         self.prefix = ""
         self.ports: list[int] = []
+        #: Per door, each gateway's port for it (the line door's are `ports`).
+        self.door_ports: dict[str, list[int]] = {}
         self.sources: list[str] = ["127.0.0.1"]
         self.mode = "token"
         self.users: dict[int, User] = {}
@@ -150,6 +225,13 @@ class Swarm:
         self.arrivals: dict[int, list[int]] = {}  # seq -> [count, last ns, first ns]
         self._source = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def door_of(self, index: int) -> str:
+        """User `index`'s door: the line door, or with door ports a third on each door
+        (every gateway gets each third)."""
+        if not self.door_ports:
+            return "line"
+        return DOOR_ORDER[(index // len(self.ports)) % len(DOOR_ORDER)]
 
     # -- events from users -----------------------------------------------------------------
 
@@ -192,7 +274,9 @@ class Swarm:
             self.retry(user, False)
 
     async def _open(self, user: User) -> None:
-        port = self.ports[user.rounds.next_server()]
+        server = user.rounds.next_server()
+        ports = self.door_ports.get(user.door, self.ports)
+        port = ports[server]
         source = self.sources[self._source % len(self.sources)]
         self._source += 1
         loop = asyncio.get_running_loop()
@@ -297,6 +381,7 @@ class Swarm:
         op = req["op"]
         if op == "setup":
             self.prefix, self.ports = req["prefix"], req["ports"]
+            self.door_ports = req.get("door_ports", {})
             self.sources = req["sources"]
             self.mode = req.get("mode", "token")
             return {"ok": True}

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
+from gateway.bigchat import CHUNK, BigChats, Timing
 from gateway.core import events as ev
 from gateway.core.user import LocalUser
 from gateway.cursors import Cursors
@@ -105,6 +107,7 @@ class Fanout:
         store: Store,
         cursor_flush: float = 1.0,
         after_batch: Callable[[], None] | None = None,
+        chunk: int = CHUNK,
     ) -> None:
         self.store = store
         self.after_batch = after_batch
@@ -123,6 +126,14 @@ class Fanout:
         self._gaps: list[StoreEvent] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        #: How long deliveries take (the metrics port's /debug/fanout).
+        self.timing = Timing()
+        #: Chats with more than `chunk` local readers are written `chunk` readers per loop
+        #: turn (bigchat.py); 0: every chat at once.
+        self.chunk = chunk
+        self.big = BigChats(self.readers, deliver, self._flush, self.timing, chunk)
+        self._began = 0  # when the read being delivered arrived (monotonic ns)
+        self._small: list[list[int]] = []  # its bursts delivered at once (timing records)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -169,6 +180,7 @@ class Fanout:
             if not readers:
                 chats.append(chat)
             readers.add(user)
+            self.big.joined(chat, user)
         await self.link.add(chats=chats, users=[key])
         await self.presence.set_online(key)
         return user
@@ -205,6 +217,7 @@ class Fanout:
             return False
         user.set_chat(chat, name)
         self.readers.setdefault(chat, set()).add(user)
+        self.big.joined(chat, user)
         return True
 
     async def _subscribe_chat(self, chat: str) -> None:
@@ -233,6 +246,7 @@ class Fanout:
         if self._recovering:
             self._held.append(events)
             return
+        self._began = began = time.monotonic_ns()
         burst_chat = ""
         burst: list[Message] = []
         for event in events:
@@ -249,6 +263,18 @@ class Fanout:
             except Exception:  # one bad event must not stop the others
                 log.exception("event=fanout_error event=%r", event)
         self._chat_burst(burst_chat, burst)
+        queued = time.monotonic_ns()
+        self._flush()
+        if self._small:
+            timing, now = self.timing, time.monotonic_ns()
+            timing.queue_ns += queued - began
+            timing.write_ns += now - queued
+            for record in self._small:
+                timing.writes += record[3] // record[2]
+                timing.done(record, now)
+            self._small = []
+
+    def _flush(self) -> None:
         if self.after_batch is not None:
             self.after_batch()
 
@@ -265,7 +291,14 @@ class Fanout:
                 return
         self.last_chat[chat] = burst[-1].pos
         METRICS.observe_delivery(burst[0].ms, len(burst), len(readers))
-        deliver(readers, ev.Messages(ev.ChatConv(chat, burst[0].where), tuple(burst)))
+        messages = ev.Messages(ev.ChatConv(chat, burst[0].where), tuple(burst))
+        age = int(time.time() * 1000) - burst[0].ms
+        record = [self._began, 0, len(burst), len(burst) * len(readers), age, 0]
+        if self.chunk and (len(readers) > self.chunk or self.big.busy(chat)):
+            self.big.add(chat, messages, record)
+        else:
+            deliver(readers, messages)
+            self._small.append(record)
 
     def _user_event(self, event: StoreEvent) -> None:
         user = self.users.get(getattr(event, "user", ""))

@@ -8,6 +8,7 @@ whether Redis is reachable.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 __all__ = ["METRICS", "serve_metrics"]
@@ -64,6 +69,9 @@ class _Metrics:
         # thread holds that metric's lock (during a scrape), and its callback would then
         # wait for the lock forever. Exported on scrape by `_HotCounters`.
         self.gc_pauses: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+        #: With --redis-wait-replica: (master, slots) running without a replica -> since
+        #: when (unix time); set by the server from its store.
+        self.unprotected_shards: Callable[[], dict[tuple[str, str], float]] = dict
         self._gc_started = 0.0
 
     def watch_gc(self, info_phase: str, info: dict[str, int]) -> None:
@@ -94,6 +102,20 @@ class _HotCounters(Collector):
         for generation, (count, seconds) in METRICS.gc_pauses.items():
             pauses.add_metric([str(generation)], count_value=int(count), sum_value=seconds)
         yield pauses
+        unprotected = METRICS.unprotected_shards()
+        yield GaugeMetricFamily(
+            "chat_store_shards_unprotected",
+            "Redis masters running without a replica (--redis-wait-replica stops waiting for them)",
+            value=len(unprotected),
+        )
+        since = GaugeMetricFamily(
+            "chat_store_shard_unprotected_since_seconds",
+            "When each master without a replica was found so (unix time)",
+            labels=["master", "slots"],
+        )
+        for (master, slots), when in unprotected.items():
+            since.add_metric([master, slots], when)
+        yield since
         yield CounterMetricFamily(
             "chat_messages_in", "Messages accepted from users", value=METRICS.messages_in
         )
@@ -105,7 +127,15 @@ class _HotCounters(Collector):
 REGISTRY.register(_HotCounters())
 
 
-async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> asyncio.Server:
+async def serve_metrics(
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+    debug: dict[bytes, Callable[[], object]] | None = None,
+) -> asyncio.Server:
+    """/metrics, /healthz, and each `debug` path (e.g. /debug/fanout) as JSON."""
+    debug = debug or {}
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
@@ -117,6 +147,9 @@ async def serve_metrics(host: str, port: int, healthy: Callable[[], bool]) -> as
                 status, body, ctype = b"431 Request Header Fields Too Large", b"", b"text/plain"
             elif path.startswith(b"/metrics"):
                 status, body, ctype = b"200 OK", generate_latest(), CONTENT_TYPE_LATEST.encode()
+            elif path in debug:
+                body = json.dumps(debug[path]()).encode()
+                status, ctype = b"200 OK", b"application/json"
             elif path.startswith(b"/healthz"):
                 ok = healthy()
                 status = b"200 OK" if ok else b"503 Service Unavailable"

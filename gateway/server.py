@@ -8,7 +8,6 @@ signal is honoured at any point, including while it still waits for Redis at sta
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import os
@@ -41,6 +40,7 @@ from gateway.kit.render_once import RenderOnce
 from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
+from gateway.workers import Worker, bind_error
 from store.cluster import Seeds
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
@@ -71,8 +71,12 @@ class StartupError(Exception):
 
 
 class GatewayServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: Worker | None = None) -> None:
         self.settings = settings
+        #: Worker k of --workers serves its metrics on --metrics-port + k - 1.
+        self.metrics_port = settings.metrics_port + (worker.index if worker else 0)
+        if not settings.metrics_port:
+            self.metrics_port = 0
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._embedded: Embedded | None = None
         self.data_file = settings.data_file() if settings.redis_url is None else None
@@ -116,7 +120,9 @@ class GatewayServer:
             wait_replica_ms=settings.redis_wait_replica,
         )
         self.coalescer = Coalescer()
-        self.fanout = Fanout(self.store, settings.cursor_flush, self._after_batch)
+        self.fanout = Fanout(
+            self.store, settings.cursor_flush, self._after_batch, settings.fanout_chunk
+        )
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip,
@@ -215,13 +221,17 @@ class GatewayServer:
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
         METRICS.channels.set_function(lambda: self.fanout.link.count)
         METRICS.local_users.set_function(lambda: len(self.fanout.users))
-        if self.settings.metrics_port:
+        METRICS.unprotected_shards = self.store.unprotected_shards
+        if self.metrics_port:
             try:
                 self._metrics = await serve_metrics(
-                    self.settings.metrics_host, self.settings.metrics_port, self._healthy
+                    self.settings.metrics_host,
+                    self.metrics_port,
+                    self._healthy,
+                    {b"/debug/fanout": self.fanout.timing.report},
                 )
             except OSError as exc:
-                port = self.settings.metrics_port
+                port = self.metrics_port
                 raise StartupError(
                     self._bind_error(
                         "metrics", port, exc, "--metrics-port", self.settings.metrics_host
@@ -281,6 +291,8 @@ class GatewayServer:
                 self.settings.host,
                 port,
                 reuse_address=True,
+                # --workers: every worker listens on the port, the kernel spreads connections
+                reuse_port=self.settings.workers > 1,
                 backlog=LISTEN_BACKLOG,
             )
         except OSError as exc:
@@ -299,19 +311,7 @@ class GatewayServer:
     ) -> str:
         """One line: what could not listen where, why, and which option to change."""
         host_option = "--metrics-host" if option == "--metrics-port" else "--host"
-        if exc.errno == errno.EADDRINUSE:
-            hint = f"is another gateway running there? choose another port with {option}"
-        elif exc.errno == errno.EACCES:
-            hint = f"ports below 1024 need privileges; choose another port with {option}"
-        elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-            hint = f"is {host_option} an address of this machine?"
-        else:
-            hint = f"choose another port with {option} or another address with {host_option}"
-        if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
-            why = os.strerror(exc.errno)  # asyncio's text repeats the address
-        else:
-            why = exc.strerror or str(exc)
-        return f"cannot listen for {what} on {host or self.settings.host}:{port}: {why} ({hint})"
+        return bind_error(what, host or self.settings.host, port, exc, option, host_option)
 
     @property
     def port(self) -> int:
@@ -433,14 +433,15 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG, older, oldest)
 
 
-async def run(settings: Settings) -> int:
-    """Run a gateway until SIGINT/SIGTERM; the process exit code."""
+async def run(settings: Settings, worker: Worker | None = None) -> int:
+    """Run a gateway until SIGINT/SIGTERM; the process exit code. A `worker` of --workers
+    tells its supervisor once it listens."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        server = GatewayServer(settings)
+        server = GatewayServer(settings, worker)
     except StartupError as exc:
         log.error("event=startup_failed error=%s", exc)
         print(f"error: {exc}", file=sys.stderr)
@@ -462,6 +463,8 @@ async def run(settings: Settings) -> int:
         await server.abort()
         return 1
     tune_gc()
+    if worker is not None:
+        worker.ready()
     await stop.wait()
     await server.shutdown()
     return 0

@@ -23,12 +23,14 @@ from urllib.parse import urlsplit
 __all__ = [
     "DATA_OFF",
     "GROUPS",
+    "MAX_WORKERS",
     "Settings",
     "SettingsError",
     "check_redis_url",
     "data_dir",
     "default_data_file",
     "env_var",
+    "host_cores",
 ]
 
 #: `--data` values that keep nothing (the embedded store as before: gone at exit).
@@ -129,6 +131,32 @@ def _port(text: str) -> int:
         raise ValueError("not a port number; give 0 to 65535") from None
     if not 0 <= value <= 65535:
         raise ValueError("not a port number; give 0 to 65535")
+    return value
+
+
+#: The most --workers takes: each worker is a whole gateway (its Redis connections,
+#: its descriptors), so more than a few per core only costs memory.
+MAX_WORKERS = 256
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container limits it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(text: str) -> int:
+    """A number of worker processes, or `auto`: one per core of this host."""
+    if text.strip().lower() == "auto":
+        return min(host_cores(), MAX_WORKERS)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"not a whole number; give 1 to {MAX_WORKERS}, or auto") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"out of range; give 1 to {MAX_WORKERS}, or auto")
     return value
 
 
@@ -364,8 +392,9 @@ class Settings:
     #: Milliseconds a post waits for one replica to have it (`WAIT 1 <ms>`) before the
     #: sender's echo; 0: no wait. Redis replicates asynchronously, so without it a master
     #: that dies may take its last acknowledged messages with it; with it, an echoed
-    #: message survives a failover, and one no replica took in time is reported to the
-    #: sender as possibly not stored. Costs each post about a replica round trip.
+    #: message survives a failover, and one no attached replica took in time is reported
+    #: to the sender as possibly not stored. A master with no replica at all is not waited
+    #: for (store/replicas.py). Costs each post about a replica round trip.
     redis_wait_replica: int = _opt(
         0,
         "store",
@@ -671,6 +700,28 @@ class Settings:
         _float(0, 60, above=True),
         "SECONDS",
     )
+    #: Readers of one chat written per event-loop turn (gateway/bigchat.py): a chat with
+    #: more local readers is written in chunks, a message arriving meanwhile joins the
+    #: pass, and logins and input run between chunks. 0: every chat at once (a big chat's
+    #: pass then holds the gateway, and a message arriving during it waits for the next).
+    fanout_chunk: int = _opt(
+        1000,
+        "performance",
+        "readers of a big chat written per event-loop turn (each chunk a few ms); 0: all at once",
+        _int(0, 1_000_000),
+    )
+    #: Gateway processes sharing this gateway's ports (SO_REUSEPORT: the kernel spreads new
+    #: connections over them), so one host's cores all serve; each is a whole gateway to
+    #: Redis, restarted by the first process if it dies (gateway/workers.py). Needs
+    #: --redis-url: the embedded store lives in one process.
+    workers: int = _opt(
+        1,
+        "performance",
+        "gateway processes sharing these ports, each on its own core, restarted if one "
+        "dies; more than 1 needs --redis-url; auto: one per core",
+        _workers,
+        "N",
+    )
     # -- logging -----------------------------------------------------------------------------
     log_level: str = _opt("INFO", "logging", f"one of {', '.join(_LEVELS)}", _level, "LEVEL")
 
@@ -737,6 +788,19 @@ class Settings:
                 "--data is the embedded store's file: with --redis-url, Redis keeps the data "
                 "(leave out --data, or --redis-url for the embedded store)"
             )
+        if self.workers > 1 and self.redis_url is None:
+            raise SettingsError(
+                f"--workers {self.workers} needs --redis-url: the embedded store lives in one "
+                "process and cannot be shared by workers (start redis-server and give "
+                "--redis-url, or use --workers 1)"
+            )
+        last_metrics = self.metrics_port + self.workers - 1
+        if self.metrics_port and last_metrics > 65535:
+            raise SettingsError(
+                f"--metrics-port {self.metrics_port}: each worker serves its metrics on its "
+                f"own port from this one up, and {self.workers} workers go past 65535; give "
+                f"at most {65536 - self.workers}"
+            )
         ports = [
             ("--port", self.port),
             ("--web-port", self.web_port),
@@ -744,8 +808,12 @@ class Settings:
             ("--irc-tls-port", self.irc_tls_port),
             ("--tls-port", self.tls_port),
         ]
-        if self.metrics_host == self.host:
+        if self.metrics_host == self.host and self.metrics_port:
             ports.append(("--metrics-port", self.metrics_port))
+            ports += [  # worker i's
+                (f"--metrics-port + {i} (worker {i + 1}'s)", self.metrics_port + i)
+                for i in range(1, self.workers)
+            ]
         seen: dict[int, str] = {}
         for name, port in ports:
             if port and port in seen:

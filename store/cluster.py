@@ -27,6 +27,7 @@ import hiredis
 from redis.crc import key_slot
 
 from store.contract import StoreNoReply, StoreUnavailable
+from store.replicas import ReplicaWatch
 from store.resp import RespPipeline, not_replicated
 
 __all__ = [
@@ -114,6 +115,20 @@ class SlotMap:
     def node(self, slot: int) -> Addr | None:
         return self.owner[slot]
 
+    def describe(self, node: str) -> str:
+        """The slots `node` ("host:port") serves, as ranges: "0-5460" or "none"."""
+        host, _, port = node.rpartition(":")
+        addr = (host, int(port))
+        ranges: list[str] = []
+        start = None
+        for slot, owner in enumerate([*self.owner, None]):
+            if owner == addr and start is None:
+                start = slot
+            elif owner != addr and start is not None:
+                ranges.append(f"{start}-{slot - 1}" if slot - 1 > start else str(start))
+                start = None
+        return ",".join(ranges) or "none"
+
     def masters(self) -> set[Addr]:
         return {a for a in self.owner if a is not None}
 
@@ -185,6 +200,19 @@ class ClusterPipeline:
         self.timeout = timeout
         self.wait_replica_ms = wait_replica_ms
         self._nodes: dict[Addr, RespPipeline] = {}
+        #: Stops the waits on a master with no replica (store/replicas.py).
+        self.watch = (
+            ReplicaWatch(wait_replica_ms, self._ask, self.slots.describe, self._serving)
+            if wait_replica_ms
+            else None
+        )
+
+    async def _ask(self, node: str, command: tuple[Any, ...]) -> Any:
+        (reply,) = await self._node(_addr(node)).execute([command])
+        return reply
+
+    def _serving(self, node: str) -> bool:
+        return _addr(node) in self.slots.masters()
 
     def _node(self, addr: Addr) -> RespPipeline:
         pipe = self._nodes.get(addr)
@@ -275,7 +303,8 @@ class ClusterPipeline:
             if i in asking:
                 batch.append(("ASKING",))
             batch.append(commands[i])
-        wait = wait and self.wait_replica_ms > 0
+        node = f"{addr[0]}:{addr[1]}"
+        wait = wait and self.watch is not None and self.watch.waits(node)
         if wait:
             batch.append(("WAIT", 1, self.wait_replica_ms))
         try:
@@ -286,6 +315,8 @@ class ClusterPipeline:
         if wait:
             acked = out.pop()
             unreplicated = not isinstance(acked, int) or acked < 1
+            if unreplicated and self.watch is not None:  # stored: no replica to wait for?
+                unreplicated = not await self.watch.has_no_replica(node)
         replies: list[Any] = []
         at = 0
         for i in idxs:
@@ -296,8 +327,15 @@ class ClusterPipeline:
         return not_replicated(replies) if unreplicated else replies
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         for pipe in self._nodes.values():
             pipe.close()
+
+
+def _addr(node: str) -> Addr:
+    host, _, port = node.rpartition(":")
+    return (host, int(port))
 
 
 def _redirect(reply: Any) -> str | Addr | None:

@@ -397,6 +397,12 @@ class RedisStore:
         self._pipeline.close()
         await self.redis.aclose()
 
+    def unprotected_shards(self) -> dict[tuple[str, str], float]:
+        """With --redis-wait-replica: (master, its slots) running without a replica ->
+        since when (unix time); see store/replicas.py."""
+        watch = self._pipeline.watch
+        return watch.unprotected() if watch is not None else {}
+
     def _floor(self) -> Position:
         """The oldest position a live message can have (older ones are past the lifetime)."""
         return Position(max(0, int(time.time() * 1000) - self.ttl_ms), 0)

@@ -19,6 +19,7 @@ import hiredis
 from redis.connection import SSLConnection, parse_url
 
 from store.contract import StoreNoReply, StoreRefused, StoreUnavailable
+from store.replicas import ReplicaWatch
 
 __all__ = [
     "NotReplicated",
@@ -165,6 +166,15 @@ class RespPipeline:
         #: When set, each batch ends with WAIT 1 <ms>: its replies come back only once a
         #: replica has the writes (or the time is up: then the batch counts as unanswered).
         self._wait_replica_ms = wait_replica_ms
+        #: Stops the waits while this Redis has no replica (store/replicas.py).
+        self.watch = (
+            ReplicaWatch(wait_replica_ms, lambda _, command: self._ask(command))
+            if wait_replica_ms
+            else None
+        )
+        self._node = f"{self._params.get('host', self._params.get('path'))}:" + str(
+            self._params.get("port", "")
+        )
         self._proto: _Protocol | None = None
         self._lock = asyncio.Lock()
 
@@ -201,15 +211,21 @@ class RespPipeline:
         Redis may still carry them out (a stalled server runs them when it wakes). With
         `wait` and a replica wait set, when no replica took the batch in time each reply
         that is not an error comes back as a `NotReplicated` instance."""
-        if not (wait and self._wait_replica_ms):
+        if not (wait and self.watch is not None and self.watch.waits(self._node)):
             return await self._send(await self._connection(), commands)
         replies = await self._send(
             await self._connection(), [*commands, ("WAIT", 1, self._wait_replica_ms)]
         )
         acked = replies.pop()
         if not isinstance(acked, int) or acked < 1:
+            if await self.watch.has_no_replica(self._node):
+                return replies  # stored on the master, which has no replica to wait for
             return not_replicated(replies)
         return replies
+
+    async def _ask(self, command: tuple[Any, ...]) -> Any:
+        (reply,) = await self._send(await self._connection(), [command])
+        return reply
 
     async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]]) -> list[Any]:
         if proto.transport is None:
@@ -228,5 +244,7 @@ class RespPipeline:
             raise StoreNoReply("redis did not answer in time") from exc
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()

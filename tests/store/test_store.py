@@ -344,13 +344,16 @@ async def test_scripts_are_loaded_again_when_redis_lost_them(
 
 async def test_wait_for_a_replica(make_store: MakeStore, request: Any) -> None:
     """With wait_replica_ms a post is answered once a replica has it (on a cluster; a
-    standalone Redis without replicas leaves every post unconfirmed)."""
+    standalone Redis without replicas is found to have none, and its posts stand: see
+    tests/store/test_replica_watch.py)."""
     s = await make_store(wait_replica_ms=2000)
     await register(s, "ann")
     results = await s.post_chat("ann", "ANN", keys.GENERAL, "general", ["a", "b"])
     if not s.cluster:
-        assert {r.status for r in results} == {PostStatus.UNCONFIRMED}
+        assert [r.status for r in results] == [OK, OK]
+        assert [slots for _, slots in s.unprotected_shards()] == ["all"]
         return
+    assert s.unprotected_shards() == {}
     assert [r.status for r in results] == [OK, OK]
     cluster: StoreCluster = request.getfixturevalue("_store_cluster")
     found = 0

@@ -1,0 +1,428 @@
+"""`--workers N`: N gateway processes on the same ports, so one host's cores all serve.
+
+A gateway is one asyncio process, so one core. With `--workers N` the process started by
+the operator becomes a small supervisor: it checks that every port is free, then starts N
+workers, each a whole gateway (`python3 server.py` with the same options) that listens with
+SO_REUSEPORT, so the kernel spreads new connections over them; each is its own gateway to
+Redis (its own id, presence and pub/sub), so users on different workers talk as users on
+different gateways do. Worker k (1..N) serves its metrics on `--metrics-port` + k - 1.
+
+Like scripts/cluster.py: a worker that dies is restarted (after 1 s, doubling while it
+keeps dying soon after start, up to 30 s); SIGINT/SIGTERM/SIGHUP stop every worker (each
+tells its users `* server shutting down` and records their positions) and then the
+supervisor, exit 0; a worker that fails at start (a bad certificate, say) stops them all
+with its error, exit 1. Workers die with the supervisor even when it is SIGKILLed (Linux
+PR_SET_PDEATHSIG), so no orphan keeps serving a port nobody supervises.
+
+The supervisor also keeps one socket bound (not listening) on each chat port, with
+SO_REUSEPORT: the port stays this gateway's while its workers restart, and `--port 0` is
+resolved once for all of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+__all__ = ["WORKER_ENV", "Worker", "bind_error", "supervise"]
+
+log = logging.getLogger("chat.workers")
+
+#: Set by the supervisor in each worker's environment: "number,count,ready fd,supervisor pid".
+WORKER_ENV = "CHAT_GATEWAY_WORKER"
+#: First restart delay; doubles while a worker dies within STABLE_AFTER of its start.
+RESTART_DELAY, RESTART_MAX_DELAY, STABLE_AFTER = 1.0, 30.0, 10.0
+#: Seconds the workers get to tell their users and record positions before SIGKILL.
+STOP_TIMEOUT = 15.0
+#: How often the supervisor looks at its workers, in seconds.
+TICK = 0.05
+ROOT = Path(__file__).resolve().parent.parent
+#: (settings field, what listens there, option): the chat ports every worker shares.
+LISTENERS = (
+    ("port", "chat", "--port"),
+    ("tls_port", "chat over TLS", "--tls-port"),
+    ("irc_port", "IRC", "--irc-port"),
+    ("irc_tls_port", "IRC over TLS", "--irc-tls-port"),
+    ("web_port", "web", "--web-port"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What a worker process knows of its place: its number (1..count), the pipe that tells
+    the supervisor it listens, and the supervisor's pid."""
+
+    number: int
+    count: int
+    ready_fd: int
+    parent: int
+
+    @classmethod
+    def take(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> Worker | None:
+        """This process's role, taken out of the environment (a worker's own children, if
+        any, are not workers); None when it was not started by a supervisor."""
+        text = env.pop(WORKER_ENV, None)
+        if text is None:
+            return None
+        number, count, fd, parent = (int(part) for part in text.split(","))
+        return cls(number, count, fd, parent)
+
+    @property
+    def index(self) -> int:
+        return self.number - 1
+
+    def orphaned(self) -> bool:
+        """The supervisor died before this process could ask to die with it."""
+        return os.getppid() != self.parent
+
+    def ready(self) -> None:
+        """Tell the supervisor every port listens (it waits for this before it says the
+        gateway is up, and a worker that exits before it failed to start)."""
+        try:
+            os.write(self.ready_fd, b"+")
+            os.close(self.ready_fd)
+        except OSError:  # the supervisor is gone: PR_SET_PDEATHSIG stops this process
+            pass
+
+
+def bind_error(
+    what: str, host: str, port: int, exc: OSError, option: str, host_option: str = "--host"
+) -> str:
+    """One line: what could not listen where, why, and which option to change."""
+    if exc.errno == errno.EADDRINUSE:
+        hint = f"is another gateway running there? choose another port with {option}"
+    elif exc.errno == errno.EACCES:
+        hint = f"ports below 1024 need privileges; choose another port with {option}"
+    elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        hint = f"is {host_option} an address of this machine?"
+    else:
+        hint = f"choose another port with {option} or another address with {host_option}"
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        why = os.strerror(exc.errno)  # asyncio's text repeats the address
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot listen for {what} on {host}:{port}: {why} ({hint})"
+
+
+class _Busy(Exception):
+    """A port cannot be had; the text is bind_error's line."""
+
+
+def _addresses(host: str, port: int) -> list[tuple[int, tuple[object, ...]]]:
+    """(family, address) of each socket asyncio's create_server binds for host:port."""
+    infos = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )  # fmt: skip
+    seen: list[tuple[int, tuple[object, ...]]] = []
+    for family, _, _, _, address in infos:
+        if (family, address) not in seen:
+            seen.append((family, address))
+    return seen
+
+
+def _bind(family: int, address: tuple[object, ...], reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:  # as asyncio does
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _probe(host: str, port: int, what: str, option: str, host_option: str) -> int:
+    """The port, once a socket without SO_REUSEPORT could bind it: anything listening there
+    (another gateway, even one with --workers) makes that fail. Port 0: a free one."""
+    try:
+        for family, address in _addresses(host, port):
+            with _bind(family, address, reuse_port=False) as sock:
+                port = port or int(sock.getsockname()[1])
+    except OSError as exc:
+        raise _Busy(bind_error(what, host, port, exc, option, host_option)) from None
+    return port
+
+
+def _reserve(host: str, port: int, what: str, option: str) -> list[socket.socket]:
+    """Bound, never listening, with SO_REUSEPORT: only this user's SO_REUSEPORT sockets
+    (the workers) can bind the port beside these, and connections go to listeners only."""
+    socks: list[socket.socket] = []
+    try:
+        for family, address in _addresses(host, port):
+            socks.append(_bind(family, address, reuse_port=True))
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise _Busy(bind_error(what, host, port, exc, option)) from None
+    return socks
+
+
+try:
+    _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, even by SIGKILL
+    (PR_SET_PDEATHSIG, sent when the forking *thread* ends: workers are started from the
+    main thread). Looked up before forking: nothing here may take a lock."""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGTERM))
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Child:
+    """One worker slot: the process in it now, and when to restart it."""
+
+    number: int
+    proc: subprocess.Popen[bytes] | None = None
+    ready_fd: int = -1
+    up: bool = False
+    ever_up: bool = False
+    started_at: float = 0.0
+    restart_at: float | None = None
+    delay: float = RESTART_DELAY
+    launches: int = 0
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def check_ready(self) -> bool:
+        """True once, when the worker says it listens."""
+        if self.up or self.ready_fd < 0:
+            return False
+        try:
+            said = os.read(self.ready_fd, 1)
+        except BlockingIOError:
+            return False
+        self._close_pipe()
+        self.up = bool(said)
+        self.ever_up = self.ever_up or self.up
+        return self.up
+
+    def _close_pipe(self) -> None:
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+
+    def launch(self, argv: list[str], count: int) -> None:
+        self._close_pipe()
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ)
+        env[WORKER_ENV] = f"{self.number},{count},{write_fd},{os.getpid()}"
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                # its own session: Ctrl+C reaches the supervisor only, which stops the
+                # workers once each (they log out their users and record positions)
+                start_new_session=True,
+                preexec_fn=_die_with_parent if _prctl is not None else None,
+            )
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.ready_fd = read_fd
+        self.up = False
+        self.restart_at = None
+        self.started_at = time.monotonic()
+        self.launches += 1
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], settings: Settings) -> None:
+        self.settings = settings
+        self.argv = argv
+        self.children = [_Child(n + 1) for n in range(settings.workers)]
+        self.held: list[socket.socket] = []
+        self.stopping: str | None = None
+
+    def command(self, port: int) -> list[str]:
+        """A worker's command line: this interpreter with its own options (-X, -O ...),
+        server.py, the operator's options, and the port when --port 0 chose one."""
+        interpreter = sys.orig_argv[: max(1, len(sys.orig_argv) - len(sys.argv))]
+        argv = [sys.executable, *interpreter[1:], str(ROOT / "server.py"), *self.argv]
+        if self.settings.port == 0:
+            argv += ["--port", str(port)]  # the command line wins over CHAT_PORT
+        return argv
+
+    def claim_ports(self) -> int:
+        """Check every port is free and hold the chat ports; the chat port (--port 0: the
+        one chosen). _Busy when one is taken."""
+        s = self.settings
+        port = 0
+        for name, what, option in LISTENERS:
+            wanted = int(getattr(s, name))
+            if not wanted and name != "port":
+                continue  # that door is off
+            got = _probe(s.host, wanted, what, option, "--host")
+            self.held += _reserve(s.host, got, what, option)
+            if name == "port":
+                port = got
+        if s.metrics_port:
+            for i in range(s.workers):
+                _probe(
+                    s.metrics_host, s.metrics_port + i, "metrics", "--metrics-port",
+                    "--metrics-host",
+                )  # fmt: skip
+        return port
+
+    def run(self) -> int:
+        s = self.settings
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._stop)
+        try:
+            port = self.claim_ports()
+        except _Busy as exc:
+            log.error("event=startup_failed error=%s", exc)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        argv = self.command(port)
+        log.info(
+            "event=workers_starting workers=%d host=%s port=%d metrics=%s",
+            s.workers,
+            s.host,
+            port,
+            f"{s.metrics_port}-{s.metrics_port + s.workers - 1}" if s.metrics_port else "off",
+        )
+        for child in self.children:
+            child.launch(argv, s.workers)
+        code = 0
+        announced = False
+        try:
+            while self.stopping is None:
+                failed = self._watch(argv)
+                if failed is not None:
+                    code = failed
+                    break
+                if not announced and all(c.up for c in self.children):
+                    announced = True
+                    log.info(
+                        "event=workers_ready workers=%d port=%d pids=%s",
+                        s.workers,
+                        port,
+                        ",".join(str(c.proc.pid) for c in self.children if c.proc),
+                    )
+                time.sleep(TICK)
+            if self.stopping is not None:
+                log.info("event=workers_stopping signal=%s", self.stopping)
+        finally:
+            stopped = self._stop_all()
+            for sock in self.held:
+                sock.close()
+        return code or stopped
+
+    def _watch(self, argv: list[str]) -> int | None:
+        """One look at every worker: note the ready, restart the dead; an exit code when a
+        worker failed at start (everything stops)."""
+        now = time.monotonic()
+        for child in self.children:
+            assert child.proc is not None
+            if child.check_ready():
+                if child.launches > 1:
+                    log.info(
+                        "event=worker_ready worker=%d pid=%d restarts=%d",
+                        child.number,
+                        child.proc.pid,
+                        child.launches - 1,
+                    )
+            elif child.restart_at is None and child.exited():
+                code = child.proc.returncode
+                if not child.ever_up:  # it never listened: a fault no restart mends
+                    log.error(
+                        "event=worker_failed_start worker=%d pid=%d status=%r",
+                        child.number,
+                        child.proc.pid,
+                        describe_exit(code),
+                    )
+                    return code if code > 0 else 1
+                if child.up and now - child.started_at >= STABLE_AFTER:
+                    child.delay = RESTART_DELAY  # it had been fine: not a crash loop
+                log.warning(
+                    "event=worker_exited worker=%d pid=%d status=%r restart_in=%.1f",
+                    child.number,
+                    child.proc.pid,
+                    describe_exit(code),
+                    child.delay,
+                )
+                child.up = False
+                child.restart_at = now + child.delay
+                child.delay = min(child.delay * 2, RESTART_MAX_DELAY)
+            elif child.restart_at is not None and now >= child.restart_at:
+                child.launch(argv, self.settings.workers)
+                log.info("event=worker_restarted worker=%d pid=%d", child.number, child.proc.pid)
+        return None
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        if self.stopping is None:
+            self.stopping = signal.Signals(signum).name
+
+    def _stop_all(self) -> int:
+        """SIGTERM to every live worker at once, SIGKILL to those still there after
+        STOP_TIMEOUT; 1 if one did not stop cleanly."""
+        live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for child in live:
+            assert child.proc is not None
+            try:
+                child.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        code = 0
+        for child in live:
+            assert child.proc is not None
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error(
+                    "event=worker_killed worker=%d pid=%d after=%.0f",
+                    child.number,
+                    child.proc.pid,
+                    STOP_TIMEOUT,
+                )
+                child.proc.kill()
+                child.proc.wait()
+            if child.proc.returncode != 0:
+                code = 1
+        for child in self.children:
+            child._close_pipe()
+        if live:
+            log.info("event=workers_stopped workers=%d clean=%s", len(live), code == 0)
+        return code
+
+
+def supervise(argv: list[str], settings: Settings) -> int:
+    """Run `settings.workers` gateways on the same ports until a stop signal; the exit code."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("the supervisor runs in the main thread (PR_SET_PDEATHSIG)")
+    return Supervisor(argv, settings).run()

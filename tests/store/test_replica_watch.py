@@ -1,0 +1,87 @@
+"""`--redis-wait-replica` against a real master and replica (store/replicas.py): a master
+with no replica is found so once, its posts stand and are no longer waited for; a replica
+attached ends that; a replica attached but not answering still leaves posts unconfirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.procs import free_port, stop_process, wait_port
+from store import keys
+from store.contract import PostStatus
+from store.redis_store import RedisStore
+from tests.store.test_store import DEFAULTS, register
+
+WAIT_MS = 300
+
+
+@pytest.fixture
+def redis_servers(redis_server: str, tmp_path: Path) -> Iterator[Any]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> tuple[int, subprocess.Popen[bytes]]:
+        port = free_port()
+        work = tmp_path / str(port)
+        work.mkdir()
+        proc = subprocess.Popen(
+            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(work), "--repl-diskless-sync-delay", "0",
+             *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        started.append(proc)
+        wait_port(port, proc)
+        return port, proc
+
+    yield start
+    for proc in started:
+        proc.send_signal(signal.SIGCONT)
+        stop_process(proc)
+
+
+async def _post(s: RedisStore, text: str) -> tuple[PostStatus, float]:
+    start = time.monotonic()
+    (result,) = await s.post_chat("ann", "ANN", keys.GENERAL, "general", [text])
+    return result.status, time.monotonic() - start
+
+
+async def test_a_master_without_replica_is_not_waited_for_until_one_catches_up(
+    redis_servers: Any,
+) -> None:
+    port, _ = redis_servers()
+    s = RedisStore(f"redis://127.0.0.1:{port}/0", **DEFAULTS, gateway_id="gw",
+                   wait_replica_ms=WAIT_MS)  # fmt: skip
+    await s.start()
+    try:
+        await register(s, "ann")
+        status, took = await _post(s, "first")  # its WAIT times out: then no replica found
+        assert status is PostStatus.OK and took >= WAIT_MS / 1000
+        (((master, slots), since),) = s.unprotected_shards().items()
+        assert (master, slots) == (f"127.0.0.1:{port}", "all") and since <= time.time()
+        for n in range(5):  # not waited for any more
+            status, took = await _post(s, f"n{n}")
+            assert status is PostStatus.OK and took < WAIT_MS / 1000 / 2
+        # a replica attached and caught up: protected again, posts waited for and confirmed
+        _, replica = redis_servers("--replicaof", "127.0.0.1", str(port))
+        for _ in range(100):
+            if not s.unprotected_shards():
+                break
+            await asyncio.sleep(0.1)
+        assert s.unprotected_shards() == {}
+        status, took = await _post(s, "kept")
+        assert status is PostStatus.OK and took < WAIT_MS / 1000
+        # a replica that is there but does not answer: the sender is told, as before
+        replica.send_signal(signal.SIGSTOP)
+        status, took = await _post(s, "paused")
+        assert status is PostStatus.UNCONFIRMED and took >= WAIT_MS / 1000
+        assert s.unprotected_shards() == {}
+    finally:
+        await s.close()
