@@ -49,6 +49,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # fan-out and what it drives: the core's events and users, the contract
     "gateway.fanout": (
         "gateway.fanout",
+        "gateway.bigchat",
         "gateway.cursors",
         "gateway.presence",
         "gateway.epoch",
@@ -56,12 +57,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         *CONTRACT,
         *METRICS,
     ),
+    "gateway.bigchat": ("gateway.bigchat", "gateway.core", *CONTRACT, *METRICS),
     "gateway.cursors": ("gateway.cursors", "gateway.core", *CONTRACT, *METRICS),
     "gateway.presence": ("gateway.presence", "gateway.core", *CONTRACT, *METRICS),
     "gateway.epoch": ("gateway.epoch", "gateway.core", *CONTRACT, *METRICS),
     # the wiring: everything
     "gateway.server": ("gateway", "store", "redis", "hiredis", "fakeredis", "websockets"),
     "gateway.admin": ("gateway", "store", "redis", "hiredis", "fakeredis"),
+    "gateway.workers": ("gateway", "store"),  # --workers: the supervisor of server.py's
 }
 
 
@@ -113,9 +116,18 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+#: Entries in `ALLOWED` for a package's own `__init__` only, not what is under it: a new
+#: module there must be given a layer, not inherit the package's.
+PACKAGE_ONLY = {"gateway", "gateway.doors"}
+
+
 def _layer(module: str) -> str | None:
     """The longest layer in `ALLOWED` that holds `module`."""
-    found = [layer for layer in ALLOWED if _under(module, layer)]
+    found = [
+        layer
+        for layer in ALLOWED
+        if module == layer or (layer not in PACKAGE_ONLY and _under(module, layer))
+    ]
     return max(found, key=len) if found else None
 
 
