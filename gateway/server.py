@@ -116,7 +116,13 @@ class GatewayServer:
             wait_replica_ms=settings.redis_wait_replica,
         )
         self.coalescer = Coalescer()
-        self.fanout = Fanout(self.store, settings.cursor_flush, self._after_batch)
+        self.fanout = Fanout(
+            self.store,
+            settings.cursor_flush,
+            self._after_batch,
+            settings.presence_members,
+            self.gateway_id,
+        )
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip,

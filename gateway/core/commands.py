@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from store.contract import Kind
+
 __all__ = [
     "Ban",
     "ChangePassword",
@@ -33,6 +35,7 @@ __all__ = [
     "SendChat",
     "SendChatMany",
     "SendPrivate",
+    "SendTags",
     "TimeAt",
     "Unban",
     "Where",
@@ -63,12 +66,27 @@ class Say:
 class SendPrivate:
     nick: str
     text: str
+    kind: Kind = Kind.MESSAGE
+    #: Client tags for the other clients (`Message.tags`), as the door checked them.
+    tags: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SendChat:
     chat: str
     text: str
+    kind: Kind = Kind.MESSAGE
+    tags: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendTags:
+    """Client tags without a message (IRC's TAGMSG: typing, reactions) to a chat or, with
+    `private`, to the user `target`: published to whoever reads it now, never stored."""
+
+    target: str
+    tags: str
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,7 @@ class Join:
 @dataclass(frozen=True, slots=True)
 class Leave:
     chat: str
+    reason: str = ""  # told to the chat's other members (IRC's PART message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +163,7 @@ class Help:
 
 @dataclass(frozen=True, slots=True)
 class Quit:
-    pass
+    reason: str = ""  # told to the members of small chats when it was the user's last session
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +254,7 @@ Command = (
     | SendPrivate
     | SendChat
     | SendChatMany
+    | SendTags
     | Join
     | Leave
     | GetChats

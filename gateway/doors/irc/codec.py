@@ -37,6 +37,8 @@ __all__ = ["IrcCodec", "IrcShared"]
 
 #: Own messages awaiting their copy from fan-out (to leave it out) at most.
 MAX_PENDING_ECHO = 1024
+#: Bytes of a relayed PRIVMSG line beyond its text, its target and twice the nickname.
+_ROOM = irc.MAX_LINE - len(f":!@{irc.SERVER} PRIVMSG  :\r\n")
 _OVERFLOW = b"ERROR :SendQ exceeded (you are reading too slowly)\r\n"
 
 
@@ -84,6 +86,7 @@ class IrcCodec(Codec):
         "online",
         "part_reason",
         "pending",
+        "pending_tags",
         "phase",
         "quitting",
         "reg",
@@ -124,6 +127,7 @@ class IrcCodec(Codec):
         self._held_size = 0
         self._history = True  # held messages are history (the backlog): a chathistory batch
         self.pending: deque[tuple[str, str]] = deque()  # (target key, text) sent, not back
+        self.pending_tags: deque[tuple[str, str]] = deque()  # (target key, tags): TAGMSGs
         self.batched: list[str] = []  # texts the kit posted with the current PRIVMSG
         self.away = ""
         self.chat_keys: set[str] = set()  # the chats the user is in, as far as told
@@ -170,6 +174,7 @@ class IrcCodec(Codec):
             and self._held is None
             and self.capture is None
             and not self.pending
+            and not self.pending_tags
             and not self._history
         )
         self.cache = self.shared.cache(self.wants) if plain else None
@@ -211,6 +216,43 @@ class IrcCodec(Codec):
         if len(pending) > MAX_PENDING_ECHO:  # never came back (lost, or changed)
             pending.popleft()
         self.cache = None
+
+    def expect_tags(self, target: str, tags: str) -> None:
+        """A TAGMSG this connection sent: its copy is left out (without echo-message) or
+        awaited before a PONG or the end of its label (with it)."""
+        pending = self.pending_tags
+        pending.append((target, tags))
+        if len(pending) > MAX_PENDING_ECHO:
+            pending.popleft()
+        self.cache = None
+
+    def drop_tags(self, target: str, tags: str) -> None:
+        """A TAGMSG refused: no copy will come."""
+        if (target, tags) in self.pending_tags:
+            self.pending_tags.remove((target, tags))
+        self.recache()
+
+    def own_tags(self, target: str, tags: str) -> bool:
+        """Whether a TAGMSG copy is this connection's own (then no longer awaited)."""
+        key = (target, tags)
+        if key not in self.pending_tags:
+            return False
+        self.pending_tags.remove(key)
+        if not self.pending_tags:
+            self.recache()
+        return True
+
+    def awaiting(self) -> bool:
+        """Whether copies of what this connection sent are still to come."""
+        return bool(self.pending or self.pending_tags)
+
+    def echo_arrived(self) -> None:
+        """A copy came: close a label that waited for it; release a deferred PONG."""
+        if self.capture is not None and not self.awaiting() and not self.command:
+            self._close_label()
+        if self.deferred and not self.awaiting():
+            self.line(self.deferred)
+            self.deferred = ""
 
     def at(self, phase: Phase) -> bool:
         """Whether the core session is in `phase` (as its events told; read afresh after
@@ -312,8 +354,11 @@ class IrcCodec(Codec):
         if msg is None or not plain_post(msg, chat):
             return None
         text = chat_text(msg.params[1])
-        if not text:
-            return None
+        if (
+            not text
+            or len(text.encode()) + len(msg.params[0]) + 2 * len(self.nick.encode()) > _ROOM
+        ):
+            return None  # maybe too long to relay in one line: the handler decides
         self.expect_echo("#" + name_key(chat), text)
         self.batched.append(text)
         return text
@@ -322,7 +367,7 @@ class IrcCodec(Codec):
         self.command = self.target = ""
         if self.capture is None:
             return b""
-        if self.pending and "echo-message" in self.caps:
+        if self.awaiting() and "echo-message" in self.caps:
             return b""  # the echo of the labeled message is still to come: it ends it
         self._close_label()
         return self.take()
@@ -355,10 +400,10 @@ class IrcCodec(Codec):
         return self._after_echo("".join(t + "\r\n" for t in lines).encode())
 
     def _after_echo(self, data: bytes) -> bytes:
-        if self.capture is not None and not self.pending and not self.command:
+        if self.capture is not None and not self.awaiting() and not self.command:
             self._close_label()  # the echo that a labeled command waited for came
             data = self.take()
-        if self.deferred and not self.pending:
+        if self.deferred and not self.awaiting():
             data += self.deferred.encode() + b"\r\n"
             self.deferred = ""
         return data

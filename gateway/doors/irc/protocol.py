@@ -29,7 +29,7 @@ from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.history import conv_tag
 from gateway.core.names import name_key
-from store.contract import Message
+from store.contract import Kind, Message
 
 __all__ = [
     "CAPS",
@@ -39,6 +39,7 @@ __all__ = [
     "IrcMessage",
     "LocalIrcUser",
     "Wants",
+    "client_tags",
     "escape_tag",
     "format_line",
     "iso_time",
@@ -81,6 +82,7 @@ CHATHISTORY_MAX = 100
 
 _TAG_ESCAPES = {";": r"\:", " ": r"\s", "\\": r"\\", "\r": r"\r", "\n": r"\n"}
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+_CLIENT_TAG = re.compile(r"\+(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+")
 _TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z?")
 
 
@@ -124,6 +126,18 @@ def unescape_tag(value: str) -> str:
 
 def escape_tag(value: str) -> str:
     return "".join(_TAG_ESCAPES.get(ch, ch) for ch in value)
+
+
+def client_tags(tags: dict[str, str]) -> str:
+    """A line's client-only tags (`+name`, `+vendor/name`) as one escaped tag section:
+    what other clients get with the message (`Message.tags`). Other tags are the
+    server's and not relayed; a tag with a malformed name or a control character in its
+    value is dropped."""
+    out = []
+    for k, v in tags.items():
+        if k.startswith("+") and _CLIENT_TAG.fullmatch(k) and v.isprintable():
+            out.append(f"{k}={escape_tag(v)}" if v else k)
+    return ";".join(out)
 
 
 def parse(line: str) -> IrcMessage | None:
@@ -265,33 +279,44 @@ def message_lines(
     me: str,
     wants: Wants,
     extra: dict[str, str] | None = None,
-    command: str = "PRIVMSG",
 ) -> list[str]:
-    """The PRIVMSG lines of messages of one conversation, as user `me` sees them."""
+    """The PRIVMSG (or NOTICE) lines of messages of one conversation, as user `me` sees
+    them; client tags (`Message.tags`) only with message-tags. The fan-out path: the
+    tag section is built once per message by hand, not through `format_line`."""
     me_key = name_key(me)
     chat = isinstance(where, ev.ChatConv)
     tag = conv_tag(where, me_key) if wants.tags else ""
+    lead = "".join(f"{k}={escape_tag(v)};" for k, v in extra.items()) if extra else ""
     out = []
+    target = "#" + where.name if chat else ""
     for m in items:
-        if chat:
-            target = "#" + where.name
-        elif name_key(m.sender) == me_key:  # my own private message: to the peer
-            target = where.name
+        if not chat:
+            target = where.name if name_key(m.sender) == me_key else me
+        command = "NOTICE" if m.kind is Kind.NOTICE else "PRIVMSG"
+        head = f":{source_of(m.sender)} {command} {target} "
+        text = m.text
+        if len(text) * 4 + len(head) + 3 <= MAX_LINE:  # fits, whatever the characters
+            pieces = [text]
         else:
-            target = me
-        src = source_of(m.sender)
-        budget = MAX_LINE - 2 - len(f":{src} {command} {target} :".encode())
-        pieces = split_text(m.text, budget) if m.text else [""]
+            pieces = split_text(text, MAX_LINE - 3 - len(head.encode())) if text else [""]
+        tags = lead
+        if wants.time:
+            tags += f"time={iso_time(m.ms)};"
+        base = ""
+        if wants.tags:
+            base = f"{m.pos[0]}-{m.pos[1]}-{tag}"
+            client = m.tags
+        if wants.account:
+            account = f"account={escape_tag(m.sender)};"
         for i, piece in enumerate(pieces):
-            tags: dict[str, str] = {}
-            if extra:
-                tags.update(extra)
-            if wants.time:
-                tags["time"] = iso_time(m.ms)
+            if not piece or " " in piece or piece[0] == ":":
+                piece = ":" + piece  # trailing only where it must be (as format_line)
+            line_tags = tags
             if wants.tags:
-                base = msgid(m, tag)
-                tags["msgid"] = base if i == 0 else f"{base}~{i + 1}"
+                line_tags += f"msgid={base if i == 0 else f'{base}~{i + 1}'};"
+                if client:
+                    line_tags += client + ";"
             if wants.account:
-                tags["account"] = m.sender
-            out.append(format_line(command, target, piece, source=src, tags=tags))
+                line_tags += account
+            out.append(f"@{line_tags[:-1]} {head}{piece}" if line_tags else head + piece)
     return out
