@@ -26,6 +26,7 @@ from gateway.epoch import Epoch
 from gateway.metrics import METRICS
 from gateway.presence import Presence
 from store.contract import (
+    GENERAL,
     Change,
     ChatPosts,
     ChatPresence,
@@ -246,8 +247,10 @@ class Fanout:
     async def announce(
         self, user: LocalUser, chats: list[str], change: Change, reason: str
     ) -> None:
-        """Tell the members of those of `chats` small enough (`presence_members`); a
-        failure is logged, never raised: this is a courtesy, not the chat."""
+        """Tell the members of those of `chats` small enough (`presence_members`), never
+        #general's (everyone is in it: every connect on the server would be a line to
+        everyone online); a failure is logged, never raised: a courtesy, not the chat."""
+        chats = [c for c in chats if c != GENERAL]
         if not self.presence_members or not chats:
             return
         stamp = int(time.time() * 1000)
