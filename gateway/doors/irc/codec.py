@@ -51,6 +51,10 @@ class IrcShared:
     caches: dict[irc.Wants, RenderOnce] = field(default_factory=dict)
     #: The IRC users of this gateway by nickname key (their last connection's USER).
     users: dict[str, LocalIrcUser] = field(default_factory=dict)
+    #: The per-message blocks of each cache's last burst (`IrcCodec._shared`).
+    blocks: dict[irc.Wants, tuple[ev.Messages, list[str]]] = field(default_factory=dict)
+    #: The last burst's senders and where their messages are (`IrcCodec._senders`).
+    senders: tuple[ev.Messages, dict[str, list[int]]] | None = None
 
     def cache(self, wants: irc.Wants) -> RenderOnce:
         found = self.caches.get(wants)
@@ -66,6 +70,7 @@ class IrcCodec(Codec):
         "_held_size",
         "_history",
         "_lines",
+        "_post",
         "_welcome_chats",
         "away",
         "batched",
@@ -128,6 +133,9 @@ class IrcCodec(Codec):
         self._history = True  # held messages are history (the backlog): a chathistory batch
         self.pending: deque[tuple[str, str]] = deque()  # (target key, text) sent, not back
         self.pending_tags: deque[tuple[str, str]] = deque()  # (target key, tags): TAGMSGs
+        #: The chat a batch of PRIVMSGs goes to as typed, the line head that names it,
+        #: its pending-echo target and the room for a text relayed in one line.
+        self._post = ("", "", "", 0)
         self.batched: list[str] = []  # texts the kit posted with the current PRIVMSG
         self.away = ""
         self.chat_keys: set[str] = set()  # the chats the user is in, as far as told
@@ -350,16 +358,22 @@ class IrcCodec(Codec):
     def take_post(self, unit: Unit, phase: Phase | None, chat: str | None) -> str | None:
         if chat is None or type(unit) is not Line:
             return None
-        msg = irc.parse(unit.text)
-        if msg is None or not plain_post(msg, chat):
-            return None
-        text = chat_text(msg.params[1])
-        if (
-            not text
-            or len(text.encode()) + len(msg.params[0]) + 2 * len(self.nick.encode()) > _ROOM
-        ):
-            return None  # maybe too long to relay in one line: the handler decides
-        self.expect_echo("#" + name_key(chat), text)
+        post = self._post
+        if post[0] != chat:  # the first line of a batch: what every next one shares
+            room = _ROOM - len(chat.encode()) - 1 - 2 * len(self.nick.encode())
+            post = self._post = (chat, "PRIVMSG #" + chat + " :", "#" + name_key(chat), room)
+        _, head, key, room = post
+        line = unit.text
+        if line.startswith(head) and line[len(head) : len(head) + 1] != "\x01":
+            text = chat_text(line[len(head) :])  # the usual line: no tags, no CTCP
+        else:
+            msg = irc.parse(line)
+            if msg is None or not plain_post(msg, chat) or len(msg.params[0]) != len(chat) + 1:
+                return None
+            text = chat_text(msg.params[1])
+        if not text or (len(text) * 4 > room and len(text.encode()) > room):
+            return None  # nothing, or maybe too long to relay in one line: the handler
+        self.expect_echo(key, text)
         self.batched.append(text)
         return text
 
@@ -389,15 +403,56 @@ class IrcCodec(Codec):
             self.keep(messages)
             return b"" if self.capture is not None else self.take()
         if self.pending:
-            kept = self._without_own(messages)
-            if kept is None:
+            drop = self._without_own(messages)
+            if len(drop) == len(messages.items):
                 return self._after_echo(b"")
-            messages = kept
+            if self.capture is not None:
+                if drop:
+                    gone = set(drop)
+                    kept = tuple(m for i, m in enumerate(messages.items) if i not in gone)
+                    messages = ev.Messages(messages.where, kept)
+                self.message_lines(messages)
+                return self._after_echo(b"")
+            return self._after_echo(self._shared(messages, drop))
         if self.capture is not None:
             self.message_lines(messages)
             return self._after_echo(b"")
-        lines = irc.message_lines(messages.where, messages.items, self.nick, self.wants)
-        return self._after_echo("".join(t + "\r\n" for t in lines).encode())
+        blocks = irc.message_blocks(messages.where, messages.items, self.nick, self.wants)
+        if isinstance(messages.where, ev.ChatConv):  # the kit keeps the bytes, this the blocks
+            self.shared.blocks[self.wants] = (messages, blocks)
+        return "".join(blocks).encode()
+
+    def _blocks(self, messages: ev.Messages) -> list[str]:
+        """A burst's per-message blocks for this connection's kind: a chat burst's once
+        for every connection of the kind, a private one for this connection."""
+        where = messages.where
+        if not isinstance(where, ev.ChatConv):
+            return irc.message_blocks(where, messages.items, self.nick, self.wants)
+        known = self.shared.blocks.get(self.wants)
+        if known is None or known[0] is not messages:
+            blocks = irc.message_blocks(where, messages.items, self.nick, self.wants)
+            known = self.shared.blocks[self.wants] = (messages, blocks)
+        return known[1]
+
+    def _shared(self, messages: ev.Messages, drop: list[int]) -> bytes:
+        """The burst's bytes less the messages at `drop` (this connection's own, ascending),
+        joined from blocks rendered once for the kind: a busy sender that leaves its own
+        messages out rendered every burst itself."""
+        blocks = self._blocks(messages)
+        if not drop:
+            cache = self.shared.cache(self.wants)
+            if cache.event is messages:
+                return cache.data
+            data = "".join(blocks).encode()
+            if isinstance(messages.where, ev.ChatConv):
+                cache.keep(messages, data)
+            return data
+        parts, at = [], 0
+        for i in drop:
+            parts += blocks[at:i]
+            at = i + 1
+        parts += blocks[at:]
+        return "".join(parts).encode()
 
     def _after_echo(self, data: bytes) -> bytes:
         if self.capture is not None and not self.awaiting() and not self.command:
@@ -408,35 +463,48 @@ class IrcCodec(Codec):
             self.deferred = ""
         return data
 
-    def _without_own(self, messages: ev.Messages) -> ev.Messages | None:
-        """The burst less this connection's own messages unless it wants their echo;
-        None when nothing is left. Another device's messages are always shown."""
-        echo = "echo-message" in self.caps
+    def _without_own(self, messages: ev.Messages) -> list[int]:
+        """Where in the burst this connection's own messages are that it does not want
+        back (all of them without echo-message; none with it), ascending; the copies
+        that come are no longer awaited. Another device's messages are always shown. A
+        message is this user's when its sender is the user's name (the store writes the
+        account's name, the same string as `nick`)."""
         where = messages.where
         target = "#" + where.key if isinstance(where, ev.ChatConv) else where.peer
         pending = self.pending
-        kept = []
-        for m in messages.items:
-            if m.sender == self.nick or name_key(m.sender) == self.key:
-                key = (target, m.text)
-                if key in pending:
-                    while pending and pending[0] != key:  # older ones were lost
-                        if pending[0][0] == target:
-                            pending.popleft()
-                        else:
-                            break
-                    if pending and pending[0] == key:
+        if all(p[0] != target for p in pending):
+            return []  # nothing awaited here: the usual burst of a busy sender
+        echo = "echo-message" in self.caps
+        items = messages.items
+        drop = []
+        for i in self._senders(messages).get(self.nick, ()):
+            key = (target, items[i].text)
+            if key in pending:
+                while pending and pending[0] != key:  # older ones were lost
+                    if pending[0][0] == target:
                         pending.popleft()
                     else:
-                        pending.remove(key)
-                    if not echo:
-                        continue
-            kept.append(m)
+                        break
+                if pending and pending[0] == key:
+                    pending.popleft()
+                else:
+                    pending.remove(key)
+                if not echo:
+                    drop.append(i)
         if not pending:
             self.recache()
-        if len(kept) == len(messages.items):
-            return messages
-        return ev.Messages(where, tuple(kept)) if kept else None
+        return drop
+
+    def _senders(self, messages: ev.Messages) -> dict[str, list[int]]:
+        """Sender name -> where their messages are in the burst, made once per burst for
+        every connection (a sender asks for its own: not a scan of the burst each)."""
+        known = self.shared.senders
+        if known is None or known[0] is not messages:
+            at: dict[str, list[int]] = {}
+            for i, m in enumerate(messages.items):
+                at.setdefault(m.sender, []).append(i)
+            known = self.shared.senders = (messages, at)
+        return known[1]
 
     def refused(self, reason: str) -> bytes:
         return format_line("ERROR", reason, source="").encode() + b"\r\n"

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
@@ -43,6 +43,7 @@ __all__ = [
     "escape_tag",
     "format_line",
     "iso_time",
+    "message_blocks",
     "message_lines",
     "msgid",
     "parse",
@@ -195,7 +196,13 @@ def format_line(
 
 def iso_time(ms: int) -> str:
     """IRCv3 server-time: `2026-11-27T15:42:00.123Z`."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    return _iso_second(ms // 1000) + f".{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _iso_second(sec: int) -> str:
+    """The seconds part (a burst's messages share a few: strftime once each)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
 def parse_time(text: str) -> int | None:
@@ -269,20 +276,24 @@ def wants_for(time: bool, tags: bool, account: bool) -> Wants:
     return Wants(time, tags, account)
 
 
+@lru_cache(maxsize=4096)
 def source_of(nick: str) -> str:
+    """A user's `nick!user@host` (user and host stand for nothing here)."""
     return f"{nick}!{nick}@{SERVER}"
 
 
-def message_lines(
+def message_blocks(
     where: ev.Conversation,
     items: Iterable[Message],
     me: str,
     wants: Wants,
     extra: dict[str, str] | None = None,
 ) -> list[str]:
-    """The PRIVMSG (or NOTICE) lines of messages of one conversation, as user `me` sees
-    them; client tags (`Message.tags`) only with message-tags. The fan-out path: the
-    tag section is built once per message by hand, not through `format_line`."""
+    """Per message, its PRIVMSG (or NOTICE) lines with their CRLFs, as user `me` sees
+    them (several for a message split to fit; client tags, `Message.tags`, only with
+    message-tags). The fan-out path: tags are built by hand, not through `format_line`,
+    and a burst is rendered once per kind of reader (a reader that leaves its own
+    messages out joins the blocks of the others)."""
     me_key = name_key(me)
     chat = isinstance(where, ev.ChatConv)
     tag = conv_tag(where, me_key) if wants.tags else ""
@@ -301,22 +312,36 @@ def message_lines(
             pieces = split_text(text, MAX_LINE - 3 - len(head.encode())) if text else [""]
         tags = lead
         if wants.time:
-            tags += f"time={iso_time(m.ms)};"
-        base = ""
+            tags += f"time={iso_time(m.pos[0])};"
         if wants.tags:
             base = f"{m.pos[0]}-{m.pos[1]}-{tag}"
-            client = m.tags
+            client = m.tags + ";" if m.tags else ""
         if wants.account:
             account = f"account={escape_tag(m.sender)};"
+        block = ""
         for i, piece in enumerate(pieces):
             if not piece or " " in piece or piece[0] == ":":
                 piece = ":" + piece  # trailing only where it must be (as format_line)
             line_tags = tags
             if wants.tags:
-                line_tags += f"msgid={base if i == 0 else f'{base}~{i + 1}'};"
-                if client:
-                    line_tags += client + ";"
+                line_tags += f"msgid={base if i == 0 else f'{base}~{i + 1}'};{client}"
             if wants.account:
                 line_tags += account
-            out.append(f"@{line_tags[:-1]} {head}{piece}" if line_tags else head + piece)
+            if line_tags:
+                block += f"@{line_tags[:-1]} {head}{piece}\r\n"
+            else:
+                block += f"{head}{piece}\r\n"
+        out.append(block)
     return out
+
+
+def message_lines(
+    where: ev.Conversation,
+    items: Iterable[Message],
+    me: str,
+    wants: Wants,
+    extra: dict[str, str] | None = None,
+) -> list[str]:
+    """The lines of `message_blocks`, without CRLFs."""
+    blocks = message_blocks(where, items, me, wants, extra)
+    return [line for block in blocks for line in block[:-2].split("\r\n")]
