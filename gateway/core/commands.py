@@ -231,7 +231,8 @@ class ReadHistory:
 @dataclass(frozen=True, slots=True)
 class RecentTargets:
     """The user's conversations whose newest message is strictly between two moments,
-    at most `count`, newest first. Answered by `Targets`."""
+    at most `count`, from `after_ms` towards `before_ms` (earliest first when it is the
+    earlier). Answered by `Targets`."""
 
     after_ms: int
     before_ms: int

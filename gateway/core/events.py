@@ -294,8 +294,8 @@ class HistoryPage:
 
 @dataclass(frozen=True, slots=True)
 class Targets:
-    """`RecentTargets`: conversations and the time (ms) of the newest message of each,
-    newest first."""
+    """`RecentTargets`: conversations and the time (ms) of the newest message of each, in
+    the order the request's moments give (earliest first from an earlier first moment)."""
 
     items: tuple[tuple[Conversation, int], ...]
 

@@ -117,7 +117,9 @@ async def read_history(session: Session, c: cmd.ReadHistory) -> None:
 
 
 async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
-    """The newest message of each conversation, read in one pipeline."""
+    """The newest message of each conversation, read in one pipeline; conversations in
+    the order of that message's time from the first moment towards the second (earliest
+    first when the first is the earlier, as BETWEEN reads), at most `count`."""
     user = session.user
     assert user is not None
     convs = [Conv.of_chat(chat) for chat in user.chats]
@@ -127,7 +129,7 @@ async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
     found = [(user.view(m), m.ms) for m in newest if m is not None]
     lo, hi = sorted((c.after_ms, c.before_ms))
     found = [(w, ms) for w, ms in found if lo < ms < hi]
-    found.sort(key=lambda pair: pair[1], reverse=True)
+    found.sort(key=lambda pair: pair[1], reverse=c.after_ms > c.before_ms)
     session.sink.emit(ev.Targets(tuple(found[: max(0, c.count)])))
 
 

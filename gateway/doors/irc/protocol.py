@@ -301,8 +301,8 @@ def message_blocks(
     out = []
     target = "#" + where.name if chat else ""
     for m in items:
-        if not chat:
-            target = where.name if name_key(m.sender) == me_key else me
+        if not chat:  # mine to the other user (by the name stored with it), or to me
+            target = (m.where or where.name) if name_key(m.sender) == me_key else me
         command = "NOTICE" if m.kind is Kind.NOTICE else "PRIVMSG"
         head = f":{source_of(m.sender)} {command} {target} "
         text = m.text
