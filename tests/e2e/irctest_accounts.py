@@ -33,11 +33,8 @@ def register(host: str, port: int, nick: str, password: str, timeout: float = 10
                 if len(words) > 1 and words[1] == b"001":
                     s.sendall(b"QUIT :registered\r\n")
                     return
-                if (
-                    len(words) > 1
-                    and words[1] in (b"432", b"433", b"464")
-                    or raw.startswith(b"ERROR")
-                ):
+                refused = len(words) > 1 and words[1] in (b"432", b"433", b"464")
+                if refused or raw.startswith(b"ERROR"):
                     raise RuntimeError(f"could not register {nick}: {raw!r}")
         raise RuntimeError(f"could not register {nick}: no welcome")
 
