@@ -801,7 +801,7 @@ class RedisStore:
         if conv.is_chat:
             channels = [keys.chat_channel(conv.chat)]
         else:
-            channels = [keys.user_channel(conv.low), keys.user_channel(conv.high)]
+            channels = [keys.user_channel(u) for u in sorted({conv.low, conv.high})]
         pipe = self._pipe()
         for channel in channels:
             self._publish_on(pipe, channel, record)

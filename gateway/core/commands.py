@@ -69,6 +69,9 @@ class SendPrivate:
     kind: Kind = Kind.MESSAGE
     #: Client tags for the other clients (`Message.tags`), as the door checked them.
     tags: str = ""
+    #: A note to oneself is taken (IRC: a PRIVMSG to one's own nickname is delivered
+    #: back, as IRC servers do); the line protocol and the page refuse it.
+    to_self: bool = False
 
 
 @dataclass(frozen=True, slots=True)

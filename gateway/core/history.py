@@ -63,9 +63,7 @@ def _conversation(session: Session, target: str) -> tuple[Conv, ev.Conversation]
     err = name_error(target)
     if err is not None:
         return ev.Error(ev.ErrorCode.BAD_NAME, f"bad nickname {target!r}: {err}")
-    peer = name_key(target)
-    if peer == session.key:
-        return ev.Error(ev.ErrorCode.REFUSED, "no private conversation with yourself")
+    peer = name_key(target)  # yourself too: notes to yourself (IRC) are kept like any
     return Conv.private(session.key, peer), ev.PrivateConv(peer, target)
 
 

@@ -195,9 +195,9 @@ class Session(Login, Moderation, Credentials):
         match command:
             case cmd.Say(texts):
                 await self._say(self.current, [bound_blanks(t) for t in texts])
-            case cmd.SendPrivate(nick, text, kind, tags):
+            case cmd.SendPrivate(nick, text, kind, tags, to_self):
                 if not self._bad_tags(tags):
-                    await self._send_private(nick, bound_blanks(text), kind, tags)
+                    await self._send_private(nick, bound_blanks(text), kind, tags, to_self)
             case cmd.SendChat(chat, text, kind, tags):
                 if not self._bad_tags(tags):
                     await self._say(name_key(chat), [bound_blanks(text)], kind, tags)
@@ -289,10 +289,15 @@ class Session(Login, Moderation, Credentials):
                 self._post_outcome(result, f"you are not in #{name}")
 
     async def _send_private(
-        self, nick: str, text: str, kind: Kind = Kind.MESSAGE, tags: str = ""
+        self,
+        nick: str,
+        text: str,
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
+        to_self: bool = False,
     ) -> None:
         peer = name_key(nick)
-        if peer == self.key:
+        if peer == self.key and not to_self:
             self._error(ev.ErrorCode.REFUSED, "you cannot send a private message to yourself")
             return
         try:
@@ -328,10 +333,7 @@ class Session(Login, Moderation, Credentials):
                 return
         store = self.core.store
         if private:
-            peer = name_key(target)
-            if peer == self.key:
-                self._error(ev.ErrorCode.REFUSED, "you cannot send tags to yourself")
-                return
+            peer = name_key(target)  # yourself too (only IRC sends tags): as a note is
             (name,) = await store.names([peer])
             if name is None:
                 self._error(ev.ErrorCode.NO_SUCH_USER, f"not sent: no such user {target}")

@@ -259,7 +259,7 @@ class Conversations(Base):
         if conv.is_chat:
             self.server.publish(("c", conv.chat), TagsSent("", conv, name, where, tags, ms, tid))
         else:
-            for who in (conv.low, conv.high):
+            for who in sorted({conv.low, conv.high}):  # once to oneself
                 self._user_channel(who, TagsSent(who, conv, name, where, tags, ms, tid))
         return tid
 

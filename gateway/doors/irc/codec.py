@@ -151,8 +151,10 @@ class IrcCodec(Codec):
 
     # -- output helpers (handlers and renderers) ----------------------------------------
 
-    def line(self, text: str) -> None:
-        if self.capture is not None and not text.startswith("ERROR"):
+    def line(self, text: str, outside: bool = False) -> None:
+        """Write a line: into a labeled command's reply while one is captured (not an
+        ERROR, nor one `outside` it), else out."""
+        if self.capture is not None and not outside and not text.startswith("ERROR"):
             self.capture.append(text)
         else:
             self._lines.append(text)
@@ -402,6 +404,9 @@ class IrcCodec(Codec):
         if self._held is not None:
             self.keep(messages)
             return b"" if self.capture is not None else self.take()
+        where = messages.where
+        if self.pending and isinstance(where, ev.PrivateConv) and where.peer == self.key:
+            return self._to_self(messages)
         if self.pending:
             drop = self._without_own(messages)
             if len(drop) == len(messages.items):
@@ -421,6 +426,32 @@ class IrcCodec(Codec):
         if isinstance(messages.where, ev.ChatConv):  # the kit keeps the bytes, this the blocks
             self.shared.blocks[self.wants] = (messages, blocks)
         return "".join(blocks).encode()
+
+    def _to_self(self, messages: ev.Messages) -> bytes:
+        """Notes to oneself from this connection: delivered as to anyone, and with
+        echo-message echoed first (the echo carries the label when one waits)."""
+        blocks = self._blocks(messages)
+        pending = self.pending
+        echoed = []
+        for m, block in zip(messages.items, blocks, strict=True):
+            key = (self.key, m.text)
+            if key in pending:
+                pending.remove(key)
+                echoed.append(block)
+        if not pending:
+            self.recache()
+        if "echo-message" in self.caps:
+            for block in echoed:
+                for line in block[:-2].split("\r\n"):
+                    self.line(line)
+        if self.capture is not None and not self.awaiting() and not self.command:
+            self._close_label()
+        data = b"" if self.capture is not None else self.take()
+        data += "".join(blocks).encode()
+        if self.deferred and not self.awaiting():
+            data += self.deferred.encode() + b"\r\n"
+            self.deferred = ""
+        return data
 
     def _blocks(self, messages: ev.Messages) -> list[str]:
         """A burst's per-message blocks for this connection's kind: a chat burst's once

@@ -282,7 +282,7 @@ def _privmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         if chat:
             yield cmd.SendChat(target[1:], text, kind, tags)
         else:
-            yield cmd.SendPrivate(target, text, kind, tags)
+            yield cmd.SendPrivate(target, text, kind, tags, to_self=True)
         refused = c.errors - errors
         if refused:  # refused ones (the last, as a rate limit does): no echo
             for t in c.batched[len(c.batched) - refused :]:

@@ -301,16 +301,28 @@ def _tagged(c: IrcCodec, e: ev.Tagged) -> None:
         key, target = "#" + where.key, "#" + where.name
     else:
         key, target = where.peer, where.name if own else c.nick
-    if own and c.own_tags(key, e.tags) and "echo-message" not in c.caps:
+    mine = own and c.own_tags(key, e.tags)
+    if mine and key == c.key:  # to oneself: the echo (labeled), then the delivery
+        line = _tagmsg_line(c, e, target)
+        if "echo-message" in c.caps:
+            c.line(line)
+        c.echo_arrived()
+        c.line(line, outside=True)  # never a labeled command's reply
+        return
+    if mine and "echo-message" not in c.caps:
         c.echo_arrived()
         return
+    c.line(_tagmsg_line(c, e, target))
+    if own:
+        c.echo_arrived()
+
+
+def _tagmsg_line(c: IrcCodec, e: ev.Tagged, target: str) -> str:
     tags = f"time={irc.iso_time(e.ms)};" if c.wants.time else ""
     tags += f"msgid={e.id};"
     if c.wants.account:
         tags += f"account={irc.escape_tag(e.sender)};"
-    c.line(f"@{tags}{e.tags} :{source_of(e.sender)} TAGMSG {target}")
-    if own:
-        c.echo_arrived()
+    return f"@{tags}{e.tags} :{source_of(e.sender)} TAGMSG {target}"
 
 
 def _came(c: IrcCodec, e: ev.MemberCame) -> None:
