@@ -186,15 +186,16 @@ class Fanout:
             self._spawn(self._came_online(user))
         return user
 
-    def detach(self, reader: Reader, user: LocalUser, reason: str = "") -> None:
+    def detach(self, reader: Reader, user: LocalUser, reason: str | None = "") -> None:
         """Unregister a session; the user's last one here lets the user go (and, when no
-        other gateway has the user online, tells small chats that they quit: `reason`)."""
+        other gateway has the user online, tells small chats that they quit: `reason`;
+        None: `quitting` told them already)."""
         if reader in user.sessions:
             user.sessions.remove(reader)
         if user.sessions or self.users.get(user.key) is not user or self._stopping:
             return
         del self.users[user.key]
-        if self.presence_members:
+        if self.presence_members and reason is not None:
             self._spawn(self._went_offline(user, reason))
         gone = []
         for chat in user.chats:
@@ -270,6 +271,16 @@ class Fanout:
         except Exception as exc:
             log.warning("event=announce_failed user=%s error=%s", key, exc)
             return True  # unknown: say nothing rather than a wrong JOIN or QUIT
+
+    async def quitting(self, reader: Reader, user: LocalUser, reason: str) -> bool:
+        """A session quits (it asked): when it is the user's last anywhere, small chats
+        are told now, before it closes; True if they were."""
+        if not self.presence_members or user.sessions != [reader]:
+            return False
+        if await self._online_elsewhere(user.key):
+            return False
+        await self.announce(user, list(user.chats), Change.QUIT, reason or "Client quit")
+        return True
 
     async def _came_online(self, user: LocalUser) -> None:
         if not await self._online_elsewhere(user.key):

@@ -73,7 +73,11 @@ class Readers(Protocol):
     async def attach(self, session: Session, key: str, name: str, state: UserState) -> LocalUser:
         """From now on the user's conversations reach `session`."""
 
-    def detach(self, session: Session, user: LocalUser, reason: str = "") -> None: ...
+    def detach(self, session: Session, user: LocalUser, reason: str | None = "") -> None: ...
+
+    async def quitting(self, session: Session, user: LocalUser, reason: str) -> bool:
+        """The session quits: if it is the user's last anywhere, small chats are told
+        now; True if they were (its detach then tells nothing)."""
 
     async def announce(
         self, user: LocalUser, chats: list[str], change: Change, reason: str
@@ -125,7 +129,8 @@ class SessionBase:
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
         self._wrong = 0
-        self._quit = ""  # what the user said when quitting (told to small chats)
+        #: What the user said when quitting (told to small chats); None: told already.
+        self._quit: str | None = ""
         #: The hash of this device's resume token: the one it logged in with or was issued.
         self._token: str | None = None
 

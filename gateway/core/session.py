@@ -251,7 +251,11 @@ class Session(Login, Moderation, Credentials):
             case cmd.MarkRead():
                 await history.mark_read(self, command)
             case cmd.Quit(reason):
-                self._quit = reason
+                assert self.user is not None
+                # the last session here: small chats are told before it closes (an IRC
+                # server's QUIT reaches the channel before the quitter's ERROR)
+                told = await self.core.fanout.quitting(self, self.user, reason)
+                self._quit = None if told else reason
                 self.sink.emit(ev.Bye())
                 self.sink.close()
             case _:
@@ -429,8 +433,9 @@ class Session(Login, Moderation, Credentials):
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{typed}")
             return
         self.core.fanout.remove_chat(self.user, chat)
-        self.sink.emit(ev.Left(left.name))
+        # told before this session hears it: others hear it first, as from an IRC server
         await self.core.fanout.announce(self.user, [chat], Change.PARTED, reason)
+        self.sink.emit(ev.Left(left.name))
         if self.current == chat:
             self.current = GENERAL
             self.sink.emit(ev.CurrentChat(GENERAL))
@@ -526,7 +531,9 @@ class Session(Login, Moderation, Credentials):
         self.live = False
         self._held = None
         if self.user is not None:
-            said = self._quit or ("Read error" if how.startswith("error") else "")
+            said = self._quit
+            if said == "" and how.startswith("error"):
+                said = "Read error"
             self.core.fanout.detach(self, self.user, said)
         log.info(
             "event=disconnect peer=%s session=%s state=%s by=%s",
