@@ -275,7 +275,7 @@ class Fanout:
     async def quitting(self, reader: Reader, user: LocalUser, reason: str) -> bool:
         """A session quits (it asked): when it is the user's last anywhere, small chats
         are told now, before it closes; True if they were."""
-        if not self.presence_members or user.sessions != [reader]:
+        if not self.presence_members or user.sessions != [reader] or not _told(user):
             return False
         if await self._online_elsewhere(user.key):
             return False
@@ -283,12 +283,12 @@ class Fanout:
         return True
 
     async def _came_online(self, user: LocalUser) -> None:
-        if not await self._online_elsewhere(user.key):
+        if _told(user) and not await self._online_elsewhere(user.key):
             await self.announce(user, list(user.chats), Change.CAME, "")
 
     async def _went_offline(self, user: LocalUser, reason: str) -> None:
         chats = list(user.chats)
-        if await self._online_elsewhere(user.key) or user.key in self.users:
+        if not _told(user) or await self._online_elsewhere(user.key) or user.key in self.users:
             return  # still on another gateway, or back here meanwhile: no QUIT
         await self.announce(user, chats, Change.QUIT, reason or "Connection closed")
 
@@ -505,6 +505,12 @@ class Fanout:
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _told(user: LocalUser) -> bool:
+    """Whether the user is in a chat whose members may be told of them (not #general
+    alone, as most users of a big server are): else a login or logout asks nothing."""
+    return len(user.chats) > 1 or GENERAL not in user.chats
 
 
 def _message_key(event: StoreEvent) -> Position:
