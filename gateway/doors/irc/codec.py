@@ -25,7 +25,7 @@ from gateway.core.names import name_key
 from gateway.core.session import Phase
 from gateway.doors.irc import numerics as n
 from gateway.doors.irc import protocol as irc
-from gateway.doors.irc import render
+from gateway.doors.irc import render, showing
 from gateway.doors.irc.commands import COMMANDS, chat_text, plain_post, welcome
 from gateway.doors.irc.protocol import LocalIrcUser, format_line
 from gateway.doors.irc.registration import Registration
@@ -259,7 +259,7 @@ class IrcCodec(Codec):
     def echo_arrived(self) -> None:
         """A copy came: close a label that waited for it; release a deferred PONG."""
         if self.capture is not None and not self.awaiting() and not self.command:
-            self._close_label()
+            self.close_label()
         if self.deferred and not self.awaiting():
             self.line(self.deferred)
             self.deferred = ""
@@ -309,7 +309,7 @@ class IrcCodec(Codec):
 
     def _unit(self, unit: Unit) -> Iterator[Step]:
         if self.capture is not None:  # a label still waiting for its echo: late or lost
-            self._close_label()
+            self.close_label()
         if self.deferred:  # the client went on: its echo is late or lost
             self.line(self.deferred)
             self.deferred = ""
@@ -385,10 +385,11 @@ class IrcCodec(Codec):
             return b""
         if self.awaiting() and "echo-message" in self.caps:
             return b""  # the echo of the labeled message is still to come: it ends it
-        self._close_label()
+        self.close_label()
         return self.take()
 
-    def _close_label(self) -> None:
+    def close_label(self) -> None:
+        """End the labeled command: its captured lines go out with the label."""
         captured, self.capture = self.capture or [], None
         label, self.label = self.label, ""
         render.labeled(self, label, captured)
@@ -401,141 +402,7 @@ class IrcCodec(Codec):
         return b"" if self.capture is not None else self.take()
 
     def show(self, messages: ev.Messages) -> bytes:
-        if self._held is not None:
-            self.keep(messages)
-            return b"" if self.capture is not None else self.take()
-        where = messages.where
-        if self.pending and isinstance(where, ev.PrivateConv) and where.peer == self.key:
-            return self._to_self(messages)
-        if self.pending:
-            drop = self._without_own(messages)
-            if len(drop) == len(messages.items):
-                return self._after_echo(b"")
-            if self.capture is not None:
-                if drop:
-                    gone = set(drop)
-                    kept = tuple(m for i, m in enumerate(messages.items) if i not in gone)
-                    messages = ev.Messages(messages.where, kept)
-                self.message_lines(messages)
-                return self._after_echo(b"")
-            return self._after_echo(self._shared(messages, drop))
-        if self.capture is not None:
-            self.message_lines(messages)
-            return self._after_echo(b"")
-        blocks = irc.message_blocks(messages.where, messages.items, self.nick, self.wants)
-        if isinstance(messages.where, ev.ChatConv):  # the kit keeps the bytes, this the blocks
-            self.shared.blocks[self.wants] = (messages, blocks)
-        return "".join(blocks).encode()
-
-    def _to_self(self, messages: ev.Messages) -> bytes:
-        """Notes to oneself from this connection: delivered as to anyone, and with
-        echo-message echoed first (the echo carries the label when one waits)."""
-        blocks = self._blocks(messages)
-        pending = self.pending
-        echoed = []
-        for m, block in zip(messages.items, blocks, strict=True):
-            key = (self.key, m.text)
-            if key in pending:
-                pending.remove(key)
-                echoed.append(block)
-        if not pending:
-            self.recache()
-        if "echo-message" in self.caps:
-            for block in echoed:
-                for line in block[:-2].split("\r\n"):
-                    self.line(line)
-        if self.capture is not None and not self.awaiting() and not self.command:
-            self._close_label()
-        data = b"" if self.capture is not None else self.take()
-        data += "".join(blocks).encode()
-        if self.deferred and not self.awaiting():
-            data += self.deferred.encode() + b"\r\n"
-            self.deferred = ""
-        return data
-
-    def _blocks(self, messages: ev.Messages) -> list[str]:
-        """A burst's per-message blocks for this connection's kind: a chat burst's once
-        for every connection of the kind, a private one for this connection."""
-        where = messages.where
-        if not isinstance(where, ev.ChatConv):
-            return irc.message_blocks(where, messages.items, self.nick, self.wants)
-        known = self.shared.blocks.get(self.wants)
-        if known is None or known[0] is not messages:
-            blocks = irc.message_blocks(where, messages.items, self.nick, self.wants)
-            known = self.shared.blocks[self.wants] = (messages, blocks)
-        return known[1]
-
-    def _shared(self, messages: ev.Messages, drop: list[int]) -> bytes:
-        """The burst's bytes less the messages at `drop` (this connection's own, ascending),
-        joined from blocks rendered once for the kind: a busy sender that leaves its own
-        messages out rendered every burst itself."""
-        blocks = self._blocks(messages)
-        if not drop:
-            cache = self.shared.cache(self.wants)
-            if cache.event is messages:
-                return cache.data
-            data = "".join(blocks).encode()
-            if isinstance(messages.where, ev.ChatConv):
-                cache.keep(messages, data)
-            return data
-        parts, at = [], 0
-        for i in drop:
-            parts += blocks[at:i]
-            at = i + 1
-        parts += blocks[at:]
-        return "".join(parts).encode()
-
-    def _after_echo(self, data: bytes) -> bytes:
-        if self.capture is not None and not self.awaiting() and not self.command:
-            self._close_label()  # the echo that a labeled command waited for came
-            data = self.take()
-        if self.deferred and not self.awaiting():
-            data += self.deferred.encode() + b"\r\n"
-            self.deferred = ""
-        return data
-
-    def _without_own(self, messages: ev.Messages) -> list[int]:
-        """Where in the burst this connection's own messages are that it does not want
-        back (all of them without echo-message; none with it), ascending; the copies
-        that come are no longer awaited. Another device's messages are always shown. A
-        message is this user's when its sender is the user's name (the store writes the
-        account's name, the same string as `nick`)."""
-        where = messages.where
-        target = "#" + where.key if isinstance(where, ev.ChatConv) else where.peer
-        pending = self.pending
-        if all(p[0] != target for p in pending):
-            return []  # nothing awaited here: the usual burst of a busy sender
-        echo = "echo-message" in self.caps
-        items = messages.items
-        drop = []
-        for i in self._senders(messages).get(self.nick, ()):
-            key = (target, items[i].text)
-            if key in pending:
-                while pending and pending[0] != key:  # older ones were lost
-                    if pending[0][0] == target:
-                        pending.popleft()
-                    else:
-                        break
-                if pending and pending[0] == key:
-                    pending.popleft()
-                else:
-                    pending.remove(key)
-                if not echo:
-                    drop.append(i)
-        if not pending:
-            self.recache()
-        return drop
-
-    def _senders(self, messages: ev.Messages) -> dict[str, list[int]]:
-        """Sender name -> where their messages are in the burst, made once per burst for
-        every connection (a sender asks for its own: not a scan of the burst each)."""
-        known = self.shared.senders
-        if known is None or known[0] is not messages:
-            at: dict[str, list[int]] = {}
-            for i, m in enumerate(messages.items):
-                at.setdefault(m.sender, []).append(i)
-            known = self.shared.senders = (messages, at)
-        return known[1]
+        return showing.show(self, messages)
 
     def refused(self, reason: str) -> bytes:
         return format_line("ERROR", reason, source="").encode() + b"\r\n"
