@@ -45,13 +45,16 @@ from store.contract import (
     UserUnbanned,
 )
 
-__all__ = ["GAP_SLACK", "Fanout", "Reader"]
+__all__ = ["ANNOUNCE_WAIT", "GAP_SLACK", "Fanout", "Reader"]
 
 log = logging.getLogger("chat.fanout")
 _ZERO = Position(0, 0)
 #: Seconds before the link was lost from which a gap fill reads conversations that had no
 #: delivery yet: covers messages published just before the loss was noticed.
 GAP_SLACK = 5.0
+#: Seconds a join, part or quit waits at most for its announcement (a courtesy: a slow
+#: store must not hold a user's PART or QUIT for the store timeout).
+ANNOUNCE_WAIT = 2.0
 #: Reads of the gap after a reconnect before it is given up (with its loss logged), the
 #: first wait between them in seconds, doubling: about 3 s in all, live messages held.
 GAP_RETRIES, GAP_RETRY_FIRST = 4, 0.4
@@ -256,9 +259,10 @@ class Fanout:
             return
         stamp = int(time.time() * 1000)
         try:
-            await self.store.announce(
+            told = self.store.announce(
                 chats, user.key, user.name, change, reason, stamp, self.presence_members
             )
+            await asyncio.wait_for(told, ANNOUNCE_WAIT)
         except Exception as exc:
             log.warning("event=announce_failed user=%s change=%s error=%s", user.key, change, exc)
 
