@@ -51,8 +51,8 @@ class IrcShared:
     caches: dict[irc.Wants, RenderOnce] = field(default_factory=dict)
     #: The IRC users of this gateway by nickname key (their last connection's USER).
     users: dict[str, LocalIrcUser] = field(default_factory=dict)
-    #: The per-message blocks of each cache's last burst (`IrcCodec._shared`).
-    blocks: dict[irc.Wants, tuple[ev.Messages, list[str]]] = field(default_factory=dict)
+    #: Each kind's last chat burst, rendered (`showing.rendered`).
+    blocks: dict[irc.Wants, showing.Rendered] = field(default_factory=dict)
     #: The last burst's senders and where their messages are (`IrcCodec._senders`).
     senders: tuple[ev.Messages, dict[str, list[int]]] | None = None
 

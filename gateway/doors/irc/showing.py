@@ -10,6 +10,8 @@ an index of the burst's senders made once per burst (`IrcShared.senders`).
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.core import events as ev
@@ -18,7 +20,17 @@ from gateway.doors.irc import protocol as irc
 if TYPE_CHECKING:
     from gateway.doors.irc.codec import IrcCodec
 
-__all__ = ["show"]
+__all__ = ["Rendered", "rendered", "show"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A chat burst rendered for one kind of reader: its bytes, and where each
+    message's lines start in them (`at[i]`; `at[-1]` is the end)."""
+
+    messages: ev.Messages
+    data: bytes
+    at: list[int]
 
 
 def show(c: IrcCodec, messages: ev.Messages) -> bytes:
@@ -45,10 +57,9 @@ def show(c: IrcCodec, messages: ev.Messages) -> bytes:
     if c.capture is not None:
         c.message_lines(messages)
         return _after_echo(c, b"")
-    blocks = irc.message_blocks(messages.where, messages.items, c.nick, c.wants)
-    if isinstance(messages.where, ev.ChatConv):  # the kit keeps the bytes, this the blocks
-        c.shared.blocks[c.wants] = (messages, blocks)
-    return "".join(blocks).encode()
+    if isinstance(messages.where, ev.ChatConv):  # the kit keeps the bytes, this their cuts
+        return rendered(c, messages).data
+    return "".join(irc.message_blocks(messages.where, messages.items, c.nick, c.wants)).encode()
 
 
 def _to_self(c: IrcCodec, messages: ev.Messages) -> bytes:
@@ -79,37 +90,45 @@ def _to_self(c: IrcCodec, messages: ev.Messages) -> bytes:
 
 
 def _blocks(c: IrcCodec, messages: ev.Messages) -> list[str]:
-    """A burst's per-message blocks for this connection's kind: a chat burst's once
-    for every connection of the kind, a private one for this connection."""
-    where = messages.where
-    if not isinstance(where, ev.ChatConv):
-        return irc.message_blocks(where, messages.items, c.nick, c.wants)
+    """A burst's per-message blocks for this connection (a note to oneself)."""
+    return irc.message_blocks(messages.where, messages.items, c.nick, c.wants)
+
+
+def rendered(c: IrcCodec, messages: ev.Messages) -> Rendered:
+    """A chat burst's bytes for this connection's kind, rendered once for every
+    connection of the kind, with where each message's block starts in them."""
     known = c.shared.blocks.get(c.wants)
-    if known is None or known[0] is not messages:
-        blocks = irc.message_blocks(where, messages.items, c.nick, c.wants)
-        known = c.shared.blocks[c.wants] = (messages, blocks)
-    return known[1]
+    if known is None or known.messages is not messages:
+        blocks = [
+            b.encode() for b in irc.message_blocks(messages.where, messages.items, c.nick, c.wants)
+        ]
+        known = c.shared.blocks[c.wants] = Rendered(
+            messages, b"".join(blocks), [0, *itertools.accumulate(map(len, blocks))]
+        )
+    return known
 
 
 def _shared(c: IrcCodec, messages: ev.Messages, drop: list[int]) -> bytes:
-    """The burst's bytes less the messages at `drop` (this connection's own, ascending),
-    joined from blocks rendered once for the kind: a busy sender that leaves its own
-    messages out rendered every burst itself."""
-    blocks = _blocks(c, messages)
+    """The burst's bytes less the messages at `drop` (this connection's own, ascending):
+    slices of the bytes rendered once for the kind (a busy sender that leaves its own
+    messages out rendered every burst itself)."""
+    if not isinstance(messages.where, ev.ChatConv):  # private: this connection's own
+        gone = set(drop)
+        blocks = _blocks(c, messages)
+        return "".join(b for i, b in enumerate(blocks) if i not in gone).encode()
+    done = rendered(c, messages)
     if not drop:
         cache = c.shared.cache(c.wants)
-        if cache.event is messages:
-            return cache.data
-        data = "".join(blocks).encode()
-        if isinstance(messages.where, ev.ChatConv):
-            cache.keep(messages, data)
-        return data
-    parts, at = [], 0
+        if cache.event is not messages:
+            cache.keep(messages, done.data)
+        return done.data
+    data, at, parts = done.data, done.at, []
+    start = 0
     for i in drop:
-        parts += blocks[at:i]
-        at = i + 1
-    parts += blocks[at:]
-    return "".join(parts).encode()
+        parts.append(data[start : at[i]])
+        start = at[i + 1]
+    parts.append(data[start:])
+    return b"".join(parts)
 
 
 def _after_echo(c: IrcCodec, data: bytes) -> bytes:
