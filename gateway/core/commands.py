@@ -81,6 +81,11 @@ class SendChat:
     kind: Kind = Kind.MESSAGE
     tags: str = ""
 
+    @property
+    def plain(self) -> bool:
+        """A message without a kind or tags of its own: postable with the next ones."""
+        return self.kind is Kind.MESSAGE and not self.tags
+
 
 @dataclass(frozen=True, slots=True)
 class SendTags:

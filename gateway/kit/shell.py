@@ -44,7 +44,6 @@ from gateway.core.session import Core, Session
 from gateway.kit.admission import Admission, Ticket
 from gateway.kit.codec import CLOSE, LOGGED_IN, Codec, Drop, Instruction, Unit, Upgrade
 from gateway.metrics import METRICS
-from store.contract import Kind
 
 __all__ = [
     "CLOSE_GRACE",
@@ -386,9 +385,7 @@ class Connection(asyncio.BufferedProtocol):
         session = self.session
         if session is None:  # a codec that sends commands before it has a session
             raise RuntimeError(f"{self.door.name}: a core command before a session")
-        if type(step) is cmd.Say or (
-            type(step) is cmd.SendChat and step.kind is Kind.MESSAGE and not step.tags
-        ):
+        if type(step) is cmd.Say or (type(step) is cmd.SendChat and step.plain):
             step = self._batch(step)
         await session.handle(step)
         for more in self.codec.follow_ups():
