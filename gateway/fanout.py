@@ -20,13 +20,17 @@ from typing import Any, Protocol
 
 from gateway.bigchat import CHUNK, BigChats, Timing
 from gateway.core import events as ev
+from gateway.core.names import name_key
 from gateway.core.user import LocalUser
 from gateway.cursors import Cursors
 from gateway.epoch import Epoch
 from gateway.metrics import METRICS
 from gateway.presence import Presence
 from store.contract import (
+    GENERAL,
+    Change,
     ChatPosts,
+    ChatPresence,
     Conv,
     MemberJoined,
     MemberLeft,
@@ -35,19 +39,23 @@ from store.contract import (
     PrivatePost,
     Store,
     StoreEvent,
+    TagsSent,
     UserBanned,
     UserKicked,
     UserState,
     UserUnbanned,
 )
 
-__all__ = ["GAP_SLACK", "Fanout", "Reader"]
+__all__ = ["ANNOUNCE_WAIT", "GAP_SLACK", "Fanout", "Reader"]
 
 log = logging.getLogger("chat.fanout")
 _ZERO = Position(0, 0)
 #: Seconds before the link was lost from which a gap fill reads conversations that had no
 #: delivery yet: covers messages published just before the loss was noticed.
 GAP_SLACK = 5.0
+#: Seconds a join, part or quit waits at most for its announcement (a courtesy: a slow
+#: store must not hold a user's PART or QUIT for the store timeout).
+ANNOUNCE_WAIT = 2.0
 #: Reads of the gap after a reconnect before it is given up (with its loss logged), the
 #: first wait between them in seconds, doubling: about 3 s in all, live messages held.
 GAP_RETRIES, GAP_RETRY_FIRST = 4, 0.4
@@ -108,9 +116,14 @@ class Fanout:
         cursor_flush: float = 1.0,
         after_batch: Callable[[], None] | None = None,
         chunk: int = CHUNK,
+        presence_members: int = 0,
+        gateway_id: str = "",
     ) -> None:
         self.store = store
         self.after_batch = after_batch
+        #: Chats of at most this many members are told who comes, parts and quits (0: none).
+        self.presence_members = presence_members
+        self.gateway_id = gateway_id
         self.users: dict[str, LocalUser] = {}
         self.readers: dict[str, set[LocalUser]] = {}  # chat key -> local members
         self.last_chat: dict[str, Position] = {}  # chat key -> last position delivered
@@ -183,14 +196,21 @@ class Fanout:
             self.big.joined(chat, user)
         await self.link.add(chats=chats, users=[key])
         await self.presence.set_online(key)
+        if self.presence_members:
+            self._spawn(self._came_online(user))
         return user
 
-    def detach(self, reader: Reader, user: LocalUser) -> None:
+    def detach(self, reader: Reader, user: LocalUser, reason: str | None = "") -> None:
+        """Unregister a session; the user's last one here lets the user go (and, when no
+        other gateway has the user online, tells small chats that they quit: `reason`;
+        None: `quitting` told them already)."""
         if reader in user.sessions:
             user.sessions.remove(reader)
         if user.sessions or self.users.get(user.key) is not user or self._stopping:
             return
         del self.users[user.key]
+        if self.presence_members and reason is not None:
+            self._spawn(self._went_offline(user, reason))
         gone = []
         for chat in user.chats:
             readers = self.readers.get(chat)
@@ -238,6 +258,103 @@ class Fanout:
             self.last_chat.pop(chat, None)
             self.link.remove(chats=[chat])
 
+    # -- who comes, parts and quits (small chats only) --------------------------------------
+
+    async def announce(
+        self, user: LocalUser, chats: list[str], change: Change, reason: str
+    ) -> None:
+        """Tell the members of those of `chats` small enough (`presence_members`), never
+        #general's (everyone is in it: every connect on the server would be a line to
+        everyone online); a failure is logged, never raised: a courtesy, not the chat."""
+        chats = [c for c in chats if c != GENERAL]
+        if not self.presence_members or not chats:
+            return
+        stamp = int(time.time() * 1000)
+        try:
+            told = self.store.announce(
+                chats, user.key, user.name, change, reason, stamp, self.presence_members
+            )
+            await asyncio.wait_for(told, ANNOUNCE_WAIT)
+        except Exception as exc:
+            log.warning("event=announce_failed user=%s change=%s error=%s", user.key, change, exc)
+
+    async def _online_elsewhere(self, key: str) -> bool:
+        """Whether another live gateway has the user online (its heartbeat's set): what
+        this gateway can know in one round trip, at most a heartbeat (5 s) old."""
+        others = [gw for gw in self.presence.live_gateways if gw != self.gateway_id]
+        try:
+            return await self.store.online_on(key, others)
+        except Exception as exc:
+            log.warning("event=announce_failed user=%s error=%s", key, exc)
+            return True  # unknown: say nothing rather than a wrong JOIN or QUIT
+
+    async def quitting(self, reader: Reader, user: LocalUser, reason: str) -> bool:
+        """A session quits (it asked): when it is the user's last anywhere, small chats
+        are told now, before it closes; True if they were."""
+        if not self.presence_members or user.sessions != [reader] or not _told(user):
+            return False
+        if await self._online_elsewhere(user.key):
+            return False
+        await self.announce(user, list(user.chats), Change.QUIT, reason or "Client quit")
+        return True
+
+    async def _came_online(self, user: LocalUser) -> None:
+        if _told(user) and not await self._online_elsewhere(user.key):
+            await self.announce(user, list(user.chats), Change.CAME, "")
+
+    async def _went_offline(self, user: LocalUser, reason: str) -> None:
+        chats = list(user.chats)
+        if not _told(user) or await self._online_elsewhere(user.key) or user.key in self.users:
+            return  # still on another gateway, or back here meanwhile: no QUIT
+        await self.announce(user, chats, Change.QUIT, reason or "Connection closed")
+
+    def _presence(self, e: ChatPresence) -> None:
+        readers = self.readers.get(e.chat)
+        if not readers:
+            return
+        event: ev.Event
+        if e.change is Change.QUIT:
+            event = ev.MemberQuit(e.name, e.reason)
+        else:
+            first = next(iter(readers))
+            name = first.chats.get(e.chat, e.chat)
+            if e.change is Change.CAME:
+                event = ev.MemberCame(name, e.name)
+            else:
+                event = ev.MemberParted(name, e.name, e.reason)
+        for user in readers:
+            if user.key == e.user:  # the user's own sessions hear it from the user channel
+                continue
+            if e.change is Change.QUIT and not user.first_quit(e.user, e.stamp):
+                continue
+            for s in user.sessions:
+                if s.live:
+                    s.sink.emit(event)
+
+    def _tags(self, e: TagsSent) -> None:
+        """Client tags to whoever reads the conversation now (not held, not replayed)."""
+        conv = e.conv
+        if conv.chat:
+            readers = self.readers.get(conv.chat)
+            if not readers:
+                return
+            first = next(iter(readers))
+            where: ev.Conversation = ev.ChatConv(conv.chat, first.chats.get(conv.chat, e.where))
+            users: Iterable[LocalUser] = readers
+        else:
+            user = self.users.get(e.user)
+            if user is None:
+                return
+            peer = conv.peer_of(user.key)
+            own = name_key(e.sender) == user.key
+            where = ev.PrivateConv(peer, e.where if own else e.sender)
+            users = (user,)
+        event = ev.Tagged(where, e.sender, e.tags, e.ms, e.id)
+        for user in users:
+            for s in user.sessions:
+                if s.live:
+                    s.sink.emit(event)
+
     # -- delivery ------------------------------------------------------------------------
 
     def on_events(self, events: list[StoreEvent]) -> None:
@@ -259,7 +376,12 @@ class Fanout:
             self._chat_burst(burst_chat, burst)
             burst_chat, burst = "", []
             try:
-                self._user_event(event)
+                if isinstance(event, ChatPresence):
+                    self._presence(event)
+                elif isinstance(event, TagsSent):
+                    self._tags(event)
+                else:
+                    self._user_event(event)
             except Exception:  # one bad event must not stop the others
                 log.exception("event=fanout_error event=%r", event)
         self._chat_burst(burst_chat, burst)
@@ -321,12 +443,14 @@ class Fanout:
                 if s.session_id != event.origin:
                     s.left_elsewhere(event.chat, event.name)
         elif isinstance(event, UserBanned):
+            user.banned_until = event.until_ms
             for s in user.sessions:
                 s.banned(event.until_ms, event.by_moderator)
         elif isinstance(event, UserKicked):
             for s in list(user.sessions):  # closing a session detaches it from the list
                 s.kicked()
         elif isinstance(event, UserUnbanned):
+            user.banned_until = 0
             for s in user.sessions:
                 s.unbanned()
 
@@ -417,6 +541,12 @@ class Fanout:
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _told(user: LocalUser) -> bool:
+    """Whether the user is in a chat whose members may be told of them (not #general
+    alone, as most users of a big server are): else a login or logout asks nothing."""
+    return len(user.chats) > 1 or GENERAL not in user.chats
 
 
 def _message_key(event: StoreEvent) -> Position:

@@ -121,7 +121,12 @@ class GatewayServer:
         )
         self.coalescer = Coalescer()
         self.fanout = Fanout(
-            self.store, settings.cursor_flush, self._after_batch, settings.fanout_chunk
+            self.store,
+            settings.cursor_flush,
+            self._after_batch,
+            chunk=settings.fanout_chunk,
+            presence_members=settings.presence_members,
+            gateway_id=self.gateway_id,
         )
         self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(

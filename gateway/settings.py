@@ -423,6 +423,26 @@ class Settings:
         "0: no limit",
         _int(0),
     )
+    #: Members a chat may have for its members to be told who comes online in it, parts
+    #: and quits (IRC's JOIN, PART and QUIT of other users): a reconnect storm costs a
+    #: chat's members squared deliveries, so larger chats are not told.
+    presence_members: int = _opt(
+        200,
+        "messages and chats",
+        "chats of at most this many members tell their members who comes, parts and quits "
+        "(IRC's JOIN, PART, QUIT; a reconnect storm costs members x members lines); "
+        "0: no chat",
+        _int(0),
+    )
+    #: Client tags without a message (IRC's TAGMSG: typing notices, reactions) one user
+    #: may send per minute: published to every reader, never stored, so this is their cost.
+    tags_per_minute: int = _opt(
+        120,
+        "messages and chats",
+        "typing notices and reactions (IRC's TAGMSG) one user may send per minute, this "
+        "many at once; 0: no limit",
+        _int(0),
+    )
     #: Seconds a message lives; streams are trimmed exactly to this.
     message_ttl: int = _opt(
         3600, "messages and chats", "seconds a message is kept", _seconds(1), "SECONDS"

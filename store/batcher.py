@@ -84,6 +84,9 @@ class _ChatPost:
     texts: list[str]
     future: asyncio.Future[list[Any]]
     convert: Callable[[str, Any], Any]
+    #: post_many's kind ('' a message, 'N' a notice) and client tags, for every text.
+    kind: str = ""
+    tags: str = ""
     #: On a cluster: post_gate's (status, value) per text; only 'ok' ones are posted.
     gate: list[tuple[str, Any]] | None = None
 
@@ -187,11 +190,13 @@ class Batcher:
         name: str,
         texts: list[str],
         convert: Callable[[str, Any], T],
+        kind: str = "",
+        tags: str = "",
     ) -> asyncio.Future[list[T]]:
         """Queue one user's messages to one chat; resolves to `convert(status, value)` for
         each message, in order."""
         fut: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
-        self._push(_ChatPost(target, user, name, texts, fut, convert))
+        self._push(_ChatPost(target, user, name, texts, fut, convert, kind, tags))
         return fut
 
     def _push(self, item: _ScriptCall | _ChatPost) -> None:
@@ -293,7 +298,7 @@ class Batcher:
             for text in texts:
                 if checked_here:
                     call.keys += (ban, rate)
-                call.args += (item.user, item.name, text)
+                call.args += (item.user, item.name, text, item.kind, item.tags)
             call.posts.append(item)
             call.messages += len(texts)
         return calls

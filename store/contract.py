@@ -18,19 +18,23 @@ from typing import NamedTuple, Protocol
 __all__ = [
     "ACCEPTED",
     "GENERAL",
+    "MAX_TAGS",
     "SEQ_MAX",
     "Account",
     "AddressHold",
     "AuditEntry",
     "Backlog",
     "BanInfo",
+    "Change",
     "ChatInfo",
     "ChatList",
     "ChatPosts",
+    "ChatPresence",
     "Complaint",
     "ComplaintStatus",
     "Conv",
     "JoinStatus",
+    "Kind",
     "LoginCheck",
     "LoginGate",
     "LoginLimits",
@@ -53,6 +57,7 @@ __all__ = [
     "StoreUnavailable",
     "StoreUnusable",
     "Subscriptions",
+    "TagsSent",
     "TokenLogin",
     "UserBanned",
     "UserKicked",
@@ -169,11 +174,28 @@ class Range:
     newest: bool = False
 
 
+class Kind(enum.Enum):
+    """What a message is. A notice is said, not talked (IRC's NOTICE: bots, automatic
+    replies; clients never answer one automatically): stored and delivered like any
+    message, and shown as a notice where a door has them (IRC), as a message elsewhere."""
+
+    MESSAGE = "M"
+    NOTICE = "N"
+
+
+#: Bytes of a message's client tags at most (IRCv3 message-tags: 4094 for client-only
+#: tags), checked by the core before anything is stored or published.
+MAX_TAGS = 4094
+
+
 class Message(NamedTuple):
     """One stored or published message.
 
     `where` is the chat's display name for a chat message, and the recipient's display
-    name for a private one (the reader's point of view is the core's business). A named
+    name for a private one (the reader's point of view is the core's business). `tags`:
+    what the sender's client attached to the message for other clients (IRCv3 client-only
+    tags as sent, `+name=value;...`: a reply's reference, a reaction), opaque to the
+    store and the core, at most MAX_TAGS bytes, without control characters. A named
     tuple, not a dataclass: one is built per message per gateway on the fan-out path, and
     a frozen dataclass costs several times as much to build."""
 
@@ -182,6 +204,8 @@ class Message(NamedTuple):
     sender: str
     where: str
     text: str
+    kind: Kind = Kind.MESSAGE
+    tags: str = ""
 
     @property
     def ms(self) -> int:
@@ -445,8 +469,55 @@ class UserUnbanned:
     user: str
 
 
+class Change(enum.Enum):
+    """How a chat's online members changed, as its other members are told (IRC shows
+    JOIN, PART and QUIT). Only chats of at most the gateway's presence size are told."""
+
+    CAME = "J"  # joined the chat, or came online (the user's first session anywhere)
+    PARTED = "P"  # left the chat (`reason`: what they said)
+    QUIT = "Q"  # went offline: the user's last session anywhere closed
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPresence:
+    """A member of `chat` came, parted or quit (published on the chat's channel).
+    `stamp` is the same for every chat one change was told in, so a reader in several
+    of them is told once (a QUIT)."""
+
+    chat: str
+    user: str
+    name: str
+    change: Change
+    reason: str = ""
+    stamp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TagsSent:
+    """Client tags without a message (IRC's TAGMSG: typing notices, reactions): published
+    to the conversation's readers, never stored. On a chat's channel `user` is empty; a
+    private one is published to both users' channels, `user` the channel's. `id` names it
+    for the readers (not a stored position); `where` as in `Message`."""
+
+    user: str
+    conv: Conv
+    sender: str
+    where: str
+    tags: str
+    ms: int
+    id: str
+
+
 StoreEvent = (
-    ChatPosts | PrivatePost | MemberJoined | MemberLeft | UserBanned | UserKicked | UserUnbanned
+    ChatPosts
+    | PrivatePost
+    | MemberJoined
+    | MemberLeft
+    | UserBanned
+    | UserKicked
+    | UserUnbanned
+    | ChatPresence
+    | TagsSent
 )
 
 
@@ -541,12 +612,49 @@ class Store(Protocol):
 
     # posting
     def post_chat(
-        self, user: str, name: str, chat: str, chat_name: str, texts: list[str]
-    ) -> asyncio.Future[list[PostResult]]: ...
+        self,
+        user: str,
+        name: str,
+        chat: str,
+        chat_name: str,
+        texts: list[str],
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
+    ) -> asyncio.Future[list[PostResult]]:
+        """Store and publish messages to a chat (each of `kind`, with client `tags`)."""
 
     def post_private(
-        self, user: str, name: str, peer: str, text: str
+        self,
+        user: str,
+        name: str,
+        peer: str,
+        text: str,
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
     ) -> asyncio.Future[PostResult]: ...
+
+    async def send_tags(self, user: str, name: str, conv: Conv, where: str, tags: str) -> str:
+        """Publish client tags without a message (`TagsSent`) to the readers of `conv`
+        (a chat's channel; a private conversation: both users'); nothing is stored. The
+        caller checked membership, ban and rate. Returns the id the readers got."""
+
+    async def announce(
+        self,
+        chats: Sequence[str],
+        user: str,
+        name: str,
+        change: Change,
+        reason: str,
+        stamp: int,
+        max_members: int,
+    ) -> None:
+        """Tell the readers of each chat with at most `max_members` members that the user
+        came, parted or quit (`ChatPresence`); larger chats are not told (a reconnect
+        storm in a chat of 50,000 would be 50,000 deliveries per member)."""
+
+    async def online_on(self, user: str, gateways: Sequence[str]) -> bool:
+        """Whether any of `gateways` marks the user online (its heartbeat's set), in one
+        round trip (no call for none)."""
 
     # chats
     async def join(self, user: str, chat: str, typed: str, origin: str) -> Membership: ...

@@ -8,13 +8,18 @@ record fields separated by \\x1f, the first field its kind:
 
 - `M id conv sender where text`: a message (`id` "<ms>-<seq>", `conv` "c:<chat>" or
   "p:<a>|<b>"; `where` the chat's name, or the recipient's for a private message);
+  `N ...` the same for a notice; `Mt`/`Nt id conv sender where tags text` one that
+  carries client tags (`Kind`, `Message.tags`);
+- `T id ms conv sender where tags`: client tags without a message (TAGMSG), not stored;
+- `P change user name stamp reason`: a member of the channel's chat came (`J`), parted
+  (`P`) or quit (`Q`) (`ChatPresence`);
 - `J chat name origin` joined, `L chat name origin` left (`origin`: the session that did
   it, which said so itself);
 - `B until_ms` banned after complaints, `B until_ms m` banned by a moderator;
 - `K` kicked; `U` unbanned.
 
-Chat channels carry only `M`; user channels carry private `M` records and the user's
-`J`/`L`/`B`/`K`/`U`.
+Chat channels carry messages, `T` and `P`; user channels carry private messages and `T`
+and the user's `J`/`L`/`B`/`K`/`U`.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ import logging
 
 from store import keys
 from store.contract import (
+    Change,
     ChatPosts,
+    ChatPresence,
     Conv,
+    Kind,
     MemberJoined,
     MemberLeft,
     Message,
     Position,
     PrivatePost,
     StoreEvent,
+    TagsSent,
     UserBanned,
     UserKicked,
     UserUnbanned,
@@ -45,6 +54,8 @@ __all__ = [
     "left_record",
     "message_record",
     "payload",
+    "presence_record",
+    "tags_record",
     "unbanned_record",
 ]
 
@@ -55,9 +66,22 @@ _USER = keys.USER_CHANNEL
 RECORDS, FIELDS = "\x1e", "\x1f"
 
 
-def message_record(mid: str, conv: str, sender: str, where: str, text: str) -> str:
-    """An `M` record (the gateway publishes a private message itself on a cluster)."""
-    return FIELDS.join(("M", mid, conv, sender, where, text))
+def message_record(
+    mid: str, conv: str, sender: str, where: str, text: str, kind: str = "M", tags: str = ""
+) -> str:
+    """An `M` (or `N`, `Mt`, `Nt`) record (the gateway publishes a private message itself
+    on a cluster). `kind`: a `Kind`'s value."""
+    if tags:
+        return FIELDS.join((kind + "t", mid, conv, sender, where, tags, text))
+    return FIELDS.join((kind, mid, conv, sender, where, text))
+
+
+def tags_record(tid: str, ms: int, conv: str, sender: str, where: str, tags: str) -> str:
+    return FIELDS.join(("T", tid, str(ms), conv, sender, where, tags))
+
+
+def presence_record(change: str, user: str, name: str, stamp: int, reason: str) -> str:
+    return FIELDS.join(("P", change, user, name, str(stamp), reason))
 
 
 def joined_record(chat: str, name: str, origin: str) -> str:
@@ -89,13 +113,67 @@ def _position(mid: str) -> Position:
     return Position(int(ms), int(seq))
 
 
-def _message(fields: str, conv: Conv | None = None) -> Message:
-    mid, conv_id, sender, where, text = fields.split(FIELDS, 4)
+def _conv(conv_id: str) -> Conv:
+    conv = Conv.parse(conv_id)
     if conv is None:
-        conv = Conv.parse(conv_id)
-        if conv is None:
-            raise ValueError(f"bad conversation id {conv_id!r}")
-    return Message(_position(mid), conv, sender, where, text)
+        raise ValueError(f"bad conversation id {conv_id!r}")
+    return conv
+
+
+def _message(fields: str, conv: Conv | None = None) -> Message:
+    """The fields of a plain `M` record (the fan-out path: nothing else to look at)."""
+    mid, conv_id, sender, where, text = fields.split(FIELDS, 4)
+    return Message(_position(mid), conv or _conv(conv_id), sender, where, text)
+
+
+_KINDS = {"M": (Kind.MESSAGE, False), "N": (Kind.NOTICE, False)}
+_KINDS |= {k + "t": (kind, True) for k, (kind, _) in list(_KINDS.items())}
+
+
+def _rich(record: str, conv: Conv | None = None) -> Message:
+    """A notice, or a message with client tags."""
+    head, _, rest = record.partition(FIELDS)
+    kind, tagged = _KINDS[head]
+    tags = ""
+    if tagged:
+        mid, conv_id, sender, where, tags, text = rest.split(FIELDS, 5)
+    else:
+        mid, conv_id, sender, where, text = rest.split(FIELDS, 4)
+    return Message(_position(mid), conv or _conv(conv_id), sender, where, text, kind, tags)
+
+
+def _tags(user: str, rest: str) -> TagsSent:
+    tid, ms, conv_id, sender, where, tags = rest.split(FIELDS, 5)
+    return TagsSent(user, _conv(conv_id), sender, where, tags, int(ms), tid)
+
+
+def _chat_events(chat: str, text: str) -> list[StoreEvent]:
+    """A chat channel's payload: plain messages (the fan-out path) without a look at
+    anything else; consecutive messages stay one `ChatPosts`."""
+    conv = Conv.of_chat(chat)  # one for the burst: every record is of this chat
+    out: list[StoreEvent] = []
+    burst: list[Message] = []
+    for r in text.split(RECORDS):
+        if r[:2] == "M\x1f":
+            burst.append(_message(r[2:], conv))
+            continue
+        head = r.partition(FIELDS)[0]
+        if head in _KINDS:
+            burst.append(_rich(r, conv))
+            continue
+        if burst:
+            out.append(ChatPosts(chat, burst))
+            burst = []
+        if head == "P":
+            _, change, user, name, stamp, reason = r.split(FIELDS, 5)
+            out.append(ChatPresence(chat, user, name, Change(change), reason, int(stamp)))
+        elif head == "T":
+            out.append(_tags("", r[2:]))
+        else:
+            raise ValueError(f"unknown record kind {head!r}")
+    if burst:
+        out.append(ChatPosts(chat, burst))
+    return out
 
 
 def decode(channel: bytes, data: bytes) -> list[StoreEvent]:
@@ -104,9 +182,7 @@ def decode(channel: bytes, data: bytes) -> list[StoreEvent]:
     try:
         text = data.decode()
         if channel.startswith(_CHAT):
-            chat = keys.channel_name(channel, _CHAT)
-            conv = Conv.of_chat(chat)  # one for the burst: every record is of this chat
-            return [ChatPosts(chat, [_message(r[2:], conv) for r in text.split(RECORDS)])]
+            return _chat_events(keys.channel_name(channel, _CHAT), text)
         if channel.startswith(_USER):
             user = keys.channel_name(channel, _USER)
             return [_user_event(user, record) for record in text.split(RECORDS)]
@@ -121,6 +197,10 @@ def _user_event(user: str, record: str) -> StoreEvent:
     kind, _, rest = record.partition(FIELDS)
     if kind == "M":
         return PrivatePost(user, _message(rest))
+    if kind in _KINDS:
+        return PrivatePost(user, _rich(record))
+    if kind == "T":
+        return _tags(user, rest)
     if kind == "J":
         chat, name, origin = rest.split(FIELDS, 2)
         return MemberJoined(user, chat, name, origin)

@@ -20,6 +20,7 @@ import asyncio
 import copy
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
@@ -50,12 +51,14 @@ from store.contract import (
     AuditEntry,
     Backlog,
     BanInfo,
+    Change,
     ChatInfo,
     ChatList,
     Complaint,
     ComplaintStatus,
     Conv,
     JoinStatus,
+    Kind,
     LoginCheck,
     LoginGate,
     LoginLimits,
@@ -84,6 +87,7 @@ from store.payloads import (
     left_record,
     message_record,
     payload,
+    tags_record,
     unbanned_record,
 )
 from store.pubsub import PubSubLink, ShardedLinks
@@ -660,7 +664,14 @@ class RedisStore:
     # -- messages ------------------------------------------------------------------------
 
     def post_chat(
-        self, user: str, name: str, chat: str, chat_name: str, texts: list[str]
+        self,
+        user: str,
+        name: str,
+        chat: str,
+        chat_name: str,
+        texts: list[str],
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
     ) -> asyncio.Future[list[PostResult]]:
         """Queue one user's chat messages for the next pipeline; one result per text."""
         target = ChatTarget(
@@ -677,11 +688,19 @@ class RedisStore:
                 self._publish,
             ),
         )
-        return self._batcher.chat(target, user, name, texts, _post_result)
+        flag = "" if kind is Kind.MESSAGE else kind.value
+        return self._batcher.chat(target, user, name, texts, _post_result, flag, tags)
 
     def post_private(
-        self, user: str, name: str, peer: str, text: str
+        self,
+        user: str,
+        name: str,
+        peer: str,
+        text: str,
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
     ) -> asyncio.Future[PostResult]:
+        flag = "" if kind is Kind.MESSAGE else kind.value
         conv = keys.dm_conv(user, peer)
         args = [
             user,
@@ -697,7 +716,9 @@ class RedisStore:
             self.max_stored,
         ]
         if self.cluster:
-            return asyncio.ensure_future(self._post_private_cluster(user, name, peer, text, args))
+            return asyncio.ensure_future(
+                self._post_private_cluster(user, name, peer, text, args, flag, tags)
+            )
         raw = self._batcher.call(
             _SCRIPTS["post_private"],
             [
@@ -708,14 +729,14 @@ class RedisStore:
                 keys.user_peers(user),
                 keys.user_peers(peer),
             ],
-            [*args, ""],
+            [*args, "", flag, tags],
         )
         return _mapped(
             raw, lambda r: _post_result(r[0], r[1] if len(r) > 1 else ""), lambda: _UNCONFIRMED
         )
 
     async def _post_private_cluster(
-        self, user: str, name: str, peer: str, text: str, args: list[Any]
+        self, user: str, name: str, peer: str, text: str, args: list[Any], kind: str, tags: str
     ) -> PostResult:
         """A private message on a cluster: the recipient (its slot) and the sender's ban
         and rate (`post_gate.lua`, the sender's slot) first; then both users' peers
@@ -737,7 +758,8 @@ class RedisStore:
             pipe.sadd(keys.user_peers(a), b)
             pipe.pexpire(keys.user_peers(a), self.ttl_ms)
         _, reply = await asyncio.gather(
-            self._call(pipe.execute()), self._post_private_stream(conv, [*args, recipient])
+            self._call(pipe.execute()),
+            self._post_private_stream(conv, [*args, recipient, kind, tags]),
         )
         result = ACCEPTED
         if isinstance(reply, NotReplicated):  # stored, not yet on a replica: still shown
@@ -747,7 +769,7 @@ class RedisStore:
         status, mid = reply
         if status != "ok":
             return _post_result(status, mid)
-        record = payload([message_record(mid, conv, name, recipient, text)])
+        record = payload([message_record(mid, conv, name, recipient, text, kind or "M", tags)])
         pipe = self._pipe()
         for a in (user, peer):
             pipe.execute_command("SPUBLISH", keys.user_channel(a), record)
@@ -772,6 +794,56 @@ class RedisStore:
         if isinstance(reply, hiredis.ReplyError):
             raise _refused(ResponseError(str(reply))) or ResponseError(str(reply))
         return reply
+
+    # -- what is published and never stored: client tags, chat presence ------------------
+
+    async def send_tags(self, user: str, name: str, conv: Conv, where: str, tags: str) -> str:
+        """One PUBLISH per channel (the sender's ban, rate and membership are the caller's:
+        its session knows them); the id is this gateway's, unique enough to pair an echo
+        with its copies, never a stored position."""
+        ms = int(time.time() * 1000)
+        tid = f"{ms}-t{secrets.token_hex(6)}"
+        record = payload([tags_record(tid, ms, str(conv), name, where, tags)])
+        if conv.is_chat:
+            channels = [keys.chat_channel(conv.chat)]
+        else:
+            channels = [keys.user_channel(u) for u in sorted({conv.low, conv.high})]
+        pipe = self._pipe()
+        for channel in channels:
+            self._publish_on(pipe, channel, record)
+        await self._call(pipe.execute())
+        return tid
+
+    async def announce(
+        self,
+        chats: Sequence[str],
+        user: str,
+        name: str,
+        change: Change,
+        reason: str,
+        stamp: int,
+        max_members: int,
+    ) -> None:
+        """announce.lua per chat (each in its chat's slot), all in one pipeline."""
+        told = (change.value, user, name, stamp, reason)
+        calls = [
+            self._batcher.call(
+                _SCRIPTS["announce"],
+                [keys.members(chat)],
+                [max_members, keys.chat_channel(chat), self._publish, *told],
+            )
+            for chat in chats
+        ]
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def online_on(self, user: str, gateways: Sequence[str]) -> bool:
+        if not gateways:
+            return False
+        pipe = self._pipe()
+        for gw in gateways:
+            pipe.sismember(keys.gateway_online(gw), user)
+        return any(await self._call(pipe.execute()))
 
     # -- chats ---------------------------------------------------------------------------
 
@@ -1324,10 +1396,7 @@ class RedisStore:
             entries = list(reversed(entries))
         else:
             entries = await self._call(self.redis.xrange(stream, low, high, count=want.count))
-        return [
-            Message(keys.position(mid), conv, f.get("n", "?"), f.get("r", ""), f.get("t", ""))
-            for mid, f in entries
-        ]
+        return [_message(conv, mid, f, f.get("r", "")) for mid, f in entries]
 
     async def latest_many(self, convs: Sequence[Conv]) -> list[Message | None]:
         """The newest live message of each conversation, one pipeline for all of them
@@ -1552,9 +1621,18 @@ def _messages(conv: Conv, entries: list[Any], chat_name: str | None = None) -> l
     out = []
     for mid, flat in entries:
         f = dict(zip(flat[::2], flat[1::2], strict=False))
-        name = chat_name if chat_name is not None else f.get("r", "")
-        out.append(Message(keys.position(mid), conv, f.get("n", "?"), name, f.get("t", "")))
+        out.append(_message(conv, mid, f, chat_name if chat_name is not None else f.get("r", "")))
     return out
+
+
+def _message(conv: Conv, mid: str, f: dict[str, str], where: str) -> Message:
+    """One stream entry (post_many.lua, post_private.lua: `n` sender, `t` text, `r` the
+    recipient's name, `k` "N" for a notice, `g` client tags)."""
+    pos, sender, text = keys.position(mid), f.get("n", "?"), f.get("t", "")
+    if "k" not in f:
+        return Message(pos, conv, sender, where, text)
+    kind = Kind.NOTICE if f["k"] == "N" else Kind.MESSAGE
+    return Message(pos, conv, sender, where, text, kind, f.get("g", ""))
 
 
 def _low(floor: Position, after: Position | None) -> str:

@@ -40,6 +40,7 @@ NAMES: Final = (
     "address_count",
     "mod_ban",
     "lift_holds",
+    "announce",
 )
 _USES: Final = re.compile(r"^--\s*uses:(.*)$")
 _NONE: Final = frozenset({"", "(none)"})

@@ -12,7 +12,7 @@ from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.history import conv_tag
 from gateway.doors.irc import protocol as irc
-from store.contract import Conv, Message, Position
+from store.contract import Conv, Kind, Message, Position
 
 
 def test_parse_tags_source_and_trailing() -> None:
@@ -91,6 +91,25 @@ def test_private_messages_are_addressed_from_the_readers_side() -> None:
     mine = Message(Position(6, 0), Conv.private("amy", "tom"), "amy", "tom", "hi")
     (line,) = irc.message_lines(ev.PrivateConv("tom", "tom"), [mine], "amy", irc.Wants())
     assert line == ":amy!amy@chat.gateway PRIVMSG tom hi"
+
+
+def test_a_notice_renders_as_notice_and_client_tags_only_with_message_tags() -> None:
+    chat = ev.ChatConv("rust", "Rust")
+    m = Message(Position(7, 1), Conv.of_chat("rust"), "ann", "Rust", "hi", Kind.NOTICE, "+x=1")
+    (plain,) = irc.message_lines(chat, [m], "bob", irc.Wants())
+    assert plain == ":ann!ann@chat.gateway NOTICE #Rust hi"
+    (tagged,) = irc.message_lines(chat, [m], "bob", irc.Wants(tags=True))
+    tag = conv_tag(chat, "bob")
+    assert tagged == f"@msgid=7-1-{tag};+x=1 :ann!ann@chat.gateway NOTICE #Rust hi"
+    blocks = irc.message_blocks(chat, [m, m._replace(kind=Kind.MESSAGE)], "bob", irc.Wants())
+    assert blocks == [plain + "\r\n", plain.replace("NOTICE", "PRIVMSG") + "\r\n"]
+
+
+def test_client_tags_keep_only_well_formed_client_only_tags() -> None:
+    m = irc.parse(r"@+draft/react=l\sl;+ok;fizz=buzz;+bad!name=1;+ctl=a TAGMSG #a")
+    assert m is not None
+    assert irc.client_tags({**m.tags, "+ctl": "a\x01"}) == r"+draft/react=l\sl;+ok"
+    assert irc.client_tags({}) == ""
 
 
 @given(st.text(max_size=600))

@@ -20,6 +20,7 @@ from gateway.metrics import METRICS
 from store.contract import (
     GENERAL,
     Account,
+    Change,
     Conv,
     LoginCheck,
     LoginGate,
@@ -72,7 +73,16 @@ class Readers(Protocol):
     async def attach(self, session: Session, key: str, name: str, state: UserState) -> LocalUser:
         """From now on the user's conversations reach `session`."""
 
-    def detach(self, session: Session, user: LocalUser) -> None: ...
+    def detach(self, session: Session, user: LocalUser, reason: str | None = "") -> None: ...
+
+    async def quitting(self, session: Session, user: LocalUser, reason: str) -> bool:
+        """The session quits: if it is the user's last anywhere, small chats are told
+        now; True if they were (its detach then tells nothing)."""
+
+    async def announce(
+        self, user: LocalUser, chats: list[str], change: Change, reason: str
+    ) -> None:
+        """Tell the other members of the small ones of `chats` (never raises)."""
 
     async def add_chat(self, user: LocalUser, chat: str, name: str) -> None: ...
 
@@ -89,6 +99,7 @@ class SessionBase:
         "_holding",
         "_nick",
         "_number",
+        "_quit",
         "_token",
         "_wrong",
         "core",
@@ -118,6 +129,8 @@ class SessionBase:
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
         self._wrong = 0
+        #: What the user said when quitting (told to small chats); None: told already.
+        self._quit: str | None = ""
         #: The hash of this device's resume token: the one it logged in with or was issued.
         self._token: str | None = None
 

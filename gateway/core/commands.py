@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from store.contract import Kind
+
 __all__ = [
     "Ban",
     "ChangePassword",
@@ -33,6 +35,7 @@ __all__ = [
     "SendChat",
     "SendChatMany",
     "SendPrivate",
+    "SendTags",
     "TimeAt",
     "Unban",
     "Where",
@@ -63,12 +66,35 @@ class Say:
 class SendPrivate:
     nick: str
     text: str
+    kind: Kind = Kind.MESSAGE
+    #: Client tags for the other clients (`Message.tags`), as the door checked them.
+    tags: str = ""
+    #: A note to oneself is taken (IRC: a PRIVMSG to one's own nickname is delivered
+    #: back, as IRC servers do); the line protocol and the page refuse it.
+    to_self: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class SendChat:
     chat: str
     text: str
+    kind: Kind = Kind.MESSAGE
+    tags: str = ""
+
+    @property
+    def plain(self) -> bool:
+        """A message without a kind or tags of its own: postable with the next ones."""
+        return self.kind is Kind.MESSAGE and not self.tags
+
+
+@dataclass(frozen=True, slots=True)
+class SendTags:
+    """Client tags without a message (IRC's TAGMSG: typing, reactions) to a chat or, with
+    `private`, to the user `target`: published to whoever reads it now, never stored."""
+
+    target: str
+    tags: str
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +114,7 @@ class Join:
 @dataclass(frozen=True, slots=True)
 class Leave:
     chat: str
+    reason: str = ""  # told to the chat's other members (IRC's PART message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +171,7 @@ class Help:
 
 @dataclass(frozen=True, slots=True)
 class Quit:
-    pass
+    reason: str = ""  # told to the members of small chats when it was the user's last session
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +239,8 @@ class ReadHistory:
 @dataclass(frozen=True, slots=True)
 class RecentTargets:
     """The user's conversations whose newest message is strictly between two moments,
-    at most `count`, newest first. Answered by `Targets`."""
+    at most `count`, from `after_ms` towards `before_ms` (earliest first when it is the
+    earlier). Answered by `Targets`."""
 
     after_ms: int
     before_ms: int
@@ -235,6 +263,7 @@ Command = (
     | SendPrivate
     | SendChat
     | SendChatMany
+    | SendTags
     | Join
     | Leave
     | GetChats

@@ -36,6 +36,9 @@ __all__ = [
     "KickSent",
     "Kicked",
     "Left",
+    "MemberCame",
+    "MemberParted",
+    "MemberQuit",
     "Messages",
     "NoHistory",
     "Online",
@@ -44,6 +47,7 @@ __all__ = [
     "ReadMarker",
     "Ready",
     "ShuttingDown",
+    "Tagged",
     "TokenIssued",
     "Unbanned",
     "WhereNow",
@@ -75,6 +79,45 @@ class Messages:
 
     where: Conversation
     items: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """Client tags without a message (IRC's TAGMSG), from `sender` in a conversation;
+    `id` names it for the readers (never a stored message's)."""
+
+    where: Conversation
+    sender: str
+    tags: str
+    ms: int
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCame:
+    """Another user joined a chat this user is in, or came online (a small chat only:
+    `Settings.presence_members`)."""
+
+    chat: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberParted:
+    """Another user left a chat this user is in (a small chat only)."""
+
+    chat: str
+    nick: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberQuit:
+    """Another user who shares a small chat with this user went offline: their last
+    session anywhere closed (said once, whatever the chats they share)."""
+
+    nick: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +294,8 @@ class HistoryPage:
 
 @dataclass(frozen=True, slots=True)
 class Targets:
-    """`RecentTargets`: conversations and the time (ms) of the newest message of each,
-    newest first."""
+    """`RecentTargets`: conversations and the time (ms) of the newest message of each, in
+    the order the request's moments give (earliest first from an earlier first moment)."""
 
     items: tuple[tuple[Conversation, int], ...]
 
@@ -294,6 +337,10 @@ class Error:
 
 Event = (
     Messages
+    | Tagged
+    | MemberCame
+    | MemberParted
+    | MemberQuit
     | AskNick
     | AskPassword
     | Ready

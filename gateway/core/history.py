@@ -63,9 +63,7 @@ def _conversation(session: Session, target: str) -> tuple[Conv, ev.Conversation]
     err = name_error(target)
     if err is not None:
         return ev.Error(ev.ErrorCode.BAD_NAME, f"bad nickname {target!r}: {err}")
-    peer = name_key(target)
-    if peer == session.key:
-        return ev.Error(ev.ErrorCode.REFUSED, "no private conversation with yourself")
+    peer = name_key(target)  # yourself too: notes to yourself (IRC) are kept like any
     return Conv.private(session.key, peer), ev.PrivateConv(peer, target)
 
 
@@ -117,7 +115,9 @@ async def read_history(session: Session, c: cmd.ReadHistory) -> None:
 
 
 async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
-    """The newest message of each conversation, read in one pipeline."""
+    """The newest message of each conversation, read in one pipeline; conversations in
+    the order of that message's time from the first moment towards the second (earliest
+    first when the first is the earlier, as BETWEEN reads), at most `count`."""
     user = session.user
     assert user is not None
     convs = [Conv.of_chat(chat) for chat in user.chats]
@@ -127,7 +127,7 @@ async def recent_targets(session: Session, c: cmd.RecentTargets) -> None:
     found = [(user.view(m), m.ms) for m in newest if m is not None]
     lo, hi = sorted((c.after_ms, c.before_ms))
     found = [(w, ms) for w, ms in found if lo < ms < hi]
-    found.sort(key=lambda pair: pair[1], reverse=True)
+    found.sort(key=lambda pair: pair[1], reverse=c.after_ms > c.before_ms)
     session.sink.emit(ev.Targets(tuple(found[: max(0, c.count)])))
 
 

@@ -12,6 +12,7 @@ showed: no message is shown twice or out of order.
 from __future__ import annotations
 
 import logging
+import time
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
@@ -33,8 +34,11 @@ from gateway.metrics import METRICS
 from gateway.settings import Settings
 from store.contract import (
     GENERAL,
+    MAX_TAGS,
+    Change,
     Conv,
     JoinStatus,
+    Kind,
     Position,
     PostResult,
     PostStatus,
@@ -116,6 +120,8 @@ class Session(Login, Moderation, Credentials):
         elif isinstance(command, cmd.Password):
             await self._password(command.text)
         else:  # cmd.Quit
+            assert isinstance(command, cmd.Quit)
+            self._quit = command.reason
             self.sink.emit(ev.Bye())
             self.sink.close()
 
@@ -169,6 +175,11 @@ class Session(Login, Moderation, Credentials):
                 nicks = (peer,) if peer is not None else ()
             case cmd.SendPrivate(nick, _) | cmd.Ban(nick, _) | cmd.Unban(nick) | cmd.Kick(nick):
                 nicks = (nick,)
+            case cmd.SendTags(target, _, private):
+                if private:
+                    nicks = (target,)
+                else:
+                    chats = (target,)
         for what, name in [("chat name", c) for c in chats if c is not None] + [
             ("nickname", n) for n in nicks
         ]:
@@ -184,16 +195,21 @@ class Session(Login, Moderation, Credentials):
         match command:
             case cmd.Say(texts):
                 await self._say(self.current, [bound_blanks(t) for t in texts])
-            case cmd.SendPrivate(nick, text):
-                await self._send_private(nick, bound_blanks(text))
-            case cmd.SendChat(chat, text):
-                await self._say(name_key(chat), [bound_blanks(text)])
+            case cmd.SendPrivate(nick, text, kind, tags, to_self):
+                if not self._bad_tags(tags):
+                    await self._send_private(nick, bound_blanks(text), kind, tags, to_self)
+            case cmd.SendChat(chat, text, kind, tags):
+                if not self._bad_tags(tags):
+                    await self._say(name_key(chat), [bound_blanks(text)], kind, tags)
+            case cmd.SendTags(target, tags, private):
+                if not self._bad_tags(tags):
+                    await self._send_tags(target, tags, private)
             case cmd.SendChatMany(chat, texts):
                 await self._say(name_key(chat), [bound_blanks(t) for t in texts])
             case cmd.Join(chat):
                 await self._join(chat)
-            case cmd.Leave(chat):
-                await self._leave(chat)
+            case cmd.Leave(chat, reason):
+                await self._leave(chat, reason)
             case cmd.GetChats():
                 listed = await self.core.store.active_chats_bounded(
                     self.core.settings.chats_listed, ONLINE_COUNTED
@@ -234,17 +250,39 @@ class Session(Login, Moderation, Credentials):
                 await history.recent_targets(self, command)
             case cmd.MarkRead():
                 await history.mark_read(self, command)
-            case cmd.Quit():
+            case cmd.Quit(reason):
+                assert self.user is not None
+                # the last session here: small chats are told before it closes (an IRC
+                # server's QUIT reaches the channel before the quitter's ERROR)
+                told = await self.core.fanout.quitting(self, self.user, reason)
+                self._quit = None if told else reason
                 self.sink.emit(ev.Bye())
                 self.sink.close()
             case _:
                 self._error(ev.ErrorCode.BAD_INPUT, "not now: you are logged in")
 
-    async def _say(self, chat: str, texts: list[str]) -> None:
+    def _bad_tags(self, tags: str) -> bool:
+        """Client tags past the bound or with a control character (they travel inside the
+        store's records and other users' lines): refused with why, nothing sent."""
+        if not tags:
+            return False
+        if len(tags.encode()) > MAX_TAGS:
+            self._error(ev.ErrorCode.BAD_INPUT, f"not sent: tags over {MAX_TAGS} bytes")
+            return True
+        if not tags.isprintable():
+            self._error(ev.ErrorCode.BAD_INPUT, "not sent: a control character in the tags")
+            return True
+        return False
+
+    async def _say(
+        self, chat: str, texts: list[str], kind: Kind = Kind.MESSAGE, tags: str = ""
+    ) -> None:
         assert self.user is not None
         name = self.user.chats.get(chat, chat)
         try:
-            results = await self.core.store.post_chat(self.key, self.name, chat, name, texts)
+            results = await self.core.store.post_chat(
+                self.key, self.name, chat, name, texts, kind, tags
+            )
         except StoreUnavailable as exc:
             self._store_down(len(texts), exc)
             return
@@ -254,17 +292,63 @@ class Session(Login, Moderation, Credentials):
             else:
                 self._post_outcome(result, f"you are not in #{name}")
 
-    async def _send_private(self, nick: str, text: str) -> None:
+    async def _send_private(
+        self,
+        nick: str,
+        text: str,
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
+        to_self: bool = False,
+    ) -> None:
         peer = name_key(nick)
-        if peer == self.key:
+        if peer == self.key and not to_self:
             self._error(ev.ErrorCode.REFUSED, "you cannot send a private message to yourself")
             return
         try:
-            result = await self.core.store.post_private(self.key, self.name, peer, text)
+            result = await self.core.store.post_private(self.key, self.name, peer, text, kind, tags)
         except StoreUnavailable as exc:
             self._store_down(1, exc)
             return
         self._post_outcome(result, f"no such user {nick}")
+
+    async def _send_tags(self, target: str, tags: str, private: bool) -> None:
+        """Client tags without a message: checked here (membership as this gateway knows
+        it, the ban, the user's own budget: `tags_per_minute`), then published once."""
+        user = self.user
+        assert user is not None
+        if not tags:
+            return
+        if user.banned_until > time.time() * 1000:
+            until = ban_end(user.banned_until)
+            self._error(ev.ErrorCode.BANNED, f"not sent: you are banned until {until}")
+            return
+        per_minute = self.core.settings.tags_per_minute
+        if per_minute:
+            budget = user.tags_budget
+            if budget is None:
+                budget = user.tags_budget = Budget(per_minute)
+            wait = budget.take(1, per_minute)
+            if wait:
+                METRICS.rate_limited.inc()
+                self._error(
+                    ev.ErrorCode.RATE_LIMITED,
+                    f"slow down: not sent (at most {per_minute} a minute; retry in {wait:.1f} s)",
+                )
+                return
+        store = self.core.store
+        if private:
+            peer = name_key(target)  # yourself too (only IRC sends tags): as a note is
+            (name,) = await store.names([peer])
+            if name is None:
+                self._error(ev.ErrorCode.NO_SUCH_USER, f"not sent: no such user {target}")
+                return
+            await store.send_tags(self.key, self.name, Conv.private(self.key, peer), name, tags)
+            return
+        chat = name_key(target)
+        if chat not in user.chats:
+            self._error(ev.ErrorCode.NOT_MEMBER, f"not sent: you are not in #{target}")
+            return
+        await store.send_tags(self.key, self.name, Conv.of_chat(chat), user.chats[chat], tags)
 
     def _store_down(self, messages: int, exc: StoreUnavailable) -> None:
         """Redis refused a post: say so once per message, so no message is lost silently."""
@@ -307,6 +391,8 @@ class Session(Login, Moderation, Credentials):
                 self._error(ev.ErrorCode.REFUSED, self._join_refused(joined.status, typed))
                 return
             await self.core.fanout.add_chat(self.user, chat, joined.name)
+            if joined.changed:
+                await self.core.fanout.announce(self.user, [chat], Change.CAME, "")
             moved = self.current != chat
             self.current = chat
             self.sink.emit(ev.Joined(joined.name, already=not joined.changed))
@@ -336,7 +422,7 @@ class Session(Login, Moderation, Credentials):
             "join an existing one"
         )
 
-    async def _leave(self, typed: str) -> None:
+    async def _leave(self, typed: str, reason: str = "") -> None:
         assert self.user is not None
         chat = name_key(typed)
         if chat == GENERAL:
@@ -347,6 +433,8 @@ class Session(Login, Moderation, Credentials):
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{typed}")
             return
         self.core.fanout.remove_chat(self.user, chat)
+        # told before this session hears it: others hear it first, as from an IRC server
+        await self.core.fanout.announce(self.user, [chat], Change.PARTED, reason)
         self.sink.emit(ev.Left(left.name))
         if self.current == chat:
             self.current = GENERAL
@@ -443,7 +531,10 @@ class Session(Login, Moderation, Credentials):
         self.live = False
         self._held = None
         if self.user is not None:
-            self.core.fanout.detach(self, self.user)
+            said = self._quit
+            if said == "" and how.startswith("error"):
+                said = "Read error"
+            self.core.fanout.detach(self, self.user, said)
         log.info(
             "event=disconnect peer=%s session=%s state=%s by=%s",
             self.sink.address,

@@ -12,11 +12,14 @@ from gateway.core.events import ChatConv, Conversation, PrivateConv
 from gateway.core.names import name_key
 from store.contract import Conv, Message, Position, UserState
 
-__all__ = ["RECENT_PRIVATE", "LocalUser"]
+__all__ = ["RECENT_PRIVATE", "RECENT_QUITS", "LocalUser"]
 
 #: Ids remembered per private conversation to drop copies and replays (see fresh_private):
 #: more than private messages of one conversation can arrive out of order at once.
 RECENT_PRIVATE = 16
+
+#: Quits remembered per user to tell each once (they arrive together, one per chat).
+RECENT_QUITS = 64
 
 #: What a user with no private conversation (or none delivered yet) shares: one empty
 #: set object for all of them instead of an empty set (216 bytes) or dict (64) each.
@@ -55,13 +58,16 @@ class LocalUser:
     __slots__ = (
         "_dirty",
         "_shown",
+        "banned_until",
         "chats",
         "history_budget",
         "key",
         "last_private",
         "name",
         "peers",
+        "quits",
         "sessions",
+        "tags_budget",
     )
 
     def __init__(self, key: str, name: str, state: UserState, first: Any = None) -> None:
@@ -88,6 +94,13 @@ class LocalUser:
         #: History messages this user may still read this minute (core/budget.py), shared
         #: by their sessions here; None until their first history request.
         self.history_budget: Budget | None = None
+        #: User key -> the stamp of their last quit told to this user (a quit is published
+        #: in every small chat the quitter was in: told once); None until the first.
+        self.quits: dict[str, int] | None = None
+        #: When the user's ban ends (ms; 0: none), as the login and the user's channel told.
+        self.banned_until = state.banned_until_ms or 0
+        #: TAGMSGs this user may still send this minute, like `history_budget`.
+        self.tags_budget: Budget | None = None
 
     def set_chat(self, chat: str, name: str) -> None:
         chats = self.chats
@@ -109,6 +122,18 @@ class LocalUser:
         if not isinstance(self.peers, set):
             self.peers = set()
         self.peers.add(peer)
+
+    def first_quit(self, user: str, stamp: int) -> bool:
+        """Whether `user`'s quit `stamp` is news to this user (then it is recorded)."""
+        quits = self.quits
+        if quits is None:
+            quits = self.quits = {}
+        if quits.get(user) == stamp:
+            return False
+        if len(quits) >= RECENT_QUITS:
+            quits.clear()
+        quits[user] = stamp
+        return True
 
     def fresh_private(self, conv: Conv, key: Position) -> bool:
         """Whether a private message was not delivered yet; if so it is recorded.

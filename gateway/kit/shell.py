@@ -385,7 +385,7 @@ class Connection(asyncio.BufferedProtocol):
         session = self.session
         if session is None:  # a codec that sends commands before it has a session
             raise RuntimeError(f"{self.door.name}: a core command before a session")
-        if type(step) is cmd.Say or type(step) is cmd.SendChat:
+        if type(step) is cmd.Say or (type(step) is cmd.SendChat and step.plain):
             step = self._batch(step)
         await session.handle(step)
         for more in self.codec.follow_ups():

@@ -16,23 +16,26 @@
 -- ARGV[1] chat name  ARGV[2] lifetime ms  ARGV[3] rate per second (0: off)  ARGV[4] burst
 -- ARGV[5] conversation id  ARGV[6] channel  ARGV[7] messages kept per conversation
 -- ARGV[8] publish command: PUBLISH (standalone) or SPUBLISH (cluster)
--- then for message i: ARGV[6 + 3i] sender key, ARGV[7 + 3i] sender name, ARGV[8 + 3i] text
--- Publishes (when any message was accepted) to the channel one payload, an M record per
--- accepted message (payload_fn.lua): id, conversation id, sender name, chat name, text.
+-- then for message i: ARGV[4 + 5i] sender key, ARGV[5 + 5i] sender name, ARGV[6 + 5i] text,
+-- ARGV[7 + 5i] kind ('' a message, 'N' a notice), ARGV[8 + 5i] client tags ('' none)
+-- A notice is stored with a field k = 'N', client tags with g = tags (neither when plain).
+-- Publishes (when any message was accepted) to the channel one payload, a message record
+-- per accepted message (payload_fn.lua): id, conversation id, sender name, chat name, text.
 -- Returns a flat list, a status and a value per message, in order:
 --   'ok', id | 'banned', until_ms | 'rate', retry_ms | 'nomember', ''
 local stream_key, members_key = KEYS[1], KEYS[2]
 local chat_name, ttl = ARGV[1], tonumber(ARGV[2])
 local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local conv, channel, max_stored, publish = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local n = (#ARGV - 8) / 3
+local n = (#ARGV - 8) / 5
 local checked = #KEYS > 2
 
 local now = now_ms()
 local member, banned, buckets = {}, {}, {}
 local out, records = {}, {}
 for i = 1, n do
-  local user, name, text = ARGV[6 + 3 * i], ARGV[7 + 3 * i], ARGV[8 + 3 * i]
+  local user, name, text = ARGV[4 + 5 * i], ARGV[5 + 5 * i], ARGV[6 + 5 * i]
+  local kind, tags = ARGV[7 + 5 * i], ARGV[8 + 5 * i]
   if member[user] == nil then
     member[user] = redis.call('SISMEMBER', members_key, user) == 1
   end
@@ -62,8 +65,13 @@ for i = 1, n do
     end
   end
   if ok then
-    local id = xadd_timed(stream_key, 'n', name, 't', text)
-    records[#records + 1] = message_record(id, conv, name, chat_name, text)
+    local id
+    if kind == '' and tags == '' then
+      id = xadd_timed(stream_key, 'n', name, 't', text)
+    else
+      id = xadd_timed(stream_key, 'n', name, 't', text, 'k', kind, 'g', tags)
+    end
+    records[#records + 1] = message_record(id, conv, name, chat_name, text, kind, tags)
     out[#out + 1], out[#out + 2] = 'ok', id
   end
 end

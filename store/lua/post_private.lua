@@ -14,6 +14,7 @@
 -- ARGV[8] conversation id   ARGV[9] sender's channel   ARGV[10] recipient's channel
 -- ARGV[11] messages kept per conversation
 -- ARGV[12] recipient's display name (when not checked here: the gateway read it)
+-- ARGV[13] kind ('' a message, 'N' a notice)  ARGV[14] client tags ('' none)
 -- Publishes (when checked here) to both channels an M record (payload_fn.lua):
 --   id, conversation id, sender name, recipient's display name, text
 -- Returns {'ok', id} | {'banned', until_ms} | {'rate', retry_ms} | {'nouser'}
@@ -22,6 +23,7 @@ local sender, sender_name, recipient, text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local conv, sender_channel, recipient_channel = ARGV[8], ARGV[9], ARGV[10]
 local max_stored, recipient_name = ARGV[11], ARGV[12]
+local kind, tags = ARGV[13], ARGV[14]
 local checked = #KEYS > 1
 
 local now = now_ms()
@@ -39,7 +41,12 @@ if checked then
   end
 end
 
-local id = xadd_timed(stream_key, 'n', sender_name, 'r', recipient_name, 't', text)
+local id
+if kind == '' and tags == '' then
+  id = xadd_timed(stream_key, 'n', sender_name, 'r', recipient_name, 't', text)
+else
+  id = xadd_timed(stream_key, 'n', sender_name, 'r', recipient_name, 't', text, 'k', kind, 'g', tags)
+end
 redis.call('XTRIM', stream_key, 'MINID', string.format('%d', now - ttl))
 redis.call('XTRIM', stream_key, 'MAXLEN', max_stored)
 redis.call('PEXPIRE', stream_key, ttl)
@@ -49,7 +56,7 @@ if checked then
   redis.call('PEXPIRE', sender_peers_key, ttl)
   redis.call('SADD', recipient_peers_key, sender)
   redis.call('PEXPIRE', recipient_peers_key, ttl)
-  local record = payload({message_record(id, conv, sender_name, recipient_name, text)})
+  local record = payload({message_record(id, conv, sender_name, recipient_name, text, kind, tags)})
   redis.call('PUBLISH', sender_channel, record)
   redis.call('PUBLISH', recipient_channel, record)
 end

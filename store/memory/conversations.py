@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 
 from store.contract import (
     ACCEPTED,
     Backlog,
+    Change,
     ChatPosts,
+    ChatPresence,
     Conv,
     JoinStatus,
+    Kind,
     MemberJoined,
     MemberLeft,
     Membership,
@@ -22,6 +26,7 @@ from store.contract import (
     PostStatus,
     PrivatePost,
     Range,
+    TagsSent,
     UserState,
 )
 from store.memory.server import (
@@ -30,23 +35,35 @@ from store.memory.server import (
     done,
 )
 
-__all__ = ["Conversations"]
+__all__ = ["Conversations", "Entry"]
+
+#: A stored message: position, sender, recipient's name ("" in a chat), text, kind, tags.
+Entry = tuple[Position, str, str, str, Kind, str]
 
 
 class Conversations(Base):
     # -- conversations -------------------------------------------------------------------
 
-    def _stream(self, conv: Conv) -> list[tuple[Position, str, str, str]]:
+    def _stream(self, conv: Conv) -> list[Entry]:
         """A conversation's live entries, oldest first: (position, sender, recipient's
-        name or "" in a chat, text)."""
-        found: list[tuple[Position, str, str, str]] = self.k.get(("msgs", conv), [])
+        name or "" in a chat, text, kind, client tags)."""
+        found: list[Entry] = self.k.get(("msgs", conv), [])
         return found
 
-    def _append(self, conv: Conv, sender: str, recipient: str, text: str, now: int) -> Position:
+    def _append(
+        self,
+        conv: Conv,
+        sender: str,
+        recipient: str,
+        text: str,
+        now: int,
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
+    ) -> Position:
         """xadd_fn.lua, then the trims and the expiry post_many.lua and post_private.lua do."""
-        stream: list[tuple[Position, str, str, str]] = self.k.upsert(("msgs", conv), list)
+        stream: list[Entry] = self.k.upsert(("msgs", conv), list)
         pos = self.server.position(stream[-1][0] if stream else None)
-        stream.append((pos, sender, recipient, text))
+        stream.append((pos, sender, recipient, text, kind, tags))
         floor = now - self.ttl_ms
         drop = 0
         while drop < len(stream) and stream[drop][0].ms < floor:
@@ -67,12 +84,12 @@ class Conversations(Base):
         inclusive, if older or None) and before `before` (exclusive), oldest first."""
         floor = self._floor(now)
         out = []
-        for pos, sender, recipient, text in self._stream(conv):
+        for pos, sender, recipient, text, kind, tags in self._stream(conv):
             if pos < floor or (after is not None and after >= floor and pos <= after):
                 continue
             if before is not None and pos >= before:
                 break
-            out.append(Message(pos, conv, sender, recipient, text))
+            out.append(Message(pos, conv, sender, recipient, text, kind, tags))
         return out
 
     async def backlog(self, user: str, state: UserState, limit: int) -> Backlog:
@@ -165,12 +182,26 @@ class Conversations(Base):
         ]
 
     def post_chat(
-        self, user: str, name: str, chat: str, chat_name: str, texts: list[str]
+        self,
+        user: str,
+        name: str,
+        chat: str,
+        chat_name: str,
+        texts: list[str],
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
     ) -> asyncio.Future[list[PostResult]]:
-        return done(lambda: self._post_chat(user, name, chat, chat_name, texts))
+        return done(lambda: self._post_chat(user, name, chat, chat_name, texts, kind, tags))
 
     def _post_chat(
-        self, user: str, name: str, chat: str, chat_name: str, texts: list[str]
+        self,
+        user: str,
+        name: str,
+        chat: str,
+        chat_name: str,
+        texts: list[str],
+        kind: Kind,
+        tags: str,
     ) -> list[PostResult]:
         now = self.server.now()
         if user not in self._members(("members", chat)):
@@ -182,19 +213,27 @@ class Conversations(Base):
             if refused is not None:
                 results.append(refused)
                 continue
-            pos = self._append(conv, name, "", text, now)
-            accepted.append(Message(pos, conv, name, chat_name, text))
+            pos = self._append(conv, name, "", text, now, kind, tags)
+            accepted.append(Message(pos, conv, name, chat_name, text, kind, tags))
             results.append(ACCEPTED)
         if accepted:
             self.server.publish(("c", chat), ChatPosts(chat, accepted))
         return results
 
     def post_private(
-        self, user: str, name: str, peer: str, text: str
+        self,
+        user: str,
+        name: str,
+        peer: str,
+        text: str,
+        kind: Kind = Kind.MESSAGE,
+        tags: str = "",
     ) -> asyncio.Future[PostResult]:
-        return done(lambda: self._post_private(user, name, peer, text))
+        return done(lambda: self._post_private(user, name, peer, text, kind, tags))
 
-    def _post_private(self, user: str, name: str, peer: str, text: str) -> PostResult:
+    def _post_private(
+        self, user: str, name: str, peer: str, text: str, kind: Kind, tags: str
+    ) -> PostResult:
         now = self.server.now()
         recipient = self._name(peer)
         if recipient is None:
@@ -203,14 +242,43 @@ class Conversations(Base):
         if refused is not None:
             return refused
         conv = Conv.private(user, peer)
-        pos = self._append(conv, name, recipient, text, now)
+        pos = self._append(conv, name, recipient, text, now, kind, tags)
         for a, b in ((user, peer), (peer, user)):
             self._set(("peers", a)).add(b)
             self.k.expire(("peers", a), self.ttl_ms)
-        m = Message(pos, conv, name, recipient, text)
+        m = Message(pos, conv, name, recipient, text, kind, tags)
         for who in (user, peer):
             self._user_channel(who, PrivatePost(who, m))
         return ACCEPTED
+
+    # -- published, never stored: client tags (TAGMSG), chat presence ----------------------
+
+    async def send_tags(self, user: str, name: str, conv: Conv, where: str, tags: str) -> str:
+        ms = self.server.now()
+        tid = f"{ms}-t{secrets.token_hex(6)}"
+        if conv.is_chat:
+            self.server.publish(("c", conv.chat), TagsSent("", conv, name, where, tags, ms, tid))
+        else:
+            for who in sorted({conv.low, conv.high}):  # once to oneself
+                self._user_channel(who, TagsSent(who, conv, name, where, tags, ms, tid))
+        return tid
+
+    async def announce(
+        self,
+        chats: Sequence[str],
+        user: str,
+        name: str,
+        change: Change,
+        reason: str,
+        stamp: int,
+        max_members: int,
+    ) -> None:
+        self.server.now()
+        for chat in chats:
+            size = len(self._members(("members", chat)))
+            if 0 < size <= max_members:
+                event = ChatPresence(chat, user, name, change, reason, stamp)
+                self.server.publish(("c", chat), event)
 
     # -- chats ---------------------------------------------------------------------------
 

@@ -64,6 +64,10 @@ class Presence(Base):
         self._set(("online", self.gateway_id)).update(users)
         self.k.expire(("online", self.gateway_id), PRESENCE_TTL * 1000)
 
+    async def online_on(self, user: str, gateways: Sequence[str]) -> bool:
+        self.server.now()
+        return any(user in self._members(("online", gw)) for gw in gateways)
+
     async def gateway_gone(self) -> None:
         self.server.now()
         self._members(("gateways",)).discard(self.gateway_id)

@@ -8,15 +8,19 @@ from typing import Any
 
 from store.contract import (
     GENERAL,
+    Change,
     ChatPosts,
+    ChatPresence,
     Conv,
     JoinStatus,
+    Kind,
     MemberJoined,
     MemberLeft,
     Position,
     PostStatus,
     PrivatePost,
     Range,
+    TagsSent,
     UserBanned,
 )
 from tests.contract.conftest import Backend, MakeStore, listening, post, register
@@ -334,3 +338,77 @@ async def test_reassert_writes_back_memberships(store: Any) -> None:
     assert state.peers == {"bob"}
     chats = await store.active_chats_bounded(10, 1000)
     assert sorted((c.name, c.members) for c in chats.chats) == [("Rust", 1), ("general", 1)]
+
+
+async def test_notices_and_client_tags_are_stored_and_published(
+    make_store: MakeStore, backend: Backend
+) -> None:
+    g1, g2 = await make_store(), await make_store()
+    await register(g1, "ann", "bob")
+    tags = "+draft/reply=1-0-ab;+draft/react=l😃l"
+    async with listening(g2) as (links, events):
+        await links.add(chats=[GENERAL], users=["bob"])
+        sent = await g1.post_chat("ann", "ANN", GENERAL, "general", ["a", "b"], Kind.NOTICE)
+        assert [r.status for r in sent] == [OK, OK]
+        await post(g1, "ann", GENERAL, "plain")
+        dm = await g1.post_private("ann", "ANN", "bob", "psst", Kind.MESSAGE, tags)
+        assert dm.status is OK
+        await backend.until(lambda: len(events) >= 3)
+        live = [m for e in events if isinstance(e, ChatPosts) for m in e.messages]
+        assert [(m.text, m.kind, m.tags) for m in live] == [
+            ("a", Kind.NOTICE, ""),
+            ("b", Kind.NOTICE, ""),
+            ("plain", Kind.MESSAGE, ""),
+        ]
+        (private,) = [e.message for e in events if isinstance(e, PrivatePost)]
+        assert (private.text, private.kind, private.tags) == ("psst", Kind.MESSAGE, tags)
+    stored = await g2.read_range(GEN, Range(10))
+    assert [(m.text, m.kind) for m in stored] == [
+        ("a", Kind.NOTICE),
+        ("b", Kind.NOTICE),
+        ("plain", Kind.MESSAGE),
+    ]
+    (back,) = await g2.read_range(Conv.private("ann", "bob"), Range(10))
+    assert (back.kind, back.tags) == (Kind.MESSAGE, tags)
+    assert [m.kind for m in await g2.history(GENERAL, "general", 10)] == [
+        Kind.NOTICE,
+        Kind.NOTICE,
+        Kind.MESSAGE,
+    ]
+    backlog = await g2.backlog("bob", await user_state(g2, "bob"), 10)
+    assert (backlog.messages[-1].text, backlog.messages[-1].tags) == ("psst", tags)
+
+
+async def test_client_tags_and_presence_are_published_not_stored(
+    make_store: MakeStore, backend: Backend
+) -> None:
+    g1, g2 = await make_store(), await make_store()
+    await register(g1, "ann", "bob", "cid")
+    await g1.join("ann", "small", "Small", "s")
+    await g1.join("bob", "small", "Small", "s")
+    async with listening(g2) as (links, events):
+        await links.add(chats=[GENERAL, "small"], users=["bob"])
+        tid = await g1.send_tags("ann", "ANN", Conv.of_chat("small"), "Small", "+typing=active")
+        dm = await g1.send_tags("ann", "ANN", Conv.private("ann", "bob"), "BOB", "+typing=done")
+        await g1.announce(["small", GENERAL], "cid", "CID", Change.QUIT, "gone", 7, 2)
+        await g1.announce([GENERAL], "cid", "CID", Change.CAME, "", 8, 3)
+        await backend.until(lambda: len(events) >= 4)
+        await asyncio.sleep(0.05)
+        tagged = [e for e in events if isinstance(e, TagsSent)]
+        assert [(e.user, e.conv, e.sender, e.where, e.tags, e.id) for e in tagged] == [
+            ("", Conv.of_chat("small"), "ANN", "Small", "+typing=active", tid),
+            ("bob", Conv.private("ann", "bob"), "ANN", "BOB", "+typing=done", dm),
+        ]
+        assert tid != dm and all(abs(e.ms - backend.now_ms()) < 10_000 for e in tagged)
+        told = [e for e in events if isinstance(e, ChatPresence)]
+        assert told == [  # #general has 3 members: above 2, so only the small chat's
+            ChatPresence("small", "cid", "CID", Change.QUIT, "gone", 7),
+            ChatPresence(GENERAL, "cid", "CID", Change.CAME, "", 8),
+        ]
+    assert await g2.read_range(Conv.of_chat("small"), Range(10)) == []
+    assert await g2.read_range(Conv.private("ann", "bob"), Range(10)) == []
+    await g1.set_online("ann", True)
+    assert await g2.online_on("ann", ["gw0"])
+    assert not await g2.online_on("ann", ["gw1"])
+    assert not await g2.online_on("bob", ["gw0", "gw1"])
+    assert not await g2.online_on("ann", [])

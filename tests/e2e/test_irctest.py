@@ -1,8 +1,10 @@
 """The IRC door against irctest, the public IRC server test suite (Ergo, InspIRCd and
 Solanum run it in their CI): the fixed selection of ../shared/irc/README.md, run by
 ../shared/irc/run_irctest.sh against a real gateway on a real redis-server, the store
-emptied before each test. It fails if fewer tests pass than `RECORDED` (docs/IRC.md
-lists every remaining failure and why), and prints which tests fail either way.
+emptied before each test, with irctest's account registration done as this server
+registers accounts (irctest_accounts.py: a login with a new nickname and password). It
+fails if fewer tests pass than `RECORDED` (docs/IRC.md lists every remaining failure and
+why), and prints which tests fail either way.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ IRCTEST = SHARED / "irctest"
 RUNNER = SHARED / "irc" / "run_irctest.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PASSWORD = "irctest-password-1"
-#: Tests that pass today (docs/IRC.md, "irctest"): fewer fails this test.
-RECORDED = 84
+#: Tests that pass today (docs/IRC.md, "irctest": 110): fewer fails this test.
+RECORDED = 107
 #: The store emptied as irctest's own controllers start each test afresh, keeping the
 #: store's epoch: a fresh server has no history, accounts or chats, and tells no client
 #: that its store was reset (which the gateway would, finding the epoch gone).
@@ -73,11 +75,20 @@ def test_irctest_selection_passes_at_least_the_recorded_count(tmp_path: Path) ->
             IRCTEST_CONNECT_PASSWORD=PASSWORD,
             IRCTEST_TEST_TIMEOUT="15",
             IRCTEST_RESET_CMD=f'{sys.executable} -c "{RESET}" {redis.port}',
+            PYTHONPATH=str(Path(__file__).resolve().parent),  # irctest_accounts
         )
         env.pop("PYTEST_XDIST_WORKER", None)
         env.pop("PYTEST_ADDOPTS", None)
         run = subprocess.run(
-            ["bash", str(RUNNER), "127.0.0.1", str(irc_port), "--tb=line"],
+            [
+                "bash",
+                str(RUNNER),
+                "127.0.0.1",
+                str(irc_port),
+                "-p",
+                "irctest_accounts",
+                "--tb=line",
+            ],
             env=env,
             capture_output=True,
             text=True,

@@ -24,7 +24,7 @@ VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).with_name("payload_vectors.json")).read_text()
 )["vectors"]
 #: The record kinds the Lua scripts write (the gateway writes the others itself).
-LUA_KINDS = {"message", "banned"}
+LUA_KINDS = {"message", "banned", "presence"}
 
 
 def channel(spec: list[str]) -> bytes:
@@ -42,6 +42,12 @@ def encode(record: list[Any]) -> str:
         return payloads.joined_record(*fields)
     if kind == "left":
         return payloads.left_record(*fields)
+    if kind == "tags":
+        tid, ms, *rest = fields
+        return payloads.tags_record(tid, int(ms), *rest)
+    if kind == "presence":
+        change, user, name, stamp, reason = fields
+        return payloads.presence_record(change, user, name, int(stamp), reason)
     if kind == "kicked":
         return payloads.kicked_record()
     assert kind == "unbanned", kind
@@ -51,11 +57,18 @@ def encode(record: list[Any]) -> str:
 def message(m: dict[str, Any]) -> c.Message:
     conv = Conv.parse(m["conv"])
     assert conv is not None
-    return c.Message(Position(*m["pos"]), conv, m["sender"], m["where"], m["text"])
+    kind = c.Kind(m.get("kind", "M"))
+    return c.Message(
+        Position(*m["pos"]), conv, m["sender"], m["where"], m["text"], kind, m.get("tags", "")
+    )
 
 
 def event(e: dict[str, Any]) -> c.StoreEvent:
     fields = {k: v for k, v in e.items() if k != "type"}
+    if "conv" in fields:
+        fields["conv"] = Conv.parse(fields["conv"])
+    if "change" in fields:
+        fields["change"] = c.Change(fields["change"])
     if "messages" in fields:
         fields["messages"] = [message(m) for m in fields["messages"]]
     if "message" in fields:
@@ -101,7 +114,9 @@ _HARNESS = (
     + """
 local records = {}
 for i, r in ipairs(cjson.decode(ARGV[1])) do
-  if r[1] == 'message' then records[i] = message_record(r[2], r[3], r[4], r[5], r[6])
+  if r[1] == 'message' then records[i] = message_record(r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+  elseif r[1] == 'presence' then
+    records[i] = presence_record(r[2], r[3], r[4], tostring(r[5]), r[6])
   else records[i] = banned_record(r[2], r[3]) end
 end
 return payload(records)

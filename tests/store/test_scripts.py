@@ -65,6 +65,7 @@ def test_every_script_is_composed_with_its_sha() -> None:
             "mod_ban",
             "address_count",
             "lift_holds",
+            "announce",
         }
     )
     for name, script in SCRIPTS.items():
@@ -163,6 +164,7 @@ def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list
             keys.user_channel(peer),
         ],
         "lift_holds": [keys.held_addresses(), keys.held_reasons()],
+        "announce": [keys.members(chat), keys.chat_channel(chat)],
         "advance": [keys.cursors(user)],
         "login_gate": [
             keys.login_fails(user, address),
@@ -338,7 +340,7 @@ def post_many(
     for user, text in posts:
         if checked:
             k += [keys.ban(user), keys.rate(user)]
-        a += [user, user.upper(), text]
+        a += [user, user.upper(), text, "", ""]
     return list(call(r, "post_many", k, a))
 
 
@@ -365,6 +367,7 @@ def post_private(
     a = [user, user.upper(), peer, text, TTL, rate, burst, conv]
     a += [keys.user_channel(user), keys.user_channel(peer), max_stored]
     a.append("" if checked else peer.upper())
+    a += ["", ""]  # kind, client tags
     return list(call(r, "post_private", k, a))
 
 

@@ -25,7 +25,7 @@ from gateway.core.names import name_key
 from gateway.core.session import Phase
 from gateway.doors.irc import numerics as n
 from gateway.doors.irc import protocol as irc
-from gateway.doors.irc import render
+from gateway.doors.irc import render, showing
 from gateway.doors.irc.commands import COMMANDS, chat_text, plain_post, welcome
 from gateway.doors.irc.protocol import LocalIrcUser, format_line
 from gateway.doors.irc.registration import Registration
@@ -37,6 +37,8 @@ __all__ = ["IrcCodec", "IrcShared"]
 
 #: Own messages awaiting their copy from fan-out (to leave it out) at most.
 MAX_PENDING_ECHO = 1024
+#: Bytes of a relayed PRIVMSG line beyond its text, its target and twice the nickname.
+_ROOM = irc.MAX_LINE - len(f":!@{irc.SERVER} PRIVMSG  :\r\n")
 _OVERFLOW = b"ERROR :SendQ exceeded (you are reading too slowly)\r\n"
 
 
@@ -49,6 +51,10 @@ class IrcShared:
     caches: dict[irc.Wants, RenderOnce] = field(default_factory=dict)
     #: The IRC users of this gateway by nickname key (their last connection's USER).
     users: dict[str, LocalIrcUser] = field(default_factory=dict)
+    #: Each kind's last chat burst, rendered (`showing.rendered`).
+    blocks: dict[irc.Wants, showing.Rendered] = field(default_factory=dict)
+    #: The last burst's senders and where their messages are (`IrcCodec._senders`).
+    senders: tuple[ev.Messages, dict[str, list[int]]] | None = None
 
     def cache(self, wants: irc.Wants) -> RenderOnce:
         found = self.caches.get(wants)
@@ -64,6 +70,7 @@ class IrcCodec(Codec):
         "_held_size",
         "_history",
         "_lines",
+        "_post",
         "_welcome_chats",
         "away",
         "batched",
@@ -84,6 +91,7 @@ class IrcCodec(Codec):
         "online",
         "part_reason",
         "pending",
+        "pending_tags",
         "phase",
         "quitting",
         "reg",
@@ -124,6 +132,10 @@ class IrcCodec(Codec):
         self._held_size = 0
         self._history = True  # held messages are history (the backlog): a chathistory batch
         self.pending: deque[tuple[str, str]] = deque()  # (target key, text) sent, not back
+        self.pending_tags: deque[tuple[str, str]] = deque()  # (target key, tags): TAGMSGs
+        #: The chat a batch of PRIVMSGs goes to as typed, the line head that names it,
+        #: its pending-echo target and the room for a text relayed in one line.
+        self._post = ("", "", "", 0)
         self.batched: list[str] = []  # texts the kit posted with the current PRIVMSG
         self.away = ""
         self.chat_keys: set[str] = set()  # the chats the user is in, as far as told
@@ -139,8 +151,10 @@ class IrcCodec(Codec):
 
     # -- output helpers (handlers and renderers) ----------------------------------------
 
-    def line(self, text: str) -> None:
-        if self.capture is not None and not text.startswith("ERROR"):
+    def line(self, text: str, outside: bool = False) -> None:
+        """Write a line: into a labeled command's reply while one is captured (not an
+        ERROR, nor one `outside` it), else out."""
+        if self.capture is not None and not outside and not text.startswith("ERROR"):
             self.capture.append(text)
         else:
             self._lines.append(text)
@@ -170,6 +184,7 @@ class IrcCodec(Codec):
             and self._held is None
             and self.capture is None
             and not self.pending
+            and not self.pending_tags
             and not self._history
         )
         self.cache = self.shared.cache(self.wants) if plain else None
@@ -211,6 +226,43 @@ class IrcCodec(Codec):
         if len(pending) > MAX_PENDING_ECHO:  # never came back (lost, or changed)
             pending.popleft()
         self.cache = None
+
+    def expect_tags(self, target: str, tags: str) -> None:
+        """A TAGMSG this connection sent: its copy is left out (without echo-message) or
+        awaited before a PONG or the end of its label (with it)."""
+        pending = self.pending_tags
+        pending.append((target, tags))
+        if len(pending) > MAX_PENDING_ECHO:
+            pending.popleft()
+        self.cache = None
+
+    def drop_tags(self, target: str, tags: str) -> None:
+        """A TAGMSG refused: no copy will come."""
+        if (target, tags) in self.pending_tags:
+            self.pending_tags.remove((target, tags))
+        self.recache()
+
+    def own_tags(self, target: str, tags: str) -> bool:
+        """Whether a TAGMSG copy is this connection's own (then no longer awaited)."""
+        key = (target, tags)
+        if key not in self.pending_tags:
+            return False
+        self.pending_tags.remove(key)
+        if not self.pending_tags:
+            self.recache()
+        return True
+
+    def awaiting(self) -> bool:
+        """Whether copies of what this connection sent are still to come."""
+        return bool(self.pending or self.pending_tags)
+
+    def echo_arrived(self) -> None:
+        """A copy came: close a label that waited for it; release a deferred PONG."""
+        if self.capture is not None and not self.awaiting() and not self.command:
+            self.close_label()
+        if self.deferred and not self.awaiting():
+            self.line(self.deferred)
+            self.deferred = ""
 
     def at(self, phase: Phase) -> bool:
         """Whether the core session is in `phase` (as its events told; read afresh after
@@ -257,7 +309,7 @@ class IrcCodec(Codec):
 
     def _unit(self, unit: Unit) -> Iterator[Step]:
         if self.capture is not None:  # a label still waiting for its echo: late or lost
-            self._close_label()
+            self.close_label()
         if self.deferred:  # the client went on: its echo is late or lost
             self.line(self.deferred)
             self.deferred = ""
@@ -308,13 +360,22 @@ class IrcCodec(Codec):
     def take_post(self, unit: Unit, phase: Phase | None, chat: str | None) -> str | None:
         if chat is None or type(unit) is not Line:
             return None
-        msg = irc.parse(unit.text)
-        if msg is None or not plain_post(msg, chat):
-            return None
-        text = chat_text(msg.params[1])
-        if not text:
-            return None
-        self.expect_echo("#" + name_key(chat), text)
+        post = self._post
+        if post[0] != chat:  # the first line of a batch: what every next one shares
+            room = _ROOM - len(chat.encode()) - 1 - 2 * len(self.nick.encode())
+            post = self._post = (chat, "PRIVMSG #" + chat + " :", "#" + name_key(chat), room)
+        _, head, key, room = post
+        line = unit.text
+        if line.startswith(head) and line[len(head) : len(head) + 1] != "\x01":
+            text = chat_text(line[len(head) :])  # the usual line: no tags, no CTCP
+        else:
+            msg = irc.parse(line)
+            if msg is None or not plain_post(msg, chat) or len(msg.params[0]) != len(chat) + 1:
+                return None
+            text = chat_text(msg.params[1])
+        if not text or (len(text) * 4 > room and len(text.encode()) > room):
+            return None  # nothing, or maybe too long to relay in one line: the handler
+        self.expect_echo(key, text)
         self.batched.append(text)
         return text
 
@@ -322,12 +383,13 @@ class IrcCodec(Codec):
         self.command = self.target = ""
         if self.capture is None:
             return b""
-        if self.pending and "echo-message" in self.caps:
+        if self.awaiting() and "echo-message" in self.caps:
             return b""  # the echo of the labeled message is still to come: it ends it
-        self._close_label()
+        self.close_label()
         return self.take()
 
-    def _close_label(self) -> None:
+    def close_label(self) -> None:
+        """End the labeled command: its captured lines go out with the label."""
         captured, self.capture = self.capture or [], None
         label, self.label = self.label, ""
         render.labeled(self, label, captured)
@@ -340,58 +402,7 @@ class IrcCodec(Codec):
         return b"" if self.capture is not None else self.take()
 
     def show(self, messages: ev.Messages) -> bytes:
-        if self._held is not None:
-            self.keep(messages)
-            return b"" if self.capture is not None else self.take()
-        if self.pending:
-            kept = self._without_own(messages)
-            if kept is None:
-                return self._after_echo(b"")
-            messages = kept
-        if self.capture is not None:
-            self.message_lines(messages)
-            return self._after_echo(b"")
-        lines = irc.message_lines(messages.where, messages.items, self.nick, self.wants)
-        return self._after_echo("".join(t + "\r\n" for t in lines).encode())
-
-    def _after_echo(self, data: bytes) -> bytes:
-        if self.capture is not None and not self.pending and not self.command:
-            self._close_label()  # the echo that a labeled command waited for came
-            data = self.take()
-        if self.deferred and not self.pending:
-            data += self.deferred.encode() + b"\r\n"
-            self.deferred = ""
-        return data
-
-    def _without_own(self, messages: ev.Messages) -> ev.Messages | None:
-        """The burst less this connection's own messages unless it wants their echo;
-        None when nothing is left. Another device's messages are always shown."""
-        echo = "echo-message" in self.caps
-        where = messages.where
-        target = "#" + where.key if isinstance(where, ev.ChatConv) else where.peer
-        pending = self.pending
-        kept = []
-        for m in messages.items:
-            if m.sender == self.nick or name_key(m.sender) == self.key:
-                key = (target, m.text)
-                if key in pending:
-                    while pending and pending[0] != key:  # older ones were lost
-                        if pending[0][0] == target:
-                            pending.popleft()
-                        else:
-                            break
-                    if pending and pending[0] == key:
-                        pending.popleft()
-                    else:
-                        pending.remove(key)
-                    if not echo:
-                        continue
-            kept.append(m)
-        if not pending:
-            self.recache()
-        if len(kept) == len(messages.items):
-            return messages
-        return ev.Messages(where, tuple(kept)) if kept else None
+        return showing.show(self, messages)
 
     def refused(self, reason: str) -> bytes:
         return format_line("ERROR", reason, source="").encode() + b"\r\n"

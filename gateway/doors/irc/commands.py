@@ -23,14 +23,17 @@ from gateway.doors.irc import numerics as n
 from gateway.doors.irc.protocol import (
     CAPS,
     CHATHISTORY_MAX,
+    MAX_LINE,
     SERVER,
     IrcMessage,
     LocalIrcUser,
+    client_tags,
     format_line,
     source_of,
 )
 from gateway.doors.irc.registration import Input, Stage, login, try_register
 from gateway.kit.codec import CLOSE, Step
+from store.contract import Kind
 
 if TYPE_CHECKING:
     from gateway.doors.irc.codec import IrcCodec
@@ -40,6 +43,8 @@ __all__ = ["COMMANDS", "Entry", "chat_text", "plain_post", "welcome"]
 Handler = Callable[["IrcCodec", IrcMessage], Iterator[Step]]
 #: Targets one PRIVMSG, JOIN, PART or NAMES takes at most.
 MAX_TARGETS = 10
+#: Characters of a PART or QUIT message told to others at most.
+MAX_REASON = 300
 MOTD = (
     "Welcome to the chat gateway's IRC door.",
     "Chats are channels; #general is joined for you. /quote COMPLAIN <nick> complains",
@@ -229,7 +234,7 @@ def _ping(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         c.numeric(n.ERR_NEEDMOREPARAMS, "PING", "Not enough parameters")
         return
     pong = format_line("PONG", SERVER, msg.params[0])
-    if c.pending and "echo-message" in c.caps and c.reg.registered:
+    if c.awaiting() and "echo-message" in c.caps and c.reg.registered:
         c.deferred = pong  # after the echo of what was just sent
     else:
         c.line(pong)
@@ -242,10 +247,10 @@ def _nothing(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
 
 def _quit(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     c.reg.on(Input.QUIT)
-    reason = msg.params[0] if msg.params else "Client quit"
-    c.line(format_line("ERROR", f"Closing link: {reason}", source=""))
+    said = sanitize(msg.params[0])[:MAX_REASON] if msg.params else ""
+    c.line(format_line("ERROR", f"Closing link: {said or 'Client quit'}", source=""))
     c.quitting = True
-    yield cmd.Quit()
+    yield cmd.Quit("Quit: " + said if said else "Client quit")
     yield CLOSE
 
 
@@ -261,14 +266,23 @@ def _privmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         if not msg.params[1].startswith("\x01"):
             c.numeric(n.ERR_NOTEXTTOSEND, "No text to send")
         return
+    kind = Kind.NOTICE if msg.command == "NOTICE" else Kind.MESSAGE
+    tags = client_tags(msg.tags)
     for target in msg.params[0].split(",")[:MAX_TARGETS]:
         c.target = target
         chat = target.startswith("#")
+        relayed = f":{source_of(c.nick)} {msg.command} {target} :{text}\r\n"
+        if len(relayed.encode()) > MAX_LINE:  # it would reach others cut in two
+            c.numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
+            continue
         key = "#" + name_key(target[1:]) if chat else name_key(target)
         c.batched = [text]
         c.expect_echo(key, text)
         errors = c.errors
-        yield cmd.SendChat(target[1:], text) if chat else cmd.SendPrivate(target, text)
+        if chat:
+            yield cmd.SendChat(target[1:], text, kind, tags)
+        else:
+            yield cmd.SendPrivate(target, text, kind, tags, to_self=True)
         refused = c.errors - errors
         if refused:  # refused ones (the last, as a rate limit does): no echo
             for t in c.batched[len(c.batched) - refused :]:
@@ -276,6 +290,26 @@ def _privmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
                     c.pending.remove((key, t))
             c.recache()
     c.batched = []
+
+
+def _tagmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    """Client tags without a message (typing, reactions): to those who asked for
+    message-tags, never stored; with echo-message the sender gets its copy."""
+    if not msg.params or not msg.params[0]:
+        c.numeric(n.ERR_NORECIPIENT, "No recipient given (TAGMSG)")
+        return
+    tags = client_tags(msg.tags)
+    for target in msg.params[0].split(",")[:MAX_TARGETS]:
+        c.target = target
+        chat = target.startswith("#")
+        if not tags:
+            continue  # nothing for anyone
+        key = "#" + name_key(target[1:]) if chat else name_key(target)
+        c.expect_tags(key, tags)
+        errors = c.errors
+        yield cmd.SendTags(target[1:] if chat else target, tags, private=not chat)
+        if c.errors != errors:
+            c.drop_tags(key, tags)
 
 
 def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
@@ -300,13 +334,13 @@ def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
 
 
 def _part(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
-    c.part_reason = msg.params[1] if len(msg.params) > 1 else ""
+    c.part_reason = sanitize(msg.params[1])[:MAX_REASON] if len(msg.params) > 1 else ""
     for target in msg.params[0].split(",")[:MAX_TARGETS]:
         c.target = target
         if not target.startswith("#"):
             c.numeric(n.ERR_NOSUCHCHANNEL, target, "No such channel")
             continue
-        yield cmd.Leave(target[1:])
+        yield cmd.Leave(target[1:], c.part_reason)
     c.part_reason = ""
 
 
@@ -353,6 +387,7 @@ COMMANDS: dict[str, Entry] = {
     "QUIT": E(_quit, 0, True),
     "PRIVMSG": E(_privmsg),
     "NOTICE": E(_privmsg),
+    "TAGMSG": E(_tagmsg),
     "JOIN": E(_join, 1),
     "PART": E(_part, 1),
     "LIST": E(_list),

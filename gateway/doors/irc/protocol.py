@@ -23,13 +23,13 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
 from gateway.core.history import conv_tag
 from gateway.core.names import name_key
-from store.contract import Message
+from store.contract import Kind, Message
 
 __all__ = [
     "CAPS",
@@ -39,9 +39,11 @@ __all__ = [
     "IrcMessage",
     "LocalIrcUser",
     "Wants",
+    "client_tags",
     "escape_tag",
     "format_line",
     "iso_time",
+    "message_blocks",
     "message_lines",
     "msgid",
     "parse",
@@ -81,6 +83,7 @@ CHATHISTORY_MAX = 100
 
 _TAG_ESCAPES = {";": r"\:", " ": r"\s", "\\": r"\\", "\r": r"\r", "\n": r"\n"}
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+_CLIENT_TAG = re.compile(r"\+(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+")
 _TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z?")
 
 
@@ -124,6 +127,18 @@ def unescape_tag(value: str) -> str:
 
 def escape_tag(value: str) -> str:
     return "".join(_TAG_ESCAPES.get(ch, ch) for ch in value)
+
+
+def client_tags(tags: dict[str, str]) -> str:
+    """A line's client-only tags (`+name`, `+vendor/name`) as one escaped tag section:
+    what other clients get with the message (`Message.tags`). Other tags are the
+    server's and not relayed; a tag with a malformed name or a control character in its
+    value is dropped."""
+    out = []
+    for k, v in tags.items():
+        if k.startswith("+") and _CLIENT_TAG.fullmatch(k) and v.isprintable():
+            out.append(f"{k}={escape_tag(v)}" if v else k)
+    return ";".join(out)
 
 
 def parse(line: str) -> IrcMessage | None:
@@ -181,7 +196,13 @@ def format_line(
 
 def iso_time(ms: int) -> str:
     """IRCv3 server-time: `2026-11-27T15:42:00.123Z`."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    return _iso_second(ms // 1000) + f".{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _iso_second(sec: int) -> str:
+    """The seconds part (a burst's messages share a few: strftime once each)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
 def parse_time(text: str) -> int | None:
@@ -255,8 +276,63 @@ def wants_for(time: bool, tags: bool, account: bool) -> Wants:
     return Wants(time, tags, account)
 
 
+@lru_cache(maxsize=4096)
 def source_of(nick: str) -> str:
+    """A user's `nick!user@host` (user and host stand for nothing here)."""
     return f"{nick}!{nick}@{SERVER}"
+
+
+def message_blocks(
+    where: ev.Conversation,
+    items: Iterable[Message],
+    me: str,
+    wants: Wants,
+    extra: dict[str, str] | None = None,
+) -> list[str]:
+    """Per message, its PRIVMSG (or NOTICE) lines with their CRLFs, as user `me` sees
+    them (several for a message split to fit; client tags, `Message.tags`, only with
+    message-tags). The fan-out path: tags are built by hand, not through `format_line`,
+    and a burst is rendered once per kind of reader (a reader that leaves its own
+    messages out joins the blocks of the others)."""
+    me_key = name_key(me)
+    chat = isinstance(where, ev.ChatConv)
+    tag = conv_tag(where, me_key) if wants.tags else ""
+    lead = "".join(f"{k}={escape_tag(v)};" for k, v in extra.items()) if extra else ""
+    out = []
+    target = "#" + where.name if chat else ""
+    for m in items:
+        if not chat:  # mine to the other user (by the name stored with it), or to me
+            target = (m.where or where.name) if name_key(m.sender) == me_key else me
+        command = "NOTICE" if m.kind is Kind.NOTICE else "PRIVMSG"
+        head = f":{source_of(m.sender)} {command} {target} "
+        text = m.text
+        if len(text) * 4 + len(head) + 3 <= MAX_LINE:  # fits, whatever the characters
+            pieces = [text]
+        else:
+            pieces = split_text(text, MAX_LINE - 3 - len(head.encode())) if text else [""]
+        tags = lead
+        if wants.time:
+            tags += f"time={iso_time(m.pos[0])};"
+        if wants.tags:
+            base = f"{m.pos[0]}-{m.pos[1]}-{tag}"
+            client = m.tags + ";" if m.tags else ""
+        if wants.account:
+            account = f"account={escape_tag(m.sender)};"
+        block = ""
+        for i, piece in enumerate(pieces):
+            if not piece or " " in piece or piece[0] == ":":
+                piece = ":" + piece  # trailing only where it must be (as format_line)
+            line_tags = tags
+            if wants.tags:
+                line_tags += f"msgid={base if i == 0 else f'{base}~{i + 1}'};{client}"
+            if wants.account:
+                line_tags += account
+            if line_tags:
+                block += f"@{line_tags[:-1]} {head}{piece}\r\n"
+            else:
+                block += f"{head}{piece}\r\n"
+        out.append(block)
+    return out
 
 
 def message_lines(
@@ -265,33 +341,7 @@ def message_lines(
     me: str,
     wants: Wants,
     extra: dict[str, str] | None = None,
-    command: str = "PRIVMSG",
 ) -> list[str]:
-    """The PRIVMSG lines of messages of one conversation, as user `me` sees them."""
-    me_key = name_key(me)
-    chat = isinstance(where, ev.ChatConv)
-    tag = conv_tag(where, me_key) if wants.tags else ""
-    out = []
-    for m in items:
-        if chat:
-            target = "#" + where.name
-        elif name_key(m.sender) == me_key:  # my own private message: to the peer
-            target = where.name
-        else:
-            target = me
-        src = source_of(m.sender)
-        budget = MAX_LINE - 2 - len(f":{src} {command} {target} :".encode())
-        pieces = split_text(m.text, budget) if m.text else [""]
-        for i, piece in enumerate(pieces):
-            tags: dict[str, str] = {}
-            if extra:
-                tags.update(extra)
-            if wants.time:
-                tags["time"] = iso_time(m.ms)
-            if wants.tags:
-                base = msgid(m, tag)
-                tags["msgid"] = base if i == 0 else f"{base}~{i + 1}"
-            if wants.account:
-                tags["account"] = m.sender
-            out.append(format_line(command, target, piece, source=src, tags=tags))
-    return out
+    """The lines of `message_blocks`, without CRLFs."""
+    blocks = message_blocks(where, items, me, wants, extra)
+    return [line for block in blocks for line in block[:-2].split("\r\n")]

@@ -290,6 +290,57 @@ def _read_marker(c: IrcCodec, e: ev.ReadMarker) -> None:
     c.line(format_line("MARKREAD", target or _target_name(e.where), stamp))
 
 
+def _tagged(c: IrcCodec, e: ev.Tagged) -> None:
+    """A TAGMSG, only for clients that asked for message-tags (the specification); the
+    sender's own copy only with echo-message, carrying its label when one waits."""
+    if "message-tags" not in c.caps or not c.reg.registered:
+        return
+    where = e.where
+    own = name_key(e.sender) == c.key
+    if isinstance(where, ev.ChatConv):
+        key, target = "#" + where.key, "#" + where.name
+    else:
+        key, target = where.peer, where.name if own else c.nick
+    mine = own and c.own_tags(key, e.tags)
+    if mine and key == c.key:  # to oneself: the echo (labeled), then the delivery
+        line = _tagmsg_line(c, e, target)
+        if "echo-message" in c.caps:
+            c.line(line)
+        c.echo_arrived()
+        c.line(line, outside=True)  # never a labeled command's reply
+        return
+    if mine and "echo-message" not in c.caps:
+        c.echo_arrived()
+        return
+    c.line(_tagmsg_line(c, e, target))
+    if own:
+        c.echo_arrived()
+
+
+def _tagmsg_line(c: IrcCodec, e: ev.Tagged, target: str) -> str:
+    tags = f"time={irc.iso_time(e.ms)};" if c.wants.time else ""
+    tags += f"msgid={e.id};"
+    if c.wants.account:
+        tags += f"account={irc.escape_tag(e.sender)};"
+    return f"@{tags}{e.tags} :{source_of(e.sender)} TAGMSG {target}"
+
+
+def _came(c: IrcCodec, e: ev.MemberCame) -> None:
+    if c.reg.registered and name_key(e.chat) in c.chat_keys:
+        c.line(format_line("JOIN", "#" + e.chat, source=source_of(e.nick)))
+
+
+def _parted(c: IrcCodec, e: ev.MemberParted) -> None:
+    if c.reg.registered and name_key(e.chat) in c.chat_keys:
+        params = ("#" + e.chat, e.reason) if e.reason else ("#" + e.chat,)
+        c.line(format_line("PART", *params, source=source_of(e.nick)))
+
+
+def _quit(c: IrcCodec, e: ev.MemberQuit) -> None:
+    if c.reg.registered:
+        c.line(format_line("QUIT", e.reason or "Quit", source=source_of(e.nick)))
+
+
 def _bye(c: IrcCodec, e: ev.Bye) -> None:
     if not c.quitting:  # QUIT said its own ERROR
         c.line(format_line("ERROR", "Closing link: bye", source=""))
@@ -308,6 +359,10 @@ def _token(c: IrcCodec, e: ev.TokenIssued) -> None:
 
 RENDER: dict[type, Callable[[IrcCodec, Any], None]] = {
     ev.Messages: _messages,
+    ev.Tagged: _tagged,
+    ev.MemberCame: _came,
+    ev.MemberParted: _parted,
+    ev.MemberQuit: _quit,
     ev.AskNick: _ask_nick,
     ev.AskPassword: _ask_password,
     ev.Ready: _ready,

@@ -153,6 +153,12 @@ _RENDER: dict[type, Callable[[Any], bytes]] = {
     ev.HistoryPage: lambda e: b"",
     ev.Targets: lambda e: b"",
     ev.ReadMarker: lambda e: b"",
+    # other users' typing notices and reactions, comings and goings: not shown on telnet
+    # (/who says who is online; a line per join would drown a busy chat)
+    ev.Tagged: lambda e: b"",
+    ev.MemberCame: lambda e: b"",
+    ev.MemberParted: lambda e: b"",
+    ev.MemberQuit: lambda e: b"",
 }
 
 

@@ -238,8 +238,19 @@ _FRAMES: dict[type, Callable[[Any], dict[str, Any]]] = {
 
 
 #: Events the page never asks for (IRC's history by range and read markers, which another
-#: device of the user may move): no frame.
-SILENT = frozenset((ev.HistoryPage, ev.Targets, ev.ReadMarker))
+#: device of the user may move) or does not show (other users' typing notices and
+#: reactions, comings and goings: the page lists who is online when asked): no frame.
+SILENT = frozenset(
+    (
+        ev.HistoryPage,
+        ev.Targets,
+        ev.ReadMarker,
+        ev.Tagged,
+        ev.MemberCame,
+        ev.MemberParted,
+        ev.MemberQuit,
+    )
+)
 
 
 def encode(event: ev.Event) -> str:
