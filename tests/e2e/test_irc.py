@@ -292,6 +292,27 @@ async def test_wrong_password_and_missing_password_are_refused(world, irc_client
     assert " 904 " in await sasl.expect(" 904 ")
 
 
+async def test_setting_the_invisible_mode_every_user_has_is_not_an_error(
+    world, irc_clients
+) -> None:
+    """irssi (and HexChat) send `MODE <nick> +i` on every connect: it used to get `501
+    Unknown MODE flag`, printed in every irssi user's status window."""
+    g1, _, _ = world
+    ula = await irc(irc_clients, g1.irc_port)
+    await ula.login("ula1")
+    await ula.send("MODE ula1 +i", "PING :after-plus-i")
+    before = []
+    while "after-plus-i" not in (line := await ula.line()):
+        before.append(line)
+    assert not [x for x in before if " 501 " in x], before
+    await ula.send("MODE ula1")
+    assert (await ula.expect(" 221 ")).endswith(" 221 ula1 +i")
+    await ula.send("MODE ula1 +w")  # a mode this server does not have is still refused
+    assert " 501 ula1 :Unknown MODE flag" in await ula.expect(" 501 ")
+    await ula.send("MODE ula1 -i")  # nor can anyone become visible
+    await ula.expect(" 501 ")
+
+
 async def test_history_on_join_chathistory_and_resume_token(world, irc_clients, clients) -> None:
     g1, g2, _ = world
     tom = await clients(g2.port)

@@ -135,7 +135,11 @@ def mode(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     elif name_key(target) != c.key:
         c.numeric(n.ERR_USERSDONTMATCH, "Cannot change mode for other users")
     elif len(msg.params) > 1:
-        c.numeric(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+        # Every user is +i already: irssi and HexChat set it on every connect, and a 501
+        # for it was a "Unknown MODE flag" line in every irssi user's status window.
+        # Nothing changes, so nothing is said (RFC 2812 answers changes only).
+        if not (msg.params[1].startswith("+") and set(msg.params[1]) <= {"+", "i"}):
+            c.numeric(n.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
     else:
         c.numeric(n.RPL_UMODEIS, "+i")
     yield from ()
