@@ -220,14 +220,24 @@ class Gateway(Child):
         self.launches = 0
 
     def ports(self) -> list[int]:
-        extra = [p for p in (self.metrics_port, self.web_port, self.irc_port) if p]
-        return [self.port, *extra]
+        return [port for port, _ in self._ports()]
+
+    def _ports(self) -> list[tuple[int, str]]:
+        """Each port this gateway listens on, with the option that chooses it."""
+        named = [
+            (self.port, "--first-port"),
+            (self.metrics_port, "--metrics-first-port"),
+            (self.web_port, "--web-first-port"),
+            (self.irc_port, "--irc-first-port"),
+        ]
+        return [(port, option) for port, option in named if port]
 
     def busy(self) -> str | None:
-        for port in self.ports():
+        """Why this gateway cannot start, naming the option that moves the busy port."""
+        for port, option in self._ports():
             why = port_busy(port)
             if why:
-                return f"port {port} is busy ({why})"
+                return f"port {port} is busy ({why}); choose others with {option}"
         return None
 
     def launch(self) -> None:
@@ -392,7 +402,11 @@ def main() -> int:
     # A busy port fails the start: otherwise an old cluster's orphan would answer for it.
     redis_ports = [args.redis_port] if not args.redis_cluster else list(cluster_ports)
     redis_ports += [p + BUS_OFFSET for p in cluster_ports]
-    busy = [f"redis: port {p} is busy ({why})" for p in redis_ports if (why := port_busy(p))]
+    busy = [
+        f"redis: port {p} is busy ({why}); choose others with --redis-port"
+        for p in redis_ports
+        if (why := port_busy(p))
+    ]
     busy += [f"{gw.name}: {why}" for gw in gateways if (why := gw.busy())]
     if busy:
         for line in busy:

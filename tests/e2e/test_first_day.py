@@ -279,6 +279,7 @@ def test_cluster_fails_clearly_when_a_port_is_busy(tmp_path) -> None:
     out = proc.stdout.decode() + proc.stderr.decode()
     assert proc.returncode != 0, out
     assert f"gateway 2: port {cluster_ports + 1} is busy" in out
+    assert "choose others with --first-port" in out  # the option that moves it
     assert "telnet 127.0.0.1" not in out
 
 
