@@ -444,3 +444,32 @@ async def test_a_chat_named_with_capitals_is_one_conversation(
     await wait_text(page, "in the garden")  # shown in the open chat
     assert await page.locator("#chats button").all_inner_texts() == ["#general", "#Garden"]
     assert page.problems == []
+
+
+async def test_a_chat_joined_by_the_form_or_by_chats_is_the_one_a_reload_shows(
+    browser, redis_url, gateways
+) -> None:
+    """Joining with the form or a typed `/chats` opens the chat like a click does: the
+    "Online in #general" line of the chat left behind goes, and a reload comes back to the
+    joined chat (it came back to #general: only clicks were remembered)."""
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "joy")
+    await page.get_by_role("button", name="Who is online").click()
+    await page.locator("#online", has_text="Online in #general").wait_for()
+    await page.get_by_label("Join or create a chat").fill("den")
+    await page.get_by_label("Join or create a chat").press("Enter")
+    await page.locator("#title", has_text="#den").wait_for()
+    assert await page.text_content("#online") == ""
+    await page.reload()
+    await page.get_by_role("textbox", name="Message").wait_for()
+    await page.locator("#title", has_text="#den").wait_for()
+    await page.get_by_role("button", name="Who is online").click()
+    await page.locator("#online", has_text="Online in #den").wait_for()
+    await say(page, "/chats yard")
+    await page.locator("#title", has_text="#yard").wait_for()
+    assert await page.text_content("#online") == ""
+    await page.reload()
+    await page.get_by_role("textbox", name="Message").wait_for()
+    await page.locator("#title", has_text="#yard").wait_for()
+    assert page.problems == []

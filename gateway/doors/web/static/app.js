@@ -98,13 +98,20 @@ function fillList(ul, convs, label) {
   }));
 }
 
+// The conversation shown from now on, however it was chosen (a click, the join form, a
+// typed /chats, a leave, another device): kept over a reload; who was online was the
+// previous one's.
+function makeCurrent(id) {
+  state.current = id;
+  sessionStorage.setItem("chat.current", id);
+  $("online").textContent = "";
+}
+
 function open(id) {
   const c = state.convs.get(id);
   if (!c) return;
-  state.current = id;
-  sessionStorage.setItem("chat.current", id);
+  makeCurrent(id);
   c.unread = 0;
-  $("online").textContent = "";
   // a chat becomes the session's current one and its last messages follow; a private
   // conversation's last messages are asked for (both placed by id among those shown)
   if (c.kind === "chat") send({ type: "join", chat: c.id });
@@ -364,7 +371,7 @@ function handle(f) {
       renderSidebar();
       if (state.wantJoin && chatId(state.wantJoin) === c.id) {
         state.wantJoin = null;
-        state.current = c.id;
+        makeCurrent(c.id);
         renderMessages();
         renderSidebar();
       }
@@ -372,14 +379,14 @@ function handle(f) {
     }
     case "left":
       state.convs.delete(chatId(f.chat));
-      if (state.current === chatId(f.chat)) { state.current = "#general"; renderMessages(); }
+      if (state.current === chatId(f.chat)) { makeCurrent("#general"); renderMessages(); }
       note(`left ${f.chat}`);
       renderSidebar();
       break;
     case "current_chat": {
       const c = conv(chatId(f.chat), "chat", f.chat.slice(1));
       if (state.current !== c.id) {
-        state.current = c.id;
+        makeCurrent(c.id);
         renderMessages();
         renderSidebar();
       }
