@@ -12,6 +12,12 @@ A lock file beside it keeps a second gateway from using the same file.
 
 The snapshot is every key of database 0 with its expiry, pickled: only this process's own
 files are ever read (the directory is created 0700, the file 0600).
+
+The loopback port is reachable by every local user, so the store admits only this process:
+Redis's `default` user is switched off and the one user it serves logs in with a password
+made at start that only this process's URL holds. Another process that finds the port gets
+`User disabled` for everything, where it could read every private message and password hash
+and make itself a moderator.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import logging
 import os
 import pickle
 import re
+import secrets
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from fakeredis import TcpFakeServer
+from fakeredis import FakeStrictRedis, TcpFakeServer
 
 __all__ = [
     "SAVE_EVERY",
@@ -46,6 +53,8 @@ FORMAT = 1
 #: Keys whose changes alone are not worth a snapshot: this process's heartbeats, online
 #: marks and per-address connection counts (they mean nothing after a restart).
 VOLATILE = re.compile(rb"^chat:\{g\}:(gw:|gateways$|addr:)")
+#: The one user the store serves (the gateway); its password is made at each start.
+USER = "gateway"
 
 
 class DataFileError(Exception):
@@ -70,11 +79,26 @@ class Embedded:
         self._saver: threading.Thread | None = None
         self.loaded = 0  # keys read from the data file at start
         self.saves = 0  # snapshots written
+        self._password = secrets.token_hex(32)
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"redis://{host!s}:{port}/0"
+        return f"redis://{USER}:{self._password}@{host!s}:{port}/0"
+
+    def _admit_only_this_process(self) -> None:
+        """Switch the `default` user off, behind a user only this process's URL names,
+        before the first connection is served (the port listens since __init__)."""
+        inside = FakeStrictRedis(server=self.server.fake_server, protocol=2)
+        inside.acl_setuser(
+            USER,
+            enabled=True,
+            passwords=[f"+{self._password}"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all"],
+        )
+        inside.acl_setuser("default", enabled=False)
 
     def start(self) -> None:
         """Lock and load the data file, then serve; DataFileError if the file cannot be
@@ -100,6 +124,7 @@ class Embedded:
                 target=self._save_loop, name="embedded-save", daemon=True
             )
             self._saver.start()
+        self._admit_only_this_process()
         thread = threading.Thread(
             target=self.server.serve_forever, name="embedded-redis", daemon=True
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,74 @@ async def test_data_none_keeps_nothing_and_a_bad_file_is_one_line(
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 2 and "--data is the embedded store's file" in done.stderr
+
+
+def _resp(*words: str) -> bytes:
+    """One command as a Redis client sends it (the store takes no inline commands)."""
+    parts = [f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words]
+    return f"*{len(words)}\r\n".encode() + b"".join(parts)
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on (Linux: its socket inodes in /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+async def test_the_embedded_store_serves_only_its_own_gateway(gateways, clients) -> None:
+    """The store listens on a loopback port any local user can reach: without the password
+    only its gateway holds, it refuses everything (it used to hand anyone the password
+    hashes and private messages, and let them make themselves moderators)."""
+    import redis
+
+    gw = gateways(None)
+    alice = await clients(gw.port)
+    await alice.login("alice")
+    await alice.send("hello, only the chat sees this")
+    await alice.expect("hello, only the chat sees this")
+    assert gw.proc is not None
+    store_ports = _listening_ports(gw.proc.pid) - {gw.port, gw.web_port, gw.irc_port}
+    assert len(store_ports) == 1, store_ports
+    port = store_ports.pop()
+    outsider = redis.Redis(port=port, protocol=2, socket_timeout=5)
+    for command in (("PING",), ("KEYS", "*"), ("HSET", "chat:{u:alice}", "mod", "1")):
+        try:
+            got = outsider.execute_command(*command)
+        except redis.ResponseError as exc:
+            assert "disabled" in str(exc), exc
+        else:
+            raise AssertionError(f"{command} answered {got!r} to a process without the password")
+    outsider.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as guesser:
+        for user in ("default", "gateway"):  # a guessed password logs in as no one
+            guesser.sendall(_resp("AUTH", user, "guess") + _resp("GET", "chat:{u:alice}"))
+            replies = b""
+            while replies.count(b"\r\n") < 2:
+                replies += guesser.recv(4096)
+            auth, get = replies.split(b"\r\n")[:2]
+            assert auth.startswith(b"-") and get.startswith(b"-"), (user, replies)
+    admin = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.admin",
+            "--redis-url",
+            f"redis://127.0.0.1:{port}",
+            "users",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+    )
+    assert admin.returncode != 0 and b"alice" not in admin.stdout, admin
+    await alice.send("still chatting")  # the gateway itself is served as before
+    await alice.expect("still chatting")
