@@ -473,3 +473,28 @@ async def test_a_chat_joined_by_the_form_or_by_chats_is_the_one_a_reload_shows(
     await page.get_by_role("textbox", name="Message").wait_for()
     await page.locator("#title", has_text="#yard").wait_for()
     assert page.problems == []
+
+
+async def test_token_typed_in_the_composer_is_shown_as_on_telnet(
+    browser, redis_url, gateways, clients
+) -> None:
+    """`/help` offers `/token` ("log in later with '<nick> <token>'"); typed in the page
+    it showed nothing (the page stored the token silently). It is shown now, and it is
+    the token the page itself keeps, and it logs in over telnet."""
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "tia")
+    await page.wait_for_function("localStorage.getItem('chat.resume') !== null")
+    await say(page, "/token")
+    shown = page.locator("#messages li", has_text="token: ")
+    await shown.wait_for()
+    token = re.search(r"token: ([0-9a-f]{64}) \(valid for 30 days", await shown.inner_text())
+    assert token, await shown.inner_text()
+    stored = await page.evaluate("JSON.parse(localStorage.getItem('chat.resume')).token")
+    assert stored == token.group(1)
+    tel = await clients(gw.port)
+    await tel.expect("nickname")
+    await tel.send(f"tia {token.group(1)}")
+    await tel.expect("^\\* ready: logged in as tia")
+    assert await page.locator("#messages li", has_text="token: ").count() == 1  # once
+    assert page.problems == []

@@ -359,6 +359,12 @@ function handle(f) {
     case "token":
       localStorage.setItem(STORE_KEY, JSON.stringify({ nick: state.nick, token: f.token }));
       state.pending = null; // the password is not kept once a token exists
+      if (state.wantToken) { // typed /token: shown, as on telnet (the page's own stay hidden)
+        state.wantToken = false;
+        const days = Math.round(f.seconds / 86400);
+        note(`token: ${f.token} (valid for ${days} days; log in elsewhere with ` +
+          `'${state.nick} <token>'; this page uses it too; /logout revokes it)`);
+      }
       break;
     case "messages": {
       const c = conv(f.conv.id, f.conv.kind, f.conv.name);
@@ -578,8 +584,10 @@ document.addEventListener("DOMContentLoaded", () => {
     const history = /^\/history(?:\s+(\d+))?$/i.exec(text);
     if (history && c) { // this conversation's, chat or private (the server checks n)
       send({ type: "history", conv: c.id, ...(history[1] ? { count: Number(history[1]) } : {}) });
-    } else if (text.startsWith("/")) send({ type: "command", line: text });
-    else if (c && c.kind === "private") send({ type: "send", to: c.name, text });
+    } else if (text.startsWith("/")) {
+      if (/^\/token$/i.test(text)) state.wantToken = true;
+      send({ type: "command", line: text });
+    } else if (c && c.kind === "private") send({ type: "send", to: c.name, text });
     else send({ type: "say", chat: state.current, text });
   });
   $("join-form").addEventListener("submit", (e) => {
