@@ -201,6 +201,9 @@ class Admin:
 
     async def moderator(self, nick: str, on: bool) -> None:
         key, name = await self._account(nick)
+        if await self.store.is_moderator(key) == on:  # said as it is; nothing to audit
+            self.out.append(f"{name} is {'already' if on else 'not'} a moderator")
+            return
         await self.store.set_moderator(key, on)
         await self._audit("mod" if on else "unmod", name)
         self.out.append(f"{name} is {'now' if on else 'no longer'} a moderator")

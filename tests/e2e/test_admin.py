@@ -113,8 +113,12 @@ async def test_moderators_ban_unban_kick_on_two_gateways(shared_url, gateways, c
     code, _, err = await admin(shared_url, "ban", "bob", "31d")
     assert code == 1 and "at most 30d" in err
 
+    code, out, _ = await admin(shared_url, "unmod", "mod")
+    assert (code, out.strip()) == (0, "mod is not a moderator")
     code, out, _ = await admin(shared_url, "mod", "mod")
     assert (code, out.strip()) == (0, "mod is now a moderator")
+    code, out, _ = await admin(shared_url, "mod", "mod")  # it said "now" again, audited twice
+    assert (code, out.strip()) == (0, "mod is already a moderator")
     code, out, _ = await admin(shared_url, "users")
     assert "mod  last seen" in out and "(moderator)" in out
 
