@@ -27,11 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         help="HOST:PORT, repeatable or comma-separated (env CHAT_SERVERS); "
         "tried in turn, default 127.0.0.1:8000",
     )
-    parser.add_argument("--nick", default=os.environ.get("CHAT_NICK"))
+    parser.add_argument(
+        "--nick",
+        default=os.environ.get("CHAT_NICK"),
+        help="your nickname (env CHAT_NICK); asked on the prompt when not given",
+    )
     parser.add_argument(
         "--plain",
         action="store_true",
-        help="no terminal UI: stdin lines to the server, server lines to stdout",
+        help="no terminal UI: stdin lines to the server, server lines to stdout; needs "
+        "--nick and the password in CHAT_PASSWORD (automatic when stdin is not a terminal)",
     )
     parser.add_argument(
         "--tls",
