@@ -1,9 +1,10 @@
 """The operator's tool: `python3 -m gateway.admin [--redis-url URL] COMMAND ...`.
 
-It works on the same Redis as the gateways, a single Redis or a Redis Cluster (the
-embedded store lives inside one gateway process and cannot be reached from outside),
-through the store contract only, and writes every action it takes to the audit trail, as
-the gateways do.
+It works on the same Redis as the gateways, a single Redis or a Redis Cluster, or, without
+a Redis URL, on a running gateway's embedded store (found by the gateway's data file, as
+`python3 server.py` without --redis-url keeps one: `--port` or `--data` say which), through
+the store contract only, and writes every action it takes to the audit trail, as the
+gateways do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import NoReturn
 
 from gateway.core.addresses import address_group
@@ -23,7 +25,7 @@ from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
 from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
-from gateway.settings import Settings, check_redis_url
+from gateway.settings import DATA_OFF, Settings, check_redis_url, default_data_file
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
 
@@ -260,6 +262,20 @@ def _parser() -> argparse.ArgumentParser:
         help="the gateways' Redis: redis://[user:password@]host:port/db, rediss:// for TLS, "
         "or Redis Cluster seeds redis://h1:p1,h2:p2 (env REDIS_URL, checked the same way)",
     )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="without a Redis URL: the embedded gateway on this chat port (default: "
+        "CHAT_PORT, else 8000) and --host/CHAT_HOST",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="without a Redis URL: the embedded gateway keeping its data in FILE (as its "
+        "--data; env CHAT_DATA)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     users = sub.add_parser("users", help="accounts, most recently seen first")
     users.add_argument(
@@ -345,17 +361,56 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
         await store.close()
 
 
+def _redacted(url: str) -> str:
+    """A Redis URL without its password (an embedded store's is a secret of its gateway)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{host}"
+
+
+class _NoEmbedded(Exception):
+    """No running embedded gateway to act on; the text is the one line to print."""
+
+
+def _embedded_url(ns: argparse.Namespace, settings: Settings) -> str:
+    """The URL of a running embedded gateway's store (see store/embedded.py)."""
+    from store.embedded import admin_file, admin_url  # fakeredis is heavy: only when asked
+
+    choice = ns.data if ns.data is not None else settings.data  # --data, else CHAT_DATA
+    data: Path | None
+    if choice:
+        data = None if choice.strip().lower() in DATA_OFF else Path(choice).expanduser()
+    else:
+        port = ns.port if ns.port is not None else settings.port
+        data = default_data_file(settings.host, port) if port else None
+    if data is None:
+        raise _NoEmbedded(
+            "admin: no --redis-url or REDIS_URL, and the gateway keeps no data file "
+            "(--data none): its embedded store cannot be reached"
+        )
+    url = admin_url(data)
+    if url is None:
+        raise _NoEmbedded(
+            f"admin: no --redis-url or REDIS_URL, and no gateway with an embedded store runs "
+            f"on {data} (looked for {admin_file(data)}): start it, give its --port or --data, "
+            "or give the gateways' Redis with --redis-url"
+        )
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     ns = parser.parse_args(argv)
-    if not ns.redis_url:
-        print(
-            "admin: no --redis-url or REDIS_URL: the tool needs the gateways' Redis (a "
-            "gateway's embedded store lives inside its process and cannot be reached)",
-            file=sys.stderr,
-        )
-        return 2
     settings = Settings.from_args([])  # the gateways' CHAT_* environment, if set
+    if not ns.redis_url:
+        try:
+            ns.redis_url = _embedded_url(ns, settings)
+        except _NoEmbedded as exc:
+            print(exc, file=sys.stderr)
+            return 2
     out: list[str] = []
     try:
         asyncio.run(_run(ns, settings, out))
@@ -367,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"admin: {exc}", file=sys.stderr)
         return 2
     except StoreUnavailable as exc:
-        print(f"admin: cannot reach Redis at {ns.redis_url}: {exc}", file=sys.stderr)
+        print(f"admin: cannot reach Redis at {_redacted(ns.redis_url)}: {exc}", file=sys.stderr)
         return 2
     print("\n".join(out), end="\n" if out else "")
     return 0

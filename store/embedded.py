@@ -18,6 +18,11 @@ Redis's `default` user is switched off and the one user it serves logs in with a
 made at start that only this process's URL holds. Another process that finds the port gets
 `User disabled` for everything, where it could read every private message and password hash
 and make itself a moderator.
+
+The operator's tool reaches a running embedded gateway the same way the data is protected:
+while it runs, the gateway keeps its store's URL in a key file beside the data file
+(`<data>.admin`, 0600 in a 0700 directory: only the account that runs the gateway, which
+can read the data file anyway, can read it), removed at shutdown (`admin_url`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ __all__ = [
     "SAVE_EVERY",
     "DataFileError",
     "Embedded",
+    "admin_file",
+    "admin_url",
     "start_embedded",
 ]
 
@@ -80,6 +87,7 @@ class Embedded:
         self.loaded = 0  # keys read from the data file at start
         self.saves = 0  # snapshots written
         self._password = secrets.token_hex(32)
+        self._admin_written = False  # only the gateway that wrote the key file removes it
 
     @property
     def url(self) -> str:
@@ -129,9 +137,29 @@ class Embedded:
             target=self.server.serve_forever, name="embedded-redis", daemon=True
         )
         thread.start()
+        if self.data is not None:
+            self._write_admin_file()
+
+    def _write_admin_file(self) -> None:
+        """The store's URL for the operator's tool, readable by this account only."""
+        assert self.data is not None
+        path = admin_file(self.data)
+        fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix(), suffix=".tmp", dir=self.data.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp: 0600
+                f.write(self.url + "\n")
+            os.replace(tmp, path)
+            self._admin_written = True
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            log.warning("event=admin_file_failed file=%s error=%s", path, exc)
 
     def shutdown(self) -> None:
         """Stop serving, write the last changes, let go of the file."""
+        if self.data is not None and self._admin_written:
+            with contextlib.suppress(OSError):
+                admin_file(self.data).unlink()
         self._stop.set()
         if self._saver is not None:
             self._saver.join()
@@ -261,6 +289,21 @@ class Embedded:
         finally:
             os.close(dir_fd)
         self.saves += 1
+
+
+def admin_file(data: Path) -> Path:
+    """Where a running embedded gateway keeps its store's URL for the operator's tool."""
+    return data.with_name(data.name + ".admin")
+
+
+def admin_url(data: Path) -> str | None:
+    """The store URL of the embedded gateway running on `data` (None: none runs there).
+    A key file left by a gateway that was killed names a port nobody serves: the tool then
+    says it cannot reach it."""
+    try:
+        return admin_file(data).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def start_embedded(data: Path | None = None) -> tuple[str, Embedded]:

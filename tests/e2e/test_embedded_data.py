@@ -100,7 +100,7 @@ async def test_each_host_and_port_has_its_own_file_and_one_gateway_per_file(
     await b.send("erin")
     assert (await b.line()).startswith("* New nickname erin")  # a separate chat
     want = sorted(
-        f"127.0.0.1-{p}.chat{s}" for p in (first.port, second.port) for s in ("", ".lock")
+        f"127.0.0.1-{p}.chat{s}" for p in (first.port, second.port) for s in ("", ".lock", ".admin")
     )
     await eventually(  # each writes its first snapshot within a second of a change
         lambda: sorted(p.name for p in (home / "chat-gateway").iterdir()) == want,
@@ -241,3 +241,46 @@ async def test_the_embedded_store_serves_only_its_own_gateway(gateways, clients)
     assert admin.returncode != 0 and b"alice" not in admin.stdout, admin
     await alice.send("still chatting")  # the gateway itself is served as before
     await alice.expect("still chatting")
+
+
+def _admin(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_") and k != "REDIS_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.admin", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, **(env or {})},
+    )
+
+
+async def test_the_operator_tool_reaches_a_running_embedded_gateway(
+    gateways, clients, tmp_path
+) -> None:
+    """`python3 server.py` alone must be moderatable: the tool finds the running gateway by
+    its data file (the key file beside it, readable by this account only) and acts on its
+    store; with the gateway stopped it says so in one line. The store still refuses anyone
+    without the key (the test above)."""
+    data = tmp_path / "group.chat"
+    gw = gateways(None, CHAT_DATA=str(data))
+    alice, bob = await clients(gw.port), await clients(gw.port)
+    await alice.login("alice")
+    await bob.login("bob")
+    key = data.with_name("group.chat.admin")
+    assert key.stat().st_mode & 0o777 == 0o600
+    made = _admin("--data", str(data), "mod", "alice")
+    assert made.returncode == 0, made.stderr
+    assert "alice is now a moderator" in made.stdout
+    listed = _admin("--data", str(data), "users")
+    assert "alice" in listed.stdout and "moderator" in listed.stdout, listed
+    await alice.send("/ban bob 2h")  # a moderator's ban, not a complaint: at once
+    assert "bob is banned until" in await alice.expect("banned until")
+    assert "by a moderator" in await bob.expect("you are banned")
+    by_port = _admin("--port", str(gw.port), "bans", env={"CHAT_DATA": str(data)})
+    assert by_port.returncode == 0 and "bob" in by_port.stdout, by_port
+    gw.stop()
+    assert not key.exists()
+    gone = _admin("--data", str(data), "users")
+    assert gone.returncode == 2 and "no gateway with an embedded store runs" in gone.stderr, gone
+    assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr
