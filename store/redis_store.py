@@ -1387,16 +1387,18 @@ class RedisStore:
 
     async def read_range(self, conv: Conv, want: Range) -> list[Message]:
         """One single-key read: XRANGE for the oldest of the range, XREVRANGE for the
-        newest; an `after` older than the lifetime reads from the oldest live message."""
+        newest; an `after` older than the lifetime reads from the oldest live message.
+        With the loop turn's other commands: every web and IRC login reads a range, and
+        redis-py's pool (64 connections) made a storm of them wait and fail."""
         stream = keys.conv_stream(conv)
         low = _low(self._floor(), want.after)
         high = "+" if want.before is None else "(" + keys.stream_id(want.before)
         if want.newest:
-            entries = await self._call(self.redis.xrevrange(stream, high, low, count=want.count))
-            entries = list(reversed(entries))
+            (entries,) = await self._run([("XREVRANGE", stream, high, low, "COUNT", want.count)])
+            entries.reverse()
         else:
-            entries = await self._call(self.redis.xrange(stream, low, high, count=want.count))
-        return [_message(conv, mid, f, f.get("r", "")) for mid, f in entries]
+            (entries,) = await self._run([("XRANGE", stream, low, high, "COUNT", want.count)])
+        return _messages(conv, entries)
 
     async def latest_many(self, convs: Sequence[Conv]) -> list[Message | None]:
         """The newest live message of each conversation, one pipeline for all of them
@@ -1416,7 +1418,7 @@ class RedisStore:
 
     async def read_position(self, user: str, conv: Conv) -> Position | None:
         """The user's stored read position (last shown) in one conversation."""
-        mid = await self._call(self.redis.hget(keys.cursors(user), keys.conv_id(conv)))
+        (mid,) = await self._run([("HGET", keys.cursors(user), keys.conv_id(conv))])
         return _position_or_none(mid)
 
     # -- logins in fewer round trips (a reconnect storm is thousands of them) ---------------
