@@ -707,6 +707,7 @@ def summarise(label: str, unit: str, rows: list[Row]) -> list[dict[str, Any]]:
             "ops_per_s": round(rate),
             "cpu_s_per_10k": round(cpu, 4),
             "ops_per_s_runs": [round(r.rate) for r in by_side[side]],
+            "cpu_s_per_10k_runs": [round(r.cpu_per_10k, 4) for r in by_side[side]],
         }
         if side == own:
             row["rate_own_vs_redispy"] = round(rate / med[other][0], 2)
