@@ -3,6 +3,7 @@
     python3 bench/run.py            # the full run (several minutes), table on stdout
     python3 bench/run.py --smoke    # seconds: small numbers, keeps the script working
     python3 bench/run.py --only fanout,ingest --baseline main~5   # and against an older commit
+    python3 bench/run.py --only clients   # the store's own Redis client parts vs redis-py's
 
 It starts its own redis-server, gateways and ngircd on free loopback ports and stops them
 all at the end. Every target is a ratio within this one run: the machine is shared.
@@ -186,6 +187,7 @@ SCENARIOS = (
     "idleirc",
     "login",
     "shards",
+    "clients",
     "crowd",
     "broadcast",
     "storm",
@@ -629,8 +631,10 @@ PAM = no
 
     async def run(self) -> None:
         self.start_redis()
-        if self.only - set(CROWD):
+        if self.only - set(CROWD) - {"clients"}:
             await self.run_scenarios()
+        if "clients" in self.only:
+            self.run_clients()
         if self.only & {"crowd", "broadcast", "storm"}:
             from bench.crowd import Crowd
 
@@ -824,6 +828,23 @@ PAM = no
         self.procs.stop(g2proc)
         if irc:
             self.procs.stop(irc[1])
+
+    def run_clients(self) -> None:
+        """bench/clients.py in a process of its own (its CPU is the client's alone), with
+        its own redis-server and Redis Cluster; its rows join this run's table."""
+        out = self.workdir / "clients.json"
+        args = [sys.executable, str(ROOT / "bench" / "clients.py"), "--json", str(out)]
+        proc = subprocess.run(
+            [*args, *(["--smoke"] if self.smoke else [])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench/clients.py failed:\n{proc.stderr[-3000:]}")
+        for row in json.loads(out.read_text()):
+            self.rows.append(row)
+            print(json.dumps(row), flush=True)
 
     # -- --baseline ------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ import pytest
 from bench.run import CROWD, SCENARIOS
 from tests.helpers import ROOT
 
-#: The smoke runs of the usual scenarios; the crowd ones have their own test.
-USUAL = ",".join(s for s in SCENARIOS if s not in CROWD)
+#: The smoke runs of the usual scenarios; the crowd ones and `clients` have their own tests.
+USUAL = ",".join(s for s in SCENARIOS if s not in CROWD and s != "clients")
 
 
 @pytest.mark.timeout(400)
@@ -126,3 +126,39 @@ def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
     for row in storms:
         assert row["all_back"] and row["back"] == row["users_on_killed_gateway"] == 100, row
         assert row["probe_lost"] == 0 and row["others_latency_max_ms"] is not None, row
+
+
+def test_bench_smoke_clients_compares_own_parts_with_redis_py(tmp_path) -> None:
+    """`--only clients` (bench/clients.py, a few seconds at smoke size): every hot path on a
+    standalone Redis and on a cluster, each with the store's own part and redis-py's, and
+    the ratio own/redis-py; its Redis servers are gone afterwards."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--smoke",
+            "--only",
+            "clients",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    paths = {r["scenario"] for r in rows}
+    for where in ("standalone", "cluster"):
+        for path in ("ingest", "login storm", "fan-out receive"):
+            assert f"clients: {path} {where}" in paths, paths
+    own = [r for r in rows if r["server"].startswith("own ")]
+    assert len(own) == 6, own
+    for row in own:
+        assert row["ops_per_s"] > 0 and row["cpu_s_per_10k"] > 0, row
+        assert row["rate_own_vs_redispy"] > 0 and row["cpu_own_vs_redispy"] > 0, row
+    assert sum(r["server"].startswith("redis-py") for r in rows) == 10, rows
+    assert "| clients: ingest standalone | own RespPipeline |" in proc.stdout
+    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "chat-clients-" not in running  # bench/clients.py's servers' --dir
