@@ -284,3 +284,22 @@ async def test_the_operator_tool_reaches_a_running_embedded_gateway(
     gone = _admin("--data", str(data), "users")
     assert gone.returncode == 2 and "no gateway with an embedded store runs" in gone.stderr, gone
     assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+
+
+async def test_the_operator_tool_finds_a_gateway_started_on_another_host_by_its_port(
+    gateways, clients, tmp_path
+) -> None:
+    """A gateway started with `--host 0.0.0.0` (README's advice for a public address) keeps
+    `0.0.0.0-PORT.chat`: `admin --port PORT` alone found nothing, and `--host` was refused
+    as a command."""
+    home = tmp_path / "xdg"
+    gw = gateways(None, XDG_DATA_HOME=str(home), CHAT_DATA="", CHAT_HOST="0.0.0.0")
+    alice = await clients(gw.port)
+    await alice.login("alice")
+    env = {"XDG_DATA_HOME": str(home)}
+    by_port = _admin("--port", str(gw.port), "mod", "alice", env=env)
+    assert by_port.returncode == 0 and "alice is now a moderator" in by_port.stdout, by_port
+    by_host = _admin("--host", "0.0.0.0", "--port", str(gw.port), "users", env=env)
+    assert by_host.returncode == 0 and "moderator" in by_host.stdout, by_host
+    wrong = _admin("--host", "127.0.0.1", "--port", str(gw.port), "users", env=env)
+    assert wrong.returncode == 2 and "--host" in wrong.stderr, wrong
