@@ -121,10 +121,18 @@ async def test_each_host_and_port_has_its_own_file_and_one_gateway_per_file(
         [sys.executable, str(ROOT / "server.py"), "--port", str(first.port)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 1, done.stderr  # its port is taken: said before the file
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "choose another port with --port" in errors[0], done.stderr
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--port", str(free_port()), "--data",
+         str(first_file)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # another port, the same file
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is in use by gateway pid" in errors[0], done.stderr
-    assert "choose another port with --port" in errors[0]
+    assert "choose another with --data" in errors[0]
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr, done.stderr
     kept = pickle.loads(first_file.read_bytes())
     assert kept["format"] == 1 and any(b"erin" in k for k in kept["keys"]), kept
@@ -155,6 +163,7 @@ async def test_data_none_keeps_nothing_and_a_bad_file_is_one_line(
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"cannot read the data file {bad}" in errors[0], done.stderr
+    assert "not a chat gateway data file" in errors[0], errors  # not unpickling's own words
     assert "--data" in errors[0] and "Traceback" not in done.stderr
     assert bad.read_bytes() == b"not a snapshot"  # never overwritten
     for where in (tmp_path, tmp_path / "dir"):
