@@ -234,3 +234,14 @@ def test_a_redis_that_does_not_answer_gets_a_hint_once(tmp_path: Path) -> None:
     )
     assert text.count(hint) == 1, text
     assert "Traceback" not in text
+
+
+def test_time_options_take_units_as_ban_does() -> None:
+    """`--ban-duration 2h` was refused as 'not a whole number' while a moderator's
+    `/ban bob 2h` takes it."""
+    from gateway.settings import Settings
+
+    s = Settings.from_args(["--ban-duration", "2h", "--message-ttl", "90m", "--token-ttl", "7d"])
+    assert (s.ban_duration, s.message_ttl, s.token_ttl) == (7200, 5400, 604800)
+    done = _run("server.py", "--ban-duration", "2x")
+    assert done.returncode == 2 and "not a time; give seconds (90) or 90s, 30m" in done.stderr
