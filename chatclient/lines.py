@@ -133,6 +133,8 @@ def parse_servers(values: list[str] | None, env: str | None) -> list[tuple[str, 
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"bad server {item!r}: expected HOST:PORT")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"bad server {item!r}: the port must be 1-65535")
         out.append((host.strip("[]"), int(port)))
     return out
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -233,9 +234,7 @@ class ChatLink:
                 )
             except (TimeoutError, OSError) as exc:
                 wait = rounds.failed()
-                self.status(
-                    f"cannot reach {host}:{port} ({exc.__class__.__name__}); {_next_try(wait)}"
-                )
+                self.status(f"cannot reach {host}:{port} ({_why(exc)}); {_next_try(wait)}")
                 await asyncio.sleep(wait)
                 continue
             self.server = (host, port)
@@ -426,6 +425,17 @@ class ChatLink:
 
     def _end_replay(self) -> None:
         self.replay.replaying = False
+
+
+def _why(exc: BaseException) -> str:
+    """Why a connection failed, in a user's words (the exception's name for the rest)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "ConnectionRefusedError: nothing listens there"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, TimeoutError):
+        return "no answer in 5 s"
+    return exc.__class__.__name__
 
 
 def _next_try(wait: float) -> str:

@@ -267,7 +267,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="without a Redis URL: the embedded gateway on this chat port (default: "
-        "CHAT_PORT, else 8000) and --host/CHAT_HOST",
+        "CHAT_PORT, else 8000)",
+    )
+    p.add_argument(
+        "--host",
+        default=None,
+        help="without a Redis URL: the embedded gateway's --host (default: CHAT_HOST, else "
+        "the only gateway running on that port)",
     )
     p.add_argument(
         "--data",
@@ -375,6 +381,21 @@ class _NoEmbedded(Exception):
     """No running embedded gateway to act on; the text is the one line to print."""
 
 
+def _default_file(host: str | None, port: int, settings: Settings) -> Path:
+    """The data file of the embedded gateway on `port`: the one --host names, else the
+    CHAT_HOST one, else the only one running on that port whatever its host (a gateway
+    started with `--host 0.0.0.0` is found by `--port` alone)."""
+    if host is not None or "CHAT_HOST" in os.environ:
+        return default_data_file(host if host is not None else settings.host, port)
+    from store.embedded import admin_file
+
+    mine = default_data_file(settings.host, port)
+    running = sorted(mine.parent.glob(f"*-{port}.chat.admin")) if mine.parent.is_dir() else []
+    if admin_file(mine) in running or len(running) != 1:
+        return mine
+    return running[0].with_name(running[0].name.removesuffix(".admin"))
+
+
 def _embedded_url(ns: argparse.Namespace, settings: Settings) -> str:
     """The URL of a running embedded gateway's store (see store/embedded.py)."""
     from store.embedded import admin_file, admin_url  # fakeredis is heavy: only when asked
@@ -385,7 +406,7 @@ def _embedded_url(ns: argparse.Namespace, settings: Settings) -> str:
         data = None if choice.strip().lower() in DATA_OFF else Path(choice).expanduser()
     else:
         port = ns.port if ns.port is not None else settings.port
-        data = default_data_file(settings.host, port) if port else None
+        data = _default_file(ns.host, port, settings) if port else None
     if data is None:
         raise _NoEmbedded(
             "admin: no --redis-url or REDIS_URL, and the gateway keeps no data file "
@@ -395,7 +416,8 @@ def _embedded_url(ns: argparse.Namespace, settings: Settings) -> str:
     if url is None:
         raise _NoEmbedded(
             f"admin: no --redis-url or REDIS_URL, and no gateway with an embedded store runs "
-            f"on {data} (looked for {admin_file(data)}): start it, give its --port or --data, "
+            f"on {data} (looked for {admin_file(data)}): start it, give its --port "
+            "(and --host) or --data, "
             "or give the gateways' Redis with --redis-url"
         )
     return url

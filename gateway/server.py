@@ -40,7 +40,7 @@ from gateway.kit.render_once import RenderOnce
 from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
 from gateway.settings import Settings
-from gateway.workers import Worker, bind_error
+from gateway.workers import Busy, Worker, bind_error, probe
 from store.cluster import Seeds
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis_store import RedisStore
@@ -80,6 +80,8 @@ class GatewayServer:
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._embedded: Embedded | None = None
         self.data_file = settings.data_file() if settings.redis_url is None else None
+        if worker is None:  # a worker's ports were had by its supervisor
+            self._preflight()
         url = settings.redis_url
         if url is None:
             from store.embedded import DataFileError, start_embedded  # fakeredis is heavy
@@ -271,6 +273,35 @@ class GatewayServer:
             ) from None
         return ctx
 
+    def _preflight(self) -> None:
+        """Every port tried, and an explicit data file's directory looked at, before the
+        embedded store starts or writes anything: a failed start leaves no files behind,
+        and names every listener in the way at once, not one failed start at a time."""
+        s = self.settings
+        wanted = [
+            (s.host, s.port, "chat", "--port", "--host"),
+            (s.host, s.tls_port, "chat over TLS", "--tls-port", "--host"),
+            (s.host, s.irc_port, "IRC", "--irc-port", "--host"),
+            (s.host, s.irc_tls_port, "IRC over TLS", "--irc-tls-port", "--host"),
+            (s.host, s.web_port, "web", "--web-port", "--host"),
+            (s.metrics_host, self.metrics_port, "metrics", "--metrics-port", "--metrics-host"),
+        ]
+        busy = []
+        for host, port, what, option, host_option in wanted:
+            if port:
+                try:
+                    probe(host, port, what, option, host_option)
+                except Busy as exc:
+                    busy.append(str(exc))
+        if busy:
+            raise StartupError("; ".join(busy))
+        f = self.data_file
+        if s.data and f is not None and not f.parent.is_dir():
+            raise StartupError(
+                f"cannot use the data file {f}: there is no directory {f.parent} "
+                "(create it, or choose another file with --data)"
+            )
+
     async def _count_address(self, address: str, change: int) -> int:
         return await self.store.count_address(address, change, self.fanout.presence.live_gateways)
 
@@ -448,8 +479,7 @@ async def run(settings: Settings, worker: Worker | None = None) -> int:
     try:
         server = GatewayServer(settings, worker)
     except StartupError as exc:
-        log.error("event=startup_failed error=%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # one line, not a log line too
         return 1
     starting = asyncio.ensure_future(server.start())
     stopping = asyncio.ensure_future(stop.wait())
@@ -463,8 +493,7 @@ async def run(settings: Settings, worker: Worker | None = None) -> int:
     try:
         starting.result()
     except StartupError as exc:
-        log.error("event=startup_failed error=%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # one line, not a log line too
         await server.abort()
         return 1
     tune_gc()

@@ -160,8 +160,25 @@ def _workers(text: str) -> int:
     return value
 
 
+#: Units a time option takes after its number (`90`, `90s`, `30m`, `2h`, `7d`), as the
+#: moderators' /ban does.
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _seconds(low: int) -> Callable[[str], int]:
-    return _int(low, _MAX_SECONDS)
+    whole = _int(low, _MAX_SECONDS)
+
+    def parse(text: str) -> int:
+        t = text.strip().lower()
+        unit = _TIME_UNITS.get(t[-1:], 1)
+        digits = t[:-1] if t[-1:] in _TIME_UNITS else t
+        if not digits.isascii() or not digits.isdigit():
+            raise ValueError(
+                f"not a time; give seconds (90) or 90s, 30m, 2h, 7d: {_span(low, _MAX_SECONDS)}"
+            )
+        return whole(str(int(digits) * unit))
+
+    return parse
 
 
 def _text(text: str) -> str:

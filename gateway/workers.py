@@ -118,7 +118,7 @@ def bind_error(
     return f"cannot listen for {what} on {host}:{port}: {why} ({hint})"
 
 
-class _Busy(Exception):
+class Busy(Exception):
     """A port cannot be had; the text is bind_error's line."""
 
 
@@ -149,7 +149,7 @@ def _bind(family: int, address: tuple[object, ...], reuse_port: bool) -> socket.
     return sock
 
 
-def _probe(host: str, port: int, what: str, option: str, host_option: str) -> int:
+def probe(host: str, port: int, what: str, option: str, host_option: str = "--host") -> int:
     """The port, once a socket without SO_REUSEPORT could bind it: anything listening there
     (another gateway, even one with --workers) makes that fail. Port 0: a free one."""
     try:
@@ -157,7 +157,7 @@ def _probe(host: str, port: int, what: str, option: str, host_option: str) -> in
             with _bind(family, address, reuse_port=False) as sock:
                 port = port or int(sock.getsockname()[1])
     except OSError as exc:
-        raise _Busy(bind_error(what, host, port, exc, option, host_option)) from None
+        raise Busy(bind_error(what, host, port, exc, option, host_option)) from None
     return port
 
 
@@ -171,7 +171,7 @@ def _reserve(host: str, port: int, what: str, option: str) -> list[socket.socket
     except OSError as exc:
         for sock in socks:
             sock.close()
-        raise _Busy(bind_error(what, host, port, exc, option)) from None
+        raise Busy(bind_error(what, host, port, exc, option)) from None
     return socks
 
 
@@ -278,20 +278,20 @@ class Supervisor:
 
     def claim_ports(self) -> int:
         """Check every port is free and hold the chat ports; the chat port (--port 0: the
-        one chosen). _Busy when one is taken."""
+        one chosen). Busy when one is taken."""
         s = self.settings
         port = 0
         for name, what, option in LISTENERS:
             wanted = int(getattr(s, name))
             if not wanted and name != "port":
                 continue  # that door is off
-            got = _probe(s.host, wanted, what, option, "--host")
+            got = probe(s.host, wanted, what, option, "--host")
             self.held += _reserve(s.host, got, what, option)
             if name == "port":
                 port = got
         if s.metrics_port:
             for i in range(s.workers):
-                _probe(
+                probe(
                     s.metrics_host, s.metrics_port + i, "metrics", "--metrics-port",
                     "--metrics-host",
                 )  # fmt: skip
@@ -303,9 +303,8 @@ class Supervisor:
             signal.signal(sig, self._stop)
         try:
             port = self.claim_ports()
-        except _Busy as exc:
-            log.error("event=startup_failed error=%s", exc)
-            print(f"error: {exc}", file=sys.stderr)
+        except Busy as exc:
+            print(f"error: {exc}", file=sys.stderr)  # one line, not a log line too
             return 1
         argv = self.command(port)
         log.info(

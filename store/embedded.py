@@ -225,11 +225,12 @@ class Embedded:
         try:
             snapshot = pickle.loads(raw)
             if not isinstance(snapshot, dict) or snapshot.get("format") != FORMAT:
-                raise ValueError("not a chat gateway data file of this version")
+                raise ValueError
             stored: dict[bytes, tuple[Any, float | None]] = snapshot["keys"]
-        except Exception as exc:
+        except Exception:  # what unpickling garbage raises says nothing to an operator
             raise DataFileError(
-                f"cannot read the data file {self.data}: {exc}; move it away to start empty"
+                f"cannot read the data file {self.data}: not a chat gateway data file of "
+                "this version (damaged, or another program's); move it away to start empty"
             ) from None
         from fakeredis._core._database import Item  # the database's own record
 

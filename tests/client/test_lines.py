@@ -1,3 +1,4 @@
+import pytest
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -64,6 +65,13 @@ def test_servers_from_flags_lists_and_environment() -> None:
     assert parse_servers(None, None) == [("127.0.0.1", 8000)]
     assert parse_servers(["a:1", "b:2,c:3"], None) == [("a", 1), ("b", 2), ("c", 3)]
     assert parse_servers(None, "h:9") == [("h", 9)]
+
+
+def test_a_port_out_of_range_is_refused_not_tried() -> None:
+    """`--server 127.0.0.1:99999` exited 0 saying nothing (the port wrapped in the OS)."""
+    for bad in ("h:99999", "h:0", "h:65536"):
+        with pytest.raises(ValueError, match="1-65535"):
+            parse_servers([bad], None)
 
 
 def test_nick_colours_are_stable_and_case_insensitive() -> None:

@@ -169,7 +169,8 @@ async def test_client_skips_a_dead_and_a_full_gateway_without_waiting(
     assert a.proc.stderr is not None
     status = a.proc.stderr.read().decode().splitlines()
     assert status[:3] == [
-        f"client: cannot reach 127.0.0.1:{dead} (ConnectionRefusedError); trying the next server",
+        f"client: cannot reach 127.0.0.1:{dead} (ConnectionRefusedError: nothing listens "
+        "there); trying the next server",
         "client: server busy: this gateway is full, try another one",
         f"client: connection to 127.0.0.1:{full.port} closed before login; trying the next server",
     ], status

@@ -121,10 +121,18 @@ async def test_each_host_and_port_has_its_own_file_and_one_gateway_per_file(
         [sys.executable, str(ROOT / "server.py"), "--port", str(first.port)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 1, done.stderr  # its port is taken: said before the file
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "choose another port with --port" in errors[0], done.stderr
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--port", str(free_port()), "--data",
+         str(first_file)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # another port, the same file
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is in use by gateway pid" in errors[0], done.stderr
-    assert "choose another port with --port" in errors[0]
+    assert "choose another with --data" in errors[0]
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr, done.stderr
     kept = pickle.loads(first_file.read_bytes())
     assert kept["format"] == 1 and any(b"erin" in k for k in kept["keys"]), kept
@@ -155,6 +163,7 @@ async def test_data_none_keeps_nothing_and_a_bad_file_is_one_line(
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"cannot read the data file {bad}" in errors[0], done.stderr
+    assert "not a chat gateway data file" in errors[0], errors  # not unpickling's own words
     assert "--data" in errors[0] and "Traceback" not in done.stderr
     assert bad.read_bytes() == b"not a snapshot"  # never overwritten
     for where in (tmp_path, tmp_path / "dir"):
@@ -284,3 +293,22 @@ async def test_the_operator_tool_reaches_a_running_embedded_gateway(
     gone = _admin("--data", str(data), "users")
     assert gone.returncode == 2 and "no gateway with an embedded store runs" in gone.stderr, gone
     assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+
+
+async def test_the_operator_tool_finds_a_gateway_started_on_another_host_by_its_port(
+    gateways, clients, tmp_path
+) -> None:
+    """A gateway started with `--host 0.0.0.0` (README's advice for a public address) keeps
+    `0.0.0.0-PORT.chat`: `admin --port PORT` alone found nothing, and `--host` was refused
+    as a command."""
+    home = tmp_path / "xdg"
+    gw = gateways(None, XDG_DATA_HOME=str(home), CHAT_DATA="", CHAT_HOST="0.0.0.0")
+    alice = await clients(gw.port)
+    await alice.login("alice")
+    env = {"XDG_DATA_HOME": str(home)}
+    by_port = _admin("--port", str(gw.port), "mod", "alice", env=env)
+    assert by_port.returncode == 0 and "alice is now a moderator" in by_port.stdout, by_port
+    by_host = _admin("--host", "0.0.0.0", "--port", str(gw.port), "users", env=env)
+    assert by_host.returncode == 0 and "moderator" in by_host.stdout, by_host
+    wrong = _admin("--host", "127.0.0.1", "--port", str(gw.port), "users", env=env)
+    assert wrong.returncode == 2 and "--host" in wrong.stderr, wrong

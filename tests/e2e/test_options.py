@@ -175,6 +175,34 @@ def test_a_busy_listener_names_the_option_to_change(tmp_path: Path) -> None:
         assert f":{ports[option]}: Address already in use" in errors[0], errors
         assert errors[0].endswith(f"choose another port with {option})"), errors
         assert "Traceback" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+        assert "ERROR" not in done.stderr, done.stderr  # one line, not a log line as well
+
+
+def test_a_failed_start_names_every_busy_port_at_once_and_leaves_no_files(
+    tmp_path: Path,
+) -> None:
+    """A second embedded gateway on the default ports failed on IRC, then (after changing
+    that) on the web port, each time leaving a data file for a gateway that never ran."""
+    home = tmp_path / "xdg"
+    env = {**_env(), "XDG_DATA_HOME": str(home)}
+    with socket.socket() as a, socket.socket() as b:
+        for s in (a, b):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        irc, web = a.getsockname()[1], b.getsockname()[1]
+        done = _run(
+            "server.py", "--port", str(free_port()), "--irc-port", str(irc), "--web-port",
+            str(web), env=env,
+        )  # fmt: skip
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"IRC on 127.0.0.1:{irc}" in done.stderr and "--irc-port" in done.stderr
+    assert f"web on 127.0.0.1:{web}" in done.stderr and "--web-port" in done.stderr
+    assert not home.exists(), sorted(home.rglob("*"))
+    typo = tmp_path / "no" / "such" / "x.chat"
+    done = _run("server.py", "--port", str(free_port()), "--data", str(typo), env=env)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"there is no directory {typo.parent}" in done.stderr, done.stderr
+    assert not (tmp_path / "no").exists()
 
 
 def test_a_redis_that_does_not_answer_gets_a_hint_once(tmp_path: Path) -> None:
@@ -206,3 +234,14 @@ def test_a_redis_that_does_not_answer_gets_a_hint_once(tmp_path: Path) -> None:
     )
     assert text.count(hint) == 1, text
     assert "Traceback" not in text
+
+
+def test_time_options_take_units_as_ban_does() -> None:
+    """`--ban-duration 2h` was refused as 'not a whole number' while a moderator's
+    `/ban bob 2h` takes it."""
+    from gateway.settings import Settings
+
+    s = Settings.from_args(["--ban-duration", "2h", "--message-ttl", "90m", "--token-ttl", "7d"])
+    assert (s.ban_duration, s.message_ttl, s.token_ttl) == (7200, 5400, 604800)
+    done = _run("server.py", "--ban-duration", "2x")
+    assert done.returncode == 2 and "not a time; give seconds (90) or 90s, 30m" in done.stderr
