@@ -501,6 +501,62 @@ async def test_own_messages_without_echo_message_show_only_on_other_devices(
     assert await desk.closed()
 
 
+async def until_pong(c: Irc, token: str) -> list[str]:
+    """Every line before the PONG of `PING :token` (sent here)."""
+    await c.send(f"PING :{token}")
+    before = []
+    while token not in (line := await c.line()):
+        before.append(line)
+    return before
+
+
+async def test_a_join_of_a_channel_already_shown_is_ignored(world, irc_clients, clients) -> None:
+    """irssi rejoins its channels after a reconnect (`JOIN #general,#den`) once the welcome
+    has joined them: each JOIN was answered with the chat's last messages again, printed
+    as new lines. IRC servers ignore a JOIN of a channel the client is in; so does the door,
+    per connection: what this connection has shown counts, not the user's membership."""
+    g1, g2, _ = world
+    tom = await clients(g2.port)
+    await tom.login("tom11")
+    await tom.send("/join den11")
+    await tom.send("said in den")
+    await tom.expect("said in den")
+    ann = await irc(irc_clients, g1.irc_port)
+    await ann.login("ann11", "server-time")
+    await ann.send("JOIN #den11")
+    await ann.expect(r"^:ann11!\S+ JOIN #den11$")
+    await ann.expect(" 366 ann11 #den11 ")
+    assert "said in den" in await ann.expect("said in den")  # the history, once
+    await ann.lines(0.3)
+    await ann.send("JOIN #den11", "JOIN #DEN11,#general")
+    assert await until_pong(ann, "after-joins") == []  # no JOIN, NAMES nor history again
+    # a new connection (irssi reconnecting): the welcome joins both; its own JOIN of them,
+    # sent as irssi does after 001, changes nothing
+    back = await irc(irc_clients, g2.irc_port)
+    welcome = await back.login("ann11", "server-time") + await back.lines(0.5)
+    assert [x for x in welcome if " JOIN " in x] == [
+        ":ann11!ann11@chat.gateway JOIN #general",
+        ":ann11!ann11@chat.gateway JOIN #den11",
+    ]
+    await back.send("JOIN #general,#den11")
+    assert await until_pong(back, "after-rejoin") == []
+    await tom.send("after the rejoin")  # and the chat goes on, shown once
+    assert privmsgs([await back.expect("after the rejoin")]) == [
+        ("#den11", "tom11", "after the rejoin")
+    ]
+    assert "after the rejoin" not in " ".join(await back.lines(0.3))
+    # a chat joined on another device is a JOIN here: a JOIN of it then is ignored too
+    await ann.send("JOIN #side11")
+    await ann.expect(" 366 ann11 #side11 ")
+    await back.expect(r"^:ann11!\S+ JOIN #side11$")
+    await back.send("JOIN #side11")
+    assert await until_pong(back, "after-side") == []
+    # a chat not shown here is joined as before: JOIN, NAMES, history
+    await back.send("JOIN #new11")
+    await back.expect(r"^:ann11!\S+ JOIN #new11$")
+    await back.expect(" 366 ann11 #new11 ")
+
+
 async def test_irc_over_websocket_on_the_web_port(world, clients) -> None:
     """IRCv3 WebSocket (`text.ircv3.net`): one line per text frame, no CRLF."""
     from websockets.asyncio.client import connect

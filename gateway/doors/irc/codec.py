@@ -83,7 +83,6 @@ class IrcCodec(Codec):
         "errors",
         "history_sub",
         "history_target",
-        "joined_already",
         "key",
         "label",
         "names_mode",
@@ -126,7 +125,6 @@ class IrcCodec(Codec):
         self.names_mode = "names"  # what an `Online` answers: names, who, ison
         self.whox = ""  # WHO's %fields (WHOX), "" for a plain WHO
         self.online: list[str] | None = None
-        self.joined_already = False
         #: What is shown later, in order: the backlog before 001, a JOIN's history.
         self._held: list[ev.Messages | ev.Event] | None = []
         self._held_size = 0

@@ -313,6 +313,12 @@ def _tagmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
 
 
 def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    """JOIN: the JOIN, NAMES, then the history (held until after NAMES). A channel this
+    connection has shown already (at the welcome, by an earlier JOIN, or joined on
+    another device) is ignored, as IRC servers do: irssi rejoins its channels after the
+    welcome has joined them, and a replayed history would be new lines to it. Whether
+    this connection has shown it counts, not the user's membership: another device that
+    has not shown a chat yet still gets its JOIN, NAMES and history."""
     if msg.params[0] == "0":
         return
     for target in msg.params[0].split(",")[:MAX_TARGETS]:
@@ -320,10 +326,12 @@ def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         if not target.startswith("#") or len(target) < 2:
             c.numeric(n.ERR_NOSUCHCHANNEL, target, "No such channel")
             continue
+        if name_key(target[1:]) in c.member_of():
+            continue  # shown here already: nothing (no JOIN, NAMES nor history again)
         errors = c.errors
         c.hold()
         yield cmd.Join(target[1:])
-        if c.errors != errors or c.joined_already:
+        if c.errors != errors:
             c.release()
             continue
         if "draft/read-marker" in c.caps:

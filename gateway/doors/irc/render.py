@@ -116,10 +116,12 @@ def _ready(c: IrcCodec, e: ev.Ready) -> None:
 
 
 def _joined(c: IrcCodec, e: ev.Joined) -> None:
-    c.chat_keys.add(name_key(e.chat))
-    c.joined_already = e.already
-    if e.already:
+    """A JOIN unless this connection has shown the chat already (`e.already` is the
+    user's membership, which another device may have made: this one still shows it)."""
+    key = name_key(e.chat)
+    if key in c.chat_keys:
         return
+    c.chat_keys.add(key)
     c.line(format_line("JOIN", "#" + e.chat, source=source_of(c.nick)))
 
 
