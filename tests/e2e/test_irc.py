@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_admin import admin
 from tests.e2e.test_client import Terminal
 from tests.e2e.test_tls_acl import certs  # noqa: F401  # a fixture: a CA and a certificate
 from tests.helpers import (
@@ -555,6 +556,44 @@ async def test_a_join_of_a_channel_already_shown_is_ignored(world, irc_clients, 
     await back.send("JOIN #new11")
     await back.expect(r"^:ann11!\S+ JOIN #new11$")
     await back.expect(" 366 ann11 #new11 ")
+
+
+async def test_kick_is_the_chats_moderator_kick(world, irc_clients, clients) -> None:
+    """irssi's `/kick #general cara bye` sends `KICK #general cara :bye`: it was `421
+    Unknown command`. It is the chat's moderator kick (every session of the user, on every
+    gateway), with a server's numerics for what goes wrong."""
+    g1, g2, url = world
+    mod = await irc(irc_clients, g1.irc_port)
+    await mod.login("mod12")
+    cara = await irc(irc_clients, g2.irc_port)
+    await cara.login("cara12")
+    phone = await clients(g1.port)  # cara on telnet too, on the other gateway
+    await phone.login("cara12")
+    await mod.send("KICK #general cara12 :bye")
+    assert await mod.line() == ":chat.gateway 482 mod12 #general :You're not channel operator"
+    code, out, _ = await admin(url, "mod", "mod12")
+    assert (code, out.strip()) == (0, "mod12 is now a moderator")
+    await mod.send("KICK #general")
+    assert await mod.line() == ":chat.gateway 461 mod12 KICK :Not enough parameters"
+    await mod.send("KICK general cara12")
+    assert await mod.line() == ":chat.gateway 403 mod12 general :No such channel"
+    await mod.send("KICK #elsewhere12 cara12")
+    assert await mod.line() == (
+        ":chat.gateway 442 mod12 #elsewhere12 :You're not on that channel"
+    )
+    await mod.send("KICK #general nobody12")
+    assert (await mod.line()).startswith(":chat.gateway 401 mod12 nobody12 :")
+    assert await until_pong(cara, "not-kicked-yet") == []  # none of that reached cara
+    await mod.send("KICK #general cara12 :bye")
+    assert await mod.line() == (
+        ":chat.gateway NOTICE mod12 :cara12 was disconnected (every session)"
+    )
+    assert await cara.expect("^ERROR ") == "ERROR :you were disconnected by a moderator"
+    assert await cara.closed()
+    assert await phone.expect("^!") == "! you were disconnected by a moderator"
+    assert await phone.closed()
+    await mod.send("HELP")
+    assert "disconnects nick everywhere" in await mod.expect("NOTICE mod12 :/kick ")
 
 
 async def test_irc_over_websocket_on_the_web_port(world, clients) -> None:

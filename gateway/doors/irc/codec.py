@@ -84,6 +84,7 @@ class IrcCodec(Codec):
         "history_sub",
         "history_target",
         "key",
+        "kick_channel",
         "label",
         "names_mode",
         "nick",
@@ -140,6 +141,7 @@ class IrcCodec(Codec):
         self.history_target = ""
         self.history_sub = ""
         self.part_reason = ""
+        self.kick_channel = ""  # the channel a KICK names (its 482)
         self.who_mask = "*"
         self.quitting: bool = False
         #: A PONG held until this connection's own messages are echoed (echo-message):

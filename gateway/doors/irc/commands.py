@@ -375,6 +375,33 @@ def _unban(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     yield cmd.Unban(msg.params[0])
 
 
+def _kick(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    """KICK #chan nick[,nick] [:reason]: the chat's moderator kick, which disconnects every
+    session of the user on every gateway (not only from that channel: chats have no
+    operators of their own). Errors are a server's: 403 for a name that is not a
+    channel, 442 for one this connection is not on, 401 for an unknown nickname and 482
+    for a user who is not a moderator. The reason is not passed on."""
+    channel = msg.params[0]
+    nicks = [x for x in msg.params[1].split(",") if x][:MAX_TARGETS]
+    if not nicks:
+        c.numeric(n.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
+        return
+    if not channel.startswith("#") or len(channel) < 2:
+        c.numeric(n.ERR_NOSUCHCHANNEL, channel, "No such channel")
+        return
+    if name_key(channel[1:]) not in c.member_of():
+        c.numeric(n.ERR_NOTONCHANNEL, channel, "You're not on that channel")
+        return
+    for nick in nicks:
+        c.target = nick  # what a 401 names
+        if name_key(nick) == c.key:
+            c.notice("you cannot kick yourself (/quit)")
+            continue
+        c.kick_channel = channel  # what a 482 names
+        yield cmd.Kick(nick)
+    c.kick_channel = ""
+
+
 def _help(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     yield cmd.Help()
 
@@ -410,6 +437,7 @@ COMMANDS: dict[str, Entry] = {
     "MODE": E(queries.mode, 1),
     "COMPLAIN": E(_complain, 1),
     "UNBAN": E(_unban, 1),
+    "KICK": E(_kick, 2),
     "HELP": E(_help),
     "TOKEN": E(_token),
     "CHATHISTORY": E(history.chathistory, 1),
