@@ -596,6 +596,23 @@ async def test_kick_is_the_chats_moderator_kick(world, irc_clients, clients) -> 
     assert "disconnects nick everywhere" in await mod.expect("NOTICE mod12 :/kick ")
 
 
+async def test_the_welcome_says_where_the_state_is_kept(world, irc_clients, tmp_path) -> None:
+    """003 said `This server keeps its state in Redis` on a gateway without --redis-url."""
+    g1, _, _ = world
+    red = await irc(irc_clients, g1.irc_port)
+    created = [x for x in await red.login("vic13") if " 003 " in x]
+    assert created == [":chat.gateway 003 vic13 :This server keeps its state in Redis"]
+    alone = Gateway(None, tmp_path, CHAT_IRC_PORT=str(free_port())).start()  # embedded
+    try:
+        emb = await irc(irc_clients, alone.irc_port)
+        created = [x for x in await emb.login("vic13") if " 003 " in x]
+        assert created == [
+            ":chat.gateway 003 vic13 :This server keeps its state in its embedded store"
+        ]
+    finally:
+        alone.kill()
+
+
 async def test_irc_over_websocket_on_the_web_port(world, clients) -> None:
     """IRCv3 WebSocket (`text.ircv3.net`): one line per text frame, no CRLF."""
     from websockets.asyncio.client import connect

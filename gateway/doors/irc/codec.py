@@ -47,6 +47,8 @@ class IrcShared:
     """What every IRC connection of a gateway shares."""
 
     max_output: int
+    #: Where the gateway keeps its state, as 003 says it ("Redis", "its embedded store").
+    store: str = "Redis"
     #: One render cache per set of capabilities that changes how a message looks.
     caches: dict[irc.Wants, RenderOnce] = field(default_factory=dict)
     #: The IRC users of this gateway by nickname key (their last connection's USER).

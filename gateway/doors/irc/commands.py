@@ -200,7 +200,7 @@ def welcome(c: IrcCodec) -> Iterator[Step]:
     c.shared.users[c.key] = _who_info(c)
     c.numeric(n.RPL_WELCOME, f"Welcome to the chat, {source_of(nick)}")
     c.numeric(n.RPL_YOURHOST, f"Your host is {SERVER}, a chat gateway")
-    c.numeric(n.RPL_CREATED, "This server keeps its state in Redis")
+    c.numeric(n.RPL_CREATED, f"This server keeps its state in {c.shared.store}")
     c.numeric(n.RPL_MYINFO, SERVER, "chat-gateway", "i", "nt")
     c.numeric(n.RPL_ISUPPORT, *ISUPPORT, "are supported by this server")
     _motd(c)
