@@ -577,15 +577,16 @@ async def test_kick_is_the_chats_moderator_kick(world, irc_clients, clients) -> 
     ]
     code, out, _ = await admin(url, "mod", "mod12")
     assert (code, out.strip()) == (0, "mod12 is now a moderator")
-    await mod.send("KICK #general", "KICK general cara12", "KICK #elsewhere12 cara12")
-    await mod.send("KICK #general nobody12")
+    await mod.send("KICK #general", "KICK general cara12", "KICK #a:b cara12")
+    await mod.send("KICK #elsewhere12 cara12", "KICK #general nobody12")
     errors = await until_pong(mod, "p2")
-    assert errors[:3] == [
+    assert errors[:4] == [
         ":chat.gateway 461 mod12 KICK :Not enough parameters",
         ":chat.gateway 403 mod12 general :No such channel",
+        ":chat.gateway 403 mod12 #a:b :No such channel",
         ":chat.gateway 442 mod12 #elsewhere12 :You're not on that channel",
     ]
-    assert len(errors) == 4 and errors[3].startswith(":chat.gateway 401 mod12 nobody12 :")
+    assert len(errors) == 5 and errors[4].startswith(":chat.gateway 401 mod12 nobody12 :")
     assert await until_pong(cara, "not-kicked-yet") == []  # none of that reached cara
     await mod.send("KICK #general cara12 :bye")
     assert await until_pong(mod, "p3") == [

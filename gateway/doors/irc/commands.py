@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.core import commands as cmd
-from gateway.core.names import name_key, sanitize
+from gateway.core.names import name_error, name_key, sanitize
 from gateway.core.session import Phase
 from gateway.core.timefmt import parse_duration
 from gateway.doors.irc import history, queries
@@ -378,7 +378,7 @@ def _unban(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
 def _kick(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     """KICK #chan nick[,nick] [:reason]: the chat's moderator kick, which disconnects every
     session of the user on every gateway (not only from that channel: chats have no
-    operators of their own). Errors are a server's: 403 for a name that is not a
+    operators of their own). Errors are a server's: 403 for a name that cannot be a
     channel, 442 for one this connection is not on, 401 for an unknown nickname and 482
     for a user who is not a moderator. The reason is not passed on."""
     channel = msg.params[0]
@@ -386,7 +386,7 @@ def _kick(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     if not nicks:
         c.numeric(n.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
         return
-    if not channel.startswith("#") or len(channel) < 2:
+    if not channel.startswith("#") or name_error(channel[1:]) is not None:
         c.numeric(n.ERR_NOSUCHCHANNEL, channel, "No such channel")
         return
     if name_key(channel[1:]) not in c.member_of():
