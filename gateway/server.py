@@ -147,7 +147,9 @@ class GatewayServer:
         )
         line_cache = RenderOnce()
         self.line_door = self._door("line", lambda: LineCodec(settings.max_line, line_cache))
-        irc = IrcShared(settings.max_output)
+        irc = IrcShared(
+            settings.max_output, "Redis" if self._embedded is None else "its embedded store"
+        )
         self.irc_door = self._door("irc", lambda: IrcCodec(irc))
         routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce())}
         if settings.irc_port or settings.irc_tls_port:  # IRC over WebSocket too

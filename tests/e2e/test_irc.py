@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_admin import admin
 from tests.e2e.test_client import Terminal
 from tests.e2e.test_tls_acl import certs  # noqa: F401  # a fixture: a CA and a certificate
 from tests.helpers import (
@@ -499,6 +500,121 @@ async def test_own_messages_without_echo_message_show_only_on_other_devices(
     await desk.send("QUIT :bye")
     await desk.expect("^ERROR ")
     assert await desk.closed()
+
+
+async def until_pong(c: Irc, token: str) -> list[str]:
+    """Every line before the PONG of `PING :token` (sent here), less other tests' live
+    messages to #general (the module's gateways are shared)."""
+    await c.send(f"PING :{token}")
+    before = []
+    while token not in (line := await c.line()):
+        if " PRIVMSG #general " not in line:
+            before.append(line)
+    return before
+
+
+async def test_a_join_of_a_channel_already_shown_is_ignored(world, irc_clients, clients) -> None:
+    """irssi rejoins its channels after a reconnect (`JOIN #general,#den`) once the welcome
+    has joined them: each JOIN was answered with the chat's last messages again, printed
+    as new lines. IRC servers ignore a JOIN of a channel the client is in; so does the door,
+    per connection: what this connection has shown counts, not the user's membership."""
+    g1, g2, _ = world
+    tom = await clients(g2.port)
+    await tom.login("tom11")
+    await tom.send("/join den11")
+    await tom.send("said in den")
+    await tom.expect("said in den")
+    ann = await irc(irc_clients, g1.irc_port)
+    await ann.login("ann11", "server-time")
+    await ann.send("JOIN #den11")
+    await ann.expect(r"^:ann11!\S+ JOIN #den11$")
+    await ann.expect(" 366 ann11 #den11 ")
+    assert "said in den" in await ann.expect("said in den")  # the history, once
+    await ann.lines(0.3)
+    await ann.send("JOIN #den11", "JOIN #DEN11,#general")
+    assert await until_pong(ann, "after-joins") == []  # no JOIN, NAMES nor history again
+    # a new connection (irssi reconnecting): the welcome joins both; its own JOIN of them,
+    # sent as irssi does after 001, changes nothing
+    back = await irc(irc_clients, g2.irc_port)
+    welcome = await back.login("ann11", "server-time") + await back.lines(0.5)
+    assert [x for x in welcome if " JOIN " in x] == [
+        ":ann11!ann11@chat.gateway JOIN #general",
+        ":ann11!ann11@chat.gateway JOIN #den11",
+    ]
+    await back.send("JOIN #general,#den11")
+    assert await until_pong(back, "after-rejoin") == []
+    await tom.send("after the rejoin")  # and the chat goes on, shown once
+    assert privmsgs([await back.expect("after the rejoin")]) == [
+        ("#den11", "tom11", "after the rejoin")
+    ]
+    assert "after the rejoin" not in " ".join(await back.lines(0.3))
+    # a chat joined on another device is a JOIN here: a JOIN of it then is ignored too
+    await ann.send("JOIN #side11")
+    await ann.expect(" 366 ann11 #side11 ")
+    await back.expect(r"^:ann11!\S+ JOIN #side11$")
+    await back.send("JOIN #side11")
+    assert await until_pong(back, "after-side") == []
+    # a chat not shown here is joined as before: JOIN, NAMES, history
+    await back.send("JOIN #new11")
+    await back.expect(r"^:ann11!\S+ JOIN #new11$")
+    await back.expect(" 366 ann11 #new11 ")
+
+
+async def test_kick_is_the_chats_moderator_kick(world, irc_clients, clients) -> None:
+    """irssi's `/kick #general cara bye` sends `KICK #general cara :bye`: it was `421
+    Unknown command`. It is the chat's moderator kick (every session of the user, on every
+    gateway), with a server's numerics for what goes wrong."""
+    g1, g2, url = world
+    mod = await irc(irc_clients, g1.irc_port)
+    await mod.login("mod12")
+    cara = await irc(irc_clients, g2.irc_port)
+    await cara.login("cara12")
+    phone = await clients(g1.port)  # cara on telnet too, on the other gateway
+    await phone.login("cara12")
+    await mod.send("KICK #general cara12 :bye")
+    assert await until_pong(mod, "p1") == [
+        ":chat.gateway 482 mod12 #general :You're not channel operator"
+    ]
+    code, out, _ = await admin(url, "mod", "mod12")
+    assert (code, out.strip()) == (0, "mod12 is now a moderator")
+    await mod.send("KICK #general", "KICK general cara12", "KICK #a:b cara12")
+    await mod.send("KICK #elsewhere12 cara12", "KICK #general nobody12")
+    errors = await until_pong(mod, "p2")
+    assert errors[:4] == [
+        ":chat.gateway 461 mod12 KICK :Not enough parameters",
+        ":chat.gateway 403 mod12 general :No such channel",
+        ":chat.gateway 403 mod12 #a:b :No such channel",
+        ":chat.gateway 442 mod12 #elsewhere12 :You're not on that channel",
+    ]
+    assert len(errors) == 5 and errors[4].startswith(":chat.gateway 401 mod12 nobody12 :")
+    assert await until_pong(cara, "not-kicked-yet") == []  # none of that reached cara
+    await mod.send("KICK #general cara12 :bye")
+    assert await until_pong(mod, "p3") == [
+        ":chat.gateway NOTICE mod12 :cara12 was disconnected (every session)"
+    ]
+    assert await cara.expect("^ERROR ") == "ERROR :you were disconnected by a moderator"
+    assert await cara.closed()
+    assert await phone.expect("^!") == "! you were disconnected by a moderator"
+    assert await phone.closed()
+    await mod.send("HELP")
+    assert "disconnects nick everywhere" in await mod.expect("NOTICE mod12 :/kick ")
+
+
+async def test_the_welcome_says_where_the_state_is_kept(world, irc_clients, tmp_path) -> None:
+    """003 said `This server keeps its state in Redis` on a gateway without --redis-url."""
+    g1, _, _ = world
+    red = await irc(irc_clients, g1.irc_port)
+    created = [x for x in await red.login("vic13") if " 003 " in x]
+    assert created == [":chat.gateway 003 vic13 :This server keeps its state in Redis"]
+    alone = Gateway(None, tmp_path, CHAT_IRC_PORT=str(free_port())).start()  # embedded
+    try:
+        emb = await irc(irc_clients, alone.irc_port)
+        created = [x for x in await emb.login("vic13") if " 003 " in x]
+        assert created == [
+            ":chat.gateway 003 vic13 :This server keeps its state in its embedded store"
+        ]
+    finally:
+        alone.kill()
 
 
 async def test_irc_over_websocket_on_the_web_port(world, clients) -> None:

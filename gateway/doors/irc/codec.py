@@ -47,6 +47,8 @@ class IrcShared:
     """What every IRC connection of a gateway shares."""
 
     max_output: int
+    #: Where the gateway keeps its state, as 003 says it ("Redis", "its embedded store").
+    store: str = "Redis"
     #: One render cache per set of capabilities that changes how a message looks.
     caches: dict[irc.Wants, RenderOnce] = field(default_factory=dict)
     #: The IRC users of this gateway by nickname key (their last connection's USER).
@@ -83,8 +85,8 @@ class IrcCodec(Codec):
         "errors",
         "history_sub",
         "history_target",
-        "joined_already",
         "key",
+        "kick_channel",
         "label",
         "names_mode",
         "nick",
@@ -126,7 +128,6 @@ class IrcCodec(Codec):
         self.names_mode = "names"  # what an `Online` answers: names, who, ison
         self.whox = ""  # WHO's %fields (WHOX), "" for a plain WHO
         self.online: list[str] | None = None
-        self.joined_already = False
         #: What is shown later, in order: the backlog before 001, a JOIN's history.
         self._held: list[ev.Messages | ev.Event] | None = []
         self._held_size = 0
@@ -142,6 +143,7 @@ class IrcCodec(Codec):
         self.history_target = ""
         self.history_sub = ""
         self.part_reason = ""
+        self.kick_channel = ""  # the channel a KICK names (its 482)
         self.who_mask = "*"
         self.quitting: bool = False
         #: A PONG held until this connection's own messages are echoed (echo-message):

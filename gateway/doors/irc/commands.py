@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.core import commands as cmd
-from gateway.core.names import name_key, sanitize
+from gateway.core.names import name_error, name_key, sanitize
 from gateway.core.session import Phase
 from gateway.core.timefmt import parse_duration
 from gateway.doors.irc import history, queries
@@ -200,7 +200,7 @@ def welcome(c: IrcCodec) -> Iterator[Step]:
     c.shared.users[c.key] = _who_info(c)
     c.numeric(n.RPL_WELCOME, f"Welcome to the chat, {source_of(nick)}")
     c.numeric(n.RPL_YOURHOST, f"Your host is {SERVER}, a chat gateway")
-    c.numeric(n.RPL_CREATED, "This server keeps its state in Redis")
+    c.numeric(n.RPL_CREATED, f"This server keeps its state in {c.shared.store}")
     c.numeric(n.RPL_MYINFO, SERVER, "chat-gateway", "i", "nt")
     c.numeric(n.RPL_ISUPPORT, *ISUPPORT, "are supported by this server")
     _motd(c)
@@ -313,6 +313,12 @@ def _tagmsg(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
 
 
 def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    """JOIN: the JOIN, NAMES, then the history (held until after NAMES). A channel this
+    connection has shown already (at the welcome, by an earlier JOIN, or joined on
+    another device) is ignored, as IRC servers do: irssi rejoins its channels after the
+    welcome has joined them, and a replayed history would be new lines to it. Whether
+    this connection has shown it counts, not the user's membership: another device that
+    has not shown a chat yet still gets its JOIN, NAMES and history."""
     if msg.params[0] == "0":
         return
     for target in msg.params[0].split(",")[:MAX_TARGETS]:
@@ -320,10 +326,12 @@ def _join(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         if not target.startswith("#") or len(target) < 2:
             c.numeric(n.ERR_NOSUCHCHANNEL, target, "No such channel")
             continue
+        if name_key(target[1:]) in c.member_of():
+            continue  # shown here already: nothing (no JOIN, NAMES nor history again)
         errors = c.errors
         c.hold()
         yield cmd.Join(target[1:])
-        if c.errors != errors or c.joined_already:
+        if c.errors != errors:
             c.release()
             continue
         if "draft/read-marker" in c.caps:
@@ -367,6 +375,33 @@ def _unban(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     yield cmd.Unban(msg.params[0])
 
 
+def _kick(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
+    """KICK #chan nick[,nick] [:reason]: the chat's moderator kick, which disconnects every
+    session of the user on every gateway (not only from that channel: chats have no
+    operators of their own). Errors are a server's: 403 for a name that cannot be a
+    channel, 442 for one this connection is not on, 401 for an unknown nickname and 482
+    for a user who is not a moderator. The reason is not passed on."""
+    channel = msg.params[0]
+    nicks = [x for x in msg.params[1].split(",") if x][:MAX_TARGETS]
+    if not nicks:
+        c.numeric(n.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
+        return
+    if not channel.startswith("#") or name_error(channel[1:]) is not None:
+        c.numeric(n.ERR_NOSUCHCHANNEL, channel, "No such channel")
+        return
+    if name_key(channel[1:]) not in c.member_of():
+        c.numeric(n.ERR_NOTONCHANNEL, channel, "You're not on that channel")
+        return
+    for nick in nicks:
+        c.target = nick  # what a 401 names
+        if name_key(nick) == c.key:
+            c.notice("you cannot kick yourself (/quit)")
+            continue
+        c.kick_channel = channel  # what a 482 names
+        yield cmd.Kick(nick)
+    c.kick_channel = ""
+
+
 def _help(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
     yield cmd.Help()
 
@@ -402,6 +437,7 @@ COMMANDS: dict[str, Entry] = {
     "MODE": E(queries.mode, 1),
     "COMPLAIN": E(_complain, 1),
     "UNBAN": E(_unban, 1),
+    "KICK": E(_kick, 2),
     "HELP": E(_help),
     "TOKEN": E(_token),
     "CHATHISTORY": E(history.chathistory, 1),

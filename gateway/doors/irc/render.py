@@ -32,6 +32,7 @@ HELP = (
     "Chats are channels: /join #name, /part #name, /list; /msg nick text is private.",
     "/quote COMPLAIN nick: complain about a user (moderators: COMPLAIN nick 2h bans).",
     "/quote UNBAN nick: a moderator lifts a ban.",
+    "/kick #chan nick: a moderator disconnects nick everywhere (every session, every chat).",
     "/quote TOKEN: a resume token, usable as the server or SASL password.",
     "History: CHATHISTORY (IRCv3); unread messages are replayed when you connect.",
 )
@@ -116,10 +117,12 @@ def _ready(c: IrcCodec, e: ev.Ready) -> None:
 
 
 def _joined(c: IrcCodec, e: ev.Joined) -> None:
-    c.chat_keys.add(name_key(e.chat))
-    c.joined_already = e.already
-    if e.already:
+    """A JOIN unless this connection has shown the chat already (`e.already` is the
+    user's membership, which another device may have made: this one still shows it)."""
+    key = name_key(e.chat)
+    if key in c.chat_keys:
         return
+    c.chat_keys.add(key)
     c.line(format_line("JOIN", "#" + e.chat, source=source_of(c.nick)))
 
 
@@ -210,6 +213,8 @@ def _error(c: IrcCodec, e: ev.Error) -> None:
         c.line(format_line("ERROR", e.text, source=""))
     elif command == "NOTICE":
         pass  # RFC 1459: no automatic reply to a NOTICE, errors included
+    elif command == "KICK" and code is ev.ErrorCode.REFUSED:  # only moderators kick
+        c.numeric(n.ERR_CHANOPRIVSNEEDED, c.kick_channel or "*", "You're not channel operator")
     elif code is ev.ErrorCode.BANNED:
         c.numeric(n.ERR_CANNOTSENDTOCHAN, target or "*", e.text)
     elif code is ev.ErrorCode.NO_SUCH_USER:
