@@ -4,14 +4,11 @@ account lifetime)."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from store import keys
 from store.contract import GENERAL, NewName, Registration, UserSeen
 from store.redis.part import Part
-
-log = logging.getLogger("chat.store")
 
 
 class Accounts(Part):

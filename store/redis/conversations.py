@@ -4,7 +4,6 @@ leaving chats."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,8 +23,6 @@ from store.redis.part import Part
 from store.redis.policy import BACKLOG_GROUP
 from store.redis.replies import low_bound, position_of, stream_messages
 from store.scripts import SCRIPTS
-
-log = logging.getLogger("chat.store")
 
 
 class Conversations(Part):

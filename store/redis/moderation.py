@@ -3,7 +3,6 @@ registering), moderators, operator bans, kicks, and the audit trail."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -12,8 +11,6 @@ from store.contract import AddressHold, AuditEntry, BanInfo, Complaint, Complain
 from store.payloads import kicked_record, payload, unbanned_record
 from store.redis.part import Part
 from store.redis.policy import HOUR_MS
-
-log = logging.getLogger("chat.store")
 
 
 class Moderation(Part):

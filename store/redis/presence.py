@@ -4,7 +4,6 @@ Redis lost its data (the store epoch, memberships)."""
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Sequence
@@ -13,8 +12,6 @@ from store import keys
 from store.contract import ChatInfo, ChatList, OnlineList
 from store.redis.part import Part
 from store.redis.policy import ADDRESS_COUNT_TTL_MS, PRESENCE_TTL, SCAN_LIMIT, SCAN_STEP, SMALL_CHAT
-
-log = logging.getLogger("chat.store")
 
 
 class Presence(Part):
