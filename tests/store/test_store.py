@@ -373,9 +373,8 @@ async def test_wait_for_a_replica(make_store: MakeStore, request: Any) -> None:
 
 async def test_seeds_and_unreachable_redis(store_url: str) -> None:
     """On a cluster, a comma-separated seed list whose first node is down works; nothing
-    up is StoreUnavailable, not a traceback from deep inside redis-py. (A standalone
-    Redis named second in a list is probed but not used: the store connects to the
-    first seed.)"""
+    up is StoreUnavailable, not a traceback from deep inside redis-py. (Of a list of
+    standalone Redis servers, the first that answers is the one used.)"""
     dead = free_port()
     host_port = store_url.removeprefix("redis://").split("/")[0]
     if "/" not in store_url.removeprefix("redis://"):  # the cluster's URL has no db
