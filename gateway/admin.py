@@ -25,9 +25,10 @@ from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
 from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
+from gateway.server import store_policy
 from gateway.settings import DATA_OFF, Settings, check_redis_url, default_data_file
 from store.contract import StoreUnavailable, StoreUnusable
-from store.redis_store import RedisStore
+from store.redis import RedisStore, open_store
 
 __all__ = ["main"]
 
@@ -321,20 +322,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> None:
-    store = RedisStore(
-        ns.redis_url,
-        message_ttl=settings.message_ttl,
-        ban_threshold=settings.ban_threshold,
-        ban_duration=settings.ban_duration,
-        rate=settings.rate,
-        burst=settings.burst,
-        gateway_id=f"admin-{os.getpid()}",
-        reply_timeout=settings.store_timeout,
-        account_ttl=settings.account_ttl,
-    )
+    store = await open_store(ns.redis_url, store_policy(settings, f"admin-{os.getpid()}"))
     admin = Admin(store, settings, out)
     try:
-        await store.start()
         c = ns.command
         if c == "users":
             await admin.users(ns.limit)

@@ -43,13 +43,13 @@ from gateway.settings import Settings
 from gateway.workers import Busy, Worker, bind_error, probe
 from store.cluster import Seeds
 from store.contract import StoreUnavailable, StoreUnusable
-from store.redis_store import RedisStore
+from store.redis import RedisStore, StorePolicy, open_store
 from store.resp import with_ca
 
 if TYPE_CHECKING:
     from store.embedded import Embedded
 
-__all__ = ["GatewayServer", "StartupError", "run"]
+__all__ = ["GatewayServer", "StartupError", "run", "store_policy"]
 
 log = logging.getLogger("chat.server")
 
@@ -71,6 +71,14 @@ class StartupError(Exception):
 
 
 class GatewayServer:
+    #: Made by `_wire` once `start` opened the store (it is probed before it is built).
+    store: RedisStore
+    fanout: Fanout
+    core: Core
+    line_door: Door
+    irc_door: Door
+    web_door: Door
+
     def __init__(self, settings: Settings, worker: Worker | None = None) -> None:
         self.settings = settings
         #: Worker k of --workers serves its metrics on --metrics-port + k - 1.
@@ -99,38 +107,9 @@ class GatewayServer:
                 else:
                     hint = "--data FILE chooses another file, --data none keeps nothing"
                 raise StartupError(f"{exc} ({hint})") from None
-        url = with_ca(url, settings.redis_ca)
-        self.store = RedisStore(
-            url,
-            message_ttl=settings.message_ttl,
-            ban_threshold=settings.ban_threshold,
-            ban_duration=settings.ban_duration,
-            rate=settings.rate,
-            burst=settings.burst,
-            gateway_id=self.gateway_id,
-            complaint_min_age=settings.complaint_min_age,
-            complaints_per_hour=settings.complaints_per_hour,
-            complaints_per_address=settings.complaints_per_address,
-            ban_address_memory=settings.ban_address_memory,
-            reply_timeout=settings.store_timeout,
-            max_stored=settings.max_stored,
-            max_user_chats=settings.max_user_chats,
-            max_chats=settings.max_chats,
-            chat_creations=settings.chat_creations,
-            max_registrations=settings.max_registrations,
-            account_ttl=settings.account_ttl,
-            wait_replica_ms=settings.redis_wait_replica,
-        )
+        #: Where Redis is (the embedded store's loopback URL without --redis-url).
+        self.store_url = with_ca(url, settings.redis_ca)
         self.coalescer = Coalescer()
-        self.fanout = Fanout(
-            self.store,
-            settings.cursor_flush,
-            self._after_batch,
-            chunk=settings.fanout_chunk,
-            presence_members=settings.presence_members,
-            gateway_id=self.gateway_id,
-        )
-        self.core = Core(self.store, self.fanout, settings, self.gateway_id)
         self.admission = Admission(
             settings.max_per_ip,
             settings.max_pending_logins,
@@ -145,6 +124,28 @@ class GatewayServer:
             settings.keepalive_interval,
             settings.keepalive_count,
         )
+        self._irc: asyncio.Server | None = None
+        self._irc_tls: asyncio.Server | None = None
+        self._web: asyncio.Server | None = None
+        self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._metrics: asyncio.Server | None = None
+        self._fanout_started = False
+        self._wired = False
+
+    def _wire(self, store: RedisStore) -> None:
+        """Build what stands on the store: fan-out, the core, the doors."""
+        settings = self.settings
+        self.store, self._wired = store, True
+        self.fanout = Fanout(
+            store,
+            settings.cursor_flush,
+            self._after_batch,
+            chunk=settings.fanout_chunk,
+            presence_members=settings.presence_members,
+            gateway_id=self.gateway_id,
+        )
+        self.core = Core(store, self.fanout, settings, self.gateway_id)
         line_cache = RenderOnce()
         self.line_door = self._door("line", lambda: LineCodec(settings.max_line, line_cache))
         irc = IrcShared(
@@ -164,13 +165,6 @@ class GatewayServer:
         )
         request_timeout = min(WEB_REQUEST_TIMEOUT, settings.login_timeout)
         self.web_door = self._door("web", lambda: PageCodec(site), request_timeout)
-        self._irc: asyncio.Server | None = None
-        self._irc_tls: asyncio.Server | None = None
-        self._web: asyncio.Server | None = None
-        self._server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
-        self._metrics: asyncio.Server | None = None
-        self._fanout_started = False
 
     def _door(self, name: str, codec: Callable[[], Codec], upgrade_timeout: float = 0.0) -> Door:
         s = self.settings
@@ -195,7 +189,9 @@ class GatewayServer:
         delay = START_RETRY_FIRST
         while True:
             try:
-                await self.store.start()
+                store = await open_store(
+                    self.store_url, store_policy(self.settings, self.gateway_id)
+                )
                 break
             except StoreUnusable as exc:  # waiting will not help: say what to change
                 raise StartupError(str(exc)) from None
@@ -211,6 +207,7 @@ class GatewayServer:
                     log.warning("event=redis_unavailable error=%s retry_in=%.1f", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, START_RETRY_MAX)
+        self._wire(store)
         await self.fanout.start()
         self._fanout_started = True
         s = self.settings
@@ -401,10 +398,35 @@ class GatewayServer:
 
     async def close_store(self) -> None:
         """Let go of Redis; the embedded store, last, writes its data file."""
-        await self.store.close()
+        if self._wired:  # else start stopped before the store opened
+            await self.store.close()
         if self._embedded is not None:
             embedded, self._embedded = self._embedded, None
             await asyncio.to_thread(embedded.shutdown)
+
+
+def store_policy(settings: Settings, gateway_id: str) -> StorePolicy:
+    """What the store is told, from the settings (the gateway's and the admin tool's)."""
+    return StorePolicy(
+        message_ttl=settings.message_ttl,
+        ban_threshold=settings.ban_threshold,
+        ban_duration=settings.ban_duration,
+        rate=settings.rate,
+        burst=settings.burst,
+        gateway_id=gateway_id,
+        complaint_min_age=settings.complaint_min_age,
+        complaints_per_hour=settings.complaints_per_hour,
+        complaints_per_address=settings.complaints_per_address,
+        ban_address_memory=settings.ban_address_memory,
+        reply_timeout=settings.store_timeout,
+        max_stored=settings.max_stored,
+        max_user_chats=settings.max_user_chats,
+        max_chats=settings.max_chats,
+        chat_creations=settings.chat_creations,
+        max_registrations=settings.max_registrations,
+        account_ttl=settings.account_ttl,
+        wait_replica_ms=settings.redis_wait_replica,
+    )
 
 
 #: Descriptors kept free of client connections by the automatic --max-connections: Redis

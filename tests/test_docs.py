@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from store.redis_store import MIN_REDIS
+from store.redis import MIN_REDIS
 from tests.helpers import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

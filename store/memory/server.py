@@ -28,7 +28,7 @@ __all__ = [
     "done",
 ]
 
-# The same policy constants as store/redis_store.py (a contract test checks they agree).
+# The same policy constants as store/redis/policy.py (a contract test checks they agree).
 PRESENCE_TTL = 15
 ADDRESS_MEMORY = 30 * 86400
 KNOWN_ADDRESSES = 16
@@ -189,8 +189,8 @@ class MemoryServer:
 
 class Base:
     """What every part of `MemoryStore` shares: the server, the policy, small helpers. The
-    constructor takes RedisStore's policy arguments (the URL and Redis' own tuning aside),
-    so one settings object builds either."""
+    constructor takes the fields of the Redis store's `StorePolicy` as keywords (Redis' own
+    tuning aside: the reply timeout, the replica wait)."""
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ import pytest
 from store.clock import FakeClock
 from store.contract import PostStatus, Registration, Store, StoreEvent, Subscriptions
 from store.memory import MemoryServer, MemoryStore
-from store.redis_store import RedisStore
+from store.redis import StorePolicy, open_store
 
 DEFAULTS: dict[str, Any] = {
     "message_ttl": 3600,
@@ -44,9 +44,9 @@ class Backend:
             if self.server is None:
                 self.server = MemoryServer(self.clock)
             store = MemoryStore(self.server, **policy)
+            await store.start()
         else:
-            store = RedisStore(self.url, **policy)
-        await store.start()
+            store = await open_store(self.url, StorePolicy(**policy))
         self.made.append(store)
         return store
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from store import memory, redis_store
+from store import memory
+from store import redis as redis_store
 from store.contract import (
     GENERAL,
     ComplaintStatus,

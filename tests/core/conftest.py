@@ -20,7 +20,7 @@ from gateway.fanout import Fanout
 from gateway.settings import Settings
 from store.clock import FakeClock
 from store.memory import MemoryServer, MemoryStore
-from store.redis_store import RedisStore
+from store.redis import StorePolicy, open_store
 
 
 @dataclass
@@ -133,7 +133,8 @@ async def either_chat(request: pytest.FixtureRequest) -> AsyncIterator[Chat]:
         clock = FakeClock()
         store: Any = MemoryStore(MemoryServer(clock), **POLICY)
     else:
-        clock, store = FakeClock(), RedisStore(request.getfixturevalue("redis_url"), **POLICY)
+        url = request.getfixturevalue("redis_url")
+        clock, store = FakeClock(), await open_store(url, StorePolicy(**POLICY))
     async for made in _chat(store, clock):
         yield made
 
@@ -142,5 +143,5 @@ async def either_chat(request: pytest.FixtureRequest) -> AsyncIterator[Chat]:
 async def redis_chat(redis_url: str) -> AsyncIterator[Chat]:
     """The core on a real Redis (the session's redis-server, emptied): for what only Redis
     can show (how it keeps a key, what its scripts do)."""
-    async for made in _chat(RedisStore(redis_url, **POLICY), FakeClock()):
+    async for made in _chat(await open_store(redis_url, StorePolicy(**POLICY)), FakeClock()):
         yield made

@@ -15,7 +15,7 @@ from gateway.core import events as ev
 from gateway.core.session import Phase, Session
 from gateway.doors.line.parse import parse_line
 from store import keys
-from store.redis_store import RedisStore
+from store.redis import RedisStore
 from tests.core.conftest import Chat, Recorder
 
 BAD_TOKEN = ev.Error(ev.ErrorCode.BAD_TOKEN, "invalid or expired token")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis
 
 from store import keys
-from store.redis_store import RedisStore
+from store.redis import RedisStore, StorePolicy, open_store
 
 GATEWAYS = ("gw-a", "gw-b", "gw-c")
 
@@ -45,16 +45,16 @@ def _commands(url: str) -> set[str]:
         r.close()
 
 
-def _store(url: str) -> RedisStore:
-    return RedisStore(
-        url, message_ttl=3600, ban_threshold=3, ban_duration=60, rate=0, burst=1,
-        gateway_id="gw-a",
-    )  # fmt: skip
+async def _store(url: str) -> RedisStore:
+    policy = StorePolicy(
+        message_ttl=3600, ban_threshold=3, ban_duration=60, rate=0, burst=1, gateway_id="gw-a"
+    )
+    return await open_store(url, policy)
 
 
 async def test_who_in_a_big_chat_is_bounded_and_says_so(redis_url: str) -> None:
     _seed(redis_url)
-    store = _store(redis_url)
+    store = await _store(redis_url)
     try:
         online = await store.who_bounded("big", 200, 1000)
         small = await store.who_bounded("small", 200, 1000)
@@ -71,7 +71,7 @@ async def test_who_in_a_big_chat_is_bounded_and_says_so(redis_url: str) -> None:
 
 async def test_get_chats_counts_online_up_to_the_bound(redis_url: str) -> None:
     _seed(redis_url)
-    store = _store(redis_url)
+    store = await _store(redis_url)
     try:
         listed = await store.active_chats_bounded(50, 1000)
     finally:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ import pytest
 from scripts.procs import free_port, stop_process, wait_port
 from store import keys
 from store.contract import PostStatus
-from store.redis_store import RedisStore
-from tests.store.test_store import DEFAULTS, register
+from store.redis import RedisStore, open_store
+from tests.store.test_store import POLICY, register
 
 WAIT_MS = 300
 
@@ -57,9 +58,7 @@ async def test_a_master_without_replica_is_not_waited_for_until_one_catches_up(
     redis_servers: Any,
 ) -> None:
     port, _ = redis_servers()
-    s = RedisStore(f"redis://127.0.0.1:{port}/0", **DEFAULTS, gateway_id="gw",
-                   wait_replica_ms=WAIT_MS)  # fmt: skip
-    await s.start()
+    s = await open_store(f"redis://127.0.0.1:{port}/0", replace(POLICY, wait_replica_ms=WAIT_MS))
     try:
         await register(s, "ann")
         status, took = await _post(s, "first")  # its WAIT times out: then no replica found

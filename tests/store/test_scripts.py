@@ -2,7 +2,7 @@
 
 First a cheap lint of the sources (each piece composed in once, KEYS/ARGV read only into
 named locals, every script's keys in one cluster slot as the store calls it), then each
-script called with the layout store/redis_store.py and store/batcher.py use. The
+script called with the layout store/redis/ and store/batcher.py use. The
 operations the store makes of several scripts (a join, a registration, a complaint) are
 tested through the store in test_store.py, on a standalone Redis and on a cluster.
 """
@@ -138,7 +138,7 @@ def test_keys_and_argv_only_in_named_locals(name: str) -> None:
 
 def store_calls(user: str, peer: str, chat: str, address: str) -> dict[str, list[str]]:
     """Each script's KEYS (and the channels it publishes to, which a cluster routes by slot
-    too) as store/redis_store.py and store/batcher.py pass them on a cluster."""
+    too) as store/redis/ and store/batcher.py pass them on a cluster."""
     conv = keys.dm_conv(user, peer)
     return {
         "post_many": [keys.stream(chat), keys.members(chat), keys.chat_channel(chat)],

@@ -1,4 +1,4 @@
-"""What only the Redis store has (store.redis_store.RedisStore), on a standalone Redis and
+"""What only the Redis store has (store.redis.RedisStore), on a standalone Redis and
 on a Redis Cluster of 3 masters and 3 replicas: every test runs on both. The contract's
 behaviour, the same on every store, is tested in tests/contract/ (memory, Redis, cluster).
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ from store.contract import (
     Subscriptions,
     UserState,
 )
-from store.redis_store import RedisStore
+from store.redis import RedisStore, StorePolicy, open_store
 from tests.helpers import assert_quiet, eventually
 from tests.store.conftest import StoreCluster
 
@@ -49,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "rate": 0,
     "burst": 10,
 }
+#: DEFAULTS as one gateway's policy.
+POLICY = StorePolicy(**DEFAULTS, gateway_id="gw")
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -65,8 +68,8 @@ async def make_store(store_url: str) -> AsyncIterator[MakeStore]:
     made: list[RedisStore] = []
 
     async def make(**options: Any) -> RedisStore:
-        s = RedisStore(store_url, **{**DEFAULTS, "gateway_id": f"gw{len(made)}", **options})
-        await s.start()
+        policy = StorePolicy(**{**DEFAULTS, "gateway_id": f"gw{len(made)}", **options})
+        s = await open_store(store_url, policy)
         made.append(s)
         return s
 
@@ -117,8 +120,7 @@ async def until_events(events: list[Any], want: int, timeout: float) -> None:
 def unsubscribes_answered(links: Any) -> bool:
     """Whether Redis answered every UNSUBSCRIBE the links sent (a link counts them until
     their replies come): what was unsubscribed no longer gets anything."""
-    inner = getattr(links, "_link", links)  # behind the store's proxy, where it has one
-    parts = inner.links.values() if hasattr(inner, "links") else [inner]
+    parts = links.links.values() if hasattr(links, "links") else [links]  # one per master
     return all(not part._unsubscribing for part in parts)
 
 
@@ -371,26 +373,20 @@ async def test_wait_for_a_replica(make_store: MakeStore, request: Any) -> None:
 
 async def test_seeds_and_unreachable_redis(store_url: str) -> None:
     """On a cluster, a comma-separated seed list whose first node is down works; nothing
-    up is StoreUnavailable, not a traceback from deep inside redis-py. (A standalone
-    Redis named second in a list is probed but not used: the store connects to the
-    first seed.)"""
+    up is StoreUnavailable, not a traceback from deep inside redis-py. (Of a list of
+    standalone Redis servers, the first that answers is the one used.)"""
     dead = free_port()
     host_port = store_url.removeprefix("redis://").split("/")[0]
     if "/" not in store_url.removeprefix("redis://"):  # the cluster's URL has no db
-        s = RedisStore(f"redis://127.0.0.1:{dead},{host_port}", **DEFAULTS, gateway_id="gw")
+        s = await open_store(f"redis://127.0.0.1:{dead},{host_port}", POLICY)
         try:
-            await s.start()
             assert s.cluster
             await register(s, "ann")
             assert await post(s, "ann", keys.GENERAL, "x") == [OK]
         finally:
             await s.close()
-    s = RedisStore(f"redis://127.0.0.1:{dead}", **DEFAULTS, gateway_id="gw")
-    try:
-        with pytest.raises(StoreUnavailable):
-            await s.start()
-    finally:
-        await s.close()
+    with pytest.raises(StoreUnavailable):
+        await open_store(f"redis://127.0.0.1:{dead}", POLICY)
 
 
 async def test_concurrent_complaints(make_store: MakeStore) -> None:
@@ -454,22 +450,17 @@ async def test_the_documented_acl_user_on_a_cluster(_store_cluster: StoreCluster
     for r in admins:
         r.execute_command("ACL", "SETUSER", "gw", "on", ">pw", *GATEWAY_ACL.split())
         r.execute_command("ACL", "LOG", "RESET")
-    s = RedisStore(
-        f"redis://gw:pw@127.0.0.1:{cluster.ports[0]}", **{**DEFAULTS, "rate": 5}, gateway_id="gw"
-    )
-    narrow = RedisStore(f"redis://gw2:pw@127.0.0.1:{cluster.ports[0]}", **DEFAULTS, gateway_id="g")
     for r in admins:  # the rule without +command: one clear error, no traceback
         rule = GATEWAY_ACL.replace(" +command", "")
         r.execute_command("ACL", "SETUSER", "gw2", "on", ">pw", *rule.split())
     try:
         with pytest.raises(StoreUnusable, match="ACL a gateway needs"):
-            await narrow.start()
+            await open_store(f"redis://gw2:pw@127.0.0.1:{cluster.ports[0]}", POLICY)
     finally:
-        await narrow.close()
         for r in admins:
             r.execute_command("ACL", "DELUSER", "gw2")
+    s = await open_store(f"redis://gw:pw@127.0.0.1:{cluster.ports[0]}", replace(POLICY, rate=5))
     try:
-        await s.start()
         assert s.cluster
         await register(s, "ann", "bob")
         await s.join("ann", "rust", "rust", "o")
@@ -532,8 +523,7 @@ async def test_a_redis_that_refuses_writes_is_unavailable_to_a_login(redis_url: 
     """An error reply on the logins' pipeline (here OOM under noeviction) reaches the
     session as the contract's StoreUnavailable (a refusal), not as a raw reply error the
     session would call an internal error; the logins of one turn each get their own."""
-    store = RedisStore(redis_url, **{**DEFAULTS, "gateway_id": "gw-oom"})
-    await store.start()
+    store = await open_store(redis_url, replace(POLICY, gateway_id="gw-oom"))
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         await register(store, "ann", "bob")

@@ -1,0 +1,242 @@
+"""Presence: which gateways are live, who is online on each, the per-address connection
+counts, the bounded /who and /get_chats counts, and what a gateway writes back after
+Redis lost its data (the store epoch, memberships)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+from store import keys
+from store.contract import ChatInfo, ChatList, OnlineList
+from store.redis.part import Part
+from store.redis.policy import ADDRESS_COUNT_TTL_MS, PRESENCE_TTL, SCAN_LIMIT, SCAN_STEP, SMALL_CHAT
+
+
+class Presence(Part):
+    """Live gateways, who is online, bounded counts, and recovery after a data loss."""
+
+    async def online_on(self, user: str, gateways: Sequence[str]) -> bool:
+        if not gateways:
+            return False
+        pipe = self.link.pipe()
+        for gw in gateways:
+            pipe.sismember(keys.gateway_online(gw), user)
+        return any(await self.link.call(pipe.execute()))
+
+    async def live_gateways(self) -> list[str]:
+        """The gateways whose heartbeat is current (dead ones are dropped from the set)."""
+        gws = sorted(await self.link.call(self.redis.smembers(keys.gateways())))
+        if not gws:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for gw in gws:
+            pipe.exists(keys.gateway_alive(gw))
+        alive = await self.link.call(pipe.execute())
+        dead = [gw for gw, ok in zip(gws, alive, strict=True) if not ok]
+        if dead:
+            await self.link.call(self.redis.srem(keys.gateways(), *dead))
+        return [gw for gw, ok in zip(gws, alive, strict=True) if ok]
+
+    async def count_address(self, address: str, change: int, live: Sequence[str]) -> int:
+        """Count a connection from `address` opened (+1) or closed (-1) on this gateway;
+        returns the address's connections on the `live` gateways after the change."""
+        return int(
+            await self.link.eval(
+                "address_count",
+                [keys.address_connections(address)],
+                [self.policy.gateway_id, change, ADDRESS_COUNT_TTL_MS, *live],
+            )
+        )
+
+    async def heartbeat(self, online: set[str]) -> None:
+        gw = self.policy.gateway_id
+        if online:  # online users count as seen: their accounts do not expire
+            now = int(time.time() * 1000)
+            await self.link.call(self.redis.zadd(keys.seen(), dict.fromkeys(online, now), xx=True))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(keys.gateways(), gw)
+        pipe.set(keys.gateway_alive(gw), str(int(time.time())), ex=PRESENCE_TTL)
+        pipe.delete(keys.gateway_online(gw))
+        if online:
+            pipe.sadd(keys.gateway_online(gw), *online)
+            pipe.expire(keys.gateway_online(gw), PRESENCE_TTL)
+        await self.link.call(pipe.execute())
+
+    async def set_online(self, user: str, online: bool) -> None:
+        k = keys.gateway_online(self.policy.gateway_id)
+        if online:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(k, user)
+            pipe.expire(k, PRESENCE_TTL)
+            await self.link.call(pipe.execute())
+        else:
+            await self.link.call(self.redis.srem(k, user))
+
+    async def set_online_many(self, users: Sequence[str]) -> None:
+        """`set_online` for every user that logged in during one loop turn: one pipeline.
+        The gateway's own live mark is renewed if it is missing (a store emptied under a
+        running gateway): users who log in count as online at once, not only after the
+        next heartbeat."""
+        gw = self.policy.gateway_id
+        k = keys.gateway_online(gw)
+        await self.link.run(
+            [
+                ("SADD", k, *users),
+                ("EXPIRE", k, PRESENCE_TTL),
+                ("SADD", keys.gateways(), gw),
+                ("SET", keys.gateway_alive(gw), str(int(time.time())), "EX", PRESENCE_TTL, "NX"),
+            ]
+        )
+
+    async def gateway_gone(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.srem(keys.gateways(), self.policy.gateway_id)
+        pipe.delete(
+            keys.gateway_alive(self.policy.gateway_id), keys.gateway_online(self.policy.gateway_id)
+        )
+        await self.link.call(pipe.execute())
+
+    async def _live_online_keys(self) -> list[str]:
+        return [keys.gateway_online(gw) for gw in await self.live_gateways()]
+
+    async def who_bounded(self, chat: str, limit: int, cap: int) -> OnlineList:
+        """At most `limit` online members of `chat` (by name) and how many are online,
+        counted up to `cap`. No union of every online user is built (that cost
+        O(everyone online) per call, about 100 ms of Redis at 50,000): a chat of at most
+        SMALL_CHAT members is read and checked against each live gateway's online set
+        (exact); a larger one is counted per gateway (`_intercard`) and its
+        names are drawn from random online users and random members, checked both ways.
+        Users online on two gateways count twice in a large chat's count."""
+        live = await self._live_online_keys()
+        if not live:
+            return OnlineList([], 0)
+        members = keys.members(chat)
+        size = int(await self.link.call(self.redis.scard(members)))
+        if size == 0:
+            return OnlineList([], 0)
+        if size <= SMALL_CHAT:
+            users = sorted(await self.link.call(self.redis.smembers(members)))
+            pipe = self.redis.pipeline(transaction=False)
+            for online_key in live:
+                pipe.smismember(online_key, users)
+            found = await self.link.call(pipe.execute())
+            online = [u for i, u in enumerate(users) if any(f[i] for f in found)]
+            total, capped = len(online), False
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for online_key in live:
+                pipe.srandmember(online_key, 2 * limit)
+            pipe.srandmember(members, 2 * limit)
+            res = await self.link.call(pipe.execute())
+            counts = [await self._intercard(members, k, cap) for k in live]
+            counted = sum(n for n, _ in counts)
+            if not all(complete for _, complete in counts):
+                counted = max(counted, cap)  # walked as far as allowed: at least this many
+            candidates = sorted({u for drawn in res[:-1] for u in drawn} | set(res[-1]))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.smismember(members, candidates)
+            for online_key in live:
+                pipe.smismember(online_key, candidates)
+            checks = await self.link.call(pipe.execute())
+            online = [
+                u
+                for i, u in enumerate(candidates)
+                if checks[0][i] and any(c[i] for c in checks[1:])
+            ]
+            total, capped = max(min(counted, cap), len(online)), counted >= cap
+        present = online if len(online) <= limit else random.sample(online, limit)
+        if not present:
+            return OnlineList([], 0)
+        names = await self._names(present)
+        return OnlineList(sorted(names.values(), key=str.casefold), total, capped)
+
+    async def _intercard(self, a: str, b: str, cap: int) -> tuple[int, bool]:
+        """How many members sets `a` and `b` share, counted up to `cap`, and whether
+        that count is complete. A standalone Redis counts it (SINTERCARD ... LIMIT); on a
+        cluster the two sets are in different slots, so the smaller is walked (SSCAN,
+        SCAN_STEP at a time) and looked up in the other (SMISMEMBER), at most
+        SCAN_LIMIT entries: past that the count is a lower bound (shown as `n+`)."""
+        if not self.link.cluster:
+            n = await self.link.call(
+                self.redis.execute_command("SINTERCARD", 2, a, b, "LIMIT", cap)
+            )
+            return int(n), True
+        pipe = self.link.pipe()
+        pipe.scard(a)
+        pipe.scard(b)
+        size_a, size_b = await self.link.call(pipe.execute())
+        walk, probe = (a, b) if int(size_a) <= int(size_b) else (b, a)
+        found = walked = 0
+        cursor = 0
+        while True:
+            cursor, batch = await self.link.call(self.redis.sscan(walk, cursor, count=SCAN_STEP))
+            if batch:
+                hits = await self.link.call(self.redis.smismember(probe, batch))
+                found += sum(1 for hit in hits if hit)
+                walked += len(batch)
+            if int(cursor) == 0:
+                return min(found, cap), True
+            if found >= cap:
+                return cap, True
+            if walked >= SCAN_LIMIT:
+                return found, False
+
+    async def active_chats_bounded(self, limit: int, cap: int) -> ChatList:
+        """The `limit` largest chats and how many exist, each with its online members
+        counted up to `cap` per live gateway (SINTERCARD ... LIMIT: no union of everyone
+        online is built; a user online on two gateways counts twice)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(keys.chat_sizes(), 0, limit - 1, withscores=True)
+        pipe.zcard(keys.chat_sizes())
+        top, total = await self.link.call(pipe.execute())
+        if not top:
+            return ChatList([], int(total))
+        live = await self._live_online_keys()
+        pipe = self.redis.pipeline(transaction=False)
+        for c, _ in top:
+            pipe.hget(keys.chat(c), "name")
+        names = await self.link.call(pipe.execute())
+        infos = []
+        for (c, count), name in zip(top, names, strict=True):
+            counts = [await self._intercard(keys.members(c), k, cap) for k in live]
+            online = sum(n for n, _ in counts)
+            capped = online >= cap or not all(complete for _, complete in counts)
+            infos.append(ChatInfo(name or c, int(count), min(online, cap), capped))
+        infos.sort(key=lambda x: (-x.members, x.name.casefold()))
+        return ChatList(infos, int(total))
+
+    async def claim_epoch(self, candidate: str) -> str:
+        """The store's epoch, set to `candidate` first if there is none (SET NX), so all
+        gateways that find it gone agree on one new value."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.epoch(), candidate, nx=True)
+        pipe.get(keys.epoch())
+        _, current = await self.link.call(pipe.execute())
+        return str(current or candidate)
+
+    async def reassert(self, chats: dict[str, dict[str, str]], peers: dict[str, set[str]]) -> None:
+        """Write back what this gateway's logged-in users are known to be in: memberships
+        both ways, the chats' names (only where missing) and member counts, and their
+        private peers. Nothing that lets anyone log in (accounts stay as they are)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for user, theirs in chats.items():
+            for chat, name in theirs.items():
+                pipe.hsetnx(keys.chat(chat), "name", name)
+                pipe.sadd(keys.members(chat), user)
+                pipe.sadd(keys.user_chats(user), chat)
+        for user, theirs_ in peers.items():
+            if theirs_:
+                pipe.sadd(keys.user_peers(user), *theirs_)
+                pipe.pexpire(keys.user_peers(user), self.policy.ttl_ms)
+        if len(pipe):
+            await self.link.call(pipe.execute())
+        touched = sorted({chat for theirs in chats.values() for chat in theirs})
+        if touched:  # the member counts /get_chats lists by, from the sets just written
+            pipe = self.redis.pipeline(transaction=False)
+            for chat in touched:
+                pipe.scard(keys.members(chat))
+            counts = await self.link.call(pipe.execute())
+            sizes = dict(zip(touched, counts, strict=True))
+            await self.link.call(self.redis.zadd(keys.chat_sizes(), sizes))
