@@ -142,9 +142,10 @@ class Link:
             return await self.call(self.redis.evalsha(script.sha, len(keys_), *keys_, *args))
 
     async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Commands of any slots, scripts included, on the hot-path connection (redis-py's
-        cluster pipeline refuses EVALSHA), together with everything else asked for in this
-        loop turn; NOSCRIPT reloads once. The first error reply is raised."""
+        """Commands of any slots, scripts included, on the hot-path connection (the own
+        pipeline: 0.46-0.56x redis-py's client CPU per login, docs/PERFORMANCE.md "Redis
+        client stack"), together with everything else asked for in this loop turn;
+        NOSCRIPT reloads once. The first error reply is raised."""
         for attempt in (1, 2):
             results = await self.turn.run(commands)
             errors = [r for r in results if is_error(r)]
