@@ -498,3 +498,26 @@ async def test_token_typed_in_the_composer_is_shown_as_on_telnet(
     await tel.expect("^\\* ready: logged in as tia")
     assert await page.locator("#messages li", has_text="token: ").count() == 1  # once
     assert page.problems == []
+
+
+async def test_the_no_messages_note_goes_when_the_first_message_comes(
+    browser, redis_url, gateways, clients
+) -> None:
+    """A new private conversation said 'no messages with bob in the last 3600 s' and kept
+    saying it above the first message."""
+    gw = web_gw(gateways, redis_url)
+    bob = await clients(gw.port)
+    await bob.login("bob")
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "dora")
+    await bob.send("hi all")
+    await page.locator("#messages li button.from", has_text="bob").click()
+    await page.locator("#person-private").click()
+    note = page.locator("#messages li.notice", has_text="no messages with bob")
+    await note.wait_for()
+    assert "in the last hour" in await note.inner_text()
+    await say(page, "hello bob from dora")
+    await bob.expect("hello bob from dora")
+    assert await shown(page, 1) == ["hello bob from dora"]
+    await note.wait_for(state="detached")
+    assert page.problems == []

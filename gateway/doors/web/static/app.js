@@ -207,6 +207,14 @@ function before(a, b) {
 }
 
 const KEPT = 500; // items kept per conversation: the newest
+/** "hour", "2 hours", "30 minutes", "90 s": how long messages are kept, in words. */
+function lifetime(seconds) {
+  const words = (n, unit) => (n === 1 ? unit : `${n} ${unit}s`);
+  if (seconds % 3600 === 0) return words(seconds / 3600, "hour");
+  if (seconds % 60 === 0) return words(seconds / 60, "minute");
+  return `${seconds} s`;
+}
+
 function addItems(c, items) {
   const fresh = [];
   for (const i of items) {
@@ -222,6 +230,11 @@ function addItems(c, items) {
   }
   if (!fresh.length) return;
   let appended = true;
+  const empty = c.items.findIndex((i) => i.empty); // "no messages ..." is true no longer
+  if (empty >= 0 && fresh.some((i) => i.id)) {
+    c.items.splice(empty, 1);
+    appended = false;
+  }
   for (const i of fresh) {
     let at = c.items.length;
     while (at > 0 && before(i.at, c.items[at - 1].at)) at--;
@@ -460,8 +473,8 @@ function handle(f) {
       const c = f.conv ? conv(f.conv.id, f.conv.kind, f.conv.name)
         : state.convs.get(state.current);
       const where = f.conv && f.conv.kind === "private" ? `with ${f.conv.name}` : `in ${f.chat}`;
-      const text = `no messages ${where} in the last ${f.seconds} s`;
-      if (c) addItems(c, [{ note: "notice", text }]);
+      const text = `no messages ${where} in the last ${lifetime(f.seconds)}`;
+      if (c) addItems(c, [{ note: "notice", text, empty: true }]);
       break;
     }
     case "complained":
