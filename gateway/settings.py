@@ -768,94 +768,11 @@ class Settings:
     ) -> Settings:
         """The settings of the command line over the environment over the defaults; a
         bad value exits with one line (status 2)."""
-        env = dict(os.environ if env is None else env)
-        parser = _Parser(
-            prog="python3 server.py",
-            description="A chat gateway: the line protocol (telnet, client.py), the web "
-            "page and IRC over one chat. Every option can also be set by its environment "
-            "variable (the command line wins); README's 'Options and limits' says what each "
-            "one costs.",
-        )
-        groups = {g: parser.add_argument_group(g) for g in GROUPS}
-        for f in fields(cls):
-            opt: _Opt = f.metadata["opt"]
-            shown = opt.default_text if opt.default_text is not None else f.default
-            groups[opt.group].add_argument(
-                "--" + f.name.replace("_", "-"),
-                dest=f.name,
-                metavar=opt.metavar,
-                default=None,
-                help=f"{opt.help} [env {env_var(f.name)}, default {shown}]".replace("%", "%%"),
-            )
-        ns = parser.parse_args(argv)
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            opt = f.metadata["opt"]
-            given, var = getattr(ns, f.name), env_var(f.name)
-            text = given if given is not None else env.get(var)
-            if text is None:
-                continue
-            try:
-                values[f.name] = opt.parse(text)
-            except ValueError as exc:
-                shown = (
-                    text if text.strip() and text.isprintable() and " " not in text else repr(text)
-                )
-                where = (
-                    f"--{f.name.replace('_', '-')} {shown}"
-                    if given is not None
-                    else f"{var}={shown}"
-                )
-                parser.error(f"{where}: {exc}")
-        try:
-            settings = cls(**values)
-            settings.validate()
-        except SettingsError as exc:
-            parser.error(str(exc))
-        return settings
+        return parse_settings(cls, argv, env)
 
     def validate(self) -> None:
         """Refuse combinations no single value shows (SettingsError)."""
-        if self.tls_port and not (self.tls_cert and self.tls_key):
-            raise SettingsError("--tls-port needs --tls-cert and --tls-key")
-        if self.irc_tls_port and not (self.tls_cert and self.tls_key):
-            raise SettingsError("--irc-tls-port needs --tls-cert and --tls-key")
-        if self.redis_url is not None and self.data and self.data not in DATA_OFF:
-            raise SettingsError(
-                "--data is the embedded store's file: with --redis-url, Redis keeps the data "
-                "(leave out --data, or --redis-url for the embedded store)"
-            )
-        if self.workers > 1 and self.redis_url is None:
-            raise SettingsError(
-                f"--workers {self.workers} needs --redis-url: the embedded store lives in one "
-                "process and cannot be shared by workers (start redis-server and give "
-                "--redis-url, or use --workers 1)"
-            )
-        last_metrics = self.metrics_port + self.workers - 1
-        if self.metrics_port and last_metrics > 65535:
-            raise SettingsError(
-                f"--metrics-port {self.metrics_port}: each worker serves its metrics on its "
-                f"own port from this one up, and {self.workers} workers go past 65535; give "
-                f"at most {65536 - self.workers}"
-            )
-        ports = [
-            ("--port", self.port),
-            ("--web-port", self.web_port),
-            ("--irc-port", self.irc_port),
-            ("--irc-tls-port", self.irc_tls_port),
-            ("--tls-port", self.tls_port),
-        ]
-        if self.metrics_host == self.host and self.metrics_port:
-            ports.append(("--metrics-port", self.metrics_port))
-            ports += [  # worker i's
-                (f"--metrics-port + {i} (worker {i + 1}'s)", self.metrics_port + i)
-                for i in range(1, self.workers)
-            ]
-        seen: dict[int, str] = {}
-        for name, port in ports:
-            if port and port in seen:
-                raise SettingsError(f"{seen[port]} and {name} are both {port}: give each its own")
-            seen[port] = name
+        check_combinations(self)
 
     def data_file(self, env: dict[str, str] | None = None) -> Path | None:
         """The embedded store's data file: --data, else one per host and port in the data
@@ -867,6 +784,98 @@ class Settings:
         if self.port == 0:
             return None
         return default_data_file(self.host, self.port, env)
+
+
+def parse_settings(
+    cls: type[Settings], argv: list[str] | None, env: dict[str, str] | None
+) -> Settings:
+    """Settings.from_args: the option table (the class's fields) made into a parser, apart
+    from the table so that the table reads as one."""
+    env = dict(os.environ if env is None else env)
+    parser = _Parser(
+        prog="python3 server.py",
+        description="A chat gateway: the line protocol (telnet, client.py), the web "
+        "page and IRC over one chat. Every option can also be set by its environment "
+        "variable (the command line wins); README's 'Options and limits' says what each "
+        "one costs.",
+    )
+    groups = {g: parser.add_argument_group(g) for g in GROUPS}
+    for f in fields(cls):
+        opt: _Opt = f.metadata["opt"]
+        shown = opt.default_text if opt.default_text is not None else f.default
+        groups[opt.group].add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            metavar=opt.metavar,
+            default=None,
+            help=f"{opt.help} [env {env_var(f.name)}, default {shown}]".replace("%", "%%"),
+        )
+    ns = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        opt = f.metadata["opt"]
+        given, var = getattr(ns, f.name), env_var(f.name)
+        text = given if given is not None else env.get(var)
+        if text is None:
+            continue
+        try:
+            values[f.name] = opt.parse(text)
+        except ValueError as exc:
+            shown = text if text.strip() and text.isprintable() and " " not in text else repr(text)
+            where = (
+                f"--{f.name.replace('_', '-')} {shown}" if given is not None else f"{var}={shown}"
+            )
+            parser.error(f"{where}: {exc}")
+    try:
+        settings = cls(**values)
+        settings.validate()
+    except SettingsError as exc:
+        parser.error(str(exc))
+    return settings
+
+
+def check_combinations(s: Settings) -> None:
+    """Settings.validate: refuse combinations no single value shows (SettingsError)."""
+    if s.tls_port and not (s.tls_cert and s.tls_key):
+        raise SettingsError("--tls-port needs --tls-cert and --tls-key")
+    if s.irc_tls_port and not (s.tls_cert and s.tls_key):
+        raise SettingsError("--irc-tls-port needs --tls-cert and --tls-key")
+    if s.redis_url is not None and s.data and s.data not in DATA_OFF:
+        raise SettingsError(
+            "--data is the embedded store's file: with --redis-url, Redis keeps the data "
+            "(leave out --data, or --redis-url for the embedded store)"
+        )
+    if s.workers > 1 and s.redis_url is None:
+        raise SettingsError(
+            f"--workers {s.workers} needs --redis-url: the embedded store lives in one "
+            "process and cannot be shared by workers (start redis-server and give "
+            "--redis-url, or use --workers 1)"
+        )
+    last_metrics = s.metrics_port + s.workers - 1
+    if s.metrics_port and last_metrics > 65535:
+        raise SettingsError(
+            f"--metrics-port {s.metrics_port}: each worker serves its metrics on its "
+            f"own port from this one up, and {s.workers} workers go past 65535; give "
+            f"at most {65536 - s.workers}"
+        )
+    ports = [
+        ("--port", s.port),
+        ("--web-port", s.web_port),
+        ("--irc-port", s.irc_port),
+        ("--irc-tls-port", s.irc_tls_port),
+        ("--tls-port", s.tls_port),
+    ]
+    if s.metrics_host == s.host and s.metrics_port:
+        ports.append(("--metrics-port", s.metrics_port))
+        ports += [  # worker i's
+            (f"--metrics-port + {i} (worker {i + 1}'s)", s.metrics_port + i)
+            for i in range(1, s.workers)
+        ]
+    seen: dict[int, str] = {}
+    for name, port in ports:
+        if port and port in seen:
+            raise SettingsError(f"{seen[port]} and {name} are both {port}: give each its own")
+        seen[port] = name
 
 
 def data_dir(env: dict[str, str] | None = None) -> Path:
