@@ -197,7 +197,6 @@ class Connection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_drain",
-        "_eof",
         "_lost",
         "_out",
         "_pump",
@@ -230,7 +229,6 @@ class Connection(asyncio.BufferedProtocol):
         self._queued = 0
         self.closing = False
         self._lost = False
-        self._eof = False  # the peer sent all it will: close once its input is handled
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
 
@@ -308,12 +306,7 @@ class Connection(asyncio.BufferedProtocol):
             self._pump = asyncio.get_running_loop().create_task(self._run())
 
     def eof_received(self) -> bool | None:
-        """The peer will send nothing more (`printf 'ann\\npw\\nhello\\n' | nc -N`): what it
-        sent is still handled, answered, and then the connection closed."""
-        if self._pump is None or self.closing:
-            return None  # nothing left to do: close our side too
-        self._eof = True
-        return True  # keep writing until the pump has handled the rest
+        return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Who ended it, for the disconnect line: this side (a close it asked for), the
@@ -374,8 +367,6 @@ class Connection(asyncio.BufferedProtocol):
             self._pump = None
             if not self._queue:
                 self._queue = None
-            if self._eof:
-                self.close()
 
     async def _step(self, step: bytes | cmd.Command | Instruction | Upgrade) -> bool:
         """Carry out one step; True if it waited for the core."""

@@ -442,22 +442,3 @@ async def test_redis_doc_examples_run_with_and_without_a_gateway(
         code, out = await asyncio.to_thread(_run_example, example, port)
         assert code == 0 and "ERR" not in out and "WRONGTYPE" not in out, (example, out)
     assert (await asyncio.to_thread(_run_example, online, port))[1].strip() == ""
-
-
-async def test_lines_sent_before_the_peer_half_closes_are_all_handled(
-    backend, gateways, clients
-) -> None:
-    """`printf 'ann\\npw\\nhello\\n' | nc -N host port` (or a script that shuts down its
-    sending side) logged nobody in and said nothing: the gateway closed at the end of input
-    and dropped the lines it had not handled yet. They are handled, answered, then closed."""
-    gw = gateways(backend)
-    bob = await clients(gw.port)
-    await bob.login("bob")
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(b"ann\nsecret123\nhello from a script\n")
-    await writer.drain()
-    writer.write_eof()
-    said = (await asyncio.wait_for(reader.read(), 10)).decode()  # until the gateway closes
-    writer.close()
-    assert "* ready" in said, said
-    assert "hello from a script" in await bob.expect("hello from a script")
