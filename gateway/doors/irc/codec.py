@@ -65,6 +65,12 @@ class IrcShared:
         return found
 
 
+#: The echo queues of a connection that has sent nothing (most of a big chat's members):
+#: one shared empty deque, never added to (a deque is about 600 bytes), replaced by the
+#: connection's own at its first message. Only `expect_echo`/`expect_tags` add.
+_NO_ECHOES: deque[tuple[str, str]] = deque()
+
+
 class IrcCodec(Codec):
     __slots__ = (
         "_framer",
@@ -132,8 +138,9 @@ class IrcCodec(Codec):
         self._held: list[ev.Messages | ev.Event] | None = []
         self._held_size = 0
         self._history = True  # held messages are history (the backlog): a chathistory batch
-        self.pending: deque[tuple[str, str]] = deque()  # (target key, text) sent, not back
-        self.pending_tags: deque[tuple[str, str]] = deque()  # (target key, tags): TAGMSGs
+        #: (target key, text) sent, not back yet; the shared empty one until the first
+        self.pending: deque[tuple[str, str]] = _NO_ECHOES
+        self.pending_tags: deque[tuple[str, str]] = _NO_ECHOES  # (target key, tags): TAGMSGs
         #: The chat a batch of PRIVMSGs goes to as typed, the line head that names it,
         #: its pending-echo target and the room for a text relayed in one line.
         self._post = ("", "", "", 0)
@@ -223,6 +230,8 @@ class IrcCodec(Codec):
     def expect_echo(self, target: str, text: str) -> None:
         """A message this connection sent: its copy from fan-out is left out (without
         echo-message) or awaited before a PONG (with it)."""
+        if self.pending is _NO_ECHOES:
+            self.pending = deque()
         pending = self.pending
         pending.append((target, text))
         if len(pending) > MAX_PENDING_ECHO:  # never came back (lost, or changed)
@@ -232,6 +241,8 @@ class IrcCodec(Codec):
     def expect_tags(self, target: str, tags: str) -> None:
         """A TAGMSG this connection sent: its copy is left out (without echo-message) or
         awaited before a PONG or the end of its label (with it)."""
+        if self.pending_tags is _NO_ECHOES:
+            self.pending_tags = deque()
         pending = self.pending_tags
         pending.append((target, tags))
         if len(pending) > MAX_PENDING_ECHO:
