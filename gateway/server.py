@@ -90,6 +90,10 @@ class GatewayServer:
         self.data_file = settings.data_file() if settings.redis_url is None else None
         if worker is None:  # a worker's ports were had by its supervisor
             self._preflight()
+        try:  # read before Redis is waited for (or the embedded store starts)
+            self._static = static_files()
+        except RuntimeError as exc:  # a broken install: one line, at once
+            raise StartupError(str(exc)) from None
         url = settings.redis_url
         if url is None:
             from store.embedded import DataFileError, start_embedded  # fakeredis is heavy
@@ -157,7 +161,7 @@ class GatewayServer:
             routes["text.ircv3.net"] = Route(lambda: IrcCodec(irc), lines=True)
             routes["binary.ircv3.net"] = Route(lambda: IrcCodec(irc), lines=True, binary=True)
         site = Site(
-            static_files(),
+            self._static,
             routes,
             settings.max_line + FRAME_SLACK,
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
@@ -510,6 +514,7 @@ async def run(settings: Settings, worker: Worker | None = None) -> int:
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():  # stopped while still waiting for Redis
         starting.cancel()
+        await asyncio.wait({starting})  # its own clean-up first (a half-opened store)
         log.info("event=stopped_before_start")
         await server.abort()
         return 0
@@ -518,6 +523,10 @@ async def run(settings: Settings, worker: Worker | None = None) -> int:
         starting.result()
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, not a log line too
+        await server.abort()
+        return 1
+    except Exception:  # e.g. fan-out's first pub/sub connection timed out: clean up
+        log.exception("event=startup_failed")
         await server.abort()
         return 1
     tune_gc()
