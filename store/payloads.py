@@ -108,9 +108,14 @@ def payload(records: list[str]) -> str:
     return RECORDS.join(records)
 
 
+#: Named tuples built without their generated `__new__` (a Python-level lambda): the
+#: fan-out decodes every message of every burst on every gateway.
+_new = tuple.__new__
+
+
 def _position(mid: str) -> Position:
     ms, _, seq = mid.partition("-")
-    return Position(int(ms), int(seq))
+    return _new(Position, (int(ms), int(seq)))
 
 
 def _conv(conv_id: str) -> Conv:
@@ -123,9 +128,12 @@ def _conv(conv_id: str) -> Conv:
 def _message(fields: str, conv: Conv | None = None) -> Message:
     """The fields of a plain `M` record (the fan-out path: nothing else to look at)."""
     mid, conv_id, sender, where, text = fields.split(FIELDS, 4)
-    return Message(_position(mid), conv or _conv(conv_id), sender, where, text)
+    ms, _, seq = mid.partition("-")
+    pos = _new(Position, (int(ms), int(seq)))
+    return _new(Message, (pos, conv or _conv(conv_id), sender, where, text, _MESSAGE, ""))
 
 
+_MESSAGE = Kind.MESSAGE
 _KINDS = {"M": (Kind.MESSAGE, False), "N": (Kind.NOTICE, False)}
 _KINDS |= {k + "t": (kind, True) for k, (kind, _) in list(_KINDS.items())}
 
