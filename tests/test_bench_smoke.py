@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,29 +17,23 @@ from tests.helpers import ROOT
 USUAL = ",".join(s for s in SCENARIOS if s not in CROWD and s != "clients")
 
 
-@pytest.mark.timeout(400)
-def test_bench_smoke_runs_loses_nothing_and_compares_with_a_baseline(tmp_path) -> None:
-    """Every usual scenario at smoke size (one run: it is the suite's longest), nothing
-    lost; and --baseline exports a commit and compares its gateway with this checkout's."""
+def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     out = tmp_path / "rows.json"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--smoke",
-            "--only",
-            USUAL,
-            "--baseline",
-            "HEAD",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", *args, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=380,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    all_rows = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(400)
+def test_bench_smoke_runs_every_usual_scenario_and_loses_nothing(tmp_path) -> None:
+    """Every usual scenario at smoke size (one run), nothing lost. The --baseline
+    comparison is the next test's: apart, the two run side by side under `-n 2`."""
+    proc, all_rows = _bench(tmp_path, "--only", USUAL)
     scenarios = {(r["scenario"], r["server"]) for r in all_rows}
     for name in (
         "fanout 1 server",
@@ -59,6 +54,13 @@ def test_bench_smoke_runs_loses_nothing_and_compares_with_a_baseline(tmp_path) -
         if str(row["server"]).startswith("gateway") and "lost" in row:
             assert row["lost"] == 0, row
     assert "| scenario | server | result |" in proc.stdout
+
+
+@pytest.mark.timeout(400)
+def test_bench_smoke_compares_with_a_baseline(tmp_path) -> None:
+    """--baseline exports a commit and compares its gateway with this checkout's,
+    interleaved, and says the headline ratios."""
+    proc, all_rows = _bench(tmp_path, "--only", "fanout,ingest", "--baseline", "HEAD")
     assert "### vs baseline HEAD (" in proc.stdout
     headline = re.search(
         r"^vs baseline HEAD: fan-out (\d+\.\d+)x, ingest (\d+\.\d+)x\b", proc.stdout, re.M
