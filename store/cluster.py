@@ -69,10 +69,15 @@ class Seeds:
         userinfo, _, hosts = parts.netloc.rpartition("@")
         nodes: list[Addr] = []
         for item in hosts.split(","):
-            host, _, port = item.strip().rpartition(":")
-            if not host:  # no port given
-                host, port = port, "6379"
-            nodes.append((host.strip("[]"), int(port)))
+            item = item.strip()
+            if item.startswith("["):  # an IPv6 address: [::1] or [::1]:6380
+                host, _, rest = item[1:].partition("]")
+                port = rest[1:] if rest.startswith(":") else "6379"
+            else:
+                host, _, port = item.rpartition(":")
+                if not host:  # no port given
+                    host, port = port, "6379"
+            nodes.append((host, int(port)))
         return cls(parts.scheme, userinfo, tuple(nodes), parts.path, parts.query)
 
     @property
