@@ -17,15 +17,18 @@ from tests.helpers import ROOT
 USUAL = ",".join(s for s in SCENARIOS if s not in CROWD and s != "clients")
 
 
-def _bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+def _bench(
+    tmp_path: Path, *args: str, timeout: float = 380
+) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """`bench/run.py --smoke ARGS`, which must succeed: its output and its JSON rows."""
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", *args, "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=380,
+        timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
 
@@ -84,25 +87,14 @@ def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
     (written in chunks, as a big chat is; and again with a third of the members on each
     door), and after a SIGKILL every user of that gateway is back at `* ready`, with
     passwords and tokens."""
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--smoke",
-            "--only",
-            ",".join(CROWD),
-            # 100 members per gateway in chunks of 40: the big-chat path over real sockets
-            "--crowd-args=--fanout-chunk 40",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    _, every = _bench(
+        tmp_path,
+        "--only",
+        ",".join(CROWD),
+        # 100 members per gateway in chunks of 40: the big-chat path over real sockets
+        "--crowd-args=--fanout-chunk 40",
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    every = json.loads(out.read_text())
     doors = [r for r in every if "a third on each door" in r["scenario"]]
     rows = {r["scenario"].split(":")[0].split(" into")[0]: r for r in every if r not in doors}
     crowd = rows["crowd"]
@@ -134,23 +126,7 @@ def test_bench_smoke_clients_compares_own_parts_with_redis_py(tmp_path) -> None:
     """`--only clients` (bench/clients.py, a few seconds at smoke size): every hot path on a
     standalone Redis and on a cluster, each with the store's own part and redis-py's, and
     the ratio own/redis-py; its Redis servers are gone afterwards."""
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "run.py"),
-            "--smoke",
-            "--only",
-            "clients",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    proc, rows = _bench(tmp_path, "--only", "clients", timeout=60)
     paths = {r["scenario"] for r in rows}
     for where in ("standalone", "cluster"):
         for path in ("ingest", "login storm", "fan-out receive"):
