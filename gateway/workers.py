@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-__all__ = ["WORKER_ENV", "Worker", "bind_error", "supervise"]
+__all__ = ["WORKER_ENV", "Worker", "bind_error", "describe_exit", "supervise"]
 
 log = logging.getLogger("chat.workers")
 
@@ -190,6 +190,7 @@ def _die_with_parent() -> None:
 
 
 def describe_exit(code: int) -> str:
+    """A child's exit as an operator reads it (the supervisor's and scripts/cluster.py's)."""
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

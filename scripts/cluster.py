@@ -44,6 +44,7 @@ from typing import NoReturn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.workers import describe_exit  # noqa: E402
 from scripts.procs import stop_process, wait_port  # noqa: E402
 from scripts.rediscluster import (  # noqa: E402
     BUS_OFFSET,
@@ -119,15 +120,6 @@ def listens(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 try:
