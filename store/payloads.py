@@ -128,8 +128,7 @@ def _conv(conv_id: str) -> Conv:
 def _message(fields: str, conv: Conv | None = None) -> Message:
     """The fields of a plain `M` record (the fan-out path: nothing else to look at)."""
     mid, conv_id, sender, where, text = fields.split(FIELDS, 4)
-    ms, _, seq = mid.partition("-")
-    pos = _new(Position, (int(ms), int(seq)))
+    pos = _position(mid)
     return _new(Message, (pos, conv or _conv(conv_id), sender, where, text, _MESSAGE, ""))
 
 
