@@ -144,16 +144,28 @@ class Embedded:
         """The store's URL for the operator's tool, readable by this account only."""
         assert self.data is not None
         path = admin_file(self.data)
-        fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix(), suffix=".tmp", dir=self.data.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp: 0600
-                f.write(self.url + "\n")
-            os.replace(tmp, path)
+            self._replace(path, (self.url + "\n").encode(), durable=False)
             self._admin_written = True
         except OSError as exc:
+            log.warning("event=admin_file_failed file=%s error=%s", path, exc)
+
+    def _replace(self, path: Path, raw: bytes, durable: bool) -> None:
+        """`path` holds `raw`, or (on any failure) what it held: written to a temporary
+        file beside it (mkstemp: 0600) and renamed over it; `durable`: on disk first."""
+        assert self.data is not None
+        fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix(), suffix=".tmp", dir=self.data.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            log.warning("event=admin_file_failed file=%s error=%s", path, exc)
+            raise
 
     def shutdown(self) -> None:
         """Stop serving, write the last changes, let go of the file."""
@@ -272,16 +284,9 @@ class Embedded:
             raw = pickle.dumps(
                 {"format": FORMAT, "saved_at": now, "keys": keys}, pickle.HIGHEST_PROTOCOL
             )
-        fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix(), suffix=".tmp", dir=self.data.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.data)
+            self._replace(self.data, raw, durable=True)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             self._dirty = True
             raise
         dir_fd = os.open(self.data.parent, os.O_RDONLY)
