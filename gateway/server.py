@@ -39,7 +39,7 @@ from gateway.kit.codec import Codec
 from gateway.kit.render_once import RenderOnce
 from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
-from gateway.settings import Settings
+from gateway.settings import Settings, listeners
 from gateway.workers import Busy, Worker, bind_error, probe
 from store.cluster import Seeds
 from store.contract import StoreUnavailable, StoreUnusable
@@ -281,14 +281,10 @@ class GatewayServer:
         embedded store starts or writes anything: a failed start leaves no files behind,
         and names every listener in the way at once, not one failed start at a time."""
         s = self.settings
-        wanted = [
-            (s.host, s.port, "chat", "--port", "--host"),
-            (s.host, s.tls_port, "chat over TLS", "--tls-port", "--host"),
-            (s.host, s.irc_port, "IRC", "--irc-port", "--host"),
-            (s.host, s.irc_tls_port, "IRC over TLS", "--irc-tls-port", "--host"),
-            (s.host, s.web_port, "web", "--web-port", "--host"),
-            (s.metrics_host, self.metrics_port, "metrics", "--metrics-port", "--metrics-host"),
-        ]
+        wanted = [(s.host, port, what, option, "--host") for what, option, port in listeners(s)]
+        wanted.append(
+            (s.metrics_host, self.metrics_port, "metrics", "--metrics-port", "--metrics-host")
+        )
         busy = []
         for host, port, what, option, host_option in wanted:
             if port:

@@ -834,6 +834,17 @@ def parse_settings(
     return settings
 
 
+def listeners(s: Settings) -> list[tuple[str, str, int]]:
+    """The listeners on --host, each (what it serves, its option, its port; 0: off)."""
+    return [
+        ("chat", "--port", s.port),
+        ("web", "--web-port", s.web_port),
+        ("IRC", "--irc-port", s.irc_port),
+        ("IRC over TLS", "--irc-tls-port", s.irc_tls_port),
+        ("chat over TLS", "--tls-port", s.tls_port),
+    ]
+
+
 def check_combinations(s: Settings) -> None:
     """Settings.validate: refuse combinations no single value shows (SettingsError)."""
     if s.tls_port and not (s.tls_cert and s.tls_key):
@@ -858,13 +869,7 @@ def check_combinations(s: Settings) -> None:
             f"own port from this one up, and {s.workers} workers go past 65535; give "
             f"at most {65536 - s.workers}"
         )
-    ports = [
-        ("--port", s.port),
-        ("--web-port", s.web_port),
-        ("--irc-port", s.irc_port),
-        ("--irc-tls-port", s.irc_tls_port),
-        ("--tls-port", s.tls_port),
-    ]
+    ports = [(option, port) for _, option, port in listeners(s)]
     if s.metrics_host == s.host and s.metrics_port:
         ports.append(("--metrics-port", s.metrics_port))
         ports += [  # worker i's
