@@ -302,7 +302,13 @@ async def test_the_operator_tool_finds_a_gateway_started_on_another_host_by_its_
     `0.0.0.0-PORT.chat`: `admin --port PORT` alone found nothing, and `--host` was refused
     as a command."""
     home = tmp_path / "xdg"
-    gw = gateways(None, XDG_DATA_HOME=str(home), CHAT_DATA="", CHAT_HOST="0.0.0.0")
+    for attempt in range(3):  # 0.0.0.0:PORT also collides with another test's 127.0.0.1:PORT
+        try:
+            gw = gateways(None, XDG_DATA_HOME=str(home), CHAT_DATA="", CHAT_HOST="0.0.0.0")
+            break
+        except RuntimeError:  # exited at start: that port was taken meanwhile; a new one
+            if attempt == 2:
+                raise
     alice = await clients(gw.port)
     await alice.login("alice")
     env = {"XDG_DATA_HOME": str(home)}
