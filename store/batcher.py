@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import hiredis
-from redis.exceptions import ResponseError
 
 from store import keys
 from store.contract import StoreNoReply, StoreUnavailable
-from store.resp import refusal
+from store.resp import reply_error
 
 __all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "Coalescer", "ScriptLike"]
 
@@ -169,9 +168,6 @@ class Batcher:
         self._gate: ScriptLike | None = None
         self._gate_args: tuple[float, int] = (0.0, 0)
 
-    def use_pipeline(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-
     def use(self, pipeline: Pipeline, gate: ScriptLike, rate: float, burst: int) -> None:
         """Post on a Redis Cluster: through `pipeline`, each sender checked by `gate`."""
         self._pipeline = pipeline
@@ -261,9 +257,7 @@ class Batcher:
                 replies[i] = reply
         for posts, reply in zip(senders.values(), replies, strict=True):
             if isinstance(reply, BaseException | hiredis.ReplyError):
-                exc = reply if isinstance(reply, StoreUnavailable) else ResponseError(str(reply))
-                if isinstance(reply, hiredis.ReplyError):
-                    exc = refusal(str(reply)) or exc
+                exc = reply_error(reply)
                 for post in posts:
                     if not post.future.done():
                         post.future.set_exception(exc)
@@ -325,7 +319,7 @@ class Batcher:
                 if str(reply).startswith("NOSCRIPT") and retry:
                     again.append(call)
                 else:
-                    call.fail(refusal(str(reply)) or ResponseError(str(reply)))
+                    call.fail(reply_error(reply))
             else:
                 call.resolve(reply)
         if again:  # Redis lost its scripts (restart, SCRIPT FLUSH): load them, once

@@ -10,6 +10,7 @@ for `rediss://` URLs, so every connection of a gateway is encrypted alike.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import hiredis
 from redis.connection import SSLConnection, parse_url
+from redis.exceptions import ResponseError
 
 from store.contract import StoreNoReply, StoreRefused, StoreUnavailable
 from store.replicas import ReplicaWatch
@@ -28,6 +30,7 @@ __all__ = [
     "encode_command",
     "open_redis",
     "refusal",
+    "reply_error",
     "ssl_context",
     "with_ca",
 ]
@@ -62,6 +65,24 @@ def encode_command(*parts: bytes | str | int | float) -> bytes:
     their `str`."""
     packed: bytes = hiredis.pack_command(parts)  # type: ignore[arg-type]  # stub: a 1-tuple
     return packed
+
+
+#: Error replies that mean Redis cannot serve right now (loading its data, a script
+#: running too long, no master, a slot moving): the contract's StoreUnavailable.
+NOT_NOW = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def reply_error(reply: Any) -> Exception:
+    """What a caller raises for an error reply of this connection: a refusal to write or
+    a Redis that cannot serve now as the contract's errors, anything else as a
+    ResponseError; an exception instance (a cluster node lost) as a copy of its own, so
+    that the callers of one batch do not share one traceback."""
+    if isinstance(reply, hiredis.ReplyError):
+        text = str(reply)
+        if text.startswith(NOT_NOW):
+            return StoreUnavailable(text)
+        return refusal(text) or ResponseError(text)
+    return copy.copy(reply) if isinstance(reply, Exception) else StoreUnavailable(str(reply))
 
 
 def refusal(text: str) -> StoreRefused | None:

@@ -5,28 +5,34 @@ connection's error replies raised as one of them."""
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hiredis
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.contract import StoreNoReply, StoreRefused, StoreUnavailable
-from store.resp import refusal
+from store.resp import NOT_NOW, refusal
+from store.resp import reply_error as raised
 
-__all__ = ["UNAVAILABLE", "is_error", "mapped", "raised", "refused"]
+__all__ = ["UNAVAILABLE", "as_contract", "is_error", "mapped", "raised", "refused"]
 
 T = TypeVar("T")
 
-#: redis-py's exceptions that mean Redis is not reachable: the contract's StoreUnavailable.
+#: redis-py's exceptions that mean Redis is not reachable: the contract's StoreUnavailable
+#: (redis-py raises LOADING as BusyLoadingError, a ConnectionError).
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
-#: Error replies that mean Redis cannot serve right now (loading its data, a script
-#: running too long, no master): the contract's StoreUnavailable, as redis-py mapped them.
-_NOT_NOW = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+#: redis-py raises these replies (store.resp.NOT_NOW) as their own classes, prefix stripped.
+_NOT_NOW_CLASSES = (ClusterDownError, TryAgainError)
 
 
 def refused(exc: Exception) -> StoreRefused | None:
@@ -37,21 +43,19 @@ def refused(exc: Exception) -> StoreRefused | None:
     return refusal(str(exc))
 
 
+def as_contract(exc: ResponseError) -> Exception:
+    """A redis-py error reply as the contract's error where it is one (a refusal to
+    write, a Redis that cannot serve now), else itself."""
+    # a pipeline's error names its command first: "Command # 1 (GET k) of pipeline
+    # caused error: ('BUSY Redis is busy ...',)"
+    reply = str(exc).rpartition("caused error: ")[2].lstrip("('\"")
+    if isinstance(exc, _NOT_NOW_CLASSES) or reply.startswith(NOT_NOW):
+        return StoreUnavailable(str(exc) or type(exc).__name__)
+    return refused(exc) or exc
+
+
 def is_error(reply: Any) -> bool:
     return isinstance(reply, BaseException | hiredis.ReplyError)
-
-
-def raised(error: Any) -> Exception:
-    """What a caller raises for an error reply of the hot-path connection: a refusal to
-    write or a Redis that cannot serve now as the contract's errors, anything else as a
-    ResponseError; an exception instance (a cluster node lost) as a copy of its own, so
-    that the callers of one batch do not share one traceback."""
-    if isinstance(error, hiredis.ReplyError):
-        text = str(error)
-        if text.startswith(_NOT_NOW):
-            return StoreUnavailable(text)
-        return refusal(text) or ResponseError(text)
-    return copy.copy(error) if isinstance(error, Exception) else StoreUnavailable(str(error))
 
 
 def mapped(

@@ -25,7 +25,7 @@ from store.batcher import Batcher, Coalescer
 from store.cluster import ClusterPipeline, Seeds, SlotMap
 from store.contract import StoreEvent, StoreNoReply, StoreUnavailable, StoreUnusable, Subscriptions
 from store.pubsub import PubSubLink, ShardedLinks
-from store.redis.errors import UNAVAILABLE, is_error, raised, refused
+from store.redis.errors import UNAVAILABLE, as_contract, is_error, raised
 from store.redis.policy import StorePolicy
 from store.resp import RespPipeline
 from store.scripts import SCRIPTS
@@ -81,7 +81,8 @@ class Link:
 
     async def start(self) -> None:
         """Load the scripts: the first command that shows whether Redis lets the gateway
-        do what it needs (a cluster client's first command: COMMAND, too)."""
+        do what it needs (a cluster client's first command: COMMAND, too). A Redis that
+        cannot serve now raises StoreUnavailable (`call`), and the gateway waits."""
         try:
             await self.load_scripts()
         except NoPermissionError as exc:
@@ -90,8 +91,6 @@ class Link:
                 "gives the ACL a gateway needs"
             ) from exc
         except ResponseError as exc:  # a renamed or disabled command, say
-            if isinstance(exc, NoScriptError) or refused(exc) is not None:
-                raise
             raise StoreUnusable(f"Redis at {self.where} cannot serve the gateway: {exc}") from exc
 
     async def close(self) -> None:
@@ -127,10 +126,10 @@ class Link:
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
         except ResponseError as exc:
-            refusal = refused(exc)
-            if refusal is None:
+            error = as_contract(exc)
+            if error is exc:
                 raise
-            raise refusal from exc
+            raise error from exc
 
     async def eval(self, name: str, keys_: list[str], args: list[Any]) -> Any:
         """One script through redis-py (the keys of one slot)."""
@@ -170,7 +169,7 @@ class Link:
         if isinstance(reply, BaseException):
             raise reply
         if isinstance(reply, hiredis.ReplyError):
-            raise refused(ResponseError(str(reply))) or ResponseError(str(reply))
+            raise raised(reply)
         return reply
 
     async def load_scripts(self) -> None:

@@ -55,7 +55,7 @@ REPLY_TIMEOUT = 10.0
 class StorePolicy:
     """Everything a `RedisStore` is told besides where Redis is: the chat's limits (in
     seconds, as the settings say them) and the gateway it serves. The gateway builds it
-    once from its settings (`gateway.server.store_policy`)."""
+    once from its settings (`gateway.policy.store_policy`)."""
 
     message_ttl: int
     ban_threshold: int

@@ -542,3 +542,35 @@ async def test_a_redis_that_refuses_writes_is_unavailable_to_a_login(redis_url: 
     finally:
         r.close()
         await store.close()
+
+
+async def test_a_redis_busy_with_a_script_is_unavailable_on_both_client_paths(
+    redis_url: str,
+) -> None:
+    """A script that runs past busy-reply-threshold makes Redis answer BUSY to everyone:
+    the redis-py path (a name check) and the hot path (a login) both say "unavailable",
+    which the session tells the user as "try again", not as an internal error."""
+    store = await open_store(redis_url, replace(POLICY, gateway_id="gw-busy"))
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    spin = (
+        "local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + 1500000 "
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop return 1"
+    )
+    threshold = r.config_get("busy-reply-threshold")["busy-reply-threshold"]
+    try:
+        await register(store, "ann")
+        r.config_set("busy-reply-threshold", 100)
+        busy = asyncio.create_task(asyncio.to_thread(r.eval, spin, 0))
+        try:
+            await asyncio.sleep(0.4)  # past the threshold: Redis now answers BUSY
+            with pytest.raises(StoreUnavailable):
+                await store.new_name("cy", "cy", "10.0.0.9")
+            with pytest.raises(StoreUnavailable):
+                await store.enter("ann", "10.0.0.1")
+        finally:
+            assert await busy == 1
+        assert (await store.enter("ann", "10.0.0.1")).chats == {"general": "general"}
+    finally:
+        r.config_set("busy-reply-threshold", threshold)
+        r.close()
+        await store.close()
