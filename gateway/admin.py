@@ -25,7 +25,7 @@ from gateway.core.audit import format_fields, record
 from gateway.core.names import name_error, name_key, name_skeleton, password_error
 from gateway.core.passwords import hash_password
 from gateway.core.timefmt import MAX_BAN, ban_end, parse_duration
-from gateway.server import store_policy
+from gateway.policy import store_policy
 from gateway.settings import DATA_OFF, Settings, check_redis_url, default_data_file
 from store.contract import StoreUnavailable, StoreUnusable
 from store.redis import RedisStore, open_store

@@ -39,17 +39,18 @@ from gateway.kit.codec import Codec
 from gateway.kit.render_once import RenderOnce
 from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
 from gateway.metrics import METRICS, serve_metrics
+from gateway.policy import store_policy
 from gateway.settings import Settings, listeners
 from gateway.workers import Busy, Worker, bind_error, probe
 from store.cluster import Seeds
 from store.contract import StoreUnavailable, StoreUnusable
-from store.redis import RedisStore, StorePolicy, open_store
+from store.redis import RedisStore, open_store
 from store.resp import with_ca
 
 if TYPE_CHECKING:
     from store.embedded import Embedded
 
-__all__ = ["GatewayServer", "StartupError", "run", "store_policy"]
+__all__ = ["GatewayServer", "StartupError", "run"]
 
 log = logging.getLogger("chat.server")
 
@@ -403,30 +404,6 @@ class GatewayServer:
         if self._embedded is not None:
             embedded, self._embedded = self._embedded, None
             await asyncio.to_thread(embedded.shutdown)
-
-
-def store_policy(settings: Settings, gateway_id: str) -> StorePolicy:
-    """What the store is told, from the settings (the gateway's and the admin tool's)."""
-    return StorePolicy(
-        message_ttl=settings.message_ttl,
-        ban_threshold=settings.ban_threshold,
-        ban_duration=settings.ban_duration,
-        rate=settings.rate,
-        burst=settings.burst,
-        gateway_id=gateway_id,
-        complaint_min_age=settings.complaint_min_age,
-        complaints_per_hour=settings.complaints_per_hour,
-        complaints_per_address=settings.complaints_per_address,
-        ban_address_memory=settings.ban_address_memory,
-        reply_timeout=settings.store_timeout,
-        max_stored=settings.max_stored,
-        max_user_chats=settings.max_user_chats,
-        max_chats=settings.max_chats,
-        chat_creations=settings.chat_creations,
-        max_registrations=settings.max_registrations,
-        account_ttl=settings.account_ttl,
-        wait_replica_ms=settings.redis_wait_replica,
-    )
 
 
 #: Descriptors kept free of client connections by the automatic --max-connections: Redis

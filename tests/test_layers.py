@@ -66,6 +66,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # the wiring: everything
     "gateway.server": ("gateway", "store", "redis", "hiredis", "fakeredis", "websockets"),
     "gateway.admin": ("gateway", "store", "redis", "hiredis", "fakeredis"),
+    "gateway.policy": ("gateway.settings", "store.redis.policy"),
     "gateway.workers": ("gateway", "store"),  # --workers: the supervisor of server.py's
 }
 
