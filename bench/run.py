@@ -420,6 +420,11 @@ PAM = no
         self.rows.append(row)
         print(json.dumps(row), flush=True)
 
+    async def settle(self, seconds: float) -> None:
+        """Let a gateway settle between rows (closes, collection, RSS); a tenth of that in
+        a smoke run, whose figures nobody reads."""
+        await asyncio.sleep(seconds / 10 if self.smoke else seconds)
+
     async def fanout_web(
         self,
         port: int,
@@ -435,14 +440,14 @@ PAM = no
             "127.0.0.1", port, CHAT, senders, prefix="fwsend", chat="general"
         )
         readers = await connect_ws_many("127.0.0.1", web_port, members - senders, prefix="fwr")
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         if meter is None:
             result = await fanout(sending, [*sending, *readers], "general", messages)
         else:
             with meter:
                 result = await fanout(sending, [*sending, *readers], "general", messages)
         close_all([*sending, *readers])
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         return result
 
     async def fanout_one(
@@ -468,14 +473,14 @@ PAM = no
             for k in range(len(ports))
             for p in peers[k * per_port : k * per_port + per_gw_senders]
         ]
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         if meter is None:
             result = await fanout(sending, peers, chat, messages)
         else:
             with meter:
                 result = await fanout(sending, peers, chat, messages)
         close_all(peers)
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         return result
 
     async def latency_one(
@@ -498,7 +503,7 @@ PAM = no
             chat=chat,
             samples=min(20, members - 1),
         )
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         sender = peers[-1]  # not a sampled reader
         pids: dict[str, int | None] = {"server": server_pid, "loadgen": None}
         if dialect is CHAT:
@@ -507,7 +512,7 @@ PAM = no
             result = await latency(sender, peers, chat, rate, seconds)
         result.extra.update(cpu.cores)
         close_all(peers)
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         return result
 
     async def ingest_one(
@@ -529,7 +534,7 @@ PAM = no
             r = await fanout(senders, [observer], "general", per)
         r = Result(len(senders) * per, observer.count, r.seconds, meter.cores)
         close_all(peers)
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         return r
 
     async def idle_one(
@@ -537,7 +542,7 @@ PAM = no
     ) -> dict[str, float]:
         """RSS of gateway `pid` before and after `n_idle` users log in on `door` (`port` is
         that door's port) and stay idle."""
-        await asyncio.sleep(1)
+        await self.settle(1)
         before = rss_kb(pid)
         peers: list[Any]
         if door == "web":
@@ -549,10 +554,10 @@ PAM = no
                 "127.0.0.1", port, dialect, n_idle, prefix=f"idle{door[0]}", chat=chat,
                 parallel=500,
             )  # fmt: skip
-        await asyncio.sleep(2)
+        await self.settle(2)
         after = rss_kb(pid)
         close_all(peers)
-        await asyncio.sleep(0.5)
+        await self.settle(0.5)
         return {
             "rss_before_kb": before,
             "rss_after_kb": after,

@@ -12,7 +12,7 @@ what one message costs it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ async def many_chats(
     messages: int,
     tag: str,
     mark: Callable[[], None],
+    settle: Callable[[float], Awaitable[None]],
 ) -> Result:
     """`chats` chats of `members` members each (split over the gateways); `senders` of
     each chat send `messages` each; every member counts what arrives. `mark()` is called
@@ -73,7 +74,7 @@ async def many_chats(
                 "127.0.0.1", port, CHAT, share, prefix=f"{tag}c{c}g{k}u", chat=name, parallel=100
             )
         groups.append((name, peers[:senders], peers))
-    await asyncio.sleep(1.5)  # logins' own writes (cursors, presence) settle
+    await settle(1.5)  # logins' own writes (cursors, presence) settle
     mark()
     results = await asyncio.gather(
         *(fanout(sending, peers, name, messages) for name, sending, peers in groups)
@@ -81,7 +82,7 @@ async def many_chats(
     mark()
     for _, _, peers in groups:
         close_all(peers)
-    await asyncio.sleep(0.3)
+    await settle(0.3)
     seconds = max(r.seconds for r in results)
     return Result(sum(r.expected for r in results), sum(r.delivered for r in results), seconds)
 
@@ -120,7 +121,9 @@ async def run_shards(bench: Bench) -> None:
                 into.append({port: server_stats(port) for port in ports()})
 
             tag = {"standalone": "s", "cluster": "c"}.get(kind, "w")
-            r = await many_chats([g1, g2], chats, members, senders, messages, tag, mark)
+            r = await many_chats(
+                [g1, g2], chats, members, senders, messages, tag, mark, bench.settle
+            )
             if reference is None:
                 reference = r.rate
             used = {port: delta(marks[0][port], marks[1][port]) for port in marks[0]}

@@ -146,7 +146,11 @@ async def test_socket_fuzz_while_two_users_chat(redis_url, gateways) -> None:
 
 
 async def test_soak_memory_tasks_and_subscriptions_return(redis_url, gateways) -> None:
-    seconds = float(os.environ.get("SOAK_SECONDS", "60"))
+    """300 users logging in, chatting and leaving (half of them dropping the connection)
+    for SOAK_SECONDS (20: about 6,500 messages and 2,000 sessions; set it higher for a
+    long soak): afterwards connections, users, channels and tasks are back where the
+    warm-up left them and RSS grew by less than 10 MB (a leak of 5 KB a session fails)."""
+    seconds = float(os.environ.get("SOAK_SECONDS", "20"))
     mport = free_port()
     gw = gateways(  # 200 users from one address log in at once: the soak is about memory
         redis_url,
@@ -206,7 +210,7 @@ async def test_soak_memory_tasks_and_subscriptions_return(redis_url, gateways) -
     )
     after_rss = _rss_kb(gw.proc.pid)
     assert sent > 1000
-    assert after_rss - base_rss < 20_000, (base_rss, after_rss)  # KiB
+    assert after_rss - base_rss < 10_000, (base_rss, after_rss)  # KiB
     print(
         f"soak: {sent} messages, rss {base_rss} -> {after_rss} KiB, tasks "
         f"{base['chat_asyncio_tasks']} -> {after['chat_asyncio_tasks']}"

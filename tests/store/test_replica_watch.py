@@ -43,9 +43,9 @@ def redis_servers(redis_server: str, tmp_path: Path) -> Iterator[Any]:
         return port, proc
 
     yield start
-    for proc in started:
+    for proc in started:  # SIGKILL: a master's SIGTERM waits up to 10 s for a paused replica
         proc.send_signal(signal.SIGCONT)
-        stop_process(proc)
+        stop_process(proc, signal.SIGKILL)
 
 
 async def _post(s: RedisStore, text: str) -> tuple[PostStatus, float]:
