@@ -310,7 +310,7 @@ class Crowd:
 
         redis_before = self.redis_memory()
         seed_s = self.seed()
-        await asyncio.sleep(1)
+        await self.bench.settle(1)
         rss_before = [rss_kb(p.pid) for p in self.gws]
         began = time.perf_counter()
         with CpuMeter(self.pids()) as cpu:
@@ -322,7 +322,7 @@ class Crowd:
             )
         took = time.perf_counter() - began
         ready = sum(r["ready"] for r in replies)
-        await asyncio.sleep(1 if self.bench.smoke else 3)
+        await self.bench.settle(3)
         rss_after = [rss_kb(p.pid) for p in self.gws]
         per_gw = self.n / self.gateways
         redis_after = self.redis_memory()
@@ -462,7 +462,7 @@ class Crowd:
             **r,
         )
         await self.ask_all(op="park", group=victim)
-        await asyncio.sleep(1 if self.bench.smoke else 10)  # hash queues drain
+        await self.bench.settle(10)  # hash queues drain
         await self.ask_all(op="mode", mode="token")
         await self.ask_all(op="unpark", group=victim, parallel=400, timeout=600)
         await self._wait_ready(self.n, 120)
@@ -510,7 +510,7 @@ class Crowd:
             return sent
 
         prober = asyncio.create_task(probing())
-        await asyncio.sleep(1)
+        await self.bench.settle(1)
         survivors = {k: v for k, v in self.pids().items() if k != f"gateway{victim + 1}"}
         overflows = listen_overflows()
         others = [p for k, p in enumerate(self.ports) if k != victim]
@@ -547,7 +547,7 @@ class Crowd:
                 await asyncio.sleep(0.1)
         done.set()
         probes = await prober
-        await asyncio.sleep(0.5)
+        await self.bench.settle(0.5)
         all_back = ready >= self.n
         last_ns = max(s["last_ready_ns"] for s in stats)
         seconds = (

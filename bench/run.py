@@ -1022,7 +1022,7 @@ def main() -> int:
     parser.add_argument(
         "--crowd-seconds",
         type=float,
-        help="broadcast: seconds at each rate (default 30, with --smoke 2)",
+        help="broadcast: seconds at each rate (default 30, with --smoke 1)",
     )
     parser.add_argument(
         "--storm-cap",
@@ -1085,7 +1085,7 @@ def main() -> int:
             only,
             baseline,
             users=args.users or (300 if args.smoke else 50_000),
-            crowd_seconds=args.crowd_seconds or (2.0 if args.smoke else 30.0),
+            crowd_seconds=args.crowd_seconds or (1.0 if args.smoke else 30.0),
             storm_cap=(30.0 if args.smoke else 60.0) if args.storm_cap is None else args.storm_cap,
             crowd_gateways=args.crowd_gateways,
             crowd_args=tuple(args.crowd_args.split()),

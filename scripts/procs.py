@@ -4,6 +4,8 @@ benchmarks and the tests."""
 from __future__ import annotations
 
 import ctypes
+import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,10 +17,45 @@ from collections.abc import Callable
 __all__ = ["die_with_parent", "free_port", "stop_process", "wait_port"]
 
 
+#: Where free_port draws from: below the kernel's ephemeral range (32768-60999 on Linux),
+#: from which every outgoing connection takes its local port, so that no client socket of
+#: a busy test run holds the port a server is about to listen on (binding port 0 would
+#: hand out exactly such a port); below scripts/rediscluster.py's range (12000 and up,
+#: bus ports +10000) and above the machine's services (PostgreSQL, RabbitMQ, Redis 6379).
+PORT_RANGE = (7100, 11900)
+_given: set[int] = set()
+
+
+def _port_range() -> range:
+    """This process's share of PORT_RANGE: each pytest-xdist worker ("gwN", inherited by
+    what it starts) its own slice, so two workers never pick the same port."""
+    low, high = PORT_RANGE
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 0:
+        size = (high - low) // count
+        low += int(worker[2:]) % count * size
+        high = low + size
+    return range(low, high)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on or is connected from, not given out before by
+    this process."""
+    ports = _port_range()
+    rnd = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(2000):
+        port = rnd.choice(ports)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def wait_port(
