@@ -389,7 +389,8 @@ class Supervisor:
 
     def _stop_all(self) -> int:
         """SIGTERM to every live worker at once, SIGKILL to those still there after
-        STOP_TIMEOUT; 1 if one did not stop cleanly."""
+        STOP_TIMEOUT; 1 if one did not stop cleanly (a worker still starting dies of the
+        SIGTERM itself, which is clean)."""
         live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
         for child in live:
             assert child.proc is not None
@@ -412,7 +413,9 @@ class Supervisor:
                 )
                 child.proc.kill()
                 child.proc.wait()
-            if child.proc.returncode != 0:
+            # killed by the SIGTERM sent here: it was still starting, before it handles
+            # signals (Python's import), so there was nothing yet to clean up
+            if child.proc.returncode not in (0, -signal.SIGTERM):
                 code = 1
         for child in self.children:
             child._close_pipe()

@@ -246,6 +246,34 @@ async def test_a_stop_signal_stops_every_worker_and_a_killed_supervisor_leaves_n
     assert w.text().count("event=shutdown") == 2  # each told its users, as on SIGTERM
 
 
+def test_a_stop_signal_while_the_workers_start_is_a_clean_stop(redis_url: str, tmp_path) -> None:
+    """SIGTERM (Ctrl+C in a service manager) right after start, while the workers are
+    still importing and cannot handle it yet: each dies of it, which is a clean stop (exit
+    0, nothing left running), not "a worker did not stop cleanly"."""
+    log = tmp_path / "workers.log"
+    argv = [
+        sys.executable, str(ROOT / "server.py"), "--workers", "2", "--port", str(free_port()),
+        "--redis-url", redis_url,
+    ]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 20
+        while "event=workers_starting" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(children) == 2
+    assert not any(_alive(int(p)) for p in children)
+    assert "event=workers_stopped workers=2 clean=True" in log.read_text()
+
+
 def test_workers_refuses_bad_values_and_the_embedded_store_in_one_line() -> None:
     from gateway.settings import MAX_WORKERS, Settings
 
