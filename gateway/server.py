@@ -21,18 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.core.session import Core
-from gateway.doors.irc.codec import IrcCodec, IrcShared
 from gateway.doors.line.codec import LineCodec
-from gateway.doors.web.codec import JsonCodec
-from gateway.doors.web.page import (
-    FRAME_SLACK,
-    JSON_ROUTE,
-    PageCodec,
-    Route,
-    Site,
-    local_names,
-    static_files,
-)
 from gateway.fanout import Fanout
 from gateway.kit.admission import Admission
 from gateway.kit.codec import Codec
@@ -77,8 +66,8 @@ class GatewayServer:
     fanout: Fanout
     core: Core
     line_door: Door
-    irc_door: Door
-    web_door: Door
+    irc_door: Door | None = None  # only with an IRC port
+    web_door: Door | None = None  # only with a web port
 
     def __init__(self, settings: Settings, worker: Worker | None = None) -> None:
         self.settings = settings
@@ -91,10 +80,14 @@ class GatewayServer:
         self.data_file = settings.data_file() if settings.redis_url is None else None
         if worker is None:  # a worker's ports were had by its supervisor
             self._preflight()
-        try:  # read before Redis is waited for (or the embedded store starts)
-            self._static = static_files()
-        except RuntimeError as exc:  # a broken install: one line, at once
-            raise StartupError(str(exc)) from None
+        self._static: dict[str, tuple[bytes, str]] = {}
+        if settings.web_port:
+            from gateway.doors.web.page import static_files  # the doors a gateway serves
+
+            try:  # read before Redis is waited for (or the embedded store starts)
+                self._static = static_files()
+            except RuntimeError as exc:  # a broken install: one line, at once
+                raise StartupError(str(exc)) from None
         url = settings.redis_url
         if url is None:
             from store.embedded import DataFileError, start_embedded  # fakeredis is heavy
@@ -153,14 +146,41 @@ class GatewayServer:
         self.core = Core(store, self.fanout, settings, self.gateway_id)
         line_cache = RenderOnce()
         self.line_door = self._door("line", lambda: LineCodec(settings.max_line, line_cache))
-        irc = IrcShared(
-            settings.max_output, "Redis" if self._embedded is None else "its embedded store"
+        # the IRC and web doors only when they listen: a line-only gateway (most tests'
+        # gateways) starts without importing them
+        irc_codec: Callable[[], Codec] | None = None
+        if settings.irc_port or settings.irc_tls_port:
+            from gateway.doors.irc.codec import IrcCodec, IrcShared
+
+            store_name = "Redis" if self._embedded is None else "its embedded store"
+            irc = IrcShared(settings.max_output, store_name)
+            irc_codec = lambda: IrcCodec(irc)  # noqa: E731 - one per connection
+            self.irc_door = self._door("irc", irc_codec)
+        if settings.web_port:
+            self.web_door = self._door("web", self._site(irc_codec), self._web_request_timeout)
+
+    @property
+    def _web_request_timeout(self) -> float:
+        return min(WEB_REQUEST_TIMEOUT, self.settings.login_timeout)
+
+    def _site(self, irc_codec: Callable[[], Codec] | None) -> Callable[[], Codec]:
+        """The web door's codec: the page, its files, the JSON WebSocket and (with an IRC
+        door) IRC over WebSocket."""
+        from gateway.doors.web.codec import JsonCodec
+        from gateway.doors.web.page import (
+            FRAME_SLACK,
+            JSON_ROUTE,
+            PageCodec,
+            Route,
+            Site,
+            local_names,
         )
-        self.irc_door = self._door("irc", lambda: IrcCodec(irc))
+
+        settings = self.settings
         routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce())}
-        if settings.irc_port or settings.irc_tls_port:  # IRC over WebSocket too
-            routes["text.ircv3.net"] = Route(lambda: IrcCodec(irc), lines=True)
-            routes["binary.ircv3.net"] = Route(lambda: IrcCodec(irc), lines=True, binary=True)
+        if irc_codec is not None:  # IRC over WebSocket too
+            routes["text.ircv3.net"] = Route(irc_codec, lines=True)
+            routes["binary.ircv3.net"] = Route(irc_codec, lines=True, binary=True)
         site = Site(
             self._static,
             routes,
@@ -168,8 +188,7 @@ class GatewayServer:
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
             local_names(settings.host),
         )
-        request_timeout = min(WEB_REQUEST_TIMEOUT, settings.login_timeout)
-        self.web_door = self._door("web", lambda: PageCodec(site), request_timeout)
+        return lambda: PageCodec(site)
 
     def _door(self, name: str, codec: Callable[[], Codec], upgrade_timeout: float = 0.0) -> Door:
         s = self.settings
@@ -221,13 +240,13 @@ class GatewayServer:
             self._tls_server = await self._listen(
                 self.line_door, s.tls_port, "chat over TLS", "--tls-port", tls
             )
-        if s.irc_port:
+        if self.irc_door is not None and s.irc_port:
             self._irc = await self._listen(self.irc_door, s.irc_port, "IRC", "--irc-port")
-        if tls is not None and s.irc_tls_port:
+        if self.irc_door is not None and tls is not None and s.irc_tls_port:
             self._irc_tls = await self._listen(
                 self.irc_door, s.irc_tls_port, "IRC over TLS", "--irc-tls-port", tls
             )
-        if s.web_port:
+        if self.web_door is not None:
             self._web = await self._listen(self.web_door, s.web_port, "web", "--web-port", web_tls)
         METRICS.tasks.set_function(lambda: len(asyncio.all_tasks()))
         METRICS.channels.set_function(lambda: self.fanout.link.count)
@@ -367,7 +386,7 @@ class GatewayServer:
     # -- shutdown ----------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        doors = (self.line_door, self.irc_door, self.web_door)
+        doors = [d for d in (self.line_door, self.irc_door, self.web_door) if d is not None]
         live = [c for d in doors for c in d.connections if not c.closing]
         log.info("event=shutdown connections=%d", len(live))
         self.admission.stop_counting()  # nothing is counted in a store about to close
