@@ -38,6 +38,10 @@ T = TypeVar("T")
 #: else while a script runs) and the size of one command.
 MAX_GROUP = 500
 
+#: post_many's arguments: HEAD before the first message (the chat's eight, then the
+#: stride), then PLAIN per message (sender key, name, text) or WIDE (and kind, tags).
+HEAD, PLAIN, WIDE = 9, 3, 5
+
 
 class Pipeline(Protocol):
     """RespPipeline, or ClusterPipeline (whose replies may also be exception instances)."""
@@ -120,6 +124,27 @@ class _Call:
     single: asyncio.Future[Any] | None = None  # a plain script call
     posts: list[_ChatPost] = field(default_factory=list)  # a post_many group
     messages: int = 0
+    #: post_many's arguments per message: 3 while every message is plain, else 5 (with
+    #: kind and client tags); args[HEAD - 1] says which.
+    stride: int = PLAIN
+
+    def add(self, user: str, name: str, text: str, kind: str, tags: str) -> None:
+        """One message's arguments for post_many."""
+        if self.stride == PLAIN:
+            if not (kind or tags):
+                self.args += (user, name, text)
+                return
+            self._widen()
+        self.args += (user, name, text, kind, tags)
+
+    def _widen(self) -> None:
+        """Give the messages so far their (empty) kind and tags: a notice or tagged
+        message joined a call of plain ones."""
+        head, body = self.args[: HEAD - 1], self.args[HEAD:]
+        self.args = [*head, WIDE]
+        for i in range(0, len(body), PLAIN):
+            self.args += (*body[i : i + PLAIN], "", "")
+        self.stride = WIDE
 
     def fail(self, exc: BaseException) -> None:
         futures = [self.single] if self.single else [p.future for p in self.posts]
@@ -284,7 +309,7 @@ class Batcher:
             texts = item.passed()
             call = groups.get(target.chat)
             if call is None or call.messages + len(texts) > MAX_GROUP:
-                call = _Call(self._post_many, list(target.keys), list(target.args))
+                call = _Call(self._post_many, list(target.keys), [*target.args, PLAIN])
                 groups[target.chat] = call
                 calls.append(call)
             checked_here = item.gate is None  # standalone: post_many checks the sender
@@ -292,7 +317,7 @@ class Batcher:
             for text in texts:
                 if checked_here:
                     call.keys += (ban, rate)
-                call.args += (item.user, item.name, text, item.kind, item.tags)
+                call.add(item.user, item.name, text, item.kind, item.tags)
             call.posts.append(item)
             call.messages += len(texts)
         return calls

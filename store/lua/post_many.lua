@@ -16,8 +16,11 @@
 -- ARGV[1] chat name  ARGV[2] lifetime ms  ARGV[3] rate per second (0: off)  ARGV[4] burst
 -- ARGV[5] conversation id  ARGV[6] channel  ARGV[7] messages kept per conversation
 -- ARGV[8] publish command: PUBLISH (standalone) or SPUBLISH (cluster)
--- then for message i: ARGV[4 + 5i] sender key, ARGV[5 + 5i] sender name, ARGV[6 + 5i] text,
--- ARGV[7 + 5i] kind ('' a message, 'N' a notice), ARGV[8 + 5i] client tags ('' none)
+-- ARGV[9] arguments per message, s: 3 when every message of the call is a plain one, else 5
+-- then for message i, from b = 9 + s(i - 1): ARGV[b + 1] sender key, ARGV[b + 2] sender
+-- name, ARGV[b + 3] text, and when s = 5: ARGV[b + 4] kind ('' a message, 'N' a notice),
+-- ARGV[b + 5] client tags ('' none). (b is `at + stride * i` below.) (Three arguments, not five, for the usual batch:
+-- less to encode and to send; docs/PERFORMANCE.md.)
 -- A notice is stored with a field k = 'N', client tags with g = tags (neither when plain).
 -- Publishes (when any message was accepted) to the channel one payload, a message record
 -- per accepted message (payload_fn.lua): id, conversation id, sender name, chat name, text.
@@ -27,15 +30,19 @@ local stream_key, members_key = KEYS[1], KEYS[2]
 local chat_name, ttl = ARGV[1], tonumber(ARGV[2])
 local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local conv, channel, max_stored, publish = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local n = (#ARGV - 8) / 5
+local stride = tonumber(ARGV[9])
+local n, at = (#ARGV - 9) / stride, 9 - stride  -- message i's arguments: at + stride * i + k
 local checked = #KEYS > 2
 
 local now = now_ms()
 local member, banned, buckets = {}, {}, {}
 local out, records = {}, {}
 for i = 1, n do
-  local user, name, text = ARGV[4 + 5 * i], ARGV[5 + 5 * i], ARGV[6 + 5 * i]
-  local kind, tags = ARGV[7 + 5 * i], ARGV[8 + 5 * i]
+  local user, name, text = ARGV[at + stride * i + 1], ARGV[at + stride * i + 2], ARGV[at + stride * i + 3]
+  local kind, tags = ARGV[at + stride * i + 4], ARGV[at + stride * i + 5]
+  if stride == 3 then  -- those two were the next message's: a plain batch has neither
+    kind, tags = '', ''
+  end
   if member[user] == nil then
     member[user] = redis.call('SISMEMBER', members_key, user) == 1
   end

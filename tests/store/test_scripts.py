@@ -336,11 +336,11 @@ def post_many(
     ban and bucket (standalone) or without (a cluster: post_gate checked them)."""
     k = [keys.stream(chat), keys.members(chat)]
     a: list[Any] = [chat.upper(), TTL, rate, burst, keys.chat_conv(chat)]
-    a += [keys.chat_channel(chat), max_stored, "PUBLISH"]
+    a += [keys.chat_channel(chat), max_stored, "PUBLISH", 3]
     for user, text in posts:
         if checked:
             k += [keys.ban(user), keys.rate(user)]
-        a += [user, user.upper(), text, "", ""]
+        a += [user, user.upper(), text]
     return list(call(r, "post_many", k, a))
 
 

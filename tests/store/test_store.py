@@ -26,6 +26,7 @@ from store.contract import (
     ComplaintStatus,
     Conv,
     JoinStatus,
+    Kind,
     LoginGate,
     LoginLimits,
     Position,
@@ -574,3 +575,35 @@ async def test_a_redis_busy_with_a_script_is_unavailable_on_both_client_paths(
         r.config_set("busy-reply-threshold", threshold)
         r.close()
         await store.close()
+
+
+async def test_plain_notices_and_tagged_messages_of_one_turn_keep_their_kind_and_order(
+    store: RedisStore,
+) -> None:
+    """The posts of one loop turn go to one post_many call, with three arguments a
+    message while all are plain; a notice or a tagged message among them widens the call
+    (batcher `_Call.add`): every message keeps its kind, tags and place, live and stored."""
+    await register(store, "ann", "bob")
+    async with listening(store) as (links, events):
+        await links.add(chats=[keys.GENERAL])
+        results = await asyncio.gather(
+            store.post_chat("ann", "ANN", keys.GENERAL, "general", ["p1", "p2"]),
+            store.post_chat("bob", "BOB", keys.GENERAL, "general", ["n1"], Kind.NOTICE),
+            store.post_chat("ann", "ANN", keys.GENERAL, "general", ["t1"], tags="+x=1"),
+            store.post_chat("bob", "BOB", keys.GENERAL, "general", ["p3"]),
+        )
+        assert [r.status for rs in results for r in rs] == [OK] * 5
+        await eventually(
+            lambda: sum(len(getattr(e, "messages", ())) for e in events) >= 5, "5 live", 5
+        )
+        stored = await store.history(keys.GENERAL, "general", 10)
+    want = [
+        ("p1", Kind.MESSAGE, ""),
+        ("p2", Kind.MESSAGE, ""),
+        ("n1", Kind.NOTICE, ""),
+        ("t1", Kind.MESSAGE, "+x=1"),
+        ("p3", Kind.MESSAGE, ""),
+    ]
+    assert [(m.text, m.kind, m.tags) for m in stored] == want
+    live = [m for e in events for m in getattr(e, "messages", ())]
+    assert [(m.text, m.kind, m.tags) for m in live] == want
