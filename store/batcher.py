@@ -27,7 +27,7 @@ import hiredis
 
 from store import keys
 from store.contract import StoreNoReply, StoreUnavailable
-from store.resp import reply_error
+from store.resp import reply_error, scripts_lost
 
 __all__ = ["MAX_GROUP", "Batcher", "ChatTarget", "Coalescer", "ScriptLike"]
 
@@ -274,7 +274,7 @@ class Batcher:
             for u, posts in senders.items()
         ]
         replies = await self._pipeline.execute(commands)
-        again = [i for i, r in enumerate(replies) if _noscript(r)]
+        again = [i for i, r in enumerate(replies) if scripts_lost(r)]
         if again:  # only those: the others took their tokens already
             await self._reload()
             redone = await self._pipeline.execute([commands[i] for i in again])
@@ -340,11 +340,10 @@ class Batcher:
                 call.unconfirmed(reply)
             elif isinstance(reply, StoreUnavailable):
                 call.fail(reply)
+            elif scripts_lost(reply) and retry:
+                again.append(call)
             elif isinstance(reply, hiredis.ReplyError):
-                if str(reply).startswith("NOSCRIPT") and retry:
-                    again.append(call)
-                else:
-                    call.fail(reply_error(reply))
+                call.fail(reply_error(reply))
             else:
                 call.resolve(reply)
         if again:  # Redis lost its scripts (restart, SCRIPT FLUSH): load them, once
@@ -396,7 +395,3 @@ class Coalescer:
             if not fut.done():
                 fut.set_result(replies[at : at + len(cmds)])
             at += len(cmds)
-
-
-def _noscript(reply: Any) -> bool:
-    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")

@@ -31,6 +31,7 @@ __all__ = [
     "open_redis",
     "refusal",
     "reply_error",
+    "scripts_lost",
     "ssl_context",
     "with_ca",
 ]
@@ -70,6 +71,12 @@ def encode_command(*parts: bytes | str | int | float) -> bytes:
 #: Error replies that mean Redis cannot serve right now (loading its data, a script
 #: running too long, no master, a slot moving): the contract's StoreUnavailable.
 NOT_NOW = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def scripts_lost(reply: Any) -> bool:
+    """Whether a reply says Redis no longer has the scripts (a restart, SCRIPT FLUSH): the
+    one test of it; whoever meets it reloads them (`Link.reload_scripts`) and retries."""
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 def reply_error(reply: Any) -> Exception:

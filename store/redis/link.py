@@ -27,7 +27,7 @@ from store.contract import StoreEvent, StoreNoReply, StoreUnavailable, StoreUnus
 from store.pubsub import PubSubLink, ShardedLinks
 from store.redis.errors import UNAVAILABLE, as_contract, is_error, raised
 from store.redis.policy import StorePolicy
-from store.resp import RespPipeline
+from store.resp import RespPipeline, scripts_lost
 from store.scripts import SCRIPTS
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "Cluster", "Link", "Standalone"]
@@ -148,7 +148,7 @@ class Link:
         for attempt in (1, 2):
             results = await self.turn.run(commands)
             errors = [r for r in results if is_error(r)]
-            if attempt == 1 and any(str(e).startswith("NOSCRIPT") for e in errors):
+            if attempt == 1 and any(scripts_lost(e) for e in errors):
                 await self.reload_scripts()
                 continue
             if errors:
@@ -161,7 +161,7 @@ class Link:
         (--redis-wait-replica): its reply, or a StoreNoReply instance."""
         command = ("EVALSHA", SCRIPTS[name].sha, len(keys_), *keys_, *args)
         (reply,) = await self.pipeline.execute([command], wait=True)
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+        if scripts_lost(reply):
             await self.reload_scripts()
             (reply,) = await self.pipeline.execute([command], wait=True)
         if isinstance(reply, StoreNoReply):
