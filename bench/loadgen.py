@@ -198,9 +198,11 @@ class WsPeer(asyncio.Protocol):
                 return
             self.ready.set_result(None)
             data, self._head = self._head[at + len(self.READY) :], b""
-        joined = self._tail + data
-        self.count += joined.count(self.MARKER)
-        self._tail = joined[-(len(self.MARKER) - 1) :]
+        # markers inside this read, and one split across the last read and this one: no
+        # copy of the read (a line reader counts without one either)
+        keep = len(self.MARKER) - 1
+        self.count += data.count(self.MARKER) + (self._tail + data[:keep]).count(self.MARKER)
+        self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
