@@ -39,23 +39,31 @@ def _port_range() -> range:
     return range(low, high)
 
 
-def free_port() -> int:
+def free_port(count: int = 1) -> int:
     """A loopback port nothing listens on or is connected from, not given out before by
-    this process."""
+    this process; with `count`, the first of that many such ports in a row (a gateway's
+    --workers put their metrics on port, port + 1, ...)."""
     ports = _port_range()
     rnd = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(2000):
-        port = rnd.choice(ports)
-        if port in _given:
+    for attempt in range(4000):
+        if attempt == 2000:  # the slice is used up: ports given long ago are free again
+            _given.clear()
+        first = rnd.choice(ports[: len(ports) - count + 1])
+        run = range(first, first + count)
+        if any(p in _given for p in run) or not all(_bindable(p) for p in run):
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _given.add(port)
-        return port
-    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+        _given.update(run)
+        return first
+    raise RuntimeError(f"no {count} free port(s) in {ports.start}-{ports.stop - 1}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_port(

@@ -86,7 +86,7 @@ def reply_error(reply: Any) -> Exception:
     that the callers of one batch do not share one traceback."""
     if isinstance(reply, hiredis.ReplyError):
         text = str(reply)
-        if text.startswith(NOT_NOW):
+        if text.split(" ", 1)[0] in NOT_NOW:
             return StoreUnavailable(text)
         return refusal(text) or ResponseError(text)
     return copy.copy(reply) if isinstance(reply, Exception) else StoreUnavailable(str(reply))

@@ -19,8 +19,8 @@
 -- ARGV[9] arguments per message, s: 3 when every message of the call is a plain one, else 5
 -- then for message i, from b = 9 + s(i - 1): ARGV[b + 1] sender key, ARGV[b + 2] sender
 -- name, ARGV[b + 3] text, and when s = 5: ARGV[b + 4] kind ('' a message, 'N' a notice),
--- ARGV[b + 5] client tags ('' none). (b is `at + stride * i` below.) (Three arguments, not five, for the usual batch:
--- less to encode and to send; docs/PERFORMANCE.md.)
+-- ARGV[b + 5] client tags ('' none); b is `at + stride * i` below. Three arguments, not
+-- five, for the usual batch: less to encode and to send (docs/PERFORMANCE.md).
 -- A notice is stored with a field k = 'N', client tags with g = tags (neither when plain).
 -- Publishes (when any message was accepted) to the channel one payload, a message record
 -- per accepted message (payload_fn.lua): id, conversation id, sender name, chat name, text.
@@ -38,7 +38,8 @@ local now = now_ms()
 local member, banned, buckets = {}, {}, {}
 local out, records = {}, {}
 for i = 1, n do
-  local user, name, text = ARGV[at + stride * i + 1], ARGV[at + stride * i + 2], ARGV[at + stride * i + 3]
+  local user, name = ARGV[at + stride * i + 1], ARGV[at + stride * i + 2]
+  local text = ARGV[at + stride * i + 3]
   local kind, tags = ARGV[at + stride * i + 4], ARGV[at + stride * i + 5]
   if stride == 3 then  -- those two were the next message's: a plain batch has neither
     kind, tags = '', ''

@@ -49,7 +49,7 @@ def as_contract(exc: ResponseError) -> Exception:
     # a pipeline's error names its command first: "Command # 1 (GET k) of pipeline
     # caused error: ('BUSY Redis is busy ...',)"
     reply = str(exc).rpartition("caused error: ")[2].lstrip("('\"")
-    if isinstance(exc, _NOT_NOW_CLASSES) or reply.startswith(NOT_NOW):
+    if isinstance(exc, _NOT_NOW_CLASSES) or reply.split(" ", 1)[0] in NOT_NOW:
         return StoreUnavailable(str(exc) or type(exc).__name__)
     return refused(exc) or exc
 

@@ -9,7 +9,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from store.cluster import Addr, Seeds, SlotMap
 from store.contract import StoreUnavailable, StoreUnusable
-from store.redis.errors import UNAVAILABLE
+from store.redis.errors import UNAVAILABLE, as_contract
 from store.redis.link import CONNECT_TIMEOUT, Cluster, Link, Standalone
 from store.redis.policy import StorePolicy
 from store.redis.store import RedisStore
@@ -79,6 +79,9 @@ async def probe(seeds: Seeds, reply_timeout: float) -> tuple[Addr, bool]:
         except ResponseError as exc:
             if "unknown command" in str(exc):  # the embedded store has no INFO
                 return addr, False
+            if isinstance(as_contract(exc), StoreUnavailable):  # BUSY with a script, say
+                last = exc
+                continue
             raise StoreUnusable(f"Redis at {addr[0]}:{addr[1]} refused INFO: {exc}") from exc
         finally:
             await r.aclose()

@@ -32,8 +32,7 @@ RECORDED = 106
 #: The store emptied as irctest's own controllers start each test afresh, keeping the
 #: store's epoch: a fresh server has no history, accounts or chats, and tells no client
 #: that its store was reset (which the gateway would, finding the epoch gone).
-#: Before each test: empty the store but keep its epoch (else the gateway, rightly, takes
-#: the emptied store for a lost one). redis-cli, not Python: this runs 139 times.
+#: One `redis-cli EVAL` before each of the 139 tests (a Python process took 0.2 s each).
 RESET = (
     "local e = redis.call('GET', KEYS[1]) redis.call('FLUSHALL') "
     "if e then redis.call('SET', KEYS[1], e) end return 1"

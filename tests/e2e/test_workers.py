@@ -24,15 +24,7 @@ from tests.helpers import ROOT, Client, free_port, messages
 
 def _free_pair() -> int:
     """A free port whose next port is free too (two workers' metrics)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two free ports in a row")
+    return free_port(2)
 
 
 def _env() -> dict[str, str]:
@@ -262,7 +254,10 @@ def test_a_stop_signal_while_the_workers_start_is_a_clean_stop(redis_url: str, t
         while "event=workers_starting" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.01)
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        listing = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        while len(children := listing.read_text().split()) < 2:  # both launched, importing
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.005)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
     finally:

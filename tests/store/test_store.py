@@ -549,8 +549,9 @@ async def test_a_redis_busy_with_a_script_is_unavailable_on_both_client_paths(
     redis_url: str,
 ) -> None:
     """A script that runs past busy-reply-threshold makes Redis answer BUSY to everyone:
-    the redis-py path (a name check) and the hot path (a login) both say "unavailable",
-    which the session tells the user as "try again", not as an internal error."""
+    the redis-py path (a name check), the hot path (a login) and a store being opened (a
+    gateway starting) all say "unavailable": the session tells the user "try again", not
+    an internal error, and a starting gateway waits instead of exiting."""
     store = await open_store(redis_url, replace(POLICY, gateway_id="gw-busy"))
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     spin = (
@@ -568,6 +569,8 @@ async def test_a_redis_busy_with_a_script_is_unavailable_on_both_client_paths(
                 await store.new_name("cy", "cy", "10.0.0.9")
             with pytest.raises(StoreUnavailable):
                 await store.enter("ann", "10.0.0.1")
+            with pytest.raises(StoreUnavailable):  # a gateway starting now waits, not exits
+                await open_store(redis_url, replace(POLICY, gateway_id="gw-busy-2"))
         finally:
             assert await busy == 1
         assert (await store.enter("ann", "10.0.0.1")).chats == {"general": "general"}
