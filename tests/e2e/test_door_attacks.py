@@ -2,7 +2,8 @@
 with what another user notices measured, on the connection kit every door now shares.
 
 A stall is measured as in test_attacks.py: a logged-in telnet user's `/help` round trips
-during the attack, the slowest under 200 ms. Memory is the gateway's RSS before and after.
+during the attack, 95 % under 200 ms and none over 1 s. Memory is the gateway's RSS
+before and after.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.e2e.test_attacks import PROBE_BOUND, _help_lines, _probe
+from tests.e2e.test_attacks import _help_lines, _probe, stalled
 from tests.helpers import Client, assert_quiet, eventually, free_port
 
 _KEY = base64.b64encode(os.urandom(16)).decode()
@@ -179,13 +180,13 @@ def _ws_flood(port: int, connections: int, unit: bytes, repeat: int) -> Iterator
         proc.wait()
 
 
-async def _stall_under_ws_flood(gw, probe: Client, unit: bytes) -> float:  # type: ignore[no-untyped-def]
+async def _stall_under_ws_flood(gw, probe: Client, unit: bytes) -> list[float]:  # type: ignore[no-untyped-def]
     await _help_lines(probe)
     with _ws_flood(gw.web_port, 20, unit, 1400):
         await asyncio.sleep(0.5)
         rtts = await _probe(probe, 3.0)
     print(f"/help round trips under the flood: {len(rtts)}, slowest {max(rtts) * 1000:.0f} ms")
-    return max(rtts)
+    return rtts
 
 
 def _rss(pid: int) -> int:
@@ -205,8 +206,8 @@ async def test_a_flood_of_tiny_websocket_pings_does_not_stall_other_users(
     gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()), CHAT_MAX_PER_IP="0")
     probe = await clients(gw.port)
     await probe.login("probe")
-    worst = await _stall_under_ws_flood(gw, probe, _masked(0x9, b""))
-    assert worst < PROBE_BOUND, f"slowest /help round trip {worst * 1000:.0f} ms"
+    rtts = await _stall_under_ws_flood(gw, probe, _masked(0x9, b""))
+    assert not stalled(rtts), stalled(rtts)
 
 
 async def test_a_flood_of_tiny_websocket_messages_does_not_stall_other_users(
@@ -215,8 +216,8 @@ async def test_a_flood_of_tiny_websocket_messages_does_not_stall_other_users(
     gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()), CHAT_MAX_PER_IP="0")
     probe = await clients(gw.port)
     await probe.login("probe")
-    worst = await _stall_under_ws_flood(gw, probe, _masked(0x1, b"{}"))
-    assert worst < PROBE_BOUND, f"slowest /help round trip {worst * 1000:.0f} ms"
+    rtts = await _stall_under_ws_flood(gw, probe, _masked(0x1, b"{}"))
+    assert not stalled(rtts), stalled(rtts)
 
 
 async def test_a_ping_flood_from_a_client_that_never_reads_is_dropped_and_memory_returns(
