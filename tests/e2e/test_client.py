@@ -242,7 +242,10 @@ async def test_terminal_ui_keeps_typed_input_while_messages_arrive(
             await bob.expect("* ready")
             bob.send("incoming one")
             bob.send("/send carol incoming private")
-            s = await wait_screen("incoming private")
+            await wait_screen("incoming private")
+            # the prompt is erased while a message is printed above it, then drawn again:
+            # read the screen once it is back
+            s = await wait_screen("#general> half typed wor")
             lines = [line.rstrip() for line in s.splitlines()]
             assert any(line.endswith("#general <bob> incoming one") for line in lines)
             assert any(line.endswith("@bob <bob> incoming private") for line in lines)
