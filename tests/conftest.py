@@ -54,6 +54,18 @@ def require_redis_server() -> str:
     return exe
 
 
+#: End-to-end tests (real processes and real time, on two workers sharing two cores) that
+#: fail are run once more (pytest-rerunfailures); the summary names every rerun, so a
+#: flaky test stays in sight. Unit, core, store and contract tests get no second run.
+E2E_RERUNS = 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.path.parts or item.path.name.endswith("_smoke.py"):
+            item.add_marker(pytest.mark.flaky(reruns=E2E_RERUNS))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.path.name == "test_bench_smoke.py":  # the benchmark starts its own
         require_redis_server()
@@ -65,6 +77,8 @@ def redis_server() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for report in terminalreporter.stats.get("rerun", []):
+        terminalreporter.write_line(f"RERUN (failed once, then run again) {report.nodeid}")
     skipped = terminalreporter.stats.get("skipped", [])
     missing = sum(REDIS_MISSING in str(report.longrepr) for report in skipped)
     if missing:
