@@ -56,17 +56,6 @@ from bench.shards import run_shards  # noqa: E402
 from scripts.procs import die_with_parent, free_port, stop_process, wait_port  # noqa: E402
 
 
-def _bindable(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds used so far by a process (this one if pid is None)."""
     if pid is None:
@@ -569,9 +558,7 @@ PAM = no
         """One gateway of `workers` processes on one port; once each listens: its port,
         the supervisor and the workers' pids."""
         port = free_port()
-        metrics = free_port()
-        while any(not _bindable(metrics + i) for i in range(workers)):
-            metrics = free_port()
+        metrics = free_port(workers)  # worker i's metrics on metrics + i
         args = self.gateway_args(
             port, "--scrypt-log-n", "10", "--workers", str(workers), "--metrics-port", str(metrics)
         )

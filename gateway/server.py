@@ -157,11 +157,8 @@ class GatewayServer:
             irc_codec = lambda: IrcCodec(irc)  # noqa: E731 - one per connection
             self.irc_door = self._door("irc", irc_codec)
         if settings.web_port:
-            self.web_door = self._door("web", self._site(irc_codec), self._web_request_timeout)
-
-    @property
-    def _web_request_timeout(self) -> float:
-        return min(WEB_REQUEST_TIMEOUT, self.settings.login_timeout)
+            request_timeout = min(WEB_REQUEST_TIMEOUT, settings.login_timeout)
+            self.web_door = self._door("web", self._site(irc_codec), request_timeout)
 
     def _site(self, irc_codec: Callable[[], Codec] | None) -> Callable[[], Codec]:
         """The web door's codec: the page, its files, the JSON WebSocket and (with an IRC

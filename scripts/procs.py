@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["die_with_parent", "free_port", "stop_process", "wait_port"]
+__all__ = ["bindable", "die_with_parent", "free_port", "stop_process", "wait_port"]
 
 
 #: Where free_port draws from: below the kernel's ephemeral range (32768-60999 on Linux),
@@ -50,14 +50,15 @@ def free_port(count: int = 1) -> int:
             _given.clear()
         first = rnd.choice(ports[: len(ports) - count + 1])
         run = range(first, first + count)
-        if any(p in _given for p in run) or not all(_bindable(p) for p in run):
+        if any(p in _given for p in run) or not all(bindable(p) for p in run):
             continue
         _given.update(run)
         return first
     raise RuntimeError(f"no {count} free port(s) in {ports.start}-{ports.stop - 1}")
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether a server could listen on loopback `port` now."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))

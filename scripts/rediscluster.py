@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from scripts.procs import stop_process, wait_port
+from scripts.procs import bindable, stop_process, wait_port
 
 __all__ = [
     "BUS_OFFSET",
@@ -76,15 +75,6 @@ class ClusterError(RuntimeError):
     """The cluster could not be started or did not reach the expected state in time."""
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_cluster_port(taken: set[int] | None = None) -> int:
     """A loopback port that is free together with its cluster bus port (port + 10000)."""
     taken = taken or set()
@@ -94,7 +84,7 @@ def free_cluster_port(taken: set[int] | None = None) -> int:
         bus = port + BUS_OFFSET
         if port in AVOID or bus in AVOID or {port, bus} & taken:
             continue
-        if _bindable(port) and _bindable(bus):
+        if bindable(port) and bindable(bus):
             return port
     raise ClusterError("no free port pair (port, port + 10000) found")
 
@@ -106,7 +96,7 @@ def free_cluster_ports(n: int) -> int:
     for _ in range(500):
         first = rnd.randrange(PORT_RANGE[0], PORT_RANGE[1] - n)
         ports = [p for q in range(first, first + n) for p in (q, q + BUS_OFFSET)]
-        if not any(p in AVOID for p in ports) and all(_bindable(p) for p in ports):
+        if not any(p in AVOID for p in ports) and all(bindable(p) for p in ports):
             return first
     raise ClusterError(f"no {n} consecutive free port pairs (port, port + 10000) found")
 

@@ -22,11 +22,6 @@ from gateway.settings import host_cores
 from tests.helpers import ROOT, Client, free_port, messages
 
 
-def _free_pair() -> int:
-    """A free port whose next port is free too (two workers' metrics)."""
-    return free_port(2)
-
-
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_") and k != "REDIS_URL"}
     env.update(
@@ -50,7 +45,7 @@ class Workers:
 
     def __init__(self, redis_url: str, tmp: Path, count: int = 2, *args: str) -> None:
         self.port = free_port()
-        self.metrics = _free_pair()
+        self.metrics = free_port(2)  # two workers' metrics: this port and the next
         self.log = tmp / f"workers-{self.port}.log"
         argv = [
             sys.executable, str(ROOT / "server.py"), "--workers", str(count), "--port",
