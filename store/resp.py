@@ -27,6 +27,7 @@ __all__ = [
     "NotReplicated",
     "RespPipeline",
     "auth_command",
+    "cannot_serve_now",
     "encode_command",
     "open_redis",
     "refusal",
@@ -73,6 +74,12 @@ def encode_command(*parts: bytes | str | int | float) -> bytes:
 NOT_NOW = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
+def cannot_serve_now(text: str) -> bool:
+    """Whether an error reply's text says Redis cannot serve now (NOT_NOW): the one test
+    of it, for this connection's replies and redis-py's exceptions alike."""
+    return text.split(" ", 1)[0] in NOT_NOW
+
+
 def scripts_lost(reply: Any) -> bool:
     """Whether a reply says Redis no longer has the scripts (a restart, SCRIPT FLUSH): the
     one test of it; whoever meets it reloads them (`Link.reload_scripts`) and retries."""
@@ -86,7 +93,7 @@ def reply_error(reply: Any) -> Exception:
     that the callers of one batch do not share one traceback."""
     if isinstance(reply, hiredis.ReplyError):
         text = str(reply)
-        if text.split(" ", 1)[0] in NOT_NOW:
+        if cannot_serve_now(text):
             return StoreUnavailable(text)
         return refusal(text) or ResponseError(text)
     return copy.copy(reply) if isinstance(reply, Exception) else StoreUnavailable(str(reply))

@@ -1,6 +1,6 @@
-"""Redis' errors as the contract's, in one place: what means "not reachable"
-(`StoreUnavailable`), what is a refusal to write (`StoreRefused`), and the hot-path
-connection's error replies raised as one of them."""
+"""redis-py's errors as the contract's: what means "not reachable" (`StoreUnavailable`),
+what is a refusal to write (`StoreRefused`); the hot-path connection's error replies are
+mapped by the same tests in store/resp.py (`reply_error`)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.contract import StoreNoReply, StoreRefused, StoreUnavailable
-from store.resp import NOT_NOW, refusal
-from store.resp import reply_error as raised
+from store.resp import cannot_serve_now, refusal
 
-__all__ = ["UNAVAILABLE", "as_contract", "is_error", "mapped", "raised", "refused"]
+__all__ = ["UNAVAILABLE", "as_contract", "is_error", "mapped", "refused"]
 
 T = TypeVar("T")
 
@@ -49,7 +48,7 @@ def as_contract(exc: ResponseError) -> Exception:
     # a pipeline's error names its command first: "Command # 1 (GET k) of pipeline
     # caused error: ('BUSY Redis is busy ...',)"
     reply = str(exc).rpartition("caused error: ")[2].lstrip("('\"")
-    if isinstance(exc, _NOT_NOW_CLASSES) or reply.split(" ", 1)[0] in NOT_NOW:
+    if isinstance(exc, _NOT_NOW_CLASSES) or cannot_serve_now(reply):
         return StoreUnavailable(str(exc) or type(exc).__name__)
     return refused(exc) or exc
 

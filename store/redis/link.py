@@ -25,9 +25,9 @@ from store.batcher import Batcher, Coalescer
 from store.cluster import ClusterPipeline, Seeds, SlotMap
 from store.contract import StoreEvent, StoreNoReply, StoreUnavailable, StoreUnusable, Subscriptions
 from store.pubsub import PubSubLink, ShardedLinks
-from store.redis.errors import UNAVAILABLE, as_contract, is_error, raised
+from store.redis.errors import UNAVAILABLE, as_contract, is_error
 from store.redis.policy import StorePolicy
-from store.resp import RespPipeline, scripts_lost
+from store.resp import RespPipeline, reply_error, scripts_lost
 from store.scripts import SCRIPTS
 
 __all__ = ["CONNECT_TIMEOUT", "POOL_SIZE", "Cluster", "Link", "Standalone"]
@@ -152,7 +152,7 @@ class Link:
                 await self.reload_scripts()
                 continue
             if errors:
-                raise raised(errors[0])
+                raise reply_error(errors[0])
             return results
         raise AssertionError("unreachable")
 
@@ -169,7 +169,7 @@ class Link:
         if isinstance(reply, BaseException):
             raise reply
         if isinstance(reply, hiredis.ReplyError):
-            raise raised(reply)
+            raise reply_error(reply)
         return reply
 
     async def load_scripts(self) -> None:
