@@ -81,6 +81,7 @@ def test_irctest_selection_passes_at_least_the_recorded_count(tmp_path: Path) ->
                 ["redis-cli", "-p", str(redis.port), "EVAL", RESET, "1", "chat:{g}:epoch"]
             ),
             PYTHONPATH=str(Path(__file__).resolve().parent),  # irctest_accounts
+            PYTHONDONTWRITEBYTECODE="1",  # ../shared is read-only: no __pycache__ there
         )
         env.pop("PYTEST_XDIST_WORKER", None)
         env.pop("PYTEST_ADDOPTS", None)
@@ -92,6 +93,8 @@ def test_irctest_selection_passes_at_least_the_recorded_count(tmp_path: Path) ->
                 str(irc_port),
                 "-p",
                 "irctest_accounts",
+                "-p",
+                "no:benchmark",  # pytest-benchmark, where installed, writes .benchmarks/ there
                 "--tb=line",
             ],
             env=env,
