@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -147,14 +148,21 @@ def _masked_text_frame(text: str) -> bytes:
 
 class WsPeer(asyncio.Protocol):
     """A web-door reader on a raw socket: a hand-written upgrade and login frame, then it
-    counts one marker per message item in the server's (unmasked) frames, carrying the
-    marker's length - 1 bytes across reads so a marker split by a read still counts once."""
+    counts one marker per message item in the server's frames.
 
-    MARKER = b'"ts": '  # once per message item in a `messages` frame
-    READY = b'"type": "ready"'
+    It offers permessage-deflate as every browser does (`deflate`). Agreed, it cuts the
+    frames and inflates the compressed ones before counting; otherwise (an older gateway,
+    or `deflate=False`) it counts in the raw stream without a copy of each read (as a
+    line reader does), carrying the marker's length - 1 bytes across reads so a marker
+    split by a read still counts once."""
 
-    def __init__(self, nick: str, password: str, port: int) -> None:
+    MARKER = b'"ts":'  # once per message item in a `messages` frame (with or without a space)
+    READY = b'"ready"'
+
+    def __init__(self, nick: str, password: str, port: int, deflate: bool = True) -> None:
         self.nick, self.password, self.port = nick, password, port
+        self.offer_deflate = deflate
+        self.deflated = False  # agreed by the server
         self.ready = asyncio.get_running_loop().create_future()
         self.count = 0
         self.sample = False
@@ -163,36 +171,43 @@ class WsPeer(asyncio.Protocol):
         self.closed = False
         self._head = b""
         self._tail = b""
+        self._frames = b""  # an incomplete frame (deflate agreed)
         self._upgraded = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.offer_deflate else ""
         self.transport.write(
             (
                 "GET /ws HTTP/1.1\r\n"
                 f"Host: 127.0.0.1:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{offer}\r\n"
             ).encode()
         )
 
     def data_received(self, data: bytes) -> None:
+        if not self._upgraded:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self._head.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(ConnectionError(self._head[:80].decode()))
+                return
+            self._upgraded = True
+            self.deflated = b"permessage-deflate" in self._head[:end].lower()
+            data, self._head = self._head[end + 4 :], b""
+            login = f'{{"v": 1, "type": "login", "nick": "{self.nick}", '
+            login += f'"password": "{self.password}"}}'
+            assert self.transport is not None
+            self.transport.write(_masked_text_frame(login))
+        if self.deflated:
+            self._read_frames(data)
+            return
         if not self.ready.done():
             self._head += data
-            if not self._upgraded:
-                end = self._head.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                if not self._head.startswith(b"HTTP/1.1 101"):
-                    self.ready.set_exception(ConnectionError(self._head[:80].decode()))
-                    return
-                self._upgraded = True
-                self._head = self._head[end + 4 :]
-                login = f'{{"v": 1, "type": "login", "nick": "{self.nick}", '
-                login += f'"password": "{self.password}"}}'
-                assert self.transport is not None
-                self.transport.write(_masked_text_frame(login))
             at = self._head.find(self.READY)
             if at < 0:
                 return
@@ -203,6 +218,31 @@ class WsPeer(asyncio.Protocol):
         keep = len(self.MARKER) - 1
         self.count += data.count(self.MARKER) + (self._tail + data[:keep]).count(self.MARKER)
         self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
+
+    def _read_frames(self, data: bytes) -> None:
+        buf = self._frames + data if self._frames else data
+        i, n = 0, len(buf)
+        while n - i >= 2:
+            b0, length, j = buf[i], buf[i + 1] & 0x7F, i + 2
+            if length == 126:
+                if n - j < 2:
+                    break
+                length, j = int.from_bytes(buf[j : j + 2]), j + 2
+            elif length == 127:
+                if n - j < 8:
+                    break
+                length, j = int.from_bytes(buf[j : j + 8]), j + 8
+            if n - j < length:
+                break
+            payload = buf[j : j + length]
+            i = j + length
+            if b0 & 0x40:
+                payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+            if self.ready.done():
+                self.count += payload.count(self.MARKER)
+            elif self.READY in payload:
+                self.ready.set_result(None)
+        self._frames = buf[i:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -219,15 +259,17 @@ async def connect_ws_many(
     password: str = "bench-password",
     parallel: int = 200,
     timeout: float = 600,
+    deflate: bool = True,
 ) -> list[WsPeer]:
-    """Open n web-door readers on `port` (the gateway's web port), each logged in."""
+    """Open n web-door readers on `port` (the gateway's web port), each logged in;
+    `deflate`: offer compression, as browsers do."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(parallel)
 
     async def one(i: int) -> WsPeer:
         async with gate:
             _, peer = await loop.create_connection(
-                lambda: WsPeer(f"{prefix}{i}", password, port), host, port
+                lambda: WsPeer(f"{prefix}{i}", password, port, deflate), host, port
             )
             await asyncio.wait_for(peer.ready, timeout)
             return peer

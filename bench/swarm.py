@@ -49,7 +49,7 @@ _BROADCAST = re.compile(rb"> bc(\d+)\r?\n")
 _DOORS = {
     "line": (_READY, _BROADCAST, b"> bc"),
     "irc": (b" 001 ", re.compile(rb"PRIVMSG #general :?bc(\d+)\r?\n"), b"#general"),
-    "web": (b'"type": "ready"', re.compile(rb'"text": "bc(\d+)"'), b'"bc'),
+    "web": (b'"type":"ready"', re.compile(rb'"text":"bc(\d+)"'), b'"bc'),
 }
 #: The doors users are spread over with `doors`: user i's is DOOR_ORDER[(i // gateways) % 3].
 DOOR_ORDER = ("line", "web", "irc")
@@ -149,7 +149,7 @@ class User(asyncio.Protocol):
             at = head.find(ready_marker)
             end = head.find(b"\n", at) if at >= 0 and self.door != "web" else at
             if end < 0:
-                if b"! " in head or b"ERROR :" in head or b'"type": "error"' in head:
+                if b"! " in head or b"ERROR :" in head or b'"type":"error"' in head:
                     self._login_error(head)
                 self.head = head[-4096:]
                 return

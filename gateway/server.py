@@ -174,7 +174,7 @@ class GatewayServer:
         )
 
         settings = self.settings
-        routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce())}
+        routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce(), deflate_cache=RenderOnce())}
         if irc_codec is not None:  # IRC over WebSocket too
             routes["text.ircv3.net"] = Route(irc_codec, lines=True)
             routes["binary.ircv3.net"] = Route(irc_codec, lines=True, binary=True)

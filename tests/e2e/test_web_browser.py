@@ -521,3 +521,33 @@ async def test_the_no_messages_note_goes_when_the_first_message_comes(
     assert await shown(page, 1) == ["hello bob from dora"]
     await note.wait_for(state="detached")
     assert page.problems == []
+
+
+async def test_chromium_agrees_compression_and_long_messages_pass_both_ways(
+    browser, redis_url, gateways, clients
+) -> None:
+    """Chromium offers permessage-deflate; the gateway agrees it, so the page's frames
+    travel compressed both ways, and a long message (compressed by the browser, inflated
+    by the gateway, and the reverse) arrives whole."""
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    agreed = await page.evaluate(
+        """port => new Promise((ok, fail) => {
+            const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+            ws.onopen = () => { ok(ws.extensions); ws.close(); };
+            ws.onerror = () => fail(new Error("no WebSocket"));
+        })""",
+        gw.web_port,
+    )
+    assert agreed.startswith("permessage-deflate"), agreed
+    await log_in(page, "zed")
+    tel = await clients(gw.port)
+    await tel.login("tom")
+    outgoing = "from the page " + "abc " * 300
+    await say(page, outgoing)
+    assert messages([await tel.expect("from the page")]) == [("#general", "zed", outgoing.strip())]
+    incoming = "from telnet " + "xyz " * 300
+    await tel.send(incoming)
+    await wait_text(page, "from telnet")
+    assert incoming.strip() in await texts(page)
+    assert page.problems == []

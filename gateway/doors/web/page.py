@@ -29,7 +29,7 @@ from gateway.core.session import Phase
 from gateway.kit.codec import CLOSE, Codec, Drop, Step, Unit, Upgrade
 from gateway.kit.http import MAX_HEAD, BadRequest, Request, parse_head, response
 from gateway.kit.render_once import RenderOnce
-from gateway.kit.websocket import WebSocketCodec, accept_key
+from gateway.kit.websocket import WebSocketCodec, accept_key, deflate_response
 
 __all__ = ["CSP", "JSON_ROUTE", "PageCodec", "Route", "Site", "static_files"]
 
@@ -73,6 +73,9 @@ class Route:
     #: The framed bytes of the last burst, shared by every reader of this route (only
     #: when every reader renders a burst alike: the page; not IRC, whose capabilities vary).
     cache: RenderOnce | None = None
+    #: The same for readers that agreed permessage-deflate (the burst's bytes compressed
+    #: once for all of them); None: this route offers no compression.
+    deflate_cache: RenderOnce | None = None
 
 
 @dataclass(slots=True)
@@ -212,12 +215,18 @@ class PageCodec(Codec):
         ]
         if route_name != JSON_ROUTE and route_name in request.tokens("sec-websocket-protocol"):
             lines.append(f"Sec-WebSocket-Protocol: {route_name}")
+        agreed = None
+        if route.deflate_cache is not None:
+            agreed = deflate_response(request.header("sec-websocket-extensions"))
+        if agreed:
+            lines.append(f"Sec-WebSocket-Extensions: {agreed}")
         codec = WebSocketCodec(
             route.make(),
             site.max_message,
             lines=route.lines,
             binary=route.binary,
-            cache=route.cache,
+            cache=route.deflate_cache if agreed else route.cache,
+            deflate=bool(agreed),
         )
         rest, self._rest = self._rest or b"", None
         return (Upgrade(codec, ("\r\n".join(lines) + "\r\n\r\n").encode(), rest),)

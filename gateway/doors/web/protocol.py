@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 VERSION = 1
+#: No spaces after `,` and `:`: a `messages` item is about a tenth shorter, and every byte
+#: of a burst is sent to every page reading it.
+COMPACT = (",", ":")
 #: Every frame type a client may send (docs/WEBSOCKET.md).
 CLIENT_FRAMES = frozenset(
     (
@@ -167,6 +170,7 @@ def messages_frame(event: ev.Messages) -> str:
             ],
         },
         ensure_ascii=False,
+        separators=COMPACT,
     )
 
 
@@ -261,8 +265,10 @@ def encode(event: ev.Event) -> str:
         return messages_frame(event)
     frame = _FRAMES[type(event)](event)
     frame["v"] = VERSION
-    return json.dumps(frame, ensure_ascii=False)
+    return json.dumps(frame, ensure_ascii=False, separators=COMPACT)
 
 
 def error_frame(code: str, text: str) -> str:
-    return json.dumps({"v": VERSION, "type": "error", "code": code, "text": text})
+    return json.dumps(
+        {"v": VERSION, "type": "error", "code": code, "text": text}, separators=COMPACT
+    )
