@@ -659,6 +659,16 @@ PAM = no
         n = max(1, r.delivered)
         return {f"{name}_ns": round(used * 1e9 / n, 1) for name, used in meter.used.items()}
 
+    def per_core(self, meter: CpuMeter, r: Result, line: float | None) -> dict[str, float]:
+        """Deliveries per second of gateway CPU (what one gateway core could fan out with
+        the readers elsewhere), and against the line row's (`line`)."""
+        used = meter.used.get("gateway", 0.0)
+        rate = r.delivered / used if used > 0 else 0.0
+        out = {"per_gw_core": round(rate)}
+        if line:
+            out["vs_line_per_core"] = round(rate / line, 2)
+        return out
+
     async def run_scenarios(self) -> None:
         only = self.only
         members, senders, messages = self.sizes()
@@ -668,6 +678,7 @@ PAM = no
 
         # 1. fan-out, one gateway, and the reference
         one_gw = None
+        line_core = None
         if "fanout" in only:
             if irc:
                 r = await self.fanout_one("irc", [irc[0]], members, senders, messages)
@@ -682,8 +693,10 @@ PAM = no
                 r,
                 vs_ngircd=round(r.rate / irc_fanout, 2) if irc else None,
                 **self.cpu_per_delivery(meter, r),
+                **self.per_core(meter, r, None),
             )
             one_gw = r.rate
+            line_core = self.per_core(meter, r, None)["per_gw_core"]
 
         # 1b. the same with the readers on the web door (WebSocket, JSON frames)
         if "fanoutweb" in only:
@@ -704,6 +717,7 @@ PAM = no
                     vs_line=round(r.rate / one_gw, 2) if one_gw else None,
                     vs_ngircd=round(r.rate / irc_fanout, 2) if irc and "fanout" in only else None,
                     **self.cpu_per_delivery(meter, r),
+                    **self.per_core(meter, r, line_core),
                 )
             self.procs.stop(web_gw)
 
@@ -722,6 +736,7 @@ PAM = no
                 vs_line=round(r.rate / one_gw, 2) if one_gw else None,
                 vs_ngircd=round(r.rate / irc_fanout, 2) if irc and "fanout" in only else None,
                 **self.cpu_per_delivery(meter, r),
+                **self.per_core(meter, r, line_core),
             )
             self.procs.stop(irc_gw)
 
