@@ -87,29 +87,41 @@ def accept_key(key: str) -> str:
 def deflate_response(offers: str) -> str | None:
     """The Sec-WebSocket-Extensions answer to a client's offers, or None to use none.
 
-    The first permessage-deflate offer is taken unless it limits the server's window
+    The first valid permessage-deflate offer is taken unless it limits the server's window
     below 15 bits (a smaller window would need a compressed copy of each burst for it;
     browsers never ask). The answer always asks for no context takeover both ways, which
-    RFC 7692 lets a server do whether or not the offer mentioned it."""
+    RFC 7692 (7.1.1.1, 7.1.1.2) lets a server do whether or not the offer mentioned it;
+    an offered `server_max_window_bits=15` is echoed, as 7.1.2.1 requires. An offer with a
+    repeated or unknown parameter, or a value where none belongs, is declined (5)."""
     for offer in offers.split(","):
         name, *params = (p.strip() for p in offer.split(";"))
         if name.lower() != "permessage-deflate":
             continue
-        ok = True
+        seen: set[str] = set()
         for param in params:
-            key, _, value = param.partition("=")
-            key, value = key.strip().lower(), value.strip().strip('"')
-            if key == "server_max_window_bits":
-                ok = ok and value == "15"
-            elif key not in (
-                "server_no_context_takeover",
-                "client_no_context_takeover",
-                "client_max_window_bits",
-            ):
-                ok = False
-        if ok:
+            key, eq, value = param.partition("=")
+            key, value = key.strip().lower(), value.strip()
+            if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+                value = value[1:-1]
+            if key in seen or not _param_ok(key, bool(eq), value):
+                break
+            seen.add(key)
+        else:
+            if "server_max_window_bits" in seen:
+                return DEFLATE_AGREED + "; server_max_window_bits=15"
             return DEFLATE_AGREED
     return None
+
+
+def _param_ok(key: str, has_value: bool, value: str) -> bool:
+    """One permessage-deflate offer parameter this server can accept (RFC 7692 7.1)."""
+    if key in ("server_no_context_takeover", "client_no_context_takeover"):
+        return not has_value
+    if key == "client_max_window_bits":  # the client may use any window: we inflate with 15
+        return not has_value or (value in {str(n) for n in range(8, 16)})
+    if key == "server_max_window_bits":
+        return has_value and value == "15"
+    return False
 
 
 def frame(opcode: int, payload: bytes, deflated: bool = False) -> bytes:

@@ -167,7 +167,13 @@ async def test_a_browser_offer_is_agreed_and_bursts_arrive_compressed(web, clien
 
 
 async def test_without_an_acceptable_offer_nothing_is_compressed(web, clients) -> None:
-    for offer in (None, "x-webkit-deflate-frame", "permessage-deflate; server_max_window_bits=10"):
+    for offer in (
+        None,
+        "x-webkit-deflate-frame",
+        "permessage-deflate; server_max_window_bits=10",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; client_max_window_bits=7",
+    ):
         ws = DeflateSocket(web.web_port, offer)
         assert "sec-websocket-extensions" not in ws.headers, (offer, ws.headers)
         frames = ws.login(f"plain{len(offer or '')}", deflate=False)
@@ -187,14 +193,18 @@ async def test_without_an_acceptable_offer_nothing_is_compressed(web, clients) -
         await tel.close()
 
 
-async def test_a_deflate_bomb_is_cut_at_the_message_limit_and_others_chat_on(web, clients) -> None:
-    """A message that inflates past the limit (a few hundred bytes on the wire, megabytes
-    inflated) closes that connection with 1009 before more than the limit is inflated."""
+@pytest.mark.parametrize("inflated", [100_000, 5_000_000])
+async def test_a_deflate_bomb_is_cut_at_the_message_limit_and_others_chat_on(
+    web, clients, inflated: int
+) -> None:
+    """A message that inflates past the limit closes that connection with 1009 before
+    more than the limit is inflated: one frame of 100 bytes (under the wire limit, so
+    only the inflated size can refuse it), and 5 MB in fragments."""
     tel = await clients(web.port)
     await tel.login("calm")
     ws = DeflateSocket(web.web_port, "permessage-deflate")
     ws.login("bomber", deflate=True)
-    bomb = _compress(b'{"v": 1, "type": "say", "text": "' + b"A" * 5_000_000 + b'"}')
+    bomb = _compress(b'{"v": 1, "type": "say", "text": "' + b"A" * inflated + b'"}')
     assert len(bomb) < 10_000
     for i in range(0, len(bomb), 3000):  # fragments under the wire limit
         chunk = bomb[i : i + 3000]
@@ -203,6 +213,72 @@ async def test_a_deflate_bomb_is_cut_at_the_message_limit_and_others_chat_on(web
     assert ws.close_code() == 1009
     await tel.send("still here")
     await tel.expect("still here")
+
+
+async def test_a_fragmented_compressed_message_is_inflated_whole(web, clients) -> None:
+    tel = await clients(web.port)
+    await tel.login("ear")
+    ws = DeflateSocket(web.web_port, "permessage-deflate")
+    ws.login("pieces", deflate=True)
+    text = "in three parts " + " ".join(str(i) for i in range(200))
+    data = _compress(json.dumps({"v": 1, "type": "say", "text": text}).encode())
+    third = len(data) // 3
+    ws.sock.sendall(_client_frame(0x1, data[:third], fin=False, rsv1=True))
+    ws.sock.sendall(_client_frame(0x0, data[third : 2 * third], fin=False))
+    ws.sock.sendall(_client_frame(0x0, data[2 * third :], fin=True))
+    await tel.expect(text)
+
+
+async def test_pages_with_and_without_compression_read_one_burst_each_their_way(
+    web, clients
+) -> None:
+    """The burst is kept once compressed and once plain: neither page gets the other's."""
+    zipped = DeflateSocket(web.web_port, "permessage-deflate")
+    plain = DeflateSocket(web.web_port, None)
+    zipped.login("zipped", deflate=True)
+    plain.login("plain", deflate=False)
+    tel = await clients(web.port)
+    await tel.login("mixer")
+    lines = [f"burst {i} " + "q" * 150 for i in range(20)]
+    await tel.send("\r\n".join(lines))
+    for ws, compressed in ((zipped, True), (plain, False)):
+        texts: list[str] = []
+        while len(texts) < 20:
+            f = ws.next()
+            assert f is not None
+            body = f.json()  # a frame of the other kind would not parse
+            if body["type"] == "messages":
+                assert f.rsv1 == compressed
+                texts += [i["text"] for i in body["items"]]  # type: ignore[attr-defined, index]
+        assert texts == lines
+
+
+async def test_rsv1_on_a_ping_is_a_protocol_error(web) -> None:
+    ws = DeflateSocket(web.web_port, "permessage-deflate")
+    ws.login("pinger", deflate=True)
+    ws.sock.sendall(_client_frame(0x9, b"hi", rsv1=True))
+    assert ws.close_code() == 1002
+
+
+async def test_the_websockets_library_asking_for_a_full_server_window_gets_compression(
+    web,
+) -> None:
+    """RFC 7692 7.1.2.1: an offered server_max_window_bits is echoed (websockets fails
+    the handshake otherwise)."""
+    from websockets.asyncio.client import connect
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    ws = await connect(
+        f"ws://127.0.0.1:{web.web_port}/ws",
+        extensions=[ClientPerMessageDeflateFactory(server_max_window_bits=15)],
+        origin=f"http://127.0.0.1:{web.web_port}",  # type: ignore[arg-type]
+    )
+    try:
+        assert ws.response is not None
+        assert "server_max_window_bits=15" in ws.response.headers["Sec-WebSocket-Extensions"]
+        assert json.loads(await ws.recv())["type"] == "login_required"
+    finally:
+        await ws.close()
 
 
 async def test_rsv1_on_a_continuation_frame_is_a_protocol_error(web) -> None:
