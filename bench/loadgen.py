@@ -79,6 +79,8 @@ class Peer(asyncio.Protocol):
         self.ready_mark = ready
         self.ready = asyncio.get_running_loop().create_future()
         self.count = 0
+        self.reads = 0  # reads and bytes after ready: what a delivery costs a reader
+        self.bytes = 0
         self.sample = sample
         self.latencies: list[int] = []
         self.transport: asyncio.Transport | None = None
@@ -103,6 +105,8 @@ class Peer(asyncio.Protocol):
             self.ready.set_result(None)
             data, self._head = self._head[end + 1 :], b""
         self.count += data.count(self.dialect.marker)
+        self.reads += 1
+        self.bytes += len(data)
         if self.sample:
             now = time.perf_counter_ns()
             self.latencies.extend(now - int(m) for m in _STAMP.findall(data))
@@ -165,6 +169,8 @@ class WsPeer(asyncio.Protocol):
         self.deflated = False  # agreed by the server
         self.ready = asyncio.get_running_loop().create_future()
         self.count = 0
+        self.reads = 0
+        self.bytes = 0
         self.sample = False
         self.latencies: list[int] = []
         self.transport: asyncio.Transport | None = None
@@ -204,6 +210,9 @@ class WsPeer(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(_masked_text_frame(login))
         if self.deflated:
+            if self.ready.done():
+                self.reads += 1
+                self.bytes += len(data)
             self._read_frames(data)
             return
         if not self.ready.done():
@@ -215,6 +224,8 @@ class WsPeer(asyncio.Protocol):
             data, self._head = self._head[at + len(self.READY) :], b""
         # markers inside this read, and one split across the last read and this one: no
         # copy of the read (a line reader counts without one either)
+        self.reads += 1
+        self.bytes += len(data)
         keep = len(self.MARKER) - 1
         self.count += data.count(self.MARKER) + (self._tail + data[:keep]).count(self.MARKER)
         self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
@@ -357,7 +368,7 @@ async def fanout(
     that do not echo, its sender."""
     dialect = senders[0].dialect
     for p in readers:
-        p.count = 0
+        p.count = p.reads = p.bytes = 0
     senders_reading = sum(1 for p in senders if p in readers)
     expected = len(senders) * messages * len(readers)
     if not dialect.echoes:
@@ -375,7 +386,17 @@ async def fanout(
     began = time.perf_counter()
     await asyncio.gather(*(send(i, p) for i, p in enumerate(senders)))
     delivered, ended = await _wait_counts(readers, expected, idle)
-    return Result(expected, delivered, ended - began)
+    n = max(1, delivered)
+    reads = sum(p.reads for p in readers)
+    return Result(
+        expected,
+        delivered,
+        ended - began,
+        {
+            "bytes_per_delivery": sum(p.bytes for p in readers) / n,
+            "deliveries_per_read": delivered / max(1, reads),
+        },
+    )
 
 
 async def latency(
