@@ -174,7 +174,12 @@ class GatewayServer:
         )
 
         settings = self.settings
-        routes = {JSON_ROUTE: Route(JsonCodec, cache=RenderOnce(), deflate_cache=RenderOnce())}
+        json_once = RenderOnce()  # the burst's JSON, framed plain and compressed from it
+        routes = {
+            JSON_ROUTE: Route(
+                lambda: JsonCodec(json_once), cache=RenderOnce(), deflate_cache=RenderOnce()
+            )
+        }
         if irc_codec is not None:  # IRC over WebSocket too
             routes["text.ircv3.net"] = Route(irc_codec, lines=True)
             routes["binary.ircv3.net"] = Route(irc_codec, lines=True, binary=True)

@@ -12,6 +12,7 @@ from gateway.core import events as ev
 from gateway.core.session import Phase
 from gateway.doors.web.protocol import FrameError, encode, error_frame, messages_frame, parse_frame
 from gateway.kit.codec import Codec, Step, Unit
+from gateway.kit.render_once import RenderOnce
 
 __all__ = ["JsonCodec"]
 
@@ -24,8 +25,10 @@ class JsonCodec(Codec):
 
     door = "web"
 
-    def __init__(self) -> None:
-        super().__init__(None)  # the WebSocket codec caches the framed bytes
+    def __init__(self, cache: RenderOnce | None = None) -> None:
+        # The WebSocket codec keeps the framed bytes (plain and compressed apart); this
+        # cache, shared by every page, keeps the JSON both are framed from.
+        super().__init__(cache)
 
     def feed_message(self, payload: bytes, text: bool) -> list[Unit]:
         return [payload.decode() if text else _BINARY]
