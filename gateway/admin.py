@@ -117,8 +117,10 @@ class Admin:
             raise AdminError(f"no such user {nick}")
         return key, account.name
 
-    async def users(self, limit: int) -> None:
-        for u in await self.store.users(limit):
+    async def users(self, limit: int) -> int:
+        """The accounts, most recently seen first; how many were listed."""
+        found = await self.store.users(limit)
+        for u in found:
             flags = []
             if u.moderator:
                 flags.append("moderator")
@@ -126,6 +128,7 @@ class Admin:
                 flags.append(f"banned until {ban_end(u.banned_until_ms)}")
             extra = f"  ({', '.join(flags)})" if flags else ""
             self.out.append(f"{u.name}  last seen {_when(u.seen_ms)}{extra}")
+        return len(found)
 
     async def reset_password(self, nick: str) -> None:
         key, name = await self._account(nick)
@@ -327,7 +330,14 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
     try:
         c = ns.command
         if c == "users":
-            await admin.users(ns.limit)
+            shown = await admin.users(ns.limit)
+            # on stderr, so the list stays a list: which store was read, and that an empty
+            # one is empty (a wrong --redis-url or --port otherwise prints nothing at all)
+            more = " (the most recently seen; --limit for more)" if shown == ns.limit else ""
+            where = getattr(ns, "store_label", None) or _redacted(ns.redis_url)
+            print(
+                f"admin: {shown} user{'' if shown == 1 else 's'}{more} in {where}", file=sys.stderr
+            )
         elif c == "reset-password":
             await admin.reset_password(ns.nick)
         elif c == "delete-user":
@@ -403,6 +413,7 @@ def _embedded_url(ns: argparse.Namespace, settings: Settings) -> str:
             "(--data none): its embedded store cannot be reached"
         )
     url = admin_url(data)
+    ns.store_label = f"the embedded store of {data}"
     if url is None:
         raise _NoEmbedded(
             f"admin: no --redis-url or REDIS_URL, and no gateway with an embedded store runs "

@@ -42,10 +42,14 @@ async def test_users_reset_password_delete_and_errors(shared_url, gateways, clie
     await bob.send("/send alice psst")
     await alice.expect("psst")
 
-    code, out, _ = await admin(shared_url, "users")
+    code, out, err = await admin(shared_url, "users")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == ["Bob", "alice"]
     assert "last seen 2" in out  # a date
+    assert err == f"admin: 2 users in {shared_url}\n"  # which store was read
+    code, out, err = await admin(shared_url, "users", "--limit", "1")
+    assert out.split()[0] == "Bob"
+    assert err == f"admin: 1 user (the most recently seen; --limit for more) in {shared_url}\n"
 
     # reset-password: the new password works, the old one and the token do not
     code, out, _ = await admin(shared_url, "reset-password", "bob", stdin="newpass99\n")

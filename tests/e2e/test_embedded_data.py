@@ -283,6 +283,8 @@ async def test_the_operator_tool_reaches_a_running_embedded_gateway(
     assert "alice is now a moderator" in made.stdout
     listed = _admin("--data", str(data), "users")
     assert "alice" in listed.stdout and "moderator" in listed.stdout, listed
+    # which store it read, on stderr (the list stays a list)
+    assert listed.stderr == f"admin: 2 users in the embedded store of {data}\n", listed.stderr
     await alice.send("/ban bob 2h")  # a moderator's ban, not a complaint: at once
     assert "bob is banned until" in await alice.expect("banned until")
     assert "by a moderator" in await bob.expect("you are banned")
