@@ -198,6 +198,9 @@ class ChatLink:
         self.logins: list[str] = []
         self._want_token = False  # we asked for a token: its line is ours, not the user's
         self._new_password: str | None = None  # a /password the server has not answered
+        #: Asked after a round of servers failed: True stops retrying (plain mode, once
+        #: its input has ended: a script must not wait forever for a server that is down).
+        self.give_up: Callable[[], bool] | None = None
 
     async def send(self, line: str) -> None:
         self.state.typed(line)
@@ -234,6 +237,9 @@ class ChatLink:
                 )
             except (TimeoutError, OSError) as exc:
                 wait = rounds.failed()
+                if wait and self.give_up is not None and self.give_up():
+                    self.ended = f"cannot reach {host}:{port} ({_why(exc)}) and the input has ended"
+                    return
                 self.status(f"cannot reach {host}:{port} ({_why(exc)}); {_next_try(wait)}")
                 await asyncio.sleep(wait)
                 continue

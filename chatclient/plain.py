@@ -30,12 +30,32 @@ async def run_plain(link: ChatLink, linger: float = 1.0) -> int:
 
     link.show, link.status = show, status
     reader = await open_stdin()
+    # Lines that arrive before the login are read ahead (and sent once it is done), so that
+    # the end of the input is seen: with it, a server that cannot be reached is given up.
+    ahead: list[bytes] = []
+    ended = False
+
+    async def read_ahead() -> None:
+        nonlocal ended
+        while raw := await reader.readline():
+            ahead.append(raw)
+        ended = True
+
+    link.give_up = lambda: ended
     runner = asyncio.create_task(link.run())
+    early = asyncio.create_task(read_ahead())
     try:
         await asyncio.wait(
             [runner, asyncio.create_task(link.ready.wait())], return_when=asyncio.FIRST_COMPLETED
         )
-        while not runner.done():
+        early.cancel()  # a partly read line stays in the reader's buffer
+        for raw in ahead:
+            if runner.done():
+                break
+            text = raw.decode(errors="replace").rstrip("\r\n")
+            if text:
+                await link.send(text)
+        while not runner.done() and not ended:
             reading = asyncio.ensure_future(reader.readline())
             await asyncio.wait([runner, reading], return_when=asyncio.FIRST_COMPLETED)
             if not reading.done():  # the link ended (a kick, a refusal): so does the client

@@ -15,7 +15,7 @@ import pytest
 
 from scripts.procs import stop_process
 from tests.conftest import IN_CI
-from tests.helpers import ROOT, eventually, messages, shown_recorded
+from tests.helpers import ROOT, eventually, free_port, messages, shown_recorded
 
 
 class PlainClient:
@@ -109,6 +109,27 @@ async def test_plain_client_exits_at_end_of_input(backend, gateways) -> None:
     assert messages(text.splitlines()) == [("#general", "scripted", "from a script")]
     assert "* online in #general (1): scripted" in text
     assert "Traceback" not in err
+
+
+async def test_a_script_gives_up_on_a_server_that_is_down_once_its_input_ended() -> None:
+    """`printf ... | client.py` with no server: it used to retry forever (a cron job or a
+    CI step hung); now a round of failed tries after the end of its input ends it, exit 1."""
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    code, out, err = await run_script_client(port, "late", "secret123", b"anyone there?\n")
+    took = time.monotonic() - started
+    assert code == 1, (out, err)
+    assert f"cannot reach 127.0.0.1:{port}" in err and "the input has ended" in err, err
+    assert out == "" and "Traceback" not in err
+    assert took < 10, took
+
+
+async def test_lines_a_script_sends_before_its_login_follow_it_in_order(backend, gateways) -> None:
+    """Lines read before the login are kept and sent once it is done, in order."""
+    gw = gateways(backend)
+    code, out, err = await run_script_client(gw.port, "early", "secret123", b"one\ntwo\nthree\n")
+    assert code == 0, err
+    assert [t for _, _, t in messages(out.splitlines())] == ["one", "two", "three"]
 
 
 async def test_client_reconnects_to_another_gateway_and_shows_what_it_missed(
