@@ -299,3 +299,13 @@ async def test_a_compressed_message_that_does_not_inflate_is_refused(web, client
     assert ws.close_code() == 1007
     await tel.send("unaffected")
     await tel.expect("unaffected")
+
+
+async def test_the_token_frame_is_never_compressed(web) -> None:
+    """A secret must not share a compressed message with anything (SECURITY.md: CRIME and
+    BREACH need both in one); the token frame is under the compression threshold."""
+    ws = DeflateSocket(web.web_port, "permessage-deflate")
+    ws.login("keeper", deflate=True)
+    ws.send({"type": "token"}, deflate=True)
+    token = ws.until("token")[-1]
+    assert not token.rsv1 and len(token.json()["token"]) == 64  # type: ignore[arg-type]
