@@ -165,19 +165,22 @@ class GatewayServer:
         door) IRC over WebSocket."""
         from gateway.doors.web.codec import JsonCodec
         from gateway.doors.web.page import (
-            FRAME_SLACK,
             JSON_ROUTE,
             PageCodec,
             Route,
             Site,
             local_names,
+            max_message,
         )
 
         settings = self.settings
         json_once = RenderOnce()  # the burst's JSON, framed plain and compressed from it
+        max_line = settings.max_line
         routes = {
             JSON_ROUTE: Route(
-                lambda: JsonCodec(json_once), cache=RenderOnce(), deflate_cache=RenderOnce()
+                lambda: JsonCodec(json_once, max_line),
+                cache=RenderOnce(),
+                deflate_cache=RenderOnce(),
             )
         }
         if irc_codec is not None:  # IRC over WebSocket too
@@ -186,7 +189,7 @@ class GatewayServer:
         site = Site(
             self._static,
             routes,
-            settings.max_line + FRAME_SLACK,
+            max_message(settings.max_line),
             tuple(o.strip() for o in settings.web_origins.split(",") if o.strip()),
             local_names(settings.host),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import socket
 import urllib.error
@@ -123,11 +124,34 @@ async def test_oversized_frame_closes_with_1009(backend, gateways) -> None:
     gw = web_gateway(gateways, backend, CHAT_MAX_LINE="1024")
     web = await WebClient.connect(gw.web_port)
     await web.login("olga")
-    await web.send({"type": "say", "text": "x" * 5000})
+    await web.send({"type": "say", "text": "x" * 8000})  # over 6 x 1024 + 1024
     with pytest.raises(ConnectionClosed) as closed:
         for _ in range(20):
             await web.frame()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_text_of_the_longest_line_arrives_whatever_json_makes_of_it(
+    backend, gateways, clients
+) -> None:
+    """--max-line counts the text, as on telnet: quotes and backslashes double as JSON, so
+    a frame of them is twice the text (it was closed with 1009 and the text lost); a longer
+    text gets an error frame and the connection goes on."""
+    gw = web_gateway(gateways, backend, CHAT_MAX_LINE="1024")
+    tel = await clients(gw.port)
+    await tel.login("tina")
+    web = await WebClient.connect(gw.web_port)
+    await web.login("quoter")
+    text = 'he said "' + "\\" * 1008 + '" okend'  # 1,024 bytes; 2,041 as JSON
+    assert len(text.encode()) == 1024 and len(json.dumps(text)) > 2000
+    await web.send({"type": "say", "text": text})
+    got = await tel.expect("end")
+    assert messages([got]) == [("#general", "quoter", text)]
+    await web.send({"type": "say", "text": "y" * 1025})
+    error = await web.expect("error")
+    assert error["code"] == "bad_input" and "at most 1024 bytes" in error["text"], error
+    await web.send({"type": "say", "text": "still connected"})
+    await tel.expect("still connected")
 
 
 async def test_web_and_telnet_across_gateways_and_replay_after_a_kill(

@@ -551,3 +551,20 @@ async def test_chromium_agrees_compression_and_long_messages_pass_both_ways(
     await wait_text(page, "from telnet")
     assert incoming.strip() in await texts(page)
     assert page.problems == []
+
+
+async def test_a_text_of_quotes_and_backslashes_is_sent_whole(
+    browser, redis_url, gateways, clients
+) -> None:
+    """2,813 bytes of text, 5,600 as JSON: the server took the frame's size for the text's
+    and closed with 1009; the text was gone from the composer."""
+    gw = web_gw(gateways, redis_url)
+    page = await page_of(browser, gw.web_port)
+    await log_in(page, "quincy")
+    tel = await clients(gw.port)
+    await tel.login("tess")
+    text = 'He said "' + "\\" * 2800 + '" ok'
+    await say(page, text)
+    assert messages([await tel.expect('" ok')]) == [("#general", "quincy", text)]
+    await wait_text(page, '" ok')
+    assert page.problems == []

@@ -21,14 +21,15 @@ _ACROSS = error_frame("bad_input", "binary frames are not accepted; send JSON te
 
 
 class JsonCodec(Codec):
-    __slots__ = ()
-
     door = "web"
 
-    def __init__(self, cache: RenderOnce | None = None) -> None:
+    __slots__ = ("max_line",)
+
+    def __init__(self, cache: RenderOnce | None = None, max_line: int = 4096) -> None:
         # The WebSocket codec keeps the framed bytes (plain and compressed apart); this
         # cache, shared by every page, keeps the JSON both are framed from.
         super().__init__(cache)
+        self.max_line = max_line
 
     def feed_message(self, payload: bytes, text: bool) -> list[Unit]:
         return [payload.decode() if text else _BINARY]
@@ -38,7 +39,7 @@ class JsonCodec(Codec):
             return (_ACROSS,)
         assert phase is not None
         try:
-            return parse_frame(unit, phase)
+            return parse_frame(unit, phase, self.max_line)
         except FrameError as exc:
             return (error_frame(ev.ErrorCode.BAD_INPUT.value, str(exc)).encode(),)
 

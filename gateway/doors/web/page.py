@@ -55,6 +55,17 @@ _SECURITY_HEADERS = {
 }
 #: Bytes of JSON overhead allowed in a message beyond the longest line (`--max-line`).
 FRAME_SLACK = 1024
+#: How much longer a text can get as a JSON string: `"` and `\` double, a control
+#: character becomes `\u001b`. A message of `--max-line` bytes of text must fit whatever
+#: it holds (a text of quotes and backslashes was closed with 1009 and lost).
+JSON_GROWTH = 6
+
+
+def max_message(max_line: int) -> int:
+    """The longest WebSocket message the web port takes for `--max-line`."""
+    return JSON_GROWTH * max_line + FRAME_SLACK
+
+
 #: Bytes a client may send after its upgrade request before the upgrade is answered
 #: (a client that pipelines frames); more is a protocol error.
 MAX_EARLY = 64 * 1024

@@ -73,8 +73,10 @@ def _text(frame: dict[str, Any], field: str) -> str:
     return value
 
 
-def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
-    """The commands one frame asks for, in order (a login is a nickname then a password)."""
+def parse_frame(raw: str | bytes, phase: Phase, max_line: int = 4096) -> list[cmd.Command]:
+    """The commands one frame asks for, in order (a login is a nickname then a password).
+    A text longer than `max_line` bytes is refused, as the line protocol refuses a longer
+    line (the frame itself may be longer: JSON escapes grow a text up to 6x)."""
     if isinstance(raw, bytes):
         raise FrameError("binary frames are not accepted; send JSON text")
     try:
@@ -85,6 +87,9 @@ def parse_frame(raw: str | bytes, phase: Phase) -> list[cmd.Command]:
         raise FrameError("a frame must be one JSON object")
     if any(isinstance(v, str) and _unpaired(v) for v in frame.values()):
         raise FrameError("text must be valid Unicode (a \\ud800-\\udfff escape must be a pair)")
+    for name, v in frame.items():
+        if isinstance(v, str) and len(v) * 4 > max_line and len(v.encode()) > max_line:
+            raise FrameError(f"{name!r} is too long: at most {max_line} bytes; nothing was done")
     if frame.get("v", VERSION) != VERSION:
         raise FrameError(f"unsupported version {frame.get('v')!r}; this server speaks 1")
     kind = frame.get("type")

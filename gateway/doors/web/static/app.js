@@ -11,6 +11,7 @@ const state = {
   current: sessionStorage.getItem("chat.current") || "#general",
   backoff: 500, reconnecting: false, wantToken: false, password: null, pending: null,
   outbox: [], // what the user sent while disconnected: sent after the next `ready`
+  lastText: "", // the composer's last text: given back if the server refuses its frame (1009)
 };
 const MAX_LINE_BYTES = 4096; // the server's --max-line default: a longer text is refused
 // What the user typed or clicked: kept while reconnecting and sent after the next `ready`.
@@ -302,7 +303,11 @@ function connect(first) {
     state.ws = null;
     if (state.everReady) { // logged in before, not logged out: keep trying
       state.loggedIn = false;
-      if (e.code === 1009) banner("That was too long for the server; reconnecting…", "error");
+      if (e.code === 1009) { // the server refused the last frame: give its text back
+        const input = $("message");
+        if (!input.value && state.lastText) input.value = state.lastText;
+        banner("That was too long for the server (not sent); reconnecting…", "error");
+      }
       else if (!state.kicked) banner("Connection lost; reconnecting…", "error");
       state.kicked = false;
       reconnectLater();
@@ -593,6 +598,7 @@ document.addEventListener("DOMContentLoaded", () => {
       return;
     }
     input.value = "";
+    state.lastText = text;
     const c = state.convs.get(state.current);
     const history = /^\/history(?:\s+(\d+))?$/i.exec(text);
     if (history && c) { // this conversation's, chat or private (the server checks n)
