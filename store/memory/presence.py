@@ -14,6 +14,7 @@ from store.contract import (
 )
 from store.memory.server import (
     ADDRESS_COUNT_TTL_MS,
+    EXACT_ONLINE,
     PRESENCE_TTL,
     SMALL_CHAT,
     Base,
@@ -114,7 +115,10 @@ class Presence(Base):
         infos = []
         for chat, count in top:
             members = self._members(("members", chat))
-            online = sum(len(members & s) for s in sets)
+            if count <= EXACT_ONLINE:  # as the Redis store: each user once
+                online = len(members & set().union(*sets))
+            else:  # counted per gateway, never past the members
+                online = min(sum(len(members & s) for s in sets), count)
             name = self.k.get(("chat", chat)) or chat
             infos.append(ChatInfo(name, count, min(online, cap), online >= cap))
         infos.sort(key=lambda x: (-x.members, x.name.casefold()))

@@ -12,6 +12,7 @@ __all__ = [
     "BACKLOG_GROUP",
     "CHAT_NAME_CACHE",
     "CHAT_NAME_TTL",
+    "EXACT_ONLINE",
     "HOUR_MS",
     "KNOWN_ADDRESSES",
     "PRESENCE_TTL",
@@ -45,6 +46,9 @@ SCAN_STEP = 1000
 SCAN_LIMIT = 20_000
 #: Members up to which `who_bounded` reads a chat's members and checks each (exact).
 SMALL_CHAT = 2000
+#: Members up to which `active_chats_bounded` counts a listed chat's online members
+#: exactly (a user on two gateways once): 50 listed chats read at most 5,000 members.
+EXACT_ONLINE = 100
 #: Seconds a chat's display name is cached by `enter`, and how many names are kept.
 CHAT_NAME_TTL, CHAT_NAME_CACHE = 10.0, 10_000
 #: Seconds to wait for any one reply from Redis, unless told otherwise.

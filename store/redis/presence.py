@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from store import keys
 from store.contract import ChatInfo, ChatList, OnlineList
 from store.redis.part import Part
-from store.redis.policy import ADDRESS_COUNT_TTL_MS, PRESENCE_TTL, SCAN_LIMIT, SCAN_STEP, SMALL_CHAT
+from store.redis.policy import (
+    ADDRESS_COUNT_TTL_MS,
+    EXACT_ONLINE,
+    PRESENCE_TTL,
+    SCAN_LIMIT,
+    SCAN_STEP,
+    SMALL_CHAT,
+)
 
 
 class Presence(Part):
@@ -184,9 +191,11 @@ class Presence(Part):
                 return found, False
 
     async def active_chats_bounded(self, limit: int, cap: int) -> ChatList:
-        """The `limit` largest chats and how many exist, each with its online members
-        counted up to `cap` per live gateway (SINTERCARD ... LIMIT: no union of everyone
-        online is built; a user online on two gateways counts twice)."""
+        """The `limit` largest chats and how many exist, each with its online members:
+        exact for a chat of at most EXACT_ONLINE members (its members checked against each
+        live gateway's online set: a user on two gateways counts once), else counted up
+        to `cap` per live gateway (SINTERCARD ... LIMIT: no union of everyone online is
+        built; a user online on two gateways may count twice, never past the members)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrevrange(keys.chat_sizes(), 0, limit - 1, withscores=True)
         pipe.zcard(keys.chat_sizes())
@@ -198,14 +207,39 @@ class Presence(Part):
         for c, _ in top:
             pipe.hget(keys.chat(c), "name")
         names = await self.link.call(pipe.execute())
+        exact = await self._online_of_small([c for c, n in top if int(n) <= EXACT_ONLINE], live)
         infos = []
         for (c, count), name in zip(top, names, strict=True):
-            counts = [await self._intercard(keys.members(c), k, cap) for k in live]
-            online = sum(n for n, _ in counts)
-            capped = online >= cap or not all(complete for _, complete in counts)
-            infos.append(ChatInfo(name or c, int(count), min(online, cap), capped))
+            if c in exact:
+                online, capped = min(exact[c], cap), exact[c] >= cap
+            else:
+                counts = [await self._intercard(keys.members(c), k, cap) for k in live]
+                online = min(sum(n for n, _ in counts), int(count))
+                capped = online >= cap or not all(complete for _, complete in counts)
+                online = min(online, cap)
+            infos.append(ChatInfo(name or c, int(count), online, capped))
         infos.sort(key=lambda x: (-x.members, x.name.casefold()))
         return ChatList(infos, int(total))
+
+    async def _online_of_small(self, chats: list[str], live: list[str]) -> dict[str, int]:
+        """Online members of each of `chats` (small ones), each user once: two pipelines."""
+        if not chats or not live:
+            return dict.fromkeys(chats, 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for c in chats:
+            pipe.smembers(keys.members(c))
+        members = [sorted(m) for m in await self.link.call(pipe.execute())]
+        pipe = self.redis.pipeline(transaction=False)
+        for users in members:
+            for online_key in live:
+                if users:
+                    pipe.smismember(online_key, users)
+        found = iter(await self.link.call(pipe.execute()))
+        out = {}
+        for c, users in zip(chats, members, strict=True):
+            hits = [next(found) for _ in live] if users else []
+            out[c] = sum(1 for i in range(len(users)) if any(h[i] for h in hits))
+        return out
 
     async def claim_epoch(self, candidate: str) -> str:
         """The store's epoch, set to `candidate` first if there is none (SET NX), so all

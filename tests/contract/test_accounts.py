@@ -43,7 +43,14 @@ async def gates(s: Any, user: str, address: str, n: int) -> list[LoginGate]:
 
 
 def test_the_memory_store_keeps_redis_policy() -> None:
-    for name in ("PRESENCE_TTL", "ADDRESS_MEMORY", "KNOWN_ADDRESSES", "SMALL_CHAT", "HOUR_MS"):
+    for name in (
+        "PRESENCE_TTL",
+        "ADDRESS_MEMORY",
+        "KNOWN_ADDRESSES",
+        "SMALL_CHAT",
+        "EXACT_ONLINE",
+        "HOUR_MS",
+    ):
         assert getattr(memory, name) == getattr(redis_store, name), name
     assert memory.ADDRESS_COUNT_TTL_MS == redis_store.ADDRESS_COUNT_TTL_MS
 

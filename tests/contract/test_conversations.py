@@ -305,6 +305,29 @@ async def test_who_and_online_counts(make_store: MakeStore) -> None:
     assert (await s1.active_chats_bounded(10, 1000)).chats[0].online == 0
 
 
+async def test_a_user_online_on_two_gateways_is_one_online_member(make_store: MakeStore) -> None:
+    """/get_chats said "#solo (1 member, 2 online)" for a user on two gateways: a small
+    chat's online count is exact, and no chat has more online than members."""
+    s1, s2 = await make_store(), await make_store()
+    await register(s1, "ann", "bob")
+    await s1.join("ann", "solo", "solo", "o")
+    await s1.heartbeat({"ann"})
+    await s2.heartbeat({"ann", "bob"})
+    chats = {c.name: c for c in (await s1.active_chats_bounded(10, 1000)).chats}
+    assert (chats["solo"].members, chats["solo"].online) == (1, 1)
+    assert (chats["general"].members, chats["general"].online) == (2, 2)
+    assert (await s1.who_bounded("solo", 10, 1000)).total == 1
+    # a larger chat is counted per gateway (no union of everyone online), at most its size
+    crowd = [f"u{i}" for i in range(101)]
+    await register(s1, *crowd)
+    for u in crowd:
+        await s1.join(u, "big", "big", "o")
+    await s1.heartbeat({"ann", *crowd})
+    await s2.heartbeat({"ann", "bob", *crowd})
+    big = {c.name: c for c in (await s1.active_chats_bounded(10, 1000)).chats}["big"]
+    assert (big.members, big.online) == (101, 101)
+
+
 async def test_operator_records(make_store: MakeStore, backend: Backend) -> None:
     g1, g2 = await make_store(), await make_store()
     await g1.audit({"op": "ban", "user": "bob"}, 100)
