@@ -95,13 +95,19 @@ class Session(Login, Moderation, Credentials):
             METRICS.redis_errors.inc()
             log.warning("event=store_unavailable session=%s error=%s", self.describe(), exc)
             self._error(ev.ErrorCode.STORE_DOWN, _store_text(exc, True))
-            if self.phase is Phase.LOADING:
-                self._abort_login()
+            self._after_failure()
         except Exception:
             log.exception("event=internal_error session=%s", self.describe())
             self._error(ev.ErrorCode.INTERNAL, "internal error; nothing was done")
-            if self.phase is Phase.LOADING:
-                self._abort_login()
+            self._after_failure()
+
+    def _after_failure(self) -> None:
+        """A command failed before it did anything: a login that was loading ends; one
+        that was asking for a nickname or password asks again (it waited in silence)."""
+        if self.phase is Phase.LOADING:
+            self._abort_login()
+        else:
+            self._ask_again()
 
     async def _dispatch(self, command: cmd.Command) -> None:
         if isinstance(command, cmd.Rejected):

@@ -72,6 +72,36 @@ async def test_redis_outage_refuses_messages_then_recovers_without_loss(
     assert "Traceback" not in g1.output() and "Traceback" not in g2.output()
 
 
+async def test_a_login_during_an_outage_is_asked_again_and_works_once_redis_is_back(
+    private_redis, gateways, clients
+) -> None:
+    """A nickname typed while Redis was down got the error line and then silence (no
+    prompt, the connection waiting); now it is asked again, and the same connection
+    logs in once Redis is back."""
+    redis = private_redis(appendonly=True)
+    gw = gateways(redis.url)
+    c = await clients(gw.port)
+    await c.expect("nickname")
+    redis.stop()
+    await c.send("erin")
+    refused = await c.expect("^! ")
+    assert "unavailable" in refused and "nothing was done" in refused
+    assert "nickname" in (await c.line()).lower()  # asked again, not left waiting
+    redis.start()
+
+    async def logged_in() -> bool:
+        await c.send("erin")
+        answer = await c.line(5)
+        if "assword" in answer:
+            await c.send("secret123")
+            return (await c.expect("^\\* ready", timeout=10)).startswith("* ready")
+        await c.expect("nickname")  # still down: asked again
+        return False
+
+    await eventually(logged_in, "a login on the same connection once Redis is back", timeout=20)
+    assert "Traceback" not in gw.output()
+
+
 async def test_gap_fill_after_pubsub_reconnect(private_redis, two_gateways) -> None:
     """Messages Redis accepted while one gateway's link was down reach its users."""
     redis = private_redis()
