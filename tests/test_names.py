@@ -18,6 +18,13 @@ def test_valid_names() -> None:
         assert name_error(name) is None, name
 
 
+def test_a_decomposed_name_is_the_composed_one() -> None:
+    """`jose` + U+0301 (combining acute) is `josé`: valid, and the same identity."""
+    assert name_error("jose\u0301") is None
+    assert name_key("jose\u0301") == name_key("jos\u00e9") == name_key("JOS\u00c9")
+    assert name_error("q\u0303") is not None  # a mark with no composed form stays a mark
+
+
 def test_invalid_names() -> None:
     for name in ("", "x" * 33, "a b", "a#b", "a:b", "a|b", "<a>", "a\x1b", "a@b"):
         assert name_error(name) is not None, name

@@ -5,6 +5,7 @@ connection closes while it waits."""
 from __future__ import annotations
 
 import logging
+import unicodedata
 from typing import TYPE_CHECKING, cast
 
 from gateway.core import events as ev
@@ -65,6 +66,8 @@ class Login(SessionBase):
         return err is not None
 
     async def _take_nick(self, nick: str) -> None:
+        if not nick.isascii():  # a new account's name is kept composed (name_error's NFC)
+            nick = unicodedata.normalize("NFC", nick)
         if self._bad_nick(nick):
             return
         key = name_key(nick)

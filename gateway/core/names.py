@@ -89,7 +89,11 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def name_error(name: str) -> str | None:
-    """Why `name` is not a valid nickname or chat name, or None when it is."""
+    """Why `name` is not a valid nickname or chat name, or None when it is. Judged in NFC:
+    `jose` + U+0301 (as some keyboards and clients send it) is `josé`, one letter, and
+    the same identity (`name_key`)."""
+    if not name.isascii():
+        name = unicodedata.normalize("NFC", name)
     if not name:
         return "a name needs at least 1 character"
     if len(name) > MAX_NAME:

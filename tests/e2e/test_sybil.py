@@ -121,6 +121,25 @@ async def test_look_alike_nicknames_are_refused(backend, gateways, clients) -> N
     await other.login("ALICE")  # Alice herself, any case, as before
 
 
+async def test_a_name_typed_decomposed_is_the_same_user(backend, gateways, clients) -> None:
+    """`jose` + a combining accent, as some keyboards and clients send it, was refused
+    ("only letters"); it is `José` (NFC, then the identity's NFKC and case folding)."""
+    gw = gateways(backend)
+    first = await clients(gw.port)
+    await first.login("Jos\u00e9")
+    again = await clients(gw.port)
+    await again.expect("nickname")
+    await again.send("jose\u0301")
+    assert "assword" in await again.line()
+    assert "New nickname" not in again.seen[-1]  # the existing account, not a new one
+    await again.send("secret123")
+    assert (await again.expect("^\\* ready")).startswith("* ready: logged in as Jos\u00e9")
+    fresh = await clients(gw.port)
+    await fresh.login("Rene\u0301e")  # a new account: kept composed
+    await first.send("/send ren\u00e9e hi")
+    assert "hi" in await fresh.expect("hi")
+
+
 async def test_two_gateways_racing_look_alikes_register_one(redis_url, gateways, clients) -> None:
     g1, g2 = gateways(redis_url), gateways(redis_url)
     a, b = await clients(g1.port), await clients(g2.port)
