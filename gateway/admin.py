@@ -42,6 +42,10 @@ class AdminError(Exception):
     """A one-line error for the operator; exit status 1."""
 
 
+class UsageError(AdminError):
+    """An argument that cannot be read (a time, an address); exit status 2, as argparse's."""
+
+
 def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms // 1000)) if ms else "never"
 
@@ -58,7 +62,7 @@ def _since(text: str) -> int:
             return int(time.mktime(time.strptime(text, fmt)) * 1000)
         except ValueError:
             continue
-    raise AdminError(f"bad --since {text!r}: use 2h, 7d, unix ms or YYYY-MM-DD[THH:MM]")
+    raise UsageError(f"bad --since {text!r}: use 2h, 7d, unix ms or YYYY-MM-DD[THH:MM]")
 
 
 def _address(text: str) -> str:
@@ -72,7 +76,7 @@ def _address(text: str) -> str:
             raise ValueError("a network must be an IPv6 /64")
         return address_group(str(ipaddress.ip_address(text.strip())))
     except ValueError:
-        raise AdminError(
+        raise UsageError(
             f"bad address {text!r}: give an IPv4 or IPv6 address, or an IPv6 /64 as "
             "`bans` prints it"
         ) from None
@@ -223,6 +227,8 @@ class Admin:
     async def audit(self, since_ms: int, limit: int) -> None:
         for e in await self.store.audit_log(since_ms, limit):
             self.out.append(f"{_when(e.ms)}  {format_fields(e.fields)}")
+        if not self.out:
+            self.out.append("no audit entries in that time")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -347,7 +353,7 @@ async def _run(ns: argparse.Namespace, settings: Settings, out: list[str]) -> No
         elif c == "ban":
             seconds = parse_duration(ns.time) if ns.time else settings.ban_duration
             if seconds is None:
-                raise AdminError(
+                raise UsageError(
                     f"bad time {ns.time!r}: use 90s, 30m, 2h or 7d, at most {MAX_BAN // 86400}d"
                 )
             await admin.ban(ns.nick, seconds)
@@ -437,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     out: list[str] = []
     try:
         asyncio.run(_run(ns, settings, out))
+    except UsageError as exc:
+        print(f"admin: {exc} (see {parser.prog} --help)", file=sys.stderr)
+        return 2
     except AdminError as exc:
         print("\n".join(out), end="\n" if out else "")
         print(f"admin: {exc}", file=sys.stderr)

@@ -98,7 +98,7 @@ async def test_an_operator_lifts_one_addresss_hold_and_a_moderator_unban_lifts_a
     code, _, err = await admin(shared_url, "unhold", "127.0.0.9")
     assert (code, err.strip()) == (1, "admin: 127.0.0.9 is not held")
     code, _, err = await admin(shared_url, "unhold", "not an address")
-    assert code == 1 and err.startswith("admin: bad address 'not an address'")
+    assert code == 2 and err.startswith("admin: bad address 'not an address'")
     freed = await clients(gw.port, "127.0.0.9")
     assert (await _new_nick(freed, "housemate")).startswith("* New nickname housemate")
     still = await clients(gw.port, "127.0.0.8")  # bob is still banned: .8 is still held

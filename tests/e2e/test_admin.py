@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 from tests.helpers import ROOT, Client, free_port
 
@@ -84,6 +85,11 @@ async def test_users_reset_password_delete_and_errors(shared_url, gateways, clie
     # clear one-line errors
     code, _, err = await admin(shared_url, "unban", "nobody")
     assert (code, err) == (1, "admin: no such user nobody\n")
+    # an argument that cannot be read is a usage error (2), as a missing one is
+    for args in (("ban", "alice", "31d"), ("audit", "--since", "garbage")):
+        code, _, err = await admin(shared_url, *args)
+        assert code == 2 and err.startswith("admin: bad ") and "--help" in err, (args, err)
+        assert len(err.splitlines()) == 1
     code, _, err = await admin(f"redis://127.0.0.1:{free_port()}", "users")
     assert code == 2 and err.startswith("admin: cannot reach Redis at redis://127.0.0.1:")
     assert len(err.splitlines()) == 1
@@ -115,7 +121,7 @@ async def test_moderators_ban_unban_kick_on_two_gateways(shared_url, gateways, c
     code, out, _ = await admin(shared_url, "complaints", "carol")
     assert (code, out.strip()) == (0, "no pending complaints about carol")
     code, _, err = await admin(shared_url, "ban", "bob", "31d")
-    assert code == 1 and "at most 30d" in err
+    assert code == 2 and "at most 30d" in err  # a usage error
 
     code, out, _ = await admin(shared_url, "unmod", "mod")
     assert (code, out.strip()) == (0, "mod is not a moderator")
@@ -173,6 +179,9 @@ async def test_moderators_ban_unban_kick_on_two_gateways(shared_url, gateways, c
     assert actions == ["complaint", "mod", "ban", "unban", "ban", "unban", "kick", "kick"]
     assert "by=mod target=bob via=gateway:" in lines[0]
     assert "by=admin:" in lines[1] and "via=tool:" in lines[1]
+    tomorrow = str(int(time.time() * 1000) + 86_400_000)
+    code, out, _ = await admin(shared_url, "audit", "--since", tomorrow)
+    assert (code, out) == (0, "no audit entries in that time\n")  # not silence
     code, out, _ = await admin(shared_url, "complaints")
     assert out.startswith("bob  complaint by mod at ")
     # the same entries are key=value log lines of the gateway that took them
