@@ -25,6 +25,7 @@ from store.memory.presence import Presence
 from store.memory.server import (
     ADDRESS_COUNT_TTL_MS,
     ADDRESS_MEMORY,
+    EXACT_ONLINE,
     HOUR_MS,
     KNOWN_ADDRESSES,
     PRESENCE_TTL,
@@ -35,6 +36,7 @@ from store.memory.server import (
 __all__ = [
     "ADDRESS_COUNT_TTL_MS",
     "ADDRESS_MEMORY",
+    "EXACT_ONLINE",
     "HOUR_MS",
     "KNOWN_ADDRESSES",
     "PRESENCE_TTL",

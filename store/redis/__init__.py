@@ -30,6 +30,7 @@ from store.redis.open import MIN_REDIS, open_store
 from store.redis.policy import (
     ADDRESS_COUNT_TTL_MS,
     ADDRESS_MEMORY,
+    EXACT_ONLINE,
     HOUR_MS,
     KNOWN_ADDRESSES,
     PRESENCE_TTL,
@@ -41,6 +42,7 @@ from store.redis.store import RedisStore
 __all__ = [
     "ADDRESS_COUNT_TTL_MS",
     "ADDRESS_MEMORY",
+    "EXACT_ONLINE",
     "HOUR_MS",
     "KNOWN_ADDRESSES",
     "MIN_REDIS",
