@@ -616,7 +616,7 @@ PAM = no
 
     def sizes(self) -> tuple[int, int, int]:
         """Fan-out: members, senders, messages per sender."""
-        return (20, 4, 50) if self.smoke else (200, 20, 500)
+        return (20, 4, 50) if self.smoke else (200, 20, 2000)
 
     def ingest_sizes(self) -> tuple[int, int]:
         """Ingest: senders, messages per sender."""
