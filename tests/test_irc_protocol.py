@@ -138,3 +138,36 @@ def test_split_pieces_fit_and_lose_only_the_spaces_at_cuts(text: str) -> None:
     pieces = irc.split_text(text, 100)
     assert all(len(p.encode()) <= 100 for p in pieces)
     assert "".join(pieces).replace(" ", "") == text.replace(" ", "")  # only cut spaces go
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ann", "bob", "Zoë"]),
+            st.one_of(
+                st.sampled_from(["", ":x", "a b", ":lead space", "é" * 300, "w " * 400]),
+                st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=700),
+            ),
+            st.sampled_from([Kind.MESSAGE, Kind.MESSAGE, Kind.NOTICE]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_burst_reads_the_same_with_and_without_tags_apart_from_the_tags(
+    burst: list[tuple[str, str, Kind]],
+) -> None:
+    """A reader without capabilities takes a shortcut through the renderer (one head per
+    sender, no tag handling); its lines must be the tagged reader's, tags removed."""
+    chat = ev.ChatConv("rust", "Rust")
+    items = [
+        Message(Position(9, i), Conv.of_chat("rust"), sender, "Rust", text, kind)
+        for i, (sender, text, kind) in enumerate(burst)
+    ]
+    plain = irc.message_lines(chat, items, "bob", irc.Wants())
+    timed = irc.message_lines(chat, items, "bob", irc.Wants(time=True))
+    assert plain == [line.split(" ", 1)[1] for line in timed]
+    assert all(len(line.encode()) + 2 <= irc.MAX_LINE for line in plain)
+    for line in plain:
+        m = irc.parse(line)
+        assert m is not None and m.command in ("PRIVMSG", "NOTICE") and m.params[0] == "#Rust"

@@ -276,6 +276,9 @@ def wants_for(time: bool, tags: bool, account: bool) -> Wants:
     return Wants(time, tags, account)
 
 
+_MESSAGE = Kind.MESSAGE
+
+
 @lru_cache(maxsize=4096)
 def source_of(nick: str) -> str:
     """A user's `nick!user@host` (user and host stand for nothing here)."""
@@ -300,7 +303,20 @@ def message_blocks(
     lead = "".join(f"{k}={escape_tag(v)};" for k, v in extra.items()) if extra else ""
     out = []
     target = "#" + where.name if chat else ""
+    plain = chat and not lead and not wants.any  # one line each, no tags: the usual case
+    heads: dict[str, str] = {}
     for m in items:
+        if plain and m.kind is _MESSAGE:
+            text = m.text
+            head = heads.get(m.sender)
+            if head is None:
+                head = heads[m.sender] = f":{source_of(m.sender)} PRIVMSG {target} "
+            if len(text) * 4 + len(head) + 3 <= MAX_LINE:
+                if not text or " " in text or text[0] == ":":
+                    out.append(f"{head}:{text}\r\n")
+                else:
+                    out.append(f"{head}{text}\r\n")
+                continue
         if not chat:  # mine to the other user (by the name stored with it), or to me
             target = (m.where or where.name) if name_key(m.sender) == me_key else me
         command = "NOTICE" if m.kind is Kind.NOTICE else "PRIVMSG"

@@ -157,18 +157,19 @@ def _without_own(c: IrcCodec, messages: ev.Messages) -> list[int]:
     drop = []
     for i in _senders(c, messages).get(c.nick, ()):
         key = (target, items[i].text)
-        if key in pending:
-            while pending and pending[0] != key:  # older ones were lost
-                if pending[0][0] == target:
-                    pending.popleft()
-                else:
-                    break
-            if pending and pending[0] == key:
+        if pending and pending[0] == key:  # the usual case: copies come back in order
+            pending.popleft()
+        elif key in pending:
+            while pending[0] != key and pending[0][0] == target:  # older ones were lost
+                pending.popleft()
+            if pending[0] == key:
                 pending.popleft()
             else:
                 pending.remove(key)
-            if not echo:
-                drop.append(i)
+        else:
+            continue  # another device's message under the same name
+        if not echo:
+            drop.append(i)
     if not pending:
         c.recache()
     return drop
@@ -181,6 +182,10 @@ def _senders(c: IrcCodec, messages: ev.Messages) -> dict[str, list[int]]:
     if known is None or known[0] is not messages:
         at: dict[str, list[int]] = {}
         for i, m in enumerate(messages.items):
-            at.setdefault(m.sender, []).append(i)
+            got = at.get(m.sender)
+            if got is None:
+                at[m.sender] = [i]
+            else:
+                got.append(i)
         known = c.shared.senders = (messages, at)
     return known[1]
