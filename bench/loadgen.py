@@ -14,6 +14,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 __all__ = [
     "CHAT",
@@ -205,9 +206,9 @@ class WsPeer(asyncio.Protocol):
         self._upgraded = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not one
         offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.offer_deflate else ""
-        self.transport.write(
+        transport.write(
             (
                 "GET /ws HTTP/1.1\r\n"
                 f"Host: 127.0.0.1:{self.port}\r\n"

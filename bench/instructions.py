@@ -1,0 +1,123 @@
+"""The gateway's user-space instructions per fan-out delivery, door by door (callgrind).
+
+Seconds on this shared two-core machine spread 10-50 % between runs of the same code;
+instructions counted by callgrind spread about 5 % (only the batching depends on timing),
+so a change of a door's fan-out path of 10 % shows here and not in `bench/run.py`. The
+kernel's side (the bytes each send copies) is not counted.
+
+    python3 bench/instructions.py [--doors line,irc] [--messages 200] [--tree PATH]
+
+For each door: a Redis on a free port, a gateway under valgrind (`--tool=callgrind`),
+200 members logged in, the counters zeroed (`callgrind_control -z`), 20 senders x
+`--messages` messages fanned out to all, the counters dumped (`-d`); prints the dump's
+instructions divided by the deliveries. About 90 s a door. `--tree`: another checkout's
+gateway (e.g. a `git worktree` of the commit before a change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import CHAT, IRC_PASS, close_all, connect_many, fanout  # noqa: E402
+from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
+
+MEMBERS, SENDERS = 200, 20
+ENV = {  # as bench/run.py's COMPARE_ENV: no limits that a bench's one address would hit
+    "CHAT_RATE": "0",
+    "CHAT_MAX_PER_IP": "0",
+    "CHAT_MAX_PENDING_LOGINS": "0",
+    "CHAT_MAX_REGISTRATIONS": "0",
+    "CHAT_MAX_PENDING_PER_IP": "0",
+    "CHAT_MAX_PENDING_HASHES": "100000",
+    "CHAT_SCRYPT_LOG_N": "4",  # the logins are not what is counted
+    "CHAT_LOGIN_TIMEOUT": "600",  # logins under valgrind are slow
+    "CHAT_LOG_LEVEL": "WARNING",
+    "CHAT_WEB_PORT": "0",
+}
+
+
+async def _drive(door: str, port: int, pid: int, messages: int) -> int:
+    dialect = CHAT if door == "line" else IRC_PASS
+    chat = "general" if door == "line" else "bench"
+    peers = await connect_many("127.0.0.1", port, dialect, MEMBERS, prefix="i", chat=chat)
+    await asyncio.sleep(3.0)  # the last logins' work done
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    result = await fanout(peers[:SENDERS], peers, chat, messages, idle=60.0)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    close_all(peers)
+    if result.lost:
+        raise SystemExit(f"{door}: {result.lost} deliveries lost")
+    return result.delivered
+
+
+def count(door: str, tree: Path, messages: int) -> float:
+    """Instructions per delivery of `door` ("line" or "irc") on the gateway of `tree`."""
+    out = Path(tempfile.mkdtemp(prefix="callgrind-"))
+    redis_port, port, irc_port = free_port(), free_port(), free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(ENV, PYTHONPATH=str(tree), CHAT_IRC_PORT=str(irc_port if door == "irc" else 0))
+    gateway = None
+    try:
+        wait_port(redis_port)
+        gateway = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/cg.%p",
+                sys.executable,
+                str(tree / "server.py"),
+                "--port",
+                str(port),
+                "--redis-url",
+                f"redis://127.0.0.1:{redis_port}",
+            ],
+            cwd=tree,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        door_port = irc_port if door == "irc" else port
+        wait_port(door_port, gateway, timeout=120.0)
+        delivered = uvloop.run(_drive(door, door_port, gateway.pid, messages))
+        dumps = sorted(out.glob("cg.*.1"))
+        if not dumps:
+            raise SystemExit(f"{door}: callgrind wrote no dump in {out}")
+        found = re.search(r"^summary: (\d+)", dumps[0].read_text(), re.M)
+        assert found is not None
+        return int(found.group(1)) / delivered
+    finally:
+        if gateway is not None:
+            gateway.kill()  # valgrind may not stop on SIGTERM promptly; the dump is taken
+            gateway.wait()
+        stop_process(redis)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--doors", default="line,irc", help="comma-separated: line, irc")
+    parser.add_argument("--messages", type=int, default=200, help="per sender")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the gateway's source tree")
+    args = parser.parse_args()
+    for door in args.doors.split(","):
+        per = count(door, args.tree.resolve(), args.messages)
+        print(f"{door}: {per:.0f} instructions per delivery ({args.tree})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
