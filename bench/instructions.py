@@ -1,7 +1,7 @@
 """The gateway's user-space instructions per fan-out delivery, door by door (callgrind).
 
 Seconds on this shared two-core machine spread 10-50 % between runs of the same code;
-instructions counted by callgrind spread about 5 % (only the batching depends on timing),
+instructions counted by callgrind spread 5-10 % (only the batching depends on timing),
 so a change of a door's fan-out path of 10 % shows here and not in `bench/run.py`. The
 kernel's side (the bytes each send copies) is not counted.
 
