@@ -329,6 +329,7 @@ class JoinStatus(enum.Enum):
     USER_LIMIT = "user_limit"  # the user is in as many chats as allowed
     CHAT_LIMIT = "chat_limit"  # as many chats exist as allowed: no new one
     CREATE_RATE = "create_rate"  # the user created as many chats as allowed this hour
+    LOOK_ALIKE = "look_alike"  # a live chat's name looks the same (`Membership.name`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,9 +658,17 @@ class Store(Protocol):
         round trip (no call for none)."""
 
     # chats
-    async def join(self, user: str, chat: str, typed: str, origin: str) -> Membership: ...
+    async def join(
+        self, user: str, chat: str, typed: str, origin: str, look: str = ""
+    ) -> Membership:
+        """Add the user to the chat, creating it with the name as typed if it has no
+        members. `look`: the name's confusable skeleton; a chat is not created while
+        another chat with members has the same look (`LOOK_ALIKE`, and `name` is that
+        chat's). Two creations racing past the check can both pass."""
 
-    async def leave(self, user: str, chat: str, origin: str) -> Membership: ...
+    async def leave(self, user: str, chat: str, origin: str, look: str = "") -> Membership:
+        """Remove the user from the chat; a chat left empty is deleted, and with it its
+        `look` (as given to `join`) if it still holds it."""
 
     async def is_member(self, user: str, chat: str) -> bool: ...
 

@@ -24,6 +24,7 @@ __all__ = [
     "chat",
     "chat_channel",
     "chat_conv",
+    "chat_looks",
     "chat_sizes",
     "chats",
     "complaint_addresses",
@@ -228,6 +229,13 @@ def chats() -> str:
 def chat_sizes() -> str:
     """Every existing chat, scored by its member count (join/leave/register keep it)."""
     return f"{_GLOBAL}:chatsizes"
+
+
+def chat_looks() -> str:
+    """A name's look (its confusable skeleton) -> the key of the chat that has it, so that
+    a new chat cannot look like a live one. A chat that emptied keeps its entry until a
+    chat of the same look is created (`join` checks the holder against `chat_sizes`)."""
+    return f"{_GLOBAL}:chatlooks"
 
 
 def registrations(address: str) -> str:

@@ -27,6 +27,7 @@ from gateway.core.names import (
     bound_blanks,
     name_error,
     name_key,
+    name_skeleton,
 )
 from gateway.core.phases import Move, Phase, accepts
 from gateway.core.timefmt import ban_end, wait_for
@@ -77,6 +78,18 @@ class Core:
     def session(self, sink: Sink) -> Session:
         self._numbers += 1
         return Session(self, sink, self._numbers)
+
+
+_GENERAL_LOOK = name_skeleton(GENERAL)
+
+
+def _looks_like(typed: str, existing: str) -> str:
+    """Why a chat that would look like a live one is not created (`#generaI` beside
+    `#general`): a reader could not tell which one they are in."""
+    return (
+        f"cannot create #{typed}: it looks like #{existing}, which exists; "
+        f"join #{existing} or choose another name"
+    )
 
 
 class Session(Login, Moderation, Credentials):
@@ -387,11 +400,22 @@ class Session(Login, Moderation, Credentials):
     async def _join(self, typed: str) -> None:
         assert self.user is not None
         chat = name_key(typed)
+        look = name_skeleton(typed)
+        if (  # #general is created by registration, not by a join: its look is held here
+            look == _GENERAL_LOOK
+            and chat != GENERAL
+            and not await self.core.store.is_member(self.key, chat)
+        ):
+            self._error(ev.ErrorCode.REFUSED, _looks_like(typed, GENERAL))
+            return
         self._hold()
         shown: dict[Conv, Position] = {}
         try:
-            joined = await self.core.store.join(self.key, chat, typed, self.session_id)
+            joined = await self.core.store.join(self.key, chat, typed, self.session_id, look)
             if self._gone():  # closed meanwhile: fan-out already let this user go
+                return
+            if joined.status is JoinStatus.LOOK_ALIKE:
+                self._error(ev.ErrorCode.REFUSED, _looks_like(typed, joined.name))
                 return
             if joined.status is not JoinStatus.OK:
                 self._error(ev.ErrorCode.REFUSED, self._join_refused(joined.status, typed))
@@ -434,7 +458,7 @@ class Session(Login, Moderation, Credentials):
         if chat == GENERAL:
             self._error(ev.ErrorCode.REFUSED, "you cannot leave #general")
             return
-        left = await self.core.store.leave(self.key, chat, self.session_id)
+        left = await self.core.store.leave(self.key, chat, self.session_id, name_skeleton(typed))
         if not left.changed:
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{typed}")
             return

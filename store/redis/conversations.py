@@ -141,18 +141,28 @@ class Conversations(Part):
             commands.append(("EVALSHA", sha, 1, keys.cursors(user), *args))
         await self.link.run(commands)
 
-    async def join(self, user: str, chat: str, typed: str, origin: str) -> Membership:
-        """Read the user's and the global limits, add the member in the chat's slot, then
-        record the chat in the user's chats and the chat list and tell the user's
-        gateways. Two joins racing past the limits' first read (the same user on two
-        devices, or chats created at once) can each pass: a limit may be exceeded by the
-        number of joins in flight at that instant, never more."""
+    async def join(
+        self, user: str, chat: str, typed: str, origin: str, look: str = ""
+    ) -> Membership:
+        """Read the user's and the global limits and, for a chat to be created, the live
+        chat that has the name's look; add the member in the chat's slot, then record
+        the chat in the user's chats, the chat list and the looks, and tell the user's
+        gateways. Two joins racing past the first read (the same user on two devices, or
+        chats created at once) can each pass: a limit may be exceeded by the number of
+        joins in flight at that instant, never more, and two look-alike chats created at
+        the same instant can both exist."""
         pipe = self.link.pipe()
         pipe.sismember(keys.user_chats(user), chat)
         pipe.scard(keys.user_chats(user))
         pipe.get(keys.creations(user))
         pipe.zcard(keys.chat_sizes())
-        listed, mine, made, existing = await self.link.call(pipe.execute())
+        pipe.hget(keys.chat_looks(), look)
+        pipe.exists(keys.members(chat))
+        listed, mine, made, existing, holder, alive = await self.link.call(pipe.execute())
+        if look and not alive and holder is not None and holder != chat:  # would create
+            alike = await self._live_name(holder)
+            if alike is not None:
+                return Membership(False, alike, JoinStatus.LOOK_ALIKE)
         may_join = 1 if listed or int(mine) < self.policy.max_user_chats else 0
         if int(existing) >= self.policy.max_chats:
             may_create = JoinStatus.CHAT_LIMIT.value
@@ -167,6 +177,11 @@ class Conversations(Part):
             return Membership(False, typed, JoinStatus(status))
         pipe = self.link.pipe()
         pipe.sadd(keys.user_chats(user), chat)
+        if look and holder != chat:  # a new chat's look; an older chat's on its next join
+            if status == "created":
+                pipe.hset(keys.chat_looks(), look, chat)
+            else:
+                pipe.hsetnx(keys.chat_looks(), look, chat)
         if status != "already":
             if status == "created":
                 pipe.incr(keys.creations(user))
@@ -176,12 +191,25 @@ class Conversations(Part):
         await self.link.call(pipe.execute())
         return Membership(status != "already", name)
 
-    async def leave(self, user: str, chat: str, origin: str) -> Membership:
+    async def _live_name(self, chat: str) -> str | None:
+        """The display name of `chat` while it has members; None once it has emptied."""
+        (size, name) = await self.link.run(
+            [("ZSCORE", keys.chat_sizes(), chat), ("HGET", keys.chat(chat), "name")]
+        )
+        return None if size is None else str(name or chat)
+
+    async def leave(self, user: str, chat: str, origin: str, look: str = "") -> Membership:
         """Remove the member in the chat's slot, then from the user's chats and the chat
-        list (a chat left empty is deleted), and tell the user's gateways."""
+        list (a chat left empty is deleted, and its look), and tell the user's gateways.
+        A look-alike created between the look's read and its deletion loses its entry
+        until its next join records it again (`HSETNX` in `join`)."""
         removed, name, left = await self.link.eval(
             "leave", [keys.chat(chat), keys.members(chat)], [user, chat]
         )
+        if removed and int(left) == 0 and look:
+            (holder,) = await self.link.run([("HGET", keys.chat_looks(), look)])
+            if holder == chat:
+                await self.link.run([("HDEL", keys.chat_looks(), look)])
         pipe = self.link.pipe()
         pipe.srem(keys.user_chats(user), chat)
         if removed:

@@ -74,6 +74,39 @@ async def test_a_chat_emptied_and_made_again_takes_the_new_name(store: Any) -> N
     assert (await store.join("ann", "den", "DEN", "o")).name == "DEN"
 
 
+async def test_a_chat_is_not_created_while_a_live_chat_looks_the_same(store: Any) -> None:
+    """`look` is the name's skeleton (the core's `name_skeleton`): `#poo1` is not made
+    beside `#Pool`, whose name it is given; once `#Pool` has emptied it can be."""
+    await register(store, "ann", "bob")
+    assert (await store.join("ann", "pool", "Pool", "o", "poo1")).status is JoinStatus.OK
+    alike = await store.join("bob", "poo1", "poo1", "o", "poo1")
+    assert (alike.status, alike.name, alike.changed) == (JoinStatus.LOOK_ALIKE, "Pool", False)
+    assert not await store.is_member("bob", "poo1")
+    assert (await store.join("bob", "pool", "pool", "o", "poo1")).status is JoinStatus.OK
+    await store.leave("ann", "pool", "o")
+    await store.leave("bob", "pool", "o")
+    made = await store.join("bob", "poo1", "poo1", "o", "poo1")
+    assert (made.status, made.changed) == (JoinStatus.OK, True)
+    # the look now belongs to #poo1: #Pool cannot come back, a member of #poo1 rejoins
+    again = await store.join("ann", "pool", "POOL", "o", "poo1")
+    assert (again.status, again.name) == (JoinStatus.LOOK_ALIKE, "poo1")
+    assert (await store.join("bob", "poo1", "poo1", "o", "poo1")).status is JoinStatus.OK
+
+
+async def test_a_chat_that_had_no_look_recorded_gets_it_on_a_join(store: Any) -> None:
+    """Chats made before looks were recorded (a join without one) hold theirs from the
+    next join with it on; joining an existing chat is never refused for its look."""
+    await register(store, "ann", "bob", "cy")
+    await store.join("ann", "rn", "rn", "o")  # no look recorded
+    await store.join("bob", "m", "m", "o")  # its look-alike, made meanwhile
+    assert (await store.join("cy", "rn", "rn", "o", "rn")).status is JoinStatus.OK
+    assert (await store.join("cy", "m", "m", "o", "rn")).status is JoinStatus.OK  # exists
+    await store.leave("bob", "m", "o")
+    await store.leave("cy", "m", "o")
+    alike = await store.join("bob", "m", "m", "o", "rn")
+    assert (alike.status, alike.name) == (JoinStatus.LOOK_ALIKE, "rn")
+
+
 async def test_events_reach_the_subscribed_gateway(make_store: MakeStore, backend: Backend) -> None:
     g1, g2 = await make_store(), await make_store()
     await register(g1, "ann", "bob")

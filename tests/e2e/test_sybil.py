@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import redis
+
+from store import keys
 from tests.helpers import Client, eventually
 
 LOOK_ALIKE = "! bad nickname: too similar to an existing nickname"
@@ -119,6 +122,39 @@ async def test_look_alike_nicknames_are_refused(backend, gateways, clients) -> N
     await c.expect("^\\* ready")
     other = await clients(gw.port)
     await other.login("ALICE")  # Alice herself, any case, as before
+
+
+async def test_a_chat_that_looks_like_a_live_one_is_not_created(
+    redis_url, gateways, clients
+) -> None:
+    """Across gateways: `#poo1` is not made beside `#Pool`, nor `#genera1` beside
+    #general; the real chats are joined as before, and the look is free again once the
+    chat it belonged to has emptied."""
+    gw1, gw2 = gateways(redis_url), gateways(redis_url)
+    ann, bob = await clients(gw1.port), await clients(gw2.port)
+    await ann.login("ann")
+    await bob.login("bob")
+    await ann.send("/chats #Pool")
+    await ann.expect("joined #Pool")
+    for typed, real in (("poo1", "Pool"), ("genera1", "general"), ("GeneraI", "general")):
+        await bob.send(f"/chats #{typed}")
+        assert await bob.expect("^!") == (
+            f"! cannot create #{typed}: it looks like #{real}, which exists; "
+            f"join #{real} or choose another name"
+        )
+    await bob.send("/chats #POOL")  # the chat itself, any case
+    await bob.expect("joined #Pool")
+    await bob.send("/leave #Pool")
+    await bob.expect("left #Pool")
+    looks = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert looks.hget(keys.chat_looks(), "poo1") == "pool"
+    await ann.send("/leave #Pool")
+    await ann.expect("left #Pool")
+    assert looks.hget(keys.chat_looks(), "poo1") is None  # emptied: its look goes with it
+    await bob.send("/chats #poo1")
+    await bob.expect("joined #poo1")
+    assert looks.hget(keys.chat_looks(), "poo1") == "poo1"
+    looks.close()
 
 
 async def test_a_name_typed_decomposed_is_the_same_user(backend, gateways, clients) -> None:
