@@ -662,13 +662,13 @@ class Store(Protocol):
         self, user: str, chat: str, typed: str, origin: str, look: str = ""
     ) -> Membership:
         """Add the user to the chat, creating it with the name as typed if it has no
-        members. `look`: the name's confusable skeleton; a chat is not created while
-        another chat with members has the same look (`LOOK_ALIKE`, and `name` is that
-        chat's). Two creations racing past the check can both pass."""
+        members. `look`: the typed name's confusable skeleton; a chat is not created
+        while another chat with members was created with the same look (`LOOK_ALIKE`,
+        and `name` is that chat's). The look is recorded at creation only, so chats made
+        before looks were recorded are not protected. Two creations racing past the
+        check can both pass."""
 
-    async def leave(self, user: str, chat: str, origin: str, look: str = "") -> Membership:
-        """Remove the user from the chat; a chat left empty is deleted, and with it its
-        `look` (as given to `join`) if it still holds it."""
+    async def leave(self, user: str, chat: str, origin: str) -> Membership: ...
 
     async def is_member(self, user: str, chat: str) -> bool: ...
 

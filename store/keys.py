@@ -232,9 +232,10 @@ def chat_sizes() -> str:
 
 
 def chat_looks() -> str:
-    """A name's look (its confusable skeleton) -> the key of the chat that has it, so that
-    a new chat cannot look like a live one. A chat that emptied keeps its entry until a
-    chat of the same look is created (`join` checks the holder against `chat_sizes`)."""
+    """A chat name's look (its confusable skeleton, as typed at the chat's creation) ->
+    the chat's key, so that a new chat cannot look like a live one (`join` checks the
+    holder against `chat_sizes`). Entries of emptied chats are pruned a few at random at
+    each creation, or replaced when their look is created again."""
     return f"{_GLOBAL}:chatlooks"
 
 

@@ -458,7 +458,7 @@ class Session(Login, Moderation, Credentials):
         if chat == GENERAL:
             self._error(ev.ErrorCode.REFUSED, "you cannot leave #general")
             return
-        left = await self.core.store.leave(self.key, chat, self.session_id, name_skeleton(typed))
+        left = await self.core.store.leave(self.key, chat, self.session_id)
         if not left.changed:
             self._error(ev.ErrorCode.NOT_MEMBER, f"you are not in #{typed}")
             return

@@ -293,10 +293,7 @@ class Conversations(Base):
         live = self._scores(("chatsizes",))
         if not members and holder is not None and holder != chat and holder in live:
             return Membership(False, self.k.get(("chat", holder)) or holder, JoinStatus.LOOK_ALIKE)
-        claim = bool(look) and holder != chat  # a new chat's look; an older chat's on a join
         if user in members:
-            if claim and holder is None:
-                looks[look] = chat
             self._set(("chats", user)).add(chat)
             return Membership(False, self.k.get(("chat", chat)) or typed)
         if chat not in mine and len(mine) >= self.max_user_chats:
@@ -309,7 +306,9 @@ class Conversations(Base):
                 return Membership(False, typed, JoinStatus.CREATE_RATE)
             self.k.delete(("chat", chat))  # a name left over from an emptied chat
         count = self._join_chat(user, chat, typed)
-        if claim and (created or holder is None):
+        if look and created:
+            for old in [k for k, c in looks.items() if c not in live][:3]:  # as Redis' prune
+                del looks[old]
             looks[look] = chat
         name = self.k.get(("chat", chat))
         self._set(("chats", user)).add(chat)
@@ -319,12 +318,9 @@ class Conversations(Base):
         self._user_channel(user, MemberJoined(user, chat, name, origin))
         return Membership(True, name)
 
-    async def leave(self, user: str, chat: str, origin: str, look: str = "") -> Membership:
+    async def leave(self, user: str, chat: str, origin: str) -> Membership:
         self.server.now()
         removed, name = self._leave_chat(user, chat)
-        looks = self._map(("chatlooks",))
-        if removed and look and looks.get(look) == chat and not self._members(("members", chat)):
-            del looks[look]
         self._members(("chats", user)).discard(chat)
         self.k.tidy(("chats", user))
         if removed:

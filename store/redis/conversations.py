@@ -24,6 +24,9 @@ from store.redis.policy import BACKLOG_GROUP
 from store.redis.replies import low_bound, position_of, stream_messages
 from store.scripts import SCRIPTS
 
+#: Looks checked for a dead chat at each chat creation (`_prune_looks`).
+PRUNE_LOOKS = 3
+
 
 class Conversations(Part):
     """Reading conversations, cursors, and chat membership."""
@@ -177,11 +180,8 @@ class Conversations(Part):
             return Membership(False, typed, JoinStatus(status))
         pipe = self.link.pipe()
         pipe.sadd(keys.user_chats(user), chat)
-        if look and holder != chat:  # a new chat's look; an older chat's on its next join
-            if status == "created":
-                pipe.hset(keys.chat_looks(), look, chat)
-            else:
-                pipe.hsetnx(keys.chat_looks(), look, chat)
+        if look and status == "created":
+            pipe.hset(keys.chat_looks(), look, chat)
         if status != "already":
             if status == "created":
                 pipe.incr(keys.creations(user))
@@ -189,7 +189,27 @@ class Conversations(Part):
             pipe.zadd(keys.chat_sizes(), {chat: int(count)})
             self._publish_on(pipe, keys.user_channel(user), joined_record(chat, name, origin))
         await self.link.call(pipe.execute())
+        if look and status == "created":
+            await self._prune_looks()
         return Membership(status != "already", name)
+
+    async def _prune_looks(self) -> None:
+        """Forget the looks of a few chats that have emptied, picked at random: each
+        creation adds one look and takes up to PRUNE_LOOKS dead ones away, so the hash
+        stays near the number of live chats (plus the looks no creation drew yet)."""
+        (picked,) = await self.link.run(
+            [("HRANDFIELD", keys.chat_looks(), PRUNE_LOOKS, "WITHVALUES")]
+        )
+        if not picked:
+            return  # (the embedded store answers None for no hash, and pairs as lists)
+        if isinstance(picked[0], list):
+            pairs = [(look, chat) for look, chat in picked]
+        else:
+            pairs = list(zip(picked[::2], picked[1::2], strict=True))
+        sizes = await self.link.run([("ZSCORE", keys.chat_sizes(), c) for _, c in pairs])
+        dead = [look for (look, _), size in zip(pairs, sizes, strict=True) if size is None]
+        if dead:
+            await self.link.run([("HDEL", keys.chat_looks(), *dead)])
 
     async def _live_name(self, chat: str) -> str | None:
         """The display name of `chat` while it has members; None once it has emptied."""
@@ -198,18 +218,12 @@ class Conversations(Part):
         )
         return None if size is None else str(name or chat)
 
-    async def leave(self, user: str, chat: str, origin: str, look: str = "") -> Membership:
+    async def leave(self, user: str, chat: str, origin: str) -> Membership:
         """Remove the member in the chat's slot, then from the user's chats and the chat
-        list (a chat left empty is deleted, and its look), and tell the user's gateways.
-        A look-alike created between the look's read and its deletion loses its entry
-        until its next join records it again (`HSETNX` in `join`)."""
+        list (a chat left empty is deleted), and tell the user's gateways."""
         removed, name, left = await self.link.eval(
             "leave", [keys.chat(chat), keys.members(chat)], [user, chat]
         )
-        if removed and int(left) == 0 and look:
-            (holder,) = await self.link.run([("HGET", keys.chat_looks(), look)])
-            if holder == chat:
-                await self.link.run([("HDEL", keys.chat_looks(), look)])
         pipe = self.link.pipe()
         pipe.srem(keys.user_chats(user), chat)
         if removed:

@@ -146,15 +146,31 @@ async def test_a_chat_that_looks_like_a_live_one_is_not_created(
     await bob.expect("joined #Pool")
     await bob.send("/leave #Pool")
     await bob.expect("left #Pool")
+    await ann.send("/chats #POOL")  # a join in other letters records nothing
+    await ann.expect("you are in #Pool")
     looks = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert looks.hget(keys.chat_looks(), "poo1") == "pool"
+    assert looks.hgetall(keys.chat_looks()) == {"poo1": "pool"}
     await ann.send("/leave #Pool")
     await ann.expect("left #Pool")
-    assert looks.hget(keys.chat_looks(), "poo1") is None  # emptied: its look goes with it
-    await bob.send("/chats #poo1")
+    await bob.send("/chats #poo1")  # #Pool has emptied: its look is free
     await bob.expect("joined #poo1")
     assert looks.hget(keys.chat_looks(), "poo1") == "poo1"
     looks.close()
+
+
+async def test_look_alike_chats_on_every_store(backend, gateways, clients) -> None:
+    gw = gateways(backend)
+    ann = await clients(gw.port)
+    await ann.login("ann")
+    for n in range(5):  # made and emptied: their looks are pruned at later creations
+        await ann.send(f"/chats #Tide{n}")
+        await ann.expect(f"joined #Tide{n}")
+        await ann.send(f"/leave #Tide{n}")
+        await ann.expect(f"left #Tide{n}")
+    await ann.send("/chats #Pool")
+    await ann.expect("joined #Pool")
+    await ann.send("/chats #poo1")
+    assert "it looks like #Pool, which exists" in await ann.expect("^!")
 
 
 async def test_a_name_typed_decomposed_is_the_same_user(backend, gateways, clients) -> None:
