@@ -4,6 +4,7 @@ leaving chats."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from store.redis.part import Part
 from store.redis.policy import BACKLOG_GROUP
 from store.redis.replies import low_bound, position_of, stream_messages
 from store.scripts import SCRIPTS
+
+log = logging.getLogger("chat.store")
 
 #: Looks checked for a dead chat at each chat creation (`_prune_looks`).
 PRUNE_LOOKS = 3
@@ -190,7 +193,10 @@ class Conversations(Part):
             self._publish_on(pipe, keys.user_channel(user), joined_record(chat, name, origin))
         await self.link.call(pipe.execute())
         if look and status == "created":
-            await self._prune_looks()
+            try:
+                await self._prune_looks()
+            except Exception as e:  # housekeeping: the join itself is done
+                log.warning("event=looks_not_pruned error=%s", str(e).replace(" ", "_")[:120])
         return Membership(status != "already", name)
 
     async def _prune_looks(self) -> None:
