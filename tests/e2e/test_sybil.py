@@ -155,6 +155,12 @@ async def test_a_chat_that_looks_like_a_live_one_is_not_created(
     await bob.send("/chats #poo1")  # #Pool has emptied: its look is free
     await bob.expect("joined #poo1")
     assert looks.hget(keys.chat_looks(), "poo1") == "poo1"
+    for n in range(6):  # chats made and emptied: each creation prunes the dead looks it draws
+        await bob.send(f"/chats #tide{n}")
+        await bob.expect(f"joined #tide{n}")
+        await bob.send(f"/leave #tide{n}")
+        await bob.expect(f"left #tide{n}")
+    assert looks.hlen(keys.chat_looks()) <= 2, looks.hgetall(keys.chat_looks())  # not 7
     looks.close()
 
 
