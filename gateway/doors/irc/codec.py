@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.core import events as ev
-from gateway.core.names import name_key, sanitize
+from gateway.core.names import name_key
 from gateway.core.session import Phase
 from gateway.doors.irc import numerics as n
 from gateway.doors.irc import protocol as irc
@@ -379,9 +379,8 @@ class IrcCodec(Codec):
             post = self._post = (chat, "PRIVMSG #" + chat + " :", "#" + name_key(chat), room)
         _, head, key, room = post
         line = unit.text
-        cut = len(head)
-        if line.startswith(head) and line[cut : cut + 1] != "\x01":
-            text = sanitize(line[cut:]).strip()  # the usual line: no tags, no CTCP (chat_text)
+        if line.startswith(head) and line[len(head) : len(head) + 1] != "\x01":
+            text = chat_text(line[len(head) :])  # the usual line: no tags, no CTCP
         else:
             msg = irc.parse(line)
             if msg is None or not plain_post(msg, chat) or len(msg.params[0]) != len(chat) + 1:
@@ -389,13 +388,7 @@ class IrcCodec(Codec):
             text = chat_text(msg.params[1])
         if not text or (len(text) * 4 > room and len(text.encode()) > room):
             return None  # nothing, or maybe too long to relay in one line: the handler
-        pending = self.pending  # expect_echo(key, text), inlined: once per line of a paste
-        if pending is _NO_ECHOES:
-            pending = self.pending = deque()
-        pending.append((key, text))
-        if len(pending) > MAX_PENDING_ECHO:
-            pending.popleft()
-        self.cache = None
+        self.expect_echo(key, text)
         self.batched.append(text)
         return text
 

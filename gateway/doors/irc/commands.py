@@ -234,14 +234,14 @@ def _ping(c: IrcCodec, msg: IrcMessage) -> Iterator[Step]:
         c.numeric(n.ERR_NEEDMOREPARAMS, "PING", "Not enough parameters")
         return
     pong = format_line("PONG", SERVER, msg.params[0])
-    if c.awaiting() and c.reg.registered and ("echo-message" in c.caps or _to_self(c)):
+    if c.awaiting() and c.reg.registered and ("echo-message" in c.caps or _awaits_note_to_self(c)):
         c.deferred = pong  # after the echo of what was just sent, or its delivery
     else:
         c.line(pong)
     yield from ()
 
 
-def _to_self(c: IrcCodec) -> bool:
+def _awaits_note_to_self(c: IrcCodec) -> bool:
     """Whether a note to oneself is on its way back: it is delivered to this connection
     even without echo-message, and an IRC server delivers it before it reads the next
     line, so a client that syncs with PING sees it before the PONG."""
