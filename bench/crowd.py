@@ -14,7 +14,7 @@ their resume tokens are written to Redis by the real scripts (register_claim.lua
 token_issue.lua) with one password hash computed once at the gateways' default cost, so
 setting up 50,000 users takes seconds, not 50,000 hashes.
 
-A killed gateway is restarted on its port after 1 s, as scripts/cluster.py does: with
+A killed gateway is restarted on its port after 0.1 s, as scripts/cluster.py does: with
 20,000 descriptors per process two gateways cannot hold 50,000 users, so the third must
 come back (and a full gateway says `! server busy` so that clients move on).
 """
@@ -56,7 +56,7 @@ PER_WORKER = 17_000
 SOURCES_PER_WORKER = 3
 PREFIX = "c"
 #: How long after the SIGKILL the bench restarts the gateway (scripts/cluster.py's delay).
-RESTART_DELAY = 1.0
+RESTART_DELAY = 0.1
 #: Gateways the crowd is spread over (`--crowd-gateways`).
 GATEWAYS = 3
 

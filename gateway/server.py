@@ -56,6 +56,23 @@ SHUTDOWN_GRACE = 0.05
 WEB_REQUEST_TIMEOUT = 10.0
 
 
+class Listener:
+    """One port's listening sockets (--listen-queues), opened and closed as one."""
+
+    __slots__ = ("servers",)
+
+    def __init__(self, servers: list[asyncio.Server]) -> None:
+        self.servers = servers
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [sock for server in self.servers for sock in server.sockets]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
 class StartupError(Exception):
     """Start-up failed for a reason an operator can act on; its text says which."""
 
@@ -122,11 +139,11 @@ class GatewayServer:
             settings.keepalive_interval,
             settings.keepalive_count,
         )
-        self._irc: asyncio.Server | None = None
-        self._irc_tls: asyncio.Server | None = None
-        self._web: asyncio.Server | None = None
-        self._server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
+        self._irc: Listener | None = None
+        self._irc_tls: Listener | None = None
+        self._web: Listener | None = None
+        self._server: Listener | None = None
+        self._tls_server: Listener | None = None
         self._metrics: asyncio.Server | None = None
         self._fanout_started = False
         self._wired = False
@@ -339,32 +356,43 @@ class GatewayServer:
         what: str,
         option: str,
         tls: ssl.SSLContext | None = None,
-    ) -> asyncio.Server:
+    ) -> Listener:
         def factory() -> asyncio.BaseProtocol:
             if tls is not None:  # the kit does TLS itself, after admission (TlsConnection)
                 return TlsConnection(door, tls)
             return Connection(door)
 
+        loop = asyncio.get_running_loop()
+        queues = self.settings.listen_queues
+        servers: list[asyncio.Server] = []
         try:
-            server = await asyncio.get_running_loop().create_server(
-                factory,
-                self.settings.host,
-                port,
-                reuse_address=True,
-                # --workers: every worker listens on the port, the kernel spreads connections
-                reuse_port=self.settings.workers > 1,
-                backlog=LISTEN_BACKLOG,
-            )
+            for _ in range(queues):  # the first resolves port 0; the rest join its port
+                servers.append(
+                    await loop.create_server(
+                        factory,
+                        self.settings.host,
+                        port,
+                        reuse_address=True,
+                        # each socket has its own accept queue, and with --workers every
+                        # worker listens on the port: the kernel spreads connections
+                        reuse_port=queues > 1 or self.settings.workers > 1,
+                        backlog=LISTEN_BACKLOG,
+                    )
+                )
+                port = int(servers[0].sockets[0].getsockname()[1])
         except OSError as exc:
+            for server in servers:
+                server.close()
             raise StartupError(self._bind_error(what, port, exc, option)) from None
+        listener = Listener(servers)
         idle, interval, count = self.keepalive
         if idle:  # accepted sockets inherit it (Linux): no per-connection system calls
-            for sock in server.sockets:
+            for sock in listener.sockets:
                 try:
                     set_keepalive(sock, idle, interval, count)
                 except OSError as exc:
                     log.warning("event=keepalive_failed port=%d error=%s", port, exc)
-        return server
+        return listener
 
     def _bind_error(
         self, what: str, port: int, exc: OSError, option: str, host: str | None = None

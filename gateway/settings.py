@@ -747,6 +747,18 @@ class Settings:
         "readers of a big chat written per event-loop turn (each chunk a few ms); 0: all at once",
         _int(0, 1_000_000),
     )
+    #: Listening sockets per port (SO_REUSEPORT), each with its own accept queue: Linux
+    #: cuts one socket's queue to net.core.somaxconn (4096 by default), and the restarted
+    #: gateway of a reconnect storm meets more clients than that at once; a handshake past
+    #: the queue is dropped and its client waits a second to retry (docs/PERFORMANCE.md).
+    listen_queues: int = _opt(
+        4,
+        "performance",
+        "listening sockets per port, each with its own queue of pending connections "
+        "(Linux caps one queue at net.core.somaxconn): more absorb a reconnect storm",
+        _int(1, 64),
+        "N",
+    )
     #: Gateway processes sharing this gateway's ports (SO_REUSEPORT: the kernel spreads new
     #: connections over them), so one host's cores all serve; each is a whole gateway to
     #: Redis, restarted by the first process if it dies (gateway/workers.py). Needs

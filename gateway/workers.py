@@ -7,7 +7,7 @@ SO_REUSEPORT, so the kernel spreads new connections over them; each is its own g
 Redis (its own id, presence and pub/sub), so users on different workers talk as users on
 different gateways do. Worker k (1..N) serves its metrics on `--metrics-port` + k - 1.
 
-Like scripts/cluster.py: a worker that dies is restarted (after 1 s, doubling while it
+Like scripts/cluster.py: a worker that dies is restarted (after 0.1 s, doubling while it
 keeps dying soon after start, up to 30 s); SIGINT/SIGTERM/SIGHUP stop every worker (each
 tells its users `* server shutting down` and records their positions) and then the
 supervisor, exit 0; a worker that fails at start (a bad certificate, say) stops them all
@@ -44,8 +44,9 @@ log = logging.getLogger("chat.workers")
 
 #: Set by the supervisor in each worker's environment: "number,count,ready fd,supervisor pid".
 WORKER_ENV = "CHAT_GATEWAY_WORKER"
-#: First restart delay; doubles while a worker dies within STABLE_AFTER of its start.
-RESTART_DELAY, RESTART_MAX_DELAY, STABLE_AFTER = 1.0, 30.0, 10.0
+#: First restart delay; doubles while a worker dies within STABLE_AFTER of its start. Short
+#: (systemd's default): while a worker is down its users wait on the others or in backoff.
+RESTART_DELAY, RESTART_MAX_DELAY, STABLE_AFTER = 0.1, 30.0, 10.0
 #: Seconds the workers get to tell their users and record positions before SIGKILL.
 STOP_TIMEOUT = 15.0
 #: How often the supervisor looks at its workers, in seconds.

@@ -53,7 +53,7 @@ from scripts.rediscluster import (  # noqa: E402
     RedisNode,
 )
 
-RESTART_DELAY = 1.0  # first restart delay; doubles while a gateway crashes soon after start
+RESTART_DELAY = 0.1  # first restart delay; doubles while a gateway crashes soon after start
 RESTART_MAX_DELAY = 30.0
 STABLE_AFTER = 10.0  # a gateway up this long that then crashes restarts after RESTART_DELAY
 LISTEN_TIMEOUT = 20.0
