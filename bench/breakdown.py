@@ -33,27 +33,34 @@ __all__ = ["MachineCpu", "fanout_report", "stages"]
 
 
 class MachineCpu:
-    """Cores busy over a span by kind of work, from /proc/stat (1.0 = one core)."""
+    """Cores busy over a span by kind of work, from /proc/stat (1.0 = one core): of the
+    cores this process may run on (bench/run.py --cpus), which its children inherit."""
 
     KINDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
     def __enter__(self) -> MachineCpu:
+        self.cpus = sorted(os.sched_getaffinity(0))
         self.start = self._read()
         self.cores: dict[str, float] = {}
         return self
 
-    @staticmethod
-    def _read() -> list[int]:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-        return [int(v) for v in first[1:9]]
+    def _read(self) -> list[int]:
+        mine = {f"cpu{n}" for n in self.cpus}
+        total = [0] * len(self.KINDS)
+        for line in Path("/proc/stat").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] in mine:
+                total = [t + int(v) for t, v in zip(total, fields[1:9], strict=True)]
+        return total
 
     def __exit__(self, *_: object) -> None:
         end = self._read()
         delta = [b - a for a, b in zip(self.start, end, strict=True)]
         total = sum(delta) or 1
-        cpus = os.cpu_count() or 1
         self.cores = {
-            k: round(d / total * cpus, 2) for k, d in zip(self.KINDS, delta, strict=True) if d
+            k: round(d / total * len(self.cpus), 2)
+            for k, d in zip(self.KINDS, delta, strict=True)
+            if d
         }
 
 

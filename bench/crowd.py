@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -388,6 +389,7 @@ class Crowd:
             None,
             messages=total,
             members=self.n,
+            cpus=len(os.sched_getaffinity(0)),
             expected=expected,
             delivered=got,
             lost=expected - got,

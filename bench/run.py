@@ -1077,6 +1077,12 @@ def main() -> int:
         "'--fanout-chunk 0' (one string)",
     )
     parser.add_argument(
+        "--cpus",
+        metavar="LIST",
+        help="run the bench and everything it starts on these CPUs only (e.g. 0 or 0,1; "
+        "children inherit it): the same scenario on fewer cores, to measure how it scales",
+    )
+    parser.add_argument(
         "--reps",
         type=int,
         help="--baseline: runs of each side per scenario (default 3, with --smoke 2)",
@@ -1092,6 +1098,12 @@ def main() -> int:
         args.reps = 2 if args.smoke else 3
     if args.reps < 1:
         parser.error("--reps must be at least 1")
+    if args.cpus:
+        try:
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        except (ValueError, OSError) as exc:
+            parser.error(f"--cpus {args.cpus}: {exc} (this machine's CPUs: "
+                         f"{sorted(os.sched_getaffinity(0))})")  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop and clean up
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
