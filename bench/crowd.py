@@ -500,6 +500,7 @@ class Crowd:
         sender, readers = probe[-1], probe[:-1]
         for p in readers:
             p.latencies.clear()
+            p.sent.clear()
         await self.ask_all(op="reset")
         done = asyncio.Event()
 
@@ -557,6 +558,12 @@ class Crowd:
         )
         back = ready - (self.n - on_victim)
         lat = [x / 1e6 for p in readers for x in p.latencies]
+        worst: list[float] = []  # the others' worst delay of each second after the kill
+        for p in readers:
+            for sent, x in zip(p.sent, p.latencies, strict=True):
+                second = max(0, (sent - killed_ns) // 1_000_000_000)
+                worst += [0.0] * (second + 1 - len(worst))
+                worst[second] = max(worst[second], round(x / 1e6, 1))
         expected = probes * len(readers)
         return {
             "users_on_killed_gateway": on_victim,
@@ -573,6 +580,7 @@ class Crowd:
             "others_latency_p50_ms": round(pct(lat, 0.5), 2),
             "others_latency_p99_ms": round(pct(lat, 0.99), 2),
             "others_latency_max_ms": round(max(lat), 2) if lat else None,
+            "others_worst_ms_each_second": worst,
             "probe_messages": probes,
             "probe_lost": max(0, expected - len(lat)),
             "cpu_other_gateways": [v for k, v in cpu.cores.items() if "gateway" in k],

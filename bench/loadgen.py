@@ -84,6 +84,7 @@ class Peer(asyncio.Protocol):
         self.bytes = 0
         self.sample = sample
         self.latencies: list[int] = []
+        self.sent: list[int] = []  # each latency's send time (perf_counter_ns)
         self.transport: asyncio.Transport | None = None
         self._head = b""
         self._drained: asyncio.Future[None] | None = None
@@ -110,7 +111,9 @@ class Peer(asyncio.Protocol):
         self.bytes += len(data)
         if self.sample:
             now = time.perf_counter_ns()
-            self.latencies.extend(now - int(m) for m in _STAMP.findall(data))
+            stamps = [int(m) for m in _STAMP.findall(data)]
+            self.latencies.extend(now - t for t in stamps)
+            self.sent.extend(stamps)
         # "N" first: a one-byte search is memchr, a tenth of the cost of looking for "PING"
         # (which was half of an IRC reader's CPU); PRIVMSG lines rarely hold an "N"
         if self.dialect.irc and b"N" in data and b"PING" in data:
