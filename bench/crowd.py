@@ -184,6 +184,23 @@ class Crowd:
             port, "--metrics-port", str(mport), *doors, *self.bench.crowd_args, wait=False
         )
 
+    def loop_lag(self, port: int) -> dict[str, int]:
+        """The gateway on `port`'s event-loop lag so far: ticks later than each bound
+        (`chat_event_loop_lag_seconds`, cumulative from the top)."""
+        url = f"http://127.0.0.1:{self.metrics_ports[port]}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = r.read().decode()
+        except OSError:
+            return {}
+        counts: dict[str, float] = {}
+        for line in body.splitlines():
+            if line.startswith("chat_event_loop_lag_seconds_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                counts[bound] = float(line.split()[-1])
+        total = counts.get("+Inf", 0.0)
+        return {f"over_{b}s": int(total - n) for b, n in counts.items() if b != "+Inf"}
+
     def gc_full_pauses(self, port: int) -> tuple[float, int]:
         """Seconds the gateway on `port` spent in full garbage collections so far, and how
         many (its `chat_gc_pause_seconds{generation="2"}`)."""
@@ -518,6 +535,22 @@ class Crowd:
         overflows = listen_overflows()
         others = [p for k, p in enumerate(self.ports) if k != victim]
         gc_before = [self.gc_full_pauses(p) for p in others]
+        lag_before = [self.loop_lag(p) for p in others]
+        own_lag: list[float] = []  # this process's (the probes') worst lag each second
+
+        async def lagging() -> None:
+            loop = asyncio.get_running_loop()
+            while not done.is_set():
+                start = loop.time()
+                await asyncio.sleep(0.01)
+                second = int((time.monotonic_ns() - killed_ns) / 1e9)
+                if second >= 0:
+                    own_lag.extend([0.0] * (second + 1 - len(own_lag)))
+                    late = round((loop.time() - start - 0.01) * 1000, 1)
+                    own_lag[second] = max(own_lag[second], late)
+
+        killed_ns = time.monotonic_ns() + 10**12  # set at the kill
+        lag_watch = asyncio.create_task(lagging())
         with CpuMeter(survivors) as cpu:
             killed_ns = time.monotonic_ns()
             self.gws[victim].send_signal(signal.SIGKILL)
@@ -550,6 +583,7 @@ class Crowd:
                 await asyncio.sleep(0.1)
         done.set()
         probes = await prober
+        await lag_watch
         await asyncio.sleep(0.5)  # the last probes reach their readers (counted: not a settle)
         all_back = ready >= self.n
         last_ns = max(s["last_ready_ns"] for s in stats)
@@ -581,6 +615,16 @@ class Crowd:
             "others_latency_p99_ms": round(pct(lat, 0.99), 2),
             "others_latency_max_ms": round(max(lat), 2) if lat else None,
             "others_worst_ms_each_second": worst,
+            "probe_process_lag_worst_ms_each_second": own_lag,
+            "other_gateways_loop_lag_ticks": [
+                {
+                    k: after.get(k, 0) - before.get(k, 0)
+                    for k in ("over_0.1s", "over_0.25s", "over_0.5s", "over_1.0s")
+                }
+                for before, after in zip(
+                    lag_before, [self.loop_lag(p) for p in others], strict=True
+                )
+            ],
             "probe_messages": probes,
             "probe_lost": max(0, expected - len(lat)),
             "cpu_other_gateways": [v for k, v in cpu.cores.items() if "gateway" in k],

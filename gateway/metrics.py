@@ -23,11 +23,17 @@ from prometheus_client import (
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["METRICS", "serve_metrics"]
+__all__ = ["METRICS", "serve_metrics", "watch_loop_lag"]
+
+
+#: Seconds between the event-loop lag probe's wake-ups, and its histogram's buckets.
+LAG_TICK = 0.05
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class _Metrics:
@@ -73,6 +79,19 @@ class _Metrics:
         #: when (unix time); set by the server from its store.
         self.unprotected_shards: Callable[[], dict[tuple[str, str], float]] = dict
         self._gc_started = 0.0
+        #: Event-loop lag (see `watch_loop_lag`): per LAG_BUCKETS bound, ticks that late or
+        #: less, and the sum; plain numbers for the same reason as gc_pauses.
+        self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.lag_sum = 0.0
+
+    def observe_lag(self, late: float) -> None:
+        for i, bound in enumerate(LAG_BUCKETS):
+            if late <= bound:
+                self.lag_counts[i] += 1
+                break
+        else:
+            self.lag_counts[-1] += 1
+        self.lag_sum += late
 
     def watch_gc(self, info_phase: str, info: dict[str, int]) -> None:
         """A `gc.callbacks` entry: every collection's pause, by generation."""
@@ -116,6 +135,17 @@ class _HotCounters(Collector):
         for (master, slots), when in unprotected.items():
             since.add_metric([master, slots], when)
         yield since
+        lag = HistogramMetricFamily(
+            "chat_event_loop_lag_seconds",
+            f"How late the event loop woke a {LAG_TICK:g} s timer: every user of this gateway "
+            "waits this long for anything (a login burst, a big fan-out, a garbage collection)",
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip([*map(str, LAG_BUCKETS), "+Inf"], METRICS.lag_counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        lag.add_metric([], buckets, sum_value=METRICS.lag_sum)
+        yield lag
         yield CounterMetricFamily(
             "chat_messages_in", "Messages accepted from users", value=METRICS.messages_in
         )
@@ -125,6 +155,16 @@ class _HotCounters(Collector):
 
 
 REGISTRY.register(_HotCounters())
+
+
+async def watch_loop_lag() -> None:
+    """Wake every LAG_TICK and record how late: the time a callback (or the CPU's absence)
+    held the loop, which every user of this gateway felt (`chat_event_loop_lag_seconds`)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(LAG_TICK)
+        METRICS.observe_lag(max(0.0, loop.time() - start - LAG_TICK))
 
 
 async def serve_metrics(

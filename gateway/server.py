@@ -27,7 +27,7 @@ from gateway.kit.admission import Admission
 from gateway.kit.codec import Codec
 from gateway.kit.render_once import RenderOnce
 from gateway.kit.shell import Coalescer, Connection, Door, TlsConnection, set_keepalive
-from gateway.metrics import METRICS, serve_metrics
+from gateway.metrics import METRICS, serve_metrics, watch_loop_lag
 from gateway.policy import store_policy
 from gateway.settings import Settings, listeners
 from gateway.workers import Busy, Worker, bind_error, probe
@@ -555,8 +555,10 @@ async def run(settings: Settings, worker: Worker | None = None) -> int:
         await server.abort()
         return 1
     tune_gc()
+    lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
     if worker is not None:
         worker.ready()
     await stop.wait()
+    lag.cancel()
     await server.shutdown()
     return 0

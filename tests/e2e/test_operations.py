@@ -12,7 +12,7 @@ import urllib.request
 import yaml
 
 from scripts.procs import stop_process
-from tests.helpers import ROOT, eventually, free_port, messages, wait_port
+from tests.helpers import ROOT, eventually, free_port, messages, metrics, wait_port
 
 
 def _two_consecutive_free_ports() -> list[int]:
@@ -106,6 +106,29 @@ async def test_metrics_and_health(redis_url, gateways, clients) -> None:
     assert values["chat_delivery_latency_seconds_count"] == 1
     # the collector's pauses are measured, from the full collection made once serving
     assert values['chat_gc_pause_seconds_count{generation="2"}'] >= 1
+
+
+async def test_a_stalled_event_loop_shows_in_the_lag_metric(redis_url, gateways) -> None:
+    """What every user of a gateway waited for at once (a burst of logins, a big fan-out, a
+    pause) is counted: a gateway stopped for 0.4 s shows one wake-up later than 0.25 s."""
+    mport = free_port()
+    gw = gateways(redis_url, "--metrics-port", str(mport))
+    assert gw.proc is not None
+    late = 'chat_event_loop_lag_seconds_bucket{le="0.25"}'
+    count = "chat_event_loop_lag_seconds_count"
+    before = await eventually(
+        lambda: (m := metrics(mport))[count] >= 5 and m, "the lag probe ticking"
+    )
+    gw.proc.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(0.4)
+    gw.proc.send_signal(signal.SIGCONT)
+    after = await eventually(
+        lambda: (m := metrics(mport))[count] > before[count] and m, "the lag probe again"
+    )
+    assert (after[count] - after[late]) - (before[count] - before[late]) >= 1
+    assert (
+        after["chat_event_loop_lag_seconds_sum"] - before["chat_event_loop_lag_seconds_sum"] >= 0.3
+    )
 
 
 async def test_health_fails_while_redis_is_down(private_redis, gateways) -> None:
