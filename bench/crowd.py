@@ -549,8 +549,26 @@ class Crowd:
                     late = round((loop.time() - start - 0.01) * 1000, 1)
                     own_lag[second] = max(own_lag[second], late)
 
+        redis_worst: list[float] = []  # Redis' slowest PING each second after the kill
+
+        async def pinging() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.bench.redis_port)
+            try:
+                while not done.is_set():
+                    start = time.monotonic_ns()
+                    writer.write(b"PING\r\n")
+                    await reader.readline()
+                    second = int((start - killed_ns) / 1e9)
+                    if second >= 0:
+                        redis_worst.extend([0.0] * (second + 1 - len(redis_worst)))
+                        took = round((time.monotonic_ns() - start) / 1e6, 1)
+                        redis_worst[second] = max(redis_worst[second], took)
+                    await asyncio.sleep(0.01)
+            finally:
+                writer.close()
+
         killed_ns = time.monotonic_ns() + 10**12  # set at the kill
-        lag_watch = asyncio.create_task(lagging())
+        lag_watch = asyncio.gather(lagging(), pinging())
         with CpuMeter(survivors) as cpu:
             killed_ns = time.monotonic_ns()
             self.gws[victim].send_signal(signal.SIGKILL)
@@ -616,6 +634,7 @@ class Crowd:
             "others_latency_max_ms": round(max(lat), 2) if lat else None,
             "others_worst_ms_each_second": worst,
             "probe_process_lag_worst_ms_each_second": own_lag,
+            "redis_ping_worst_ms_each_second": redis_worst,
             "other_gateways_loop_lag_ticks": [
                 {
                     k: after.get(k, 0) - before.get(k, 0)
