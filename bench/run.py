@@ -53,6 +53,7 @@ from bench.loadgen import (  # noqa: E402
     latency,
 )
 from bench.shards import run_shards  # noqa: E402
+from bench.targets import print_targets  # noqa: E402
 from scripts.procs import die_with_parent, free_port, stop_process, wait_port  # noqa: E402
 
 
@@ -1142,6 +1143,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(bench.rows + bench.compare_rows, indent=1))
     print_table(bench.rows)
+    print_targets(bench.rows)
     if baseline is not None:
         print_compare(bench.compare_rows, baseline)
     return 0

@@ -87,7 +87,7 @@ def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
     (written in chunks, as a big chat is; and again with a third of the members on each
     door), and after a SIGKILL every user of that gateway is back at `* ready`, with
     passwords and tokens."""
-    _, every = _bench(
+    proc, every = _bench(
         tmp_path,
         "--only",
         ",".join(CROWD),
@@ -120,6 +120,18 @@ def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
     for row in storms:
         assert row["all_back"] and row["back"] == row["users_on_killed_gateway"] == 100, row
         assert row["probe_lost"] == 0 and row["others_latency_max_ms"] is not None, row
+    # where a storm's delay came from, second by second, and the survivors' loop lag
+    token = storms[1]
+    assert token["redis_ping_worst_ms_each_second"], token
+    assert token["probe_process_lag_worst_ms_each_second"], token
+    assert [set(lag) for lag in token["other_gateways_loop_lag_ticks"]] == [
+        {"over_0.1s", "over_0.25s", "over_0.5s", "over_1.0s"}
+    ] * 2, token
+    # every judged row beside its target, met or not
+    table = proc.stdout.split("### Scale targets (issue 23)", 1)[1]
+    judged = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(judged) == 1 + 2 + 2 + 1, table  # header, crowd x2, broadcast 10 msg/s x2, storm
+    assert all(line.endswith(("| yes |", "| **no** |")) for line in judged[1:]), table
 
 
 def test_bench_smoke_clients_compares_own_parts_with_redis_py(tmp_path) -> None:
