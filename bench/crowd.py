@@ -220,6 +220,23 @@ class Crowd:
     def redis(self) -> redis_py.Redis:
         return redis_py.Redis(port=self.bench.redis_port)
 
+    def redis_slowlog(self, reset: bool = False) -> list[str]:
+        """Redis' own slow commands (over 10 ms of its time) since the last reset, slowest
+        first: a stall inside Redis shows here, waiting for a core does not."""
+        r = self.redis()
+        try:
+            if reset:
+                r.config_set("slowlog-log-slower-than", 10_000)
+                r.slowlog_reset()
+                return []
+            entries = sorted(r.slowlog_get(10), key=lambda e: -int(e["duration"]))
+            return [
+                f"{e['duration'] / 1000:.0f} ms {e['command'].decode(errors='replace')[:60]}"
+                for e in entries
+            ]
+        finally:
+            r.close()
+
     def redis_memory(self) -> int:
         r = self.redis()
         try:
@@ -536,6 +553,7 @@ class Crowd:
         others = [p for k, p in enumerate(self.ports) if k != victim]
         gc_before = [self.gc_full_pauses(p) for p in others]
         lag_before = [self.loop_lag(p) for p in others]
+        self.redis_slowlog(reset=True)
         own_lag: list[float] = []  # this process's (the probes') worst lag each second
 
         async def lagging() -> None:
@@ -635,6 +653,7 @@ class Crowd:
             "others_worst_ms_each_second": worst,
             "probe_process_lag_worst_ms_each_second": own_lag,
             "redis_ping_worst_ms_each_second": redis_worst,
+            "redis_slowlog": self.redis_slowlog(),
             "other_gateways_loop_lag_ticks": [
                 {
                     k: after.get(k, 0) - before.get(k, 0)
