@@ -118,6 +118,7 @@ class Fanout:
         chunk: int = CHUNK,
         presence_members: int = 0,
         gateway_id: str = "",
+        account_ttl: float = 180 * 86400,
     ) -> None:
         self.store = store
         self.after_batch = after_batch
@@ -129,7 +130,7 @@ class Fanout:
         self.last_chat: dict[str, Position] = {}  # chat key -> last position delivered
         self.cursors = Cursors(store, self.users, cursor_flush)
         self.epoch = Epoch(store, self._store_reset)
-        self.presence = Presence(store, self.users, self.epoch.check)
+        self.presence = Presence(store, self.users, self.epoch.check, account_ttl)
         self.link = store.subscriptions(self.on_events, self._on_reconnect, self._on_link_state)
         self.redis_ok = True
         #: Gap fills running (several links may recover at once); live events are held

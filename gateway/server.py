@@ -159,6 +159,7 @@ class GatewayServer:
             chunk=settings.fanout_chunk,
             presence_members=settings.presence_members,
             gateway_id=self.gateway_id,
+            account_ttl=settings.account_ttl,
         )
         self.core = Core(store, self.fanout, settings, self.gateway_id)
         line_cache = RenderOnce()

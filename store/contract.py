@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -747,7 +747,9 @@ class Store(Protocol):
     ) -> None: ...
 
     # presence
-    async def heartbeat(self, online: set[str]) -> None: ...
+    async def heartbeat(self, online: set[str], seen: Collection[str] | None = None) -> None:
+        """This gateway is live with `online` on it; the accounts of `seen` (default: all
+        of `online`) were seen now, so they do not expire."""
 
     async def set_online(self, user: str, online: bool) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from store.contract import (
     AuditEntry,
@@ -39,12 +39,12 @@ class Presence(Base):
     def _online_sets(self) -> list[set[str]]:
         return [self._members(("online", gw)) for gw in self._live()]
 
-    async def heartbeat(self, online: set[str]) -> None:
+    async def heartbeat(self, online: set[str], seen: Collection[str] | None = None) -> None:
         now = self.server.now()
-        seen = self._map(("seen",))
-        for user in online:
-            if user in seen:  # ZADD XX: only accounts already there
-                seen[user] = now
+        marks = self._map(("seen",))
+        for user in online if seen is None else seen:
+            if user in marks:  # ZADD XX: only accounts already there
+                marks[user] = now
         gw = self.gateway_id
         self._set(("gateways",)).add(gw)
         self.k.put(("alive", gw), now // 1000, PRESENCE_TTL * 1000)

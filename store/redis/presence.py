@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from store import keys
 from store.contract import ChatInfo, ChatList, OnlineList
@@ -57,11 +57,12 @@ class Presence(Part):
             )
         )
 
-    async def heartbeat(self, online: set[str]) -> None:
+    async def heartbeat(self, online: set[str], seen: Collection[str] | None = None) -> None:
         gw = self.policy.gateway_id
-        if online:  # online users count as seen: their accounts do not expire
+        seen = online if seen is None else seen
+        if seen:  # online users count as seen: their accounts do not expire
             now = int(time.time() * 1000)
-            await self.link.call(self.redis.zadd(keys.seen(), dict.fromkeys(online, now), xx=True))
+            await self.link.call(self.redis.zadd(keys.seen(), dict.fromkeys(seen, now), xx=True))
         pipe = self.redis.pipeline(transaction=True)
         pipe.sadd(keys.gateways(), gw)
         pipe.set(keys.gateway_alive(gw), str(int(time.time())), ex=PRESENCE_TTL)
