@@ -307,6 +307,11 @@ def gateway_online(gw: str) -> str:
     return f"{_GLOBAL}:gw:{gw}:online"
 
 
+def gateway_online_next(gw: str) -> str:
+    """Where a gateway builds its online set anew before renaming it into place."""
+    return f"{_GLOBAL}:gw:{gw}:online:next"
+
+
 def chat_channel(c: str) -> str:
     """A chat's channel: in the chat's slot, so post_many publishes where it writes."""
     return f"{PREFIX}ch:{{{chat_conv(c)}}}"

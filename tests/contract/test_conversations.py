@@ -305,6 +305,64 @@ async def test_a_burst_through_two_gateways_is_the_burst(make_store: MakeStore) 
     assert statuses.count(OK) == 5 and statuses.count(RATE) == 5
 
 
+async def test_each_heartbeat_leaves_exactly_its_users_online(make_store: MakeStore) -> None:
+    """A heartbeat writes what changed since the last (the whole set was one command of
+    every user, which held Redis); the set still ends up exactly the users given, after
+    logins and logouts written by themselves or not at all, and after it was lost."""
+    s1, s2 = await make_store(), await make_store()
+    crowd = [f"u{i:04}" for i in range(2500)]  # more than one command's worth (1,000)
+    await register(s1, "ann", "bob", "cid", *crowd)
+
+    async def online() -> list[str]:
+        return (await s2.who_bounded(GENERAL, 5000, 10_000)).names
+
+    await s1.heartbeat({"ann", "bob", *crowd})
+    assert len(await online()) == 2502
+    await s1.set_online("cid", True)  # a login between beats, written by itself
+    await s1.heartbeat({"ann", "cid", *crowd[:1200]})  # bob and 1,300 left unannounced
+    assert await online() == ["ANN", "CID", *(u.upper() for u in crowd[:1200])]
+    await s1.set_online("dan", True)  # logged in and out between beats, the logout's
+    await s1.heartbeat({"bob"})  # write lost: the beat without dan takes dan out
+    assert await online() == ["BOB"]
+    await s1.gateway_gone()  # its set is gone, as after Redis lost its data
+    await s1.heartbeat({"ann", "bob"})
+    assert await online() == ["ANN", "BOB"]
+
+
+async def test_the_online_set_is_rebuilt_now_and_then(backend: Backend) -> None:
+    """Whatever a gateway's set holds that it does not know of (a member written by a
+    write it thinks failed) is gone within ONLINE_REBUILD_EVERY beats; the memory store
+    writes the whole set at every beat."""
+    from store import keys
+    from store.redis.presence import ONLINE_REBUILD_EVERY
+    from tests.helpers import redis_client
+
+    s = await backend.make()
+    await register(s, "ann", "zed")
+    await s.heartbeat({"ann"})
+    if backend.kind == "memory":
+        await s.set_online("zed", True)
+    else:  # behind the gateway's back
+        raw = redis_client(backend.url)
+        try:
+            key = keys.gateway_online(s.policy.gateway_id)
+            raw.sadd(key, "zed")
+        finally:
+            raw.close()
+    names = []
+    for _ in range(ONLINE_REBUILD_EVERY):
+        await s.heartbeat({"ann"})
+        names.append((await s.who_bounded(GENERAL, 10, 1000)).names)
+    assert names[-1] == ["ANN"], names
+    if backend.kind != "memory":
+        assert names[0] == ["ANN", "ZED"], names  # the beats in between wrote changes only
+        raw = redis_client(backend.url)
+        try:
+            assert raw.ttl(key) > 0  # and the swapped-in set expires like the old one
+        finally:
+            raw.close()
+
+
 async def test_who_and_online_counts(make_store: MakeStore) -> None:
     s1, s2 = await make_store(), await make_store()
     await register(s1, "ann", "bob", "cid", "dan")
