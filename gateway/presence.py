@@ -1,9 +1,11 @@
 """Who is online: this gateway's heartbeat and its users' online marks in the store.
 
-The heartbeat rewrites the gateway's whole online set every HEARTBEAT seconds with a
+The heartbeat renews the gateway's online set every HEARTBEAT seconds with a
 time-to-live of the store's PRESENCE_TTL, so a crashed gateway's users stop counting as
-online by themselves. Any failure is logged and the next beat tries again: a Redis error
-reply (out of memory, a read-only replica) must not stop presence for good.
+online by themselves; the store writes only what changed, and the beat renews a share of
+the online users' last-seen times (SEEN_PASS). Any failure is logged and the next beat
+tries again: a Redis error reply (out of memory, a read-only replica) must not stop
+presence for good.
 """
 
 from __future__ import annotations
