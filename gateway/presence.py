@@ -90,11 +90,12 @@ class Presence:
 
     async def beat(self) -> None:
         users = set(self._users)
-        share, self._beats = self._beats % self._shares, self._beats + 1
-        shares = self._shares  # hash() is stable within this process: each user one share
+        shares, share = self._shares, self._beats % self._shares
+        # hash() is stable within this process: each user is in one share
         seen = [u for u in users if hash(u) % shares == share] if shares > 1 else users
         try:
             await self._store.heartbeat(users, seen)
+            self._beats += 1  # a failed beat's share is tried again at the next
             self.ok = True
             # A user who left while the beat was in flight was written back as online:
             # take them out again now, not at the next beat.

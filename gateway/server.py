@@ -95,6 +95,7 @@ class GatewayServer:
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._embedded: Embedded | None = None
         self.data_file = settings.data_file() if settings.redis_url is None else None
+        self._worker = worker
         if worker is None:  # a worker's ports were had by its supervisor
             self._preflight()
         self._static: dict[str, tuple[bytes, str]] = {}
@@ -366,6 +367,11 @@ class GatewayServer:
         loop = asyncio.get_running_loop()
         queues = self.settings.listen_queues
         servers: list[asyncio.Server] = []
+        if queues > 1 and self._worker is None and port:
+            try:  # again, now: with SO_REUSEPORT a gateway started meanwhile would share
+                probe(self.settings.host, port, what, option)  # the port, not fail to bind
+            except Busy as exc:
+                raise StartupError(str(exc)) from None
         try:
             for _ in range(queues):  # the first resolves port 0; the rest join its port
                 servers.append(

@@ -4,13 +4,16 @@ Redis lost its data (the store epoch, memberships)."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Collection, Sequence
 from typing import TypeVar
 
+from redis.exceptions import ResponseError
+
 from store import keys
-from store.contract import ChatInfo, ChatList, OnlineList
+from store.contract import ChatInfo, ChatList, OnlineList, StoreRefused
 from store.redis.part import Part
 from store.redis.policy import (
     ADDRESS_COUNT_TTL_MS,
@@ -20,6 +23,8 @@ from store.redis.policy import (
     SCAN_STEP,
     SMALL_CHAT,
 )
+
+log = logging.getLogger("chat.store")
 
 #: Members per command when the online set or last-seen times are written: one command
 #: over thousands of members holds Redis's only thread for tens of milliseconds.
@@ -34,12 +39,22 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _adds(key: str, users: set[str]) -> list[tuple[object, ...]]:
+    """SADDs of `users` to the set `key`, ONLINE_CHUNK a command, the first followed by
+    an EXPIRE: a gateway killed while the rest are written leaves nothing without one."""
+    adds: list[tuple[object, ...]] = [
+        ("SADD", key, *c) for c in _chunks(sorted(users), ONLINE_CHUNK)
+    ]
+    return [*adds[:1], ("EXPIRE", key, PRESENCE_TTL), *adds[1:]] if adds else []
+
+
 class Presence(Part):
     """Live gateways, who is online, bounded counts, and recovery after a data loss."""
 
     #: The online set as this gateway last wrote it; None: not known (see `heartbeat`).
     _online_written: set[str] | None = None
     _beats = 0
+    _no_swap = False  # the ACL refused UNLINK or RENAME (see `_rebuild`)
 
     async def online_on(self, user: str, gateways: Sequence[str]) -> bool:
         if not gateways:
@@ -90,26 +105,47 @@ class Presence(Part):
         commands += [
             ("SADD", keys.gateways(), gw),
             ("SET", keys.gateway_alive(gw), str(now // 1000), "EX", PRESENCE_TTL),
+            ("SCARD", k),
             ("EXPIRE", k, PRESENCE_TTL),
         ]
         written, self._online_written = self._online_written, None  # unknown until done
-        there = (await self.link.run(commands))[-1] == 1  # EXPIRE: 0 if the set is gone
+        *_, size, there = await self.link.run(commands)  # EXPIRE: 0 if the set is gone
         self._beats += 1
+        if written is not None and size < len(written):  # it lost members: a set made
+            written = None  # anew by logins after Redis lost its data, or after it expired
         changes: list[tuple[object, ...]] = []
         if not there:  # never written, emptied, or lost with Redis' data: all of it
-            changes = [("SADD", k, *c) for c in _chunks(sorted(online), ONLINE_CHUNK)]
+            changes = _adds(k, online)
         elif written is not None and self._beats % ONLINE_REBUILD_EVERY:
-            changes = [("SADD", k, *c) for c in _chunks(sorted(online - written), ONLINE_CHUNK)]
+            changes = _adds(k, online - written)
             changes += [("SREM", k, *c) for c in _chunks(sorted(written - online), ONLINE_CHUNK)]
         else:  # not known (a beat failed part-way), or now and then: a new set, swapped in
-            fresh = keys.gateway_online_next(gw)
-            changes = [("DEL", fresh)]
-            changes += [("SADD", fresh, *c) for c in _chunks(sorted(online), ONLINE_CHUNK)]
-            # UNLINK frees the old set off Redis's main thread (RENAME over it would not)
-            changes += [("UNLINK", k)] + ([("RENAME", fresh, k)] if online else [])
+            await self._rebuild(k, online)
         if changes:
             await self.link.run([*changes, ("EXPIRE", k, PRESENCE_TTL)])
         self._online_written = set(online)
+
+    async def _rebuild(self, k: str, online: set[str]) -> None:
+        """The online set built aside and swapped in: UNLINK frees the old one off Redis's
+        main thread (a RENAME over it would not). Under an ACL without UNLINK and RENAME
+        (docs/REDIS.md before session 9) the set is rewritten in place, once logged."""
+        fresh = keys.gateway_online_next(self.policy.gateway_id)
+        if not self._no_swap:
+            try:
+                swap: tuple[object, ...] = ("RENAME", fresh, k) if online else ("UNLINK", k)
+                await self.link.run([("DEL", fresh), *_adds(fresh, online), swap])
+                return
+            except (ResponseError, StoreRefused) as exc:
+                if "NOPERM" not in str(exc):
+                    raise
+                self._no_swap = True
+                log.warning(
+                    "event=redis_acl_missing commands=unlink,rename error=%r hint=%r",
+                    str(exc),
+                    "add +unlink +rename to the gateway's ACL (docs/REDIS.md)",
+                )
+                await self.link.run([("DEL", fresh)])
+        await self.link.run([("DEL", k), *_adds(k, online)])
 
     async def set_online(self, user: str, online: bool) -> None:
         k = keys.gateway_online(self.policy.gateway_id)

@@ -327,6 +327,45 @@ async def test_each_heartbeat_leaves_exactly_its_users_online(make_store: MakeSt
     await s1.gateway_gone()  # its set is gone, as after Redis lost its data
     await s1.heartbeat({"ann", "bob"})
     assert await online() == ["ANN", "BOB"]
+    await s1.gateway_gone()  # lost again, and a login makes the set anew before the beat:
+    await s1.set_online("cid", True)  # the beat must not take it for the whole set
+    await s1.heartbeat({"ann", "bob", "cid"})
+    assert await online() == ["ANN", "BOB", "CID"]
+
+
+async def test_an_acl_without_unlink_and_rename_still_rebuilds_the_set(redis_url: str) -> None:
+    """The gateway's ACL of docs/REDIS.md before session 9 lacked UNLINK and RENAME: the
+    set is rewritten in place instead (and that is logged), never left unknown."""
+    from store import keys
+    from store.redis import StorePolicy, open_store
+    from tests.contract.conftest import DEFAULTS
+    from tests.helpers import redis_client
+
+    raw = redis_client(redis_url)
+    try:
+        raw.execute_command(
+            "ACL", "SETUSER", "oldacl", "on", ">pw", "~*", "&*", "+@all", "-unlink", "-rename"
+        )
+    finally:
+        raw.close()
+    host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
+    policy = StorePolicy(**{**DEFAULTS, "gateway_id": "oldacl"})
+    s = await open_store(f"redis://oldacl:pw@{host_port}/0", policy)
+    try:
+        await register(s, "ann", "zed")
+        await s.heartbeat({"ann", "zed"})
+        s._online_written = None  # as after a beat that failed part-way
+        await s.heartbeat({"ann"})
+        assert (await s.who_bounded(GENERAL, 10, 1000)).names == ["ANN"]
+        assert s._no_swap
+        raw = redis_client(redis_url)
+        try:
+            assert raw.ttl(keys.gateway_online("oldacl")) > 0
+            assert not raw.exists(keys.gateway_online_next("oldacl"))
+        finally:
+            raw.close()
+    finally:
+        await s.close()
 
 
 async def test_the_online_set_is_rebuilt_now_and_then(backend: Backend) -> None:
