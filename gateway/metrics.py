@@ -23,7 +23,6 @@ from prometheus_client import (
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
@@ -65,6 +64,14 @@ class _Metrics:
         self.tasks = Gauge("chat_asyncio_tasks", "asyncio tasks alive in the gateway")
         self.channels = Gauge("chat_pubsub_channels", "Pub/sub channels subscribed")
         self.local_users = Gauge("chat_local_users", "Users with a session on this gateway")
+        #: Observed by `watch_loop_lag`, a task of the loop (not a gc callback: the lock
+        #: is never held by a scrape at that moment).
+        self.loop_lag = Histogram(
+            "chat_event_loop_lag_seconds",
+            f"How late the event loop woke a {LAG_TICK:g} s timer: every user of this gateway "
+            "waits this long for anything (a login burst, a big fan-out, a garbage collection)",
+            buckets=LAG_BUCKETS,
+        )
         self.latency = Histogram(
             "chat_delivery_latency_seconds",
             "From Redis accepting a message to the gateway queueing it",
@@ -79,19 +86,6 @@ class _Metrics:
         #: when (unix time); set by the server from its store.
         self.unprotected_shards: Callable[[], dict[tuple[str, str], float]] = dict
         self._gc_started = 0.0
-        #: Event-loop lag (see `watch_loop_lag`): per LAG_BUCKETS bound, ticks that late or
-        #: less, and the sum; plain numbers for the same reason as gc_pauses.
-        self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
-        self.lag_sum = 0.0
-
-    def observe_lag(self, late: float) -> None:
-        for i, bound in enumerate(LAG_BUCKETS):
-            if late <= bound:
-                self.lag_counts[i] += 1
-                break
-        else:
-            self.lag_counts[-1] += 1
-        self.lag_sum += late
 
     def watch_gc(self, info_phase: str, info: dict[str, int]) -> None:
         """A `gc.callbacks` entry: every collection's pause, by generation."""
@@ -135,17 +129,6 @@ class _HotCounters(Collector):
         for (master, slots), when in unprotected.items():
             since.add_metric([master, slots], when)
         yield since
-        lag = HistogramMetricFamily(
-            "chat_event_loop_lag_seconds",
-            f"How late the event loop woke a {LAG_TICK:g} s timer: every user of this gateway "
-            "waits this long for anything (a login burst, a big fan-out, a garbage collection)",
-        )
-        cumulative, buckets = 0, []
-        for bound, count in zip([*map(str, LAG_BUCKETS), "+Inf"], METRICS.lag_counts, strict=True):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        lag.add_metric([], buckets, sum_value=METRICS.lag_sum)
-        yield lag
         yield CounterMetricFamily(
             "chat_messages_in", "Messages accepted from users", value=METRICS.messages_in
         )
@@ -164,7 +147,7 @@ async def watch_loop_lag() -> None:
     while True:
         start = loop.time()
         await asyncio.sleep(LAG_TICK)
-        METRICS.observe_lag(max(0.0, loop.time() - start - LAG_TICK))
+        METRICS.loop_lag.observe(max(0.0, loop.time() - start - LAG_TICK))
 
 
 async def serve_metrics(
