@@ -110,6 +110,16 @@ class Worker:
                 await self.proc.wait()
 
 
+def keep_worst(worst: list[float], since_kill_ns: int, value: float) -> None:
+    """`value` (ms, rounded to 0.1) into its whole second after the kill in `worst`, if
+    the largest there; moments before the kill are not kept."""
+    if since_kill_ns < 0:
+        return
+    second = since_kill_ns // 1_000_000_000
+    worst.extend([0.0] * (second + 1 - len(worst)))
+    worst[second] = max(worst[second], round(value, 1))
+
+
 def listen_overflows() -> int:
     """The machine's count of connections dropped because a listen queue was full (each
     such client's SYN is resent after 1 s, then 2 s...): TcpExt ListenOverflows."""
@@ -184,17 +194,20 @@ class Crowd:
             port, "--metrics-port", str(mport), *doors, *self.bench.crowd_args, wait=False
         )
 
-    def loop_lag(self, port: int) -> dict[str, int]:
-        """The gateway on `port`'s event-loop lag so far: ticks later than each bound
-        (`chat_event_loop_lag_seconds`, cumulative from the top)."""
+    def metrics_lines(self, port: int) -> list[str]:
+        """The gateway on `port`'s /metrics, by line (none if it cannot be read)."""
         url = f"http://127.0.0.1:{self.metrics_ports[port]}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
-                body = r.read().decode()
+                return str(r.read().decode()).splitlines()
         except OSError:
-            return {}
+            return []
+
+    def loop_lag(self, port: int) -> dict[str, int]:
+        """The gateway on `port`'s event-loop lag so far: ticks later than each bound
+        (`chat_event_loop_lag_seconds`, cumulative from the top)."""
         counts: dict[str, float] = {}
-        for line in body.splitlines():
+        for line in self.metrics_lines(port):
             if line.startswith("chat_event_loop_lag_seconds_bucket{"):
                 bound = line.split('le="', 1)[1].split('"', 1)[0]
                 counts[bound] = float(line.split()[-1])
@@ -204,14 +217,8 @@ class Crowd:
     def gc_full_pauses(self, port: int) -> tuple[float, int]:
         """Seconds the gateway on `port` spent in full garbage collections so far, and how
         many (its `chat_gc_pause_seconds{generation="2"}`)."""
-        url = f"http://127.0.0.1:{self.metrics_ports[port]}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                body = r.read().decode()
-        except OSError:
-            return 0.0, 0
         got = {"sum": 0.0, "count": 0.0}
-        for line in body.splitlines():
+        for line in self.metrics_lines(port):
             for k in got:
                 if line.startswith(f'chat_gc_pause_seconds_{k}{{generation="2"}}'):
                     got[k] = float(line.split()[-1])
@@ -561,11 +568,8 @@ class Crowd:
             while not done.is_set():
                 start = loop.time()
                 await asyncio.sleep(0.01)
-                second = int((time.monotonic_ns() - killed_ns) / 1e9)
-                if second >= 0:
-                    own_lag.extend([0.0] * (second + 1 - len(own_lag)))
-                    late = round((loop.time() - start - 0.01) * 1000, 1)
-                    own_lag[second] = max(own_lag[second], late)
+                late = (loop.time() - start - 0.01) * 1000
+                keep_worst(own_lag, time.monotonic_ns() - killed_ns, late)
 
         redis_worst: list[float] = []  # Redis' slowest PING each second after the kill
 
@@ -576,11 +580,7 @@ class Crowd:
                     start = time.monotonic_ns()
                     writer.write(b"PING\r\n")
                     await reader.readline()
-                    second = int((start - killed_ns) / 1e9)
-                    if second >= 0:
-                        redis_worst.extend([0.0] * (second + 1 - len(redis_worst)))
-                        took = round((time.monotonic_ns() - start) / 1e6, 1)
-                        redis_worst[second] = max(redis_worst[second], took)
+                    keep_worst(redis_worst, start - killed_ns, (time.monotonic_ns() - start) / 1e6)
                     await asyncio.sleep(0.01)
             finally:
                 writer.close()
@@ -631,9 +631,7 @@ class Crowd:
         worst: list[float] = []  # the others' worst delay of each second after the kill
         for p in readers:
             for sent, x in zip(p.sent, p.latencies, strict=True):
-                second = max(0, (sent - killed_ns) // 1_000_000_000)
-                worst += [0.0] * (second + 1 - len(worst))
-                worst[second] = max(worst[second], round(x / 1e6, 1))
+                keep_worst(worst, max(0, sent - killed_ns), x / 1e6)  # earlier: second 0
         expected = probes * len(readers)
         return {
             "users_on_killed_gateway": on_victim,
