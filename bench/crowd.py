@@ -41,6 +41,7 @@ from bench.swarm import PASSWORD, bench_token
 from gateway.core.names import name_key, name_skeleton
 from gateway.core.passwords import hash_password
 from gateway.core.tokens import token_hash
+from gateway.workers import RESTART_DELAY  # the bench restarts a killed gateway as they do
 from scripts.procs import die_with_parent
 from store import keys
 from store.scripts import SCRIPTS
@@ -56,8 +57,6 @@ PER_WORKER = 17_000
 #: Source addresses each worker connects from (each has its own ~28,000 ports).
 SOURCES_PER_WORKER = 3
 PREFIX = "c"
-#: How long after the SIGKILL the bench restarts the gateway (scripts/cluster.py's delay).
-RESTART_DELAY = 0.1
 #: Gateways the crowd is spread over (`--crowd-gateways`).
 GATEWAYS = 3
 

@@ -44,7 +44,14 @@ from typing import NoReturn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.workers import describe_exit  # noqa: E402
+# the same restart policy as --workers: first delay, doubling up to the cap while a
+# gateway crashes within STABLE_AFTER of its start
+from gateway.workers import (  # noqa: E402
+    RESTART_DELAY,
+    RESTART_MAX_DELAY,
+    STABLE_AFTER,
+    describe_exit,
+)
 from scripts.procs import stop_process, wait_port  # noqa: E402
 from scripts.rediscluster import (  # noqa: E402
     BUS_OFFSET,
@@ -53,9 +60,6 @@ from scripts.rediscluster import (  # noqa: E402
     RedisNode,
 )
 
-RESTART_DELAY = 0.1  # first restart delay; doubles while a gateway crashes soon after start
-RESTART_MAX_DELAY = 30.0
-STABLE_AFTER = 10.0  # a gateway up this long that then crashes restarts after RESTART_DELAY
 LISTEN_TIMEOUT = 20.0
 DEFAULT_REDIS_PORT = 6390
 CLUSTER_NODES = 6  # 3 masters with one replica each
