@@ -382,7 +382,7 @@ class GatewayServer:
                         reuse_address=True,
                         # each socket has its own accept queue, and with --workers every
                         # worker listens on the port: the kernel spreads connections
-                        reuse_port=queues > 1 or self.settings.workers > 1,
+                        reuse_port=queues > 1 or self._worker is not None,
                         backlog=LISTEN_BACKLOG,
                     )
                 )

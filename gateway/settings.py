@@ -761,15 +761,18 @@ class Settings:
     )
     #: Gateway processes sharing this gateway's ports (SO_REUSEPORT: the kernel spreads new
     #: connections over them), so one host's cores all serve; each is a whole gateway to
-    #: Redis, restarted by the first process if it dies (gateway/workers.py). Needs
-    #: --redis-url: the embedded store lives in one process.
+    #: Redis, restarted by the first process if it dies, from a warm spare
+    #: (gateway/workers.py). More than 1 needs --redis-url: the embedded store lives in one
+    #: process. 0, the default: this process is the gateway, and nothing restarts it.
     workers: int = _opt(
-        1,
+        0,
         "performance",
-        "gateway processes sharing these ports, each on its own core, restarted if one "
-        "dies; more than 1 needs --redis-url; auto: one per core",
+        "gateway processes sharing these ports, each on its own core, restarted at once if "
+        "one dies (1: one gateway, supervised); more than 1 needs --redis-url; auto: one "
+        "per core",
         _workers,
         "N",
+        "none: this process is the gateway, unsupervised",
     )
     # -- logging -----------------------------------------------------------------------------
     log_level: str = _opt("INFO", "logging", f"one of {', '.join(_LEVELS)}", _level, "LEVEL")
@@ -874,7 +877,7 @@ def check_combinations(s: Settings) -> None:
             "process and cannot be shared by workers (start redis-server and give "
             "--redis-url, or use --workers 1)"
         )
-    last_metrics = s.metrics_port + s.workers - 1
+    last_metrics = s.metrics_port + max(s.workers, 1) - 1
     if s.metrics_port and last_metrics > 65535:
         raise SettingsError(
             f"--metrics-port {s.metrics_port}: each worker serves its metrics on its "

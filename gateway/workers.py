@@ -8,7 +8,11 @@ Redis (its own id, presence and pub/sub), so users on different workers talk as 
 different gateways do. Worker k (1..N) serves its metrics on `--metrics-port` + k - 1.
 
 Like scripts/cluster.py: a worker that dies is restarted (after 0.1 s, doubling while it
-keeps dying soon after start, up to 30 s); SIGINT/SIGTERM/SIGHUP stop every worker (each
+keeps dying soon after start, up to 30 s), from a spare when there is one: a gateway process
+started ahead of need that has done Python's start and the imports (most of a gateway's
+start: 0.3 s on an idle core, several times that on a busy host) and waits for a worker's
+number, so that its users find the port served again sooner. `--workers 1` is one
+supervised gateway. SIGINT/SIGTERM/SIGHUP stop every worker (each
 tells its users `* server shutting down` and records their positions) and then the
 supervisor, exit 0; a worker that fails at start (a bad certificate, say) stops them all
 with its error, exit 1. Workers die with the supervisor even when it is SIGKILLed (Linux
@@ -22,6 +26,7 @@ resolved once for all of them.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import logging
 import os
@@ -42,8 +47,12 @@ __all__ = ["WORKER_ENV", "Worker", "bind_error", "describe_exit", "supervise"]
 
 log = logging.getLogger("chat.workers")
 
-#: Set by the supervisor in each worker's environment: "number,count,ready fd,supervisor pid".
+#: Set by the supervisor in each worker's environment: "number,count,ready fd,supervisor
+#: pid", and for a spare (number 0) ",go fd": the pipe its number comes on.
 WORKER_ENV = "CHAT_GATEWAY_WORKER"
+#: A spare is started once every worker has been up this long: not while a worker starts
+#: (or logs in a storm of returning users), which a second start would slow down.
+SPARE_AFTER = 2.0
 #: First restart delay; doubles while a worker dies within STABLE_AFTER of its start. Short
 #: (systemd's default): while a worker is down its users wait on the others or in backoff.
 RESTART_DELAY, RESTART_MAX_DELAY, STABLE_AFTER = 0.1, 30.0, 10.0
@@ -71,6 +80,7 @@ class Worker:
     count: int
     ready_fd: int
     parent: int
+    go_fd: int = -1
 
     @classmethod
     def take(cls, env: dict[str, str] | os._Environ[str] = os.environ) -> Worker | None:
@@ -79,12 +89,28 @@ class Worker:
         text = env.pop(WORKER_ENV, None)
         if text is None:
             return None
-        number, count, fd, parent = (int(part) for part in text.split(","))
-        return cls(number, count, fd, parent)
+        return cls(*(int(part) for part in text.split(",")))
 
     @property
     def index(self) -> int:
         return self.number - 1
+
+    @property
+    def spare(self) -> bool:
+        """Started ahead of need: no number yet (wait_for_number)."""
+        return self.number == 0
+
+    def wait_for_number(self) -> Worker | None:
+        """A spare's wait, once imported: the worker it becomes when one dies; None when the
+        supervisor closed the pipe instead (it stops)."""
+        got = b""
+        with open(self.go_fd, "rb", buffering=0, closefd=True) as pipe:
+            while not got.endswith(b"\n"):
+                chunk = pipe.read(16)
+                if not chunk:
+                    return None
+                got += chunk
+        return dataclasses.replace(self, number=int(got), go_fd=-1)
 
     def orphaned(self) -> bool:
         """The supervisor died before this process could ask to die with it."""
@@ -200,6 +226,68 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def _start(argv: list[str], number: int, count: int) -> tuple[subprocess.Popen[bytes], int, int]:
+    """A gateway process: (the process, the read end of the pipe it says it listens on, the
+    write end of the pipe a spare (number 0) waits for its number on, else -1)."""
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe() if number == 0 else (-1, -1)
+    fields = [number, count, ready_write, os.getpid()] + ([go_read] if number == 0 else [])
+    env = dict(os.environ)
+    env[WORKER_ENV] = ",".join(str(f) for f in fields)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            pass_fds=tuple(fd for fd in (ready_write, go_read) if fd >= 0),
+            # its own session: Ctrl+C reaches the supervisor only, which stops the
+            # workers once each (they log out their users and record positions)
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _prctl is not None else None,
+        )
+    except BaseException:
+        for fd in (ready_read, go_write):
+            if fd >= 0:
+                os.close(fd)
+        raise
+    finally:
+        for fd in (ready_write, go_read):
+            if fd >= 0:
+                os.close(fd)
+    os.set_blocking(ready_read, False)
+    return proc, ready_read, go_write
+
+
+@dataclass
+class _Spare:
+    """A gateway process that has imported everything and waits for a worker's number."""
+
+    proc: subprocess.Popen[bytes]
+    ready_fd: int
+    go_fd: int
+
+    @classmethod
+    def start(cls, argv: list[str], count: int) -> _Spare:
+        return cls(*_start(argv, 0, count))
+
+    def give(self, number: int) -> bool:
+        """Make it worker `number`; False if it is gone (its pipes are then closed)."""
+        try:
+            os.write(self.go_fd, f"{number}\n".encode())
+        except OSError:  # it died: EPIPE
+            self.close()
+            return False
+        os.close(self.go_fd)
+        self.go_fd = -1
+        return True
+
+    def close(self) -> None:
+        for fd in (self.ready_fd, self.go_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.ready_fd = self.go_fd = -1
+
+
 @dataclass
 class _Child:
     """One worker slot: the process in it now, and when to restart it."""
@@ -237,24 +325,20 @@ class _Child:
 
     def launch(self, argv: list[str], count: int) -> None:
         self._close_pipe()
-        read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
-        env[WORKER_ENV] = f"{self.number},{count},{write_fd},{os.getpid()}"
-        try:
-            self.proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                pass_fds=(write_fd,),
-                # its own session: Ctrl+C reaches the supervisor only, which stops the
-                # workers once each (they log out their users and record positions)
-                start_new_session=True,
-                preexec_fn=_die_with_parent if _prctl is not None else None,
-            )
-        finally:
-            os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        self.ready_fd = read_fd
+        self.proc, self.ready_fd, _ = _start(argv, self.number, count)
+        self._launched()
+
+    def adopt(self, spare: _Spare) -> bool:
+        """Take `spare` as this worker; False if it was gone."""
+        if not spare.give(self.number):
+            return False
+        self._close_pipe()
+        self.proc, self.ready_fd = spare.proc, spare.ready_fd
+        spare.ready_fd = -1
+        self._launched()
+        return True
+
+    def _launched(self) -> None:
         self.up = False
         self.restart_at = None
         self.started_at = time.monotonic()
@@ -268,6 +352,9 @@ class Supervisor:
         self.children = [_Child(n + 1) for n in range(settings.workers)]
         self.held: list[socket.socket] = []
         self.stopping: str | None = None
+        self.spare: _Spare | None = None
+        self.spare_at = 0.0  # no spare is started before (time.monotonic())
+        self.spare_delay = RESTART_DELAY  # after a spare that died: doubles, as a worker's
 
     def command(self, port: int) -> list[str]:
         """A worker's command line: this interpreter with its own options (-X, -O ...),
@@ -326,6 +413,7 @@ class Supervisor:
                 if failed is not None:
                     code = failed
                     break
+                self._keep_spare(argv)
                 if not announced and all(c.up for c in self.children):
                     announced = True
                     log.info(
@@ -380,9 +468,60 @@ class Supervisor:
                 child.restart_at = now + child.delay
                 child.delay = min(child.delay * 2, RESTART_MAX_DELAY)
             elif child.restart_at is not None and now >= child.restart_at:
-                child.launch(argv, self.settings.workers)
-                log.info("event=worker_restarted worker=%d pid=%d", child.number, child.proc.pid)
+                spare, self.spare = self.spare, None
+                if spare is not None and child.adopt(spare):
+                    how = "spare"
+                    self.spare_delay = RESTART_DELAY
+                else:
+                    if spare is not None:
+                        self._end_spare(spare)
+                    child.launch(argv, self.settings.workers)
+                    how = "cold"
+                log.info(
+                    "event=worker_restarted worker=%d pid=%d from=%s",
+                    child.number,
+                    child.proc.pid,
+                    how,
+                )
         return None
+
+    def _keep_spare(self, argv: list[str]) -> None:
+        """Have one spare ready once every worker is up (SPARE_AFTER after the last start);
+        one that dies waiting is replaced after a delay that doubles, as a worker's."""
+        now = time.monotonic()
+        spare = self.spare
+        if spare is not None:
+            if spare.proc.poll() is None:
+                return
+            log.warning(
+                "event=spare_exited pid=%d status=%r retry_in=%.1f",
+                spare.proc.pid,
+                describe_exit(spare.proc.returncode),
+                self.spare_delay,
+            )
+            spare.close()
+            self.spare = None
+            self.spare_at = now + self.spare_delay
+            self.spare_delay = min(self.spare_delay * 2, RESTART_MAX_DELAY)
+            return
+        if now < self.spare_at or not all(c.up for c in self.children):
+            return
+        if now - max(c.started_at for c in self.children) < SPARE_AFTER:
+            return
+        self.spare = _Spare.start(argv, self.settings.workers)
+        log.info("event=spare_started pid=%d", self.spare.proc.pid)
+
+    @staticmethod
+    def _end_spare(spare: _Spare) -> None:
+        """Stop a spare: with its pipe closed it exits once imported, or SIGTERM ends it."""
+        spare.close()
+        if spare.proc.poll() is None:
+            spare.proc.send_signal(signal.SIGTERM)
+        try:
+            spare.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            spare.proc.kill()
+            spare.proc.wait()
 
     def _stop(self, signum: int, _frame: object) -> None:
         if self.stopping is None:
@@ -420,6 +559,9 @@ class Supervisor:
                 code = 1
         for child in self.children:
             child._close_pipe()
+        if self.spare is not None:
+            self._end_spare(self.spare)
+            self.spare = None
         if live:
             log.info("event=workers_stopped workers=%d clean=%s", len(live), code == 0)
         return code

@@ -66,10 +66,14 @@ class Workers:
             assert time.monotonic() < deadline, f"no {what!r} x{times}:\n{self.text()}"
             time.sleep(0.05)
 
-    def pids(self) -> set[int]:
-        """The supervisor's live children: its workers."""
+    def children(self) -> set[int]:
+        """The supervisor's live children: its workers and its spare, once started."""
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return {int(p) for p in path.read_text().split() if _alive(int(p))}
+
+    def pids(self) -> set[int]:
+        """Its workers: the processes listening on its port."""
+        return _listeners(self.port)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -210,7 +214,9 @@ async def test_a_stop_signal_stops_every_worker_and_a_killed_supervisor_leaves_n
     workers, clients
 ) -> None:
     w = workers(2)
-    pids = w.pids()
+    w.wait_log("event=spare_started", 1)
+    pids = w.children()
+    assert len(pids) == 3 and len(w.pids()) == 2  # two workers and a spare
     by_pid = await _spread(w, clients)
     users = [c for group in by_pid.values() for c in group]
     assert w.stop(signal.SIGTERM) == 0
@@ -219,18 +225,62 @@ async def test_a_stop_signal_stops_every_worker_and_a_killed_supervisor_leaves_n
         assert await c.closed()
     assert not any(_alive(p) for p in pids)
     assert "event=workers_stopped workers=2 clean=True" in w.text()
+    assert "spare_exited" not in w.text()  # it was stopped, not lost
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", w.port), timeout=1).close()
 
     # SIGKILL leaves the supervisor no time to stop anything: the workers go by themselves
     w = workers(2)
-    pids = w.pids()
+    w.wait_log("event=spare_started", 1)
+    pids = w.children()
+    assert len(pids) == 3
     w.stop(signal.SIGKILL)
     deadline = time.monotonic() + 15
     while any(_alive(p) for p in pids):
         assert time.monotonic() < deadline, f"orphaned workers: {pids}\n{w.text()}"
         time.sleep(0.1)
     assert w.text().count("event=shutdown") == 2  # each told its users, as on SIGTERM
+
+
+async def test_one_supervised_gateway_is_restarted_from_its_warm_spare(workers, clients) -> None:
+    """`--workers 1`: one gateway, supervised. Once it has run a while a spare waits,
+    imported; a dead worker's place goes to it (not to a process started cold), and a new
+    spare follows; a spare that dies waiting is replaced and then used."""
+    w = workers(1)
+    w.wait_log("event=spare_started", 1)
+    (first,) = w.pids()
+    (spare,) = w.children() - {first}
+    alice = await clients(w.port)
+    await alice.expect("nickname")
+    await alice.send("alice")
+    await alice.expect("(?i)password")
+    await alice.send("secret123")
+    await alice.expect("^\\* ready")
+    os.kill(first, signal.SIGKILL)
+    assert await alice.closed()
+    w.wait_log(f"event=worker_restarted worker=1 pid={spare} from=spare", 1)
+    w.wait_log("event=worker_ready worker=1", 1)
+    assert w.pids() == {spare}
+    back = await clients(w.port)  # the spare serves the port and the chat, as alice
+    await back.expect("nickname")
+    await back.send("alice")
+    await back.expect("(?i)password")
+    await back.send("secret123")
+    await back.expect("^\\* ready")
+    await back.send("back")
+    assert messages([await back.expect("back")]) == [("#general", "alice", "back")]
+    w.wait_log("event=spare_started", 2)
+    (second,) = w.children() - {spare}
+    os.kill(second, signal.SIGKILL)  # a spare lost while it waits: another follows
+    w.wait_log(f"event=spare_exited pid={second} status='killed by SIGKILL'", 1)
+    w.wait_log("event=spare_started", 3)
+    (third,) = w.children() - {spare}
+    os.kill(spare, signal.SIGKILL)
+    w.wait_log(f"event=worker_restarted worker=1 pid={third} from=spare", 1)
+    w.wait_log("event=worker_ready worker=1", 2)
+    assert w.stop(signal.SIGTERM) == 0
+    assert "event=workers_stopped workers=1 clean=True" in w.text()
+    assert not any(_alive(p) for p in (first, second, third))
 
 
 def test_a_stop_signal_while_the_workers_start_is_a_clean_stop(redis_url: str, tmp_path) -> None:
@@ -297,7 +347,7 @@ def test_workers_refuses_bad_values_and_the_embedded_store_in_one_line() -> None
     assert MAX_WORKERS == 256
     auto = Settings.from_args(["--workers", "auto", "--redis-url", "redis://h:1"], env={})
     assert auto.workers == host_cores()
-    assert Settings.from_args([], env={}).workers == 1
+    assert Settings.from_args([], env={}).workers == 0  # this process, no supervisor
     last = Settings.from_args(["--redis-url", "redis://h:1", "--workers", "3",
                                "--metrics-port", "65533"], env={})  # fmt: skip
     assert last.workers == 3
