@@ -14,9 +14,10 @@ their resume tokens are written to Redis by the real scripts (register_claim.lua
 token_issue.lua) with one password hash computed once at the gateways' default cost, so
 setting up 50,000 users takes seconds, not 50,000 hashes.
 
-A killed gateway is restarted on its port after 0.1 s, as scripts/cluster.py does: with
-20,000 descriptors per process two gateways cannot hold 50,000 users, so the third must
-come back (and a full gateway says `! server busy` so that clients move on).
+Each gateway runs supervised (`--workers 1`): the storm SIGKILLs the worker, and its
+supervisor restarts it as in production (gateway/workers.py: after 0.1 s, from its warm
+spare). With 20,000 descriptors per process two gateways cannot hold 50,000 users, so the
+third must come back (and a full gateway says `! server busy` so that clients move on).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,7 +43,6 @@ from bench.swarm import PASSWORD, bench_token
 from gateway.core.names import name_key, name_skeleton
 from gateway.core.passwords import hash_password
 from gateway.core.tokens import token_hash
-from gateway.workers import RESTART_DELAY  # the bench restarts a killed gateway as they do
 from scripts.procs import die_with_parent
 from store import keys
 from store.scripts import SCRIPTS
@@ -133,6 +134,30 @@ def listen_overflows() -> int:
     return 0
 
 
+def listeners(port: int) -> set[int]:
+    """The pids listening on `port`: a supervised gateway's worker, not its supervisor."""
+    out = subprocess.run(
+        ["ss", "-tlnpH", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+
+async def wait_worker_async(
+    port: int, proc: subprocess.Popen[bytes], dead: int | None = None, timeout: float = 30
+) -> int:
+    """The pid of the worker of the supervised gateway `proc` once it listens on `port`
+    (another than `dead`, which was just killed), without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway on {port} exited with {proc.returncode}")
+        found = listeners(port) - {dead}
+        if len(found) == 1:
+            return found.pop()
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"no worker listening on {port}")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -175,7 +200,8 @@ class Crowd:
         self.seed_log_n = 10 if bench.smoke else 14
         self.workers: list[Worker] = []
         self.ports: list[int] = []
-        self.gws: list[subprocess.Popen[bytes]] = []
+        self.gws: list[subprocess.Popen[bytes]] = []  # each gateway's supervisor
+        self.gw_pids: list[int] = []  # each gateway's worker
         self.firsts: dict[int, int] = {}
         self.metrics_ports: dict[int, int] = {}  # gateway port -> its --metrics-port
 
@@ -190,8 +216,15 @@ class Crowd:
             )
             doors = ["--web-port", str(web), "--irc-port", str(irc)]
         return self.bench.gateway_proc(
-            port, "--metrics-port", str(mport), *doors, *self.bench.crowd_args, wait=False
-        )
+            port, "--workers", "1", "--metrics-port", str(mport), *doors,
+            *self.bench.crowd_args, wait=False,
+        )  # fmt: skip
+
+    def restarted_from(self, victim: int) -> str:
+        """How the supervisor restarted the killed worker: `spare` (warm) or `cold`."""
+        log = self.bench.workdir / f"gateway-{self.ports[victim]}.log"
+        said = re.findall(r"event=worker_restarted worker=1 pid=\d+ from=(\w+)", log.read_text())
+        return said[-1] if said else "not said"
 
     def metrics_lines(self, port: int) -> list[str]:
         """The gateway on `port`'s /metrics, by line (none if it cannot be read)."""
@@ -297,8 +330,9 @@ class Crowd:
         self.bench.flush_redis()
         self.ports = [self.bench.free_port() for _ in range(self.gateways)]
         self.gws = [self.start_gateway(p) for p in self.ports]
+        self.gw_pids = []
         for port, proc in zip(self.ports, self.gws, strict=True):
-            await wait_port_async(port, proc)
+            self.gw_pids.append(await wait_worker_async(port, proc))
             for door_port in self.door_ports.get(port, ()):
                 await wait_port_async(door_port, proc)
         n_workers = max(self.gateways, math.ceil(self.n / PER_WORKER))
@@ -338,7 +372,7 @@ class Crowd:
         self.gws = []
 
     def pids(self) -> dict[str, int | None]:
-        pids: dict[str, int | None] = {f"gateway{k + 1}": p.pid for k, p in enumerate(self.gws)}
+        pids: dict[str, int | None] = {f"gateway{k + 1}": p for k, p in enumerate(self.gw_pids)}
         pids["redis"] = self.bench.redis_pid
         for k, w in enumerate(self.workers):
             pids[f"loadgen{k + 1}"] = w.proc.pid
@@ -352,7 +386,7 @@ class Crowd:
         redis_before = self.redis_memory()
         seed_s = self.seed()
         await self.bench.settle(1)
-        rss_before = [rss_kb(p.pid) for p in self.gws]
+        rss_before = [rss_kb(p) for p in self.gw_pids]
         began = time.perf_counter()
         with CpuMeter(self.pids()) as cpu:
             replies = await asyncio.gather(
@@ -364,7 +398,7 @@ class Crowd:
         took = time.perf_counter() - began
         ready = sum(r["ready"] for r in replies)
         await self.bench.settle(3)
-        rss_after = [rss_kb(p.pid) for p in self.gws]
+        rss_after = [rss_kb(p) for p in self.gw_pids]
         per_gw = self.n / self.gateways
         redis_after = self.redis_memory()
         self.bench.row(
@@ -588,11 +622,11 @@ class Crowd:
         lag_watch = asyncio.gather(lagging(), pinging())
         with CpuMeter(survivors) as cpu:
             killed_ns = time.monotonic_ns()
-            self.gws[victim].send_signal(signal.SIGKILL)
-            self.gws[victim].wait()
-            await asyncio.sleep(RESTART_DELAY)
-            self.gws[victim] = self.start_gateway(self.ports[victim])
-            await wait_port_async(self.ports[victim], self.gws[victim])
+            dead = self.gw_pids[victim]
+            os.kill(dead, signal.SIGKILL)  # its supervisor restarts it
+            self.gw_pids[victim] = await wait_worker_async(
+                self.ports[victim], self.gws[victim], dead
+            )
             listening_s = (time.monotonic_ns() - killed_ns) / 1e9
             deadline = time.monotonic() + cap
             said = time.monotonic()
@@ -642,6 +676,7 @@ class Crowd:
             "logins_per_s": round(back / seconds, 1) if seconds else None,
             "busy_refusals": sum(s["busy"] for s in stats),
             "restarted_gateway_listening_after_s": round(listening_s, 2),
+            "restarted_from": self.restarted_from(victim),
             "back_at_each_second": timeline,
             "listen_queue_overflows": listen_overflows() - overflows,
             "others_latency_p50_ms": round(pct(lat, 0.5), 2),
