@@ -133,6 +133,26 @@ def listen_overflows() -> int:
     return 0
 
 
+def packet_losses() -> dict[str, int]:
+    """The machine's counts of packets the kernel dropped because a CPU's input backlog was
+    full (net.core.netdev_max_backlog; on loopback every packet passes it) and of TCP
+    segments resent: each resend is a wait of 200 ms or more (the retransmission timeout)
+    for somebody."""
+    drops = 0
+    try:
+        for line in Path("/proc/net/softnet_stat").read_text().splitlines():
+            drops += int(line.split()[1], 16)
+        lines = Path("/proc/net/snmp").read_text().splitlines()
+    except OSError:
+        return {}
+    resent = 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("Tcp:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            resent = int(table.get("RetransSegs", 0))
+    return {"backlog_drops": drops, "tcp_resent_segments": resent}
+
+
 def _stat(pid: int) -> list[str] | None:
     """/proc/<pid>/stat's fields after the name; None once it has exited (or is a zombie:
     its sockets are closed)."""
@@ -163,8 +183,21 @@ async def wait_worker_async(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{dead} did not die")
         await asyncio.sleep(0.005)
-    await wait_port_async(port, proc, max(0.0, deadline - time.monotonic()))
-    return children(proc)[0]
+    while time.monotonic() < deadline:  # served: a connection is greeted (a connect alone
+        if proc.poll() is not None:  # can succeed while the dead worker's sockets close)
+            raise RuntimeError(f"gateway on {port} exited with {proc.returncode}")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                greeted = await asyncio.wait_for(reader.read(1), 1.0)
+            finally:
+                writer.close()
+            if greeted:
+                return children(proc)[0]
+        except (OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"nothing serving {port}")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -593,6 +626,7 @@ class Crowd:
         await self.bench.settle(1)
         survivors = {k: v for k, v in self.pids().items() if k != f"gateway{victim + 1}"}
         overflows = listen_overflows()
+        losses = packet_losses()
         others = [p for k, p in enumerate(self.ports) if k != victim]
         gc_before = [self.gc_full_pauses(p) for p in others]
         lag_before = [self.loop_lag(p) for p in others]
@@ -684,6 +718,10 @@ class Crowd:
             "restarted_from": restarted_from,
             "back_at_each_second": timeline,
             "listen_queue_overflows": listen_overflows() - overflows,
+            "kernel_backlog_drops": packet_losses().get("backlog_drops", 0)
+            - losses.get("backlog_drops", 0),
+            "tcp_resent_segments": packet_losses().get("tcp_resent_segments", 0)
+            - losses.get("tcp_resent_segments", 0),
             "others_latency_p50_ms": round(pct(lat, 0.5), 2),
             "others_latency_p99_ms": round(pct(lat, 0.99), 2),
             "others_latency_max_ms": round(max(lat), 2) if lat else None,
