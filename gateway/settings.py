@@ -774,6 +774,16 @@ class Settings:
         "N",
         "none: this process is the gateway, unsupervised",
     )
+    #: With --workers: gateway processes kept imported and waiting, each to take a dead
+    #: worker's place at once (gateway/workers.py). 0: a dead worker is started anew.
+    spares: int = _opt(
+        1,
+        "performance",
+        "with --workers: gateway processes kept started and waiting (about 40 MB each), "
+        "each to take a dead worker's place within milliseconds; 0: restart from nothing",
+        _int(0, 16),
+        "N",
+    )
     # -- logging -----------------------------------------------------------------------------
     log_level: str = _opt("INFO", "logging", f"one of {', '.join(_LEVELS)}", _level, "LEVEL")
 

@@ -8,11 +8,11 @@ Redis (its own id, presence and pub/sub), so users on different workers talk as 
 different gateways do. Worker k (1..N) serves its metrics on `--metrics-port` + k - 1.
 
 Like scripts/cluster.py: a worker that dies is restarted (after 0.1 s, doubling while it
-keeps dying soon after start, up to 30 s), from a spare when there is one: a gateway process
-started ahead of need that has done Python's start and the imports (most of a gateway's
-start: 0.3 s on an idle core, several times that on a busy host) and waits for a worker's
-number, so that its users find the port served again sooner. `--workers 1` is one
-supervised gateway. SIGINT/SIGTERM/SIGHUP stop every worker (each
+keeps dying soon after start, up to 30 s), from a spare when there is one (`--spares`, 1 by
+default): a gateway process started ahead of need that has done Python's start and the
+imports (most of a gateway's start: 0.3 s on an idle core, several times that on a busy
+host) and waits for a worker's number, so that its users find the port served again sooner.
+`--workers 1` is one supervised gateway. SIGINT/SIGTERM/SIGHUP stop every worker (each
 tells its users `* server shutting down` and records their positions) and then the
 supervisor, exit 0; a worker that fails at start (a bad certificate, say) stops them all
 with its error, exit 1. Workers die with the supervisor even when it is SIGKILLed (Linux
@@ -352,7 +352,7 @@ class Supervisor:
         self.children = [_Child(n + 1) for n in range(settings.workers)]
         self.held: list[socket.socket] = []
         self.stopping: str | None = None
-        self.spare: _Spare | None = None
+        self.spares: list[_Spare] = []  # oldest first
         self.spare_at = 0.0  # no spare is started before (time.monotonic())
         self.spare_delay = RESTART_DELAY  # after a spare that died: doubles, as a worker's
 
@@ -468,7 +468,7 @@ class Supervisor:
                 child.restart_at = now + child.delay
                 child.delay = min(child.delay * 2, RESTART_MAX_DELAY)
             elif child.restart_at is not None and now >= child.restart_at:
-                spare, self.spare = self.spare, None
+                spare = self.spares.pop(0) if self.spares else None
                 if spare is not None and child.adopt(spare):
                     how = "spare"
                     self.spare_delay = RESTART_DELAY
@@ -486,13 +486,11 @@ class Supervisor:
         return None
 
     def _keep_spare(self, argv: list[str]) -> None:
-        """Have one spare ready once every worker is up (SPARE_AFTER after the last start);
-        one that dies waiting is replaced after a delay that doubles, as a worker's."""
+        """Have `--spares` spares ready once every worker is up (SPARE_AFTER after the last
+        start), one more a tick; one that dies waiting is replaced after a delay that
+        doubles, as a worker's."""
         now = time.monotonic()
-        spare = self.spare
-        if spare is not None:
-            if spare.proc.poll() is None:
-                return
+        for spare in [s for s in self.spares if s.proc.poll() is not None]:
             log.warning(
                 "event=spare_exited pid=%d status=%r retry_in=%.1f",
                 spare.proc.pid,
@@ -500,16 +498,18 @@ class Supervisor:
                 self.spare_delay,
             )
             spare.close()
-            self.spare = None
+            self.spares.remove(spare)
             self.spare_at = now + self.spare_delay
             self.spare_delay = min(self.spare_delay * 2, RESTART_MAX_DELAY)
+        if len(self.spares) >= self.settings.spares or now < self.spare_at:
             return
-        if now < self.spare_at or not all(c.up for c in self.children):
+        if not all(c.up for c in self.children):
             return
         if now - max(c.started_at for c in self.children) < SPARE_AFTER:
             return
-        self.spare = _Spare.start(argv, self.settings.workers)
-        log.info("event=spare_started pid=%d", self.spare.proc.pid)
+        spare = _Spare.start(argv, self.settings.workers)
+        self.spares.append(spare)
+        log.info("event=spare_started pid=%d", spare.proc.pid)
 
     @staticmethod
     def _end_spare(spare: _Spare) -> None:
@@ -559,9 +559,8 @@ class Supervisor:
                 code = 1
         for child in self.children:
             child._close_pipe()
-        if self.spare is not None:
-            self._end_spare(self.spare)
-            self.spare = None
+        while self.spares:
+            self._end_spare(self.spares.pop())
         if live:
             log.info("event=workers_stopped workers=%d clean=%s", len(live), code == 0)
         return code

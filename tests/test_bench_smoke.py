@@ -120,6 +120,11 @@ def test_bench_smoke_crowd_broadcast_and_storm(tmp_path) -> None:
     for row in storms:
         assert row["all_back"] and row["back"] == row["users_on_killed_gateway"] == 100, row
         assert row["probe_lost"] == 0 and row["others_latency_max_ms"] is not None, row
+        assert row["kernel_backlog_drops"] >= 0 and row["tcp_resent_segments"] >= 0, row
+    # the gateways run supervised: the first killed worker's place went to its warm spare
+    # (started 2 s after the workers, long before the crowd has logged in and broadcast)
+    assert [r["restarted_from"] in ("spare", "cold") for r in storms] == [True, True], storms
+    assert storms[0]["restarted_from"] == "spare", storms[0]
     # where a storm's delay came from, second by second, and the survivors' loop lag
     token = storms[1]
     assert token["redis_ping_worst_ms_each_second"], token

@@ -283,6 +283,19 @@ async def test_one_supervised_gateway_is_restarted_from_its_warm_spare(workers, 
     assert not any(_alive(p) for p in (first, second, third))
 
 
+async def test_without_spares_a_dead_worker_is_started_anew(workers, clients) -> None:
+    w = workers(1, "--spares", "0")
+    (first,) = w.pids()
+    time.sleep(2.5)  # past the moment a spare would have been started (SPARE_AFTER, 2 s)
+    assert w.children() == {first} and "spare_started" not in w.text()
+    os.kill(first, signal.SIGKILL)
+    w.wait_log("event=worker_restarted worker=1 pid=", 1)
+    assert "from=cold" in w.text()
+    w.wait_log("event=worker_ready worker=1", 1)
+    c = await clients(w.port)
+    assert await c.expect("nickname")
+
+
 def test_a_stop_signal_while_the_workers_start_is_a_clean_stop(redis_url: str, tmp_path) -> None:
     """SIGTERM (Ctrl+C in a service manager) right after start, while the workers are
     still importing and cannot handle it yet: each dies of it, which is a clean stop (exit
