@@ -152,15 +152,17 @@ class Child:
 
     def start(self) -> None:
         self.tail.clear()
-        # Own session: Ctrl+C and the terminal's SIGHUP reach only this script, which stops
-        # the gateways (they record cursors in Redis) before Redis itself.
+        # Own process group: Ctrl+C and the terminal's SIGHUP reach only this script, which
+        # stops the gateways (they record cursors in Redis) before Redis itself. Not its
+        # own session, which Linux's autogroup scheduler would give a CPU share of its own
+        # (gateway/workers.py).
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,
             preexec_fn=_die_with_parent if _prctl is not None else None,
         )
         self._echo = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
