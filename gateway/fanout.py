@@ -275,7 +275,8 @@ class Fanout:
             told = self.store.announce(
                 chats, user.key, user.name, change, reason, stamp, self.presence_members
             )
-            await asyncio.wait_for(told, ANNOUNCE_WAIT)
+            async with asyncio.timeout(ANNOUNCE_WAIT):  # not wait_for (store/resp.py)
+                await told
         except Exception as exc:
             log.warning("event=announce_failed user=%s change=%s error=%s", user.key, change, exc)
 

@@ -162,7 +162,8 @@ async def serve_metrics(
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                request = await asyncio.wait_for(reader.readline(), 5)
+                async with asyncio.timeout(5):  # not wait_for (store/resp.py)
+                    request = await reader.readline()
             except (ValueError, asyncio.LimitOverrunError):  # a request line over 64 KiB
                 request = None
             path = request.split(b" ")[1] if request and request.count(b" ") >= 2 else b""

@@ -58,12 +58,14 @@ class Presence:
         self._batch: set[str] | None = None
         self._batch_done: asyncio.Future[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     async def start(self) -> None:
         await self.beat()
         self._task = asyncio.create_task(self._tick(), name="presence")
 
     async def stop(self) -> None:
+        self._stopped = True  # the loop ends even if a library swallows the cancel
         if self._task is not None:
             self._task.cancel()
         try:
@@ -72,7 +74,7 @@ class Presence:
             log.warning("event=presence_failed op=gateway_gone error=%s", exc)
 
     async def _tick(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(HEARTBEAT)
             await self.beat()
             if self._after_beat is not None:

@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -529,6 +530,51 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG, older, oldest)
 
 
+#: A stopping gateway exits after its store timeout and this many seconds more, even if a
+#: part of its shutdown never ends (see exit_when_stuck): room for a store that answers
+#: late and the embedded store's last write of its data file, while a supervisor's
+#: SIGKILL (15 s) usually comes first.
+SHUTDOWN_SLACK = 20.0
+
+
+def exit_when_stuck(loop: asyncio.AbstractEventLoop, seconds: float) -> threading.Timer:
+    """Exit (status 1) if this stopping gateway is still running after `seconds`: a task
+    that never ends would otherwise keep it alive forever, serving nobody, after its
+    supervisor gave up on it (orphans of a big crowd's shutdown were found so). What is
+    still pending is logged, to find it. A timer thread: the stuck loop cannot run it."""
+
+    def stuck() -> None:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        except RuntimeError:  # the loop changed its set of tasks while we read it
+            pending = []
+        log.error(
+            "event=shutdown_stuck after=%.1f pending_tasks=%d where=%s",
+            seconds,
+            len(pending),
+            " | ".join(_awaiting(t) for t in pending[:8]) or "?",
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, stuck)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _awaiting(task: asyncio.Task[object]) -> str:
+    """A task and the chain of coroutines it waits in, outermost first."""
+    chain: list[str] = []
+    coro: object = task.get_coro()
+    while coro is not None and len(chain) < 12:
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None)
+    return f"{task.get_name()}: {' > '.join(chain) or repr(task.get_coro())}"
+
+
 async def run(settings: Settings, worker: Worker | None = None) -> int:
     """Run a gateway until SIGINT/SIGTERM; the process exit code. A `worker` of --workers
     tells its supervisor once it listens."""
@@ -567,5 +613,6 @@ async def run(settings: Settings, worker: Worker | None = None) -> int:
         worker.ready()
     await stop.wait()
     lag.cancel()
+    exit_when_stuck(loop, settings.store_timeout + SHUTDOWN_SLACK)
     await server.shutdown()
     return 0

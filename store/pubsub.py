@@ -180,7 +180,8 @@ class PubSubLink:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pubsub")
-        await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
+        async with asyncio.timeout(START_TIMEOUT):  # not wait_for (see store/resp.py)
+            await self._ready.wait()
 
     def deliver(self, batch: Batch) -> None:
         if len(batch) == 1:
@@ -544,7 +545,8 @@ async def _connected(link: PubSubLink) -> None:
     """Wait until a new link first connected and subscribed (a link that was up once
     and is down now is not waited for: it reads the gap itself when it is back)."""
     try:
-        await asyncio.wait_for(link._ready.wait(), SUBSCRIBE_ACK_TIMEOUT)
+        async with asyncio.timeout(SUBSCRIBE_ACK_TIMEOUT):  # not wait_for (store/resp.py)
+            await link._ready.wait()
     except TimeoutError:
         log.warning("pubsub link not up in time; its channels follow when it is")
 

@@ -147,7 +147,8 @@ async def open_redis(params: dict[str, Any], factory: Callable[[], P], timeout: 
             ssl=tls,
             server_hostname=host if tls is not None else None,
         )
-    _, proto = await asyncio.wait_for(connecting, timeout)
+    async with asyncio.timeout(timeout):  # not wait_for (RespPipeline._send says why)
+        _, proto = await connecting
     return proto
 
 
@@ -272,7 +273,12 @@ class RespPipeline:
         proto.pending.append([len(commands), [], fut])
         proto.transport.write(data)
         try:
-            return await asyncio.wait_for(fut, self._timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result
+            # when a cancel and the reply come in the same loop turn, so the caller's
+            # task goes on as if never cancelled (a presence loop outlived its gateway's
+            # shutdown so, with the process never exiting)
+            async with asyncio.timeout(self._timeout):
+                return await fut
         except TimeoutError as exc:
             if proto.transport is not None:
                 proto.transport.close()  # replies would be out of step now
