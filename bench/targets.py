@@ -64,6 +64,13 @@ def _broadcast(row: Row) -> tuple[str, str, bool, str]:
     if not ok:
         got += f"; {_idle(row)} (gateways {row.get('cpu_gateways')}, load generator "
         got += f"{row.get('cpu_loadgen')}, Redis {row.get('cpu_redis')})"
+        fanout = (row.get("fanout_ms_p50_p99") or [None, None])[1]
+        reader = (row.get("to_reader_ms_p50_p99") or [None, None])[1]
+        if fanout is not None and reader is not None and reader > fanout:
+            got += (  # the time went after the gateways' writes: the readers were behind
+                f"; the load generator's readers were behind (gateway write to read p99 "
+                f"{reader:,} ms, the gateways' fan-out p99 {fanout:,} ms)"
+            )
     return row["scenario"], f"last member p99 < {BROADCAST_P99_MS} ms, 0 lost", ok, got
 
 
