@@ -217,6 +217,10 @@ async def test_a_stop_signal_stops_every_worker_and_a_killed_supervisor_leaves_n
     w.wait_log("event=spare_started", 1)
     pids = w.children()
     assert len(pids) == 3 and len(w.pids()) == 2  # two workers and a spare
+    # in the supervisor's session (Linux's autogroup scheduler gives each session its
+    # own share of the CPU), in process groups of their own (Ctrl+C is the supervisor's)
+    assert {os.getsid(p) for p in pids} == {os.getsid(w.proc.pid)}
+    assert os.getpgid(w.proc.pid) not in {os.getpgid(p) for p in pids}
     by_pid = await _spread(w, clients)
     users = [c for group in by_pid.values() for c in group]
     assert w.stop(signal.SIGTERM) == 0
