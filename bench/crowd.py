@@ -119,18 +119,23 @@ def keep_worst(worst: list[float], since_kill_ns: int, value: float) -> None:
     worst[second] = max(worst[second], round(value, 1))
 
 
+def _kernel_counters(path: str, table: str) -> dict[str, int]:
+    """One table of /proc/net/netstat or /proc/net/snmp (a line of names, then a line of
+    values, each after `table:`); empty if it cannot be read."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith(f"{table}:"):
+            return {k: int(v) for k, v in zip(names.split()[1:], values.split()[1:], strict=False)}
+    return {}
+
+
 def listen_overflows() -> int:
     """The machine's count of connections dropped because a listen queue was full (each
     such client's SYN is resent after 1 s, then 2 s...): TcpExt ListenOverflows."""
-    try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return 0
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return int(table.get("ListenOverflows", 0))
-    return 0
+    return _kernel_counters("/proc/net/netstat", "TcpExt").get("ListenOverflows", 0)
 
 
 def packet_losses() -> dict[str, int]:
@@ -138,19 +143,15 @@ def packet_losses() -> dict[str, int]:
     full (net.core.netdev_max_backlog; on loopback every packet passes it) and of TCP
     segments resent: each resend is a wait of 200 ms or more (the retransmission timeout)
     for somebody."""
-    drops = 0
     try:
-        for line in Path("/proc/net/softnet_stat").read_text().splitlines():
-            drops += int(line.split()[1], 16)
-        lines = Path("/proc/net/snmp").read_text().splitlines()
+        drops = sum(
+            int(line.split()[1], 16)
+            for line in Path("/proc/net/softnet_stat").read_text().splitlines()
+        )
     except OSError:
-        return {}
-    resent = 0
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("Tcp:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            resent = int(table.get("RetransSegs", 0))
-    return {"backlog_drops": drops, "tcp_resent_segments": resent}
+        drops = 0
+    resent = _kernel_counters("/proc/net/snmp", "Tcp").get("RetransSegs", 0)
+    return {"kernel_backlog_drops": drops, "tcp_resent_segments": resent}
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -176,28 +177,16 @@ def children(proc: subprocess.Popen[bytes]) -> list[int]:
 async def wait_worker_async(
     port: int, proc: subprocess.Popen[bytes], dead: int | None = None, timeout: float = 30
 ) -> int:
-    """The pid of the worker of the supervised gateway `proc` once it listens on `port`
-    (not `dead`, which was just killed), without blocking the event loop."""
+    """The pid of the worker of the supervised gateway `proc` once it serves `port` (not
+    `dead`, which was just killed), without blocking the event loop."""
     deadline = time.monotonic() + timeout
     while dead is not None and _stat(dead) is not None:  # its sockets close as it exits
         if time.monotonic() > deadline:
             raise TimeoutError(f"{dead} did not die")
         await asyncio.sleep(0.005)
-    while time.monotonic() < deadline:  # served: a connection is greeted (a connect alone
-        if proc.poll() is not None:  # can succeed while the dead worker's sockets close)
-            raise RuntimeError(f"gateway on {port} exited with {proc.returncode}")
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                greeted = await asyncio.wait_for(reader.read(1), 1.0)
-            finally:
-                writer.close()
-            if greeted:
-                return children(proc)[0]
-        except (OSError, TimeoutError):
-            pass
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"nothing serving {port}")
+    # greeted: a bare connect can succeed while the dead worker's sockets close
+    await wait_port_async(port, proc, max(0.0, deadline - time.monotonic()), greeted=True)
+    return children(proc)[0]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -205,20 +194,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-async def wait_port_async(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+async def wait_port_async(
+    port: int, proc: subprocess.Popen[bytes], timeout: float = 30, greeted: bool = False
+) -> None:
     """Like scripts.procs.wait_port without blocking the event loop (the latency probe
-    keeps running while a gateway restarts)."""
+    keeps running while a gateway restarts); with `greeted`, until a connection is also
+    sent its first byte (the line door's welcome) within a second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gateway on {port} exited with {proc.returncode}")
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                if not greeted:
+                    return
+                async with asyncio.timeout(1.0):
+                    if await reader.read(1):
+                        return
+            finally:
+                writer.close()
+        except (OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"nothing {'serving' if greeted else 'listening on'} {port}")
 
 
 class Crowd:
@@ -705,6 +704,7 @@ class Crowd:
             for sent, x in zip(p.sent, p.latencies, strict=True):
                 keep_worst(worst, max(0, sent - killed_ns), x / 1e6)  # earlier: second 0
         expected = probes * len(readers)
+        lost = packet_losses()
         return {
             "users_on_killed_gateway": on_victim,
             "method": method,
@@ -718,10 +718,8 @@ class Crowd:
             "restarted_from": restarted_from,
             "back_at_each_second": timeline,
             "listen_queue_overflows": listen_overflows() - overflows,
-            "kernel_backlog_drops": packet_losses().get("backlog_drops", 0)
-            - losses.get("backlog_drops", 0),
-            "tcp_resent_segments": packet_losses().get("tcp_resent_segments", 0)
-            - losses.get("tcp_resent_segments", 0),
+            "kernel_backlog_drops": lost["kernel_backlog_drops"] - losses["kernel_backlog_drops"],
+            "tcp_resent_segments": lost["tcp_resent_segments"] - losses["tcp_resent_segments"],
             "others_latency_p50_ms": round(pct(lat, 0.5), 2),
             "others_latency_p99_ms": round(pct(lat, 0.99), 2),
             "others_latency_max_ms": round(max(lat), 2) if lat else None,

@@ -590,8 +590,9 @@ PAM = no
         proc = self.procs.start(args, port, f"workers{workers}-{port}")
         for i in range(workers):
             wait_port(metrics + i, proc)
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        return port, proc, [int(c) for c in children]  # a spare comes later (SPARE_AFTER)
+        from bench.crowd import children
+
+        return port, proc, children(proc)  # its workers: a spare comes later (SPARE_AFTER)
 
     async def workers_rows(
         self, members: int, senders: int, messages: int, n_senders: int, per: int
