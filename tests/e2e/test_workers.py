@@ -255,22 +255,14 @@ async def test_one_supervised_gateway_is_restarted_from_its_warm_spare(workers, 
     (first,) = w.pids()
     (spare,) = w.children() - {first}
     alice = await clients(w.port)
-    await alice.expect("nickname")
-    await alice.send("alice")
-    await alice.expect("(?i)password")
-    await alice.send("secret123")
-    await alice.expect("^\\* ready")
+    await alice.login("alice")
     os.kill(first, signal.SIGKILL)
     assert await alice.closed()
     w.wait_log(f"event=worker_restarted worker=1 pid={spare} from=spare", 1)
     w.wait_log("event=worker_ready worker=1", 1)
     assert w.pids() == {spare}
     back = await clients(w.port)  # the spare serves the port and the chat, as alice
-    await back.expect("nickname")
-    await back.send("alice")
-    await back.expect("(?i)password")
-    await back.send("secret123")
-    await back.expect("^\\* ready")
+    await back.login("alice")
     await back.send("back")
     assert messages([await back.expect("back")]) == [("#general", "alice", "back")]
     w.wait_log("event=spare_started", 2)
