@@ -537,7 +537,7 @@ def tune_gc() -> None:
 SHUTDOWN_SLACK = 20.0
 
 
-def exit_when_stuck(loop: asyncio.AbstractEventLoop, seconds: float) -> threading.Timer:
+def exit_when_stuck(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     """Exit (status 1) if this stopping gateway is still running after `seconds`: a task
     that never ends would otherwise keep it alive forever, serving nobody, after its
     supervisor gave up on it (orphans of a big crowd's shutdown were found so). What is
@@ -560,7 +560,6 @@ def exit_when_stuck(loop: asyncio.AbstractEventLoop, seconds: float) -> threadin
     timer = threading.Timer(seconds, stuck)
     timer.daemon = True
     timer.start()
-    return timer
 
 
 def _awaiting(task: asyncio.Task[object]) -> str:
