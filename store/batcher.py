@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -128,14 +128,19 @@ class _Call:
     #: kind and client tags); args[HEAD - 1] says which.
     stride: int = PLAIN
 
-    def add(self, user: str, name: str, text: str, kind: str, tags: str) -> None:
-        """One message's arguments for post_many."""
+    def add(self, user: str, name: str, texts: Sequence[str], kind: str, tags: str) -> None:
+        """One post's messages' arguments for post_many (a call per post, not per text:
+        ingest builds these for every message)."""
+        args = self.args
         if self.stride == PLAIN:
             if not (kind or tags):
-                self.args += (user, name, text)
+                for text in texts:
+                    args += (user, name, text)
                 return
             self._widen()
-        self.args += (user, name, text, kind, tags)
+            args = self.args
+        for text in texts:
+            args += (user, name, text, kind, tags)
 
     def _widen(self) -> None:
         """Give the messages so far their (empty) kind and tags: a notice or tagged
@@ -313,11 +318,9 @@ class Batcher:
                 groups[target.chat] = call
                 calls.append(call)
             checked_here = item.gate is None  # standalone: post_many checks the sender
-            ban, rate = keys.ban(item.user), keys.rate(item.user)
-            for text in texts:
-                if checked_here:
-                    call.keys += (ban, rate)
-                call.add(item.user, item.name, text, item.kind, item.tags)
+            if checked_here:
+                call.keys += (keys.ban(item.user), keys.rate(item.user)) * len(texts)
+            call.add(item.user, item.name, texts, item.kind, item.tags)
             call.posts.append(item)
             call.messages += len(texts)
         return calls

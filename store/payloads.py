@@ -128,7 +128,8 @@ def _conv(conv_id: str) -> Conv:
 def _message(fields: str, conv: Conv | None = None) -> Message:
     """The fields of a plain `M` record (the fan-out path: nothing else to look at)."""
     mid, conv_id, sender, where, text = fields.split(FIELDS, 4)
-    pos = _position(mid)
+    ms, _, seq = mid.partition("-")  # _position's work, without a call per message
+    pos = _new(Position, (int(ms), int(seq)))
     return _new(Message, (pos, conv or _conv(conv_id), sender, where, text, _MESSAGE, ""))
 
 

@@ -50,7 +50,8 @@ def error(text: str) -> bytes:
 def messages(event: ev.Messages) -> bytes:
     where = event.where
     prefix = ("#" if isinstance(where, ev.ChatConv) else "@") + where.name
-    return b"".join(message(m.ms, prefix, m.sender, m.text) for m in event.items)
+    # m.pos.ms, not the m.ms property: no Python call per message
+    return b"".join(message(m.pos.ms, prefix, m.sender, m.text) for m in event.items)
 
 
 def _chat_list(e: ev.ChatList) -> bytes:
