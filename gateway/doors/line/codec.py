@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from gateway.core import commands as cmd
 from gateway.core import events as ev
+from gateway.core.names import sanitize
 from gateway.core.session import Phase
 from gateway.doors.line import render
-from gateway.doors.line.parse import parse_line, plain_text
+from gateway.doors.line.parse import parse_line
 from gateway.kit.codec import Codec, Step, Unit
 from gateway.kit.lines import BadEncoding, Line, LineFramer, LineTooLong
 from gateway.kit.render_once import RenderOnce
@@ -47,16 +48,19 @@ class LineCodec(Codec):
         if isinstance(unit, BadEncoding):
             return (cmd.Rejected("line is not valid UTF-8, discarded"),)
         assert phase is not None
-        text = plain_text(unit.text) if phase is Phase.READY else None
+        text = self.take_post(unit, phase, None)
         if text is not None:
             return (cmd.Say((text,)),)
         command = parse_line(unit.text, phase)
         return (command,) if command is not None else ()
 
     def take_post(self, unit: Unit, phase: Phase | None, chat: str | None) -> str | None:
+        """A plain message (logged in: not a command, not blank), sanitised; None
+        otherwise. Called for every line of a paste, so it calls nothing it need not."""
         if chat is not None or phase is not Phase.READY or type(unit) is not Line:
             return None
-        return plain_text(unit.text)
+        text = sanitize(unit.text).strip()
+        return text if text and text[0] != "/" else None
 
     def encode(self, event: ev.Event) -> bytes:
         return render.render(event)

@@ -12,14 +12,7 @@ from gateway.core.session import Phase
 from gateway.core.slash import change_password, parse
 from gateway.core.tokens import looks_like_token
 
-__all__ = ["parse_line", "plain_text"]
-
-
-def plain_text(text: str) -> str | None:
-    """The text of a line that is a plain message (logged in: not a command, not blank),
-    sanitised; None otherwise. The fast path for pasted lines, which go out together."""
-    line = sanitize(text).strip()
-    return line if line and line[0] != "/" else None
+__all__ = ["parse_line"]
 
 
 def parse_line(text: str, phase: Phase) -> Command | None:
