@@ -6,12 +6,16 @@ so a change of a door's fan-out path of 10 % shows here and not in `bench/run.py
 kernel's side (the bytes each send copies) is not counted.
 
     python3 bench/instructions.py [--doors line,irc] [--messages 200] [--tree PATH]
+    python3 bench/instructions.py --doors ingest --messages 1000 [--tree PATH]
 
 For each door: a Redis on a free port, a gateway under valgrind (`--tool=callgrind`),
 200 members logged in, the counters zeroed (`callgrind_control -z`), 20 senders x
 `--messages` messages fanned out to all, the counters dumped (`-d`); prints the dump's
 instructions divided by the deliveries. About 90 s a door. `--tree`: another checkout's
-gateway (e.g. a `git worktree` of the commit before a change).
+gateway (e.g. a `git worktree` of the commit before a change). `ingest`: bench/run.py's
+ingest row instead, 10 senders x `--messages` into `#general` and one reader; prints
+instructions per accepted message (the batching settles in one of a few modes, a few %
+apart: run each side twice).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bench.loadgen import CHAT, IRC_PASS, close_all, connect_many, fanout  # noq
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 
 MEMBERS, SENDERS = 200, 20
+INGEST_SENDERS = 10
 ENV = {  # as bench/run.py's COMPARE_ENV: no limits that a bench's one address would hit
     "CHAT_RATE": "0",
     "CHAT_MAX_PER_IP": "0",
@@ -49,12 +54,16 @@ ENV = {  # as bench/run.py's COMPARE_ENV: no limits that a bench's one address w
 
 
 async def _drive(door: str, port: int, pid: int, messages: int) -> int:
-    dialect = CHAT if door == "line" else IRC_PASS
-    chat = "general" if door == "line" else "bench"
-    peers = await connect_many("127.0.0.1", port, dialect, MEMBERS, prefix="i", chat=chat)
+    """Deliveries made (fan-out), or messages accepted (`ingest`: bench/run.py's ingest
+    row, INGEST_SENDERS senders into a chat that one observer reads)."""
+    dialect = IRC_PASS if door == "irc" else CHAT
+    chat = "bench" if door == "irc" else "general"
+    n = INGEST_SENDERS + 1 if door == "ingest" else MEMBERS
+    peers = await connect_many("127.0.0.1", port, dialect, n, prefix="i", chat=chat)
+    senders, readers = (peers[:-1], peers[-1:]) if door == "ingest" else (peers[:SENDERS], peers)
     await asyncio.sleep(3.0)  # the last logins' work done
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-    result = await fanout(peers[:SENDERS], peers, chat, messages, idle=60.0)
+    result = await fanout(senders, readers, chat, messages, idle=60.0)
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
     close_all(peers)
     if result.lost:
@@ -63,7 +72,8 @@ async def _drive(door: str, port: int, pid: int, messages: int) -> int:
 
 
 def count(door: str, tree: Path, messages: int) -> float:
-    """Instructions per delivery of `door` ("line" or "irc") on the gateway of `tree`."""
+    """Instructions per delivery of `door` ("line" or "irc"), or per accepted message
+    ("ingest", on the line door), on the gateway of `tree`."""
     out = Path(tempfile.mkdtemp(prefix="callgrind-"))
     redis_port, port, irc_port = free_port(), free_port(), free_port()
     redis = subprocess.Popen(
@@ -110,13 +120,18 @@ def count(door: str, tree: Path, messages: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--doors", default="line,irc", help="comma-separated: line, irc")
+    parser.add_argument(
+        "--doors",
+        default="line,irc",
+        help="comma-separated: line, irc (fan-out), ingest (10 senders, one reader)",
+    )
     parser.add_argument("--messages", type=int, default=200, help="per sender")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the gateway's source tree")
     args = parser.parse_args()
     for door in args.doors.split(","):
         per = count(door, args.tree.resolve(), args.messages)
-        print(f"{door}: {per:.0f} instructions per delivery ({args.tree})", flush=True)
+        what = "accepted message" if door == "ingest" else "delivery"
+        print(f"{door}: {per:.0f} instructions per {what} ({args.tree})", flush=True)
 
 
 if __name__ == "__main__":
