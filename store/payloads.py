@@ -125,15 +125,19 @@ def _conv(conv_id: str) -> Conv:
     return conv
 
 
-def _message(fields: str, conv: Conv | None = None) -> Message:
-    """The fields of a plain `M` record (the fan-out path: nothing else to look at)."""
-    mid, conv_id, sender, where, text = fields.split(FIELDS, 4)
+def _message(record: str, conv: Conv | None = None) -> Message:
+    """A plain `M` record (the fan-out path: nothing else to look at)."""
+    _, mid, conv_id, sender, where, text = record.split(FIELDS, 5)
     ms, _, seq = mid.partition("-")  # _position's work, without a call per message
     pos = _new(Position, (int(ms), int(seq)))
     return _new(Message, (pos, conv or _conv(conv_id), sender, where, text, _MESSAGE, ""))
 
 
 _MESSAGE = Kind.MESSAGE
+#: A plain message record's head, at a payload's start and after each record separator
+#: (no field holds a separator, so counting these counts plain records).
+_PLAIN = "M" + FIELDS
+_NEXT_PLAIN = RECORDS + _PLAIN
 _KINDS = {"M": (Kind.MESSAGE, False), "N": (Kind.NOTICE, False)}
 _KINDS |= {k + "t": (kind, True) for k, (kind, _) in list(_KINDS.items())}
 
@@ -159,11 +163,15 @@ def _chat_events(chat: str, text: str) -> list[StoreEvent]:
     """A chat channel's payload: plain messages (the fan-out path) without a look at
     anything else; consecutive messages stay one `ChatPosts`."""
     conv = Conv.of_chat(chat)  # one for the burst: every record is of this chat
+    records = text.split(RECORDS)
+    if text.startswith(_PLAIN) and text.count(_NEXT_PLAIN) == len(records) - 1:
+        # only plain messages (a busy chat's every burst): one pass, no look at kinds
+        return [ChatPosts(chat, [_message(r, conv) for r in records])]
     out: list[StoreEvent] = []
     burst: list[Message] = []
-    for r in text.split(RECORDS):
-        if r[:2] == "M\x1f":
-            burst.append(_message(r[2:], conv))
+    for r in records:
+        if r.startswith(_PLAIN):
+            burst.append(_message(r, conv))
             continue
         head = r.partition(FIELDS)[0]
         if head in _KINDS:
@@ -204,7 +212,7 @@ def decode(channel: bytes, data: bytes) -> list[StoreEvent]:
 def _user_event(user: str, record: str) -> StoreEvent:
     kind, _, rest = record.partition(FIELDS)
     if kind == "M":
-        return PrivatePost(user, _message(rest))
+        return PrivatePost(user, _message(record))
     if kind in _KINDS:
         return PrivatePost(user, _rich(record))
     if kind == "T":
