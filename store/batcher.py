@@ -131,16 +131,15 @@ class _Call:
     def add(self, user: str, name: str, texts: Sequence[str], kind: str, tags: str) -> None:
         """One post's messages' arguments for post_many (a call per post, not per text:
         ingest builds these for every message)."""
+        if self.stride == PLAIN and (kind or tags):
+            self._widen()
         args = self.args
         if self.stride == PLAIN:
-            if not (kind or tags):
-                for text in texts:
-                    args += (user, name, text)
-                return
-            self._widen()
-            args = self.args
-        for text in texts:
-            args += (user, name, text, kind, tags)
+            for text in texts:
+                args += (user, name, text)
+        else:
+            for text in texts:
+                args += (user, name, text, kind, tags)
 
     def _widen(self) -> None:
         """Give the messages so far their (empty) kind and tags: a notice or tagged
