@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-__all__ = ["WORKER_ENV", "Worker", "bind_error", "describe_exit", "supervise"]
+__all__ = ["WORKER_ENV", "Backoff", "Worker", "bind_error", "describe_exit", "supervise"]
 
 log = logging.getLogger("chat.workers")
 
@@ -226,6 +226,36 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+class Backoff:
+    """When to restart a supervised process that died: RESTART_DELAY, doubling with each
+    restart up to RESTART_MAX_DELAY, and RESTART_DELAY again after one that had come up and
+    run for STABLE_AFTER. A process that dies at every start (a bad option, a dependency
+    down) is then not restarted in a tight loop that floods the log and takes a core, while
+    one that served a while before it died is back at once. The one copy of that policy:
+    each --workers worker has one, its spares share one, and each of scripts/cluster.py's
+    gateways has one."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = RESTART_DELAY  #: the next wait, in seconds
+
+    def next(self, ran: float = 0.0) -> float:
+        """The seconds to wait before the next start; the wait after it doubles (up to the
+        cap). `ran`: how long the process that died had run, if it had come up (0: it never
+        did, or this is a retry of a start that did not happen); STABLE_AFTER or more means
+        it had been fine, not a crash loop."""
+        if ran >= STABLE_AFTER:
+            self.reset()
+        delay = self.delay
+        self.delay = min(delay * 2, RESTART_MAX_DELAY)
+        return delay
+
+    def reset(self) -> None:
+        """Start over at RESTART_DELAY."""
+        self.delay = RESTART_DELAY
+
+
 def _start(argv: list[str], number: int, count: int) -> tuple[subprocess.Popen[bytes], int, int]:
     """A gateway process: (the process, the read end of the pipe it says it listens on, the
     write end of the pipe a spare (number 0) waits for its number on, else -1)."""
@@ -302,7 +332,7 @@ class _Child:
     ever_up: bool = False
     started_at: float = 0.0
     restart_at: float | None = None
-    delay: float = RESTART_DELAY
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
     launches: int = 0
 
     def exited(self) -> bool:
@@ -357,7 +387,7 @@ class Supervisor:
         self.stopping: str | None = None
         self.spares: list[_Spare] = []  # oldest first
         self.spare_at = 0.0  # no spare is started before (time.monotonic())
-        self.spare_delay = RESTART_DELAY  # after a spare that died: doubles, as a worker's
+        self.spare_backoff = Backoff()  # a spare that died is replaced as a worker is
 
     def command(self, port: int) -> list[str]:
         """A worker's command line: this interpreter with its own options (-X, -O ...),
@@ -458,23 +488,21 @@ class Supervisor:
                         describe_exit(code),
                     )
                     return code if code > 0 else 1
-                if child.up and now - child.started_at >= STABLE_AFTER:
-                    child.delay = RESTART_DELAY  # it had been fine: not a crash loop
+                delay = child.backoff.next(now - child.started_at if child.up else 0.0)
                 log.warning(
                     "event=worker_exited worker=%d pid=%d status=%r restart_in=%.1f",
                     child.number,
                     child.proc.pid,
                     describe_exit(code),
-                    child.delay,
+                    delay,
                 )
                 child.up = False
-                child.restart_at = now + child.delay
-                child.delay = min(child.delay * 2, RESTART_MAX_DELAY)
+                child.restart_at = now + delay
             elif child.restart_at is not None and now >= child.restart_at:
                 spare = self.spares.pop(0) if self.spares else None
                 if spare is not None and child.adopt(spare):
                     how = "spare"
-                    self.spare_delay = RESTART_DELAY
+                    self.spare_backoff.reset()
                 else:
                     if spare is not None:
                         self._end_spare(spare)
@@ -494,16 +522,16 @@ class Supervisor:
         doubles, as a worker's."""
         now = time.monotonic()
         for spare in [s for s in self.spares if s.proc.poll() is not None]:
+            delay = self.spare_backoff.next()
             log.warning(
                 "event=spare_exited pid=%d status=%r retry_in=%.1f",
                 spare.proc.pid,
                 describe_exit(spare.proc.returncode),
-                self.spare_delay,
+                delay,
             )
             spare.close()
             self.spares.remove(spare)
-            self.spare_at = now + self.spare_delay
-            self.spare_delay = min(self.spare_delay * 2, RESTART_MAX_DELAY)
+            self.spare_at = now + delay
         if len(self.spares) >= self.settings.spares or now < self.spare_at:
             return
         if not all(c.up for c in self.children):
