@@ -44,14 +44,9 @@ from typing import NoReturn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# the same restart policy as --workers: first delay, doubling up to the cap while a
-# gateway crashes within STABLE_AFTER of its start
-from gateway.workers import (  # noqa: E402
-    RESTART_DELAY,
-    RESTART_MAX_DELAY,
-    STABLE_AFTER,
-    describe_exit,
-)
+# Backoff: the same restart policy as --workers (a gateway that keeps crashing soon after
+# its start waits longer each time)
+from gateway.workers import Backoff, describe_exit  # noqa: E402
 from scripts.procs import stop_process, wait_port  # noqa: E402
 from scripts.rediscluster import (  # noqa: E402
     BUS_OFFSET,
@@ -214,7 +209,7 @@ class Gateway(Child):
         self.up = False
         self.started_at = 0.0
         self.restart_at: float | None = None
-        self.delay = RESTART_DELAY
+        self.backoff = Backoff()
         self.launches = 0
 
     def ports(self) -> list[int]:
@@ -487,23 +482,21 @@ def main() -> int:
                 break
             for gw in gateways:
                 if gw.proc is not None and gw.proc.poll() is not None and gw.restart_at is None:
-                    if gw.up and now - gw.started_at >= STABLE_AFTER:
-                        gw.delay = RESTART_DELAY  # it had been fine: not a crash loop
+                    delay = gw.backoff.next(now - gw.started_at if gw.up else 0.0)
                     say(
                         f"cluster: {gw.name} (port {gw.port}) exited "
                         f"({describe_exit(gw.proc.returncode)}; last log line: "
-                        f"{gw.last_line()}); restarting in {gw.delay:.1f} s",
+                        f"{gw.last_line()}); restarting in {delay:.1f} s",
                         err=True,
                     )
                     gw.up = False
-                    gw.restart_at = now + gw.delay
-                    gw.delay = min(gw.delay * 2, RESTART_MAX_DELAY)
+                    gw.restart_at = now + delay
                 elif gw.restart_at is not None and now >= gw.restart_at:
                     why = gw.busy()
                     if why:
-                        gw.restart_at = now + gw.delay
-                        say(f"cluster: {gw.name}: {why}; retrying in {gw.delay:.1f} s", True)
-                        gw.delay = min(gw.delay * 2, RESTART_MAX_DELAY)
+                        delay = gw.backoff.next()
+                        gw.restart_at = now + delay
+                        say(f"cluster: {gw.name}: {why}; retrying in {delay:.1f} s", True)
                     else:
                         gw.launch()
                 elif gw.running() and not gw.up:
