@@ -223,7 +223,7 @@ class Fanout:
                     gone.append(chat)
         self.link.remove(chats=gone, users=[user.key])
         self.cursors.flush_gone(user)
-        self._spawn(self.presence.set_offline(user.key))
+        self.presence.went_offline(user.key)
 
     async def add_chat(self, user: LocalUser, chat: str, name: str) -> None:
         if not self._join_locally(user, chat, name):

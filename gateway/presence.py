@@ -57,6 +57,8 @@ class Presence:
         #: Users marked online during this loop turn, written together (`set_online`).
         self._batch: set[str] | None = None
         self._batch_done: asyncio.Future[None] | None = None
+        #: Users who left during this loop turn, written together (`went_offline`).
+        self._gone: set[str] | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self._stopped = False
 
@@ -101,8 +103,8 @@ class Presence:
             self.ok = True
             # A user who left while the beat was in flight was written back as online:
             # take them out again now, not at the next beat.
-            for user in users.difference(self._users):
-                await self._mark(user, False)
+            if left := users.difference(self._users):
+                await self._store.set_offline_many(list(left))
             self.live_gateways = await self._store.live_gateways()
         except Exception as exc:
             self.ok = False
@@ -140,13 +142,27 @@ class Presence:
             if not done.done():
                 done.set_result(None)
 
-    async def set_offline(self, user: str) -> None:
-        await self._mark(user, False)
+    def went_offline(self, user: str) -> None:
+        """Mark `user` offline, unless back by the time it is written: the leaves of one
+        loop turn share one write, as logins do. A proxy dying in front of thousands of
+        clients is thousands of leaves in a moment; with a redis-py call each, 16,000 of
+        them took 2.6 s to show offline, ~200 us of the gateway's CPU each, and some timed
+        out waiting for redis-py's pool (left online until the next beat)."""
+        if self._gone is None:
+            self._gone = set()
+            asyncio.get_running_loop().call_soon(self._write_gone)
+        self._gone.add(user)
 
-    async def _mark(self, user: str, online: bool) -> None:
-        if (user in self._users) != online:  # changed again meanwhile: that call decides
-            return
+    def _write_gone(self) -> None:
+        users, self._gone = self._gone or set(), None
+        task = asyncio.ensure_future(self._write_offline(users))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_offline(self, users: set[str]) -> None:
         try:
-            await self._store.set_online(user, online)
+            gone = [u for u in users if u not in self._users]  # back meanwhile: online
+            if gone:
+                await self._store.set_offline_many(gone)
         except Exception as exc:
-            log.warning("event=presence_failed op=set_online user=%s error=%s", user, exc)
+            log.warning("event=presence_failed op=set_offline users=%d error=%s", len(users), exc)

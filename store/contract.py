@@ -696,6 +696,9 @@ class Store(Protocol):
     async def set_online_many(self, users: Sequence[str]) -> None:
         """`set_online(user, True)` for many users at once."""
 
+    async def set_offline_many(self, users: Sequence[str]) -> None:
+        """`set_online(user, False)` for many users at once."""
+
     async def complain(self, user: str, target: str, address: str) -> Complaint: ...
 
     # moderation and operators (the admin tool uses these too)

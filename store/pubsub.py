@@ -170,6 +170,8 @@ class PubSubLink:
         self._waiting: dict[bytes, deque[_Batch]] = defaultdict(deque)
         #: Channels asked for in this event-loop turn, written when the turn ends.
         self._pending: _Batch | None = None
+        #: Channels let go of in this event-loop turn, unsubscribed when the turn ends.
+        self._leaving: list[bytes] | None = None
         self._proto: _Protocol | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -257,6 +259,8 @@ class PubSubLink:
         if not new:
             return
         self.channels.update(new)
+        if self._leaving:  # an UNSUBSCRIBE asked for before this goes first
+            self._flush_leaving()
         proto = self._proto
         if proto is None or proto.transport is None or proto.transport.is_closing():
             return
@@ -268,20 +272,33 @@ class PubSubLink:
         await batch.wait()
 
     def unsubscribe(self, channels: list[str] | list[bytes]) -> None:
+        """UNSUBSCRIBE, written when the event-loop turn ends with every other one asked
+        for in it (thousands of users who drop at once were a write each)."""
         wanted = [c if isinstance(c, bytes) else c.encode() for c in channels]
         gone = [c for c in dict.fromkeys(wanted) if c in self.channels]
         if not gone:
             return
         self.channels.difference_update(gone)
-        # the SUBSCRIBEs asked for before go first: writes stay in call order, so a
-        # channel unsubscribed and subscribed again in one turn ends subscribed
+        # Writes stay in call order, so that a channel unsubscribed and subscribed again
+        # in one turn ends subscribed: the SUBSCRIBEs asked for before go first, and a
+        # SUBSCRIBE asked for after writes these first (`subscribe`).
         self._flush()
+        if self._leaving is None:
+            self._leaving = []
+            asyncio.get_running_loop().call_soon(self._flush_leaving)
+        self._leaving += gone
+
+    def _flush_leaving(self) -> None:
+        """Write the UNSUBSCRIBEs asked for in this turn; without a link, none is needed
+        (the reconnect subscribes only the channels still wanted)."""
+        gone, self._leaving = self._leaving, None
         proto = self._proto
-        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            if self.sharded:
-                for c in gone:
-                    self._unsubscribing[c] = self._unsubscribing.get(c, 0) + 1
-            proto.transport.write(self._commands(self._verbs[1], gone))
+        if not gone or proto is None or proto.transport is None or proto.transport.is_closing():
+            return
+        if self.sharded:
+            for c in gone:
+                self._unsubscribing[c] = self._unsubscribing.get(c, 0) + 1
+        proto.transport.write(self._commands(self._verbs[1], gone))
 
     def _flush(self) -> None:
         """Write the SUBSCRIBEs asked for in this turn (if still wanted: a channel's slot

@@ -65,6 +65,11 @@ class Presence(Base):
         self._set(("online", self.gateway_id)).update(users)
         self.k.expire(("online", self.gateway_id), PRESENCE_TTL * 1000)
 
+    async def set_offline_many(self, users: Sequence[str]) -> None:
+        self.server.now()
+        self._members(("online", self.gateway_id)).difference_update(users)
+        self.k.tidy(("online", self.gateway_id))
+
     async def online_on(self, user: str, gateways: Sequence[str]) -> bool:
         self.server.now()
         return any(user in self._members(("online", gw)) for gw in gateways)

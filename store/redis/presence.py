@@ -160,6 +160,14 @@ class Presence(Part):
             if self._online_written is not None:
                 self._online_written.discard(user)
 
+    async def set_offline_many(self, users: Sequence[str]) -> None:
+        """`set_online(user, False)` for every user who left during one loop turn: one
+        SREM on the hot-path connection, not a redis-py call each (bench/logins.py). On
+        failure they stay in `_online_written`: the next beat removes them."""
+        await self.link.run([("SREM", keys.gateway_online(self.policy.gateway_id), *users)])
+        if self._online_written is not None:
+            self._online_written.difference_update(users)
+
     def _written(self, *users: str) -> None:
         """Users now in the online set, so that a beat without them takes them out."""
         if self._online_written is not None:

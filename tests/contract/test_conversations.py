@@ -427,6 +427,9 @@ async def test_who_and_online_counts(make_store: MakeStore) -> None:
     assert (await s1.who_bounded("c1", 10, 1000)).names == ["ANN"]
     await s2.set_online_many(["cid", "dan"])
     assert (await s1.who_bounded(GENERAL, 10, 1000)).total == 4
+    await s2.set_offline_many(["cid", "dan", "nobody"])
+    assert (await s1.who_bounded(GENERAL, 10, 1000)).names == ["ANN", "BOB"]
+    await s2.set_online_many(["cid", "dan"])
     assert await s1.live_gateways() == ["gw0", "gw1"]
     await s1.gateway_gone()
     assert await s1.live_gateways() == ["gw1"]

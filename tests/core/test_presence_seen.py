@@ -8,6 +8,9 @@ the account lifetime). On the memory store with a fake clock: no waiting.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from gateway.presence import HEARTBEAT, Presence
 from store.clock import FakeClock
 from store.contract import Registration
@@ -48,5 +51,41 @@ async def test_each_beat_renews_a_share_and_no_online_account_expires() -> None:
             assert await store.forget_unseen(100) in (0, 1)
         assert await store.get_account("gone") is None
         assert all([await store.get_account(u) is not None for u in names])
+    finally:
+        await store.close()
+
+
+class _CountingStore(MemoryStore):
+    """The memory store, counting its offline writes."""
+
+    offline_writes: list[list[str]]
+
+    async def set_offline_many(self, users: Sequence[str]) -> None:
+        self.offline_writes.append(sorted(users))
+        await super().set_offline_many(users)
+
+
+async def test_the_leaves_of_one_turn_are_one_write_and_a_user_back_stays_online() -> None:
+    """Thousands of clients behind a proxy that dies leave in one moment: one offline
+    write for all of them, before any heartbeat; one who came back before it was written
+    is not marked offline."""
+    store = _CountingStore(MemoryServer(FakeClock()), **POLICY)
+    store.offline_writes = []
+    await store.start()
+    names = [f"u{i}" for i in range(30)]
+    online: dict[str, object] = dict.fromkeys(names)
+    presence = Presence(store, online)
+    try:
+        await asyncio.gather(*(presence.set_online(u) for u in names))
+        gw = [store.gateway_id]
+        assert all([await store.online_on(u, gw) for u in names])
+        for u in names[:20]:  # in one turn, as a door reads 20 resets together
+            del online[u]
+            presence.went_offline(u)
+        online["u0"] = None  # u0 logged in again before the write
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert store.offline_writes == [sorted(names[1:20])]
+        assert [await store.online_on(u, gw) for u in names] == [True] + [False] * 19 + [True] * 10
     finally:
         await store.close()

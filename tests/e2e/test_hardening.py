@@ -252,6 +252,45 @@ async def test_a_connection_closed_during_a_join_leaves_no_subscription(
         r.close()
 
 
+async def test_a_crowd_dropped_at_once_is_shown_offline_everywhere(
+    redis_url, gateways, clients
+) -> None:
+    """A proxy in front of many clients dies: their leaves come in one moment, and the
+    gateway writes them together (one SREM, one UNSUBSCRIBE). Every one of them is shown
+    offline on another gateway and let go of in Redis; a user who stays is untouched."""
+    many = {"CHAT_MAX_REGISTRATIONS": "0", "CHAT_MAX_PER_IP": "0"}  # 40 from one address
+    gw1, gw2 = gateways(redis_url, **many), gateways(redis_url)
+    crowd = []
+    for i in range(40):
+        crowd.append(c := await clients(gw1.port))
+        await c.login(f"crowd{i}")
+    stays = await clients(gw1.port)
+    await stays.login("stays")
+    bob = await clients(gw2.port)
+    await bob.login("bob")
+    for c in crowd:  # in one loop turn: the gateway reads the 40 resets together
+        c.writer.transport.abort()
+
+    async def online() -> str:
+        await bob.send("/who")
+        return await bob.expect("online in #general")
+
+    async def only_two() -> bool:
+        return (await online()).startswith("* online in #general (2): bob, stays")
+
+    await eventually(only_two, "only bob and stays online")
+    r = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await eventually(
+            lambda: r.pubsub_channels("chat:ch:{u:crowd*") == [], "the crowd's channels let go"
+        )
+        assert len(r.pubsub_channels("chat:ch:{u:stays}*")) == 1
+    finally:
+        r.close()
+    await bob.send("/send stays still here?")
+    await stays.expect("still here")
+
+
 async def test_a_web_login_closed_at_once_is_not_left_online(redis_url, gateways, clients) -> None:
     gw = gateways(redis_url, CHAT_WEB_PORT=str(free_port()))
     wally = await WebClient.connect(gw.web_port)

@@ -279,8 +279,9 @@ async def test_a_login_storm_subscribes_in_one_write_and_every_login_is_live(
 async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_subscribed(
     make_store: MakeStore, store_url: str
 ) -> None:
-    """Two logins and a logout of one user in one turn: the writes keep their order (the
-    pending SUBSCRIBE goes out before the UNSUBSCRIBE), so the channel ends subscribed;
+    """Two logins and a logout of one user in one turn, or a logout and a login: the
+    writes keep their order (a pending SUBSCRIBE goes out before a later UNSUBSCRIBE, a
+    pending UNSUBSCRIBE before a later SUBSCRIBE), so the channel ends subscribed;
     a login and a logout in one turn end unsubscribed (checked on a standalone Redis: on
     a cluster an `add` over several shards reaches its links a step later, by a gather)."""
     g1, g2 = await make_store(), await make_store()
@@ -297,6 +298,13 @@ async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_sub
         await g1.kick("ann")
         await until_events(events, 1, timeout=2)
         assert [e.user for e in events] == ["ann"]
+        # a logout then a login in one turn: the UNSUBSCRIBE, written at the turn's end,
+        # goes out before the SUBSCRIBE that followed it
+        await asyncio.gather(remove("ann"), links.add(users=["ann"]))
+        await eventually(lambda: unsubscribes_answered(links), "UNSUBSCRIBE replies")
+        await g1.kick("ann")
+        await until_events(events, 2, timeout=2)
+        assert [e.user for e in events] == ["ann", "ann"]
         if not g2.cluster:
             await asyncio.gather(links.add(users=["bob"]), remove("bob"))
             await eventually(lambda: unsubscribes_answered(links), "UNSUBSCRIBE replies")
