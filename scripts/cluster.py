@@ -5,7 +5,8 @@
     python3 scripts/cluster.py --redis-cluster # a 3-master, 3-replica Redis Cluster instead
 
 Redis runs with append-only persistence (appendfsync everysec) in ./run/redis. A gateway's
-address is printed once it actually listens. Every child's output is shown prefixed with
+address is printed once it actually listens (seen in the kernel's table of listening
+sockets: nothing connects to it to find out). Every child's output is shown prefixed with
 its name (`[gateway 2] ...`). When a gateway dies, the script says which one, its exit code
 and its last log line, keeps the others running and restarts it after a short delay
 (doubling while it keeps crashing soon after start). When Redis dies, everything stops.
@@ -113,12 +114,68 @@ def port_busy(port: int) -> str | None:
     return None
 
 
-def listens(port: int) -> bool:
+#: The kernel's table of IPv4 TCP sockets (Linux), and its state column's LISTEN.
+TCP_TABLE, TCP_LISTEN = "/proc/net/tcp", "0A"
+
+
+def _table_address(ip: str) -> str:
+    """An IPv4 address as TCP_TABLE shows it: its four bytes read as one number in this
+    machine's byte order, in hex (127.0.0.1 is 0100007F on x86)."""
+    return f"{int.from_bytes(socket.inet_aton(ip), sys.byteorder):08X}"
+
+
+#: A listening socket's local addresses that a connection to 127.0.0.1 reaches.
+_REACHED_FROM_LOOPBACK = frozenset(_table_address(ip) for ip in ("127.0.0.1", "0.0.0.0"))
+
+
+def listening_ports() -> set[int] | None:
+    """The ports on which a TCP socket listens that a connection to 127.0.0.1 would reach,
+    from the kernel's table of sockets (state LISTEN); None where there is no such table
+    (not Linux).
+
+    A gateway is up once its ports are all in it. This script used to find that out by
+    connecting to each port every 0.1 s: a real connection each time, which the gateway
+    logged (`event=connect`, then `event=disconnect ... state=nick by=peer`), and which was
+    then the "last log line" reported when that gateway died, in place of its own. Of the
+    other ways, the gateway's `event=listening` line is a log line, not an interface (at
+    `--log-level warning` it is never printed), and --workers' ready pipe
+    (gateway/workers.py) would make the gateway a worker, which leaves the check of its
+    ports to a supervisor and listens with SO_REUSEPORT. The table answers the question
+    the connection asked, without the gateway taking part.
+
+    IPv4 only (tcp, not tcp6): a connection to 127.0.0.1 reaches a socket on 127.0.0.1 or
+    0.0.0.0, never a gateway's IPv6 socket (asyncio makes those IPv6-only), and 127.0.0.1
+    is where the connection went and the address this script prints. A port bound but not
+    listening (state CLOSE) is not in the set."""
+    ports: set[int] = set()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
+        with open(TCP_TABLE, encoding="ascii") as table:
+            next(table, None)  # the header
+            for line in table:
+                # "sl: local_address remote_address st ...", addresses as hex IP:port
+                fields = line.split(None, 4)
+                if len(fields) > 3 and fields[3] == TCP_LISTEN:
+                    address, _, port = fields[1].partition(":")
+                    if address in _REACHED_FROM_LOOPBACK:
+                        ports.add(int(port, 16))
     except OSError:
-        return False
+        return None
+    return ports
+
+
+def listens(ports: list[int], table: set[int] | None) -> bool:
+    """Whether every one of `ports` listens, by `table` (listening_ports, read once for
+    all the gateways being waited for). Without a table (not Linux): by connecting to
+    each, as before, which the gateway logs as a connection."""
+    if table is not None:
+        return all(port in table for port in ports)
+    for port in ports:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                pass
+        except OSError:
+            return False
+    return True
 
 
 try:
@@ -480,6 +537,9 @@ def main() -> int:
                 )
                 code = 1
                 break
+            # the kernel's listening sockets, read once a tick while a gateway starts
+            waiting = any(gw.running() and not gw.up for gw in gateways)
+            table = listening_ports() if waiting else None
             for gw in gateways:
                 if gw.proc is not None and gw.proc.poll() is not None and gw.restart_at is None:
                     delay = gw.backoff.next(now - gw.started_at if gw.up else 0.0)
@@ -500,7 +560,7 @@ def main() -> int:
                     else:
                         gw.launch()
                 elif gw.running() and not gw.up:
-                    if all(listens(p) for p in gw.ports()):
+                    if listens(gw.ports(), table):
                         gw.up = True
                         again = " (restarted)" if gw.launches > 1 else ""
                         web = f", web http://127.0.0.1:{gw.web_port}/" if gw.web_port else ""

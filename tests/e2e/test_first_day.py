@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,8 +77,6 @@ async def test_plain_client_with_dev_null_stdin_exits_promptly(backend, gateways
 
 def _consecutive_free_ports(n: int) -> int:
     """The first of n consecutive free loopback ports (cluster.py counts up from it)."""
-    import socket
-
     for _ in range(200):
         first = free_port()
         socks = []
@@ -121,9 +120,21 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in state
 
 
+#: cluster.py with a shorter LISTEN_TIMEOUT (seconds), so that a test need not wait 20 s.
+_WITH_LISTEN_TIMEOUT = (
+    "import sys; sys.path.insert(0, {root!r}); import scripts.cluster as cluster; "
+    "cluster.LISTEN_TIMEOUT = {timeout!r}; sys.exit(cluster.main())"
+)
+
+
 class Cluster:
     def __init__(
-        self, tmp_path: Path, gateways: int, *extra: str, redis_port: int | None = None
+        self,
+        tmp_path: Path,
+        gateways: int,
+        *extra: str,
+        redis_port: int | None = None,
+        listen_timeout: float | None = None,
     ) -> None:
         self.first = _consecutive_free_ports(gateways)
         self.ports = list(range(self.first, self.first + gateways))
@@ -133,10 +144,13 @@ class Cluster:
         self.redis_port = redis_port
         self.log_path = tmp_path / "cluster.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
+        script = [str(ROOT / "scripts" / "cluster.py")]
+        if listen_timeout is not None:
+            script = ["-c", _WITH_LISTEN_TIMEOUT.format(root=str(ROOT), timeout=listen_timeout)]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(ROOT / "scripts" / "cluster.py"),
+                *script,
                 "--gateways",
                 str(gateways),
                 "--first-port",
@@ -247,9 +261,72 @@ async def test_cluster_restarts_a_killed_gateway_and_keeps_the_others(tmp_path, 
         cluster.close()
 
 
-def test_cluster_fails_clearly_when_a_port_is_busy(tmp_path) -> None:
-    import socket
+def test_cluster_sees_a_gateway_listen_without_connecting_to_it(tmp_path) -> None:
+    """cluster.py's checks that a gateway listens are not connections to it: they used to
+    be, logged by the gateway (`event=connect`, `event=disconnect ... state=nick by=peer`),
+    and so the last log line it reported for a gateway that died was its check's. Nothing
+    here connects to the gateway either: any connection seen would be cluster.py's."""
+    cluster = Cluster(tmp_path, 1)
+    try:
+        (port,) = cluster.ports
+        cluster.wait_output("all 1 gateways up")
+        cluster.wait_output(f"event=listening host=127.0.0.1 port={port} ")
+        time.sleep(0.5)  # room for a check's connection to be logged, were there one
+        os.kill(cluster.gateway_pid(port), signal.SIGKILL)
+        out = cluster.wait_output(f"gateway 1 (port {port}) exited (killed by SIGKILL")
+        exited = next(line for line in out.splitlines() if "exited (killed by SIGKILL" in line)
+        last = exited.partition("last log line: ")[2]
+        assert "event=listening" in last, exited  # the gateway's own last line
+        # restarted: seen up again, again without a connection
+        out = cluster.wait_output(f"telnet 127.0.0.1 {port} (restarted)")
+        time.sleep(0.5)
+        out = cluster.output()
+        assert "event=connect" not in out and "event=disconnect" not in out, out
+        assert cluster.proc.poll() is None, out
+    finally:
+        cluster.close()
 
+
+def _ipv6_loopback_listener(port: int) -> socket.socket | None:
+    """A socket listening on [::1]:`port` (IPv6 only), or None where that cannot be had."""
+    try:
+        sock = socket.socket(socket.AF_INET6)
+    except OSError:
+        return None
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def test_cluster_stops_a_gateway_that_does_not_listen_in_time(tmp_path) -> None:
+    """A gateway that never listens (its Redis does not answer) is stopped after
+    LISTEN_TIMEOUT, said so, and restarted; something else listening on its port where a
+    connection to 127.0.0.1 does not go (the IPv6 loopback) does not make it up."""
+    nobody = free_port()  # the gateway's Redis: nothing answers there
+    cluster = Cluster(
+        tmp_path, 1, "--redis-url", f"redis://127.0.0.1:{nobody}/0", listen_timeout=1.0
+    )
+    (port,) = cluster.ports
+    elsewhere = _ipv6_loopback_listener(port)  # without it, the timeout is still checked
+    try:
+        out = cluster.wait_output(
+            f"cluster: gateway 1 does not listen on {port} after 1 s; stopping it"
+        )
+        out = cluster.wait_output(f"gateway 1 (port {port}) exited")
+        assert "telnet 127.0.0.1" not in out and "gateways up" not in out, out
+        assert cluster.proc.poll() is None, out  # it carries on, restarting the gateway
+    finally:
+        cluster.close()
+        if elsewhere is not None:
+            elsewhere.close()
+
+
+def test_cluster_fails_clearly_when_a_port_is_busy(tmp_path) -> None:
     cluster_ports = _consecutive_free_ports(2)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", cluster_ports + 1))
