@@ -90,15 +90,24 @@ class _User(asyncio.Protocol):
             self.ready.set_exception(RuntimeError(f"{self.nick}: {self.seen[-200:]!r}"))
 
 
+def _idle_s() -> float:
+    """The machine's idle CPU seconds so far (all cores)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _rep(port: int, pid: int, users: int, r: redis_py.Redis) -> dict[str, float]:
+async def _rep(
+    port: int, pid: int, users: int, r: redis_py.Redis, parallel: int, redis_pid: int
+) -> dict[str, float]:
     loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(PARALLEL)
+    gate = asyncio.Semaphore(parallel)
     transports: list[asyncio.Transport] = []
 
     async def one(i: int) -> None:
@@ -110,11 +119,15 @@ async def _rep(port: int, pid: int, users: int, r: redis_py.Redis) -> dict[str, 
             transports.append(transport)
             await asyncio.wait_for(ready, 120)
 
-    cpu = _cpu_s(pid)
+    cpu, redis_cpu, own_cpu = _cpu_s(pid), _cpu_s(redis_pid), time.process_time()
+    idle = _idle_s()
     began = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(users)))
     login_s = time.perf_counter() - began
     login_cpu = _cpu_s(pid) - cpu
+    redis_cpu = _cpu_s(redis_pid) - redis_cpu
+    own_cpu = time.process_time() - own_cpu
+    idle = _idle_s() - idle
     await asyncio.sleep(2)  # the logins' last writes (presence) done
     online = [k for k in r.scan_iter(keys.gateway_online("*")) if not k.endswith(b":next")]
     if len(online) != 1 or r.scard(online[0]) != users:
@@ -133,12 +146,16 @@ async def _rep(port: int, pid: int, users: int, r: redis_py.Redis) -> dict[str, 
     return {
         "logins_per_s": users / login_s,
         "cpu_us_per_login": login_cpu / users * 1e6,
+        "gateway_cores": login_cpu / login_s,
+        "redis_cores": redis_cpu / login_s,
+        "clients_cores": own_cpu / login_s,
+        "idle_cores": idle / login_s,
         "offline_s": leave_s,
         "cpu_us_per_leave": leave_cpu / users * 1e6,
     }
 
 
-def _run_tree(tree: Path, users: int, reps: int) -> list[dict[str, float]]:
+def _run_tree(tree: Path, users: int, reps: int, parallel: int) -> list[dict[str, float]]:
     redis_port, port = free_port(), free_port()
     redis = subprocess.Popen(
         ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
@@ -167,7 +184,7 @@ def _run_tree(tree: Path, users: int, reps: int) -> list[dict[str, float]]:
         r = seeder.redis()
         out = []
         for _ in range(reps):
-            out.append(uvloop.run(_rep(port, gateway.pid, users, r)))
+            out.append(uvloop.run(_rep(port, gateway.pid, users, r, parallel, redis.pid)))
             time.sleep(1)
         return out
     finally:
@@ -179,7 +196,9 @@ def _run_tree(tree: Path, users: int, reps: int) -> list[dict[str, float]]:
 def _show(label: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     each = "; ".join(
-        f"{r['logins_per_s']:,.0f}/s {r['cpu_us_per_login']:.0f} us/login, "
+        f"{r['logins_per_s']:,.0f}/s {r['cpu_us_per_login']:.0f} us/login (cores: gateway "
+        f"{r['gateway_cores']:.2f}, Redis {r['redis_cores']:.2f}, clients "
+        f"{r['clients_cores']:.2f}, idle {r['idle_cores']:.2f}), "
         f"offline {r['offline_s']:.2f} s {r['cpu_us_per_leave']:.0f} us/leave"
         for r in rows
     )
@@ -192,13 +211,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=16_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tree", type=Path, help="another checkout's gateway to compare")
+    parser.add_argument("--parallel", type=int, default=PARALLEL, help="logins in flight at once")
     args = parser.parse_args()
     trees = [("this", ROOT)] + ([("tree", args.tree.resolve())] if args.tree else [])
     rows: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
     for _ in range(args.reps if args.tree else 1):  # interleaved, one rep a side at a time
         for name, tree in trees:
-            rows[name] += _run_tree(tree, args.users, 1 if args.tree else args.reps)
-    print(f"{args.users} users, logins {PARALLEL} at a time, then all closed at once:")
+            rows[name] += _run_tree(tree, args.users, 1 if args.tree else args.reps, args.parallel)
+    print(f"{args.users} users, logins {args.parallel} at a time, then all closed at once:")
     meds = {name: _show(f"{name} ({tree})", rows[name]) for name, tree in trees}
     if args.tree:
         this, other = meds["this"], meds["tree"]
