@@ -149,8 +149,8 @@ class Presence:
         them took 2.6 s to show offline, ~200 us of the gateway's CPU each, and some timed
         out waiting for redis-py's pool (left online until the next beat)."""
         if self._gone is None:
-            self._gone = set()
             asyncio.get_running_loop().call_soon(self._write_gone)
+            self._gone = set()
         self._gone.add(user)
 
     def _write_gone(self) -> None:

@@ -254,22 +254,29 @@ class PubSubLink:
         Returns once Redis acknowledged the channels (or SUBSCRIBE_ACK_TIMEOUT passed),
         at once when the link is down: the reconnect subscribes them. What every caller
         asks for in one event-loop turn goes out as one write (`_Batch`)."""
+        acked = self.want(channels)
+        if acked is not None:
+            await acked
+
+    def want(self, channels: list[str] | list[bytes]) -> asyncio.Future[None] | None:
+        """`subscribe`'s bookkeeping, done now (a leave later in this turn finds the
+        channels wanted, and undoes them in order); returns what to wait on, if anything."""
         wanted = [c if isinstance(c, bytes) else c.encode() for c in channels]
         new = [c for c in dict.fromkeys(wanted) if c not in self.channels]
         if not new:
-            return
+            return None
         self.channels.update(new)
         if self._leaving:  # an UNSUBSCRIBE asked for before this goes first
             self._flush_leaving()
         proto = self._proto
         if proto is None or proto.transport is None or proto.transport.is_closing():
-            return
+            return None
         batch = self._pending
         if batch is None:
-            batch = self._pending = _Batch()
             asyncio.get_running_loop().call_soon(self._flush)
+            batch = self._pending = _Batch()
         batch.chans += new
-        await batch.wait()
+        return batch.wait()
 
     def unsubscribe(self, channels: list[str] | list[bytes]) -> None:
         """UNSUBSCRIBE, written when the event-loop turn ends with every other one asked
@@ -283,21 +290,29 @@ class PubSubLink:
         # in one turn ends subscribed: the SUBSCRIBEs asked for before go first, and a
         # SUBSCRIBE asked for after writes these first (`subscribe`).
         self._flush()
+        if self.sharded:  # counted now, before the server's own sunsubscribe can come
+            for c in gone:
+                self._unsubscribing[c] = self._unsubscribing.get(c, 0) + 1
         if self._leaving is None:
-            self._leaving = []
             asyncio.get_running_loop().call_soon(self._flush_leaving)
+            self._leaving = []
         self._leaving += gone
 
     def _flush_leaving(self) -> None:
         """Write the UNSUBSCRIBEs asked for in this turn; without a link, none is needed
-        (the reconnect subscribes only the channels still wanted)."""
+        (the reconnect subscribes only the channels still wanted), and no reply comes."""
         gone, self._leaving = self._leaving, None
-        proto = self._proto
-        if not gone or proto is None or proto.transport is None or proto.transport.is_closing():
+        if not gone:
             return
-        if self.sharded:
-            for c in gone:
-                self._unsubscribing[c] = self._unsubscribing.get(c, 0) + 1
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            for c in gone if self.sharded else ():
+                pending = self._unsubscribing.get(c, 0)  # cleared if the link was lost
+                if pending > 1:
+                    self._unsubscribing[c] = pending - 1
+                elif pending:
+                    del self._unsubscribing[c]
+            return
         proto.transport.write(self._commands(self._verbs[1], gone))
 
     def _flush(self) -> None:
@@ -344,7 +359,11 @@ class PubSubLink:
                 chans = list(self.channels)
                 for i in range(0, len(chans), SUBSCRIBE_CHUNK):
                     batch = _Batch()
-                    batch.chans = chans[i : i + SUBSCRIBE_CHUNK]
+                    # still wanted: a leave while the chunks before were acknowledged
+                    # has written its UNSUBSCRIBE already, and would be undone
+                    batch.chans = [c for c in chans[i : i + SUBSCRIBE_CHUNK] if c in self.channels]
+                    if not batch.chans:
+                        continue
                     done = batch.wait()
                     self._send(proto, batch)
                     await done
@@ -460,10 +479,13 @@ class ShardedLinks:
                 continue
             by_node.setdefault(addr, []).append(c)
         links = [(self._link(a), cs) for a, cs in by_node.items()]
-        if len(links) == 1:  # a login's channels, most often: no gather's tasks
-            await links[0][0].subscribe(links[0][1])
-        else:
-            await asyncio.gather(*(link.subscribe(cs) for link, cs in links))
+        # every link's bookkeeping now, in this turn (a gather of `subscribe`s ran them a
+        # turn later, after a leave in this turn had found nothing to undo)
+        acks = [acked for link, cs in links if (acked := link.want(cs)) is not None]
+        if len(acks) == 1:
+            await acks[0]
+        elif acks:
+            await asyncio.gather(*acks)
         # a link made just now subscribes once connected: wait for that too (bounded), so
         # that what is published after `add` returned arrives, as on a live link
         waiting = [link for link, _ in links if not link._ready.is_set()]

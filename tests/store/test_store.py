@@ -21,6 +21,7 @@ import redis
 
 from scripts.procs import free_port
 from store import keys
+from store.cluster import slot_of
 from store.contract import (
     GENERAL,
     ComplaintStatus,
@@ -39,6 +40,7 @@ from store.contract import (
     Subscriptions,
     UserState,
 )
+from store.pubsub import SUBSCRIBE_CHUNK, PubSubLink
 from store.redis import RedisStore, StorePolicy, open_store
 from tests.helpers import assert_quiet, eventually
 from tests.store.conftest import StoreCluster
@@ -255,8 +257,6 @@ async def test_a_login_storm_subscribes_in_one_write_and_every_login_is_live(
     """Many logins subscribe in one event-loop turn: each `add` returns once acknowledged
     and what is published afterwards reaches every user. On a standalone Redis the turn's
     channels went out as SUBSCRIBE_CHUNK-sized SUBSCRIBEs of one write, not one per login."""
-    from store.pubsub import SUBSCRIBE_CHUNK
-
     g1, g2 = await make_store(), await make_store()
     admin = None if g2.cluster else redis.Redis.from_url(store_url, decode_responses=True)
     async with listening(g2) as (links, events):
@@ -282,8 +282,9 @@ async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_sub
     """Two logins and a logout of one user in one turn, or a logout and a login: the
     writes keep their order (a pending SUBSCRIBE goes out before a later UNSUBSCRIBE, a
     pending UNSUBSCRIBE before a later SUBSCRIBE), so the channel ends subscribed;
-    a login and a logout in one turn end unsubscribed (checked on a standalone Redis: on
-    a cluster an `add` over several shards reaches its links a step later, by a gather)."""
+    a login and a logout in one turn end unsubscribed, on a cluster too, where a login's
+    channels are on several shards (their links were asked a turn later, by a gather,
+    after the logout had found nothing to undo)."""
     g1, g2 = await make_store(), await make_store()
 
     async def remove(user: str) -> None:
@@ -305,17 +306,62 @@ async def test_subscribed_unsubscribed_and_subscribed_again_in_one_turn_ends_sub
         await g1.kick("ann")
         await until_events(events, 2, timeout=2)
         assert [e.user for e in events] == ["ann", "ann"]
-        if not g2.cluster:
-            await asyncio.gather(links.add(users=["bob"]), remove("bob"))
-            await eventually(lambda: unsubscribes_answered(links), "UNSUBSCRIBE replies")
-            admin = redis.Redis.from_url(store_url, decode_responses=True)
+        # a login and a logout in one turn, the login's channels on several shards of a
+        # cluster (a user and chats): every one ends unsubscribed
+        chats = [f"c{i}" for i in range(6)]
+
+        async def leave_bob() -> None:
+            links.remove(chats=chats, users=["bob"])
+
+        await asyncio.gather(links.add(chats=chats, users=["bob"]), leave_bob())
+        await eventually(lambda: unsubscribes_answered(links), "UNSUBSCRIBE replies")
+        names = [keys.user_channel(u) for u in ["ann", "bob"]]
+        names += [keys.chat_channel(c) for c in chats]
+        nodes = [store_url]
+        if g2.cluster:
+            assert g2.slots is not None
+            nodes = [f"redis://{h}:{p}" for h, p in g2.slots.masters()]
+            assert len({g2.slots.node(slot_of(n.encode())) for n in names}) > 1
+        subscribed = dict.fromkeys(names, 0)
+        for url in nodes:
+            admin = redis.Redis.from_url(url, decode_responses=True)
             try:
-                subscribed = dict(
-                    admin.pubsub_numsub(*(keys.user_channel(u) for u in ["ann", "bob"]))
-                )
+                numsub = admin.pubsub_shardnumsub if g2.cluster else admin.pubsub_numsub
+                counts = numsub(*names)
             finally:
                 admin.close()
-            assert subscribed == {keys.user_channel("ann"): 1, keys.user_channel("bob"): 0}
+            for name, n in counts:
+                subscribed[name] += int(n)
+        assert subscribed == {n: int(n == keys.user_channel("ann")) for n in names}
+
+
+async def test_a_leave_while_the_link_resubscribes_ends_unsubscribed(redis_url: str) -> None:
+    """After a lost link, the channels go back in chunks, each acknowledged before the
+    next; a user who leaves meanwhile had its UNSUBSCRIBE written at once and then a later
+    chunk subscribed the channel again, for good (Redis sent it every message after)."""
+
+    async def resubscribed(_: float) -> None:
+        return None
+
+    link = PubSubLink(redis_url, lambda _: None, resubscribed, lambda _: None)
+    await link.start()
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await link.subscribe([f"bench:{i}" for i in range(3 * SUBSCRIBE_CHUNK)])
+        admin.client_kill_filter(_type="pubsub")
+        deadline = asyncio.get_running_loop().time() + 5
+        while link.up or not link._waiting:  # between two chunks: every loop turn
+            assert asyncio.get_running_loop().time() < deadline, "no resubscribe seen"
+            await asyncio.sleep(0)
+        left = [c for c in link.channels if c not in link._waiting][:3]
+        assert left, "every chunk was sent already"
+        link.unsubscribe(left)
+        await eventually(lambda: link.up, "resubscribed")
+        numsub = dict(admin.pubsub_numsub(*[c.decode() for c in left]))
+        assert set(numsub.values()) == {0}, numsub
+    finally:
+        admin.close()
+        await link.close()
 
 
 async def test_scripts_are_loaded_again_when_redis_lost_them(
