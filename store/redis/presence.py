@@ -164,7 +164,8 @@ class Presence(Part):
         """`set_online(user, False)` for every user who left during one loop turn: one
         SREM on the hot-path connection, not a redis-py call each (bench/logins.py). On
         failure they stay in `_online_written`: the next beat removes them."""
-        await self.link.run([("SREM", keys.gateway_online(self.policy.gateway_id), *users)])
+        k = keys.gateway_online(self.policy.gateway_id)
+        await self.link.run([("SREM", k, *c) for c in _chunks(list(users), ONLINE_CHUNK)])
         if self._online_written is not None:
             self._online_written.difference_update(users)
 
@@ -182,7 +183,7 @@ class Presence(Part):
         k = keys.gateway_online(gw)
         await self.link.run(
             [
-                ("SADD", k, *users),
+                *(("SADD", k, *c) for c in _chunks(list(users), ONLINE_CHUNK)),
                 ("EXPIRE", k, PRESENCE_TTL),
                 ("SADD", keys.gateways(), gw),
                 ("SET", keys.gateway_alive(gw), str(int(time.time())), "EX", PRESENCE_TTL, "NX"),
