@@ -157,3 +157,18 @@ def test_bench_smoke_clients_compares_own_parts_with_redis_py(tmp_path) -> None:
     assert "| clients: ingest standalone | own RespPipeline |" in proc.stdout
     running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "chat-clients-" not in running  # bench/clients.py's servers' --dir
+
+
+@pytest.mark.timeout(120)
+def test_bench_logins_runs_against_itself() -> None:
+    """`bench/logins.py` at a tiny size, this tree against itself: every user logs in,
+    every one is shown offline after the reset (it exits non-zero otherwise)."""
+    logins = [str(ROOT / "bench" / "logins.py"), "--users", "60", "--reps", "1"]
+    proc = subprocess.run(
+        [sys.executable, *logins, "--tree", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"medians, this / tree: logins_per_s [\d.]+x", proc.stdout), proc.stdout
