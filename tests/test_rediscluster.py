@@ -4,6 +4,7 @@ last, and brings the killed node back as a replica."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import time
@@ -15,7 +16,9 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from scripts.rediscluster import SLOTS, ClusterError, LocalRedisCluster
+from store.pubsub import PubSubLink
 from tests.conftest import IN_CI
+from tests.helpers import eventually
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +183,66 @@ def test_a_shard_subscriber_is_told_sunsubscribe_when_its_slot_moves(
             source.call("SPUBLISH", channel, "after")
         assert target.call("SPUBLISH", channel, "after") == 0  # nobody there yet
     rc.move_slot(slot, source)
+
+
+async def test_a_leave_read_with_its_slots_move_leaves_no_count_that_hides_the_next_move(
+    rc: LocalRedisCluster,
+) -> None:
+    """The gateway's shard link (store/pubsub.py) counts its own SUNSUBSCRIBEs so as to
+    tell their replies from the server's push when a slot moves away. A user left in the
+    same poll in which that push was read: the leave's SUNSUBSCRIBE, written at the end of
+    the turn and counted only then, was answered -MOVED (no reply to count off), and the
+    count left over took the push of the slot's next move for its reply: the channel,
+    subscribed again meanwhile, was lost without a word until the link reconnected."""
+    channel = b"{c:leave}:ch"
+    slot = rc.slot_of(channel)
+    source = rc.owner_of_slot(slot)
+    target = next(m for m in rc.masters() if m.port != source.port)
+    moved: list[list[bytes]] = []
+
+    async def resubscribed(_: float) -> None:
+        return None
+
+    link = PubSubLink(
+        f"redis://{source.addr}",
+        lambda _: None,
+        resubscribed,
+        lambda _: None,
+        sharded=True,
+        on_moved=lambda _, chans: moved.append(chans),
+    )
+    await link.start()
+    loop = asyncio.get_running_loop()
+    wake, leave = socket.socketpair()
+    try:
+        await link.subscribe([channel])
+
+        left = asyncio.Event()
+
+        def user_left() -> None:
+            loop.remove_reader(leave)
+            leave.recv(1)
+            link.unsubscribe([channel])
+            left.set()
+
+        loop.add_reader(leave, user_left)
+        wake.send(b"x")  # ready first: its callback runs before the push is read
+        rc.move_slot(slot, target)  # the push is on the link's socket now
+        await asyncio.wait_for(left.wait(), 5)
+        await asyncio.sleep(0.3)  # the push read, the SUNSUBSCRIBE written and answered
+        assert link._unsubscribing == {}
+        assert moved == []  # the user had left: nothing to follow
+        rc.move_slot(slot, source)
+        await link.subscribe([channel])  # the user is back
+        rc.move_slot(slot, target)
+        await eventually(lambda: moved == [[channel]], "the slot's move followed")
+        assert channel not in link.channels
+    finally:
+        wake.close()
+        leave.close()
+        await link.close()
+        if rc.owner_of_slot(slot).port != source.port:
+            rc.move_slot(slot, source)
 
 
 def test_script_load_does_not_reach_replicas(rc: LocalRedisCluster) -> None:
