@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from gateway.metrics import METRICS
 from store.contract import Store
@@ -54,12 +54,9 @@ class Presence:
         #: Gateways whose heartbeat is current, read at every beat (--max-per-ip sums
         #: an address's connections over these).
         self.live_gateways: list[str] = []
-        #: Users marked online during this loop turn, written together (`set_online`).
-        self._batch: set[str] | None = None
-        self._batch_done: asyncio.Future[None] | None = None
-        #: Users who left during this loop turn, written together (`went_offline`).
-        self._gone: set[str] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._online = _TurnWrite(True, users, store.set_online_many, self._writes)
+        self._offline = _TurnWrite(False, users, store.set_offline_many, self._writes)
         self._stopped = False
 
     async def start(self) -> None:
@@ -112,57 +109,62 @@ class Presence:
             log.warning("event=presence_failed op=heartbeat error=%s", exc)
 
     async def set_online(self, user: str) -> None:
-        """Mark `user` online; the logins of one loop turn share one write (a reconnect
-        storm is thousands of logins a second)."""
-        done = self._batch_done
-        if self._batch is None or done is None:
+        """Mark `user` online; returns once written (with the rest of this turn's logins)."""
+        await asyncio.shield(self._online.add(user))
+
+    def went_offline(self, user: str) -> None:
+        """Mark `user` offline, unless back by the time it is written (with the rest of
+        this turn's leaves)."""
+        self._offline.add(user)
+
+
+class _TurnWrite:
+    """The users marked online (or offline) during one event-loop turn, written by one
+    store call when it ends: a reconnect storm is thousands of logins a second, and a
+    proxy dying in front of thousands of clients thousands of leaves in a moment (with a
+    redis-py call each, 16,000 leaves took 2.6 s to show offline and ~200 us of the
+    gateway's CPU each, and some timed out waiting for redis-py's pool). A user whose
+    state changed again before the write (left, or back) is left out of it: that change
+    decides."""
+
+    __slots__ = ("_done", "_online", "_present", "_tasks", "_users", "_write")
+
+    def __init__(
+        self,
+        online: bool,
+        present: Mapping[str, object],
+        write: Callable[[Sequence[str]], Awaitable[None]],
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        self._online, self._present, self._write, self._tasks = online, present, write, tasks
+        self._users: set[str] = set()
+        self._done: asyncio.Future[None] | None = None
+
+    def add(self, user: str) -> asyncio.Future[None]:
+        """Add `user` to this turn's write; done once it is written (or failed)."""
+        if self._done is None:
             loop = asyncio.get_running_loop()
-            self._batch, done = set(), loop.create_future()
-            self._batch_done = done
-            loop.call_soon(self._write_batch)
-        self._batch.add(user)
-        await asyncio.shield(done)
+            loop.call_soon(self._flush)
+            self._done = loop.create_future()
+        self._users.add(user)
+        return self._done
 
-    def _write_batch(self) -> None:
-        users, done = self._batch, self._batch_done
-        self._batch = self._batch_done = None
+    def _flush(self) -> None:
+        users, done = self._users, self._done
+        self._users, self._done = set(), None
         assert done is not None
-        task = asyncio.ensure_future(self._write_online(users or set(), done))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        task = asyncio.ensure_future(self._run(users, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _write_online(self, users: set[str], done: asyncio.Future[None]) -> None:
+    async def _run(self, users: set[str], done: asyncio.Future[None]) -> None:
         try:
-            present = [u for u in users if u in self._users]  # left meanwhile: not online
-            if present:
-                await self._store.set_online_many(present)
+            still = [u for u in users if (u in self._present) == self._online]
+            if still:
+                await self._write(still)
         except Exception as exc:
-            log.warning("event=presence_failed op=set_online users=%d error=%s", len(users), exc)
+            op = "set_online" if self._online else "set_offline"
+            log.warning("event=presence_failed op=%s users=%d error=%s", op, len(users), exc)
         finally:
             if not done.done():
                 done.set_result(None)
-
-    def went_offline(self, user: str) -> None:
-        """Mark `user` offline, unless back by the time it is written: the leaves of one
-        loop turn share one write, as logins do. A proxy dying in front of thousands of
-        clients is thousands of leaves in a moment; with a redis-py call each, 16,000 of
-        them took 2.6 s to show offline, ~200 us of the gateway's CPU each, and some timed
-        out waiting for redis-py's pool (left online until the next beat)."""
-        if self._gone is None:
-            asyncio.get_running_loop().call_soon(self._write_gone)
-            self._gone = set()
-        self._gone.add(user)
-
-    def _write_gone(self) -> None:
-        users, self._gone = self._gone or set(), None
-        task = asyncio.ensure_future(self._write_offline(users))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def _write_offline(self, users: set[str]) -> None:
-        try:
-            gone = [u for u in users if u not in self._users]  # back meanwhile: online
-            if gone:
-                await self._store.set_offline_many(gone)
-        except Exception as exc:
-            log.warning("event=presence_failed op=set_offline users=%d error=%s", len(users), exc)

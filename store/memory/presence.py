@@ -53,12 +53,7 @@ class Presence(Base):
             self.k.put(("online", gw), set(online), PRESENCE_TTL * 1000)
 
     async def set_online(self, user: str, online: bool) -> None:
-        if online:
-            await self.set_online_many([user])
-            return
-        self.server.now()
-        self._members(("online", self.gateway_id)).discard(user)
-        self.k.tidy(("online", self.gateway_id))
+        await (self.set_online_many if online else self.set_offline_many)([user])
 
     async def set_online_many(self, users: Sequence[str]) -> None:
         self.server.now()

@@ -148,17 +148,7 @@ class Presence(Part):
         await self.link.run([("DEL", k), *_adds(k, online)])
 
     async def set_online(self, user: str, online: bool) -> None:
-        k = keys.gateway_online(self.policy.gateway_id)
-        if online:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.sadd(k, user)
-            pipe.expire(k, PRESENCE_TTL)
-            await self.link.call(pipe.execute())
-            self._written(user)
-        else:  # on failure the user stays in _online_written: the next beat removes them
-            await self.link.call(self.redis.srem(k, user))
-            if self._online_written is not None:
-                self._online_written.discard(user)
+        await (self.set_online_many if online else self.set_offline_many)([user])
 
     async def set_offline_many(self, users: Sequence[str]) -> None:
         """`set_online(user, False)` for every user who left during one loop turn: one
