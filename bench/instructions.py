@@ -27,7 +27,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -71,34 +73,47 @@ async def _drive(door: str, port: int, pid: int, messages: int) -> int:
     return result.delivered
 
 
+def scratch_redis(port: int) -> subprocess.Popen[bytes]:
+    """A redis-server on `port` that keeps nothing on disk."""
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def tree_gateway(
+    tree: Path,
+    port: int,
+    redis_port: int,
+    settings: dict[str, str],
+    wrapper: Sequence[str] = (),
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """The gateway of checkout `tree` on `port`, on the Redis at `redis_port`, with
+    `settings` as its environment's CHAT_ variables (this process's own left out), run
+    under `wrapper` (e.g. valgrind) if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(settings, PYTHONPATH=str(tree))
+    argv = [*wrapper, sys.executable, str(tree / "server.py"), "--port", str(port)]
+    argv += ["--redis-url", f"redis://127.0.0.1:{redis_port}"]
+    return subprocess.Popen(argv, cwd=tree, env=env, **popen)
+
+
 def count(door: str, tree: Path, messages: int) -> float:
     """Instructions per delivery of `door` ("line" or "irc"), or per accepted message
     ("ingest", on the line door), on the gateway of `tree`."""
     out = Path(tempfile.mkdtemp(prefix="callgrind-"))
     redis_port, port, irc_port = free_port(), free_port(), free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    env.update(ENV, PYTHONPATH=str(tree), CHAT_IRC_PORT=str(irc_port if door == "irc" else 0))
+    redis = scratch_redis(redis_port)
     gateway = None
     try:
         wait_port(redis_port)
-        gateway = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}/cg.%p",
-                sys.executable,
-                str(tree / "server.py"),
-                "--port",
-                str(port),
-                "--redis-url",
-                f"redis://127.0.0.1:{redis_port}",
-            ],
-            cwd=tree,
-            env=env,
+        gateway = tree_gateway(
+            tree,
+            port,
+            redis_port,
+            {**ENV, "CHAT_IRC_PORT": str(irc_port if door == "irc" else 0)},
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.crowd import Crowd  # noqa: E402
+from bench.instructions import scratch_redis, tree_gateway  # noqa: E402
 from bench.swarm import bench_token  # noqa: E402
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 from store import keys  # noqa: E402
@@ -157,29 +157,13 @@ async def _rep(
 
 def _run_tree(tree: Path, users: int, reps: int, parallel: int) -> list[dict[str, float]]:
     redis_port, port = free_port(), free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    redis = scratch_redis(redis_port)
     gateway = None
     try:
         wait_port(redis_port)
         seeder = _Seeder(users, redis_port)
         Crowd.seed(seeder)  # type: ignore[arg-type]  # it reads only these
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-        env.update(ENV, PYTHONPATH=str(tree))
-        gateway = subprocess.Popen(
-            [
-                sys.executable,
-                str(tree / "server.py"),
-                "--port",
-                str(port),
-                "--redis-url",
-                f"redis://127.0.0.1:{redis_port}",
-            ],
-            cwd=tree,
-            env=env,
-        )
+        gateway = tree_gateway(tree, port, redis_port, ENV)
         wait_port(port, gateway, timeout=60)
         r = seeder.redis()
         out = []
