@@ -38,23 +38,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.crowd import Crowd  # noqa: E402
 from bench.instructions import scratch_redis, tree_gateway  # noqa: E402
+from bench.run import COMPARE_ENV  # noqa: E402
 from bench.swarm import bench_token  # noqa: E402
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 from store import keys  # noqa: E402
 
 PARALLEL = 400  # logins in flight, as the crowd's load generator
-ENV = {  # as bench/run.py's: no limit that the bench's one address would hit
-    "CHAT_RATE": "0",
-    "CHAT_MAX_PER_IP": "0",
-    "CHAT_MAX_PENDING_LOGINS": "0",
-    "CHAT_MAX_REGISTRATIONS": "0",
-    "CHAT_MAX_PENDING_PER_IP": "0",
-    "CHAT_MAX_PENDING_HASHES": "100000",
-    "CHAT_LOG_LEVEL": "WARNING",
-    "CHAT_WEB_PORT": "0",
-    "CHAT_IRC_PORT": "0",
-    "CHAT_METRICS_PORT": "0",
-}
+#: bench/run.py's: no limit that the bench's one address would hit
+ENV = {**COMPARE_ENV, "CHAT_METRICS_PORT": "0"}
 
 
 class _Seeder:
