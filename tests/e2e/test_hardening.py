@@ -252,6 +252,12 @@ async def test_a_connection_closed_during_a_join_leaves_no_subscription(
         r.close()
 
 
+async def _online(client: Client) -> str:
+    """`client`'s `/who` line for #general."""
+    await client.send("/who")
+    return await client.expect("online in #general")
+
+
 async def test_a_crowd_dropped_at_once_is_shown_offline_everywhere(
     redis_url, gateways, clients
 ) -> None:
@@ -271,12 +277,8 @@ async def test_a_crowd_dropped_at_once_is_shown_offline_everywhere(
     for c in crowd:  # in one loop turn: the gateway reads the 40 resets together
         c.writer.transport.abort()
 
-    async def online() -> str:
-        await bob.send("/who")
-        return await bob.expect("online in #general")
-
     async def only_two() -> bool:
-        return (await online()).startswith("* online in #general (2): bob, stays")
+        return (await _online(bob)).startswith("* online in #general (2): bob, stays")
 
     await eventually(only_two, "only bob and stays online")
     r = redis_py.Redis.from_url(redis_url, decode_responses=True)
@@ -307,8 +309,7 @@ async def test_a_web_login_closed_at_once_is_not_left_online(redis_url, gateways
     again.ws.transport.abort()  # gone at once, before its backlog is shown
 
     async def online() -> str:
-        await bob.send("/who")
-        return await bob.expect("online in #general")
+        return await _online(bob)
 
     async def bob_alone() -> bool:
         return (await online()).startswith("* online in #general (1): bob")
