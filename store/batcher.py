@@ -269,8 +269,7 @@ class Batcher:
                 "EVALSHA",
                 self._gate.sha,
                 2,
-                keys.ban(u),
-                keys.rate(u),
+                *keys.sender_keys(u),
                 rate,
                 burst,
                 sum(len(p.texts) for p in posts),
@@ -318,7 +317,7 @@ class Batcher:
                 calls.append(call)
             checked_here = item.gate is None  # standalone: post_many checks the sender
             if checked_here:
-                call.keys += (keys.ban(item.user), keys.rate(item.user)) * len(texts)
+                call.keys += keys.sender_keys(item.user) * len(texts)
             call.add(item.user, item.name, texts, item.kind, item.tags)
             call.posts.append(item)
             call.messages += len(texts)

@@ -96,8 +96,7 @@ class Posts(Part):
             SCRIPTS["post_private"],
             [
                 keys.conv_stream(conv),
-                keys.ban(user),
-                keys.rate(user),
+                *keys.sender_keys(user),
                 keys.user(peer),
                 keys.user_peers(user),
                 keys.user_peers(peer),
@@ -121,7 +120,7 @@ class Posts(Part):
             self.link.call(self.redis.hget(keys.user(peer), "name")),
             self.link.eval(
                 "post_gate",
-                [keys.ban(user), keys.rate(user)],
+                list(keys.sender_keys(user)),
                 [self.policy.rate, self.policy.burst, 1],
             ),
         )
