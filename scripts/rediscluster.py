@@ -37,6 +37,7 @@ import redis
 from redis.crc import key_slot
 
 from scripts.procs import bindable, stop_process, wait_port
+from scripts.redisserver import HOST, redis_server_argv, redis_server_exe
 
 __all__ = [
     "BUS_OFFSET",
@@ -47,7 +48,6 @@ __all__ = [
     "free_cluster_ports",
 ]
 
-HOST = "127.0.0.1"
 BUS_OFFSET = 10000  # Redis's fixed cluster bus offset (cluster-port 0)
 SLOTS = 16384
 #: Ports are drawn from here: bus ports (+10000) stay below the ephemeral range (32768).
@@ -237,22 +237,13 @@ class LocalRedisCluster:
         self.stop()
 
     def _argv(self, exe: str, port: int, workdir: Path) -> list[str]:
-        return [
-            exe,
-            "--port", str(port),
-            "--bind", HOST,
+        return redis_server_argv(
+            port,
+            workdir,
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(workdir / "nodes.conf"),
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--cluster-require-full-coverage", "yes" if self.require_full_coverage else "no",
-            "--dir", str(workdir),
-            "--save", "",
-            *(
-                ("--appendonly", "yes", "--appendfsync", "everysec")
-                if self.persist
-                else ("--appendonly", "no")
-            ),
-            "--daemonize", "no",
             "--logfile", str(workdir / "redis.log"),
             "--loglevel", "notice",
             "--enable-debug-command", "local",
@@ -262,7 +253,9 @@ class LocalRedisCluster:
             # CLUSTER SLOTS lists a replica only once its replication offset is not 0; on
             # an idle master that takes the first replication ping (default every 10 s).
             "--repl-ping-replica-period", "1",
-        ]  # fmt: skip
+            appendfsync="everysec" if self.persist else None,
+            exe=exe,
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start the nodes, create the cluster and wait until every node serves the same
@@ -271,10 +264,10 @@ class LocalRedisCluster:
         if any(n.alive() for n in self.nodes):
             raise ClusterError("already started")
         self.nodes = []
-        exe = shutil.which("redis-server")
+        exe = redis_server_exe()
         cli = shutil.which("redis-cli")
-        if exe is None or cli is None:
-            raise FileNotFoundError("redis-server/redis-cli not on PATH: apt-get install redis")
+        if cli is None:
+            raise FileNotFoundError("redis-cli is not on PATH: apt-get install redis-tools")
         self.workdir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.start_timeout
         taken: set[int] = set()
