@@ -31,7 +31,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +54,7 @@ from scripts.rediscluster import (  # noqa: E402
     LocalRedisCluster,
     RedisNode,
 )
+from scripts.redisserver import redis_server_argv, redis_server_exe  # noqa: E402
 
 LISTEN_TIMEOUT = 20.0
 DEFAULT_REDIS_PORT = 6390
@@ -382,9 +382,10 @@ def main() -> int:
     args, gateway_args = parser.parse_known_args()
     args.redis_port = getattr(args, "redis_port", None)
 
-    redis_exe = shutil.which("redis-server")
-    if redis_exe is None:
-        raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
+    try:
+        redis_exe = redis_server_exe()
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -466,21 +467,7 @@ def main() -> int:
 
     redis = Child(
         "redis",
-        [
-            redis_exe,
-            "--port",
-            str(args.redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            args.data_dir,
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ],
+        redis_server_argv(args.redis_port, args.data_dir, appendfsync="everysec", exe=redis_exe),
     )
     redis_cluster = (
         LocalRedisCluster(cluster_dir, ports=cluster_ports, persist=True)
