@@ -22,7 +22,8 @@ import hypothesis  # noqa: F401  # imported first: see below
 import pytest
 
 from scripts.rediscluster import LocalRedisCluster
-from tests.helpers import REDIS_MISSING, Client, Gateway, RedisProcess
+from scripts.redisserver import MISSING as REDIS_MISSING
+from tests.helpers import Client, Gateway, RedisProcess
 
 # hypothesis is imported at the top on purpose: its pytest plugin otherwise imports it at
 # the terminal summary, where pytest's assertion rewriting of it can hit CPython 3.11.7's

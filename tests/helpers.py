@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scripts.procs import free_port, stop_process, wait_port
+from scripts.redisserver import redis_server_argv
 
 __all__ = [
     "ROOT",
@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_MISSING = "redis-server not on PATH: apt-get install redis-server"
 MESSAGE_RE = re.compile(r"^\[[^\]]+\] ([#@]\S+) <([^>]+)> (.*)$")
 #: How often `eventually` looks again: short next to any deadline, long next to a look.
 POLL = 0.02
@@ -186,31 +185,14 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise FileNotFoundError(REDIS_MISSING)
+        args = redis_server_argv(
+            self.port,
+            self.workdir,
+            "--loglevel", "warning",
+            "--enable-debug-command", "local",  # DEBUG SLEEP stalls Redis in fault tests
+            appendfsync="always" if self.appendonly else None,
+        )  # fmt: skip
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
-            exe,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(self.workdir),
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-            "--enable-debug-command",  # DEBUG SLEEP stalls Redis in fault tests
-            "local",
-        ]
-        if self.appendonly:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            args += ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, proc=self.proc)
 
