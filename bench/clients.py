@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from redis.asyncio.connection import Connection as AsyncConnection  # noqa: E402
 
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
 from scripts.rediscluster import LocalRedisCluster  # noqa: E402
+from scripts.redisserver import redis_server_argv  # noqa: E402
 from store import keys  # noqa: E402
 from store.batcher import Batcher, ChatTarget, Coalescer  # noqa: E402
 from store.cluster import ClusterPipeline, Seeds, SlotMap  # noqa: E402
@@ -148,17 +148,16 @@ class Servers:
         )
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not on PATH")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir),
-             # the subscriber of the fan-out rows may fall behind for a moment
-             "--client-output-buffer-limit", "pubsub 0 0 0"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        try:
+            args = redis_server_argv(
+                self.port,
+                self.workdir,
+                # the subscriber of the fan-out rows may fall behind for a moment
+                "--client-output-buffer-limit", "pubsub 0 0 0",
+            )  # fmt: skip
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
         if self.cluster is not None:
             self.cluster.start()

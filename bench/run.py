@@ -55,6 +55,7 @@ from bench.loadgen import (  # noqa: E402
 from bench.shards import run_shards  # noqa: E402
 from bench.targets import print_targets  # noqa: E402
 from scripts.procs import die_with_parent, free_port, stop_process, wait_port  # noqa: E402
+from scripts.redisserver import redis_server_argv  # noqa: E402
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -163,11 +164,10 @@ class Procs:
 
     def start_redis(self, port: int) -> subprocess.Popen[bytes]:
         """A throwaway redis-server on loopback: no persistence, files in the workdir."""
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not on PATH")
-        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        try:
+            args = redis_server_argv(port, self.workdir)
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
         return self.start(args, port, "redis")
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
