@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import CHAT, IRC_PASS, close_all, connect_many, fanout  # noqa: E402
 from scripts.procs import free_port, stop_process, wait_port  # noqa: E402
+from scripts.redisserver import redis_server_argv  # noqa: E402
 
 MEMBERS, SENDERS = 200, 20
 INGEST_SENDERS = 10
@@ -73,12 +74,10 @@ async def _drive(door: str, port: int, pid: int, messages: int) -> int:
     return result.delivered
 
 
-def scratch_redis(port: int) -> subprocess.Popen[bytes]:
-    """A redis-server on `port` that keeps nothing on disk."""
-    return subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+def scratch_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """A redis-server on loopback `port` that keeps nothing on disk (`workdir`: where it
+    would, not the caller's current directory)."""
+    return subprocess.Popen(redis_server_argv(port, workdir), stdout=subprocess.DEVNULL)
 
 
 def tree_gateway(
@@ -104,7 +103,7 @@ def count(door: str, tree: Path, messages: int) -> float:
     ("ingest", on the line door), on the gateway of `tree`."""
     out = Path(tempfile.mkdtemp(prefix="callgrind-"))
     redis_port, port, irc_port = free_port(), free_port(), free_port()
-    redis = scratch_redis(redis_port)
+    redis = scratch_redis(redis_port, out)
     gateway = None
     try:
         wait_port(redis_port)

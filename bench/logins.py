@@ -26,6 +26,7 @@ import asyncio
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -148,24 +149,25 @@ async def _rep(
 
 def _run_tree(tree: Path, users: int, reps: int, parallel: int) -> list[dict[str, float]]:
     redis_port, port = free_port(), free_port()
-    redis = scratch_redis(redis_port)
-    gateway = None
-    try:
-        wait_port(redis_port)
-        seeder = _Seeder(users, redis_port)
-        Crowd.seed(seeder)  # type: ignore[arg-type]  # it reads only these
-        gateway = tree_gateway(tree, port, redis_port, ENV)
-        wait_port(port, gateway, timeout=60)
-        r = seeder.redis()
-        out = []
-        for _ in range(reps):
-            out.append(uvloop.run(_rep(port, gateway.pid, users, r, parallel, redis.pid)))
-            time.sleep(1)
-        return out
-    finally:
-        if gateway is not None:
-            stop_process(gateway)
-        stop_process(redis)
+    with tempfile.TemporaryDirectory(prefix="chat-logins-") as workdir:
+        redis = scratch_redis(redis_port, Path(workdir))
+        gateway = None
+        try:
+            wait_port(redis_port)
+            seeder = _Seeder(users, redis_port)
+            Crowd.seed(seeder)  # type: ignore[arg-type]  # it reads only these
+            gateway = tree_gateway(tree, port, redis_port, ENV)
+            wait_port(port, gateway, timeout=60)
+            r = seeder.redis()
+            out = []
+            for _ in range(reps):
+                out.append(uvloop.run(_rep(port, gateway.pid, users, r, parallel, redis.pid)))
+                time.sleep(1)
+            return out
+        finally:
+            if gateway is not None:
+                stop_process(gateway)
+            stop_process(redis)
 
 
 def _show(label: str, rows: list[dict[str, Any]]) -> dict[str, float]:
