@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
+from scripts.redisserver import redis_server_argv, redis_server_exe
 from tests.helpers import ROOT, Client, free_port, wait_port
 
 
@@ -53,18 +54,22 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not on PATH")
+    try:
+        exe = redis_server_exe()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [exe, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
-            str(workdir), "--loglevel", "warning"]  # fmt: skip
-    if "--tls-cert-file" in extra:
-        args += ["--port", "0", "--tls-port", str(port)]
-    else:
-        args += ["--port", str(port)]
-    proc = subprocess.Popen([*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tls = "--tls-cert-file" in extra  # then TLS only: the plain port is 0 (none)
+    args = redis_server_argv(
+        0 if tls else port,
+        workdir,
+        "--loglevel", "warning",
+        *(("--tls-port", str(port)) if tls else ()),
+        *extra,
+        exe=exe,
+    )  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc=proc)
     return proc, port
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from scripts.procs import free_port, stop_process, wait_port
+from scripts.redisserver import redis_server_argv
 from store import keys
 from store.contract import PostStatus
 from store.redis import RedisStore, open_store
@@ -32,12 +33,10 @@ def redis_servers(redis_server: str, tmp_path: Path) -> Iterator[Any]:
         port = free_port()
         work = tmp_path / str(port)
         work.mkdir()
-        proc = subprocess.Popen(
-            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(work), "--repl-diskless-sync-delay", "0",
-             *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        argv = redis_server_argv(
+            port, work, "--repl-diskless-sync-delay", "0", *args, exe=redis_server
+        )
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(proc)
         wait_port(port, proc)
         return port, proc
