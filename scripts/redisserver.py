@@ -1,7 +1,7 @@
-"""The command line of a redis-server that this project starts itself: shared by the cluster
-script, the benchmarks and the tests, so that every such server is as safe as the safest was
-(loopback only, files in a directory of its own, no snapshots) and a missing redis-server
-is reported in one way."""
+"""The command line of a redis-server that this project starts itself, shared by the cluster
+script, the benchmarks and the tests: each such server is then equally safe (loopback only,
+files in a directory of its own, no snapshots), and a missing redis-server is reported with
+one message."""
 
 from __future__ import annotations
 
