@@ -65,6 +65,7 @@ class Reader(Protocol):
     """What fan-out needs of a core session."""
 
     live: bool
+    stored: dict[Conv, Position] | None
 
     @property
     def session_id(self) -> str: ...
@@ -73,6 +74,8 @@ class Reader(Protocol):
     def sink(self) -> Any: ...
 
     def hold(self, messages: ev.Messages) -> None: ...
+
+    def past_stored(self, messages: ev.Messages) -> ev.Messages | None: ...
 
     def joined_elsewhere(self, name: str) -> None: ...
 
@@ -89,9 +92,10 @@ class Reader(Protocol):
 
 def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
     """The hot path of fan-out: one `show` per live session, whatever the burst's size;
-    a session that is loading holds the burst. Ids arrive in increasing order per
-    conversation, so the shown position is assigned without comparing (advance.lua never
-    moves a cursor back)."""
+    a session that is loading holds the burst, and one that has just shown a stored read
+    is shown only what that read did not (`past_stored`). Ids arrive in increasing order
+    per conversation, so the shown position is assigned without comparing (advance.lua
+    never moves a cursor back)."""
     conv = messages.items[0].conv
     last = messages.items[-1].pos
     for user in users:
@@ -99,8 +103,10 @@ def deliver(users: Iterable[LocalUser], messages: ev.Messages) -> None:
         for s in user.sessions:
             try:  # one broken connection must not stop the burst for everyone after it
                 if s.live:
-                    s.sink.show(messages)
-                    wrote = True
+                    fresh = messages if s.stored is None else s.past_stored(messages)
+                    if fresh is not None:
+                        s.sink.show(fresh)
+                        wrote = True
                 else:
                     s.hold(messages)
             except Exception:

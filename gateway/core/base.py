@@ -109,6 +109,7 @@ class SessionBase:
         "name",
         "phase",
         "sink",
+        "stored",
         "user",
     )
 
@@ -125,6 +126,12 @@ class SessionBase:
         self.user: LocalUser | None = None
         self._holding = False
         self._held: list[ev.Messages] | None = None  # created when something is held
+        #: Per conversation, the last message a stored read showed (a join's, a
+        #: backlog's, /history's), until a live one past it comes: a message stored just
+        #: before the read is published on the pub/sub connection, whose copy can arrive
+        #: after the read's reply and the release; fan-out does not show it again
+        #: (`past_stored`). None: nothing to check (the common case).
+        self.stored: dict[Conv, Position] | None = None
         self._held_bytes = 0
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
@@ -248,6 +255,25 @@ class SessionBase:
         if self._held_bytes > self.core.settings.max_output:
             self.sink.overflow()
 
+    def past_stored(self, messages: ev.Messages) -> ev.Messages | None:
+        """Of a live burst, what a stored read has not shown already (None: nothing);
+        once one is past the read, its conversation is not checked again (a channel's
+        messages come in order)."""
+        stored = self.stored
+        if stored is None:
+            return messages
+        conv = messages.items[0].conv
+        after = stored.get(conv)
+        if after is None:
+            return messages
+        fresh = tuple(m for m in messages.items if m.pos > after)
+        if not fresh:
+            return None
+        del stored[conv]
+        if not stored:
+            self.stored = None
+        return messages if len(fresh) == len(messages.items) else ev.Messages(messages.where, fresh)
+
     def _hold(self) -> None:
         self._holding = True
         self.live = False
@@ -255,6 +281,10 @@ class SessionBase:
     def _release(self, shown: dict[Conv, Position]) -> None:
         self._holding = False
         self.live = self.phase is Phase.READY
+        if shown:
+            stored = self.stored = self.stored or {}
+            for conv, pos in shown.items():
+                stored[conv] = max(pos, stored.get(conv, _ZERO))
         held, self._held, self._held_bytes = self._held, None, 0
         for messages in held or ():
             conv = messages.items[0].conv
