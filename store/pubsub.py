@@ -140,7 +140,8 @@ class PubSubLink:
 
     Everything that arrived in one read is decoded and handed to `on_events` as one list,
     so fan-out can coalesce its writes. `on_reconnect(lost_at)` runs after every
-    resubscription, so fan-out can read the gap from the streams.
+    resubscription, so fan-out can read the gap from the streams; what the new connection
+    hears before it has returned is kept and handed over after it (`_early`).
     """
 
     def __init__(
@@ -173,6 +174,13 @@ class PubSubLink:
         #: Channels let go of in this event-loop turn, unsubscribed when the turn ends.
         self._leaving: list[bytes] | None = None
         self._proto: _Protocol | None = None
+        #: Events heard on a connection made after a loss, until its `on_reconnect`
+        #: returned (None: none held). A message published just after a channel's
+        #: SUBSCRIBE was acknowledged can be read with the acknowledgement, before
+        #: `on_reconnect` starts: handed over at once, it reached fan-out ahead of the gap
+        #: (shown before older messages of other chats; in its own chat it moved fan-out's
+        #: last id past the gap, whose messages were then never shown).
+        self._early: list[list[StoreEvent]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -187,11 +195,14 @@ class PubSubLink:
 
     def deliver(self, batch: Batch) -> None:
         if len(batch) == 1:
-            self._on_events(decode(*batch[0]))
+            events = decode(*batch[0])
+        else:
+            events = []
+            for channel, payload in batch:
+                events += decode(channel, payload)
+        if self._early is not None:
+            self._early.append(events)
             return
-        events: list[StoreEvent] = []
-        for channel, payload in batch:
-            events += decode(channel, payload)
         self._on_events(events)
 
     async def add(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
@@ -354,6 +365,8 @@ class PubSubLink:
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
             delay = RECONNECT_FIRST
+            if lost_at is not None:  # before any SUBSCRIBE can go out on it
+                self._early = []
             self._proto = proto
             if self.channels:
                 chans = list(self.channels)
@@ -373,6 +386,12 @@ class PubSubLink:
                     await self._on_reconnect(lost_at)
                 except Exception:
                     log.exception("gap fill after reconnect failed")
+                early, self._early = self._early or [], None
+                for events in early:  # after the gap, in the order they came
+                    try:
+                        self._on_events(events)
+                    except Exception:  # logged; the link goes on
+                        log.exception("delivery after reconnect failed")
             self.up = True
             self._on_state(True)
             self._ready.set()

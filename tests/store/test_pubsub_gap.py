@@ -1,0 +1,85 @@
+"""The pub/sub link after a reconnect: what the new connection hears before fan-out has
+started reading the gap must not reach fan-out ahead of the gap.
+
+A fake Redis answers the resubscription with its acknowledgement and, in the same write,
+a message published right after it: what a gateway reads in one go when it was not
+scheduled for a moment after its SUBSCRIBE. (With that moment widened on purpose, the
+end-to-end test of a Redis restarted empty saw a user's own message arrive late, after
+one published after it.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import hiredis
+
+from scripts.procs import free_port
+from store import keys
+from store.contract import ChatPosts, StoreEvent
+from store.payloads import message_record, payload
+from store.pubsub import PubSubLink
+from store.resp import encode_command
+
+CHANNEL = keys.chat_channel("room")
+
+
+def _push(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+def _ack(channel: bytes, count: int) -> bytes:
+    return b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:%d\r\n" % (len(channel), channel, count)
+
+
+LIVE = payload([message_record("2000-0", "c:room", "bob", "room", "live")]).encode()
+
+
+async def test_a_message_read_with_the_resubscribe_ack_comes_after_the_gap() -> None:
+    connections: list[asyncio.StreamWriter] = []
+
+    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        parser = hiredis.Reader()
+        while data := await reader.read(65536):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                assert command[0].upper() == b"SUBSCRIBE", command
+                out = b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:]))
+                if len(connections) > 1:  # the reconnect: a message in the same write
+                    out += _push(b"message", CHANNEL.encode(), LIVE)
+                writer.write(out)
+
+    port = free_port()
+    server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
+    seen: list[str] = []
+
+    def on_events(events: list[StoreEvent]) -> None:
+        for e in events:
+            assert isinstance(e, ChatPosts)
+            seen.extend(m.text for m in e.messages)
+
+    async def on_reconnect(lost_at: float) -> None:
+        await asyncio.sleep(0.05)  # the gap read's round trip
+        seen.append("gap read")
+
+    link = PubSubLink(f"redis://127.0.0.1:{port}/0", on_events, on_reconnect, lambda _: None)
+    try:
+        await link.start()
+        await link.subscribe([CHANNEL])
+        connections[0].close()  # the link is lost; it reconnects and resubscribes
+        async with asyncio.timeout(5):
+            while "live" not in seen:
+                await asyncio.sleep(0.01)
+        assert seen == ["gap read", "live"]
+    finally:
+        await link.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_fake_redis_speaks_resp() -> None:
+    """The fake's acknowledgement and push parse as Redis' own (hiredis)."""
+    parser = hiredis.Reader()
+    parser.feed(_ack(b"c", 1) + _push(b"message", b"c", b"x") + encode_command("PING"))
+    assert parser.gets() == [b"subscribe", b"c", 1]
+    assert parser.gets() == [b"message", b"c", b"x"]
