@@ -141,7 +141,7 @@ class PubSubLink:
     Everything that arrived in one read is decoded and handed to `on_events` as one list,
     so fan-out can coalesce its writes. `on_reconnect(lost_at)` runs after every
     resubscription, so fan-out can read the gap from the streams; what the new connection
-    hears before it has returned is kept and handed over after it (`_early`).
+    hears before it has returned is kept and handed over after it (`hold`).
     """
 
     def __init__(
@@ -174,13 +174,9 @@ class PubSubLink:
         #: Channels let go of in this event-loop turn, unsubscribed when the turn ends.
         self._leaving: list[bytes] | None = None
         self._proto: _Protocol | None = None
-        #: Events heard on a connection made after a loss, until its `on_reconnect`
-        #: returned (None: none held). A message published just after a channel's
-        #: SUBSCRIBE was acknowledged can be read with the acknowledgement, before
-        #: `on_reconnect` starts: handed over at once, it reached fan-out ahead of the gap
-        #: (shown before older messages of other chats; in its own chat it moved fan-out's
-        #: last id past the gap, whose messages were then never shown).
+        #: Events heard while held (`hold`), in order; None when not held.
         self._early: list[list[StoreEvent]] | None = None
+        self._holds = 0
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -204,6 +200,29 @@ class PubSubLink:
             self._early.append(events)
             return
         self._on_events(events)
+
+    def hold(self) -> None:
+        """Keep what this link hears until as many `release`s: some of its channels were
+        just (re)subscribed and their gap is about to be read. A message published just
+        after a SUBSCRIBE was acknowledged can be read with the acknowledgement, before
+        the gap read starts: handed over at once, it reached fan-out ahead of the gap
+        (shown before older messages of other chats; in its own chat it moved fan-out's
+        last id past the gap, whose messages were then never shown)."""
+        self._holds += 1
+        if self._early is None:
+            self._early = []
+
+    def release(self) -> None:
+        """Undo one `hold`; the last one hands over what was heard, in the order heard."""
+        self._holds -= 1
+        if self._holds:
+            return
+        early, self._early = self._early or [], None
+        for events in early:
+            try:
+                self._on_events(events)
+            except Exception:  # logged; the link goes on
+                log.exception("delivery after a gap read failed")
 
     async def add(self, chats: Sequence[str] = (), users: Sequence[str] = ()) -> None:
         await self.subscribe(_channels(chats, users))
@@ -366,32 +385,19 @@ class PubSubLink:
                 continue
             delay = RECONNECT_FIRST
             if lost_at is not None:  # before any SUBSCRIBE can go out on it
-                self._early = []
+                self.hold()
             self._proto = proto
-            if self.channels:
-                chans = list(self.channels)
-                for i in range(0, len(chans), SUBSCRIBE_CHUNK):
-                    batch = _Batch()
-                    # still wanted: a leave while the chunks before were acknowledged
-                    # has written its UNSUBSCRIBE already, and would be undone
-                    batch.chans = [c for c in chans[i : i + SUBSCRIBE_CHUNK] if c in self.channels]
-                    if not batch.chans:
-                        continue
-                    done = batch.wait()
-                    self._send(proto, batch)
-                    await done
-            if lost_at is not None:
-                log.info("pubsub reconnected after %.1fs", time.time() - lost_at)
-                try:
-                    await self._on_reconnect(lost_at)
-                except Exception:
-                    log.exception("gap fill after reconnect failed")
-                early, self._early = self._early or [], None
-                for events in early:  # after the gap, in the order they came
+            try:
+                await self._resubscribe(proto)
+                if lost_at is not None:
+                    log.info("pubsub reconnected after %.1fs", time.time() - lost_at)
                     try:
-                        self._on_events(events)
-                    except Exception:  # logged; the link goes on
-                        log.exception("delivery after reconnect failed")
+                        await self._on_reconnect(lost_at)
+                    except Exception:
+                        log.exception("gap fill after reconnect failed")
+            finally:
+                if lost_at is not None:
+                    self.release()  # after the gap, what was heard, in the order it came
             self.up = True
             self._on_state(True)
             self._ready.set()
@@ -406,6 +412,20 @@ class PubSubLink:
             self._unsubscribing.clear()  # no reply comes on a lost connection
             self._on_state(False)
             log.warning("pubsub link lost; reconnecting")
+
+    async def _resubscribe(self, proto: _Protocol) -> None:
+        """Subscribe every channel on a new connection, a chunk at a time."""
+        chans = list(self.channels)
+        for i in range(0, len(chans), SUBSCRIBE_CHUNK):
+            batch = _Batch()
+            # still wanted: a leave while the chunks before were acknowledged has written
+            # its UNSUBSCRIBE already, and would be undone
+            batch.chans = [c for c in chans[i : i + SUBSCRIBE_CHUNK] if c in self.channels]
+            if not batch.chans:
+                continue
+            done = batch.wait()
+            self._send(proto, batch)
+            await done
 
     def _send(self, proto: _Protocol, batch: _Batch) -> None:
         """SUBSCRIBE the batch's channels in one write; it is done when Redis acknowledged
@@ -488,8 +508,10 @@ class ShardedLinks:
         for link in self.links.values():
             link.unsubscribe([c for c in gone if c in link.channels])
 
-    async def _subscribe(self, channels: list[bytes]) -> None:
-        """Subscribe each channel on its slot's master (a link started there if need be)."""
+    async def _subscribe(self, channels: list[bytes], held: list[PubSubLink] | None = None) -> None:
+        """Subscribe each channel on its slot's master (a link started there if need be).
+        `held`: each link they go to is held (`PubSubLink.hold`) and added to it before
+        its SSUBSCRIBE is sent, for the caller to release once their gap is read."""
         by_node: dict[Addr, list[bytes]] = {}
         for c in channels:
             addr = self.slots.node(slot_of(c))
@@ -498,6 +520,10 @@ class ShardedLinks:
                 continue
             by_node.setdefault(addr, []).append(c)
         links = [(self._link(a), cs) for a, cs in by_node.items()]
+        if held is not None:
+            for link, _ in links:
+                link.hold()
+                held.append(link)
         # every link's bookkeeping now, in this turn (a gather of `subscribe`s ran them a
         # turn later, after a leave in this turn had found nothing to undo)
         acks = [acked for link, cs in links if (acked := link.want(cs)) is not None]
@@ -554,11 +580,7 @@ class ShardedLinks:
             if moved:
                 link.channels.difference_update(moved)
                 log.warning("event=pubsub_failover channels=%d from=%s", len(moved), addr)
-                await self._subscribe(moved)
-                try:
-                    await self._on_reconnect(lost_at)
-                except Exception:
-                    log.exception("gap fill after a failover failed")
+                await self._follow(moved, lost_at, "a failover")
             if not link.channels and addr is not None:
                 self.links.pop(addr, None)
                 await link.close()
@@ -590,13 +612,23 @@ class ShardedLinks:
                 continue
             self._moved = [c for c in self._moved if c not in set(todo)]
             log.info("event=pubsub_slot_moved channels=%d", len(todo))
-            await self._subscribe(todo)
+            await self._follow(todo, lost_at - 1, "a slot moved")
             if self._moved:  # sent back (-MOVED: the map was behind): not in a tight loop
                 await asyncio.sleep(REHOME_EVERY)
+
+    async def _follow(self, channels: list[bytes], lost_at: float, why: str) -> None:
+        """Subscribe channels that changed master, then read their gap; what the links
+        they went to hear meanwhile is held until the gap is read (`PubSubLink.hold`)."""
+        held: list[PubSubLink] = []
+        try:
+            await self._subscribe(channels, held)
             try:
-                await self._on_reconnect(lost_at - 1)
+                await self._on_reconnect(lost_at)
             except Exception:
-                log.exception("gap fill after a slot moved failed")
+                log.exception("gap fill after %s failed", why)
+        finally:
+            for link in held:
+                link.release()
 
 
 async def _connected(link: PubSubLink) -> None:
