@@ -214,6 +214,7 @@ class PubSubLink:
 
     def release(self) -> None:
         """Undo one `hold`; the last one hands over what was heard, in the order heard."""
+        assert self._holds > 0, "a release without its hold"
         self._holds -= 1
         if self._holds:
             return

@@ -6,6 +6,7 @@ tokens at login), `moderation.py` (complaints, bans, kicks), `credentials.py` (/
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -38,6 +39,10 @@ __all__ = ["BACKLOG_CHUNK", "Readers", "SessionBase", "Sink"]
 
 log = logging.getLogger("chat.session")
 _ZERO = Position(0, 0)
+#: Seconds a session remembers what a stored read showed (`SessionBase.stored`): a
+#: message's live copy comes through pub/sub well within that, even on a loaded gateway
+#: (a broadcast to 50,000 reaches its last member in seconds), and the memory is freed.
+STORED_FOR = 60.0
 #: Bytes of stored messages rendered before the session waits for the door to drain, so a
 #: long backlog never sits in memory whole.
 BACKLOG_CHUNK = 64 * 1024
@@ -127,10 +132,11 @@ class SessionBase:
         self._holding = False
         self._held: list[ev.Messages] | None = None  # created when something is held
         #: Per conversation, the last message a stored read showed (a join's, a
-        #: backlog's, /history's), until a live one past it comes: a message stored just
-        #: before the read is published on the pub/sub connection, whose copy can arrive
-        #: after the read's reply and the release; fan-out does not show it again
-        #: (`past_stored`). None: nothing to check (the common case).
+        #: backlog's, /history's), until a live one past it comes or STORED_FOR has
+        #: passed: a message stored just before the read is published on the pub/sub
+        #: connection, whose copy can arrive after the read's reply and the release;
+        #: fan-out does not show it again (`past_stored`). None: nothing to check (the
+        #: common case).
         self.stored: dict[Conv, Position] | None = None
         self._held_bytes = 0
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
@@ -282,20 +288,30 @@ class SessionBase:
         self._holding = False
         self.live = self.phase is Phase.READY
         if shown:
-            stored = self.stored = self.stored or {}
-            for conv, pos in shown.items():
-                stored[conv] = max(pos, stored.get(conv, _ZERO))
+            self._remember(shown)
         held, self._held, self._held_bytes = self._held, None, 0
         for messages in held or ():
-            conv = messages.items[0].conv
-            after = shown.get(conv, _ZERO)
-            fresh = tuple(m for m in messages.items if m.pos > after)
-            if not fresh:
+            # past this read and any earlier one: a late live copy of what an earlier
+            # read showed may have come while this one held it
+            burst = self.past_stored(messages)
+            if burst is None:
                 continue
-            whole = len(fresh) == len(messages.items)
-            self.sink.show(messages if whole else ev.Messages(messages.where, fresh))
+            self.sink.show(burst)
             if self.user is not None:
-                self.user.mark_shown(conv, fresh[-1].pos)
+                self.user.mark_shown(burst.items[0].conv, burst.items[-1].pos)
+
+    def _remember(self, shown: dict[Conv, Position]) -> None:
+        """Add what a stored read showed to `stored`, for STORED_FOR (a new dict each
+        time, so that an earlier read's timer does not cut this one's short)."""
+        stored = dict(self.stored) if self.stored else {}
+        for conv, pos in shown.items():
+            stored[conv] = max(pos, stored.get(conv, _ZERO))
+        self.stored = stored
+        asyncio.get_running_loop().call_later(STORED_FOR, self._forget_stored, stored)
+
+    def _forget_stored(self, stored: dict[Conv, Position]) -> None:
+        if self.stored is stored:
+            self.stored = None
 
     async def _audit(self, action: str, target: str, **detail: str) -> None:
         """One audit entry for what this session's user did (see gateway/core/audit.py)."""

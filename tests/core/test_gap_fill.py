@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.core import commands as cmd
 from store.contract import ACCEPTED, GENERAL, ChatPosts, Conv, Message, Range
 from tests.core.conftest import Chat
@@ -120,3 +122,49 @@ async def test_a_message_a_join_read_and_then_heard_live_is_shown_once(chat: Cha
     await alice.wait_for(lambda s: len(s.messages()) >= 2)
     assert [t for _, _, t in alice.messages()] == ["m1", "m2"]
     assert alice_session.stored is None  # past the read: not checked any more
+
+
+async def test_a_late_live_copy_held_by_a_second_read_is_not_shown_again(chat: Chat) -> None:
+    """Joins in a row (a client rejoining its chats): the late live copy of what the
+    first join's read showed comes while the second join's read holds live messages; at
+    that release it is still known as shown."""
+    alice_session, alice = await chat.login("alice")
+    bob, _ = await chat.login("bob")
+    await bob.handle(cmd.Join("room"))
+    await bob.handle(cmd.Join("side"))
+    server = chat.store.server
+    links, server.links = server.links, set()  # stored; its publish is still to come
+    try:
+        assert await chat.store.post_chat("bob", "bob", "room", "room", ["m1"]) == [ACCEPTED]
+    finally:
+        server.links = links
+    (m1,) = await chat.store.read_range(Conv.of_chat("room"), Range(1, newest=True))
+    await alice_session.handle(cmd.Join("room"))
+    assert [t for _, _, t in alice.messages()] == ["m1"]  # the first join's read
+    alice_session._hold()  # the second join's read, as `_join` holds (the memory store
+    # answers within one loop turn, too soon for the late copy to come in between)
+    chat.fanout.on_events([ChatPosts("room", [m1._replace(where="room")])])  # late, live
+    alice_session._release({})
+    await alice_session.handle(cmd.Join("side"))
+    await bob.handle(cmd.Say(("m2",)))  # in #side, after both reads: shown once
+    await alice.wait_for(lambda s: len(s.messages()) >= 2)
+    assert [t for _, _, t in alice.messages()] == ["m1", "m2"]
+
+
+async def test_what_a_read_showed_is_forgotten_after_a_while(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet conversation sends no live message to end the check: the session's memory
+    of the read is freed after STORED_FOR anyway (one dict per session otherwise)."""
+    import gateway.core.base
+
+    monkeypatch.setattr(gateway.core.base, "STORED_FOR", 0.02)
+    alice_session, alice = await chat.login("alice")
+    bob, _ = await chat.login("bob")
+    await bob.handle(cmd.Join("room"))
+    await bob.handle(cmd.Say(("m1",)))
+    await alice_session.handle(cmd.Join("room"))
+    assert [t for _, _, t in alice.messages()] == ["m1"]
+    assert alice_session.stored is not None
+    await asyncio.sleep(0.1)
+    assert alice_session.stored is None
