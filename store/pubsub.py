@@ -177,6 +177,10 @@ class PubSubLink:
         #: Events heard while held (`hold`), in order; None when not held.
         self._early: list[list[StoreEvent]] | None = None
         self._holds = 0
+        #: Set when a caller stopped waiting for this link's first connection (unix
+        #: time it began to wait): that connection then reads the gap from then, as one
+        #: after a loss does, since the caller went on as if it were subscribed.
+        self.missed_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -385,11 +389,12 @@ class PubSubLink:
                 delay = min(delay * 2, RECONNECT_MAX)
                 continue
             delay = RECONNECT_FIRST
-            if lost_at is not None:  # before any SUBSCRIBE can go out on it
-                self.hold()
+            self.hold()  # before any SUBSCRIBE can go out on it: a gap may be read first
             self._proto = proto
             try:
                 await self._resubscribe(proto)
+                if lost_at is None and self.missed_since is not None:
+                    lost_at, self.missed_since = self.missed_since, None  # see there
                 if lost_at is not None:
                     log.info("pubsub reconnected after %.1fs", time.time() - lost_at)
                     try:
@@ -397,8 +402,7 @@ class PubSubLink:
                     except Exception:
                         log.exception("gap fill after reconnect failed")
             finally:
-                if lost_at is not None:
-                    self.release()  # after the gap, what was heard, in the order it came
+                self.release()  # after the gap, what was heard, in the order it came
             self.up = True
             self._on_state(True)
             self._ready.set()
@@ -634,12 +638,16 @@ class ShardedLinks:
 
 async def _connected(link: PubSubLink) -> None:
     """Wait until a new link first connected and subscribed (a link that was up once
-    and is down now is not waited for: it reads the gap itself when it is back)."""
+    and is down now is not waited for: it reads the gap itself when it is back). If it
+    is not up in time, its first connection reads the gap from now (`missed_since`)."""
+    began = time.time()
     try:
         async with asyncio.timeout(SUBSCRIBE_ACK_TIMEOUT):  # not wait_for (store/resp.py)
             await link._ready.wait()
     except TimeoutError:
         log.warning("pubsub link not up in time; its channels follow when it is")
+        if not link._ready.is_set():
+            link.missed_since = began
 
 
 def _channels(chats: Sequence[str], users: Sequence[str]) -> list[str]:

@@ -10,11 +10,13 @@ one published after it.)"""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import hiredis
+import pytest
 
 from scripts.procs import free_port
-from store import keys
+from store import keys, pubsub
 from store.contract import ChatPosts, StoreEvent
 from store.payloads import message_record, payload
 from store.pubsub import PubSubLink
@@ -132,3 +134,47 @@ def test_the_fake_redis_speaks_resp() -> None:
     parser.feed(_ack(b"c", 1) + _push(b"message", b"c", b"x") + encode_command("PING"))
     assert parser.gets() == [b"subscribe", b"c", 1]
     assert parser.gets() == [b"message", b"c", b"x"]
+
+
+async def test_a_link_not_up_in_time_reads_the_gap_when_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a Redis Cluster a new master's link is waited for a few seconds at most
+    (`_connected`); the caller then goes on (a failover reads its gap and releases the
+    hold). When that link's first connection comes later, what was published meanwhile
+    must still be read: it reads the gap from when the wait began, as after a loss."""
+    monkeypatch.setattr(pubsub, "SUBSCRIBE_ACK_TIMEOUT", 0.05)
+    slow = asyncio.Event()
+
+    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        while data := await reader.read(65536):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                await slow.wait()  # a master slow to answer
+                writer.write(b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:])))
+
+    port = free_port()
+    server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
+    gaps: list[float] = []
+
+    async def on_reconnect(lost_at: float) -> None:
+        gaps.append(lost_at)
+
+    link = PubSubLink(f"redis://127.0.0.1:{port}/0", lambda _: None, on_reconnect, lambda _: None)
+    link._task = asyncio.get_running_loop().create_task(link._run())
+    try:
+        link.want([CHANNEL])
+        before = time.time()
+        await pubsub._connected(link)  # gives up: the caller goes on
+        gave_up = time.time()
+        assert gaps == []
+        slow.set()
+        async with asyncio.timeout(5):
+            while not gaps:
+                await asyncio.sleep(0.01)
+        assert before <= gaps[0] < gave_up  # from when the wait began
+    finally:
+        await link.close()
+        server.close()
+        await server.wait_closed()
