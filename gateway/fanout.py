@@ -177,6 +177,11 @@ class Fanout:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def settled(self) -> bool:
+        """Pub/sub is up and no gap is being read (see the core's `Readers`)."""
+        return self.redis_ok and not self._recovering
+
     def _on_link_state(self, up: bool) -> None:
         self.redis_ok = up
         METRICS.redis_up.set(1 if up else 0)

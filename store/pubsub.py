@@ -646,8 +646,8 @@ async def _connected(link: PubSubLink) -> None:
             await link._ready.wait()
     except TimeoutError:
         log.warning("pubsub link not up in time; its channels follow when it is")
-        if not link._ready.is_set():
-            link.missed_since = began
+        if not link._ready.is_set() and (link.missed_since is None or began < link.missed_since):
+            link.missed_since = began  # the earliest caller's: later ones' gaps are inside
 
 
 def _channels(chats: Sequence[str], users: Sequence[str]) -> list[str]:

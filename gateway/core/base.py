@@ -93,6 +93,11 @@ class Readers(Protocol):
 
     def remove_chat(self, user: LocalUser, chat: str) -> None: ...
 
+    @property
+    def settled(self) -> bool:
+        """Pub/sub is up and no gap is being read: a message published before now has
+        come live already, or comes again only through a gap read."""
+
 
 class SessionBase:
     """A session's state and the steps its parts share; `Session` is the whole."""
@@ -105,6 +110,7 @@ class SessionBase:
         "_nick",
         "_number",
         "_quit",
+        "_stored_timer",
         "_token",
         "_wrong",
         "core",
@@ -138,6 +144,7 @@ class SessionBase:
         #: fan-out does not show it again (`past_stored`). None: nothing to check (the
         #: common case).
         self.stored: dict[Conv, Position] | None = None
+        self._stored_timer: asyncio.TimerHandle | None = None  # ends `stored`
         self._held_bytes = 0
         self._nick: tuple[str, str] | None = None  # (key, display name) being logged in
         self._account: Account | None = None
@@ -277,7 +284,7 @@ class SessionBase:
             return None
         del stored[conv]
         if not stored:
-            self.stored = None
+            self._forget_stored()
         return messages if len(fresh) == len(messages.items) else ev.Messages(messages.where, fresh)
 
     def _hold(self) -> None:
@@ -301,17 +308,36 @@ class SessionBase:
                 self.user.mark_shown(burst.items[0].conv, burst.items[-1].pos)
 
     def _remember(self, shown: dict[Conv, Position]) -> None:
-        """Add what a stored read showed to `stored`, for STORED_FOR (a new dict each
-        time, so that an earlier read's timer does not cut this one's short)."""
-        stored = dict(self.stored) if self.stored else {}
+        """Add what a stored read showed to `stored`, all of it kept STORED_FOR from now."""
+        if self.phase is Phase.CLOSED:
+            return
+        stored = self.stored
+        if stored is None:
+            stored = self.stored = {}
         for conv, pos in shown.items():
             stored[conv] = max(pos, stored.get(conv, _ZERO))
-        self.stored = stored
-        asyncio.get_running_loop().call_later(STORED_FOR, self._forget_stored, stored)
+        self._forget_later()
 
-    def _forget_stored(self, stored: dict[Conv, Position]) -> None:
-        if self.stored is stored:
-            self.stored = None
+    def _forget_later(self) -> None:
+        if self._stored_timer is not None:
+            self._stored_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._stored_timer = loop.call_later(STORED_FOR, self._stored_expired)
+
+    def _stored_expired(self) -> None:
+        """STORED_FOR has passed; while pub/sub is down or a gap is read, a gap read may
+        still bring what a read showed (from before the loss), so wait on."""
+        self._stored_timer = None
+        if self.phase is not Phase.CLOSED and not self.core.fanout.settled:
+            self._forget_later()
+        else:
+            self._forget_stored()
+
+    def _forget_stored(self) -> None:
+        self.stored = None
+        if self._stored_timer is not None:
+            self._stored_timer.cancel()
+            self._stored_timer = None
 
     async def _audit(self, action: str, target: str, **detail: str) -> None:
         """One audit entry for what this session's user did (see gateway/core/audit.py)."""

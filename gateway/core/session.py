@@ -560,6 +560,7 @@ class Session(Login, Moderation, Credentials):
         self._move(Move.CLOSED)
         self.live = False
         self._held = None
+        self._forget_stored()
         if self.user is not None:
             said = self._quit
             if said == "" and how.startswith("error"):

@@ -168,3 +168,42 @@ async def test_what_a_read_showed_is_forgotten_after_a_while(
     assert alice_session.stored is not None
     await asyncio.sleep(0.1)
     assert alice_session.stored is None
+
+
+async def test_a_gap_read_after_the_window_does_not_show_a_read_message_again(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A join's read showed m1, whose publish was lost with the pub/sub link; the gap
+    read after the link came back brings m1 again, later than STORED_FOR (Redis was down
+    a long while): the session still knows it showed m1, since it forgets only once
+    fan-out has settled."""
+    import gateway.core.base
+
+    monkeypatch.setattr(gateway.core.base, "STORED_FOR", 0.02)
+    alice_session, alice = await chat.login("alice")
+    bob, _ = await chat.login("bob")
+    await bob.handle(cmd.Join("room"))
+    server = chat.store.server
+    links, server.links = server.links, set()  # stored; its publish is lost
+    try:
+        assert await chat.store.post_chat("bob", "bob", "room", "room", ["m1"]) == [ACCEPTED]
+    finally:
+        server.links = links
+    await alice_session.handle(cmd.Join("room"))
+    assert [t for _, _, t in alice.messages()] == ["m1"]  # the join's read
+    read = chat.store.read_after
+    slow = asyncio.Event()
+
+    async def slow_read(after):  # type: ignore[no-untyped-def]
+        await slow.wait()  # Redis comes back late
+        return await read(after)
+
+    chat.store.read_after = slow_read  # type: ignore[method-assign]
+    gap = asyncio.create_task(chat.fanout._on_reconnect(chat.clock.now_ms() / 1000 - 5))
+    await asyncio.sleep(0.1)  # five windows while the gap is read
+    slow.set()
+    await gap
+    await _turns()
+    assert [t for _, _, t in alice.messages()] == ["m1"]
+    await asyncio.sleep(0.1)  # settled now: forgotten after the window
+    assert alice_session.stored is None
