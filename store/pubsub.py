@@ -105,6 +105,7 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.lost_at = 0.0  # unix time the connection was lost (the next gap starts there)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -132,6 +133,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
+            self.lost_at = time.time()
             self.lost.set_result(None)
 
 
@@ -409,7 +411,7 @@ class PubSubLink:
             await proto.lost
             self.up = False
             self._proto = None
-            lost_at = time.time()
+            lost_at = proto.lost_at  # not now: it may have been lost while resubscribing
             for waiting in self._waiting.values():
                 for batch in waiting:
                     batch.finish()
@@ -422,6 +424,8 @@ class PubSubLink:
         """Subscribe every channel on a new connection, a chunk at a time."""
         chans = list(self.channels)
         for i in range(0, len(chans), SUBSCRIBE_CHUNK):
+            if proto.lost.done():  # no acknowledgement comes: the next connection does it
+                return
             batch = _Batch()
             # still wanted: a leave while the chunks before were acknowledged has written
             # its UNSUBSCRIBE already, and would be undone
@@ -430,7 +434,7 @@ class PubSubLink:
                 continue
             done = batch.wait()
             self._send(proto, batch)
-            await done
+            await asyncio.wait((done, proto.lost), return_when=asyncio.FIRST_COMPLETED)
 
     def _send(self, proto: _Protocol, batch: _Batch) -> None:
         """SUBSCRIBE the batch's channels in one write; it is done when Redis acknowledged

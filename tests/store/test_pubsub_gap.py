@@ -179,3 +179,46 @@ async def test_a_link_not_up_in_time_reads_the_gap_when_it_is(
         if server is not None:
             server.close()
             await server.wait_closed()
+
+
+async def test_a_link_lost_while_resubscribing_reads_the_gap_from_the_loss() -> None:
+    """A connection lost between two chunks of a resubscription: the link does not wait
+    for acknowledgements that cannot come, and the next gap starts when it was lost (it
+    started after every remaining chunk's wait, SUBSCRIBE_ACK_TIMEOUT each, and what
+    was published in those seconds was read by no gap)."""
+    connections: list[asyncio.StreamWriter] = []
+    closed_at: list[float] = []
+
+    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        parser = hiredis.Reader()
+        while data := await reader.read(65536):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                writer.write(b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:])))
+                if len(connections) == 2:  # the first reconnect: lost after one chunk
+                    await writer.drain()
+                    closed_at.append(time.time())
+                    writer.close()
+                    return
+
+    port = free_port()
+    server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
+    gaps: list[float] = []
+
+    async def on_reconnect(lost_at: float) -> None:
+        gaps.append(lost_at)
+
+    link = PubSubLink(f"redis://127.0.0.1:{port}/0", lambda _: None, on_reconnect, lambda _: None)
+    try:
+        await link.start()
+        await link.subscribe([f"chat:ch:{{u:n{i}}}" for i in range(pubsub.SUBSCRIBE_CHUNK + 1)])
+        connections[0].close()
+        async with asyncio.timeout(pubsub.SUBSCRIBE_ACK_TIMEOUT * 3):
+            while len(gaps) < 2:
+                await asyncio.sleep(0.01)
+        assert gaps[1] < closed_at[0] + 1, (gaps, closed_at)
+    finally:
+        await link.close()
+        server.close()
+        await server.wait_closed()
