@@ -14,16 +14,17 @@ from store.contract import ACCEPTED, GENERAL, ChatPosts, Conv, Message, Range
 from tests.core.conftest import Chat
 
 
-async def _stored(chat: Chat, text: str) -> Message:
-    """A message in #general's stream that no link delivered (published to nobody)."""
+async def _stored(chat: Chat, text: str, where: str = GENERAL) -> Message:
+    """A message of bob's in `where`'s stream that no link delivered (published to
+    nobody): its publish is lost, or its live copy still to come."""
     server = chat.store.server
     links, server.links = server.links, set()
     try:
-        assert await chat.store.post_chat("bob", "bob", GENERAL, GENERAL, [text]) == [ACCEPTED]
+        assert await chat.store.post_chat("bob", "bob", where, where, [text]) == [ACCEPTED]
     finally:
         server.links = links
-    (m,) = await chat.store.read_range(Conv.of_chat(GENERAL), Range(1, newest=True))
-    return m._replace(where=GENERAL)
+    (m,) = await chat.store.read_range(Conv.of_chat(where), Range(1, newest=True))
+    return m._replace(where=where)
 
 
 async def _turns(n: int = 20) -> None:
@@ -107,16 +108,10 @@ async def test_a_message_a_join_read_and_then_heard_live_is_shown_once(chat: Cha
     alice_session, alice = await chat.login("alice")
     bob, _ = await chat.login("bob")
     await bob.handle(cmd.Join("room"))
-    server = chat.store.server
-    links, server.links = server.links, set()  # stored; its publish is still to come
-    try:
-        assert await chat.store.post_chat("bob", "bob", "room", "room", ["m1"]) == [ACCEPTED]
-    finally:
-        server.links = links
-    (m1,) = await chat.store.read_range(Conv.of_chat("room"), Range(1, newest=True))
+    m1 = await _stored(chat, "m1", "room")  # its live copy still to come
     await alice_session.handle(cmd.Join("room"))
     assert [t for _, _, t in alice.messages()] == ["m1"]  # the join's read
-    chat.fanout.on_events([ChatPosts("room", [m1._replace(where="room")])])  # late, live
+    chat.fanout.on_events([ChatPosts("room", [m1])])  # late, live
     assert [t for _, _, t in alice.messages()] == ["m1"]
     await bob.handle(cmd.Say(("m2",)))  # what comes after the read is shown, once
     await alice.wait_for(lambda s: len(s.messages()) >= 2)
@@ -132,18 +127,12 @@ async def test_a_late_live_copy_held_by_a_second_read_is_not_shown_again(chat: C
     bob, _ = await chat.login("bob")
     await bob.handle(cmd.Join("room"))
     await bob.handle(cmd.Join("side"))
-    server = chat.store.server
-    links, server.links = server.links, set()  # stored; its publish is still to come
-    try:
-        assert await chat.store.post_chat("bob", "bob", "room", "room", ["m1"]) == [ACCEPTED]
-    finally:
-        server.links = links
-    (m1,) = await chat.store.read_range(Conv.of_chat("room"), Range(1, newest=True))
+    m1 = await _stored(chat, "m1", "room")  # its live copy still to come
     await alice_session.handle(cmd.Join("room"))
     assert [t for _, _, t in alice.messages()] == ["m1"]  # the first join's read
     alice_session._hold()  # the second join's read, as `_join` holds (the memory store
     # answers within one loop turn, too soon for the late copy to come in between)
-    chat.fanout.on_events([ChatPosts("room", [m1._replace(where="room")])])  # late, live
+    chat.fanout.on_events([ChatPosts("room", [m1])])  # late, live
     alice_session._release({})
     await alice_session.handle(cmd.Join("side"))
     await bob.handle(cmd.Say(("m2",)))  # in #side, after both reads: shown once
@@ -183,12 +172,7 @@ async def test_a_gap_read_after_the_window_does_not_show_a_read_message_again(
     alice_session, alice = await chat.login("alice")
     bob, _ = await chat.login("bob")
     await bob.handle(cmd.Join("room"))
-    server = chat.store.server
-    links, server.links = server.links, set()  # stored; its publish is lost
-    try:
-        assert await chat.store.post_chat("bob", "bob", "room", "room", ["m1"]) == [ACCEPTED]
-    finally:
-        server.links = links
+    await _stored(chat, "m1", "room")  # its publish is lost
     await alice_session.handle(cmd.Join("room"))
     assert [t for _, _, t in alice.messages()] == ["m1"]  # the join's read
     read = chat.store.read_after
