@@ -1,5 +1,6 @@
 """The pub/sub link after a reconnect: what the new connection hears before fan-out has
-started reading the gap must not reach fan-out ahead of the gap.
+started reading the gap must not reach fan-out ahead of the gap, and the gap must start
+where the link was lost or its caller stopped waiting.
 
 A fake Redis answers the resubscription with its acknowledgement and, in the same write,
 a message published right after it: what a gateway reads in one go when it was not
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import hiredis
 import pytest
@@ -36,47 +38,80 @@ def _ack(channel: bytes, count: int) -> bytes:
 LIVE = payload([message_record("2000-0", "c:room", "bob", "room", "live")]).encode()
 
 
-async def test_a_message_read_with_the_resubscribe_ack_comes_after_the_gap() -> None:
-    connections: list[asyncio.StreamWriter] = []
+class FakeRedis:
+    """A Redis on loopback that acknowledges every SUBSCRIBE channel by channel and then
+    writes what `after_ack(n)` gives for its n-th connection (from 1); None: that
+    connection is closed after the acknowledgements (`closed_at` says when)."""
 
-    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
+    def __init__(self, after_ack: Callable[[int], bytes | None] = lambda _: b"") -> None:
+        self.after_ack = after_ack
+        self.connections: list[asyncio.StreamWriter] = []
+        self.closed_at: list[float] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append(writer)
+        n = len(self.connections)
         parser = hiredis.Reader()
         while data := await reader.read(65536):
             parser.feed(data)
             while (command := parser.gets()) is not False:
                 assert command[0].upper() == b"SUBSCRIBE", command
-                out = b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:]))
-                if len(connections) > 1:  # the reconnect: a message in the same write
-                    out += _push(b"message", CHANNEL.encode(), LIVE)
-                writer.write(out)
+                more = self.after_ack(n)
+                writer.write(b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:])))
+                if more is None:
+                    await writer.drain()
+                    self.closed_at.append(time.time())
+                    writer.close()
+                    return
+                writer.write(more)
 
-    port = free_port()
-    server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
-    seen: list[str] = []
+
+def _heard(seen: list[str]) -> Callable[[list[StoreEvent]], None]:
+    """An `on_events` that notes the text of every message it is handed."""
 
     def on_events(events: list[StoreEvent]) -> None:
         for e in events:
             assert isinstance(e, ChatPosts)
             seen.extend(m.text for m in e.messages)
 
+    return on_events
+
+
+async def _no_gap(lost_at: float) -> None:
+    raise AssertionError("no reconnect in this test")
+
+
+async def test_a_message_read_with_the_resubscribe_ack_comes_after_the_gap() -> None:
+    redis = FakeRedis(lambda n: _push(b"message", CHANNEL.encode(), LIVE) if n > 1 else b"")
+    port = free_port()
+    await redis.start(port)  # the reconnect: a message in the same write as the ack
+    seen: list[str] = []
+
     async def on_reconnect(lost_at: float) -> None:
         await asyncio.sleep(0.05)  # the gap read's round trip
         seen.append("gap read")
 
-    link = PubSubLink(f"redis://127.0.0.1:{port}/0", on_events, on_reconnect, lambda _: None)
+    link = PubSubLink(f"redis://127.0.0.1:{port}/0", _heard(seen), on_reconnect, lambda _: None)
     try:
         await link.start()
         await link.subscribe([CHANNEL])
-        connections[0].close()  # the link is lost; it reconnects and resubscribes
+        redis.connections[0].close()  # the link is lost; it reconnects and resubscribes
         async with asyncio.timeout(5):
             while "live" not in seen:
                 await asyncio.sleep(0.01)
         assert seen == ["gap read", "live"]
     finally:
         await link.close()
-        server.close()
-        await server.wait_closed()
+        await redis.stop()
 
 
 async def test_a_held_link_hands_over_what_it_heard_when_released() -> None:
@@ -84,29 +119,11 @@ async def test_a_held_link_hands_over_what_it_heard_when_released() -> None:
     subscribed on another link, then their gap is read: that link is held meanwhile
     (ShardedLinks._follow), so a message read with the SSUBSCRIBE's acknowledgement
     waits for the gap too, and then comes in the order heard."""
-
-    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = hiredis.Reader()
-        while data := await reader.read(65536):
-            parser.feed(data)
-            while (command := parser.gets()) is not False:
-                assert command[0].upper() == b"SUBSCRIBE", command
-                out = b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:]))
-                writer.write(out + _push(b"message", CHANNEL.encode(), LIVE))
-
+    redis = FakeRedis(lambda _: _push(b"message", CHANNEL.encode(), LIVE))
     port = free_port()
-    server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
+    await redis.start(port)
     seen: list[str] = []
-
-    def on_events(events: list[StoreEvent]) -> None:
-        for e in events:
-            assert isinstance(e, ChatPosts)
-            seen.extend(m.text for m in e.messages)
-
-    async def never(lost_at: float) -> None:
-        raise AssertionError("no reconnect in this test")
-
-    link = PubSubLink(f"redis://127.0.0.1:{port}/0", on_events, never, lambda _: None)
+    link = PubSubLink(f"redis://127.0.0.1:{port}/0", _heard(seen), _no_gap, lambda _: None)
     try:
         await link.start()
         link.hold()
@@ -124,8 +141,7 @@ async def test_a_held_link_hands_over_what_it_heard_when_released() -> None:
         assert seen == ["gap read", "live"]
     finally:
         await link.close()
-        server.close()
-        await server.wait_closed()
+        await redis.stop()
 
 
 def test_the_fake_redis_speaks_resp() -> None:
@@ -145,14 +161,7 @@ async def test_a_link_not_up_in_time_reads_the_gap_when_it_is(
     must still be read: it reads the gap from when the first wait began, as after a
     loss (a later caller's wait must not move that start past the first one's)."""
     monkeypatch.setattr(pubsub, "SUBSCRIBE_ACK_TIMEOUT", 0.05)
-
-    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = hiredis.Reader()
-        while data := await reader.read(65536):
-            parser.feed(data)
-            while (command := parser.gets()) is not False:
-                writer.write(b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:])))
-
+    redis = FakeRedis()
     port = free_port()  # nothing listens there yet: the master cannot be reached
     gaps: list[float] = []
 
@@ -161,7 +170,6 @@ async def test_a_link_not_up_in_time_reads_the_gap_when_it_is(
 
     link = PubSubLink(f"redis://127.0.0.1:{port}/0", lambda _: None, on_reconnect, lambda _: None)
     link._task = asyncio.get_running_loop().create_task(link._run())
-    server = None
     try:
         link.want([CHANNEL])
         before = time.time()
@@ -169,16 +177,14 @@ async def test_a_link_not_up_in_time_reads_the_gap_when_it_is(
         gave_up = time.time()
         await asyncio.sleep(0.1)
         await pubsub._connected(link)  # a later caller (a login) gives up too
-        server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
+        await redis.start(port)
         async with asyncio.timeout(10):
             while not gaps:
                 await asyncio.sleep(0.01)
         assert before <= gaps[0] < gave_up  # from when the first wait began
     finally:
         await link.close()
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        await redis.stop()
 
 
 async def test_a_link_lost_while_resubscribing_reads_the_gap_from_the_loss() -> None:
@@ -186,24 +192,9 @@ async def test_a_link_lost_while_resubscribing_reads_the_gap_from_the_loss() -> 
     for acknowledgements that cannot come, and the next gap starts when it was lost (it
     started after every remaining chunk's wait, SUBSCRIBE_ACK_TIMEOUT each, and what
     was published in those seconds was read by no gap)."""
-    connections: list[asyncio.StreamWriter] = []
-    closed_at: list[float] = []
-
-    async def fake_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        parser = hiredis.Reader()
-        while data := await reader.read(65536):
-            parser.feed(data)
-            while (command := parser.gets()) is not False:
-                writer.write(b"".join(_ack(c, i + 1) for i, c in enumerate(command[1:])))
-                if len(connections) == 2:  # the first reconnect: lost after one chunk
-                    await writer.drain()
-                    closed_at.append(time.time())
-                    writer.close()
-                    return
-
-    port = free_port()
-    server = await asyncio.start_server(fake_redis, "127.0.0.1", port)
+    redis = FakeRedis(lambda n: None if n == 2 else b"")  # the first reconnect: lost
+    port = free_port()  # after one chunk
+    await redis.start(port)
     gaps: list[float] = []
 
     async def on_reconnect(lost_at: float) -> None:
@@ -213,12 +204,11 @@ async def test_a_link_lost_while_resubscribing_reads_the_gap_from_the_loss() -> 
     try:
         await link.start()
         await link.subscribe([f"chat:ch:{{u:n{i}}}" for i in range(pubsub.SUBSCRIBE_CHUNK + 1)])
-        connections[0].close()
+        redis.connections[0].close()
         async with asyncio.timeout(pubsub.SUBSCRIBE_ACK_TIMEOUT * 3):
             while len(gaps) < 2:
                 await asyncio.sleep(0.01)
-        assert gaps[1] < closed_at[0] + 1, (gaps, closed_at)
+        assert gaps[1] < redis.closed_at[0] + 1, (gaps, redis.closed_at)
     finally:
         await link.close()
-        server.close()
-        await server.wait_closed()
+        await redis.stop()
