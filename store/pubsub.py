@@ -643,7 +643,8 @@ class ShardedLinks:
 async def _connected(link: PubSubLink) -> None:
     """Wait until a new link first connected and subscribed (a link that was up once
     and is down now is not waited for: it reads the gap itself when it is back). If it
-    is not up in time, its first connection reads the gap from now (`missed_since`)."""
+    is not up in time, its first connection reads the gap from when this wait began
+    (`missed_since`)."""
     began = time.time()
     try:
         async with asyncio.timeout(SUBSCRIBE_ACK_TIMEOUT):  # not wait_for (store/resp.py)

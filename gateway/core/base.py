@@ -326,9 +326,10 @@ class SessionBase:
 
     def _stored_expired(self) -> None:
         """STORED_FOR has passed; while pub/sub is down or a gap is read, a gap read may
-        still bring what a read showed (from before the loss), so wait on."""
+        still bring what a read showed (from before the loss), so wait on. (A closed
+        session's timer was cancelled.)"""
         self._stored_timer = None
-        if self.phase is not Phase.CLOSED and not self.core.fanout.settled:
+        if not self.core.fanout.settled:
             self._forget_later()
         else:
             self._forget_stored()
